@@ -1,0 +1,218 @@
+//! Configuration: one TOML file, typed per component, validated before anything starts.
+//!
+//! `load` turns a file into a [`Config`] or a [`ConfigError`] that names the file,
+//! line and column and says how to fix it. Every option is documented, with its
+//! default, in config/iomt-edge.toml.
+
+mod load;
+pub mod secret;
+pub mod units;
+
+pub mod ble;
+pub mod iothub;
+
+pub use load::{load, parse_str, ConfigError};
+pub use secret::SecretSource;
+
+use crate::model::DeviceKind;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use units::ByteSize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub forwarder: ForwarderConfig,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+    pub sink: SinkConfig,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Names this gateway in every message (`gatewayId`) and in message ids.
+    pub id: String,
+    /// Where the outbox and persisted settings live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/iomt-edge")
+}
+
+/// What to do when the outbox reaches `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Remove the oldest readings to make room (default): the newest data is
+    /// the most useful clinically, and the drop is counted and logged.
+    DropOldest,
+    /// Keep what is queued and refuse new readings (counted and logged).
+    RefuseNewest,
+}
+
+/// `[outbox]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// Group-commit window: readings arriving within it share one flush.
+    /// 0 flushes every reading on its own.
+    pub flush_interval_ms: u64,
+    /// Upper bound on the stored readings' size.
+    pub max_bytes: ByteSize,
+    /// Readings older than this are dropped (counted and logged).
+    #[serde(with = "units::duration")]
+    pub max_age: Duration,
+    pub when_full: WhenFull,
+    /// sled page cache size. Small on purpose: a Raspberry Pi has little RAM.
+    pub cache_bytes: ByteSize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            flush_interval_ms: 100,
+            max_bytes: ByteSize(256 * 1024 * 1024),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            when_full: WhenFull::DropOldest,
+            cache_bytes: ByteSize(4 * 1024 * 1024),
+        }
+    }
+}
+
+/// `[forwarder]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwarderConfig {
+    /// A message carries at most this many readings.
+    pub batch_max_readings: usize,
+    /// ... and at most this many bytes of body (the sink's own limit also applies).
+    pub batch_max_bytes: ByteSize,
+    /// A device's first pending reading waits at most this long for company.
+    pub batch_max_age_ms: u64,
+    /// First retry delay after a failed send; doubles up to `retry_max_ms`, with jitter.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Delay between retries when the destination refused our credentials.
+    pub auth_retry_ms: u64,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        ForwarderConfig {
+            batch_max_readings: 500,
+            batch_max_bytes: ByteSize(64 * 1024),
+            batch_max_age_ms: 1000,
+            retry_initial_ms: 500,
+            retry_max_ms: 60_000,
+            auth_retry_ms: 300_000,
+        }
+    }
+}
+
+/// `[[device]]`: one device and the adapter that reads it. Exactly one of the
+/// adapter tables (`simulated`, `ble`, `serial`) must be present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Stable alias, used as the device id in messages.
+    pub id: String,
+    pub kind: DeviceKindConfig,
+    /// Patient association; may be changed later (IoT Hub desired properties).
+    #[serde(default)]
+    pub patient_id: Option<String>,
+    #[serde(default)]
+    pub simulated: Option<SimulatedDeviceConfig>,
+    #[serde(default)]
+    pub ble: Option<ble::BleDeviceConfig>,
+    #[serde(default)]
+    pub serial: Option<SerialDeviceConfig>,
+}
+
+/// Device kinds as written in the config (snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKindConfig {
+    HeartRateStrap,
+    PulseOximeter,
+    BedsideMonitor,
+}
+
+impl From<DeviceKindConfig> for DeviceKind {
+    fn from(k: DeviceKindConfig) -> DeviceKind {
+        match k {
+            DeviceKindConfig::HeartRateStrap => DeviceKind::HeartRateStrap,
+            DeviceKindConfig::PulseOximeter => DeviceKind::PulseOximeter,
+            DeviceKindConfig::BedsideMonitor => DeviceKind::BedsideMonitor,
+        }
+    }
+}
+
+/// `[device.simulated]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedDeviceConfig {
+    /// Time between measurements.
+    pub interval_ms: u64,
+    /// Seed for the value generator; the same seed gives the same values.
+    pub seed: Option<u64>,
+    /// Probability per measurement of starting a sensor-off episode.
+    pub dropout_probability: f64,
+}
+
+impl Default for SimulatedDeviceConfig {
+    fn default() -> Self {
+        SimulatedDeviceConfig { interval_ms: 1000, seed: None, dropout_probability: 0.01 }
+    }
+}
+
+/// `[device.serial]` (adapter to come; the settings are validated already).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialDeviceConfig {
+    pub port: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    pub protocol: String,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+
+/// `[sink]`: exactly one destination table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default)]
+    pub file: Option<FileSinkConfig>,
+    #[serde(default)]
+    pub stdout: Option<StdoutSinkConfig>,
+    #[serde(default)]
+    pub iothub: Option<iothub::IotHubSinkConfig>,
+}
+
+/// `[sink.file]`: NDJSON, one message per line, fsync'd before confirming.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    pub path: PathBuf,
+}
+
+/// `[sink.stdout]`: one message per line on standard output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    /// Pretty-print (several lines per message).
+    #[serde(default)]
+    pub pretty: bool,
+}

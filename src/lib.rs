@@ -1,0 +1,17 @@
+//! iomt-edge: an edge gateway for bedside and wearable medical devices.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! adapters (ble, serial, simulated) -> Reading -> outbox (sled) -> forwarder -> sinks
+//! ```
+//!
+//! Each stage is a folder under `src/`. Side tools (`decode`, `medtech`,
+//! `simulate`) read the same [`model`].
+
+pub mod adapters;
+pub mod config;
+pub mod model;
+pub mod outbox;
+pub mod redact;
+pub mod sinks;

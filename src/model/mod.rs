@@ -1,0 +1,13 @@
+//! The data model every stage shares: a [`Reading`] taken from a device, and the
+//! [`Message`] that carries a batch of one device's readings to the cloud.
+//!
+//! Adapters produce readings, the outbox stores them, the forwarder groups them
+//! into messages and the sinks deliver those. Side tools (`decode`, `medtech`)
+//! read the same types, so the wire format is defined in exactly one place.
+
+mod message;
+mod reading;
+pub mod time;
+
+pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
+pub use reading::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType};

@@ -1,0 +1,309 @@
+//! One measurement from one device, as adapters produce it and the outbox stores it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a reading measures. Serialized in camelCase (`heartRate`), which is also
+/// the MedTech type name our shipped mappings use.
+///
+/// Adding a variant here without a template in `devices/medtech/` fails the
+/// test suite (see issue 5), so every type that can leave the gateway is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReadingType {
+    /// Heart rate, `/min`. Value name `heartRate`.
+    HeartRate,
+    /// One beat-to-beat (RR) interval, `ms`. Value name `rrInterval`.
+    RrInterval,
+    /// Energy expended since the strap's last reset, `kJ`. Value name `energyExpended`.
+    EnergyExpended,
+    /// Peripheral oxygen saturation, `%`. Value name `spo2`.
+    Spo2,
+    /// Pulse rate from an oximeter or monitor, `/min`. Value name `pulseRate`.
+    PulseRate,
+    /// Perfusion index (pulse amplitude index), `%`. Value name `perfusionIndex`.
+    PerfusionIndex,
+    /// Respiration rate, `/min`. Value name `respirationRate`.
+    RespirationRate,
+    /// Body temperature, `Cel`. Value name `bodyTemperature`.
+    BodyTemperature,
+    /// Blood pressure panel: `systolic`, `diastolic` and `mean`, `mm[Hg]`.
+    BloodPressure,
+    /// Device battery, `%`. Value name `batteryLevel`.
+    BatteryLevel,
+    /// A change of the device's link state (connected, disconnected, lost...),
+    /// so the cloud sees gaps explained. No values; see [`Reading::event`].
+    DeviceEvent,
+}
+
+impl ReadingType {
+    /// Every reading type, for exhaustive checks (mappings, schema, docs).
+    pub const ALL: [ReadingType; 11] = [
+        ReadingType::HeartRate,
+        ReadingType::RrInterval,
+        ReadingType::EnergyExpended,
+        ReadingType::Spo2,
+        ReadingType::PulseRate,
+        ReadingType::PerfusionIndex,
+        ReadingType::RespirationRate,
+        ReadingType::BodyTemperature,
+        ReadingType::BloodPressure,
+        ReadingType::BatteryLevel,
+        ReadingType::DeviceEvent,
+    ];
+
+    /// The wire name (`heartRate`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadingType::HeartRate => "heartRate",
+            ReadingType::RrInterval => "rrInterval",
+            ReadingType::EnergyExpended => "energyExpended",
+            ReadingType::Spo2 => "spo2",
+            ReadingType::PulseRate => "pulseRate",
+            ReadingType::PerfusionIndex => "perfusionIndex",
+            ReadingType::RespirationRate => "respirationRate",
+            ReadingType::BodyTemperature => "bodyTemperature",
+            ReadingType::BloodPressure => "bloodPressure",
+            ReadingType::BatteryLevel => "batteryLevel",
+            ReadingType::DeviceEvent => "deviceEvent",
+        }
+    }
+
+    /// The value names this type carries and their UCUM units.
+    pub fn value_units(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ReadingType::HeartRate => &[("heartRate", "/min")],
+            ReadingType::RrInterval => &[("rrInterval", "ms")],
+            ReadingType::EnergyExpended => &[("energyExpended", "kJ")],
+            ReadingType::Spo2 => &[("spo2", "%")],
+            ReadingType::PulseRate => &[("pulseRate", "/min")],
+            ReadingType::PerfusionIndex => &[("perfusionIndex", "%")],
+            ReadingType::RespirationRate => &[("respirationRate", "/min")],
+            ReadingType::BodyTemperature => &[("bodyTemperature", "Cel")],
+            ReadingType::BloodPressure => {
+                &[("systolic", "mm[Hg]"), ("diastolic", "mm[Hg]"), ("mean", "mm[Hg]")]
+            }
+            ReadingType::BatteryLevel => &[("batteryLevel", "%")],
+            ReadingType::DeviceEvent => &[],
+        }
+    }
+
+    /// The UCUM unit of one value name of this type.
+    pub fn unit_of(self, value_name: &str) -> Option<&'static str> {
+        self.value_units().iter().find(|(n, _)| *n == value_name).map(|(_, u)| *u)
+    }
+
+    /// Parses a wire name (`heartRate`) or a snake_case alias (`heart_rate`).
+    pub fn from_name(s: &str) -> Option<ReadingType> {
+        let folded: String = s.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_ascii_lowercase();
+        ReadingType::ALL.into_iter().find(|t| t.name().to_ascii_lowercase() == folded)
+    }
+}
+
+impl std::fmt::Display for ReadingType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Quality flags. A flagged reading is still delivered: the cloud decides what to
+/// do with it, and a gap is better explained than silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Flag {
+    /// The strap reports it has no skin contact (HRS contact status "not detected").
+    SensorContactLost,
+    /// The oximeter's sensor is off or disconnected (finger out).
+    SensorDisconnected,
+    /// The device sent a value marked as unavailable (NaN, NRes...); the value is
+    /// omitted from `values` rather than sent as a number.
+    ValueUnavailable,
+    /// The device says its own clock is not set; `time` is the gateway's time.
+    DeviceClockNotSet,
+    /// The device marked the measurement as questionable or invalid.
+    Questionable,
+    /// Low perfusion reported by the device.
+    LowPerfusion,
+    /// Early estimate (PLX) or otherwise provisional value.
+    EarlyEstimate,
+    /// The measurement is from a "slow" averaging (PLX Slow SpO2/PR pair).
+    SlowAverage,
+    /// The device reports a signal-processing irregularity or interference.
+    SignalIrregular,
+    /// The device is in a calibration, test or demo mode: not a patient value.
+    TestData,
+}
+
+/// Link-state events that adapters record as `deviceEvent` readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeviceEvent {
+    Connected,
+    Disconnected,
+    /// The device stopped sending data although the link was reported up.
+    Silent,
+    /// The gateway (re)started and the device is configured.
+    GatewayStarted,
+}
+
+/// The kind of device a reading comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeviceKind {
+    HeartRateStrap,
+    PulseOximeter,
+    BedsideMonitor,
+    Other,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::HeartRateStrap => "heartRateStrap",
+            DeviceKind::PulseOximeter => "pulseOximeter",
+            DeviceKind::BedsideMonitor => "bedsideMonitor",
+            DeviceKind::Other => "other",
+        }
+    }
+}
+
+/// One reading: what a device measured, when, and how trustworthy it is.
+///
+/// `seq` is 0 when an adapter creates the reading; the outbox assigns the
+/// per-gateway sequence number when it commits it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reading {
+    /// Per-gateway sequence number, strictly increasing in commit order.
+    #[serde(default)]
+    pub seq: u64,
+    /// The stable device id (configured alias, manufacturer+serial, or address).
+    pub device_id: String,
+    pub device_kind: DeviceKind,
+    /// The patient the device was associated with when the reading was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: ReadingType,
+    /// Measurement time in UTC (the gateway's clock, corrected device time).
+    #[serde(with = "crate::model::time::serde_ms")]
+    pub time: DateTime<Utc>,
+    /// The device's own clock time, kept when it differs from `time`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::model::time::serde_ms_opt")]
+    pub device_time: Option<DateTime<Utc>>,
+    /// Value name -> number. A value the device marked unavailable is absent and
+    /// the reading carries [`Flag::ValueUnavailable`].
+    #[serde(default)]
+    pub values: BTreeMap<String, f64>,
+    /// Value name -> UCUM unit, for every entry of `values`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
+    /// For `deviceEvent` readings: what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<DeviceEvent>,
+}
+
+impl Reading {
+    /// A reading of `kind` with no values yet, timed now.
+    pub fn new(device_id: impl Into<String>, device_kind: DeviceKind, kind: ReadingType) -> Reading {
+        Reading {
+            seq: 0,
+            device_id: device_id.into(),
+            device_kind,
+            patient_id: None,
+            kind,
+            time: crate::model::time::now_ms(),
+            device_time: None,
+            values: BTreeMap::new(),
+            units: BTreeMap::new(),
+            flags: Vec::new(),
+            event: None,
+        }
+    }
+
+    /// Sets a value by its name; the unit comes from the reading type's table.
+    /// A non-finite number is recorded as unavailable instead.
+    pub fn with_value(mut self, name: &str, value: f64) -> Reading {
+        self.set_value(name, value);
+        self
+    }
+
+    /// See [`Reading::with_value`].
+    pub fn set_value(&mut self, name: &str, value: f64) {
+        if !value.is_finite() {
+            self.add_flag(Flag::ValueUnavailable);
+            return;
+        }
+        let unit = self.kind.unit_of(name).unwrap_or("1");
+        self.values.insert(name.to_string(), value);
+        self.units.insert(name.to_string(), unit.to_string());
+    }
+
+    /// Adds a flag once.
+    pub fn add_flag(&mut self, flag: Flag) {
+        if !self.flags.contains(&flag) {
+            self.flags.push(flag);
+        }
+    }
+
+    pub fn with_flag(mut self, flag: Flag) -> Reading {
+        self.add_flag(flag);
+        self
+    }
+
+    pub fn at(mut self, time: DateTime<Utc>) -> Reading {
+        self.time = time;
+        self
+    }
+
+    /// A link-state event reading.
+    pub fn event(device_id: impl Into<String>, device_kind: DeviceKind, event: DeviceEvent) -> Reading {
+        let mut r = Reading::new(device_id, device_kind, ReadingType::DeviceEvent);
+        r.event = Some(event);
+        r
+    }
+
+    /// The primary value (the first in the type's table), if present.
+    pub fn primary_value(&self) -> Option<f64> {
+        let (name, _) = self.kind.value_units().first()?;
+        self.values.get(*name).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_round_trip() {
+        for t in ReadingType::ALL {
+            let json = serde_json::to_string(&t).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", t.name()));
+            assert_eq!(ReadingType::from_name(t.name()), Some(t));
+        }
+        assert_eq!(ReadingType::from_name("heart_rate"), Some(ReadingType::HeartRate));
+        assert_eq!(ReadingType::from_name("nonsense"), None);
+    }
+
+    #[test]
+    fn non_finite_values_become_flags() {
+        let r = Reading::new("ox", DeviceKind::PulseOximeter, ReadingType::Spo2).with_value("spo2", f64::NAN);
+        assert!(r.values.is_empty());
+        assert_eq!(r.flags, vec![Flag::ValueUnavailable]);
+        let r = r.with_value("spo2", 97.0);
+        assert_eq!(r.units.get("spo2").map(String::as_str), Some("%"));
+    }
+
+    #[test]
+    fn reading_json_round_trip() {
+        let r = Reading::new("strap-1", DeviceKind::HeartRateStrap, ReadingType::HeartRate)
+            .with_value("heartRate", 72.0)
+            .with_flag(Flag::SensorContactLost);
+        let json = serde_json::to_string(&r).expect("serialize");
+        let back: Reading = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,538 @@
+//! The durable outbox: every reading is stored here before anything is sent.
+//!
+//! Storage is sled 0.34.7, kept behind this one type so the engine is one file to
+//! read and, if measurements ever demand it, one file to replace. Everything lives
+//! in a single tree, and every change is one atomic `Batch`:
+//!
+//! | key                    | value                                     |
+//! |------------------------|-------------------------------------------|
+//! | `r` + seq (u64 BE)     | commit time (ms, u64 BE) + reading JSON    |
+//! | `f` + first seq (BE)   | an in-flight batch: message id + its seqs  |
+//! | `m` + name             | counters (next seq, count, bytes, drops)   |
+//!
+//! Guarantees:
+//! - [`Outbox::append`] returns only after sled flushed the readings; the
+//!   caller may then call them committed.
+//! - Readings leave only through [`Outbox::ack`], which the forwarder calls after
+//!   the sink confirmed delivery.
+//! - A batch is recorded (and flushed) with its message id before it is sent, so
+//!   after a crash it is resent with the same id and the same readings.
+//! - Bounded by bytes and age; what is dropped is counted.
+//! - A corrupt store is moved aside, kept for recovery, and replaced by a new one.
+
+mod lock;
+
+use crate::config::{OutboxConfig, WhenFull};
+use crate::model::Reading;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TREE: &str = "outbox-v1";
+const READING: u8 = b'r';
+const INFLIGHT: u8 = b'f';
+const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+const META_COUNT: &[u8] = b"mcount";
+const META_BYTES: &[u8] = b"mbytes";
+const META_DROPPED_FULL: &[u8] = b"mdropped_full";
+const META_DROPPED_AGE: &[u8] = b"mdropped_age";
+const META_REFUSED: &[u8] = b"mrefused";
+const META_EPOCH: &[u8] = b"mepoch";
+/// Bytes of bookkeeping per stored reading (key + commit time), for the bound.
+const PER_READING_OVERHEAD: u64 = 9 + 8;
+
+/// Errors of the outbox. None of them is a reason to lose a reading silently.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("another iomt-edge process is using the outbox in {0}; stop it first (systemctl stop iomt-edge)")]
+    Locked(PathBuf),
+    #[error("cannot use the outbox folder {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the outbox is full and the policy is refuse_newest")]
+    Full,
+}
+
+/// A batch that was handed to a sink and not yet confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub message_id: String,
+    pub seqs: Vec<u64>,
+}
+
+/// What happened to an append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Sequence numbers given to the stored readings, in input order (`None`
+    /// for a reading refused under `refuse_newest`).
+    pub seqs: Vec<Option<u64>>,
+    /// Old readings removed to make room (`drop_oldest`).
+    pub dropped_oldest: u64,
+    /// New readings refused (`refuse_newest`).
+    pub refused: u64,
+}
+
+/// Counters and sizes, as `outbox stats` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    pub queued: u64,
+    pub queued_bytes: u64,
+    pub in_flight_batches: u64,
+    pub next_seq: u64,
+    pub dropped_full: u64,
+    pub dropped_age: u64,
+    pub refused: u64,
+    pub epoch: String,
+    pub disk_bytes: u64,
+}
+
+/// How the outbox came up.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Where a corrupt outbox was moved, if one was.
+    pub moved_aside: Option<PathBuf>,
+    pub took: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    next_seq: u64,
+    count: u64,
+    bytes: u64,
+    dropped_full: u64,
+    dropped_age: u64,
+    refused: u64,
+}
+
+/// The outbox. All methods are blocking (sled is synchronous); async callers use
+/// `spawn_blocking` for anything that flushes.
+pub struct Outbox {
+    db: sled::Db,
+    tree: sled::Tree,
+    dir: PathBuf,
+    epoch: String,
+    max_bytes: u64,
+    max_age: Duration,
+    when_full: WhenFull,
+    counters: Mutex<Counters>,
+    _lock: lock::DirLock,
+}
+
+fn reading_key(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = READING;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn inflight_key(first_seq: u64) -> [u8; 9] {
+    let mut k = reading_key(first_seq);
+    k[0] = INFLIGHT;
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+}
+
+fn u64_of(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Decodes a stored value into (commit time ms, reading).
+fn decode_value(v: &[u8]) -> Option<(u64, Reading)> {
+    let ts = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let r = serde_json::from_slice(v.get(8..)?).ok()?;
+    Some((ts, r))
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir`. A store that sled reports as
+    /// corrupt, or that panics while opening, is renamed to
+    /// `{dir}.corrupt-{time}` and a fresh one is created in its place.
+    pub fn open(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
+        let started = Instant::now();
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|source| OutboxError::Io { path: parent.to_path_buf(), source })?;
+        let lock = lock::DirLock::acquire(dir)?;
+        let mut moved_aside = None;
+        let (db, tree) = match Self::open_sled(dir, cfg) {
+            Ok(ok) => ok,
+            Err(OpenFailure::Io(e)) => return Err(e),
+            Err(OpenFailure::Corrupt(why)) => {
+                let aside = aside_path(dir);
+                std::fs::rename(dir, &aside).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
+                tracing::error!(
+                    "the outbox in {} could not be opened ({}); it was moved to {} for recovery and a new, empty outbox was created",
+                    dir.display(),
+                    why,
+                    aside.display()
+                );
+                moved_aside = Some(aside);
+                match Self::open_sled(dir, cfg) {
+                    Ok(ok) => ok,
+                    Err(OpenFailure::Io(e)) => return Err(e),
+                    Err(OpenFailure::Corrupt(why)) => {
+                        return Err(OutboxError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) })
+                    }
+                }
+            }
+        };
+        let counters = Counters {
+            next_seq: u64_of(tree.get(META_NEXT_SEQ)?).max(1),
+            count: u64_of(tree.get(META_COUNT)?),
+            bytes: u64_of(tree.get(META_BYTES)?),
+            dropped_full: u64_of(tree.get(META_DROPPED_FULL)?),
+            dropped_age: u64_of(tree.get(META_DROPPED_AGE)?),
+            refused: u64_of(tree.get(META_REFUSED)?),
+        };
+        let epoch = match tree.get(META_EPOCH)? {
+            Some(e) => String::from_utf8_lossy(&e).into_owned(),
+            None => {
+                let e = format!("{:08x}", rand::random::<u32>());
+                tree.insert(META_EPOCH, e.as_bytes())?;
+                db.flush()?;
+                e
+            }
+        };
+        let outbox = Outbox {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+            epoch,
+            max_bytes: cfg.max_bytes.bytes(),
+            max_age: cfg.max_age,
+            when_full: cfg.when_full,
+            counters: Mutex::new(counters),
+            _lock: lock,
+        };
+        Ok((outbox, OpenReport { moved_aside, took: started.elapsed() }))
+    }
+
+    fn open_sled(dir: &Path, cfg: &OutboxConfig) -> Result<(sled::Db, sled::Tree), OpenFailure> {
+        let sled_cfg = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cfg.cache_bytes.bytes())
+            .mode(sled::Mode::LowSpace)
+            .flush_every_ms(Some(1000));
+        // sled 0.34 can panic on some corrupt files instead of returning an error.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = sled_cfg.open()?;
+            let tree = db.open_tree(TREE)?;
+            // Touch both ends and the counters so corruption shows up now, not later.
+            tree.first()?;
+            tree.last()?;
+            tree.get(META_NEXT_SEQ)?;
+            Ok::<_, sled::Error>((db, tree))
+        }));
+        match opened {
+            Ok(Ok(ok)) => Ok(ok),
+            Ok(Err(sled::Error::Io(e))) => Err(OpenFailure::Io(OutboxError::Io { path: dir.to_path_buf(), source: e })),
+            Ok(Err(e)) => Err(OpenFailure::Corrupt(e.to_string())),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled panicked while opening".into());
+                Err(OpenFailure::Corrupt(what))
+            }
+        }
+    }
+
+    /// The random id of this outbox's life, part of every message id.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn put_counters(batch: &mut sled::Batch, c: &Counters) {
+        batch.insert(META_NEXT_SEQ, &c.next_seq.to_be_bytes());
+        batch.insert(META_COUNT, &c.count.to_be_bytes());
+        batch.insert(META_BYTES, &c.bytes.to_be_bytes());
+        batch.insert(META_DROPPED_FULL, &c.dropped_full.to_be_bytes());
+        batch.insert(META_DROPPED_AGE, &c.dropped_age.to_be_bytes());
+        batch.insert(META_REFUSED, &c.refused.to_be_bytes());
+    }
+
+    /// Stores readings, assigns their sequence numbers (written into the readings)
+    /// and flushes. When this returns `Ok`, the stored readings are committed.
+    pub fn append(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
+        let outcome = self.append_unflushed(readings)?;
+        self.db.flush()?;
+        Ok(outcome)
+    }
+
+    /// Like [`Outbox::append`] without the flush; callers doing group commit
+    /// call [`Outbox::flush`] before they treat the readings as committed.
+    pub fn append_unflushed(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
+        let mut c = self.counters();
+        let mut batch = sled::Batch::default();
+        let mut outcome = AppendOutcome::default();
+        let commit_ms = now_ms();
+        let mut encoded = Vec::with_capacity(readings.len());
+        let mut incoming: u64 = 0;
+        for r in readings.iter() {
+            // Serializing a Reading (plain data) cannot fail; the seq is patched below.
+            let json = serde_json::to_vec(r).unwrap_or_default();
+            incoming += json.len() as u64 + 8 + PER_READING_OVERHEAD;
+            encoded.push(json);
+        }
+        let mut evicted = Vec::new();
+        let mut admit = readings.len();
+        if c.bytes + incoming > self.max_bytes {
+            match self.when_full {
+                WhenFull::DropOldest => {
+                    let need = c.bytes + incoming - self.max_bytes;
+                    let mut freed = 0u64;
+                    for item in self.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+                        if freed >= need {
+                            break;
+                        }
+                        let (k, v) = item?;
+                        freed += k.len() as u64 + v.len() as u64;
+                        evicted.push((k, v.len() as u64 + PER_READING_OVERHEAD));
+                    }
+                }
+                WhenFull::RefuseNewest => {
+                    let room = self.max_bytes.saturating_sub(c.bytes);
+                    let mut used = 0u64;
+                    admit = 0;
+                    for json in &encoded {
+                        let size = json.len() as u64 + 8 + PER_READING_OVERHEAD;
+                        if used + size > room {
+                            break;
+                        }
+                        used += size;
+                        admit += 1;
+                    }
+                }
+            }
+        }
+        for (k, size) in &evicted {
+            batch.remove(k);
+            c.count = c.count.saturating_sub(1);
+            c.bytes = c.bytes.saturating_sub(*size);
+            c.dropped_full += 1;
+        }
+        outcome.dropped_oldest = evicted.len() as u64;
+        for (i, r) in readings.iter_mut().enumerate() {
+            if i >= admit {
+                outcome.seqs.push(None);
+                c.refused += 1;
+                outcome.refused += 1;
+                continue;
+            }
+            let seq = c.next_seq;
+            c.next_seq += 1;
+            r.seq = seq;
+            let json = serde_json::to_vec(&*r).unwrap_or_default();
+            let mut value = Vec::with_capacity(8 + json.len());
+            value.extend_from_slice(&commit_ms.to_be_bytes());
+            value.extend_from_slice(&json);
+            c.count += 1;
+            c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
+            batch.insert(&reading_key(seq), value);
+            outcome.seqs.push(Some(seq));
+        }
+        Self::put_counters(&mut batch, &c);
+        if let Err(e) = self.tree.apply_batch(batch) {
+            // Nothing was applied: give the sequence numbers back.
+            let reloaded = Counters {
+                next_seq: u64_of(self.tree.get(META_NEXT_SEQ)?).max(1),
+                count: u64_of(self.tree.get(META_COUNT)?),
+                bytes: u64_of(self.tree.get(META_BYTES)?),
+                dropped_full: u64_of(self.tree.get(META_DROPPED_FULL)?),
+                dropped_age: u64_of(self.tree.get(META_DROPPED_AGE)?),
+                refused: u64_of(self.tree.get(META_REFUSED)?),
+            };
+            *c = reloaded;
+            for r in readings.iter_mut() {
+                r.seq = 0;
+            }
+            return Err(e.into());
+        }
+        Ok(outcome)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), OutboxError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Up to `limit` readings with seq > `after` and seq <= `up_to`, in seq order.
+    pub fn read_range(&self, after: u64, up_to: u64, limit: usize) -> Result<Vec<Reading>, OutboxError> {
+        if up_to <= after {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in self.tree.range(reading_key(after.saturating_add(1))..=reading_key(up_to)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            match decode_value(&v) {
+                Some((_, r)) => out.push(r),
+                None => {
+                    // Unreadable record: keep it for recovery tools, skip it here.
+                    tracing::error!("outbox record {:?} cannot be decoded; it is skipped", seq_of(&k));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The readings with these sequence numbers that are still stored.
+    pub fn get_many(&self, seqs: &[u64]) -> Result<Vec<Reading>, OutboxError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            if let Some(v) = self.tree.get(reading_key(*s))? {
+                if let Some((_, r)) = decode_value(&v) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records (and flushes) a batch before it is sent.
+    pub fn put_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
+        let first = batch.seqs.iter().copied().min().unwrap_or(0);
+        let value = serde_json::to_vec(batch).unwrap_or_default();
+        self.tree.insert(inflight_key(first), value)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Batches recorded as in flight, oldest first.
+    pub fn in_flight(&self) -> Result<Vec<InFlight>, OutboxError> {
+        let mut out = Vec::new();
+        for item in self.tree.range(inflight_key(0)..=inflight_key(u64::MAX)) {
+            let (_, v) = item?;
+            if let Ok(b) = serde_json::from_slice::<InFlight>(&v) {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The destination confirmed this batch: remove its readings and its record.
+    /// Not flushed on purpose: if the removal is lost in a crash, the batch is
+    /// resent under the same id, which is what at-least-once allows.
+    pub fn ack(&self, batch: &InFlight) -> Result<(), OutboxError> {
+        let mut c = self.counters();
+        let mut b = sled::Batch::default();
+        for s in &batch.seqs {
+            if let Some(v) = self.tree.get(reading_key(*s))? {
+                b.remove(&reading_key(*s));
+                c.count = c.count.saturating_sub(1);
+                c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
+            }
+        }
+        let first = batch.seqs.iter().copied().min().unwrap_or(0);
+        b.remove(&inflight_key(first));
+        Self::put_counters(&mut b, &c);
+        self.tree.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// Forgets an in-flight record without removing its readings (used when a
+    /// batch is split after "too large").
+    pub fn cancel_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
+        let first = batch.seqs.iter().copied().min().unwrap_or(0);
+        self.tree.remove(inflight_key(first))?;
+        Ok(())
+    }
+
+    /// Drops readings committed longer ago than `max_age`; returns how many.
+    pub fn expire(&self) -> Result<u64, OutboxError> {
+        let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+        let mut c = self.counters();
+        let mut b = sled::Batch::default();
+        let mut n = 0u64;
+        for item in self.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+            let (k, v) = item?;
+            let committed = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+            if committed >= cutoff || n >= 10_000 {
+                break;
+            }
+            b.remove(k);
+            c.count = c.count.saturating_sub(1);
+            c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
+            c.dropped_age += 1;
+            n += 1;
+        }
+        if n > 0 {
+            Self::put_counters(&mut b, &c);
+            self.tree.apply_batch(b)?;
+        }
+        Ok(n)
+    }
+
+    /// Readings currently stored.
+    pub fn len(&self) -> u64 {
+        self.counters().count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The highest sequence number handed out so far (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.counters().next_seq.saturating_sub(1)
+    }
+
+    pub fn stats(&self) -> OutboxStats {
+        let in_flight = self.tree.scan_prefix([INFLIGHT]).count() as u64;
+        let c = self.counters();
+        OutboxStats {
+            queued: c.count,
+            queued_bytes: c.bytes,
+            in_flight_batches: in_flight,
+            next_seq: c.next_seq,
+            dropped_full: c.dropped_full,
+            dropped_age: c.dropped_age,
+            refused: c.refused,
+            epoch: self.epoch.clone(),
+            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+        }
+    }
+}
+
+enum OpenFailure {
+    Io(OutboxError),
+    Corrupt(String),
+}
+
+fn aside_path(dir: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".corrupt-{stamp}"));
+    let mut p = dir.with_file_name(&name);
+    let mut i = 1;
+    while p.exists() {
+        let mut n = name.clone();
+        n.push(format!("-{i}"));
+        p = dir.with_file_name(n);
+        i += 1;
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests;
