@@ -10,6 +10,7 @@
 //! `simulate`) read the same [`model`].
 
 pub mod adapters;
+pub mod cli;
 pub mod config;
 pub mod model;
 pub mod outbox;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test of iomt-edge on a fresh Debian/Ubuntu machine.
+#
+# Installs what the tests need when it is missing:
+#   - system packages listed in scripts/apt-test-packages.txt (dbus-daemon, systemd-analyze, ...)
+#   - the Python cross-check clients listed in scripts/requirements-test.txt
+#     (bleak, azure-iot-device, fhir.resources) into .venv-test/
+# then runs the whole suite with cargo. Independent clients are required here:
+# IOMT_REQUIRE_ALL=1 makes a test fail (not skip) when its tool is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+while read -r pkg cmd; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  if ! command -v "${cmd:-$pkg}" >/dev/null 2>&1; then need_apt+=("$pkg"); fi
+done < scripts/apt-test-packages.txt
+if ((${#need_apt[@]})); then
+  echo "==> installing system packages: ${need_apt[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv-test/bin/python ]] || ! cmp -s scripts/requirements-test.txt .venv-test/.requirements; then
+  echo "==> preparing .venv-test (Python cross-check clients)"
+  python3 -m venv .venv-test || { rm -rf .venv-test; python3 -m venv --without-pip .venv-test; }
+  .venv-test/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv-test/bin/python -m pip install -q -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt .venv-test/.requirements
+fi
+
+export IOMT_TEST_PYTHON="$PWD/.venv-test/bin/python"
+export IOMT_REQUIRE_ALL=1
+export RUST_BACKTRACE=1
+
+echo "==> cargo test"
+cargo test --all-targets --no-fail-fast "$@"

@@ -1,0 +1,26 @@
+//! `iomt-edge check-config FILE`: validate a config file and say what it sets up.
+
+use super::EXIT_USAGE;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The TOML config file to check.
+    pub file: PathBuf,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    match crate::config::load(&a.file) {
+        Ok(c) => {
+            println!("{}: OK", a.file.display());
+            println!("  gateway {} (state in {})", c.gateway.id, c.gateway.state_dir.display());
+            println!("  {} device(s), outbox bounded to {}", c.devices.len(), c.outbox.max_bytes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}

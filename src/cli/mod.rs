@@ -1,0 +1,67 @@
+//! The command line: one subcommand per file in this folder.
+//!
+//! Exit codes (documented in `--help`): 0 success, 1 runtime failure,
+//! 2 bad usage or bad configuration, 3 a check found problems or the input was
+//! malformed. User mistakes get a sentence, never a panic or a debug dump.
+
+mod check_config;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit code: something failed while running.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: bad usage or bad configuration.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a check found problems, or the input was malformed.
+pub const EXIT_PROBLEMS: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "iomt-edge",
+    version,
+    about = "Edge gateway for bedside and wearable medical devices",
+    long_about = "Reads BLE heart-rate straps, pulse oximeters and serial bedside monitors, stores every \
+reading in a durable local outbox, and forwards it to Azure IoT Hub, Event Hubs, a file or stdout, shaped \
+for the Azure MedTech service.",
+    after_help = "Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration, 3 problems found or malformed input.\n\
+Logging: set RUST_LOG (e.g. RUST_LOG=debug) or --log-level."
+)]
+pub struct Cli {
+    /// Log level for stderr: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, global = true, env = "IOMT_EDGE_LOG", value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file without starting anything.
+    CheckConfig(check_config::Args),
+}
+
+/// Sets up logging to stderr (journald picks it up under systemd).
+pub fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let result = match cli.command {
+        Command::CheckConfig(a) => check_config::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
