@@ -16,3 +16,5 @@ pub mod model;
 pub mod outbox;
 pub mod redact;
 pub mod sinks;
+pub mod forwarder;
+pub mod service;

@@ -5,6 +5,9 @@
 //! malformed. User mistakes get a sentence, never a panic or a debug dump.
 
 mod check_config;
+mod demo;
+mod outbox;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,8 +40,14 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway (the systemd service runs this).
+    Run(run::Args),
+    /// Run the whole pipeline on this machine with simulated devices, no setup needed.
+    Demo(demo::Args),
     /// Validate a config file without starting anything.
     CheckConfig(check_config::Args),
+    /// Look into a gateway's outbox (stop the service first).
+    Outbox(outbox::Args),
 }
 
 /// Sets up logging to stderr (journald picks it up under systemd).
@@ -55,7 +64,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref());
     let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::CheckConfig(a) => check_config::run(a),
+        Command::Outbox(a) => outbox::run(a),
     };
     match result {
         Ok(code) => code,

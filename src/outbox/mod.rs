@@ -20,6 +20,7 @@
 //! - Bounded by bytes and age; what is dropped is counted.
 //! - A corrupt store is moved aside, kept for recovery, and replaced by a new one.
 
+pub mod committer;
 mod lock;
 
 use crate::config::{OutboxConfig, WhenFull};

@@ -1,0 +1,75 @@
+//! `iomt-edge outbox stats|peek --state-dir DIR`: look into a gateway's outbox.
+//!
+//! The outbox is locked while the gateway runs; stop the service first.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: OutboxCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum OutboxCommand {
+    /// Counts, sizes and drop counters.
+    Stats {
+        /// The gateway's state folder (the outbox is its `outbox` subfolder).
+        #[arg(long, default_value = "/var/lib/iomt-edge")]
+        state_dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The oldest queued readings, as JSON lines (patient ids included: handle with care).
+    Peek {
+        #[arg(long, default_value = "/var/lib/iomt-edge")]
+        state_dir: PathBuf,
+        /// How many readings.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        count: usize,
+    },
+}
+
+fn open(state_dir: &std::path::Path) -> anyhow::Result<crate::outbox::Outbox> {
+    let dir = state_dir.join("outbox");
+    if !dir.exists() {
+        anyhow::bail!("no outbox in {} (is --state-dir right?)", state_dir.display());
+    }
+    let (ob, report) = crate::outbox::Outbox::open(&dir, &crate::config::OutboxConfig::default())?;
+    if let Some(p) = report.moved_aside {
+        eprintln!("note: the outbox was corrupt and was moved to {}", p.display());
+    }
+    Ok(ob)
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    match a.command {
+        OutboxCommand::Stats { state_dir, json } => {
+            let ob = open(&state_dir)?;
+            let s = ob.stats();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("outbox in {}", ob.dir().display());
+                println!("  queued readings     {}", s.queued);
+                println!("  queued size         {}", crate::config::units::ByteSize(s.queued_bytes));
+                println!("  batches in flight   {}", s.in_flight_batches);
+                println!("  next sequence no.   {}", s.next_seq);
+                println!("  dropped (full)      {}", s.dropped_full);
+                println!("  dropped (too old)   {}", s.dropped_age);
+                println!("  refused (full)      {}", s.refused);
+                println!("  size on disk        {}", crate::config::units::ByteSize(s.disk_bytes));
+                println!("  epoch               {}", s.epoch);
+            }
+        }
+        OutboxCommand::Peek { state_dir, count } => {
+            let ob = open(&state_dir)?;
+            for r in ob.read_range(0, u64::MAX, count)? {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,375 @@
+//! The forwarder: reads committed readings from the outbox in order, batches
+//! them per device, sends each batch to the sink, and acknowledges it in the
+//! outbox only after the sink confirmed delivery.
+//!
+//! - One message holds one device's readings (and one patient association), in
+//!   sequence order; a device has at most one message in flight, so per-device
+//!   order holds even across retries.
+//! - A batch is recorded in the outbox with its message id before it is sent;
+//!   after a crash those batches are resent first, with the same id.
+//! - Failures are retried forever with exponential backoff and jitter; nothing
+//!   is dropped on a send error. "Too large" splits the batch.
+
+pub mod backoff;
+
+use crate::model::{Message, Reading, WireReading};
+use crate::outbox::{InFlight, Outbox};
+use crate::service::health::Health;
+use crate::sinks::{Sink, SinkError};
+use backoff::Backoff;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How many readings the forwarder holds in memory at most (bounded memory
+/// during a large backlog drain).
+const BUFFER_CAP: usize = 20_000;
+/// Bytes of a message besides its readings (ids, schema, brackets).
+const MESSAGE_OVERHEAD: usize = 512;
+
+/// Batching and retry settings.
+#[derive(Debug, Clone)]
+pub struct ForwarderSettings {
+    pub gateway_id: String,
+    pub batch_max_readings: usize,
+    pub batch_max_bytes: usize,
+    pub batch_max_age: Duration,
+    pub retry: Backoff,
+    pub auth_retry: Duration,
+    /// How long in-flight sends may finish after shutdown was requested.
+    pub shutdown_grace: Duration,
+}
+
+impl ForwarderSettings {
+    pub fn from_config(c: &crate::config::Config) -> ForwarderSettings {
+        let f = &c.forwarder;
+        ForwarderSettings {
+            gateway_id: c.gateway.id.clone(),
+            batch_max_readings: f.batch_max_readings,
+            batch_max_bytes: f.batch_max_bytes.bytes() as usize,
+            batch_max_age: Duration::from_millis(f.batch_max_age_ms),
+            retry: Backoff {
+                initial: Duration::from_millis(f.retry_initial_ms),
+                max: Duration::from_millis(f.retry_max_ms),
+            },
+            auth_retry: Duration::from_millis(f.auth_retry_ms),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters for status output.
+#[derive(Debug, Default)]
+pub struct ForwarderStats {
+    pub delivered_readings: AtomicU64,
+    pub delivered_messages: AtomicU64,
+    pub failed_sends: AtomicU64,
+    /// Readings removed because even alone they exceed the destination's limit.
+    pub rejected_readings: AtomicU64,
+    /// True while sends are failing (one log line per episode).
+    pub failing: AtomicBool,
+    /// The last delivery error, in words, while failing.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// A handle to ask for an immediate send of everything pending.
+#[derive(Clone, Default)]
+pub struct FlushHandle(Arc<Notify>);
+
+impl FlushHandle {
+    pub fn flush_now(&self) {
+        self.0.notify_one();
+    }
+}
+
+type Key = (String, Option<String>);
+
+struct Queue {
+    readings: VecDeque<(Reading, usize)>,
+    bytes: usize,
+    oldest: Instant,
+    /// Lowered after "too large" answers.
+    byte_cap: usize,
+}
+
+/// The forwarder task.
+pub struct Forwarder {
+    pub outbox: Arc<Outbox>,
+    pub sink: Arc<dyn Sink>,
+    pub settings: ForwarderSettings,
+    pub committed: watch::Receiver<u64>,
+    pub stats: Arc<ForwarderStats>,
+    pub health: Arc<Health>,
+    pub flush: FlushHandle,
+}
+
+enum Outcome {
+    Delivered,
+    TooLarge(String),
+    Cancelled,
+}
+
+impl Forwarder {
+    /// Runs until `shutdown` is cancelled and in-flight sends have finished (or
+    /// the grace period ran out). Readings not confirmed stay in the outbox.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let sink_cap = self.sink.max_message_bytes().saturating_sub(MESSAGE_OVERHEAD).max(256);
+        let byte_cap = self.settings.batch_max_bytes.min(sink_cap);
+        let max_in_flight = self.sink.max_in_flight().max(1);
+        let send_cancel = CancellationToken::new();
+
+        let mut queues: BTreeMap<Key, Queue> = BTreeMap::new();
+        let mut busy: HashSet<Key> = HashSet::new();
+        let mut tasks = FuturesUnordered::new();
+        let mut buffered = 0usize;
+        let mut cursor = 0u64;
+        let mut excluded: HashSet<u64> = HashSet::new();
+        let mut flush_requested = false;
+        let mut shutting_down: Option<Instant> = None;
+
+        // Batches that were in flight when the gateway stopped go first, unchanged.
+        let leftovers = self.outbox.in_flight()?;
+        if !leftovers.is_empty() {
+            tracing::info!("resending {} batch(es) that were in flight at the last stop, with their original ids", leftovers.len());
+        }
+        for rec in leftovers {
+            let readings = self.outbox.get_many(&rec.seqs)?;
+            excluded.extend(rec.seqs.iter().copied());
+            let Some(mut msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &readings) else {
+                self.outbox.cancel_in_flight(&rec)?;
+                continue;
+            };
+            msg.message_id = rec.message_id.clone();
+            let key: Key = (msg.device_id.clone(), msg.patient_id.clone());
+            busy.insert(key.clone());
+            tasks.push(self.deliver(key, rec, msg, readings, send_cancel.clone()));
+        }
+
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.health.forwarder_tick();
+            // 1. Pull committed readings into per-device queues (bounded).
+            let committed = *self.committed.borrow_and_update();
+            let draining = shutting_down.is_some();
+            let grace_over = shutting_down.is_some_and(|t| t.elapsed() >= self.settings.shutdown_grace);
+            while !grace_over && buffered < BUFFER_CAP && cursor < committed {
+                let chunk = self.outbox.read_range(cursor, committed, (BUFFER_CAP - buffered).min(2000))?;
+                if chunk.is_empty() {
+                    cursor = committed;
+                    break;
+                }
+                for r in chunk {
+                    cursor = r.seq;
+                    if excluded.remove(&r.seq) {
+                        continue;
+                    }
+                    let size = serde_json::to_vec(&WireReading::from(&r)).map(|v| v.len() + 1).unwrap_or(256);
+                    let key: Key = (r.device_id.clone(), r.patient_id.clone());
+                    let q = queues.entry(key).or_insert_with(|| Queue {
+                        readings: VecDeque::new(),
+                        bytes: 0,
+                        oldest: Instant::now(),
+                        byte_cap,
+                    });
+                    if q.readings.is_empty() {
+                        q.oldest = Instant::now();
+                    }
+                    q.bytes += size;
+                    q.readings.push_back((r, size));
+                    buffered += 1;
+                }
+            }
+            let backlog = cursor < committed;
+
+            // 2. Send what is ready, one message per device at a time. When
+            //    stopping, everything is ready (best effort within the grace period).
+            if !grace_over {
+                let keys: Vec<Key> = queues.keys().cloned().collect();
+                for key in keys {
+                    if tasks.len() >= max_in_flight {
+                        break;
+                    }
+                    if busy.contains(&key) {
+                        continue;
+                    }
+                    let Some(q) = queues.get_mut(&key) else { continue };
+                    if q.readings.is_empty() {
+                        continue;
+                    }
+                    let ready = q.readings.len() >= self.settings.batch_max_readings
+                        || q.bytes >= q.byte_cap
+                        || q.oldest.elapsed() >= self.settings.batch_max_age
+                        || backlog
+                        || draining
+                        || flush_requested;
+                    if !ready {
+                        continue;
+                    }
+                    let mut batch = Vec::new();
+                    let mut bytes = 0usize;
+                    while let Some((_, size)) = q.readings.front() {
+                        if !batch.is_empty()
+                            && (batch.len() >= self.settings.batch_max_readings || bytes + size > q.byte_cap)
+                        {
+                            break;
+                        }
+                        bytes += *size;
+                        if let Some((r, _)) = q.readings.pop_front() {
+                            batch.push(r);
+                        }
+                    }
+                    q.bytes = q.bytes.saturating_sub(bytes);
+                    q.oldest = Instant::now();
+                    buffered -= batch.len();
+                    let Some(msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &batch) else {
+                        continue;
+                    };
+                    let rec = InFlight { message_id: msg.message_id.clone(), seqs: batch.iter().map(|r| r.seq).collect() };
+                    let outbox = self.outbox.clone();
+                    let rec2 = rec.clone();
+                    tokio::task::spawn_blocking(move || outbox.put_in_flight(&rec2)).await??;
+                    busy.insert(key.clone());
+                    tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
+                }
+                if queues.values().all(|q| q.readings.is_empty()) {
+                    flush_requested = false;
+                }
+                queues.retain(|k, q| !q.readings.is_empty() || busy.contains(k));
+            }
+
+            if draining && tasks.is_empty() && (grace_over || (buffered == 0 && cursor >= committed)) {
+                if grace_over && (buffered > 0 || cursor < committed) {
+                    tracing::info!("stopping with readings still queued; they stay in the outbox and are sent on the next start");
+                }
+                break;
+            }
+            if grace_over && !tasks.is_empty() && !send_cancel.is_cancelled() {
+                tracing::info!("{} message(s) still unconfirmed at shutdown; they stay in the outbox and are resent on the next start", tasks.len());
+                send_cancel.cancel();
+            }
+
+            // 3. Wait for something to happen.
+            tokio::select! {
+                Some((key, rec, outcome, readings)) = tasks.next() => {
+                    busy.remove(&key);
+                    match outcome {
+                        Outcome::Delivered => {
+                            let outbox = self.outbox.clone();
+                            let n = rec.seqs.len() as u64;
+                            tokio::task::spawn_blocking(move || outbox.ack(&rec)).await??;
+                            self.stats.delivered_readings.fetch_add(n, Ordering::Relaxed);
+                            self.stats.delivered_messages.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Outcome::TooLarge(detail) => {
+                            self.outbox.cancel_in_flight(&rec)?;
+                            if readings.len() <= 1 {
+                                tracing::error!(
+                                    "a single reading (seq {:?}) is larger than the destination accepts ({detail}); it is removed from the outbox",
+                                    rec.seqs.first()
+                                );
+                                self.stats.rejected_readings.fetch_add(readings.len() as u64, Ordering::Relaxed);
+                                self.outbox.ack(&rec)?;
+                            } else {
+                                let q = queues.entry(key).or_insert_with(|| Queue {
+                                    readings: VecDeque::new(),
+                                    bytes: 0,
+                                    oldest: Instant::now(),
+                                    byte_cap,
+                                });
+                                let total: usize = readings.iter().map(|r| serde_json::to_vec(&WireReading::from(r)).map(|v| v.len() + 1).unwrap_or(256)).sum();
+                                q.byte_cap = (total / 2).max(256);
+                                tracing::warn!("the destination said a message was too large ({detail}); splitting it");
+                                for r in readings.into_iter().rev() {
+                                    let size = serde_json::to_vec(&WireReading::from(&r)).map(|v| v.len() + 1).unwrap_or(256);
+                                    q.bytes += size;
+                                    q.readings.push_front((r, size));
+                                    buffered += 1;
+                                }
+                            }
+                        }
+                        Outcome::Cancelled => {}
+                    }
+                }
+                res = self.committed.changed(), if shutting_down.is_none() => {
+                    if res.is_err() {
+                        // The committer is gone: the gateway is stopping.
+                        shutting_down.get_or_insert_with(Instant::now);
+                    }
+                }
+                _ = self.flush.0.notified() => { flush_requested = true; }
+                _ = shutdown.cancelled(), if shutting_down.is_none() => {
+                    shutting_down = Some(Instant::now());
+                }
+                _ = tick.tick() => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one message until the sink confirms it (or says it is too large).
+    fn deliver(
+        &self,
+        key: Key,
+        rec: InFlight,
+        msg: Message,
+        readings: Vec<Reading>,
+        cancel: CancellationToken,
+    ) -> impl std::future::Future<Output = (Key, InFlight, Outcome, Vec<Reading>)> {
+        let sink = self.sink.clone();
+        let stats = self.stats.clone();
+        let retry = self.settings.retry;
+        let auth_retry = self.settings.auth_retry;
+        async move {
+            let mut attempt = 0u32;
+            loop {
+                let result = tokio::select! {
+                    r = sink.send(&msg) => r,
+                    _ = cancel.cancelled() => return (key, rec, Outcome::Cancelled, readings),
+                };
+                let err = match result {
+                    Ok(()) => {
+                        if stats.failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!("delivery to {} works again", sink.name());
+                            if let Ok(mut e) = stats.last_error.lock() {
+                                *e = None;
+                            }
+                        }
+                        return (key, rec, Outcome::Delivered, readings);
+                    }
+                    Err(SinkError::TooLarge(d)) => return (key, rec, Outcome::TooLarge(d), readings),
+                    Err(e) => e,
+                };
+                stats.failed_sends.fetch_add(1, Ordering::Relaxed);
+                let delay = match &err {
+                    SinkError::Retryable(_) => retry.delay(attempt),
+                    SinkError::Throttled { retry_after, .. } => retry.delay(attempt).max(retry_after.unwrap_or_default()),
+                    SinkError::FatalAuth(_) => auth_retry,
+                    SinkError::TooLarge(_) => Duration::ZERO,
+                };
+                if !stats.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "delivery to {} failed: {err}; readings stay in the outbox and are retried (next try in {:.1} s)",
+                        sink.name(),
+                        delay.as_secs_f64()
+                    );
+                } else {
+                    tracing::debug!("delivery to {} failed again: {err}", sink.name());
+                }
+                if let Ok(mut e) = stats.last_error.lock() {
+                    *e = Some(err.to_string());
+                }
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return (key, rec, Outcome::Cancelled, readings),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The running gateway: wires adapters -> committer -> outbox -> forwarder -> sink,
+//! talks to systemd, and stops cleanly on SIGTERM.
+
+pub mod associations;
+pub mod health;
+pub mod notify;
+mod run;
+
+pub use run::{build_sink, cancel_on_signals, run, Gateway, RunOptions};

@@ -1,0 +1,270 @@
+//! Starting, running and stopping the whole pipeline.
+
+use super::associations::Associations;
+use super::health::Health;
+use super::notify;
+use crate::adapters::simulated::SimulatedDevice;
+use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
+use crate::config::Config;
+use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats};
+use crate::model::{DeviceEvent, Reading};
+use crate::outbox::committer::{CommitReport, Committer};
+use crate::outbox::Outbox;
+use crate::sinks::Sink;
+use anyhow::Context;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Readings an adapter may hand over before it has to wait for the disk.
+const INTAKE_CAPACITY: usize = 10_000;
+
+/// Options of a run besides the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print a line per committed group on stdout (crash tests).
+    pub report_commits: bool,
+}
+
+/// Shared handles on a running gateway, for status views (demo, twin, STATUS=).
+#[derive(Clone)]
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub outbox: Arc<Outbox>,
+    pub registry: Arc<DeviceRegistry>,
+    pub associations: Arc<Associations>,
+    pub forwarder: Arc<ForwarderStats>,
+    pub flush: FlushHandle,
+    pub sink_name: &'static str,
+}
+
+impl Gateway {
+    /// One line for `systemctl status` and logs (no patient data).
+    pub fn status_line(&self) -> String {
+        let devices = self.registry.snapshot();
+        let streaming = devices.iter().filter(|d| d.state == crate::adapters::LinkState::Streaming).count();
+        let delivered = self.forwarder.delivered_readings.load(Ordering::Relaxed);
+        let mut line = format!(
+            "{}/{} devices streaming, outbox {} readings, {} delivered to {}",
+            streaming,
+            devices.len(),
+            self.outbox.len(),
+            delivered,
+            self.sink_name
+        );
+        if self.forwarder.failing.load(Ordering::Relaxed) {
+            line.push_str(", delivery failing (retrying)");
+        }
+        line
+    }
+}
+
+/// Builds the sink named in the config.
+pub async fn build_sink(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
+    let s = &config.sink;
+    if let Some(f) = &s.file {
+        let sink = crate::sinks::file::FileSink::open(&f.path)
+            .with_context(|| format!("cannot open the file sink {}", f.path.display()))?;
+        return Ok(Arc::new(sink));
+    }
+    if let Some(o) = &s.stdout {
+        return Ok(Arc::new(crate::sinks::stdout::StdoutSink::new(o.pretty)));
+    }
+    if s.iothub.is_some() {
+        anyhow::bail!("the IoT Hub sink is not available in this build yet");
+    }
+    anyhow::bail!("no sink configured")
+}
+
+/// Builds one adapter per simulated device (and the BLE/serial adapters).
+fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+    let mut out: Vec<Box<dyn Adapter>> = Vec::new();
+    for d in &config.devices {
+        if let Some(sim) = &d.simulated {
+            out.push(Box::new(SimulatedDevice { device_id: d.id.clone(), kind: d.kind.into(), cfg: sim.clone() }));
+        } else if d.serial.is_some() {
+            anyhow::bail!("device \"{}\": the serial adapter is not available in this version", d.id);
+        } else if d.ble.is_some() {
+            anyhow::bail!("device \"{}\": the BLE adapter is not available in this build yet", d.id);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the gateway until `shutdown` is cancelled. `on_start` receives the
+/// handles once everything is up (the demo uses it for its live view).
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(Gateway),
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    crate::redact::init(&config.gateway.id);
+    let state_dir = config.gateway.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
+
+    let outbox_dir = state_dir.join("outbox");
+    let ob_cfg = config.outbox.clone();
+    let (outbox, report) = tokio::task::spawn_blocking(move || Outbox::open(&outbox_dir, &ob_cfg)).await??;
+    let outbox = Arc::new(outbox);
+    tracing::info!(
+        "outbox open in {:.0} ms: {} readings queued, {} batches to resend",
+        report.took.as_secs_f64() * 1000.0,
+        outbox.len(),
+        outbox.stats().in_flight_batches
+    );
+
+    let registry = Arc::new(DeviceRegistry::new());
+    for d in &config.devices {
+        registry.register(&d.id);
+    }
+    let associations = Arc::new(Associations::load(&config.devices, Some(&state_dir)));
+    let health = Arc::new(Health::new());
+
+    let sink = build_sink(&config).await?;
+    let sink_name = sink.name();
+    let adapters = build_adapters(&config)?;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Reading>(INTAKE_CAPACITY);
+    let committer = Committer {
+        outbox: outbox.clone(),
+        window: Duration::from_millis(config.outbox.flush_interval_ms),
+        registry: registry.clone(),
+        associations: associations.clone(),
+        health: health.clone(),
+        report: CommitReport(opts.report_commits),
+    };
+    let (committer_task, committed) = committer.spawn(rx);
+
+    let stats = Arc::new(ForwarderStats::default());
+    let flush = FlushHandle::default();
+    let forwarder = Forwarder {
+        outbox: outbox.clone(),
+        sink: sink.clone(),
+        settings: ForwarderSettings::from_config(&config),
+        committed,
+        stats: stats.clone(),
+        health: health.clone(),
+        flush: flush.clone(),
+    };
+    let forwarder_stop = CancellationToken::new();
+    let forwarder_task = tokio::spawn(forwarder.run(forwarder_stop.clone()));
+
+    let adapter_stop = CancellationToken::new();
+    let sender = ReadingSender::new(tx);
+    let mut adapter_tasks = Vec::new();
+    for d in &config.devices {
+        let _ = sender.send(Reading::event(&d.id, d.kind.into(), DeviceEvent::GatewayStarted)).await;
+    }
+    for a in adapters {
+        tracing::info!("starting adapter: {}", a.describe());
+        let ctx = AdapterContext { readings: sender.clone(), registry: registry.clone(), shutdown: adapter_stop.clone() };
+        adapter_tasks.push(tokio::spawn(async move {
+            let what = a.describe();
+            if let Err(e) = a.run(ctx).await {
+                tracing::error!("adapter stopped: {what}: {e:#}");
+            }
+        }));
+    }
+    drop(sender);
+
+    let gateway = Gateway {
+        config: config.clone(),
+        outbox: outbox.clone(),
+        registry: registry.clone(),
+        associations: associations.clone(),
+        forwarder: stats.clone(),
+        flush,
+        sink_name,
+    };
+    on_start(gateway.clone());
+    notify::ready();
+    tracing::info!(
+        "iomt-edge {} running: gateway {}, {} device(s), sink {}",
+        env!("CARGO_PKG_VERSION"),
+        config.gateway.id,
+        config.devices.len(),
+        sink_name
+    );
+
+    // Status, watchdog and outbox housekeeping until asked to stop.
+    let watchdog = notify::watchdog_interval();
+    let health_limit = watchdog.map(|w| (w.as_millis() as u64 / 2).max(2000)).unwrap_or(30_000);
+    let mut tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(Duration::from_secs(2)).max(Duration::from_millis(200)));
+    let mut last_expire = tokio::time::Instant::now();
+    let mut unhealthy_logged = false;
+    let mut forwarder_task = forwarder_task;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            res = &mut forwarder_task => {
+                // The forwarder only ends early on an outbox error.
+                let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => format!("{e:#}"), Err(e) => e.to_string() };
+                anyhow::bail!("the forwarder stopped: {why}");
+            }
+            _ = tick.tick() => {
+                notify::status(&gateway.status_line());
+                match health.check(health_limit) {
+                    Ok(()) => { notify::watchdog(); unhealthy_logged = false; }
+                    Err(why) => if !unhealthy_logged {
+                        tracing::error!("not feeding the watchdog: {why}");
+                        unhealthy_logged = true;
+                    }
+                }
+                if last_expire.elapsed() >= Duration::from_secs(60) {
+                    last_expire = tokio::time::Instant::now();
+                    let ob = outbox.clone();
+                    if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || ob.expire()).await {
+                        if n > 0 {
+                            tracing::warn!("dropped {n} readings older than max_age ({})", humantime::format_duration(config.outbox.max_age));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Orderly stop: adapters first, then let the committer drain and flush,
+    // then give in-flight sends a moment, then flush the outbox.
+    notify::stopping();
+    tracing::info!("stopping: committing what adapters handed over");
+    adapter_stop.cancel();
+    for t in adapter_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), committer_task).await;
+    forwarder_stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(8), forwarder_task).await {
+        Ok(Ok(Err(e))) => tracing::error!("forwarder: {e:#}"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("the forwarder did not stop in time"),
+    }
+    sink.close().await;
+    let ob = outbox.clone();
+    tokio::task::spawn_blocking(move || ob.flush()).await??;
+    tracing::info!("stopped: {}", gateway.status_line());
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        token.cancel();
+    });
+}
