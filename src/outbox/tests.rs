@@ -1,0 +1,232 @@
+//! Outbox unit and property tests: ordering, ack, bounds, drop accounting, reopen,
+//! corruption handling.
+
+use super::*;
+use crate::config::units::ByteSize;
+use crate::model::{DeviceKind, ReadingType};
+use proptest::prelude::*;
+
+fn cfg(max_bytes: u64, when_full: WhenFull) -> OutboxConfig {
+    OutboxConfig { max_bytes: ByteSize(max_bytes), when_full, ..OutboxConfig::default() }
+}
+
+fn reading(device: &str, v: f64) -> Reading {
+    Reading::new(device, DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", v)
+}
+
+fn open(dir: &Path, c: &OutboxConfig) -> Outbox {
+    Outbox::open(&dir.join("outbox"), c).expect("open").0
+}
+
+#[test]
+fn append_assigns_increasing_seqs_and_reads_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = open(d.path(), &OutboxConfig::default());
+    let mut rs: Vec<Reading> = (0..10).map(|i| reading("a", i as f64)).collect();
+    let out = ob.append(&mut rs).unwrap();
+    let seqs: Vec<u64> = out.seqs.iter().map(|s| s.unwrap()).collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    let back = ob.read_range(0, u64::MAX, 100).unwrap();
+    assert_eq!(back, rs);
+    assert_eq!(ob.read_range(4, 7, 100).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert_eq!(ob.read_range(0, u64::MAX, 3).unwrap().len(), 3);
+    assert_eq!(ob.len(), 10);
+}
+
+#[test]
+fn ack_removes_only_the_batch_and_its_record() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = open(d.path(), &OutboxConfig::default());
+    let mut rs: Vec<Reading> = (0..6).map(|i| reading(if i % 2 == 0 { "a" } else { "b" }, i as f64)).collect();
+    ob.append(&mut rs).unwrap();
+    let batch = InFlight { message_id: "m1".into(), seqs: vec![1, 3, 5] };
+    ob.put_in_flight(&batch).unwrap();
+    assert_eq!(ob.in_flight().unwrap(), vec![batch.clone()]);
+    ob.ack(&batch).unwrap();
+    assert!(ob.in_flight().unwrap().is_empty());
+    let left: Vec<u64> = ob.read_range(0, u64::MAX, 100).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(left, vec![2, 4, 6]);
+    assert_eq!(ob.len(), 3);
+    // Acking again (a duplicate confirmation) changes nothing.
+    ob.ack(&batch).unwrap();
+    assert_eq!(ob.len(), 3);
+}
+
+#[test]
+fn reopen_keeps_readings_counters_epoch_and_in_flight() {
+    let d = tempfile::tempdir().unwrap();
+    let (epoch, stats) = {
+        let ob = open(d.path(), &OutboxConfig::default());
+        let mut rs: Vec<Reading> = (0..5).map(|i| reading("a", i as f64)).collect();
+        ob.append(&mut rs).unwrap();
+        ob.put_in_flight(&InFlight { message_id: "x".into(), seqs: vec![1, 2] }).unwrap();
+        (ob.epoch().to_string(), ob.stats())
+    };
+    let ob = open(d.path(), &OutboxConfig::default());
+    assert_eq!(ob.epoch(), epoch);
+    assert_eq!(ob.len(), 5);
+    assert_eq!(ob.stats().queued_bytes, stats.queued_bytes);
+    assert_eq!(ob.in_flight().unwrap().len(), 1);
+    let mut more = vec![reading("a", 9.0)];
+    ob.append(&mut more).unwrap();
+    assert_eq!(more[0].seq, 6, "sequence numbers continue after a reopen");
+}
+
+#[test]
+fn a_second_gateway_cannot_open_a_locked_outbox() {
+    let d = tempfile::tempdir().unwrap();
+    let _ob = open(d.path(), &OutboxConfig::default());
+    match Outbox::open(&d.path().join("outbox"), &OutboxConfig::default()) {
+        Err(OutboxError::Locked(_)) => {}
+        other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn drop_oldest_keeps_within_bounds_and_counts() {
+    let d = tempfile::tempdir().unwrap();
+    let c = cfg(64 * 1024, WhenFull::DropOldest);
+    let ob = open(d.path(), &c);
+    let mut total = 0u64;
+    for round in 0..50 {
+        let mut rs: Vec<Reading> = (0..20).map(|i| reading("a", (round * 20 + i) as f64)).collect();
+        ob.append(&mut rs).unwrap();
+        total += 20;
+        assert!(ob.stats().queued_bytes <= 64 * 1024, "bound exceeded");
+    }
+    let s = ob.stats();
+    assert!(s.dropped_full > 0);
+    assert_eq!(s.queued + s.dropped_full, total, "every reading is either queued or counted as dropped");
+    // The oldest were dropped: what is left is the newest, contiguous, in order.
+    let left: Vec<u64> = ob.read_range(0, u64::MAX, 10_000).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(*left.last().unwrap(), total);
+    assert!(left.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[test]
+fn refuse_newest_keeps_the_old_and_counts_refusals() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = open(d.path(), &cfg(32 * 1024, WhenFull::RefuseNewest));
+    let mut total = 0u64;
+    let mut refused = 0u64;
+    for _ in 0..40 {
+        let mut rs: Vec<Reading> = (0..10).map(|i| reading("a", i as f64)).collect();
+        let out = ob.append(&mut rs).unwrap();
+        total += 10;
+        refused += out.refused;
+        for (r, s) in rs.iter().zip(&out.seqs) {
+            assert_eq!(s.is_some(), r.seq != 0);
+        }
+    }
+    let s = ob.stats();
+    assert!(refused > 0);
+    assert_eq!(s.refused, refused);
+    assert_eq!(s.queued + refused, total);
+    let first = ob.read_range(0, u64::MAX, 1).unwrap();
+    assert_eq!(first[0].seq, 1, "the oldest reading is kept under refuse_newest");
+}
+
+#[test]
+fn corrupt_outbox_is_moved_aside_and_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let ob = open(d.path(), &OutboxConfig::default());
+        let mut rs: Vec<Reading> = (0..100).map(|i| reading("a", i as f64)).collect();
+        ob.append(&mut rs).unwrap();
+    }
+    // Overwrite every file sled wrote with garbage.
+    let dir = d.path().join("outbox");
+    for entry in walk(&dir) {
+        let len = std::fs::metadata(&entry).unwrap().len().max(64);
+        std::fs::write(&entry, vec![0xA5u8; len as usize]).unwrap();
+    }
+    let (ob, report) = Outbox::open(&dir, &OutboxConfig::default()).expect("a corrupt outbox must not stop the gateway");
+    let aside = report.moved_aside.expect("the corrupt outbox is kept aside");
+    assert!(aside.exists());
+    assert!(aside.file_name().unwrap().to_string_lossy().starts_with("outbox.corrupt-"));
+    assert_eq!(ob.len(), 0);
+    let mut rs = vec![reading("a", 1.0)];
+    ob.append(&mut rs).unwrap();
+    assert_eq!(ob.len(), 1);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn expire_drops_only_old_readings_and_counts_them() {
+    let d = tempfile::tempdir().unwrap();
+    let c = OutboxConfig { max_age: Duration::from_millis(200), ..OutboxConfig::default() };
+    let ob = open(d.path(), &c);
+    let mut old: Vec<Reading> = (0..5).map(|i| reading("a", i as f64)).collect();
+    ob.append(&mut old).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut new: Vec<Reading> = (0..3).map(|i| reading("a", i as f64)).collect();
+    ob.append(&mut new).unwrap();
+    assert_eq!(ob.expire().unwrap(), 5);
+    assert_eq!(ob.stats().dropped_age, 5);
+    assert_eq!(ob.len(), 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Any interleaving of appends, acks and reopens keeps: FIFO order, no
+    /// reading lost unless counted as dropped, counters equal to the contents.
+    #[test]
+    fn model_check(ops in proptest::collection::vec((0u8..4, 1usize..30), 1..40), small in any::<bool>()) {
+        let d = tempfile::tempdir().unwrap();
+        let c = cfg(if small { 24 * 1024 } else { 64 * 1024 * 1024 }, WhenFull::DropOldest);
+        let mut ob = Some(open(d.path(), &c));
+        let mut model: std::collections::BTreeSet<u64> = Default::default();
+        let mut appended = 0u64;
+        let mut acked = 0u64;
+        for (op, n) in ops {
+            let o = ob.as_ref().unwrap();
+            match op {
+                0 | 1 => {
+                    let mut rs: Vec<Reading> = (0..n).map(|i| reading(if i % 3 == 0 { "x" } else { "y" }, i as f64)).collect();
+                    let out = o.append(&mut rs).unwrap();
+                    for s in out.seqs.into_iter().flatten() { model.insert(s); }
+                    appended += n as u64;
+                }
+                2 => {
+                    let take: Vec<u64> = o.read_range(0, u64::MAX, n).unwrap().iter().map(|r| r.seq).collect();
+                    if !take.is_empty() {
+                        let b = InFlight { message_id: "m".into(), seqs: take.clone() };
+                        o.put_in_flight(&b).unwrap();
+                        o.ack(&b).unwrap();
+                        for s in take { model.remove(&s); acked += 1; }
+                    }
+                }
+                _ => {
+                    drop(ob.take());
+                    ob = Some(open(d.path(), &c));
+                }
+            }
+            let o = ob.as_ref().unwrap();
+            let stored: Vec<u64> = o.read_range(0, u64::MAX, usize::MAX).unwrap().iter().map(|r| r.seq).collect();
+            // What is stored is the model minus what drop-oldest evicted: a suffix.
+            prop_assert!(stored.windows(2).all(|w| w[0] < w[1]));
+            let s = o.stats();
+            prop_assert_eq!(s.queued, stored.len() as u64);
+            prop_assert_eq!(appended, acked + s.queued + s.dropped_full);
+            let evicted: Vec<u64> = model.iter().copied().filter(|x| !stored.contains(x)).collect();
+            prop_assert_eq!(evicted.len() as u64, s.dropped_full);
+            if let (Some(max_evicted), Some(min_stored)) = (evicted.iter().max(), stored.first()) {
+                prop_assert!(max_evicted < min_stored, "drop_oldest evicted a newer reading");
+            }
+            prop_assert!(s.queued_bytes <= c.max_bytes.bytes());
+        }
+    }
+}
