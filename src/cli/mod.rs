@@ -4,6 +4,7 @@
 //! 2 bad usage or bad configuration, 3 a check found problems or the input was
 //! malformed. User mistakes get a sentence, never a panic or a debug dump.
 
+mod bench;
 mod check_config;
 mod demo;
 mod outbox;
@@ -48,6 +49,8 @@ enum Command {
     CheckConfig(check_config::Args),
     /// Look into a gateway's outbox (stop the service first).
     Outbox(outbox::Args),
+    /// Measure this machine: outbox ingest, forwarding, reopen, daemon memory.
+    Bench(bench::Args),
 }
 
 /// Sets up logging to stderr (journald picks it up under systemd).
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::CheckConfig(a) => check_config::run(a),
         Command::Outbox(a) => outbox::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code,

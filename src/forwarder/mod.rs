@@ -130,6 +130,7 @@ impl Forwarder {
         let mut cursor = 0u64;
         let mut excluded: HashSet<u64> = HashSet::new();
         let mut flush_requested = false;
+        let mut last_served: Option<Key> = None;
         let mut shutting_down: Option<Instant> = None;
 
         // Batches that were in flight when the gateway stopped go first, unchanged.
@@ -190,7 +191,14 @@ impl Forwarder {
             // 2. Send what is ready, one message per device at a time. When
             //    stopping, everything is ready (best effort within the grace period).
             if !grace_over {
-                let keys: Vec<Key> = queues.keys().cloned().collect();
+                // Round-robin from the device after the last one served, so that
+                // during a backlog every device gets full batches in turn.
+                let mut keys: Vec<Key> = match &last_served {
+                    Some(k) => queues.range::<Key, _>((std::ops::Bound::Excluded(k.clone()), std::ops::Bound::Unbounded)).map(|(k, _)| k.clone()).collect(),
+                    None => Vec::new(),
+                };
+                let wrapped: Vec<Key> = queues.keys().filter(|k| !keys.contains(k)).cloned().collect();
+                keys.extend(wrapped);
                 for key in keys {
                     if tasks.len() >= max_in_flight {
                         break;
@@ -235,6 +243,7 @@ impl Forwarder {
                     let rec2 = rec.clone();
                     tokio::task::spawn_blocking(move || outbox.put_in_flight(&rec2)).await??;
                     busy.insert(key.clone());
+                    last_served = Some(key.clone());
                     tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
                 }
                 if queues.values().all(|q| q.readings.is_empty()) {
@@ -373,3 +382,6 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! Forwarder tests with a scripted sink: batching, retry without loss, same id on
+//! resend, per-device order, splitting on "too large", resend after restart.
+
+use super::*;
+use crate::config::OutboxConfig;
+use crate::model::{DeviceKind, ReadingType};
+use std::sync::Mutex;
+
+/// A sink that fails according to a script and records what it accepted.
+#[derive(Default)]
+struct ScriptedSink {
+    /// Answers for the next sends; empty = accept.
+    script: Mutex<VecDeque<SinkError>>,
+    accepted: Mutex<Vec<Message>>,
+    attempts: Mutex<Vec<String>>,
+    max_bytes: Option<usize>,
+    /// Refuse (TooLarge) any message whose body exceeds this.
+    too_large_above: Option<usize>,
+}
+
+#[async_trait::async_trait]
+impl Sink for ScriptedSink {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn max_message_bytes(&self) -> usize {
+        self.max_bytes.unwrap_or(usize::MAX)
+    }
+    fn max_in_flight(&self) -> usize {
+        4
+    }
+    async fn send(&self, m: &Message) -> Result<(), SinkError> {
+        self.attempts.lock().unwrap().push(m.message_id.clone());
+        if let Some(limit) = self.too_large_above {
+            if m.to_json().len() > limit {
+                return Err(SinkError::TooLarge(format!("{} > {limit}", m.to_json().len())));
+            }
+        }
+        if let Some(e) = self.script.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.accepted.lock().unwrap().push(m.clone());
+        Ok(())
+    }
+}
+
+fn settings() -> ForwarderSettings {
+    ForwarderSettings {
+        gateway_id: "gw".into(),
+        batch_max_readings: 50,
+        batch_max_bytes: 64 * 1024,
+        batch_max_age: Duration::from_millis(20),
+        retry: Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) },
+        auth_retry: Duration::from_millis(30),
+        shutdown_grace: Duration::from_secs(2),
+    }
+}
+
+fn fill(ob: &Outbox, n: usize, devices: usize) -> Vec<Reading> {
+    let mut rs: Vec<Reading> = (0..n)
+        .map(|i| {
+            Reading::new(format!("dev-{}", i % devices), DeviceKind::HeartRateStrap, ReadingType::HeartRate)
+                .with_value("heartRate", (60 + i % 50) as f64)
+        })
+        .collect();
+    ob.append(&mut rs).unwrap();
+    rs
+}
+
+/// Runs a forwarder over `ob` until `n` readings were delivered (or 10 s).
+async fn drain(ob: Arc<Outbox>, sink: Arc<ScriptedSink>, n: u64) -> Arc<ForwarderStats> {
+    let (_tx, committed) = watch::channel(ob.last_seq());
+    let stats = Arc::new(ForwarderStats::default());
+    let f = Forwarder {
+        outbox: ob.clone(),
+        sink,
+        settings: settings(),
+        committed,
+        stats: stats.clone(),
+        health: Arc::new(Health::new()),
+        flush: FlushHandle::default(),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(f.run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.delivered_readings.load(Ordering::Relaxed) + stats.rejected_readings.load(Ordering::Relaxed) < n {
+        assert!(Instant::now() < deadline, "not drained in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    stats
+}
+
+fn check_delivery(sink: &ScriptedSink, expected: &[Reading]) {
+    let accepted = sink.accepted.lock().unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut last_per_device: std::collections::HashMap<String, u64> = Default::default();
+    for m in accepted.iter() {
+        for r in &m.readings {
+            let prev = last_per_device.insert(m.device_id.clone(), r.seq);
+            assert!(prev.is_none_or(|p| p < r.seq), "device {} out of order", m.device_id);
+            assert!(seen.insert(r.seq, m.message_id.clone()).is_none(), "seq {} delivered twice", r.seq);
+        }
+        assert!(m.readings.len() <= 50);
+    }
+    for r in expected {
+        assert!(seen.contains_key(&r.seq), "reading {} lost", r.seq);
+    }
+}
+
+#[tokio::test]
+async fn delivers_everything_in_per_device_order_in_full_batches() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 1000, 3);
+    let sink = Arc::new(ScriptedSink::default());
+    drain(ob.clone(), sink.clone(), 1000).await;
+    check_delivery(&sink, &rs);
+    let msgs = sink.accepted.lock().unwrap().len();
+    assert!(msgs <= 1000 / 50 + 3, "a backlog must go in full batches, got {msgs} messages for 1000 readings");
+    assert_eq!(ob.len(), 0, "everything confirmed leaves the outbox");
+    assert!(ob.in_flight().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_the_same_id_and_nothing_is_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 300, 2);
+    let sink = Arc::new(ScriptedSink::default());
+    {
+        let mut s = sink.script.lock().unwrap();
+        s.push_back(SinkError::Retryable("network down".into()));
+        s.push_back(SinkError::Throttled { retry_after: Some(Duration::from_millis(10)), detail: "429".into() });
+        s.push_back(SinkError::FatalAuth("bad key".into()));
+        s.push_back(SinkError::Retryable("again".into()));
+    }
+    let stats = drain(ob.clone(), sink.clone(), 300).await;
+    check_delivery(&sink, &rs);
+    assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 4);
+    // Every id that failed was retried under the same id and finally accepted.
+    let attempts = sink.attempts.lock().unwrap().clone();
+    let accepted: std::collections::HashSet<String> = sink.accepted.lock().unwrap().iter().map(|m| m.message_id.clone()).collect();
+    for id in &attempts {
+        assert!(accepted.contains(id), "message {id} was attempted, then abandoned or renamed");
+    }
+    assert_eq!(ob.len(), 0);
+}
+
+#[tokio::test]
+async fn too_large_splits_and_delivers_all() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 200, 1);
+    let sink = Arc::new(ScriptedSink { too_large_above: Some(2500), ..Default::default() });
+    drain(ob.clone(), sink.clone(), 200).await;
+    check_delivery(&sink, &rs);
+    for m in sink.accepted.lock().unwrap().iter() {
+        assert!(m.to_json().len() <= 2500);
+    }
+}
+
+#[tokio::test]
+async fn messages_respect_the_sink_size_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 500, 1);
+    let sink = Arc::new(ScriptedSink { max_bytes: Some(4096), ..Default::default() });
+    drain(ob.clone(), sink.clone(), 500).await;
+    check_delivery(&sink, &rs);
+    for m in sink.accepted.lock().unwrap().iter() {
+        assert!(m.to_json().len() <= 4096, "message of {} bytes over the sink's 4096", m.to_json().len());
+    }
+}
+
+#[tokio::test]
+async fn batches_in_flight_at_a_crash_are_resent_first_with_their_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 100, 1);
+    // A previous run had sent seqs 1..=7 as message "earlier-id" and crashed
+    // before the confirmation.
+    let rec = InFlight { message_id: "earlier-id".into(), seqs: (1..=7).collect() };
+    ob.put_in_flight(&rec).unwrap();
+    let sink = Arc::new(ScriptedSink::default());
+    drain(ob.clone(), sink.clone(), 100).await;
+    check_delivery(&sink, &rs);
+    let accepted = sink.accepted.lock().unwrap();
+    assert_eq!(accepted[0].message_id, "earlier-id");
+    assert_eq!(accepted[0].seqs().collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_backlog_larger_than_memory_still_goes_in_full_batches_for_every_device() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let n = BUFFER_CAP + 5_000;
+    let rs = fill(&ob, n, 10);
+    let sink = Arc::new(ScriptedSink::default());
+    drain(ob.clone(), sink.clone(), n as u64).await;
+    check_delivery(&sink, &rs);
+    let msgs = sink.accepted.lock().unwrap().len();
+    assert!(msgs <= n / 50 + 20, "{msgs} messages for {n} readings: batches are not full (or a device starves)");
+}
