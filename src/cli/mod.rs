@@ -65,7 +65,10 @@ pub fn init_logging(level: Option<&str>) {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // The demo draws a live view on stdout; keep routine log lines out of it.
+    let quiet_default = matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    let level = cli.log_level.as_deref().or(if quiet_default { Some("warn") } else { None });
+    init_logging(level);
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),
