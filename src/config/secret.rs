@@ -76,8 +76,9 @@ impl SecretSource {
     }
 }
 
-/// Warns when a file holding a secret is readable by group or others.
-pub fn warn_if_world_readable(path: &std::path::Path) {
+/// Warns when a file holding a secret is readable by group or others; returns
+/// whether it warned.
+pub fn warn_if_world_readable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode();
@@ -88,6 +89,37 @@ pub fn warn_if_world_readable(path: &std::path::Path) {
                 mode & 0o777,
                 path.display()
             );
+            return true;
         }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn resolves_from_file_env_and_value_and_warns_on_loose_permissions() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("s");
+        std::fs::write(&f, "  HostName=h;DeviceId=d;SharedAccessKey=k==\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!warn_if_world_readable(&f));
+        let s = SecretSource { file: Some(f.clone()), ..Default::default() };
+        assert_eq!(s.resolve().unwrap(), "HostName=h;DeviceId=d;SharedAccessKey=k==");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(warn_if_world_readable(&f));
+
+        std::env::set_var("IOMT_TEST_SECRET_X", "abc");
+        assert_eq!(SecretSource { env: Some("IOMT_TEST_SECRET_X".into()), ..Default::default() }.resolve().unwrap(), "abc");
+        assert!(matches!(SecretSource { env: Some("IOMT_TEST_SECRET_MISSING".into()), ..Default::default() }.resolve(), Err(SecretError::Env(_))));
+        assert!(matches!(SecretSource::default().resolve(), Err(SecretError::Ambiguous)));
+        assert!(matches!(SecretSource { value: Some(" ".into()), ..Default::default() }.resolve(), Err(SecretError::Empty)));
+        let both = SecretSource { value: Some("a".into()), env: Some("B".into()), ..Default::default() };
+        assert!(matches!(both.resolve(), Err(SecretError::Ambiguous)));
+        // Debug never prints the secret.
+        assert!(!format!("{:?}", SecretSource { value: Some("topsecret".into()), ..Default::default() }).contains("topsecret"));
     }
 }
