@@ -284,13 +284,18 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         let mut outcome = AppendOutcome::default();
         let commit_ms = now_ms();
+        // Serialize once, with the sequence numbers the readings will get if
+        // admitted (admission keeps a prefix, so these are the final numbers).
         let mut encoded = Vec::with_capacity(readings.len());
         let mut incoming: u64 = 0;
-        for r in readings.iter() {
-            // Serializing a Reading (plain data) cannot fail; the seq is patched below.
-            let json = serde_json::to_vec(r).unwrap_or_default();
-            incoming += json.len() as u64 + 8 + PER_READING_OVERHEAD;
-            encoded.push(json);
+        for (i, r) in readings.iter_mut().enumerate() {
+            r.seq = c.next_seq + i as u64;
+            let mut value = Vec::with_capacity(256);
+            value.extend_from_slice(&commit_ms.to_be_bytes());
+            // Serializing a Reading (plain data) into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut value, &*r);
+            incoming += value.len() as u64 + PER_READING_OVERHEAD;
+            encoded.push(value);
         }
         let mut evicted = Vec::new();
         let mut admit = readings.len();
@@ -304,7 +309,7 @@ impl Outbox {
                             break;
                         }
                         let (k, v) = item?;
-                        freed += k.len() as u64 + v.len() as u64;
+                        freed += v.len() as u64 + PER_READING_OVERHEAD;
                         evicted.push((k, v.len() as u64 + PER_READING_OVERHEAD));
                     }
                 }
@@ -312,8 +317,8 @@ impl Outbox {
                     let room = self.max_bytes.saturating_sub(c.bytes);
                     let mut used = 0u64;
                     admit = 0;
-                    for json in &encoded {
-                        let size = json.len() as u64 + 8 + PER_READING_OVERHEAD;
+                    for value in &encoded {
+                        let size = value.len() as u64 + PER_READING_OVERHEAD;
                         if used + size > room {
                             break;
                         }
@@ -330,25 +335,20 @@ impl Outbox {
             c.dropped_full += 1;
         }
         outcome.dropped_oldest = evicted.len() as u64;
-        for (i, r) in readings.iter_mut().enumerate() {
+        for (i, (r, value)) in readings.iter_mut().zip(encoded).enumerate() {
             if i >= admit {
+                r.seq = 0;
                 outcome.seqs.push(None);
                 c.refused += 1;
                 outcome.refused += 1;
                 continue;
             }
-            let seq = c.next_seq;
-            c.next_seq += 1;
-            r.seq = seq;
-            let json = serde_json::to_vec(&*r).unwrap_or_default();
-            let mut value = Vec::with_capacity(8 + json.len());
-            value.extend_from_slice(&commit_ms.to_be_bytes());
-            value.extend_from_slice(&json);
             c.count += 1;
             c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
-            batch.insert(&reading_key(seq), value);
-            outcome.seqs.push(Some(seq));
+            batch.insert(&reading_key(r.seq), value);
+            outcome.seqs.push(Some(r.seq));
         }
+        c.next_seq += admit as u64;
         Self::put_counters(&mut batch, &c);
         if let Err(e) = self.tree.apply_batch(batch) {
             // Nothing was applied: give the sequence numbers back.
