@@ -1,0 +1,8 @@
+//! BLE heart-rate straps and pulse oximeters, read through btleplug (BlueZ).
+//!
+//! - [`gatt`]: pure decoders, bytes in, readings or typed errors out.
+//! - [`adapter`]: the btleplug I/O: scanning, connecting, subscribing, and the
+//!   per-device supervision (silence timer, reconnect with backoff, manager
+//!   rebuild when bluetoothd restarts).
+
+pub mod gatt;
