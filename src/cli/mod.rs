@@ -6,6 +6,7 @@
 
 mod check_config;
 mod decode;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     CheckConfig(check_config::Args),
     /// Decode captured device bytes offline and print them as JSON.
     Decode(decode::Args),
+    /// Run a simulator by hand (BlueZ on a private D-Bus).
+    Simulate(simulate::Args),
 }
 
 /// Sets up logging to stderr (journald picks it up under systemd).
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig(a) => check_config::run(a),
         Command::Decode(a) => decode::run(a),
+        Command::Simulate(a) => simulate::run(a),
     };
     match result {
         Ok(code) => code,
