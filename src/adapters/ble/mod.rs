@@ -6,3 +6,6 @@
 //!   rebuild when bluetoothd restarts).
 
 pub mod gatt;
+pub mod adapter;
+
+pub use adapter::{build, set_system_bus_address, BleAdapter, BleDevice, Selector, MAX_CONNECTED};

@@ -61,6 +61,7 @@ pub struct BluezSim {
     interval: Duration,
     conn: Option<zbus::Connection>,
     ticker: Option<JoinHandle<()>>,
+    stop_ticker: tokio_util::sync::CancellationToken,
 }
 
 fn lock(st: &Shared) -> std::sync::MutexGuard<'_, SimState> {
@@ -72,7 +73,14 @@ impl BluezSim {
     /// (ObjectManager) and `/org/bluez/hci0`, and starts streaming.
     pub async fn start(bus_address: &str, config: SimConfig) -> anyhow::Result<BluezSim> {
         let st: Shared = Arc::new(Mutex::new(SimState::new(config.devices)));
-        let mut sim = BluezSim { st, bus_address: bus_address.to_string(), interval: config.interval, conn: None, ticker: None };
+        let mut sim = BluezSim {
+            st,
+            bus_address: bus_address.to_string(),
+            interval: config.interval,
+            conn: None,
+            ticker: None,
+            stop_ticker: Default::default(),
+        };
         sim.bring_up().await?;
         Ok(sim)
     }
@@ -92,7 +100,8 @@ impl BluezSim {
             .await;
             match built {
                 Ok(c) => {
-                    let ticker = tokio::spawn(run_ticker(self.st.clone(), c.clone(), self.interval));
+                    self.stop_ticker = tokio_util::sync::CancellationToken::new();
+                    let ticker = tokio::spawn(run_ticker(self.st.clone(), c.clone(), self.interval, self.stop_ticker.clone()));
                     self.conn = Some(c);
                     self.ticker = Some(ticker);
                     return Ok(());
@@ -105,9 +114,12 @@ impl BluezSim {
     }
 
     async fn take_down(&mut self) {
-        if let Some(t) = self.ticker.take() {
-            t.abort();
-            let _ = t.await;
+        if let Some(mut t) = self.ticker.take() {
+            // Let the current round finish, so the sent log matches the bus.
+            self.stop_ticker.cancel();
+            if tokio::time::timeout(Duration::from_secs(2), &mut t).await.is_err() {
+                t.abort();
+            }
         }
         if let Some(c) = self.conn.take() {
             let _ = c.release_name("org.bluez").await;
@@ -209,13 +221,16 @@ impl Drop for BluezSim {
 /// The streaming loop: every `interval`, each connected, unmuted device sends
 /// its next measurement on the characteristics that are notifying; queued
 /// injections go out first; while discovering, RSSI moves a little.
-async fn run_ticker(st: Shared, conn: zbus::Connection, interval: Duration) {
+async fn run_ticker(st: Shared, conn: zbus::Connection, interval: Duration, stop: tokio_util::sync::CancellationToken) {
     let server = conn.object_server();
     let mut timer = tokio::time::interval(interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
     loop {
-        timer.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = timer.tick() => {}
+        }
         round += 1;
         let (events, rssi, discovering) = {
             let mut s = lock(&st);
