@@ -204,6 +204,11 @@ impl BluezSim {
         s.device_by_address(address).and_then(|i| s.devices.get(i)).map(|d| d.connected).unwrap_or(false)
     }
 
+    /// How many times a client removed a device object (`Adapter1.RemoveDevice`).
+    pub fn removed_devices(&self) -> u32 {
+        lock(&self.st).removed
+    }
+
     /// The bus address the simulator is on.
     pub fn bus_address(&self) -> &str {
         &self.bus_address

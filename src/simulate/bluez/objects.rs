@@ -81,7 +81,9 @@ impl AdapterIface {
         drop_link(&self.st, server, idx).await?;
         let path = lock(&self.st).devices.get(idx).map(|d| d.path.clone()).unwrap_or_default();
         server.remove::<DeviceIface, _>(path.as_str()).await?;
-        if let Some(d) = lock(&self.st).devices.get_mut(idx) {
+        let mut s = lock(&self.st);
+        s.removed += 1;
+        if let Some(d) = s.devices.get_mut(idx) {
             d.exported = false;
         }
         Ok(())

@@ -243,6 +243,8 @@ pub struct SimState {
     pub sent: Vec<Sent>,
     /// One-shot values to emit on the next tick: (device index, uuid16, bytes).
     pub inject: Vec<(usize, u16, Vec<u8>)>,
+    /// How many times a client called `Adapter1.RemoveDevice`.
+    pub removed: u32,
 }
 
 impl SimState {
@@ -253,6 +255,7 @@ impl SimState {
             devices: specs.into_iter().map(DevState::new).collect(),
             sent: Vec::new(),
             inject: Vec::new(),
+            removed: 0,
         }
     }
 
