@@ -15,6 +15,7 @@ pub mod config;
 pub mod model;
 pub mod outbox;
 pub mod redact;
+pub mod simulate;
 pub mod sinks;
 pub mod forwarder;
 pub mod service;

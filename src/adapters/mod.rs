@@ -4,6 +4,7 @@
 //! the shared [`DeviceRegistry`] where it reports link state, and a shutdown
 //! token. Adapters never talk to sinks; the outbox is the only way out.
 
+pub mod ble;
 pub mod registry;
 pub mod simulated;
 

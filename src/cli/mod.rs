@@ -9,6 +9,8 @@ mod check_config;
 mod demo;
 mod outbox;
 mod run;
+mod decode;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -51,6 +53,10 @@ enum Command {
     Outbox(outbox::Args),
     /// Measure this machine: outbox ingest, forwarding, reopen, daemon memory.
     Bench(bench::Args),
+    /// Decode captured device bytes offline and print them as JSON.
+    Decode(decode::Args),
+    /// Run a simulator by hand (BlueZ on a private D-Bus).
+    Simulate(simulate::Args),
 }
 
 /// Sets up logging to stderr (journald picks it up under systemd).
@@ -75,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::CheckConfig(a) => check_config::run(a),
         Command::Outbox(a) => outbox::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Decode(a) => decode::run(a),
+        Command::Simulate(a) => simulate::run(a),
     };
     match result {
         Ok(code) => code,

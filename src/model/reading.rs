@@ -129,6 +129,8 @@ pub enum Flag {
     EarlyEstimate,
     /// The measurement is from a "slow" averaging (PLX Slow SpO2/PR pair).
     SlowAverage,
+    /// The measurement is from a "fast" averaging (PLX Fast SpO2/PR pair).
+    FastAverage,
     /// The device reports a signal-processing irregularity or interference.
     SignalIrregular,
     /// The device is in a calibration, test or demo mode: not a patient value.

@@ -1,0 +1,789 @@
+//! Pure decoders for the GATT characteristics the BLE adapter reads: bytes in,
+//! a typed value (and from it, [`Reading`]s) or a typed [`GattError`] out.
+//!
+//! No I/O here: the adapter, the `decode ble` CLI, the property test and the
+//! benchmark all call [`decode`]. Every field is length-checked, so any byte
+//! sequence (empty, truncated, random) gives a result or an error, never a panic.
+//!
+//! Conventions (Bluetooth SIG, little-endian throughout):
+//! - Heart Rate Measurement 0x2A37: flags, HR (u8/u16), Energy Expended (u16 kJ),
+//!   RR intervals (u16, 1/1024 s) filling the rest of the value.
+//! - PLX Spot-check 0x2A5E / Continuous 0x2A5F: IEEE 11073-20601 SFLOAT fields.
+//!   NaN, NRes, +-INF and the reserved value are "unavailable": the reading
+//!   keeps no number and carries [`Flag::ValueUnavailable`].
+//! - Bytes after the last field the flags announce are ignored (the SIG reserves
+//!   them for future fields), except an odd byte among RR intervals, which is
+//!   malformed.
+
+use crate::model::{DeviceKind, Flag, Reading, ReadingType};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+/// The characteristics we decode, by their 16-bit SIG UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Characteristic {
+    /// 0x2A37, notify.
+    HeartRateMeasurement,
+    /// 0x2A38, read.
+    BodySensorLocation,
+    /// 0x2A5E, indicate.
+    PlxSpotCheck,
+    /// 0x2A5F, notify.
+    PlxContinuous,
+    /// 0x2A60, read.
+    PlxFeatures,
+    /// 0x2A19, read/notify.
+    BatteryLevel,
+    /// 0x2A29 Manufacturer Name String.
+    ManufacturerName,
+    /// 0x2A24 Model Number String.
+    ModelNumber,
+    /// 0x2A25 Serial Number String.
+    SerialNumber,
+    /// 0x2A26 Firmware Revision String.
+    FirmwareRevision,
+}
+
+impl Characteristic {
+    /// Every characteristic we decode.
+    pub const ALL: [Characteristic; 10] = [
+        Characteristic::HeartRateMeasurement,
+        Characteristic::BodySensorLocation,
+        Characteristic::PlxSpotCheck,
+        Characteristic::PlxContinuous,
+        Characteristic::PlxFeatures,
+        Characteristic::BatteryLevel,
+        Characteristic::ManufacturerName,
+        Characteristic::ModelNumber,
+        Characteristic::SerialNumber,
+        Characteristic::FirmwareRevision,
+    ];
+
+    /// The 16-bit SIG UUID.
+    pub fn uuid16(self) -> u16 {
+        match self {
+            Characteristic::HeartRateMeasurement => 0x2A37,
+            Characteristic::BodySensorLocation => 0x2A38,
+            Characteristic::PlxSpotCheck => 0x2A5E,
+            Characteristic::PlxContinuous => 0x2A5F,
+            Characteristic::PlxFeatures => 0x2A60,
+            Characteristic::BatteryLevel => 0x2A19,
+            Characteristic::ManufacturerName => 0x2A29,
+            Characteristic::ModelNumber => 0x2A24,
+            Characteristic::SerialNumber => 0x2A25,
+            Characteristic::FirmwareRevision => 0x2A26,
+        }
+    }
+
+    /// The kebab-case name accepted by `decode ble` (`heart-rate-measurement`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Characteristic::HeartRateMeasurement => "heart-rate-measurement",
+            Characteristic::BodySensorLocation => "body-sensor-location",
+            Characteristic::PlxSpotCheck => "plx-spot-check",
+            Characteristic::PlxContinuous => "plx-continuous",
+            Characteristic::PlxFeatures => "plx-features",
+            Characteristic::BatteryLevel => "battery-level",
+            Characteristic::ManufacturerName => "manufacturer-name",
+            Characteristic::ModelNumber => "model-number",
+            Characteristic::SerialNumber => "serial-number",
+            Characteristic::FirmwareRevision => "firmware-revision",
+        }
+    }
+
+    /// The full 128-bit UUID (`0000xxxx-0000-1000-8000-00805f9b34fb`).
+    pub fn uuid(self) -> uuid::Uuid {
+        sig_uuid(self.uuid16())
+    }
+
+    /// The characteristic with this 16-bit UUID, if we decode it.
+    pub fn from_uuid16(u: u16) -> Option<Characteristic> {
+        Characteristic::ALL.into_iter().find(|c| c.uuid16() == u)
+    }
+
+    /// The characteristic with this 128-bit UUID, if it is a SIG one we decode.
+    pub fn from_uuid(u: &uuid::Uuid) -> Option<Characteristic> {
+        let short = sig_uuid16(u)?;
+        Characteristic::from_uuid16(short)
+    }
+
+    /// Parses `2a37`, `0x2A37`, `00002a37-0000-1000-8000-00805f9b34fb` or a name
+    /// such as `heart-rate-measurement` (underscores and case are ignored).
+    pub fn parse(s: &str) -> Option<Characteristic> {
+        let t = s.trim().to_ascii_lowercase().replace('_', "-");
+        if let Some(c) = Characteristic::ALL.into_iter().find(|c| c.name() == t) {
+            return Some(c);
+        }
+        let hex = t.strip_prefix("0x").unwrap_or(&t);
+        if hex.len() == 4 {
+            return u16::from_str_radix(hex, 16).ok().and_then(Characteristic::from_uuid16);
+        }
+        uuid::Uuid::parse_str(&t).ok().and_then(|u| Characteristic::from_uuid(&u))
+    }
+}
+
+impl std::fmt::Display for Characteristic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (0x{:04X})", self.name(), self.uuid16())
+    }
+}
+
+const SIG_BASE_LOW: u128 = 0x0000_0000_0000_1000_8000_0080_5f9b_34fb;
+
+/// The 128-bit form of a 16-bit SIG UUID.
+pub fn sig_uuid(short: u16) -> uuid::Uuid {
+    uuid::Uuid::from_u128(SIG_BASE_LOW | ((short as u128) << 96))
+}
+
+/// The 16-bit form of a SIG-base UUID, if it is one.
+pub fn sig_uuid16(u: &uuid::Uuid) -> Option<u16> {
+    let v = u.as_u128();
+    let mask: u128 = !(0xFFFF_FFFFu128 << 96);
+    if v & mask == SIG_BASE_LOW && (v >> 112) == 0 {
+        Some((v >> 96) as u16)
+    } else {
+        None
+    }
+}
+
+/// Why a value could not be decoded. Carries what a field engineer needs to
+/// see what is wrong with a captured notification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GattError {
+    #[error("{characteristic}: the value is empty")]
+    Empty { characteristic: Characteristic },
+    #[error("{characteristic}: truncated: field `{field}` needs {need} byte(s) at offset {offset}, but the value has {len}")]
+    Truncated { characteristic: Characteristic, field: &'static str, offset: usize, need: usize, len: usize },
+    #[error("{characteristic}: {count} byte(s) left over among the RR intervals (each is 2 bytes)")]
+    OddRrBytes { characteristic: Characteristic, count: usize },
+    #[error("{characteristic}: `{field}` is {value}, outside {allowed}")]
+    OutOfRange { characteristic: Characteristic, field: &'static str, value: u32, allowed: &'static str },
+    #[error("{characteristic}: not valid UTF-8 text")]
+    NotUtf8 { characteristic: Characteristic },
+}
+
+/// Bounds-checked little-endian reader over one characteristic value.
+struct Cursor<'a> {
+    ch: Characteristic,
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(ch: Characteristic, buf: &'a [u8]) -> Result<Cursor<'a>, GattError> {
+        if buf.is_empty() {
+            return Err(GattError::Empty { characteristic: ch });
+        }
+        Ok(Cursor { ch, buf, pos: 0 })
+    }
+
+    fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], GattError> {
+        let end = self.pos.checked_add(n);
+        match end.and_then(|e| self.buf.get(self.pos..e)) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(GattError::Truncated { characteristic: self.ch, field, offset: self.pos, need: n, len: self.buf.len() }),
+        }
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, GattError> {
+        let b = self.take(field, 1)?;
+        Ok(b.first().copied().unwrap_or_default())
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, GattError> {
+        match self.take(field, 2)? {
+            [a, b] => Ok(u16::from_le_bytes([*a, *b])),
+            _ => Ok(0),
+        }
+    }
+
+    fn u24(&mut self, field: &'static str) -> Result<u32, GattError> {
+        match self.take(field, 3)? {
+            [a, b, c] => Ok(u32::from_le_bytes([*a, *b, *c, 0])),
+            _ => Ok(0),
+        }
+    }
+
+    fn sfloat(&mut self, field: &'static str) -> Result<SFloat, GattError> {
+        Ok(SFloat::from_raw(self.u16(field)?))
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+}
+
+/// An IEEE 11073-20601 16-bit SFLOAT: 4-bit exponent, 12-bit mantissa.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "value")]
+pub enum SFloat {
+    /// A number, `mantissa * 10^exponent`.
+    Value(f64),
+    /// 0x07FF, Not a Number.
+    Nan,
+    /// 0x0800, Not at this Resolution.
+    Nres,
+    /// 0x07FE.
+    PositiveInfinity,
+    /// 0x0802.
+    NegativeInfinity,
+    /// 0x0801, reserved for future use.
+    Reserved,
+}
+
+impl SFloat {
+    /// Decodes the raw 16-bit value (special values are checked before
+    /// sign-extending the mantissa).
+    pub fn from_raw(raw: u16) -> SFloat {
+        match raw {
+            0x07FF => return SFloat::Nan,
+            0x0800 => return SFloat::Nres,
+            0x07FE => return SFloat::PositiveInfinity,
+            0x0802 => return SFloat::NegativeInfinity,
+            0x0801 => return SFloat::Reserved,
+            _ => {}
+        }
+        let mut mantissa = (raw & 0x0FFF) as i32;
+        if mantissa >= 0x0800 {
+            mantissa -= 0x1000;
+        }
+        let mut exponent = ((raw >> 12) & 0x0F) as i32;
+        if exponent >= 0x8 {
+            exponent -= 0x10;
+        }
+        // Divide for negative exponents so 975e-1 is exactly 97.5.
+        let value = if exponent < 0 {
+            mantissa as f64 / 10f64.powi(-exponent)
+        } else {
+            mantissa as f64 * 10f64.powi(exponent)
+        };
+        SFloat::Value(value)
+    }
+
+    /// The number, if this is one.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            SFloat::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Heart Rate Measurement sensor-contact state (flags bits 1-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SensorContact {
+    /// The strap does not report contact.
+    NotSupported,
+    /// Supported, and the strap is touching skin.
+    Detected,
+    /// Supported, and the strap reports no skin contact.
+    NotDetected,
+}
+
+/// A decoded Heart Rate Measurement (0x2A37).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartRateMeasurement {
+    /// Beats per minute.
+    pub heart_rate: u16,
+    /// Whether the value was sent as uint16.
+    pub uint16_format: bool,
+    pub sensor_contact: SensorContact,
+    /// kJ since the strap's last reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_expended_kj: Option<u16>,
+    /// RR intervals in milliseconds (raw 1/1024 s converted), oldest first.
+    pub rr_intervals_ms: Vec<f64>,
+}
+
+/// Body Sensor Location (0x2A38).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BodySensorLocation {
+    Other,
+    Chest,
+    Wrist,
+    Finger,
+    Hand,
+    EarLobe,
+    Foot,
+    /// A value the SIG reserves (7-255).
+    Reserved(u8),
+}
+
+/// PLX Measurement Status (u16), the named bits that are set.
+pub const MEASUREMENT_STATUS_BITS: [(u8, &str); 11] = [
+    (5, "measurementOngoing"),
+    (6, "earlyEstimatedData"),
+    (7, "validatedData"),
+    (8, "fullyQualifiedData"),
+    (9, "dataFromMeasurementStorage"),
+    (10, "dataForDemonstration"),
+    (11, "dataForTesting"),
+    (12, "calibrationOngoing"),
+    (13, "measurementUnavailable"),
+    (14, "questionableMeasurementDetected"),
+    (15, "invalidMeasurementDetected"),
+];
+
+/// PLX Device and Sensor Status (u24), the named bits.
+pub const DEVICE_SENSOR_STATUS_BITS: [(u8, &str); 16] = [
+    (0, "extendedDisplayUpdateOngoing"),
+    (1, "equipmentMalfunctionDetected"),
+    (2, "signalProcessingIrregularityDetected"),
+    (3, "inadequateSignalDetected"),
+    (4, "poorSignalDetected"),
+    (5, "lowPerfusionDetected"),
+    (6, "erraticSignalDetected"),
+    (7, "nonpulsatileSignalDetected"),
+    (8, "questionablePulseDetected"),
+    (9, "signalAnalysisOngoing"),
+    (10, "sensorInterferenceDetected"),
+    (11, "sensorUnconnectedToUser"),
+    (12, "unknownSensorConnected"),
+    (13, "sensorDisplaced"),
+    (14, "sensorMalfunctioning"),
+    (15, "sensorDisconnected"),
+];
+
+fn bit_names(value: u32, table: &[(u8, &'static str)]) -> Vec<&'static str> {
+    table.iter().filter(|(bit, _)| value & (1u32 << bit) != 0).map(|(_, n)| *n).collect()
+}
+
+/// A raw status word plus the names of its set bits, for JSON output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusBits {
+    pub raw: u32,
+    pub set: Vec<&'static str>,
+}
+
+impl StatusBits {
+    fn measurement(raw: u16) -> StatusBits {
+        StatusBits { raw: raw as u32, set: bit_names(raw as u32, &MEASUREMENT_STATUS_BITS) }
+    }
+    fn device_sensor(raw: u32) -> StatusBits {
+        StatusBits { raw, set: bit_names(raw, &DEVICE_SENSOR_STATUS_BITS) }
+    }
+}
+
+/// An SpO2 / pulse-rate pair.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpO2Pr {
+    /// %.
+    pub spo2: SFloat,
+    /// beats per minute.
+    pub pulse_rate: SFloat,
+}
+
+/// A decoded PLX Continuous Measurement (0x2A5F).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlxContinuous {
+    pub normal: SpO2Pr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast: Option<SpO2Pr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow: Option<SpO2Pr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measurement_status: Option<StatusBits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_and_sensor_status: Option<StatusBits>,
+    /// Pulse amplitude index, %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulse_amplitude_index: Option<SFloat>,
+}
+
+/// The Date Time fields of a spot-check (device local time, no zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DateTimeFields {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+    pub hours: u8,
+    pub minutes: u8,
+    pub seconds: u8,
+}
+
+impl DateTimeFields {
+    /// The time, taken as UTC, if every field is a valid date and time
+    /// (year 0 / month 0 / day 0 mean "unknown" in the SIG Date Time format).
+    pub fn to_utc(self) -> Option<DateTime<Utc>> {
+        NaiveDate::from_ymd_opt(self.year as i32, self.month as u32, self.day as u32)
+            .filter(|_| self.year >= 1582)
+            .and_then(|d| d.and_hms_opt(self.hours as u32, self.minutes as u32, self.seconds as u32))
+            .map(|t| t.and_utc())
+    }
+}
+
+/// A decoded PLX Spot-check Measurement (0x2A5E).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlxSpotCheck {
+    pub measurement: SpO2Pr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<DateTimeFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measurement_status: Option<StatusBits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_and_sensor_status: Option<StatusBits>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulse_amplitude_index: Option<SFloat>,
+    pub device_clock_not_set: bool,
+}
+
+/// A decoded PLX Features (0x2A60).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlxFeatures {
+    pub raw: u16,
+    pub measurement_status_support: bool,
+    pub device_and_sensor_status_support: bool,
+    pub spot_check_measurement_storage: bool,
+    pub spot_check_timestamp: bool,
+    pub spo2pr_fast: bool,
+    pub spo2pr_slow: bool,
+    pub pulse_amplitude_index: bool,
+    pub multiple_bonds: bool,
+    /// Which Measurement Status bits the device can set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supported_measurement_status: Option<StatusBits>,
+    /// Which Device and Sensor Status bits the device can set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supported_device_and_sensor_status: Option<StatusBits>,
+}
+
+/// The decoded value of one characteristic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "characteristic")]
+pub enum Decoded {
+    HeartRateMeasurement(HeartRateMeasurement),
+    BodySensorLocation { location: BodySensorLocation },
+    PlxSpotCheck(PlxSpotCheck),
+    PlxContinuous(PlxContinuous),
+    PlxFeatures(PlxFeatures),
+    BatteryLevel { percent: u8 },
+    /// One of the Device Information strings.
+    DeviceInformation { field: Characteristic, text: String },
+}
+
+/// Decodes one characteristic value.
+pub fn decode(ch: Characteristic, bytes: &[u8]) -> Result<Decoded, GattError> {
+    match ch {
+        Characteristic::HeartRateMeasurement => decode_heart_rate(bytes).map(Decoded::HeartRateMeasurement),
+        Characteristic::BodySensorLocation => {
+            let mut c = Cursor::new(ch, bytes)?;
+            let location = match c.u8("location")? {
+                0 => BodySensorLocation::Other,
+                1 => BodySensorLocation::Chest,
+                2 => BodySensorLocation::Wrist,
+                3 => BodySensorLocation::Finger,
+                4 => BodySensorLocation::Hand,
+                5 => BodySensorLocation::EarLobe,
+                6 => BodySensorLocation::Foot,
+                n => BodySensorLocation::Reserved(n),
+            };
+            Ok(Decoded::BodySensorLocation { location })
+        }
+        Characteristic::PlxSpotCheck => decode_plx_spot_check(bytes).map(Decoded::PlxSpotCheck),
+        Characteristic::PlxContinuous => decode_plx_continuous(bytes).map(Decoded::PlxContinuous),
+        Characteristic::PlxFeatures => decode_plx_features(bytes).map(Decoded::PlxFeatures),
+        Characteristic::BatteryLevel => {
+            let mut c = Cursor::new(ch, bytes)?;
+            let percent = c.u8("batteryLevel")?;
+            if percent > 100 {
+                return Err(GattError::OutOfRange {
+                    characteristic: ch,
+                    field: "batteryLevel",
+                    value: percent as u32,
+                    allowed: "0-100 %",
+                });
+            }
+            Ok(Decoded::BatteryLevel { percent })
+        }
+        Characteristic::ManufacturerName
+        | Characteristic::ModelNumber
+        | Characteristic::SerialNumber
+        | Characteristic::FirmwareRevision => {
+            // Strings have no terminating NUL per spec; some devices add one anyway.
+            let text = std::str::from_utf8(bytes).map_err(|_| GattError::NotUtf8 { characteristic: ch })?;
+            Ok(Decoded::DeviceInformation { field: ch, text: text.trim_end_matches('\0').to_string() })
+        }
+    }
+}
+
+/// Decodes a Heart Rate Measurement (0x2A37).
+pub fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRateMeasurement, GattError> {
+    let ch = Characteristic::HeartRateMeasurement;
+    let mut c = Cursor::new(ch, bytes)?;
+    let flags = c.u8("flags")?;
+    let uint16_format = flags & 0x01 != 0;
+    let heart_rate = if uint16_format { c.u16("heartRate")? } else { c.u8("heartRate")? as u16 };
+    let sensor_contact = match (flags & 0x04 != 0, flags & 0x02 != 0) {
+        (false, _) => SensorContact::NotSupported,
+        (true, true) => SensorContact::Detected,
+        (true, false) => SensorContact::NotDetected,
+    };
+    let energy_expended_kj = if flags & 0x08 != 0 { Some(c.u16("energyExpended")?) } else { None };
+    let mut rr_intervals_ms = Vec::new();
+    if flags & 0x10 != 0 {
+        let odd = c.remaining() % 2;
+        if odd != 0 {
+            return Err(GattError::OddRrBytes { characteristic: ch, count: odd });
+        }
+        while c.remaining() >= 2 {
+            let raw = c.u16("rrInterval")?;
+            rr_intervals_ms.push(raw as f64 * 1000.0 / 1024.0);
+        }
+    }
+    Ok(HeartRateMeasurement { heart_rate, uint16_format, sensor_contact, energy_expended_kj, rr_intervals_ms })
+}
+
+/// Decodes a PLX Continuous Measurement (0x2A5F).
+pub fn decode_plx_continuous(bytes: &[u8]) -> Result<PlxContinuous, GattError> {
+    let mut c = Cursor::new(Characteristic::PlxContinuous, bytes)?;
+    let flags = c.u8("flags")?;
+    let normal = SpO2Pr { spo2: c.sfloat("spo2")?, pulse_rate: c.sfloat("pulseRate")? };
+    let fast = if flags & 0x01 != 0 {
+        Some(SpO2Pr { spo2: c.sfloat("spo2Fast")?, pulse_rate: c.sfloat("pulseRateFast")? })
+    } else {
+        None
+    };
+    let slow = if flags & 0x02 != 0 {
+        Some(SpO2Pr { spo2: c.sfloat("spo2Slow")?, pulse_rate: c.sfloat("pulseRateSlow")? })
+    } else {
+        None
+    };
+    let measurement_status =
+        if flags & 0x04 != 0 { Some(StatusBits::measurement(c.u16("measurementStatus")?)) } else { None };
+    let device_and_sensor_status =
+        if flags & 0x08 != 0 { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?)) } else { None };
+    let pulse_amplitude_index = if flags & 0x10 != 0 { Some(c.sfloat("pulseAmplitudeIndex")?) } else { None };
+    Ok(PlxContinuous { normal, fast, slow, measurement_status, device_and_sensor_status, pulse_amplitude_index })
+}
+
+/// Decodes a PLX Spot-check Measurement (0x2A5E).
+pub fn decode_plx_spot_check(bytes: &[u8]) -> Result<PlxSpotCheck, GattError> {
+    let mut c = Cursor::new(Characteristic::PlxSpotCheck, bytes)?;
+    let flags = c.u8("flags")?;
+    let measurement = SpO2Pr { spo2: c.sfloat("spo2")?, pulse_rate: c.sfloat("pulseRate")? };
+    let timestamp = if flags & 0x01 != 0 {
+        Some(DateTimeFields {
+            year: c.u16("timestamp.year")?,
+            month: c.u8("timestamp.month")?,
+            day: c.u8("timestamp.day")?,
+            hours: c.u8("timestamp.hours")?,
+            minutes: c.u8("timestamp.minutes")?,
+            seconds: c.u8("timestamp.seconds")?,
+        })
+    } else {
+        None
+    };
+    let measurement_status =
+        if flags & 0x02 != 0 { Some(StatusBits::measurement(c.u16("measurementStatus")?)) } else { None };
+    let device_and_sensor_status =
+        if flags & 0x04 != 0 { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?)) } else { None };
+    let pulse_amplitude_index = if flags & 0x08 != 0 { Some(c.sfloat("pulseAmplitudeIndex")?) } else { None };
+    Ok(PlxSpotCheck {
+        measurement,
+        timestamp,
+        measurement_status,
+        device_and_sensor_status,
+        pulse_amplitude_index,
+        device_clock_not_set: flags & 0x10 != 0,
+    })
+}
+
+/// Decodes PLX Features (0x2A60).
+pub fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
+    let mut c = Cursor::new(Characteristic::PlxFeatures, bytes)?;
+    let raw = c.u16("supportedFeatures")?;
+    let bit = |n: u16| raw & (1 << n) != 0;
+    let supported_measurement_status =
+        if bit(0) { Some(StatusBits::measurement(c.u16("measurementStatusSupport")?)) } else { None };
+    let supported_device_and_sensor_status =
+        if bit(1) { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatusSupport")?)) } else { None };
+    Ok(PlxFeatures {
+        raw,
+        measurement_status_support: bit(0),
+        device_and_sensor_status_support: bit(1),
+        spot_check_measurement_storage: bit(2),
+        spot_check_timestamp: bit(3),
+        spo2pr_fast: bit(4),
+        spo2pr_slow: bit(5),
+        pulse_amplitude_index: bit(6),
+        multiple_bonds: bit(7),
+        supported_measurement_status,
+        supported_device_and_sensor_status,
+    })
+}
+
+/// Quality flags implied by PLX status words.
+fn plx_flags(ms: Option<&StatusBits>, dss: Option<&StatusBits>) -> Vec<Flag> {
+    let mut flags = Vec::new();
+    let mut add = |f: Flag| {
+        if !flags.contains(&f) {
+            flags.push(f);
+        }
+    };
+    if let Some(ms) = ms {
+        let b = |n: u32| ms.raw & (1 << n) != 0;
+        if b(6) {
+            add(Flag::EarlyEstimate);
+        }
+        if b(10) || b(11) || b(12) {
+            add(Flag::TestData);
+        }
+        if b(13) {
+            add(Flag::ValueUnavailable);
+        }
+        if b(14) || b(15) {
+            add(Flag::Questionable);
+        }
+    }
+    if let Some(d) = dss {
+        let b = |n: u32| d.raw & (1 << n) != 0;
+        if b(11) || b(15) {
+            add(Flag::SensorDisconnected);
+        }
+        if b(5) {
+            add(Flag::LowPerfusion);
+        }
+        if b(2) || b(3) || b(4) || b(6) || b(7) || b(10) {
+            add(Flag::SignalIrregular);
+        }
+        if b(1) || b(8) || b(12) || b(13) || b(14) {
+            add(Flag::Questionable);
+        }
+    }
+    flags
+}
+
+/// Builds one reading with an optional number, flags applied; a missing
+/// number (unavailable SFLOAT, or "measurement unavailable") is flagged.
+fn reading(
+    device_id: &str,
+    kind: DeviceKind,
+    rtype: ReadingType,
+    value: Option<f64>,
+    flags: &[Flag],
+    time: DateTime<Utc>,
+) -> Reading {
+    let mut r = Reading::new(device_id, kind, rtype).at(time);
+    let unavailable = flags.contains(&Flag::ValueUnavailable);
+    match (value, rtype.value_units().first()) {
+        (Some(v), Some((name, _))) if !unavailable => r.set_value(name, v),
+        _ => r.add_flag(Flag::ValueUnavailable),
+    }
+    for f in flags {
+        r.add_flag(*f);
+    }
+    r
+}
+
+fn pair_readings(
+    out: &mut Vec<Reading>,
+    device_id: &str,
+    kind: DeviceKind,
+    pair: &SpO2Pr,
+    flags: &[Flag],
+    time: DateTime<Utc>,
+) {
+    out.push(reading(device_id, kind, ReadingType::Spo2, pair.spo2.value(), flags, time));
+    out.push(reading(device_id, kind, ReadingType::PulseRate, pair.pulse_rate.value(), flags, time));
+}
+
+impl Decoded {
+    /// The readings this value carries, in a stable order, timed `time` (the
+    /// gateway's receive time). Metadata characteristics (location, features,
+    /// Device Information) carry none.
+    pub fn to_readings(&self, device_id: &str, kind: DeviceKind, time: DateTime<Utc>) -> Vec<Reading> {
+        let mut out = Vec::new();
+        match self {
+            Decoded::HeartRateMeasurement(m) => {
+                let flags: Vec<Flag> =
+                    if m.sensor_contact == SensorContact::NotDetected { vec![Flag::SensorContactLost] } else { vec![] };
+                out.push(reading(device_id, kind, ReadingType::HeartRate, Some(m.heart_rate as f64), &flags, time));
+                if let Some(ee) = m.energy_expended_kj {
+                    out.push(reading(device_id, kind, ReadingType::EnergyExpended, Some(ee as f64), &flags, time));
+                }
+                for rr in &m.rr_intervals_ms {
+                    out.push(reading(device_id, kind, ReadingType::RrInterval, Some(*rr), &flags, time));
+                }
+            }
+            Decoded::PlxContinuous(m) => {
+                let flags = plx_flags(m.measurement_status.as_ref(), m.device_and_sensor_status.as_ref());
+                pair_readings(&mut out, device_id, kind, &m.normal, &flags, time);
+                if let Some(fast) = &m.fast {
+                    let mut f = flags.clone();
+                    f.push(Flag::FastAverage);
+                    pair_readings(&mut out, device_id, kind, fast, &f, time);
+                }
+                if let Some(slow) = &m.slow {
+                    let mut f = flags.clone();
+                    f.push(Flag::SlowAverage);
+                    pair_readings(&mut out, device_id, kind, slow, &f, time);
+                }
+                if let Some(pai) = m.pulse_amplitude_index {
+                    out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, time));
+                }
+            }
+            Decoded::PlxSpotCheck(m) => {
+                let mut flags = plx_flags(m.measurement_status.as_ref(), m.device_and_sensor_status.as_ref());
+                let device_time = if m.device_clock_not_set {
+                    flags.push(Flag::DeviceClockNotSet);
+                    None
+                } else {
+                    m.timestamp.and_then(DateTimeFields::to_utc)
+                };
+                let start = out.len();
+                pair_readings(&mut out, device_id, kind, &m.measurement, &flags, time);
+                if let Some(pai) = m.pulse_amplitude_index {
+                    out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, time));
+                }
+                for r in out.iter_mut().skip(start) {
+                    r.device_time = device_time;
+                }
+            }
+            Decoded::BatteryLevel { percent } => {
+                out.push(reading(device_id, kind, ReadingType::BatteryLevel, Some(*percent as f64), &[], time));
+            }
+            Decoded::BodySensorLocation { .. } | Decoded::PlxFeatures(_) | Decoded::DeviceInformation { .. } => {}
+        }
+        out
+    }
+}
+
+/// Parses hex bytes as a field engineer types them: `16 4B 2E 03`,
+/// `164b2e03`, `0x16,0x4b`, split across several arguments or not.
+pub fn parse_hex(parts: &[String]) -> Result<Vec<u8>, String> {
+    let mut digits = String::new();
+    for part in parts {
+        for token in part.split(|c: char| c.is_whitespace() || c == ',' || c == ':' || c == '-') {
+            let t = token.strip_prefix("0x").or_else(|| token.strip_prefix("0X")).unwrap_or(token);
+            if t.len() == 1 {
+                // A lone nibble written as one token ("6") is a byte 0x06.
+                digits.push('0');
+            }
+            digits.push_str(t);
+        }
+    }
+    if digits.is_empty() {
+        return Err("no bytes given".into());
+    }
+    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("`{bad}` is not a hex digit"));
+    }
+    if digits.len() % 2 != 0 {
+        return Err(format!("{} hex digits is an odd count; write each byte as two digits", digits.len()));
+    }
+    hex::decode(&digits).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

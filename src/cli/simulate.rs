@@ -1,0 +1,108 @@
+//! `iomt-edge simulate ...`: run a simulator by hand (BlueZ on a private D-Bus).
+
+use super::{EXIT_FAILURE, EXIT_USAGE};
+use crate::simulate::bluez::{self, BluezSim, SimConfig, SimDeviceSpec};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: SimulateCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SimulateCommand {
+    /// A simulated BlueZ (org.bluez, adapter hci0) with heart-rate straps and
+    /// pulse oximeters, on a private dbus-daemon. Prints the bus address on the
+    /// first line of stdout; export it as DBUS_SYSTEM_BUS_ADDRESS for the
+    /// gateway (or bleak, busctl --address=...). Runs until Ctrl-C.
+    #[command(after_help = "Example:\n  iomt-edge simulate bluez &   # prints unix:path=/tmp/iomt-bluez-.../bus,guid=...\n  \
+export DBUS_SYSTEM_BUS_ADDRESS='unix:path=/tmp/iomt-bluez-.../bus'\n  iomt-edge run --config config/ble-sim.toml\n\n\
+Devices: straps C0:FF:EE:00:00:01.. (serial SN0001..), oximeters C0:FF:EE:00:01:01.. (serial SN0101..).")]
+    Bluez(BluezArgs),
+}
+
+#[derive(clap::Args)]
+pub struct BluezArgs {
+    /// Join this existing bus instead of starting a private dbus-daemon.
+    #[arg(long, value_name = "ADDRESS")]
+    pub bus: Option<String>,
+    /// Milliseconds between measurement notifications.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Number of simulated heart-rate straps.
+    #[arg(long, default_value_t = 1)]
+    pub straps: u8,
+    /// Number of simulated pulse oximeters.
+    #[arg(long, default_value_t = 1)]
+    pub oximeters: u8,
+}
+
+/// The devices `simulate bluez` exports.
+pub fn devices(straps: u8, oximeters: u8) -> Vec<SimDeviceSpec> {
+    let mut v = Vec::new();
+    for i in 1..=straps {
+        v.push(SimDeviceSpec::strap(&format!("C0:FF:EE:00:00:{i:02X}"), &format!("SN{:04}", i)));
+    }
+    for i in 1..=oximeters {
+        v.push(SimDeviceSpec::oximeter(&format!("C0:FF:EE:00:01:{i:02X}"), &format!("SN{:04}", 100 + i as u32)));
+    }
+    v
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    match a.what {
+        SimulateCommand::Bluez(b) => run_bluez(b),
+    }
+}
+
+fn run_bluez(b: BluezArgs) -> anyhow::Result<ExitCode> {
+    if b.interval_ms < 10 {
+        eprintln!("error: --interval-ms must be at least 10");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let config = SimConfig { devices: devices(b.straps, b.oximeters), interval: Duration::from_millis(b.interval_ms) };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let code = rt.block_on(async move {
+        // Keep whichever we started alive until Ctrl-C / SIGTERM.
+        let (address, _private, _joined) = match &b.bus {
+            Some(addr) => match BluezSim::start(addr, config).await {
+                Ok(sim) => (addr.clone(), None, Some(sim)),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            },
+            None => match bluez::spawn_private(config).await {
+                Ok(h) => (h.address().to_string(), Some(h), None),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            },
+        };
+        println!("{address}");
+        let _ = std::io::stdout().flush();
+        eprintln!("simulated BlueZ is running; export DBUS_SYSTEM_BUS_ADDRESS='{address}' (Ctrl-C to stop)");
+        wait_for_stop().await;
+        ExitCode::SUCCESS
+    });
+    Ok(code)
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
