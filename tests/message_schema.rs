@@ -18,32 +18,69 @@ fn python() -> Option<String> {
     }
 }
 
-#[test]
-fn demo_runs_and_its_messages_match_the_schema() {
+/// Runs the demo for `secs` seconds with extra args; returns its stdout and the
+/// delivered file (the temp dir is returned to keep it alive).
+fn run_demo(extra: &[&str], secs: u32) -> (String, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
-        .args(["demo", "--duration", "4s", "--plain", "--dir"])
+        .args(["demo", "--duration", &format!("{secs}s"), "--plain", "--dir"])
         .arg(dir.path())
+        .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("demo-strap") && stdout.contains("streaming"), "live view missing: {stdout}");
     let delivered = dir.path().join("delivered.ndjson");
-    let text = std::fs::read_to_string(&delivered).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.len() >= 2, "the demo should deliver messages within 4 s, got {}", lines.len());
+    (stdout, delivered, dir)
+}
+
+fn delivered_types(delivered: &std::path::Path) -> (usize, std::collections::BTreeSet<String>) {
+    let text = std::fs::read_to_string(delivered).unwrap();
     let mut types = std::collections::BTreeSet::new();
-    for l in &lines {
+    for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         for r in v["readings"].as_array().unwrap() {
             types.insert(r["type"].as_str().unwrap().to_string());
         }
     }
+    (text.lines().count(), types)
+}
+
+#[test]
+fn demo_in_process_runs_and_its_messages_match_the_schema() {
+    let (stdout, delivered, _dir) = run_demo(&["--in-process"], 4);
+    assert!(stdout.contains("demo-strap") && stdout.contains("streaming"), "live view missing: {stdout}");
+    let (n, types) = delivered_types(&delivered);
+    assert!(n >= 2, "the demo should deliver messages within 4 s, got {n}");
     for t in ["heartRate", "rrInterval", "spo2", "pulseRate", "perfusionIndex", "batteryLevel", "deviceEvent"] {
         assert!(types.contains(t), "the demo delivered no {t} reading");
     }
+    validate_with_python(&delivered, n);
+}
 
+#[test]
+fn demo_over_simulated_ble_runs_and_its_messages_match_the_schema() {
+    if which_dbus_daemon().is_none() {
+        assert!(std::env::var("IOMT_REQUIRE_ALL").is_err(), "dbus-daemon is required (apt-get install dbus)");
+        eprintln!("SKIPPED: no dbus-daemon");
+        return;
+    }
+    let (stdout, delivered, _dir) = run_demo(&[], 8);
+    assert!(stdout.contains("simulated BlueZ"), "the demo should use the BLE path: {stdout}");
+    assert!(stdout.contains("demo-strap") && stdout.contains("streaming"), "live view missing: {stdout}");
+    let (n, types) = delivered_types(&delivered);
+    assert!(n >= 2, "the demo should deliver messages within 8 s, got {n}");
+    for t in ["heartRate", "spo2", "pulseRate", "batteryLevel", "deviceEvent"] {
+        assert!(types.contains(t), "the BLE demo delivered no {t} reading");
+    }
+    validate_with_python(&delivered, n);
+}
+
+fn which_dbus_daemon() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join("dbus-daemon")).find(|p| p.exists())
+}
+
+fn validate_with_python(delivered: &std::path::Path, lines: usize) {
     let Some(py) = python() else { return };
     let script = r#"
 import json, sys
@@ -62,8 +99,8 @@ bad = json.loads(open(sys.argv[2]).readline()); bad["readings"][0]["time"] = "20
 assert list(v.iter_errors(bad)), "schema accepted a time without T/Z"
 print("valid", n)
 "#;
-    let res = Command::new(py).args(["-c", script, "docs/message.schema.json"]).arg(&delivered).output().unwrap();
+    let res = Command::new(py).args(["-c", script, "docs/message.schema.json"]).arg(delivered).output().unwrap();
     let so = String::from_utf8_lossy(&res.stdout);
     assert!(res.status.success(), "schema validation failed: {so}\n{}", String::from_utf8_lossy(&res.stderr));
-    assert!(so.contains(&format!("valid {}", lines.len())), "{so}");
+    assert!(so.contains(&format!("valid {lines}")), "{so}");
 }

@@ -30,6 +30,26 @@ pub struct Args {
     /// Print plain status lines instead of redrawing the screen.
     #[arg(long)]
     pub plain: bool,
+    /// Simulate the devices inside the gateway instead of through a simulated
+    /// BlueZ on a private D-Bus (the default when `dbus-daemon` is installed).
+    #[arg(long)]
+    pub in_process: bool,
+}
+
+/// The simulated BlueZ's devices, in the order of the demo config's devices.
+const SIM_ADDRESSES: [(&str, crate::config::DeviceKindConfig); 2] = [
+    ("C0:FF:EE:00:00:01", crate::config::DeviceKindConfig::HeartRateStrap),
+    ("C0:FF:EE:00:00:02", crate::config::DeviceKindConfig::PulseOximeter),
+];
+
+/// Switches the demo devices to BLE, addressed at the simulated BlueZ's devices.
+fn use_ble(config: &mut crate::config::Config) {
+    for d in &mut config.devices {
+        if let Some((addr, _)) = SIM_ADDRESSES.iter().find(|(_, k)| *k == d.kind) {
+            d.simulated = None;
+            d.ble = Some(crate::config::ble::BleDeviceConfig { address: Some(addr.to_string()), ..Default::default() });
+        }
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -44,7 +64,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     config.sink.file = Some(crate::config::FileSinkConfig { path: delivered.clone() });
 
     let fancy = !a.plain && std::io::stdout().is_terminal();
-    println!("iomt-edge demo: simulated devices -> outbox -> file sink");
+    let ble = !a.in_process && crate::simulate::bluez::daemon::find_dbus_daemon().is_some();
+    if ble {
+        use_ble(&mut config);
+        println!("iomt-edge demo: simulated BlueZ (private D-Bus) -> btleplug -> outbox -> file sink");
+    } else {
+        if !a.in_process {
+            println!("note: dbus-daemon not found (apt-get install dbus); simulating the devices in-process instead of over BLE");
+        }
+        println!("iomt-edge demo: simulated devices -> outbox -> file sink");
+    }
     println!("  outbox:    {}", config.gateway.state_dir.join("outbox").display());
     println!("  delivered: {}  (one JSON message per line)", delivered.display());
     match a.duration {
@@ -64,6 +93,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 s.cancel();
             });
         }
+        // Keep the simulated BlueZ (and its dbus-daemon) alive for the whole run.
+        let _sim = if ble {
+            let sim = crate::simulate::bluez::spawn_private(Default::default()).await?;
+            crate::adapters::ble::set_system_bus_address(sim.address())?;
+            println!("  BLE:       simulated bluetoothd on {}", sim.address());
+            Some(sim)
+        } else {
+            None
+        };
         let (gw_tx, gw_rx) = tokio::sync::oneshot::channel();
         let view_stop = shutdown.clone();
         let view = tokio::spawn(async move {

@@ -85,9 +85,10 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
             out.push(Box::new(SimulatedDevice { device_id: d.id.clone(), kind: d.kind.into(), cfg: sim.clone() }));
         } else if d.serial.is_some() {
             anyhow::bail!("device \"{}\": the serial adapter is not available in this version", d.id);
-        } else if d.ble.is_some() {
-            anyhow::bail!("device \"{}\": the BLE adapter is not available in this build yet", d.id);
         }
+    }
+    if let Some(ble) = crate::adapters::ble::build(&config.devices)? {
+        out.push(ble);
     }
     Ok(out)
 }
