@@ -15,4 +15,5 @@ pub mod config;
 pub mod model;
 pub mod outbox;
 pub mod redact;
+pub mod simulate;
 pub mod sinks;
