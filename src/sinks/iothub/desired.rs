@@ -107,7 +107,13 @@ impl DesiredStore {
             },
             None => {}
         }
-        // Apply association changes to the gateway.
+        rep.changed = next != *st;
+        if rep.changed {
+            if let Err(e) = save(&self.path, &next) {
+                tracing::error!("cannot save the desired twin settings to {}: {e}", self.path.display());
+            }
+        }
+        // Saved first, then applied, so a restart never loses what was applied.
         for (d, p) in &next.patients {
             if st.patients.get(d) != Some(p) {
                 control.set_patient(d, Some(p));
@@ -120,11 +126,7 @@ impl DesiredStore {
                 tracing::info!("device {} no longer assigned to a patient", crate::redact::device(d));
             }
         }
-        rep.changed = next != *st;
         if rep.changed {
-            if let Err(e) = save(&self.path, &next) {
-                tracing::error!("cannot save the desired twin settings to {}: {e}", self.path.display());
-            }
             *st = next;
         }
         for p in &rep.problems {

@@ -4,7 +4,7 @@
 
 use super::connection_string::split_host_port;
 use super::sas;
-use super::session::{Credential, Identity, IdentitySource};
+use super::session::{Credential, Identity, IdentityRefused, IdentitySource};
 use super::topics::decode_bag;
 use anyhow::{bail, Context};
 use rumqttc::tokio_rustls::rustls::ClientConfig;
@@ -85,7 +85,7 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
         let e = match ev.poll().await {
             Ok(e) => e,
             Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
-                break Err(anyhow::anyhow!("DPS refused the registration credentials ({code:?}); check the ID scope, registration id and key"))
+                break Err(IdentityRefused(format!("DPS refused the registration credentials ({code:?}); check the ID scope, registration id and key")).into())
             }
             Err(e) => break Err(anyhow::anyhow!("DPS connection failed: {e}")),
         };

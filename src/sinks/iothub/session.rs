@@ -126,6 +126,12 @@ pub trait IdentitySource: Send + Sync {
     async fn rejected(&self) {}
 }
 
+/// An [`IdentitySource`] error meaning the credentials themselves were
+/// refused (e.g. by DPS): reported as [`LinkState::Refused`] and retried slowly.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IdentityRefused(pub String);
+
 /// A fixed identity.
 pub struct FixedIdentity(pub Identity);
 
@@ -458,6 +464,13 @@ async fn run(
             // Fresh identity and token for every attempt.
             let id = match source.current().await {
                 Ok(id) => id,
+                Err(e) if e.downcast_ref::<IdentityRefused>().is_some() => {
+                    shared.stats.refusals.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("{e:#}; retrying in {:.0?}", opts.tuning.auth_retry);
+                    shared.state.send_replace(LinkState::Refused { detail: format!("{e:#}") });
+                    sleep_or_close(&shared, opts.tuning.auth_retry).await;
+                    continue;
+                }
                 Err(e) => {
                     failures += 1;
                     let retry_in = backoff(&opts.tuning, failures).max(opts.tuning.backoff_min);
