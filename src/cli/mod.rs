@@ -6,10 +6,10 @@
 
 mod bench;
 mod check_config;
+mod decode;
 mod demo;
 mod outbox;
 mod run;
-mod decode;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -55,7 +55,7 @@ enum Command {
     Bench(bench::Args),
     /// Decode captured device bytes offline and print them as JSON.
     Decode(decode::Args),
-    /// Run a simulator by hand (BlueZ on a private D-Bus).
+    /// Run a simulator by hand: BlueZ on a private D-Bus, or a local IoT Hub emulator.
     Simulate(simulate::Args),
 }
 

@@ -1,11 +1,220 @@
-//! `[sink.iothub]`: Azure IoT Hub over MQTT.
+//! `[sink.iothub]`: Azure IoT Hub over MQTT (see src/sinks/iothub/).
+//!
+//! The identity comes either from a device connection string or from DPS
+//! (`[sink.iothub.dps]`). Everything else has a default that suits a bedside
+//! gateway.
 
 use super::secret::SecretSource;
+use super::units;
 use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
+/// The `[sink.iothub]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IotHubSinkConfig {
-    /// The device connection string, from a file or an environment variable.
-    pub connection_string: SecretSource,
+    /// The device connection string (`HostName=...;DeviceId=...;SharedAccessKey=...`),
+    /// from a file or an environment variable. Either this or `[sink.iothub.dps]`.
+    #[serde(default)]
+    pub connection_string: Option<SecretSource>,
+    /// Device Provisioning Service settings (instead of a connection string).
+    #[serde(default)]
+    pub dps: Option<DpsConfig>,
+    /// `mqtt` (TLS on 8883, default) or `websocket` (WSS on 443, for networks
+    /// that only let HTTPS out).
+    #[serde(default)]
+    pub transport: IotHubTransport,
+    /// Connect via this host (`host` or `host:port`: an IoT Edge parent, the
+    /// local emulator) instead of the hub; tokens are still signed for the hub.
+    /// Overrides a connection string's `GatewayHostName`.
+    #[serde(default)]
+    pub gateway_host_name: Option<String>,
+    /// An HTTP CONNECT proxy (`host:port` or `http://host:port`); websocket only.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// An extra CA certificate file (PEM) to trust besides the system roots: an
+    /// IoT Edge parent's root CA, or the local emulator's CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// X.509 authentication: the device certificate chain (PEM). Needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// X.509 authentication: the device private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Lifetime of each SAS token; the gateway reconnects with a fresh one well
+    /// before it expires (at 80 % of it, and at least 2 min early for long tokens).
+    #[serde(default = "default_token_ttl", with = "units::duration")]
+    pub token_ttl: Duration,
+    /// Application properties added to every telemetry message (ASCII).
+    #[serde(default)]
+    pub application_properties: BTreeMap<String, String>,
+    /// Messages awaiting their PUBACK at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// MQTT keep-alive; IoT Hub allows at most 1177 s.
+    #[serde(default = "default_keep_alive", with = "units::duration")]
+    pub keep_alive: Duration,
+    /// How long to wait for a PUBACK before reconnecting and resending.
+    #[serde(default = "default_ack_timeout", with = "units::duration")]
+    pub ack_timeout: Duration,
+}
+
+/// How the gateway reaches the hub.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IotHubTransport {
+    /// MQTT 3.1.1 over TLS, port 8883.
+    #[default]
+    Mqtt,
+    /// MQTT over secure WebSockets, port 443, path `/$iothub/websocket`.
+    Websocket,
+}
+
+/// `[sink.iothub.dps]`: symmetric-key provisioning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpsConfig {
+    /// The DPS ID scope (`0ne...`).
+    pub id_scope: String,
+    /// The registration id (lowercase letters, digits and `-`).
+    pub registration_id: String,
+    /// DPS endpoint (default `global.azure-devices-provisioning.net`), optionally `host:port`.
+    #[serde(default = "default_dps_endpoint")]
+    pub endpoint: String,
+    /// Individual enrollment: the device's own symmetric key.
+    #[serde(default)]
+    pub symmetric_key: Option<SecretSource>,
+    /// Group enrollment: the group key; the device key is derived from it.
+    #[serde(default)]
+    pub group_key: Option<SecretSource>,
+}
+
+fn default_dps_endpoint() -> String {
+    "global.azure-devices-provisioning.net".into()
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_in_flight() -> usize {
+    16
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// IoT Hub's ceiling on the MQTT keep-alive.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
+
+impl IotHubSinkConfig {
+    /// A config with defaults around one connection string (for tests and tools).
+    pub fn with_connection_string(cs: &str) -> IotHubSinkConfig {
+        IotHubSinkConfig {
+            connection_string: Some(SecretSource { value: Some(cs.to_string()), ..Default::default() }),
+            dps: None,
+            transport: IotHubTransport::Mqtt,
+            gateway_host_name: None,
+            proxy: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            token_ttl: default_token_ttl(),
+            application_properties: BTreeMap::new(),
+            max_in_flight: default_max_in_flight(),
+            keep_alive: default_keep_alive(),
+            ack_timeout: default_ack_timeout(),
+        }
+    }
+
+    /// Problems with this table, as `(key path relative to sink.iothub, explanation)`.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut push = |k: &str, m: &str| errs.push((k.to_string(), m.to_string()));
+        match (&self.connection_string, &self.dps) {
+            (Some(_), Some(_)) => push("dps", "set either `connection_string` or `[sink.iothub.dps]`, not both"),
+            (None, None) => push("connection_string", "set `connection_string` (or a `[sink.iothub.dps]` table)"),
+            _ => {}
+        }
+        if let Some(cs) = &self.connection_string {
+            if cs.check_shape().is_err() {
+                push("connection_string", "set exactly one of `file`, `env` or `value` for the connection string");
+            }
+        }
+        if let Some(d) = &self.dps {
+            match (&d.symmetric_key, &d.group_key) {
+                (Some(k), None) | (None, Some(k)) => {
+                    if k.check_shape().is_err() {
+                        push("dps", "set exactly one of `file`, `env` or `value` for the DPS key");
+                    }
+                }
+                _ => push("dps", "set exactly one of `symmetric_key` (individual enrollment) or `group_key` (group enrollment)"),
+            }
+            if d.id_scope.trim().is_empty() {
+                push("dps.id_scope", "the ID scope is empty");
+            }
+            if d.registration_id.is_empty()
+                || !d.registration_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                push("dps.registration_id", "use lowercase letters, digits and `-` only");
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            push("cert_file", "X.509 authentication needs both `cert_file` and `key_file`");
+        }
+        if self.proxy.is_some() && self.transport != IotHubTransport::Websocket {
+            push("proxy", "a proxy is used only with transport = \"websocket\"");
+        }
+        if self.keep_alive > MAX_KEEP_ALIVE || self.keep_alive < Duration::from_secs(5) {
+            push("keep_alive", "keep_alive must be between 5 s and 1177 s (IoT Hub's limit)");
+        }
+        if self.token_ttl < Duration::from_secs(2) {
+            push("token_ttl", "token_ttl must be at least 2 s");
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 1000 {
+            push("max_in_flight", "max_in_flight must be between 1 and 1000");
+        }
+        for (k, v) in &self.application_properties {
+            if !k.is_ascii() || !v.is_ascii() || k.is_empty() {
+                push("application_properties", "application property names and values must be non-empty ASCII");
+                break;
+            }
+        }
+        errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_table_and_validates() {
+        let c: IotHubSinkConfig = toml::from_str(
+            r#"
+            transport = "websocket"
+            proxy = "proxy.local:3128"
+            token_ttl = "30m"
+            max_in_flight = 8
+            application_properties = { site = "ward-3" }
+            [dps]
+            id_scope = "0ne00000000"
+            registration_id = "gw-007"
+            group_key = { env = "GROUP_KEY" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.transport, IotHubTransport::Websocket);
+        assert_eq!(c.token_ttl, Duration::from_secs(1800));
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let bad: IotHubSinkConfig = toml::from_str("keep_alive = \"2h\"").unwrap();
+        let errs = bad.validate();
+        assert!(errs.iter().any(|(k, _)| k == "keep_alive"));
+        assert!(errs.iter().any(|(k, _)| k == "connection_string"));
+        assert!(toml::from_str::<IotHubSinkConfig>("bogus = 1").is_err());
+    }
 }

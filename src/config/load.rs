@@ -152,9 +152,7 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         errs.push(("sink".into(), format!("[sink] needs exactly one destination table: [sink.file], [sink.stdout] or [sink.iothub] (found {n})")));
     }
     if let Some(h) = &s.iothub {
-        if h.connection_string.check_shape().is_err() {
-            errs.push(("sink.iothub.connection_string".into(), "set exactly one of `file`, `env` or `value` for the connection string".into()));
-        }
+        errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.iothub.{k}"), m)));
     }
     errs
 }

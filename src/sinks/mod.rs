@@ -5,6 +5,7 @@
 //! only after that answer, so a sink must never confirm early.
 
 pub mod file;
+pub mod iothub;
 pub mod stdout;
 
 use crate::model::Message;

@@ -1,0 +1,398 @@
+//! A local Azure IoT Hub (and DPS) emulator for tests and for trying the
+//! gateway without an Azure subscription.
+//!
+//! A loopback MQTT 3.1.1-over-TLS broker that enforces the IoT Hub device
+//! contract (docs: /work/shared/reference, "IoT Hub MQTT"): client id and
+//! username format, SAS signature and expiry (the connection is closed at
+//! expiry), X.509 client certificates, QoS <= 1, the 256 KB message limit,
+//! topic grammar, one connection per identity, at most 5 subscriptions. It
+//! serves twin and direct-method topics, records every telemetry message with
+//! its properties, and can inject faults (refuse connections, disconnect as
+//! throttling does, drop PUBACKs, go away for a while). The same port serves
+//! DPS registrations (`$dps/registrations/...`) for symmetric-key enrollments.
+//!
+//! The packet codec is rumqttc's public `mqttbytes::v4`; TLS is tokio-rustls.
+
+mod broker;
+pub mod certs;
+
+use anyhow::Context;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Emulator settings.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where to listen (loopback). Port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// The hub name devices sign tokens for.
+    pub hub_name: String,
+    /// The DPS ID scope served on the same port.
+    pub dps_id_scope: String,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hub_name: "iomt-emulator.azure-devices.net".into(),
+            dps_id_scope: "0ne00EMUL8".into(),
+        }
+    }
+}
+
+/// A telemetry message as the hub received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    pub device_id: String,
+    pub module_id: Option<String>,
+    /// The topic as published.
+    pub topic: String,
+    /// The decoded property bag, in order.
+    pub properties: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Which connection (1, 2, ...) carried it.
+    pub connection: u64,
+    pub received_at: Instant,
+}
+
+impl ReceivedMessage {
+    /// A property's value.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Something that happened to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmulatorEvent {
+    /// A device connected (connection number).
+    Connected { client_id: String, connection: u64 },
+    /// A connection attempt was refused, with the reason.
+    Refused { client_id: String, reason: String },
+    /// A connection ended, with the reason (`client disconnect`, `token expired`...).
+    Closed { client_id: String, connection: u64, reason: String },
+    /// A DPS registration completed.
+    Provisioned { registration_id: String },
+}
+
+/// Faults to inject.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// Refuse every CONNECT with this return code (e.g. 5 = not authorized).
+    pub refuse_code: Option<u8>,
+    /// Do not acknowledge this many upcoming telemetry messages (they are
+    /// still recorded, as when a PUBACK is lost on the way back).
+    pub drop_pubacks: u32,
+    /// After accepting this many more telemetry messages, disconnect the
+    /// device as throttling does (the next message is not accepted).
+    pub throttle_after: Option<u32>,
+    /// Until then, close every new TCP connection at once.
+    pub away_until: Option<Instant>,
+}
+
+/// How a device authenticates to the emulator.
+#[derive(Debug, Clone)]
+pub enum DeviceAuth {
+    /// A symmetric key (base64).
+    Key(String),
+    /// A client certificate (DER) issued by the emulator's CA.
+    X509(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Twin {
+    desired: serde_json::Map<String, Value>,
+    desired_version: u64,
+    reported: serde_json::Map<String, Value>,
+    reported_version: u64,
+}
+
+/// A live connection's handle.
+struct Live {
+    connection: u64,
+    to_device: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    kill: Arc<Notify>,
+    subscriptions: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Default)]
+struct State {
+    devices: HashMap<String, DeviceAuth>,
+    individual_enrollments: HashMap<String, String>,
+    group_keys: Vec<String>,
+    messages: Vec<ReceivedMessage>,
+    events: Vec<EmulatorEvent>,
+    faults: Faults,
+    twins: HashMap<String, Twin>,
+    live: HashMap<String, Live>,
+    next_connection: u64,
+    pending_methods: HashMap<String, oneshot::Sender<(u16, Value)>>,
+    next_rid: u64,
+    provisioned: BTreeMap<String, String>,
+}
+
+pub(crate) struct Shared {
+    cfg: EmulatorConfig,
+    state: Mutex<State>,
+    changed: Notify,
+    x509_certs: Mutex<HashMap<Vec<u8>, String>>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running emulator. Dropping it stops it.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    authority: certs::Authority,
+    ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+        let st = self.shared.state();
+        for l in st.live.values() {
+            l.kill.notify_one();
+        }
+    }
+}
+
+impl Emulator {
+    /// Starts the emulator: makes the certificates, binds, accepts in the background.
+    pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<Emulator> {
+        let authority = certs::Authority::new()?;
+        let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
+        if !ips.contains(&cfg.bind.ip()) {
+            ips.push(cfg.bind.ip());
+        }
+        let server = authority.server(&["localhost".to_string(), cfg.hub_name.clone()], &ips)?;
+        let listener = tokio::net::TcpListener::bind(cfg.bind).await.with_context(|| format!("cannot listen on {}", cfg.bind))?;
+        let addr = listener.local_addr()?;
+        let tls = broker::server_config(&server, &authority.ca_der())?;
+        let shared = Arc::new(Shared { cfg, state: Mutex::new(State::default()), changed: Notify::new(), x509_certs: Mutex::new(HashMap::new()) });
+        let task = tokio::spawn(broker::accept_loop(listener, tls, shared.clone()));
+        let ca_pem = authority.ca_pem();
+        Ok(Emulator { shared, addr, authority, ca_pem, task })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The hub name.
+    pub fn hub_name(&self) -> &str {
+        &self.shared.cfg.hub_name
+    }
+
+    /// The DPS ID scope.
+    pub fn id_scope(&self) -> &str {
+        &self.shared.cfg.dps_id_scope
+    }
+
+    /// The CA certificate clients must trust, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes the CA certificate to `dir/emulator-ca.pem` and returns the path.
+    pub fn write_ca(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let p = dir.join("emulator-ca.pem");
+        std::fs::write(&p, &self.ca_pem)?;
+        Ok(p)
+    }
+
+    /// `GatewayHostName` value pointing at this emulator (`127.0.0.1:port`, or
+    /// just the address when listening on 8883).
+    pub fn gateway_host(&self) -> String {
+        if self.addr.port() == 8883 {
+            self.addr.ip().to_string()
+        } else {
+            self.addr.to_string()
+        }
+    }
+
+    /// Registers a device with a symmetric key (replacing any previous registration).
+    pub fn register_device(&self, device_id: &str, key_b64: &str) {
+        self.shared.state().devices.insert(device_id.to_string(), DeviceAuth::Key(key_b64.to_string()));
+    }
+
+    /// Registers a device with a new random key and returns its connection string.
+    pub fn add_device(&self, device_id: &str) -> String {
+        use base64::Engine;
+        let key: [u8; 32] = rand::random();
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        self.register_device(device_id, &key);
+        self.connection_string(device_id, &key)
+    }
+
+    /// Registers a device that authenticates with a client certificate; returns (cert PEM, key PEM).
+    pub fn add_x509_device(&self, device_id: &str) -> anyhow::Result<(String, String)> {
+        let issued = self.authority.device(device_id)?;
+        self.shared.x509_certs.lock().unwrap_or_else(|e| e.into_inner()).insert(issued.cert_der.clone(), device_id.to_string());
+        self.shared.state().devices.insert(device_id.to_string(), DeviceAuth::X509(issued.cert_der.clone()));
+        Ok((issued.cert_pem, issued.key_pem))
+    }
+
+    /// Removes a device (its connection is closed).
+    pub fn remove_device(&self, device_id: &str) {
+        let mut st = self.shared.state();
+        st.devices.remove(device_id);
+        if let Some(l) = st.live.get(device_id) {
+            l.kill.notify_one();
+        }
+    }
+
+    /// A device connection string for this emulator.
+    pub fn connection_string(&self, device_id: &str, key_b64: &str) -> String {
+        format!("HostName={};DeviceId={};SharedAccessKey={};GatewayHostName={}", self.hub_name(), device_id, key_b64, self.gateway_host())
+    }
+
+    /// Adds a DPS individual enrollment.
+    pub fn add_individual_enrollment(&self, registration_id: &str, key_b64: &str) {
+        self.shared.state().individual_enrollments.insert(registration_id.to_string(), key_b64.to_string());
+    }
+
+    /// Adds a DPS group enrollment key.
+    pub fn add_group_enrollment(&self, group_key_b64: &str) {
+        self.shared.state().group_keys.push(group_key_b64.to_string());
+    }
+
+    /// Every telemetry message received so far.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        self.shared.state().messages.clone()
+    }
+
+    /// Events so far.
+    pub fn events(&self) -> Vec<EmulatorEvent> {
+        self.shared.state().events.clone()
+    }
+
+    /// Sets the faults to inject.
+    pub fn set_faults(&self, f: Faults) {
+        self.shared.state().faults = f;
+    }
+
+    /// Changes the faults in place.
+    pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.shared.state().faults);
+    }
+
+    /// Closes every connection and refuses new ones for `d`.
+    pub fn go_away(&self, d: Duration) {
+        let mut st = self.shared.state();
+        st.faults.away_until = Some(Instant::now() + d);
+        for l in st.live.values() {
+            l.kill.notify_one();
+        }
+    }
+
+    /// Closes a device's connection now (as a server-side disconnect).
+    pub fn disconnect(&self, device_id: &str) {
+        if let Some(l) = self.shared.state().live.get(device_id) {
+            l.kill.notify_one();
+        }
+    }
+
+    /// Whether a device is connected.
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.shared.state().live.contains_key(device_id)
+    }
+
+    /// Waits until `pred` holds over the received messages, or the timeout passes.
+    pub async fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&[ReceivedMessage]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            if pred(&self.shared.state().messages) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return pred(&self.shared.state().messages);
+            }
+        }
+    }
+
+    /// The device's reported properties.
+    pub fn reported(&self, device_id: &str) -> Value {
+        self.shared.state().twins.get(device_id).map(|t| Value::Object(t.reported.clone())).unwrap_or(Value::Null)
+    }
+
+    /// Applies a desired-properties patch and sends it to the device if connected
+    /// (and subscribed). Returns the new desired version.
+    pub fn patch_desired(&self, device_id: &str, patch: Value) -> u64 {
+        let mut st = self.shared.state();
+        let twin = st.twins.entry(device_id.to_string()).or_default();
+        if let Value::Object(p) = &patch {
+            merge(&mut twin.desired, p);
+        }
+        twin.desired_version += 1;
+        let v = twin.desired_version;
+        let mut body = patch;
+        if let Value::Object(o) = &mut body {
+            o.insert("$version".into(), Value::from(v));
+        }
+        if let Some(l) = st.live.get(device_id) {
+            if l.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/")) {
+                let _ = l.to_device.send((format!("$iothub/twin/PATCH/properties/desired/?$version={v}"), serde_json::to_vec(&body).unwrap_or_default()));
+            }
+        }
+        v
+    }
+
+    /// Invokes a direct method; returns the device's status and payload. Errors
+    /// when the device is offline, not subscribed, or does not answer in time.
+    pub async fn invoke_method(&self, device_id: &str, name: &str, payload: Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.state();
+            st.next_rid += 1;
+            let rid = format!("m{}", st.next_rid);
+            let live = st.live.get(device_id).context("device is not connected (404)")?;
+            let subscribed = live.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/methods/POST/x/"));
+            anyhow::ensure!(subscribed, "device has not subscribed to direct methods (404)");
+            live.to_device
+                .send((format!("$iothub/methods/POST/{name}/?$rid={rid}"), serde_json::to_vec(&payload)?))
+                .map_err(|_| anyhow::anyhow!("device connection closed"))?;
+            st.pending_methods.insert(rid, tx);
+        }
+        tokio::time::timeout(timeout, rx).await.context("the device did not answer in time (504)")?.context("the device disconnected")
+    }
+}
+
+/// JSON merge patch semantics (null removes) as twins use.
+fn merge(target: &mut serde_json::Map<String, Value>, patch: &serde_json::Map<String, Value>) {
+    for (k, v) in patch {
+        if k.starts_with('$') {
+            continue;
+        }
+        match v {
+            Value::Null => {
+                target.remove(k);
+            }
+            Value::Object(p) => {
+                let entry = target.entry(k.clone()).or_insert_with(|| Value::Object(Default::default()));
+                if let Value::Object(t) = entry {
+                    merge(t, p);
+                } else {
+                    *entry = v.clone();
+                }
+            }
+            _ => {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Azure IoT Hub sink: a small IoT Hub device layer on rumqttc.
+//!
+//! - [`connection_string`], [`sas`], [`topics`]: pure protocol pieces.
+//! - [`session`]: the MQTT session (event loop task, PUBACK matching, token
+//!   renewal, reconnects with jittered backoff).
+//! - [`twin`], [`desired`], [`control`]: device twin and direct methods, and the
+//!   [`GatewayControl`] interface the runtime provides.
+//! - [`dps`]: Device Provisioning Service with symmetric keys.
+//!
+//! [`IotHubSink::send`] returns `Ok` only when the hub's PUBACK for that
+//! message arrived. If the connection drops first, the message is published
+//! again (same `$.mid`) once reconnected, so delivery is at-least-once and a
+//! duplicate carries the same id.
+
+pub mod connection_string;
+pub mod control;
+pub mod desired;
+pub mod dps;
+pub mod sas;
+pub mod session;
+pub mod tls;
+pub mod topics;
+pub mod twin;
+
+pub use control::{GatewayControl, SimpleControl};
+
+use crate::config::iothub::{IotHubSinkConfig, IotHubTransport};
+use crate::config::SecretSource;
+use crate::model::Message;
+use crate::sinks::{Sink, SinkError};
+use anyhow::Context;
+use async_trait::async_trait;
+use connection_string::ConnectionString;
+use session::{Identity, IdentitySource, LinkState, Session, SessionOptions, TransportKind, Tuning};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// IoT Hub's limit on one message: body + property names and values.
+pub const IOTHUB_MAX_MESSAGE: usize = 256 * 1024;
+/// Room kept for the property bag and topic when telling the forwarder how
+/// large a body may be (system properties, a 128-character id, creation time).
+const BAG_RESERVE: usize = 1024;
+/// Publishes allowed for twin and method traffic on top of telemetry.
+const CONTROL_SLOTS: usize = 8;
+
+/// Builds the IoT Hub sink for the runtime from its config table.
+pub async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(Arc::new(IotHubSink::start(cfg, state_dir, control, Tuning::default())?))
+}
+
+/// Reads the connection string anew before each connection attempt, so a
+/// corrected file is picked up without a restart.
+struct ConnStringIdentity {
+    source: SecretSource,
+    gateway: Option<String>,
+    default_port: u16,
+}
+
+#[async_trait]
+impl IdentitySource for ConnStringIdentity {
+    async fn current(&self) -> anyhow::Result<Identity> {
+        let raw = self.source.resolve().context("cannot read the IoT Hub connection string")?;
+        let mut cs = ConnectionString::parse(&raw).context("the IoT Hub connection string is malformed")?;
+        if let Some(g) = &self.gateway {
+            cs.gateway_host_name = Some(g.clone());
+        }
+        Ok(Identity::from_connection_string(&cs, self.default_port))
+    }
+}
+
+/// The IoT Hub sink.
+pub struct IotHubSink {
+    session: Arc<Session>,
+    window: Semaphore,
+    max_in_flight: usize,
+    app_props: Vec<(String, String)>,
+    ack_timeout: Duration,
+    connect_wait: Duration,
+    twin_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    max_body: usize,
+}
+
+impl IotHubSink {
+    /// Starts the session (it connects in the background) and the twin task.
+    pub fn start(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>, tuning: Tuning) -> anyhow::Result<IotHubSink> {
+        let problems = cfg.validate();
+        if let Some((k, m)) = problems.first() {
+            anyhow::bail!("sink.iothub.{k}: {m}");
+        }
+        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let tls = tls::client_config(true, cfg.ca_file.as_deref(), client_auth)?;
+        let default_port = match cfg.transport {
+            IotHubTransport::Mqtt => 8883,
+            IotHubTransport::Websocket => 443,
+        };
+        let source: Arc<dyn IdentitySource> = if let Some(d) = &cfg.dps {
+            let key = match (&d.symmetric_key, &d.group_key) {
+                (Some(k), _) => dps::KeySource::Individual(k.clone()),
+                (None, Some(g)) => dps::KeySource::Group(g.clone()),
+                (None, None) => anyhow::bail!("sink.iothub.dps: set symmetric_key or group_key"),
+            };
+            Arc::new(dps::DpsIdentity::new(
+                d.endpoint.clone(),
+                d.id_scope.clone(),
+                d.registration_id.clone(),
+                key,
+                tls.clone(),
+                cfg.gateway_host_name.clone(),
+                default_port,
+                state_dir,
+            ))
+        } else {
+            let source = cfg.connection_string.clone().context("sink.iothub: set connection_string or [sink.iothub.dps]")?;
+            // Fail early on a malformed string; later reads happen before each connection.
+            ConnectionString::parse(&source.resolve()?).context("the IoT Hub connection string is malformed")?;
+            Arc::new(ConnStringIdentity { source, gateway: cfg.gateway_host_name.clone(), default_port })
+        };
+        let transport = match cfg.transport {
+            IotHubTransport::Mqtt => TransportKind::Mqtt,
+            IotHubTransport::Websocket => TransportKind::Websocket {
+                proxy: cfg.proxy.as_ref().map(|p| {
+                    let p = p.trim_start_matches("http://").trim_end_matches('/');
+                    connection_string::split_host_port(p, 3128)
+                }),
+            },
+        };
+        let max_in_flight = cfg.max_in_flight.max(1);
+        let opts = SessionOptions {
+            transport,
+            tls,
+            keep_alive: cfg.keep_alive,
+            token_ttl: cfg.token_ttl,
+            max_in_flight: max_in_flight + CONTROL_SLOTS,
+            tuning: tuning.clone(),
+        };
+        let session = Arc::new(Session::start(opts, source));
+        let store = Arc::new(desired::DesiredStore::open(state_dir, control.as_ref()));
+        let twin_task = tokio::spawn(twin::run(session.clone(), control, store, tuning.report_every));
+        let app_props: Vec<(String, String)> = cfg.application_properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let app_len: usize = app_props.iter().map(|(k, v)| urlencoding::encode(k).len() + urlencoding::encode(v).len() + 2).sum();
+        Ok(IotHubSink {
+            session,
+            window: Semaphore::new(max_in_flight),
+            max_in_flight,
+            app_props,
+            ack_timeout: cfg.ack_timeout,
+            connect_wait: tuning.connect_wait,
+            twin_task: std::sync::Mutex::new(Some(twin_task)),
+            max_body: IOTHUB_MAX_MESSAGE.saturating_sub(BAG_RESERVE + app_len),
+        })
+    }
+
+    /// The MQTT session (for status and tests).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The property bag of a message, in wire order.
+    pub fn properties(&self, m: &Message) -> Vec<(String, String)> {
+        let mut p = vec![
+            ("$.mid".to_string(), m.message_id.clone()),
+            ("$.ct".to_string(), "application/json".to_string()),
+            ("$.ce".to_string(), "utf-8".to_string()),
+        ];
+        if let Some(t) = m.earliest_time() {
+            p.push(("iothub-creation-time-utc".to_string(), crate::model::time::format(&t)));
+        }
+        p.extend(self.app_props.iter().cloned());
+        p
+    }
+
+    /// Waits until connected; on timeout, turns the link state into the error the forwarder should see.
+    async fn wait_connected(&self) -> Result<u64, SinkError> {
+        let mut rx = self.session.state();
+        let res = tokio::time::timeout(self.connect_wait, async {
+            loop {
+                if let LinkState::Connected { generation } = *rx.borrow_and_update() {
+                    return Some(generation);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        if let Ok(Some(g)) = res {
+            return Ok(g);
+        }
+        let state = rx.borrow().clone();
+        Err(match state {
+            LinkState::Refused { detail } => SinkError::FatalAuth(detail),
+            LinkState::Down { detail, server_closed: true, retry_in } => SinkError::Throttled { retry_after: Some(retry_in), detail },
+            LinkState::Down { detail, .. } => SinkError::Retryable(detail),
+            LinkState::Closed => SinkError::Retryable("the IoT Hub sink is closed".into()),
+            _ => SinkError::Retryable("not connected to IoT Hub yet".into()),
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for IotHubSink {
+    fn name(&self) -> &'static str {
+        "iothub"
+    }
+
+    fn max_message_bytes(&self) -> usize {
+        self.max_body
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), SinkError> {
+        let body = message.to_json();
+        let props = self.properties(message);
+        let counted: usize = body.len() + props.iter().filter(|(k, _)| !k.starts_with("$.")).map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + props.iter().filter(|(k, _)| k.starts_with("$.")).map(|(_, v)| v.len()).sum::<usize>();
+        if counted > IOTHUB_MAX_MESSAGE {
+            return Err(SinkError::TooLarge(format!("{counted} bytes with properties; IoT Hub accepts {IOTHUB_MAX_MESSAGE}")));
+        }
+        let bag = topics::encode_bag(props.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let _permit = self.window.acquire().await.map_err(|_| SinkError::Retryable("sink closed".into()))?;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            if attempts > 6 {
+                return Err(SinkError::Retryable("no PUBACK after several reconnections".into()));
+            }
+            let generation = self.wait_connected().await?;
+            let Some((device, module)) = self.session.identity() else { continue };
+            let topic = format!("{}{}", topics::telemetry_prefix(&device, module.as_deref()), bag);
+            let rx = match self.session.publish(topic, body.clone()) {
+                Ok(rx) => rx,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.ack_timeout, rx).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => {
+                    tracing::debug!("connection ended before the PUBACK of {}; resending", message.message_id);
+                }
+                Err(_) => {
+                    tracing::warn!("no PUBACK within {:?}; reconnecting to resend", self.ack_timeout);
+                    self.session.force_reconnect(generation);
+                }
+            }
+        }
+    }
+
+    async fn close(&self) {
+        self.session.close().await;
+        let t = self.twin_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Device twin and direct methods on an open [`Session`]: fetches the twin on
+//! each new connection and applies its desired properties, applies desired
+//! patches as they arrive, reports the gateway's status, answers `getStatus`
+//! and `flush`.
+
+use super::control::GatewayControl;
+use super::desired::DesiredStore;
+use super::session::{LinkState, Session};
+use super::topics::{parse_hub_topic, HubTopic};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs until the session closes. `report_every`: how often to refresh reported properties.
+pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store: Arc<DesiredStore>, report_every: Duration) {
+    let Some(mut incoming) = session.take_incoming() else { return };
+    let mut state = session.state();
+    let mut rid: u64 = 0;
+    let mut get_rid: Option<String> = None;
+    let mut tick = tokio::time::interval(report_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() { break; }
+                let s = state.borrow_and_update().clone();
+                match s {
+                    LinkState::Connected { .. } => {
+                        rid += 1;
+                        get_rid = Some(rid.to_string());
+                        let _ = session.publish(format!("$iothub/twin/GET/?$rid={rid}"), Vec::new());
+                    }
+                    LinkState::Closed => break,
+                    _ => {}
+                }
+            }
+            msg = incoming.recv() => {
+                let Some(p) = msg else { break };
+                match parse_hub_topic(&p.topic) {
+                    HubTopic::TwinResponse { status, rid: r, .. } => {
+                        if Some(&r) == get_rid.as_ref() {
+                            get_rid = None;
+                            if status == 200 {
+                                match serde_json::from_slice::<Value>(&p.payload) {
+                                    Ok(twin) => {
+                                        if let Some(d) = twin.get("desired") {
+                                            store.apply(d, true, control.as_ref());
+                                        }
+                                    }
+                                    Err(e) => tracing::warn!("the hub sent an unreadable twin ({e}); keeping the saved settings"),
+                                }
+                            } else {
+                                tracing::warn!("twin request answered with status {status}");
+                            }
+                            rid += 1;
+                            report(&session, &control, rid);
+                        } else if !(200..300).contains(&status) {
+                            tracing::warn!("twin update answered with status {status}");
+                        }
+                    }
+                    HubTopic::DesiredPatch { .. } => match serde_json::from_slice::<Value>(&p.payload) {
+                        Ok(patch) => {
+                            store.apply(&patch, false, control.as_ref());
+                            rid += 1;
+                            report(&session, &control, rid);
+                        }
+                        Err(e) => tracing::warn!("ignoring an unreadable desired-properties patch ({e})"),
+                    },
+                    HubTopic::MethodRequest { name, rid: r } => {
+                        let (status, body) = match name.as_str() {
+                            "getStatus" => (200, status_doc(&session, &control)),
+                            "flush" => (200, control.flush_now().await),
+                            other => (404, json!({"message": format!("unknown method `{other}`; this gateway offers getStatus and flush")})),
+                        };
+                        let _ = session.publish(format!("$iothub/methods/res/{status}/?$rid={r}"), serde_json::to_vec(&body).unwrap_or_default());
+                    }
+                    HubTopic::Other => tracing::debug!("ignoring a message from the hub on an unexpected topic"),
+                }
+            }
+            _ = tick.tick() => {
+                if matches!(*state.borrow(), LinkState::Connected { .. }) {
+                    rid += 1;
+                    report(&session, &control, rid);
+                }
+            }
+        }
+    }
+}
+
+/// The status document: the gateway's status plus the link counters.
+pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>) -> Value {
+    let mut v = control.status();
+    let s = session.stats();
+    if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "iothub".into(),
+            json!({
+                "connects": s.connects.load(Ordering::Relaxed),
+                "refusals": s.refusals.load(Ordering::Relaxed),
+                "drops": s.drops.load(Ordering::Relaxed),
+                "tokenRenewals": s.renewals.load(Ordering::Relaxed),
+                "inFlight": session.in_flight(),
+            }),
+        );
+    }
+    v
+}
+
+fn report(session: &Session, control: &Arc<dyn GatewayControl>, rid: u64) {
+    let body = serde_json::to_vec(&status_doc(session, control)).unwrap_or_default();
+    if session.publish(format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"), body).is_err() {
+        tracing::debug!("reported properties skipped: request queue full");
+    }
+}

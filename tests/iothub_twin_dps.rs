@@ -1,0 +1,113 @@
+//! Device twin, direct methods and DPS provisioning through the sink, against
+//! the local emulator.
+
+mod iothub_support;
+
+use iomt_edge::config::iothub::{DpsConfig, IotHubSinkConfig};
+use iomt_edge::config::SecretSource;
+use iomt_edge::simulate::iothub::EmulatorEvent;
+use iomt_edge::sinks::iothub::dps::CACHE_FILE;
+use iomt_edge::sinks::Sink;
+use iothub_support::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_assigns_patients_live_and_methods_answer() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&emu, "gw-1", dir.path());
+    // Desired properties set before the gateway connects arrive with the twin GET.
+    emu.patch_desired("gw-1", json!({"patients": {"strap-1": "PAT-001"}, "batching": {"maxReadings": 100}}));
+    let (sink, control) = sink(&cfg, dir.path());
+    assert!(eventually(|| control.patients().get("strap-1").map(String::as_str) == Some("PAT-001")).await);
+    assert_eq!(control.batching(), Some(json!({"maxReadings": 100})));
+    // Reported properties carry the gateway's status.
+    assert!(eventually(|| emu.reported("gw-1")["gatewayVersion"].is_string()).await, "{}", emu.reported("gw-1"));
+    assert!(emu.reported("gw-1")["iothub"]["connects"].as_u64() >= Some(1));
+    // A live patch re-assigns and removes.
+    emu.patch_desired("gw-1", json!({"patients": {"strap-1": null, "strap-2": "PAT-002"}}));
+    assert!(eventually(|| control.patients().get("strap-2").map(String::as_str) == Some("PAT-002") && !control.patients().contains_key("strap-1")).await);
+    // Persisted in the state directory.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("iothub-desired.json")).unwrap()).unwrap();
+    assert_eq!(saved["patients"], json!({"strap-2": "PAT-002"}));
+    // Direct methods.
+    let (status, body) = emu.invoke_method("gw-1", "getStatus", json!({}), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body["gatewayVersion"].is_string() && body["iothub"]["connects"].is_u64(), "{body}");
+    let (status, body) = emu.invoke_method("gw-1", "flush", json!({}), Duration::from_secs(5)).await.unwrap();
+    assert_eq!((status, body["flushed"].as_bool()), (200, Some(true)));
+    assert_eq!(control.flushes(), 1);
+    let (status, _) = emu.invoke_method("gw-1", "reboot", json!({}), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(status, 404);
+    sink.close().await;
+}
+
+fn dps_config(emu: &iomt_edge::simulate::iothub::Emulator, dir: &std::path::Path, reg: &str, group_key: &str) -> IotHubSinkConfig {
+    let mut cfg = IotHubSinkConfig::with_connection_string("unused");
+    cfg.connection_string = None;
+    cfg.dps = Some(DpsConfig {
+        id_scope: emu.id_scope().to_string(),
+        registration_id: reg.to_string(),
+        endpoint: emu.addr().to_string(),
+        symmetric_key: None,
+        group_key: Some(SecretSource { value: Some(group_key.to_string()), ..Default::default() }),
+    });
+    cfg.gateway_host_name = Some(emu.gateway_host());
+    cfg.ca_file = Some(emu.write_ca(dir).unwrap());
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dps_group_enrollment_provisions_caches_and_reprovisions() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let group_key = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==";
+    emu.add_group_enrollment(group_key);
+    let cfg = dps_config(&emu, dir.path(), "gw-ward-3", group_key);
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    let (sink, _) = sink(&cfg, dir.path());
+    let sent = messages("strap-1", 1, 3);
+    send_all(sink.as_ref(), &sent).await;
+    check_delivery(&sent, &emu.messages());
+    assert!(emu.messages().iter().all(|m| m.device_id == "gw-ward-3"));
+    let cache: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(CACHE_FILE)).unwrap()).unwrap();
+    assert_eq!(cache["assignedHub"], emu.hub_name());
+    assert_eq!(cache["deviceId"], "gw-ward-3");
+    // The hub forgets the device: the sink provisions again and carries on.
+    emu.remove_device("gw-ward-3");
+    let more = messages("strap-1", 4, 3);
+    send_all(sink.as_ref(), &more).await;
+    let provisioned = emu.events().iter().filter(|e| matches!(e, EmulatorEvent::Provisioned { .. })).count();
+    assert_eq!(provisioned, 2, "{:?}", emu.events());
+    let mut all = sent;
+    all.extend(more);
+    check_delivery(&all, &emu.messages());
+    sink.close().await;
+    // A restart uses the cached assignment without asking DPS.
+    let (sink2, _) = iothub_support::sink(&cfg, dir.path());
+    send_all(sink2.as_ref(), &messages("strap-1", 7, 1)).await;
+    assert_eq!(emu.events().iter().filter(|e| matches!(e, EmulatorEvent::Provisioned { .. })).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dps_with_an_unknown_group_key_is_refused() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    emu.add_group_enrollment("8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw==");
+    let cfg = dps_config(&emu, dir.path(), "gw-x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    let (sink, _) = sink(&cfg, dir.path());
+    let err = sink.send(&messages("s", 1, 1)[0]).await.unwrap_err();
+    assert!(matches!(&err, iomt_edge::sinks::SinkError::FatalAuth(d) if d.contains("DPS")), "{err:?}");
+    assert!(emu.messages().is_empty());
+}
