@@ -4,7 +4,7 @@
 
 use crate::adapters::DeviceRegistry;
 use crate::config::{OutboxConfig, units::ByteSize};
-use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats};
+use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats, LiveBatching};
 use crate::model::{DeviceKind, Reading, ReadingType};
 use crate::outbox::committer::{CommitReport, Committer};
 use crate::outbox::Outbox;
@@ -121,9 +121,8 @@ async fn forward(dir: &Path, n: u64) -> anyhow::Result<(f64, f64)> {
         sink,
         settings: ForwarderSettings {
             gateway_id: "bench".into(),
-            batch_max_readings: 500,
+            batching: LiveBatching::new(500, Duration::from_secs(1)),
             batch_max_bytes: 64 * 1024,
-            batch_max_age: Duration::from_secs(1),
             retry: crate::forwarder::backoff::Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) },
             auth_retry: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),

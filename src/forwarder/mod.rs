@@ -32,13 +32,59 @@ const BUFFER_CAP: usize = 20_000;
 /// Bytes of a message besides its readings (ids, schema, brackets).
 const MESSAGE_OVERHEAD: usize = 512;
 
+/// Batch limits that can change while running (IoT Hub desired properties).
+#[derive(Debug)]
+pub struct LiveBatching {
+    max_readings: std::sync::atomic::AtomicUsize,
+    max_age_ms: AtomicU64,
+}
+
+impl LiveBatching {
+    pub fn new(max_readings: usize, max_age: Duration) -> Arc<LiveBatching> {
+        Arc::new(LiveBatching {
+            max_readings: std::sync::atomic::AtomicUsize::new(max_readings.max(1)),
+            max_age_ms: AtomicU64::new(max_age.as_millis() as u64),
+        })
+    }
+
+    pub fn max_readings(&self) -> usize {
+        self.max_readings.load(Ordering::Relaxed)
+    }
+
+    pub fn max_age(&self) -> Duration {
+        Duration::from_millis(self.max_age_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the limits; refuses values outside 1..=100000 readings and
+    /// 0..=600000 ms.
+    pub fn set(&self, max_readings: Option<u64>, max_age_ms: Option<u64>) -> Result<(), String> {
+        if let Some(n) = max_readings {
+            if !(1..=100_000).contains(&n) {
+                return Err(format!("maxReadings must be between 1 and 100000, got {n}"));
+            }
+        }
+        if let Some(ms) = max_age_ms {
+            if ms > 600_000 {
+                return Err(format!("maxDelayMs must be at most 600000, got {ms}"));
+            }
+        }
+        if let Some(n) = max_readings {
+            self.max_readings.store(n as usize, Ordering::Relaxed);
+        }
+        if let Some(ms) = max_age_ms {
+            self.max_age_ms.store(ms, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
 /// Batching and retry settings.
 #[derive(Debug, Clone)]
 pub struct ForwarderSettings {
     pub gateway_id: String,
-    pub batch_max_readings: usize,
+    /// Readings per message and how long a live reading may wait (changeable live).
+    pub batching: Arc<LiveBatching>,
     pub batch_max_bytes: usize,
-    pub batch_max_age: Duration,
     pub retry: Backoff,
     pub auth_retry: Duration,
     /// How long in-flight sends may finish after shutdown was requested.
@@ -50,9 +96,8 @@ impl ForwarderSettings {
         let f = &c.forwarder;
         ForwarderSettings {
             gateway_id: c.gateway.id.clone(),
-            batch_max_readings: f.batch_max_readings,
+            batching: LiveBatching::new(f.batch_max_readings, Duration::from_millis(f.batch_max_age_ms)),
             batch_max_bytes: f.batch_max_bytes.bytes() as usize,
-            batch_max_age: Duration::from_millis(f.batch_max_age_ms),
             retry: Backoff {
                 initial: Duration::from_millis(f.retry_initial_ms),
                 max: Duration::from_millis(f.retry_max_ms),
@@ -188,6 +233,8 @@ impl Forwarder {
             }
             let backlog = cursor < committed;
 
+            let max_readings = self.settings.batching.max_readings();
+            let max_age = self.settings.batching.max_age();
             // 2. Send what is ready, one message per device at a time. When
             //    stopping, everything is ready (best effort within the grace period).
             if !grace_over {
@@ -210,9 +257,9 @@ impl Forwarder {
                     if q.readings.is_empty() {
                         continue;
                     }
-                    let ready = q.readings.len() >= self.settings.batch_max_readings
+                    let ready = q.readings.len() >= max_readings
                         || q.bytes >= q.byte_cap
-                        || q.oldest.elapsed() >= self.settings.batch_max_age
+                        || q.oldest.elapsed() >= max_age
                         || backlog
                         || draining
                         || flush_requested;
@@ -223,7 +270,7 @@ impl Forwarder {
                     let mut bytes = 0usize;
                     while let Some((_, size)) = q.readings.front() {
                         if !batch.is_empty()
-                            && (batch.len() >= self.settings.batch_max_readings || bytes + size > q.byte_cap)
+                            && (batch.len() >= max_readings || bytes + size > q.byte_cap)
                         {
                             break;
                         }

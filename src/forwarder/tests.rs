@@ -47,9 +47,8 @@ impl Sink for ScriptedSink {
 fn settings() -> ForwarderSettings {
     ForwarderSettings {
         gateway_id: "gw".into(),
-        batch_max_readings: 50,
+        batching: LiveBatching::new(50, Duration::from_millis(20)),
         batch_max_bytes: 64 * 1024,
-        batch_max_age: Duration::from_millis(20),
         retry: Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) },
         auth_retry: Duration::from_millis(30),
         shutdown_grace: Duration::from_secs(2),

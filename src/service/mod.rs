@@ -2,6 +2,7 @@
 //! talks to systemd, and stops cleanly on SIGTERM.
 
 pub mod associations;
+pub mod control;
 pub mod health;
 pub mod notify;
 mod run;

@@ -1,6 +1,8 @@
 //! Starting, running and stopping the whole pipeline.
 
 use super::associations::Associations;
+use super::control::RuntimeControl;
+use crate::sinks::iothub::control::GatewayControl;
 use super::health::Health;
 use super::notify;
 use crate::adapters::simulated::SimulatedDevice;
@@ -60,8 +62,9 @@ impl Gateway {
     }
 }
 
-/// Builds the sink named in the config.
-pub async fn build_sink(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
+/// Builds the sink named in the config. `control` is what the IoT Hub sink
+/// exposes through the twin and direct methods.
+pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> anyhow::Result<Arc<dyn Sink>> {
     let s = &config.sink;
     if let Some(f) = &s.file {
         let sink = crate::sinks::file::FileSink::open(&f.path)
@@ -71,8 +74,8 @@ pub async fn build_sink(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
     if let Some(o) = &s.stdout {
         return Ok(Arc::new(crate::sinks::stdout::StdoutSink::new(o.pretty)));
     }
-    if s.iothub.is_some() {
-        anyhow::bail!("the IoT Hub sink is not available in this build yet");
+    if let Some(h) = &s.iothub {
+        return crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await;
     }
     anyhow::bail!("no sink configured")
 }
@@ -125,7 +128,18 @@ pub async fn run(
     let associations = Arc::new(Associations::load(&config.devices, Some(&state_dir)));
     let health = Arc::new(Health::new());
 
-    let sink = build_sink(&config).await?;
+    let stats = Arc::new(ForwarderStats::default());
+    let flush = FlushHandle::default();
+    let settings = ForwarderSettings::from_config(&config);
+    let control = Arc::new(RuntimeControl {
+        outbox: outbox.clone(),
+        registry: registry.clone(),
+        associations: associations.clone(),
+        stats: stats.clone(),
+        flush: flush.clone(),
+        batching: settings.batching.clone(),
+    });
+    let sink = build_sink(&config, control).await?;
     let sink_name = sink.name();
     let adapters = build_adapters(&config)?;
 
@@ -140,12 +154,10 @@ pub async fn run(
     };
     let (committer_task, committed) = committer.spawn(rx);
 
-    let stats = Arc::new(ForwarderStats::default());
-    let flush = FlushHandle::default();
     let forwarder = Forwarder {
         outbox: outbox.clone(),
         sink: sink.clone(),
-        settings: ForwarderSettings::from_config(&config),
+        settings,
         committed,
         stats: stats.clone(),
         health: health.clone(),
