@@ -5,6 +5,7 @@
 //! malformed. User mistakes get a sentence, never a panic or a debug dump.
 
 mod check_config;
+mod medtech;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ pub struct Cli {
 enum Command {
     /// Validate a config file without starting anything.
     CheckConfig(check_config::Args),
+    /// Preview or check Azure MedTech mappings against messages (what the service would make of them).
+    Medtech(medtech::Args),
 }
 
 /// Sets up logging to stderr (journald picks it up under systemd).
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref());
     let result = match cli.command {
         Command::CheckConfig(a) => check_config::run(a),
+        Command::Medtech(a) => medtech::run(a),
     };
     match result {
         Ok(code) => code,
