@@ -96,7 +96,7 @@ fn blood_pressure_is_one_panel_and_summary_reads_well() {
 fn default_check_samples_pass_the_shipped_mappings() {
     let engine = MedTech::shipped().unwrap();
     let samples = check::sample_messages();
-    let r = check::check(&engine, &samples, &opts(), "generated");
+    let r = check::check(&engine, &samples, &opts(), "generated", Vec::new());
     assert!(!r.data_lost, "{}", r.text);
     assert!(r.stats.device_templates.iter().all(|s| s.events_matched >= 1 && s.errors == 0), "{}", r.text);
     // A broken FHIR mapping (heart rate removed) is caught.
@@ -104,7 +104,7 @@ fn default_check_samples_pass_the_shipped_mappings() {
     let mut fv: Value = serde_json::from_str(f).unwrap();
     fv["template"].as_array_mut().unwrap().remove(0);
     let broken = MedTech::new(d, &fv.to_string()).unwrap();
-    let r = check::check(&broken, &samples, &opts(), "generated");
+    let r = check::check(&broken, &samples, &opts(), "generated", Vec::new());
     assert!(r.data_lost);
     assert!(r.text.contains("no FHIR template for the type"), "{}", r.text);
 }
@@ -187,4 +187,70 @@ fn workshop_observations_validate_with_fhir_resources() {
     assert_eq!(p.observations.len(), 9);
     let (ok, text) = validate(&p.observations);
     assert!(ok, "{text}");
+}
+
+fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn cli_preview_and_check() {
+    // check with no input: generated messages through the shipped mappings, nothing dropped.
+    let (code, out, err) = cli(&["medtech", "check"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing would be dropped"), "{out}");
+
+    // The workshop mapping drops BloodPulseWave: exit 3 and the reason.
+    let ws = ["--device-mapping", "tests/data/medtech/ahds-workshop-ch09-devicecontent.json", "--fhir-mapping", "tests/data/medtech/ahds-workshop-ch09-fhirmapping.json"];
+    let mut args = vec!["medtech", "check"];
+    args.extend(ws);
+    args.push("tests/data/medtech/ahds-workshop-ch09-messages.fixed.json");
+    let (code, out, _) = cli(&args, "");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("no FHIR template for the type") && out.contains("BloodPulseWave"), "{out}");
+
+    // preview from stdin, NDJSON, with one broken line.
+    let m1 = message(vec![reading(ReadingType::HeartRate, 0)]).to_string();
+    let m2 = message(vec![reading(ReadingType::Spo2, 1)]).to_string();
+    let (code, out, err) = cli(&["medtech", "preview", "-"], &format!("{m1}\n{{broken\n{m2}\n"));
+    assert_eq!(code, 3, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["measurements"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["observations"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["skipped"][0]["kind"], "notJson");
+    assert_eq!(doc["measurements"][0]["Type"], "heartRate");
+
+    // An invalid mapping: exit 3 with the path of the bad field.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, shipped_mappings().1.replacen("\"periodInterval\": 60", "\"periodIntervall\": 60", 1)).unwrap();
+    let (code, _, err) = cli(&["medtech", "check", "--fhir-mapping", bad.to_str().unwrap()], "");
+    assert_eq!(code, 3);
+    assert!(err.contains("template[0].template.periodIntervall: unknown field"), "{err}");
+}
+
+#[test]
+fn cli_preview_of_a_queued_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (outbox, _) = iomt_edge::outbox::Outbox::open(dir.path(), &iomt_edge::config::OutboxConfig::default()).unwrap();
+        let mut rs = vec![reading(ReadingType::HeartRate, 0), reading(ReadingType::HeartRate, 1), reading(ReadingType::BloodPressure, 2)];
+        outbox.append(&mut rs).unwrap();
+    }
+    let (code, out, err) = cli(&["medtech", "preview", "--summary", "--outbox", dir.path().to_str().unwrap()], "");
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("heartRate 70.1 /min (2 sample(s)) -> Observation 8867-4"), "{out}");
+    assert!(lines[1].starts_with("bloodPressure systolic 70.2 mm[Hg], diastolic 71.2 mm[Hg], mean 72.2 mm[Hg] -> Observation 85354-9"), "{out}");
 }

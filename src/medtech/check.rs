@@ -79,8 +79,10 @@ pub struct CheckReport {
 }
 
 /// Runs `messages` through `engine` and writes the per-template report.
-pub fn check(engine: &MedTech, messages: &[Value], opts: &PreviewOptions, n_inputs_described: &str) -> CheckReport {
-    let (preview, stats) = engine.preview_with_stats(messages, opts);
+/// `input_problems` are drops found before the pipeline (inputs that are not JSON).
+pub fn check(engine: &MedTech, messages: &[Value], opts: &PreviewOptions, n_inputs_described: &str, input_problems: Vec<super::Skip>) -> CheckReport {
+    let (mut preview, stats) = engine.preview_with_stats(messages, opts);
+    preview.skipped.splice(0..0, input_problems);
     let mut text = String::new();
     let _ = writeln!(text, "mappings OK: {} device template(s), {} FHIR template(s)", engine.device.templates.len(), engine.fhir.templates.len());
     for w in &engine.device.warnings {
