@@ -79,7 +79,8 @@ fn decimal_json(s: &str) -> Option<Value> {
 pub fn sampled_data(values: &[(DateTime<Utc>, String)], start: DateTime<Utc>, end: DateTime<Utc>, period_ms: f64) -> (String, usize) {
     let span_ms = (end - start).num_nanoseconds().unwrap_or(i64::MAX) as f64 / 1e6;
     let slots = (span_ms / period_ms).floor().max(0.0) as usize + 1;
-    let mut data: Vec<Option<&str>> = vec![None; slots];
+    // Sparse: only filled slots are kept, so a tiny defaultPeriod costs output size, not a slot table.
+    let mut filled: std::collections::BTreeMap<usize, &str> = std::collections::BTreeMap::new();
     let mut overwritten = 0;
     for (t, v) in values {
         let off_ms = (*t - start).num_nanoseconds().unwrap_or(0) as f64 / 1e6;
@@ -87,14 +88,24 @@ pub fn sampled_data(values: &[(DateTime<Utc>, String)], start: DateTime<Utc>, en
             continue;
         }
         let idx = (off_ms / period_ms).floor() as usize;
-        if let Some(slot) = data.get_mut(idx) {
-            if slot.is_some() {
-                overwritten += 1;
-            }
-            *slot = Some(v.as_str());
+        if idx < slots && filled.insert(idx, v.as_str()).is_some() {
+            overwritten += 1;
         }
     }
-    let s = data.iter().map(|d| d.unwrap_or("E")).collect::<Vec<_>>().join(" ");
+    let mut s = String::with_capacity(slots.saturating_mul(2).min(1 << 24));
+    let mut next = filled.iter().peekable();
+    for i in 0..slots {
+        if i > 0 {
+            s.push(' ');
+        }
+        match next.peek() {
+            Some((idx, v)) if **idx == i => {
+                s.push_str(v);
+                next.next();
+            }
+            _ => s.push('E'),
+        }
+    }
     (s, overwritten)
 }
 
