@@ -11,6 +11,7 @@ mod demo;
 mod outbox;
 mod run;
 pub mod simulate;
+mod medtech;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     Decode(decode::Args),
     /// Run a simulator by hand: BlueZ on a private D-Bus, or a local IoT Hub emulator.
     Simulate(simulate::Args),
+    /// Preview or check Azure MedTech mappings against messages (what the service would make of them).
+    Medtech(medtech::Args),
 }
 
 /// Sets up logging to stderr (journald picks it up under systemd).
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Medtech(a) => medtech::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,55 @@
+//! A local copy of the Azure MedTech service's pipeline (iomt-fhir), so users see
+//! what their device mapping and FHIR destination mapping do to real messages
+//! before the service silently skips them.
+//!
+//! ```text
+//! message -> envelope {Body, Properties, SystemProperties}
+//!   -> normalize (device mapping)  -> measurements
+//!   -> group (device/type/patient/encounter/correlation, periodInterval)
+//!   -> transform (FHIR mapping)    -> Observations (+ ids as the service computes them)
+//! ```
+//!
+//! Semantics follow /work/shared/reference/medtech-mapping.md (microsoft/iomt-fhir
+//! 3d8741f): Newtonsoft JSONPath quirks in [`jsonpath`], strict template parsing in
+//! [`device_mapping`]/[`fhir_mapping`], grouping in [`group`], Observation build in
+//! [`fhir`], ids in [`ids`]; [`preview`] ties them together and [`check`] counts
+//! per template.
+
+pub mod check;
+pub mod device_mapping;
+pub mod expr;
+pub mod fhir;
+pub mod fhir_mapping;
+pub mod fields;
+pub mod group;
+pub mod ids;
+pub mod jsonpath;
+pub mod normalize;
+pub mod preview;
+pub mod skip;
+pub mod times;
+
+pub use device_mapping::DeviceMapping;
+pub use fhir_mapping::FhirMapping;
+pub use fields::MappingError;
+pub use preview::{preview_messages, summary_line, summary_lines, IdentityMode, MedTech, Preview, PreviewOptions};
+pub use skip::{Skip, SkipKind};
+
+/// The shipped device mapping (devices/medtech/devicecontent.json).
+pub const SHIPPED_DEVICE_MAPPING: &str = include_str!("../../devices/medtech/devicecontent.json");
+/// The shipped FHIR destination mapping (devices/medtech/fhirmapping.json).
+pub const SHIPPED_FHIR_MAPPING: &str = include_str!("../../devices/medtech/fhirmapping.json");
+
+/// The shipped mappings as `(device mapping JSON, FHIR mapping JSON)`.
+pub fn shipped_mappings() -> (&'static str, &'static str) {
+    (SHIPPED_DEVICE_MAPPING, SHIPPED_FHIR_MAPPING)
+}
+
+/// Reading types deliberately left out of the shipped mappings, with the reason.
+/// The coverage test accepts exactly these; every other [`crate::model::ReadingType`]
+/// must produce an Observation.
+pub const UNMAPPED_READING_TYPES: &[(crate::model::ReadingType, &str)] = &[(
+    crate::model::ReadingType::BatteryLevel,
+    "device telemetry, not a patient observation: an Observation with subject Patient would put the sensor's battery \
+     into the patient's record; the gateway's own status shows it",
+)];
