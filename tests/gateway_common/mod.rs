@@ -1,0 +1,108 @@
+//! Shared by the tests that run the gateway binary as a real process: start it
+//! with `--report-commits`, collect what it reports committed, and read what
+//! was delivered.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// seq -> device id of every reading the gateway reported committed.
+pub type Committed = Arc<Mutex<BTreeMap<u64, String>>>;
+
+/// Starts `iomt-edge run --report-commits --config CONFIG`; a thread adds each
+/// reported (seq, device) to `committed` until the process's stdout closes.
+pub fn start(config: &Path, committed: Committed) -> (Child, std::thread::JoinHandle<()>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+        .args(["run", "--report-commits", "--config"])
+        .arg(config)
+        .env("RUST_LOG", std::env::var("IOMT_TEST_GATEWAY_RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(match std::env::var("IOMT_TEST_GATEWAY_LOG") {
+            // Debugging aid: append the gateway's log to this file.
+            Ok(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).map(Stdio::from).unwrap_or(Stdio::null()),
+            Err(_) => Stdio::null(),
+        })
+        .spawn()
+        .expect("start gateway");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line).expect("commit report is JSON");
+            let mut c = committed.lock().unwrap();
+            for item in v["committed"].as_array().unwrap() {
+                c.insert(item[0].as_u64().unwrap(), item[1].as_str().unwrap().to_string());
+            }
+        }
+    });
+    (child, reader)
+}
+
+/// Sends SIGTERM.
+pub fn terminate(child: &Child) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// What arrived at the destination, message by message, in arrival order.
+#[derive(Default)]
+pub struct Delivered {
+    /// seq -> message ids it was delivered under
+    pub ids: HashMap<u64, BTreeSet<String>>,
+    /// device -> seqs in arrival order (first occurrence only)
+    pub order: HashMap<String, Vec<u64>>,
+    /// seq -> device it was delivered for
+    pub device_of: HashMap<u64, String>,
+    /// seq -> how many times it arrived
+    pub copies: HashMap<u64, u32>,
+}
+
+impl Delivered {
+    /// Adds one delivered message body (our JSON message format).
+    pub fn add(&mut self, body: &serde_json::Value) {
+        let id = body["messageId"].as_str().unwrap().to_string();
+        let device = body["deviceId"].as_str().unwrap().to_string();
+        for r in body["readings"].as_array().unwrap() {
+            let seq = r["seq"].as_u64().unwrap();
+            *self.copies.entry(seq).or_default() += 1;
+            let first = !self.ids.contains_key(&seq);
+            self.ids.entry(seq).or_default().insert(id.clone());
+            if first {
+                self.order.entry(device.clone()).or_default().push(seq);
+                self.device_of.insert(seq, device.clone());
+            }
+        }
+    }
+
+    /// Reads an NDJSON file written by the file sink.
+    pub fn from_ndjson(path: &Path) -> Delivered {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut d = Delivered::default();
+        for line in text.lines() {
+            d.add(&serde_json::from_str(line).expect("every delivered line is a whole JSON message"));
+        }
+        d
+    }
+
+    /// The delivery contract: every committed reading arrived, for its device,
+    /// under a single message id; each device's readings arrived in order.
+    pub fn check(&self, committed: &BTreeMap<u64, String>) {
+        for (seq, device) in committed {
+            let ids = self.ids.get(seq).unwrap_or_else(|| panic!("committed reading {seq} was never delivered"));
+            assert_eq!(ids.len(), 1, "reading {seq} was delivered under different message ids: {ids:?}");
+            assert_eq!(self.device_of.get(seq), Some(device), "reading {seq} delivered for the wrong device");
+        }
+        for (device, seqs) in &self.order {
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "readings of {device} were delivered out of order");
+        }
+    }
+
+    /// How many readings arrived more than once (always under the same id).
+    pub fn duplicated(&self) -> usize {
+        self.copies.values().filter(|n| **n > 1).count()
+    }
+}
