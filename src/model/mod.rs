@@ -10,4 +10,4 @@ mod reading;
 pub mod time;
 
 pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
-pub use reading::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType};
+pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, Flag, Reading, ReadingType};

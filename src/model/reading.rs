@@ -275,9 +275,34 @@ impl Reading {
     }
 }
 
+/// Times for a run of RR intervals reported together (one BLE notification, one
+/// simulated second): the last interval ends at `end`, each earlier one ends
+/// where the next began. Each beat gets its own time, so MedTech (which keeps
+/// one value per timestamp in a group) keeps every interval.
+pub fn rr_beat_times(end: DateTime<Utc>, rr_ms: &[f64]) -> Vec<DateTime<Utc>> {
+    let mut times = vec![end; rr_ms.len()];
+    let mut t = end;
+    for i in (0..rr_ms.len()).rev() {
+        times[i] = t;
+        let step = rr_ms[i].clamp(0.0, 60_000.0).round() as i64;
+        t -= chrono::Duration::milliseconds(step.max(1));
+    }
+    times
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rr_beats_get_distinct_times_ending_at_the_notification() {
+        let end = crate::model::time::parse("2026-11-21T10:00:01.000Z").unwrap();
+        let t = rr_beat_times(end, &[800.0, 812.5, 790.0]);
+        assert_eq!(t[2], end);
+        assert_eq!(crate::model::time::format(&t[1]), "2026-11-21T10:00:00.210Z");
+        assert_eq!(crate::model::time::format(&t[0]), "2026-11-21T09:59:59.397Z");
+        assert!(rr_beat_times(end, &[f64::NAN, 0.0]).windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn type_names_round_trip() {

@@ -712,8 +712,10 @@ impl Decoded {
                 if let Some(ee) = m.energy_expended_kj {
                     out.push(reading(device_id, kind, ReadingType::EnergyExpended, Some(ee as f64), &flags, time));
                 }
-                for rr in &m.rr_intervals_ms {
-                    out.push(reading(device_id, kind, ReadingType::RrInterval, Some(*rr), &flags, time));
+                // Each beat gets its own time (MedTech keeps one value per timestamp).
+                let beats = crate::model::rr_beat_times(time, &m.rr_intervals_ms);
+                for (rr, t) in m.rr_intervals_ms.iter().zip(beats) {
+                    out.push(reading(device_id, kind, ReadingType::RrInterval, Some(*rr), &flags, t));
                 }
             }
             Decoded::PlxContinuous(m) => {

@@ -159,9 +159,9 @@ pub fn strap_readings(device_id: &str, s: &StrapSample) -> Vec<Reading> {
     if !s.contact {
         hr.add_flag(Flag::SensorContactLost);
     }
-    let t = hr.time;
+    let times = crate::model::rr_beat_times(hr.time, &s.rr_ms);
     let mut out = vec![hr];
-    for rr in &s.rr_ms {
+    for (rr, t) in s.rr_ms.iter().zip(times) {
         out.push(Reading::new(device_id, kind, ReadingType::RrInterval).at(t).with_value("rrInterval", *rr));
     }
     out
