@@ -120,15 +120,87 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the MedTech service would make of the delivered messages, using the
+/// shipped mappings: follows the delivered file and previews its latest messages.
+struct MedtechPanel {
+    engine: Option<crate::medtech::MedTech>,
+    file: PathBuf,
+    offset: u64,
+    recent: std::collections::VecDeque<serde_json::Value>,
+    skipped_total: usize,
+}
+
+impl MedtechPanel {
+    fn new(file: PathBuf) -> MedtechPanel {
+        let engine = crate::medtech::MedTech::shipped()
+            .map_err(|e| tracing::warn!("MedTech preview unavailable: {e}"))
+            .ok();
+        MedtechPanel { engine, file, offset: 0, recent: Default::default(), skipped_total: 0 }
+    }
+
+    /// Reads messages delivered since the last call; returns the panel's lines.
+    fn refresh(&mut self) -> Vec<String> {
+        use std::io::{BufRead, Seek};
+        let Some(engine) = &self.engine else { return Vec::new() };
+        let mut new_msgs = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.file) {
+            if f.seek(std::io::SeekFrom::Start(self.offset)).is_ok() {
+                let mut reader = std::io::BufReader::new(f);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if !line.ends_with('\n') {
+                        break; // a line still being written; read it next time
+                    }
+                    self.offset += line.len() as u64;
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        new_msgs.push(v);
+                    }
+                    line.clear();
+                }
+            }
+        }
+        if !new_msgs.is_empty() {
+            let p = engine.preview(&new_msgs, &crate::medtech::PreviewOptions::default());
+            self.skipped_total += p.skipped.len();
+        }
+        for m in new_msgs {
+            self.recent.push_back(m);
+            if self.recent.len() > 12 {
+                self.recent.pop_front();
+            }
+        }
+        let msgs: Vec<serde_json::Value> = self.recent.iter().cloned().collect();
+        let preview = engine.preview(&msgs, &crate::medtech::PreviewOptions::default());
+        // The latest Observation of each type.
+        let mut latest: std::collections::BTreeMap<String, String> = Default::default();
+        for o in &preview.observations {
+            let key = o.pointer("/code/text").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            latest.insert(key, crate::medtech::summary_line(o));
+        }
+        let mut out = vec![format!(
+            "MedTech would create (shipped mappings, latest delivered messages; {} measurement(s) skipped so far):",
+            self.skipped_total
+        )];
+        out.extend(latest.into_values().map(|l| format!("  {l}")));
+        out
+    }
+}
+
 async fn live_view(gw: Gateway, stop: CancellationToken, fancy: bool) {
     let started = Instant::now();
+    let delivered = gw.config.sink.file.as_ref().map(|f| f.path.clone()).unwrap_or_default();
+    let mut medtech = MedtechPanel::new(delivered);
     let mut tick = tokio::time::interval(Duration::from_secs(if fancy { 1 } else { 5 }));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let text = render(&gw, started.elapsed());
+        let mut text = render(&gw, started.elapsed());
+        for l in medtech.refresh() {
+            text.push_str(&l);
+            text.push('\n');
+        }
         let mut out = std::io::stdout().lock();
         if fancy {
             let _ = write!(out, "\x1b[2J\x1b[H{text}");

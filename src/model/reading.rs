@@ -18,9 +18,11 @@ pub enum ReadingType {
     RrInterval,
     /// Energy expended since the strap's last reset, `kJ`. Value name `energyExpended`.
     EnergyExpended,
-    /// Peripheral oxygen saturation, `%`. Value name `spo2`.
+    /// Peripheral oxygen saturation, `%`. Value name `spo2`; a PLX oximeter's
+    /// Fast and Slow averages, when sent, as `spo2Fast` and `spo2Slow`.
     Spo2,
-    /// Pulse rate from an oximeter or monitor, `/min`. Value name `pulseRate`.
+    /// Pulse rate from an oximeter or monitor, `/min`. Value name `pulseRate`
+    /// (and `pulseRateFast`, `pulseRateSlow`).
     PulseRate,
     /// Perfusion index (pulse amplitude index), `%`. Value name `perfusionIndex`.
     PerfusionIndex,
@@ -76,8 +78,8 @@ impl ReadingType {
             ReadingType::HeartRate => &[("heartRate", "/min")],
             ReadingType::RrInterval => &[("rrInterval", "ms")],
             ReadingType::EnergyExpended => &[("energyExpended", "kJ")],
-            ReadingType::Spo2 => &[("spo2", "%")],
-            ReadingType::PulseRate => &[("pulseRate", "/min")],
+            ReadingType::Spo2 => &[("spo2", "%"), ("spo2Fast", "%"), ("spo2Slow", "%")],
+            ReadingType::PulseRate => &[("pulseRate", "/min"), ("pulseRateFast", "/min"), ("pulseRateSlow", "/min")],
             ReadingType::PerfusionIndex => &[("perfusionIndex", "%")],
             ReadingType::RespirationRate => &[("respirationRate", "/min")],
             ReadingType::BodyTemperature => &[("bodyTemperature", "Cel")],
@@ -127,10 +129,6 @@ pub enum Flag {
     LowPerfusion,
     /// Early estimate (PLX) or otherwise provisional value.
     EarlyEstimate,
-    /// The measurement is from a "slow" averaging (PLX Slow SpO2/PR pair).
-    SlowAverage,
-    /// The measurement is from a "fast" averaging (PLX Fast SpO2/PR pair).
-    FastAverage,
     /// The device reports a signal-processing irregularity or interference.
     SignalIrregular,
     /// The device is in a calibration, test or demo mode: not a patient value.

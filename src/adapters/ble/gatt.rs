@@ -720,16 +720,19 @@ impl Decoded {
             }
             Decoded::PlxContinuous(m) => {
                 let flags = plx_flags(m.measurement_status.as_ref(), m.device_and_sensor_status.as_ref());
+                // Fast and Slow averages are other views of the same measurement:
+                // extra values of the normal readings (`spo2Fast`, `pulseRateSlow`...),
+                // not readings of their own with the same time.
+                let first = out.len();
                 pair_readings(&mut out, device_id, kind, &m.normal, &flags, time);
-                if let Some(fast) = &m.fast {
-                    let mut f = flags.clone();
-                    f.push(Flag::FastAverage);
-                    pair_readings(&mut out, device_id, kind, fast, &f, time);
-                }
-                if let Some(slow) = &m.slow {
-                    let mut f = flags.clone();
-                    f.push(Flag::SlowAverage);
-                    pair_readings(&mut out, device_id, kind, slow, &f, time);
+                for (pair, suffix) in [(&m.fast, "Fast"), (&m.slow, "Slow")] {
+                    let Some(pair) = pair else { continue };
+                    for (r, v) in out[first..].iter_mut().zip([pair.spo2.value(), pair.pulse_rate.value()]) {
+                        if let Some(v) = v {
+                            let name = format!("{}{suffix}", r.kind.name());
+                            r.set_value(&name, v);
+                        }
+                    }
                 }
                 if let Some(pai) = m.pulse_amplitude_index {
                     out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, time));

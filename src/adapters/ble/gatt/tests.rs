@@ -132,17 +132,18 @@ fn plx_continuous_examples() {
     }
 
     let d = decode(Characteristic::PlxContinuous, &hx("03 61 00 4A 00 60 00 4C 00 62 00 48 00")).unwrap();
+    let rs = d.to_readings("ox", ox, t0());
     assert_eq!(
-        values(&d.to_readings("ox", ox, t0())),
-        vec![
-            (ReadingType::Spo2, Some(97.0), vec![]),
-            (ReadingType::PulseRate, Some(74.0), vec![]),
-            (ReadingType::Spo2, Some(96.0), vec![Flag::FastAverage]),
-            (ReadingType::PulseRate, Some(76.0), vec![Flag::FastAverage]),
-            (ReadingType::Spo2, Some(98.0), vec![Flag::SlowAverage]),
-            (ReadingType::PulseRate, Some(72.0), vec![Flag::SlowAverage]),
-        ]
+        values(&rs),
+        vec![(ReadingType::Spo2, Some(97.0), vec![]), (ReadingType::PulseRate, Some(74.0), vec![])],
+        "Fast/Slow pairs are values of the normal readings, not readings with the same time"
     );
+    assert_eq!(rs[0].values.get("spo2Fast"), Some(&96.0));
+    assert_eq!(rs[0].values.get("spo2Slow"), Some(&98.0));
+    assert_eq!(rs[1].values.get("pulseRateFast"), Some(&76.0));
+    assert_eq!(rs[1].values.get("pulseRateSlow"), Some(&72.0));
+    assert_eq!(rs[0].units.get("spo2Slow").map(String::as_str), Some("%"));
+    assert_eq!(rs[1].units.get("pulseRateFast").map(String::as_str), Some("/min"));
 }
 
 #[test]
