@@ -22,7 +22,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The simulator runs as a separate process (`iomt-edge simulate bluez`), so
+/// The simulator runs as a separate process (`iomt-edge simulate bluez --bus`), so
 /// this process's RSS is the gateway side only: btleplug + our adapter.
 /// Phase A streams 1 strap for 10 s, phase B 7 straps for 10 s, each with a
 /// fresh adapter; the added RSS per device is (B - A) / 6.
@@ -32,16 +32,18 @@ async fn rss_per_connected_device() {
     if !have_dbus_daemon("rss_per_connected_device") {
         return;
     }
+    let _turn = serial();
+    let bus = shared_bus().address().to_string();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
-        .args(["simulate", "bluez", "--straps", "7", "--oximeters", "0", "--interval-ms", "1000"])
+        .args(["simulate", "bluez", "--bus", &bus, "--straps", "7", "--oximeters", "0", "--interval-ms", "1000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
-    iomt_edge::adapters::ble::set_system_bus_address(&address).unwrap();
+    let printed = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert_eq!(printed, bus);
     let before = rss_kib();
     let mut results = Vec::new();
     for n in [1usize, 7] {
