@@ -286,11 +286,12 @@ async fn run_ticker(st: Shared, conn: zbus::Connection, interval: Duration, stop
             let _ = objects::emit_device(server, &path, &["RSSI"]).await;
         }
         for (idx, uuid16, bytes) in events {
+            let at = Instant::now();
             let sent = objects::notify(&st, server, idx, uuid16, bytes.clone()).await.unwrap_or(false);
             if sent {
                 let mut s = lock(&st);
                 let address = s.devices.get(idx).map(|d| d.spec.address.clone()).unwrap_or_default();
-                s.sent.push(Sent { address, uuid16, bytes });
+                s.sent.push(Sent { address, uuid16, bytes, at });
             }
         }
     }
@@ -318,4 +319,29 @@ pub async fn spawn_private(config: SimConfig) -> anyhow::Result<SimHandle> {
     let bus = PrivateBus::start()?;
     let sim = BluezSim::start(bus.address(), config).await?;
     Ok(SimHandle { sim, bus })
+}
+
+/// A BLE adapter for the devices of [`SimConfig::default`] on `handle`'s bus
+/// (for the demo): strap `C0:FF:EE:00:00:01` as `ble-strap-1`, oximeter
+/// `C0:FF:EE:00:00:02` as `ble-oximeter-1`, both with `patient_id`.
+///
+/// Fails if btleplug already connected to another system bus in this process
+/// (libdbus fixes the address at the first connection).
+pub fn demo_adapter(handle: &SimHandle, patient_id: Option<String>) -> anyhow::Result<crate::adapters::ble::BleAdapter> {
+    use crate::adapters::ble::{BleAdapter, BleDevice, Selector};
+    use crate::config::ble::BleDeviceConfig;
+    use crate::model::DeviceKind;
+    crate::adapters::ble::set_system_bus_address(handle.address())?;
+    let dev = |alias: &str, kind, addr: &str| BleDevice {
+        alias: alias.into(),
+        kind,
+        patient_id: patient_id.clone(),
+        selector: Selector::Address(addr.into()),
+        config: BleDeviceConfig { address: Some(addr.into()), ..BleDeviceConfig::default() },
+    };
+    Ok(BleAdapter::new(vec![
+        dev("ble-strap-1", DeviceKind::HeartRateStrap, "C0:FF:EE:00:00:01"),
+        dev("ble-oximeter-1", DeviceKind::PulseOximeter, "C0:FF:EE:00:00:02"),
+    ])
+    .with_system_bus(handle.address()))
 }

@@ -232,6 +232,8 @@ pub struct Sent {
     pub address: String,
     pub uuid16: u16,
     pub bytes: Vec<u8>,
+    /// When the simulator emitted it (for latency measurements).
+    pub at: Instant,
 }
 
 /// Everything the simulator knows.

@@ -1,0 +1,118 @@
+//! Measurements (not pass/fail timing tests; ignored by default):
+//! added RSS per connected BLE device, and notification -> ReadingSender latency.
+//!
+//! `cargo test --release --test ble_measure -- --ignored --nocapture --test-threads=1`
+
+mod ble_common;
+
+use ble_common::*;
+use iomt_edge::adapters::ble::Selector;
+use iomt_edge::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
+use iomt_edge::model::{DeviceKind, ReadingType};
+use iomt_edge::simulate::bluez::SimConfig;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The simulator runs as a separate process (`iomt-edge simulate bluez --bus`), so
+/// this process's RSS is the gateway side only: btleplug + our adapter.
+/// Phase A streams 1 strap for 10 s, phase B 7 straps for 10 s, each with a
+/// fresh adapter; the added RSS per device is (B - A) / 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn rss_per_connected_device() {
+    if !have_dbus_daemon("rss_per_connected_device") {
+        return;
+    }
+    let _turn = serial();
+    let bus = shared_bus().address().to_string();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+        .args(["simulate", "bluez", "--bus", &bus, "--straps", "7", "--oximeters", "0", "--interval-ms", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let printed = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert_eq!(printed, bus);
+    let before = rss_kib();
+    let mut results = Vec::new();
+    for n in [1usize, 7] {
+        let devices: Vec<_> = (1..=n)
+            .map(|i| device(&format!("strap-{i}"), DeviceKind::HeartRateStrap, Selector::Address(format!("C0:FF:EE:00:00:{i:02X}"))))
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+        let registry = Arc::new(DeviceRegistry::new());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let ctx = AdapterContext { readings: ReadingSender::new(tx), registry: registry.clone(), shutdown: shutdown.clone() };
+        let adapter: Box<dyn Adapter> = Box::new(iomt_edge::adapters::ble::BleAdapter::new(devices));
+        let task = tokio::spawn(adapter.run(ctx));
+        let start = Instant::now();
+        while registry.streaming() < n && start.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(registry.streaming(), n);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let rss = rss_kib();
+        eprintln!("{n} connected device(s): VmRSS {rss} KiB (before any adapter: {before} KiB)");
+        results.push(rss);
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        drain.abort();
+    }
+    let per = (results[1] as f64 - results[0] as f64) / 6.0;
+    eprintln!("added RSS per connected device: {per:.0} KiB");
+    let _ = child.kill().await;
+}
+
+/// Notification emitted by the simulator -> reading received from the
+/// adapter's ReadingSender (same process, same clock), 1 strap at 20 Hz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn notification_to_reading_latency() {
+    if !have_dbus_daemon("notification_to_reading_latency") {
+        return;
+    }
+    let _turn = serial();
+    let config = SimConfig {
+        devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::strap("C0:FF:EE:00:00:01", "SN0001")],
+        interval: Duration::from_millis(50),
+    };
+    let strap = device("strap-1", DeviceKind::HeartRateStrap, Selector::Address("C0:FF:EE:00:00:01".into()));
+    let mut rig = Rig::start(config, vec![strap]).await;
+    let mut arrivals = Vec::new();
+    let start = Instant::now();
+    while arrivals.len() < 300 && start.elapsed() < Duration::from_secs(60) {
+        let before = rig.readings.len();
+        rig.wait_for("a reading", Duration::from_secs(5), |rs| rs.len() > before).await;
+        for r in &rig.readings[before..] {
+            if r.kind == ReadingType::HeartRate {
+                arrivals.push(Instant::now());
+            }
+        }
+    }
+    let sent: Vec<_> = rig.sim.sent().into_iter().filter(|s| s.uuid16 == 0x2A37).collect();
+    let mut lat: Vec<f64> =
+        sent.iter().zip(arrivals.iter()).map(|(s, a)| a.saturating_duration_since(s.at).as_secs_f64() * 1000.0).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "notification -> ReadingSender latency over {} notifications: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        lat.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    );
+    let _ = rig.finish().await;
+}
