@@ -26,6 +26,11 @@ pub struct Message {
     pub device_kind: DeviceKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_id: Option<String>,
+    /// Value name -> UCUM unit, for every value name used in `readings`. Units
+    /// are fixed per value name, so they travel once per message rather than
+    /// once per reading (IoT Hub bills by 4 KB).
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
     pub readings: Vec<WireReading>,
 }
 
@@ -40,10 +45,9 @@ pub struct WireReading {
     pub time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::model::time::serde_ms_opt")]
     pub device_time: Option<DateTime<Utc>>,
+    /// Value name -> number; the units are in the message's `units`.
     #[serde(default)]
     pub values: BTreeMap<String, f64>,
-    #[serde(default)]
-    pub units: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +62,6 @@ impl From<&Reading> for WireReading {
             time: r.time,
             device_time: r.device_time,
             values: r.values.clone(),
-            units: r.units.clone(),
             flags: r.flags.clone(),
             event: r.event,
         }
@@ -90,6 +93,7 @@ impl Message {
             device_id: first.device_id.clone(),
             device_kind: first.device_kind,
             patient_id: first.patient_id.clone(),
+            units: readings.iter().flat_map(|r| r.units.iter().map(|(k, v)| (k.clone(), v.clone()))).collect(),
             readings: readings.iter().map(WireReading::from).collect(),
         })
     }
@@ -136,7 +140,8 @@ mod tests {
         assert_eq!(v["readings"][0]["seq"], 7);
         assert_eq!(v["readings"][0]["type"], "heartRate");
         assert_eq!(v["readings"][0]["values"]["heartRate"], 60.0);
-        assert_eq!(v["readings"][0]["units"]["heartRate"], "/min");
+        assert_eq!(v["units"]["heartRate"], "/min");
+        assert!(v["readings"][0].get("units").is_none(), "units travel once per message");
         assert!(v["readings"][0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert!(v["readings"][0].get("deviceId").is_none());
     }
