@@ -12,8 +12,9 @@ use iothub_support::*;
 use serde_json::json;
 use std::time::Duration;
 
+/// Polls `f` for up to 20 s (generous: CI shares 2 cores with the build).
 async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
+    for _ in 0..400 {
         if f() {
             return true;
         }
