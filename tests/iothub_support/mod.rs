@@ -86,12 +86,12 @@ pub fn check_delivery(sent: &[Message], got: &[ReceivedMessage]) -> usize {
     let mut dups = 0;
     for (i, g) in got.iter().enumerate() {
         let mid = g.property("$.mid").expect("every message carries $.mid").to_string();
-        if first_index.contains_key(&mid) {
+        if let std::collections::hash_map::Entry::Vacant(e) = first_index.entry(mid.clone()) {
+            e.insert(i);
+        } else {
             dups += 1;
             let orig = sent.iter().find(|m| m.message_id == mid).expect("duplicate of a sent message");
             assert_eq!(g.body, orig.to_json(), "a duplicate differs from the original");
-        } else {
-            first_index.insert(mid, i);
         }
     }
     let mut last: HashMap<&str, usize> = HashMap::new();
