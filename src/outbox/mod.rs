@@ -52,8 +52,6 @@ pub enum OutboxError {
     Locked(PathBuf),
     #[error("cannot use the outbox folder {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("the outbox is full and the policy is refuse_newest")]
-    Full,
 }
 
 /// A batch that was handed to a sink and not yet confirmed.
@@ -217,6 +215,24 @@ impl Outbox {
     }
 
     fn open_sled(dir: &Path, cfg: &OutboxConfig) -> Result<(sled::Db, sled::Tree), OpenFailure> {
+        // We hold our own lock, so no other process uses this outbox. sled's
+        // lock can still be held for a moment by a previous instance in this
+        // process whose background flusher has not finished: wait for it.
+        let mut tries = 0;
+        loop {
+            match Self::open_sled_once(dir, cfg) {
+                Err(OpenFailure::Io(OutboxError::Io { source, .. }))
+                    if tries < 100 && source.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_sled_once(dir: &Path, cfg: &OutboxConfig) -> Result<(sled::Db, sled::Tree), OpenFailure> {
         let sled_cfg = sled::Config::new()
             .path(dir)
             .cache_capacity(cfg.cache_bytes.bytes())
