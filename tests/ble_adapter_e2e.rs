@@ -66,6 +66,13 @@ async fn streams_heart_rate_and_spo2_readings() {
     assert!(rs.iter().any(|r| r.kind == ReadingType::EnergyExpended));
     // Spot-check indications arrive too (every 5th tick).
     assert!(sent.iter().any(|s| s.uuid16 == 0x2A5E));
+    // The simulator sends a spot-check right after the continuous value of the
+    // same tick, often in the same millisecond. MedTech keeps one value per
+    // time and type, so no two readings of a type share a time.
+    let mut seen = std::collections::HashSet::new();
+    for r in rs.iter().filter(|r| r.event.is_none()) {
+        assert!(seen.insert((r.device_id.clone(), r.kind, r.time)), "two {:?} readings of {} at {}", r.kind, r.device_id, r.time);
+    }
     assert!(registry.snapshot().iter().all(|d| d.input_errors == 0));
 }
 

@@ -5,9 +5,11 @@
 //! into messages and the sinks deliver those. Side tools (`decode`, `medtech`)
 //! read the same types, so the wire format is defined in exactly one place.
 
+mod distinct_times;
 mod message;
 mod reading;
 pub mod time;
 
+pub use distinct_times::DistinctTimes;
 pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
 pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, Flag, Reading, ReadingType};

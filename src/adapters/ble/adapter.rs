@@ -24,7 +24,7 @@ use super::gatt::{self, Characteristic, Decoded};
 use crate::adapters::{Adapter, AdapterContext, LinkState};
 use crate::config::ble::BleDeviceConfig;
 use crate::config::DeviceConfig;
-use crate::model::{DeviceEvent, DeviceKind, Reading};
+use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -219,6 +219,8 @@ struct DeviceRun {
     bad_logged: bool,
     /// A streaming session is open (a `connected` event was sent).
     streaming: bool,
+    /// Recent reading times, so no two readings of one type share a millisecond.
+    times: DistinctTimes,
 }
 
 /// What a session shares with its device tasks.
@@ -260,7 +262,7 @@ impl Adapter for BleAdapter {
                     _ => dev.alias.clone(),
                 };
                 ctx.registry.register(&device_id);
-                DeviceRun { dev, device_id, backoff: BACKOFF_START, connect_failures: 0, last_battery: None, bad_logged: false, streaming: false }
+                DeviceRun { dev, device_id, backoff: BACKOFF_START, connect_failures: 0, last_battery: None, bad_logged: false, streaming: false, times: DistinctTimes::new() }
             })
             .collect();
         let services: Vec<Uuid> = {
@@ -445,13 +447,18 @@ impl Drop for Claim<'_> {
     }
 }
 
-async fn send(ctx: &AdapterContext, run: &DeviceRun, mut r: Reading) -> Result<(), Ended> {
+async fn send(ctx: &AdapterContext, run: &mut DeviceRun, mut r: Reading) -> Result<(), Ended> {
     r.patient_id = run.dev.patient_id.clone();
+    // Two values of one type in one millisecond (a spot-check next to a
+    // continuous notification): MedTech would keep only one, so move it on.
+    if run.times.assign(&mut r) > 0 {
+        tracing::debug!(device = %redact::device(&run.device_id), kind = r.kind.name(), "moved a reading 1 ms so its time is unique");
+    }
     ctx.registry.observe(&r);
     ctx.readings.send(r).await.map_err(|_| Ended::OutboxClosed)
 }
 
-async fn event(ctx: &AdapterContext, run: &DeviceRun, e: DeviceEvent) -> Result<(), Ended> {
+async fn event(ctx: &AdapterContext, run: &mut DeviceRun, e: DeviceEvent) -> Result<(), Ended> {
     send(ctx, run, Reading::event(run.device_id.clone(), run.dev.kind, e)).await
 }
 

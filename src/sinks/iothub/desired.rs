@@ -117,13 +117,13 @@ impl DesiredStore {
         for (d, p) in &next.patients {
             if st.patients.get(d) != Some(p) {
                 control.set_patient(d, Some(p));
-                tracing::info!("device {} now assigned to {}", crate::redact::device(d), crate::redact::patient(p));
+                tracing::debug!("twin: device {} now assigned to {}", crate::redact::device(d), crate::redact::patient(p));
             }
         }
         for d in st.patients.keys() {
             if !next.patients.contains_key(d) {
                 control.set_patient(d, None);
-                tracing::info!("device {} no longer assigned to a patient", crate::redact::device(d));
+                tracing::debug!("twin: device {} no longer assigned to a patient", crate::redact::device(d));
             }
         }
         if rep.changed {
