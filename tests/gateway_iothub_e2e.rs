@@ -123,3 +123,70 @@ async fn gateway_to_iothub_survives_outage_kill9_and_lost_pubacks() {
     assert!(with_patient, "every strap-1 message carries its patient id");
     eprintln!("{} committed readings delivered via IoT Hub; {} resent with the same id", c.len(), d.duplicated());
 }
+
+/// Measurement (ignored by default, no timing assertion): reading-to-PUBACK
+/// latency of the whole gateway while live, at the default outbox and
+/// forwarder settings (100 ms group commit, 1 s batch age), then with
+/// `batch_max_age_ms = 100`. RR intervals are left out: their time is the
+/// beat's, before the notification that reported them. Each reading's time is when the adapter made it;
+/// the PUBACK instant is when the emulator recorded the message (it acks
+/// right after).
+///
+/// `cargo test --release --test gateway_iothub_e2e latency -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn live_reading_to_puback_latency() {
+    for batch_age in [None, Some(100)] {
+        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = emu.write_ca(dir.path()).unwrap();
+        let cs = emu.add_device("live-gw");
+        let text = format!(
+            "[gateway]\nid = \"live-gw\"\nstate_dir = \"{state}\"\n{fwd}\
+             [[device]]\nid = \"strap-1\"\nkind = \"heart_rate_strap\"\n[device.simulated]\ninterval_ms = 1000\n\
+             [[device]]\nid = \"oxi-1\"\nkind = \"pulse_oximeter\"\n[device.simulated]\ninterval_ms = 1000\n\
+             [sink.iothub]\nconnection_string = {{ value = \"{cs}\" }}\nca_file = \"{ca}\"\n",
+            state = dir.path().join("state").display(),
+            fwd = batch_age.map(|a| format!("[forwarder]\nbatch_max_age_ms = {a}\n")).unwrap_or_default(),
+            ca = ca.display()
+        );
+        let cfg = dir.path().join("gw.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let committed: Committed = Default::default();
+        let (mut gw, reader) = start(&cfg, committed.clone());
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        terminate(&gw);
+        gw.wait().unwrap();
+        reader.join().unwrap();
+
+        let now_wall = chrono::Utc::now();
+        let now = Instant::now();
+        let mut lat = Vec::new();
+        for m in emu.messages() {
+            let acked = now_wall - chrono::Duration::from_std(now.duration_since(m.received_at)).unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+            for r in body["readings"].as_array().unwrap() {
+                // RR intervals are timed at their beat (back-dated up to a few
+                // seconds by design); events are not measurements.
+                if r["type"] == "deviceEvent" || r["type"] == "rrInterval" {
+                    continue;
+                }
+                let t = iomt_edge::model::time::parse(r["time"].as_str().unwrap()).unwrap();
+                lat.push((acked - t).num_microseconds().unwrap() as f64 / 1000.0);
+            }
+        }
+        assert!(lat.len() > 100, "too few readings delivered: {}", lat.len());
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+        eprintln!(
+            "reading -> PUBACK, live, batch_max_age_ms = {}: {} readings in {} messages: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            batch_age.map(|a| a.to_string()).unwrap_or_else(|| "1000 (default)".into()),
+            lat.len(),
+            emu.messages().len(),
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+}

@@ -126,6 +126,7 @@ async fn forward(dir: &Path, n: u64) -> anyhow::Result<(f64, f64)> {
             retry: crate::forwarder::backoff::Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) },
             auth_retry: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
+            idle_tick: crate::forwarder::IDLE_TICK,
         },
         committed,
         stats: stats.clone(),

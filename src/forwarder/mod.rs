@@ -78,6 +78,9 @@ impl LiveBatching {
     }
 }
 
+/// Default for [`ForwarderSettings::idle_tick`].
+pub const IDLE_TICK: Duration = Duration::from_millis(500);
+
 /// Batching and retry settings.
 #[derive(Debug, Clone)]
 pub struct ForwarderSettings {
@@ -89,6 +92,9 @@ pub struct ForwarderSettings {
     pub auth_retry: Duration,
     /// How long in-flight sends may finish after shutdown was requested.
     pub shutdown_grace: Duration,
+    /// The loop also wakes this often with nothing to do (watchdog heartbeat,
+    /// reading a backlog that is larger than the buffer).
+    pub idle_tick: Duration,
 }
 
 impl ForwarderSettings {
@@ -104,6 +110,7 @@ impl ForwarderSettings {
             },
             auth_retry: Duration::from_millis(f.auth_retry_ms),
             shutdown_grace: Duration::from_secs(5),
+            idle_tick: IDLE_TICK,
         }
     }
 }
@@ -196,7 +203,7 @@ impl Forwarder {
             tasks.push(self.deliver(key, rec, msg, readings, send_cancel.clone()));
         }
 
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(self.settings.idle_tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.health.forwarder_tick();
@@ -310,7 +317,13 @@ impl Forwarder {
                 send_cancel.cancel();
             }
 
-            // 3. Wait for something to happen.
+            // 3. Wait for something to happen, or for the oldest waiting
+            //    reading of an idle device to reach `max_age`.
+            let next_due = queues
+                .iter()
+                .filter(|(k, q)| !q.readings.is_empty() && !busy.contains(*k))
+                .map(|(_, q)| q.oldest + max_age)
+                .min();
             tokio::select! {
                 Some((key, rec, outcome, readings)) = tasks.next() => {
                     busy.remove(&key);
@@ -362,6 +375,7 @@ impl Forwarder {
                 _ = shutdown.cancelled(), if shutting_down.is_none() => {
                     shutting_down = Some(Instant::now());
                 }
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {}
                 _ = tick.tick() => {}
             }
         }

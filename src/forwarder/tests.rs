@@ -52,6 +52,7 @@ fn settings() -> ForwarderSettings {
         retry: Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) },
         auth_retry: Duration::from_millis(30),
         shutdown_grace: Duration::from_secs(2),
+        idle_tick: IDLE_TICK,
     }
 }
 
@@ -201,4 +202,40 @@ async fn a_backlog_larger_than_memory_still_goes_in_full_batches_for_every_devic
     check_delivery(&sink, &rs);
     let msgs = sink.accepted.lock().unwrap().len();
     assert!(msgs <= n / 50 + 20, "{msgs} messages for {n} readings: batches are not full (or a device starves)");
+}
+
+/// A live reading is sent when it reaches the batch age, on its own timer: not
+/// at the loop's next idle tick (here an hour away).
+#[tokio::test]
+async fn a_live_reading_leaves_at_its_batch_age_not_at_the_next_idle_tick() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let (tx, committed) = watch::channel(ob.last_seq());
+    let stats = Arc::new(ForwarderStats::default());
+    let sink = Arc::new(ScriptedSink::default());
+    let mut s = settings();
+    s.idle_tick = Duration::from_secs(3600);
+    let f = Forwarder {
+        outbox: ob.clone(),
+        sink: sink.clone(),
+        settings: s,
+        committed,
+        stats: stats.clone(),
+        health: Arc::new(Health::new()),
+        flush: FlushHandle::default(),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(f.run(stop.clone()));
+    // Let the forwarder reach its idle wait, then commit one live reading.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rs = fill(&ob, 1, 1);
+    tx.send(ob.last_seq()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.delivered_readings.load(Ordering::Relaxed) < 1 {
+        assert!(Instant::now() < deadline, "a live reading waited for the idle tick instead of its 20 ms batch age");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    check_delivery(&sink, &rs);
 }
