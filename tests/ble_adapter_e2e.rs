@@ -272,3 +272,43 @@ async fn seven_devices_at_once() {
         assert_eq!(measurements(&rs, &format!("strap-{i}")), expected(&sent, &s.address, DeviceKind::HeartRateStrap));
     }
 }
+
+/// The measurement service is missing after connect. Exported late (BlueZ
+/// announced ServicesResolved first): the adapter's discovery retry finds it on
+/// the same link. Missing for a whole link (stale GATT cache): the adapter
+/// gives up on that link, reconnects, and streams. Nothing lost or invented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_measurement_service_is_rediscovered() {
+    if !have_dbus_daemon("missing_measurement_service_is_rediscovered") {
+        return;
+    }
+    let _turn = serial();
+    let (config, devices) = strap_only();
+    let mut rig = Rig::start(config, devices).await;
+    rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
+    assert_eq!(rig.sim.links(STRAP), 1);
+
+    // 1. Late service: one new link, found by the retry within it.
+    rig.sim.delay_measurement_service(STRAP, Duration::from_millis(200)).unwrap();
+    rig.sim.link_loss(STRAP, Duration::from_millis(300)).await.unwrap();
+    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
+    rig.wait_for("streaming again after a late service", Duration::from_secs(15), |rs| {
+        n_connected(rs, "strap-1") == 2 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
+    })
+    .await;
+    assert_eq!(rig.sim.links(STRAP), 2, "a late service must be found on the same link");
+
+    // 2. Service missing for a whole link: that link is dropped, the next one streams.
+    rig.sim.hide_measurement_service(STRAP, 1).unwrap();
+    rig.sim.link_loss(STRAP, Duration::from_millis(300)).await.unwrap();
+    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
+    let took = rig
+        .wait_for("streaming again after a link without the service", Duration::from_secs(20), |rs| {
+            n_connected(rs, "strap-1") == 3 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
+        })
+        .await;
+    eprintln!("recovered from a link without the measurement service in {took:?}");
+    assert_eq!(rig.sim.links(STRAP), 4, "the link without the service is given up, one more link streams");
+    let (rs, sent, _) = rig.finish().await;
+    assert_eq!(measurements(&rs, "strap-1"), expected(&sent, STRAP, DeviceKind::HeartRateStrap));
+}

@@ -193,6 +193,31 @@ impl BluezSim {
         self.inject(address, 0x2A19, vec![percent])
     }
 
+    /// The measurement service is missing for the next `links` connections
+    /// (ServicesResolved comes, the service never appears).
+    pub fn hide_measurement_service(&self, address: &str, links: u32) -> anyhow::Result<()> {
+        let idx = self.index(address)?;
+        if let Some(d) = lock(&self.st).devices.get_mut(idx) {
+            d.hide_service_links = links;
+        }
+        Ok(())
+    }
+
+    /// On the next connection the measurement service appears `by` after
+    /// ServicesResolved.
+    pub fn delay_measurement_service(&self, address: &str, by: Duration) -> anyhow::Result<()> {
+        let idx = self.index(address)?;
+        if let Some(d) = lock(&self.st).devices.get_mut(idx) {
+            d.late_service = Some(by);
+        }
+        Ok(())
+    }
+
+    /// How many links this device has had (successful `Connect` calls).
+    pub fn links(&self, address: &str) -> u32 {
+        self.index(address).ok().and_then(|i| lock(&self.st).devices.get(i).map(|d| d.links)).unwrap_or(0)
+    }
+
     /// Every notification emitted so far, in order.
     pub fn sent(&self) -> Vec<Sent> {
         lock(&self.st).sent.clone()

@@ -6,7 +6,7 @@
 //! scripted behaviours in `mod.rs` change state in one place and then emit the
 //! matching `PropertiesChanged` signal.
 
-use super::state::{Shared, SimState};
+use super::state::{Layout, ServiceLayout, Shared, SimState};
 use std::collections::HashMap;
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
@@ -295,33 +295,29 @@ pub async fn emit_device(server: &ObjectServer, path: &str, names: &[&str]) -> z
 }
 
 /// Connect choreography: `Connected=true`, GATT objects exported (each an
-/// InterfacesAdded), then `ServicesResolved=true`.
+/// InterfacesAdded), then `ServicesResolved=true`. A scripted missing or late
+/// measurement service (the first service of the layout) is honoured here.
 pub async fn establish_link(st: &Shared, server: &ObjectServer, idx: usize) -> zbus::Result<()> {
-    let (path, layout) = {
+    let (path, layout, hide, late) = {
         let mut s = lock(st);
         let Some(d) = s.devices.get_mut(idx) else { return Ok(()) };
         d.connected = true;
         d.muted = false;
+        d.links += 1;
         for c in d.chars.iter_mut() {
             c.notifying = false;
         }
-        (d.path.clone(), d.layout())
+        let hide = d.hide_service_links > 0;
+        d.hide_service_links = d.hide_service_links.saturating_sub(1);
+        let late = if hide { None } else { d.late_service.take() };
+        (d.path.clone(), d.layout(), hide, late)
     };
     emit_device(server, &path, &["Connected"]).await?;
-    for svc in &layout.services {
-        let spath = format!("{path}/service{:04x}", svc.handle);
-        server
-            .at(spath.as_str(), ServiceIface { uuid16: svc.uuid16, handle: svc.handle, device: path.clone() })
-            .await?;
-        for ci in svc.chars.iter().copied() {
-            let Some(c) = layout.chars.get(ci) else { continue };
-            let cpath = format!("{spath}/char{:04x}", c.handle);
-            server.at(cpath.as_str(), CharIface { st: st.clone(), idx, ci, service: spath.clone() }).await?;
-            if let Some(dh) = c.cccd {
-                let dpath = format!("{cpath}/desc{:04x}", dh);
-                server.at(dpath.as_str(), DescIface { handle: dh, characteristic: cpath.clone() }).await?;
-            }
+    for (i, svc) in layout.services.iter().enumerate() {
+        if i == 0 && (hide || late.is_some()) {
+            continue;
         }
+        export_service(st, server, &path, &layout, svc, idx).await?;
     }
     {
         let mut s = lock(st);
@@ -330,6 +326,39 @@ pub async fn establish_link(st: &Shared, server: &ObjectServer, idx: usize) -> z
         }
     }
     emit_device(server, &path, &["ServicesResolved"]).await?;
+    if let (Some(delay), Some(svc)) = (late, layout.services.first().cloned()) {
+        let (st, server) = (st.clone(), server.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let still_up = lock(&st).devices.get(idx).is_some_and(|d| d.connected);
+            if still_up {
+                let _ = export_service(&st, &server, &path, &layout, &svc, idx).await;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Exports one GATT service with its characteristics and descriptors.
+async fn export_service(
+    st: &Shared,
+    server: &ObjectServer,
+    path: &str,
+    layout: &Layout,
+    svc: &ServiceLayout,
+    idx: usize,
+) -> zbus::Result<()> {
+    let spath = format!("{path}/service{:04x}", svc.handle);
+    server.at(spath.as_str(), ServiceIface { uuid16: svc.uuid16, handle: svc.handle, device: path.to_string() }).await?;
+    for ci in svc.chars.iter().copied() {
+        let Some(c) = layout.chars.get(ci) else { continue };
+        let cpath = format!("{spath}/char{:04x}", c.handle);
+        server.at(cpath.as_str(), CharIface { st: st.clone(), idx, ci, service: spath.clone() }).await?;
+        if let Some(dh) = c.cccd {
+            let dpath = format!("{cpath}/desc{:04x}", dh);
+            server.at(dpath.as_str(), DescIface { handle: dh, characteristic: cpath.clone() }).await?;
+        }
+    }
     Ok(())
 }
 
@@ -358,13 +387,22 @@ pub async fn drop_link(st: &Shared, server: &ObjectServer, idx: usize) -> zbus::
             let Some(c) = layout.chars.get(ci) else { continue };
             let cpath = format!("{spath}/char{:04x}", c.handle);
             if let Some(dh) = c.cccd {
-                server.remove::<DescIface, _>(format!("{cpath}/desc{:04x}", dh).as_str()).await?;
+                gone(server.remove::<DescIface, _>(format!("{cpath}/desc{:04x}", dh).as_str()).await)?;
             }
-            server.remove::<CharIface, _>(cpath.as_str()).await?;
+            gone(server.remove::<CharIface, _>(cpath.as_str()).await)?;
         }
-        server.remove::<ServiceIface, _>(spath.as_str()).await?;
+        gone(server.remove::<ServiceIface, _>(spath.as_str()).await)?;
     }
     Ok(())
+}
+
+/// A removal of an object that was never exported (a hidden or late service)
+/// is not an error.
+fn gone(r: zbus::Result<bool>) -> zbus::Result<()> {
+    match r {
+        Ok(_) | Err(zbus::Error::InterfaceNotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 // ---------------------------------------------------------------- GATT

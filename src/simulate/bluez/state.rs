@@ -132,6 +132,15 @@ pub struct DevState {
     pub finger_out: bool,
     /// Measurement counter for the value generator.
     pub tick: u64,
+    /// Links established so far (successful `Connect`s).
+    pub links: u32,
+    /// Scripted: for this many next links the measurement service is not
+    /// exported at all (a stale or incomplete GATT cache).
+    pub hide_service_links: u32,
+    /// Scripted, one-shot: on the next link the measurement service is
+    /// exported this long after `ServicesResolved` (BlueZ can announce
+    /// resolution before every object is on the bus).
+    pub late_service: Option<std::time::Duration>,
 }
 
 impl DevState {
@@ -185,6 +194,9 @@ impl DevState {
             unreachable_until: None,
             finger_out: false,
             tick: 0,
+            links: 0,
+            hide_service_links: 0,
+            late_service: None,
         }
     }
 
