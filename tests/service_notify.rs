@@ -30,7 +30,7 @@ path = "{out}"
     );
     let cfg_path = dir.path().join("c.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+    let child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
         .args(["run", "--config"])
         .arg(&cfg_path)
         .env("NOTIFY_SOCKET", &sock_path)
