@@ -56,9 +56,7 @@ impl Committer {
                     }
                 }
                 for r in &mut group {
-                    if r.patient_id.is_none() {
-                        r.patient_id = self.associations.patient_of(&r.device_id);
-                    }
+                    self.associations.stamp(r);
                 }
                 let mut attempt = 0u32;
                 loop {

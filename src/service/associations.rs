@@ -38,6 +38,17 @@ impl Associations {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned().flatten()
     }
 
+    /// Stamps a reading with the association in force for its device. A device
+    /// this map does not know (a BLE device whose id came from its Device
+    /// Information) keeps what its adapter set from the config; a known device
+    /// always gets the map's answer, so a change made through the twin wins
+    /// over the config.
+    pub fn stamp(&self, r: &mut crate::model::Reading) {
+        if let Some(p) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&r.device_id) {
+            r.patient_id = p.clone();
+        }
+    }
+
     /// Changes an association (None ends it) and persists all changes.
     pub fn set(&self, device_id: &str, patient_id: Option<String>) -> std::io::Result<()> {
         let snapshot = {
@@ -61,5 +72,42 @@ impl Associations {
 
     pub fn snapshot(&self) -> BTreeMap<String, Option<String>> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeviceKind, Reading, ReadingType};
+
+    fn reading(device: &str, adapter_patient: Option<&str>) -> Reading {
+        let mut r = Reading::new(device, DeviceKind::HeartRateStrap, ReadingType::HeartRate);
+        r.patient_id = adapter_patient.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn a_live_change_wins_over_what_the_adapter_set_from_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Associations::load(&[], Some(dir.path()));
+        // Unknown device: the adapter's (config) patient stays.
+        let mut r = reading("Acme-SN1", Some("P-config"));
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-config"));
+        // Assigned live: the new patient, also for readings the adapter stamped.
+        a.set("Acme-SN1", Some("P-twin".into())).unwrap();
+        let mut r = reading("Acme-SN1", Some("P-config"));
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-twin"));
+        // Ended live: no patient, although the config named one.
+        a.set("Acme-SN1", None).unwrap();
+        let mut r = reading("Acme-SN1", Some("P-config"));
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id, None);
+        // And it survives a restart.
+        let again = Associations::load(&[], Some(dir.path()));
+        let mut r = reading("Acme-SN1", Some("P-config"));
+        again.stamp(&mut r);
+        assert_eq!(r.patient_id, None);
     }
 }
