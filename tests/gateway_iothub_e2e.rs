@@ -124,6 +124,95 @@ async fn gateway_to_iothub_survives_outage_kill9_and_lost_pubacks() {
     eprintln!("{} committed readings delivered via IoT Hub; {} resent with the same id", c.len(), d.duplicated());
 }
 
+/// The twin drives the running gateway: a desired patient assignment changes
+/// the patient on readings committed after it (over the config's), the change
+/// is persisted across a restart, reported properties describe the gateway,
+/// and the direct methods answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_reassigns_a_patient_in_the_running_gateway() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = emu.write_ca(dir.path()).unwrap();
+    let cs = emu.add_device("twin-gw");
+    let text = format!(
+        "[gateway]\nid = \"twin-gw\"\nstate_dir = \"{state}\"\n[outbox]\nflush_interval_ms = 20\n\
+         [forwarder]\nbatch_max_age_ms = 100\n\
+         [[device]]\nid = \"strap-1\"\nkind = \"heart_rate_strap\"\npatient_id = \"P-config\"\n\
+         [device.simulated]\ninterval_ms = 100\n\
+         [sink.iothub]\nconnection_string = {{ value = \"{cs}\" }}\nca_file = \"{ca}\"\n",
+        state = dir.path().join("state").display(),
+        ca = ca.display()
+    );
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let patients = |emu: &Emulator| -> Vec<(u64, Option<String>)> {
+        let mut v: Vec<(u64, Option<String>)> = emu
+            .messages()
+            .iter()
+            .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).unwrap())
+            .filter(|b| b["deviceId"] == "strap-1")
+            .map(|b| (b["readings"][0]["seq"].as_u64().unwrap(), b["patientId"].as_str().map(str::to_string)))
+            .collect();
+        v.sort();
+        v
+    };
+
+    let committed: Committed = Default::default();
+    let (mut gw, reader) = start(&cfg, committed.clone());
+    assert!(emu.wait_for(Duration::from_secs(30), |ms| ms.len() >= 2).await, "no telemetry");
+    assert!(patients(&emu).iter().all(|(_, p)| p.as_deref() == Some("P-config")));
+
+    // Reported properties describe the gateway (without patient ids).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while emu.reported("twin-gw").get("gatewayVersion").is_none() {
+        assert!(Instant::now() < deadline, "no reported properties: {}", emu.reported("twin-gw"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rep = emu.reported("twin-gw");
+    assert_eq!(rep["devices"][0]["id"], "strap-1", "{rep}");
+    assert!(rep["outboxDepth"].is_u64() && rep["dropped"].is_object() && rep["iothub"]["connects"].as_u64() >= Some(1), "{rep}");
+    assert!(!rep.to_string().contains("P-config"), "reported properties must not carry patient ids");
+
+    // A ward system reassigns the strap.
+    emu.patch_desired("twin-gw", serde_json::json!({"patients": {"strap-1": "P-twin"}}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !patients(&emu).iter().any(|(_, p)| p.as_deref() == Some("P-twin")) {
+        assert!(Instant::now() < deadline, "the new patient never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once switched, never back (messages in sequence order).
+    let seen = patients(&emu);
+    let first_new = seen.iter().position(|(_, p)| p.as_deref() == Some("P-twin")).unwrap();
+    assert!(seen[first_new..].iter().all(|(_, p)| p.as_deref() == Some("P-twin")), "{seen:?}");
+
+    // Direct methods on the running gateway.
+    let (status, body) = emu.invoke_method("twin-gw", "getStatus", serde_json::json!({}), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body["delivered"]["readings"].as_u64() > Some(0), "{body}");
+    let (status, body) = emu.invoke_method("twin-gw", "flush", serde_json::json!({}), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body["queuedNow"].is_u64(), "{body}");
+    let (status, _) = emu.invoke_method("twin-gw", "reboot", serde_json::json!({}), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(status, 404);
+
+    // The assignment survives a restart, before the twin is fetched again:
+    // stop the hub first so the restarted gateway cannot ask it.
+    terminate(&gw);
+    gw.wait().unwrap();
+    reader.join().unwrap();
+    let saved = std::fs::read_to_string(dir.path().join("state/associations.json")).unwrap();
+    assert!(saved.contains("P-twin"), "{saved}");
+    let n = emu.messages().len();
+    emu.go_away(Duration::from_secs(3));
+    let (mut gw, reader) = start(&cfg, committed.clone());
+    assert!(emu.wait_for(Duration::from_secs(30), |ms| ms.len() > n + 2).await, "no telemetry after the restart");
+    let after: Vec<_> = patients(&emu).into_iter().filter(|(seq, _)| *seq > seen.last().unwrap().0).collect();
+    assert!(!after.is_empty() && after.iter().all(|(_, p)| p.as_deref() == Some("P-twin")), "{after:?}");
+    terminate(&gw);
+    gw.wait().unwrap();
+    reader.join().unwrap();
+}
+
 /// Measurement (ignored by default, no timing assertion): reading-to-PUBACK
 /// latency of the whole gateway while live, at the default outbox and
 /// forwarder settings (100 ms group commit, 1 s batch age), then with
