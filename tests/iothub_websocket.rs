@@ -69,7 +69,7 @@ async fn raw_ws(emu: &Emulator, path: &str, subprotocol: Option<&str>) -> Result
         .with_no_client_auth();
     let addr = emu.ws_addr().unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(addr.ip().to_string()).unwrap();
+    let name = rustls::pki_types::ServerName::from(addr.ip());
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp).await.unwrap();
     let mut req = format!("wss://{addr}{path}").into_client_request().unwrap();
     if let Some(p) = subprotocol {
