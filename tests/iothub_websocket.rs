@@ -3,8 +3,10 @@
 //! WebSocket client; the gateway's own IoT Hub sink directly (delivery,
 //! properties, PUBACK-gated confirmation, resend with the same `$.mid`, an
 //! outage) and through a real HTTP CONNECT proxy (tinyproxy); Microsoft's
-//! Python device SDK with `websockets=True` on port 443; and a module identity.
+//! Python device SDK with `websockets=True` on port 443; a module identity; and
+//! the whole gateway process (outbox, forwarder) over WebSockets via the proxy.
 
+mod gateway_common;
 mod iothub_support;
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -348,6 +350,117 @@ async fn sink_over_websockets_through_an_http_connect_proxy() {
     assert!(proxy.connects_to(target) >= 1, "the reconnection went through the restarted proxy");
     assert_eq!(connections(&emu).len(), 2);
     sink.close().await;
+}
+
+/// The gateway binary (simulated devices -> outbox -> forwarder -> IoT Hub sink)
+/// over WebSockets through tinyproxy, with PUBACKs lost on the way: every
+/// reading it committed arrives, resends keep their message id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_process_over_websockets_through_the_proxy() {
+    use gateway_common::{start, terminate, Committed, Delivered};
+    let Some(bin) = tinyproxy_binary() else { return };
+    let emu = ws_emulator().await;
+    let target = emu.ws_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start(&bin, dir.path(), 0, target.port()).await;
+    let ca = emu.write_ca(dir.path()).unwrap();
+    let cs = emu.add_device("ws-gateway");
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[gateway]
+id = "ws-gateway"
+state_dir = "{state}"
+[outbox]
+flush_interval_ms = 50
+[forwarder]
+batch_max_age_ms = 200
+retry_initial_ms = 100
+retry_max_ms = 1000
+[[device]]
+id = "strap-1"
+kind = "heart_rate_strap"
+[device.simulated]
+interval_ms = 40
+seed = 21
+[sink.iothub]
+connection_string = {{ value = "{cs}" }}
+ca_file = "{ca}"
+transport = "websocket"
+gateway_host_name = "{gw}"
+proxy = "127.0.0.1:{port}"
+ack_timeout = "2s"
+"#,
+            state = dir.path().join("state").display(),
+            ca = ca.display(),
+            gw = emu.ws_gateway_host().unwrap(),
+            port = proxy.port,
+        ),
+    )
+    .unwrap();
+    let committed: Committed = Default::default();
+    let (gw, reader) = start(&cfg, committed.clone());
+    let mut gw = scopeguard(gw);
+    let delivered = |emu: &Emulator| {
+        let mut d = Delivered::default();
+        for m in emu.messages() {
+            d.add(&serde_json::from_slice(&m.body).unwrap());
+        }
+        d
+    };
+    let wait_all = |what: &'static str| {
+        let committed = committed.clone();
+        let emu = &emu;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let c = committed.lock().unwrap().clone();
+                let d = delivered(emu);
+                let missing = c.keys().filter(|s| !d.ids.contains_key(s)).count();
+                if missing == 0 && c.len() >= 20 {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{what}: {missing} of {} committed readings not delivered", c.len());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_all("streaming").await;
+    emu.update_faults(|f| f.drop_pubacks = 2);
+    let before = committed.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_all("after lost PUBACKs").await;
+    terminate(&gw.0);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gw.0.wait().unwrap();
+        drop(gw);
+        s
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "clean stop expected, got {status:?}");
+    reader.join().unwrap();
+    let c = committed.lock().unwrap().clone();
+    assert!(c.len() > before);
+    let d = delivered(&emu);
+    d.check(&c);
+    assert!(d.duplicated() > 0, "lost PUBACKs must have caused same-id resends");
+    assert!(emu.messages().iter().all(|m| m.transport == Transport::WebSocket && m.property("$.mid").is_some()));
+    let conns = connections(&emu).len();
+    assert!(conns >= 2 && proxy.connects_to(target) == conns, "every connection went through the proxy: {conns} vs {}", proxy.connects_to(target));
+}
+
+/// Kills the gateway process if the test fails midway.
+struct Guard(std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+fn scopeguard(c: std::process::Child) -> Guard {
+    Guard(c)
 }
 
 // ---------------------------------------------------------------------------
