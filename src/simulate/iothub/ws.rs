@@ -48,6 +48,8 @@ pub fn check_upgrade<'a>(path: &str, offered: impl IntoIterator<Item = &'a str>)
 pub type MqttOverWs<S> = WsStream<TokioAdapter<S>>;
 
 /// Performs the server side of the upgrade on `stream` (already inside TLS).
+// The callback's error type is tungstenite's `ErrorResponse`, not ours to shrink.
+#[allow(clippy::result_large_err)]
 pub async fn accept<S>(stream: S) -> Result<MqttOverWs<S>, UpgradeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
