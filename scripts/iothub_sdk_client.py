@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Independent check of the IoT Hub emulator with Microsoft's own device SDK.
 
-Usage: iothub_sdk_client.py CONNECTION_STRING CA_FILE [COUNT]
+Usage: iothub_sdk_client.py [--websockets] CONNECTION_STRING CA_FILE [COUNT]
 
-Connects with azure-iot-device (paho MQTT on port 8883 of GatewayHostName),
+Connects with azure-iot-device (paho MQTT on port 8883 of GatewayHostName, or
+with --websockets MQTT over WSS on port 443, path /$iothub/websocket),
 sends COUNT telemetry messages with system and custom properties, patches
 reported properties, reads the twin back, then answers one direct method
 (`ping`) if it arrives within 20 s. Prints one JSON line per step; exits 0
@@ -17,11 +18,16 @@ from azure.iot.device import IoTHubDeviceClient, Message, MethodResponse
 
 
 def main():
-    cs, ca_file = sys.argv[1], sys.argv[2]
-    count = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    args = sys.argv[1:]
+    websockets = "--websockets" in args
+    args = [a for a in args if a != "--websockets"]
+    cs, ca_file = args[0], args[1]
+    count = int(args[2]) if len(args) > 2 else 3
     with open(ca_file) as f:
         ca = f.read()
-    client = IoTHubDeviceClient.create_from_connection_string(cs, server_verification_cert=ca, connection_retry=False)
+    client = IoTHubDeviceClient.create_from_connection_string(
+        cs, server_verification_cert=ca, connection_retry=False, websockets=websockets
+    )
     client.connect()
     print(json.dumps({"step": "connected"}), flush=True)
     for i in range(count):

@@ -123,6 +123,10 @@ pub struct IothubArgs {
     /// Port (8883 is what Azure SDKs dial; 0 picks a free port).
     #[arg(long, default_value_t = 8883)]
     pub port: u16,
+    /// Port for MQTT over secure WebSockets (`wss://.../$iothub/websocket`;
+    /// 443 is what Azure SDKs dial and needs root; 0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    pub ws_port: u16,
     /// Device id to register.
     #[arg(long, default_value = "iomt-gateway")]
     pub device: String,
@@ -142,7 +146,12 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let emu = Emulator::start(EmulatorConfig { bind: SocketAddr::new(a.bind, a.port), ..Default::default() }).await?;
+        let emu = Emulator::start(EmulatorConfig {
+            bind: SocketAddr::new(a.bind, a.port),
+            ws_bind: Some(SocketAddr::new(a.bind, a.ws_port)),
+            ..Default::default()
+        })
+        .await?;
         std::fs::create_dir_all(&a.dir)?;
         let ca = emu.write_ca(&a.dir)?;
         let cs = emu.add_device(&a.device);
@@ -152,6 +161,10 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
         };
         emu.add_group_enrollment(&group_key);
         println!("IoT Hub emulator listening on {} (hub name {})", emu.addr(), emu.hub_name());
+        let ws_host = emu.ws_gateway_host().unwrap_or_default();
+        if let Some(ws) = emu.ws_addr() {
+            println!("MQTT over WebSockets on {ws} (wss://{ws}/$iothub/websocket, subprotocol mqtt)");
+        }
         println!();
         println!("Device connection string:");
         println!("  {cs}");
@@ -162,6 +175,14 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
         println!("  [sink.iothub]");
         println!("  connection_string = {{ value = \"{cs}\" }}");
         println!("  ca_file = \"{}\"", ca.display());
+        println!();
+        println!("Or over WebSockets (optionally through an HTTP CONNECT proxy):");
+        println!("  [sink.iothub]");
+        println!("  connection_string = {{ value = \"{cs}\" }}");
+        println!("  ca_file = \"{}\"", ca.display());
+        println!("  transport = \"websocket\"");
+        println!("  gateway_host_name = \"{ws_host}\"");
+        println!("  # proxy = \"127.0.0.1:3128\"");
         println!();
         println!("DPS (same port): id_scope = \"{}\", endpoint = \"{}\", group_key = \"{group_key}\"", emu.id_scope(), emu.addr());
         println!("Press Ctrl-C to stop.");

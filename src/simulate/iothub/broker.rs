@@ -1,7 +1,8 @@
 //! The emulator's broker: TLS accept loop, CONNECT checks (IoT Hub and DPS),
-//! and the per-connection packet loop.
+//! and the per-connection packet loop. The loop runs over any byte stream:
+//! TLS directly (8883) or a WebSocket inside TLS (443, see `super::ws`).
 
-use super::{DeviceAuth, EmulatorEvent, ReceivedMessage, Shared};
+use super::{DeviceAuth, EmulatorEvent, ReceivedMessage, Shared, Transport};
 use crate::sinks::iothub::sas;
 use crate::sinks::iothub::topics::{decode_bag, parse_device_topic, DeviceTopic};
 use bytes::BytesMut;
@@ -40,10 +41,12 @@ pub(crate) fn server_config(server: &super::certs::Issued, ca_der: &[u8]) -> any
     Ok(Arc::new(cfg))
 }
 
-pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
+/// Accepts connections on one listener until aborted: TLS, then (for
+/// `Transport::WebSocket`) the WebSocket upgrade, then the MQTT session.
+pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>, transport: Transport) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer_addr)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -58,7 +61,20 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, tls: Arc<rust
         tokio::spawn(async move {
             let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
             let peer = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-            connection(stream, peer, shared).await;
+            let link = Link { peer_cert: peer, peer_addr: Some(peer_addr), transport };
+            match transport {
+                Transport::Mqtt => connection(stream, link, shared).await,
+                Transport::WebSocket => {
+                    let upgraded = tokio::time::timeout(Duration::from_secs(10), super::ws::accept(stream)).await;
+                    match upgraded {
+                        Ok(Ok(ws)) => connection(ws, link, shared).await,
+                        Ok(Err(super::ws::UpgradeError::Refused { status, reason })) => {
+                            event(&shared, EmulatorEvent::UpgradeRefused { status, reason });
+                        }
+                        Ok(Err(super::ws::UpgradeError::Handshake(_))) | Err(_) => {}
+                    }
+                }
+            }
         });
     }
 }
@@ -112,6 +128,16 @@ fn code(n: u8) -> ConnectReturnCode {
     }
 }
 
+/// What the transport tells about a connection.
+struct Link {
+    /// The client certificate (DER), if one was presented.
+    peer_cert: Option<Vec<u8>>,
+    /// The TCP peer (a proxy, when one is used).
+    peer_addr: Option<std::net::SocketAddr>,
+    /// Which listener.
+    transport: Transport,
+}
+
 /// Who connected.
 enum Who {
     Device { device_id: String, module_id: Option<String>, expiry: Option<u64> },
@@ -156,7 +182,8 @@ fn authenticate(shared: &Shared, c: &v4::Connect, peer: Option<&[u8]>) -> Result
         Some((d, m)) => (d.to_string(), Some(m.to_string())),
         None => (c.client_id.clone(), None),
     };
-    let auth = st.devices.get(&device_id).ok_or((5, format!("device `{device_id}` is not registered")))?;
+    // Modules are identities of their own, registered as `{device}/{module}`.
+    let auth = st.devices.get(&c.client_id).ok_or((5, format!("identity `{}` is not registered", c.client_id)))?;
     match auth {
         DeviceAuth::Key(key) => {
             let tok = sas::parse_token(pass).map_err(|e| (4, format!("password: {e}")))?;
@@ -198,7 +225,7 @@ fn event(shared: &Shared, e: EmulatorEvent) {
     shared.changed.notify_waiters();
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: Option<Vec<u8>>, shared: Arc<Shared>) {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, link: Link, shared: Arc<Shared>) {
     let (mut r, mut w) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let first = match tokio::time::timeout(Duration::from_secs(10), next_packet(&mut r, &mut buf)).await {
@@ -211,7 +238,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: Option<V
         event(&shared, EmulatorEvent::Refused { client_id: first.client_id.clone(), reason: format!("fault injection: refused with code {n}") });
         return;
     }
-    let who = authenticate(&shared, &first, peer.as_deref());
+    let who = authenticate(&shared, &first, link.peer_cert.as_deref());
     let who = match who {
         Ok(w) => w,
         Err((n, reason)) => {
@@ -223,7 +250,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, peer: Option<V
     match who {
         Who::Dps { registration_id, device_key } => dps(r, w, buf, shared, registration_id, device_key).await,
         Who::Device { device_id, module_id, expiry } => {
-            device(r, w, buf, shared, first.client_id.clone(), device_id, module_id, expiry, first.keep_alive).await
+            device(r, w, buf, shared, &link, first.client_id.clone(), device_id, module_id, expiry, first.keep_alive).await
         }
     }
 }
@@ -234,6 +261,7 @@ async fn device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut w: W,
     mut buf: BytesMut,
     shared: Arc<Shared>,
+    link: &Link,
     client_id: String,
     device_id: String,
     module_id: Option<String>,
@@ -251,7 +279,7 @@ async fn device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if let Some(old) = st.live.insert(client_id.clone(), super::Live { connection: n, to_device: tx, kill: kill.clone(), subscriptions: subs.clone() }) {
             old.kill.notify_one();
         }
-        st.events.push(EmulatorEvent::Connected { client_id: client_id.clone(), connection: n });
+        st.events.push(EmulatorEvent::Connected { client_id: client_id.clone(), connection: n, transport: link.transport, peer: link.peer_addr });
         n
     };
     shared.changed.notify_waiters();
@@ -271,7 +299,7 @@ async fn device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     let p = match p { Ok(p) => p, Err(e) => break 'conn e };
                     match p {
                         Packet::Publish(p) => {
-                            if let Err(e) = on_publish(&shared, &mut w, &device_id, &module_id, connection, &subs, p).await {
+                            if let Err(e) = on_publish(&shared, &mut w, &device_id, &module_id, (connection, link.transport), &subs, p).await {
                                 break 'conn e;
                             }
                         }
@@ -335,7 +363,7 @@ async fn on_publish<W: AsyncWrite + Unpin>(
     w: &mut W,
     device_id: &str,
     module_id: &Option<String>,
-    connection: u64,
+    (connection, transport): (u64, Transport),
     subs: &Mutex<Vec<String>>,
     p: Publish,
 ) -> Result<(), String> {
@@ -380,6 +408,7 @@ async fn on_publish<W: AsyncWrite + Unpin>(
                         properties,
                         body: p.payload.to_vec(),
                         connection,
+                        transport,
                         received_at: Instant::now(),
                     });
                 }

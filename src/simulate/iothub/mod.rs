@@ -11,10 +11,17 @@
 //! throttling does, drop PUBACKs, go away for a while). The same port serves
 //! DPS registrations (`$dps/registrations/...`) for symmetric-key enrollments.
 //!
-//! The packet codec is rumqttc's public `mqttbytes::v4`; TLS is tokio-rustls.
+//! A second, optional listener serves the same broker over secure WebSockets
+//! as IoT Hub does on 443: TLS, then an HTTP/1.1 upgrade on `/$iothub/websocket`
+//! with the `mqtt` subprotocol, then MQTT bytes in binary frames (see [`ws`]).
+//!
+//! The packet codec is rumqttc's public `mqttbytes::v4`; TLS is tokio-rustls;
+//! the WebSocket layer is async-tungstenite with ws_stream_tungstenite (the
+//! same crates rumqttc's own websocket transport uses).
 
 mod broker;
 pub mod certs;
+pub mod ws;
 
 use anyhow::Context;
 use serde_json::Value;
@@ -34,6 +41,9 @@ pub struct EmulatorConfig {
     pub hub_name: String,
     /// The DPS ID scope served on the same port.
     pub dps_id_scope: String,
+    /// Where to serve MQTT over secure WebSockets (`wss://.../$iothub/websocket`),
+    /// if anywhere (loopback; port 0 picks a free port, 443 is what SDKs dial).
+    pub ws_bind: Option<SocketAddr>,
 }
 
 impl Default for EmulatorConfig {
@@ -42,6 +52,7 @@ impl Default for EmulatorConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             hub_name: "iomt-emulator.azure-devices.net".into(),
             dps_id_scope: "0ne00EMUL8".into(),
+            ws_bind: None,
         }
     }
 }
@@ -58,7 +69,18 @@ pub struct ReceivedMessage {
     pub body: Vec<u8>,
     /// Which connection (1, 2, ...) carried it.
     pub connection: u64,
+    /// Which listener that connection came in on.
+    pub transport: Transport,
     pub received_at: Instant,
+}
+
+/// The listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// MQTT over TLS (8883).
+    Mqtt,
+    /// MQTT over secure WebSockets (443, `/$iothub/websocket`).
+    WebSocket,
 }
 
 impl ReceivedMessage {
@@ -71,8 +93,10 @@ impl ReceivedMessage {
 /// Something that happened to a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmulatorEvent {
-    /// A device connected (connection number).
-    Connected { client_id: String, connection: u64 },
+    /// A device connected (connection number, listener, peer address).
+    Connected { client_id: String, connection: u64, transport: Transport, peer: Option<SocketAddr> },
+    /// A WebSocket upgrade was refused with an HTTP status (wrong path, no `mqtt` subprotocol).
+    UpgradeRefused { status: u16, reason: String },
     /// A connection attempt was refused, with the reason.
     Refused { client_id: String, reason: String },
     /// A connection ended, with the reason (`client disconnect`, `token expired`...).
@@ -154,14 +178,19 @@ impl Shared {
 pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     authority: certs::Authority,
     ca_pem: String,
     task: tokio::task::JoinHandle<()>,
+    ws_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(t) = &self.ws_task {
+            t.abort();
+        }
         let st = self.shared.state();
         for l in st.live.values() {
             l.kill.notify_one();
@@ -174,22 +203,41 @@ impl Emulator {
     pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<Emulator> {
         let authority = certs::Authority::new()?;
         let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
-        if !ips.contains(&cfg.bind.ip()) {
-            ips.push(cfg.bind.ip());
+        for ip in std::iter::once(cfg.bind.ip()).chain(cfg.ws_bind.map(|a| a.ip())) {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
         }
         let server = authority.server(&["localhost".to_string(), cfg.hub_name.clone()], &ips)?;
         let listener = tokio::net::TcpListener::bind(cfg.bind).await.with_context(|| format!("cannot listen on {}", cfg.bind))?;
         let addr = listener.local_addr()?;
+        let ws_listener = match cfg.ws_bind {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (websocket)"))?),
+            None => None,
+        };
+        let ws_addr = ws_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let tls = broker::server_config(&server, &authority.ca_der())?;
         let shared = Arc::new(Shared { cfg, state: Mutex::new(State::default()), changed: Notify::new(), x509_certs: Mutex::new(HashMap::new()) });
-        let task = tokio::spawn(broker::accept_loop(listener, tls, shared.clone()));
+        let task = tokio::spawn(broker::accept_loop(listener, tls.clone(), shared.clone(), Transport::Mqtt));
+        let ws_task = ws_listener.map(|l| tokio::spawn(broker::accept_loop(l, tls, shared.clone(), Transport::WebSocket)));
         let ca_pem = authority.ca_pem();
-        Ok(Emulator { shared, addr, authority, ca_pem, task })
+        Ok(Emulator { shared, addr, ws_addr, authority, ca_pem, task, ws_task })
     }
 
-    /// The listening address.
+    /// The listening address (MQTT over TLS).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The WebSocket listener's address, if one was configured (`ws_bind`).
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// `gateway_host_name` for `transport = "websocket"`: `ip:port`, or just
+    /// the address when listening on 443 (what a gateway dials by default).
+    pub fn ws_gateway_host(&self) -> Option<String> {
+        self.ws_addr.map(|a| if a.port() == 443 { a.ip().to_string() } else { a.to_string() })
     }
 
     /// The hub name.
@@ -231,11 +279,24 @@ impl Emulator {
 
     /// Registers a device with a new random key and returns its connection string.
     pub fn add_device(&self, device_id: &str) -> String {
-        use base64::Engine;
-        let key: [u8; 32] = rand::random();
-        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        let key = random_key();
         self.register_device(device_id, &key);
         self.connection_string(device_id, &key)
+    }
+
+    /// Registers a module identity (`{device}/{module}`, IoT Edge style) with
+    /// its own new random key and returns its connection string.
+    pub fn add_module(&self, device_id: &str, module_id: &str) -> String {
+        let key = random_key();
+        self.register_device(&format!("{device_id}/{module_id}"), &key);
+        format!(
+            "HostName={};DeviceId={};ModuleId={};SharedAccessKey={};GatewayHostName={}",
+            self.hub_name(),
+            device_id,
+            module_id,
+            key,
+            self.gateway_host()
+        )
     }
 
     /// Registers a device that authenticates with a client certificate; returns (cert PEM, key PEM).
@@ -370,6 +431,12 @@ impl Emulator {
         }
         tokio::time::timeout(timeout, rx).await.context("the device did not answer in time (504)")?.context("the device disconnected")
     }
+}
+
+/// A new random 256-bit symmetric key, base64.
+fn random_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
 }
 
 /// JSON merge patch semantics (null removes) as twins use.
