@@ -112,3 +112,45 @@ async fn dps_with_an_unknown_group_key_is_refused() {
     assert!(matches!(&err, iomt_edge::sinks::SinkError::FatalAuth(d) if d.contains("DPS")), "{err:?}");
     assert!(emu.messages().is_empty());
 }
+
+/// The twin task may start after the session already connected (a loaded
+/// machine): it must still fetch the twin and apply the desired properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_is_fetched_when_the_session_connected_first() {
+    use iomt_edge::sinks::iothub::connection_string::ConnectionString;
+    use iomt_edge::sinks::iothub::desired::DesiredStore;
+    use iomt_edge::sinks::iothub::session::{FixedIdentity, Identity, LinkState, Session, SessionOptions, TransportKind};
+    use iomt_edge::sinks::iothub::{tls, twin, SimpleControl};
+    use std::sync::Arc;
+
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cs = emu.add_device("gw-late");
+    emu.patch_desired("gw-late", json!({"patients": {"strap-9": "PAT-009"}}));
+    let id = Identity::from_connection_string(&ConnectionString::parse(&cs).unwrap(), 8883);
+    let ca = emu.write_ca(dir.path()).unwrap();
+    let opts = SessionOptions {
+        transport: TransportKind::Mqtt,
+        tls: tls::client_config(false, Some(&ca), None).unwrap(),
+        keep_alive: Duration::from_secs(60),
+        token_ttl: Duration::from_secs(3600),
+        max_in_flight: 8,
+        tuning: fast_tuning(),
+    };
+    let session = Arc::new(Session::start(opts, Arc::new(FixedIdentity(id))));
+    let mut state = session.state();
+    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| matches!(s, LinkState::Connected { .. })))
+        .await
+        .expect("session connects")
+        .unwrap();
+    // Only now does the twin task start.
+    let control = Arc::new(SimpleControl::default());
+    let store = Arc::new(DesiredStore::open(dir.path(), control.as_ref()));
+    let task = tokio::spawn(twin::run(session.clone(), control.clone(), store, Duration::from_secs(300)));
+    assert!(
+        eventually(|| control.patients().get("strap-9").map(String::as_str) == Some("PAT-009")).await,
+        "the desired properties were never fetched"
+    );
+    session.close().await;
+    let _ = task.await;
+}

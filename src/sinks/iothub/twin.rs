@@ -16,6 +16,10 @@ use std::time::Duration;
 pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store: Arc<DesiredStore>, report_every: Duration) {
     let Some(mut incoming) = session.take_incoming() else { return };
     let mut state = session.state();
+    // The session may already be connected when this task starts (a loaded
+    // machine): handle the current state as a change, so the twin is fetched
+    // on the first connection too.
+    state.mark_changed();
     let mut rid: u64 = 0;
     let mut get_rid: Option<String> = None;
     let mut tick = tokio::time::interval(report_every);
