@@ -284,13 +284,18 @@ fn tinyproxy_binary() -> Option<PathBuf> {
 impl Tinyproxy {
     /// Starts tinyproxy allowing CONNECT to `target_port` only; `port` 0 picks one.
     async fn start(bin: &Path, dir: &Path, port: u16, target_port: u16) -> Tinyproxy {
+        Tinyproxy::start_with(bin, dir, port, target_port, "").await
+    }
+
+    /// As `start`, with extra configuration lines (e.g. `BasicAuth user password`).
+    async fn start_with(bin: &Path, dir: &Path, port: u16, target_port: u16, extra: &str) -> Tinyproxy {
         let port = if port == 0 { std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port() } else { port };
         let log = dir.join(format!("tinyproxy-{port}.log"));
         let conf = dir.join(format!("tinyproxy-{port}.conf"));
         std::fs::write(
             &conf,
             format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 20\nAllow 127.0.0.1\nConnectPort {target_port}\nLogLevel Connect\nLogFile \"{}\"\n",
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 20\nAllow 127.0.0.1\nConnectPort {target_port}\nLogLevel Connect\nLogFile \"{}\"\n{extra}",
                 log.display()
             ),
         )
@@ -350,6 +355,40 @@ async fn sink_over_websockets_through_an_http_connect_proxy() {
     assert!(proxy.connects_to(target) >= 1, "the reconnection went through the restarted proxy");
     assert_eq!(connections(&emu).len(), 2);
     sink.close().await;
+}
+
+/// A proxy that requires Basic authentication (many hospital proxies do):
+/// without credentials the hub is out of reach; with `proxy_credentials` read
+/// from a file (`user:password`) the sink delivers
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_with_basic_authentication() {
+    let Some(bin) = tinyproxy_binary() else { return };
+    let emu = ws_emulator().await;
+    let target = emu.ws_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Tinyproxy::start_with(&bin, dir.path(), 0, target.port(), "BasicAuth ward3 p4ss-w0rd\n").await;
+    let sent = messages("strap-1", 1, 10);
+
+    // No credentials: refused by the proxy, nothing reaches the hub.
+    let mut cfg = ws_config(&emu, "gw-auth", dir.path());
+    cfg.proxy = Some(format!("127.0.0.1:{}", proxy.port));
+    let (sink_without, _) = sink(&cfg, dir.path());
+    let r = tokio::time::timeout(Duration::from_secs(15), sink_without.send(&sent[0])).await.expect("send must give up, not hang");
+    assert!(r.is_err(), "delivered through an authenticating proxy without credentials");
+    assert!(connections(&emu).is_empty(), "the hub saw a connection");
+    sink_without.close().await;
+
+    // Credentials from a file.
+    let secret = dir.path().join("proxy.secret");
+    std::fs::write(&secret, "ward3:p4ss-w0rd\n").unwrap();
+    cfg.proxy_credentials = Some(iomt_edge::config::SecretSource { file: Some(secret), ..Default::default() });
+    let (sink_with, _) = sink(&cfg, dir.path());
+    assert!(send_all(sink_with.as_ref(), &sent).await.is_empty());
+    check_delivery(&sent, &emu.messages());
+    assert!(proxy.connects_to(target) >= 1, "the connection went through the proxy");
+    assert_eq!(connections(&emu), vec![Transport::WebSocket]);
+    sink_with.close().await;
 }
 
 /// The gateway binary (simulated devices -> outbox -> forwarder -> IoT Hub sink)

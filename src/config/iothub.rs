@@ -34,6 +34,10 @@ pub struct IotHubSinkConfig {
     /// An HTTP CONNECT proxy (`host:port` or `http://host:port`); websocket only.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Basic credentials for the proxy, `user:password`, from a file or an
+    /// environment variable (read at start).
+    #[serde(default)]
+    pub proxy_credentials: Option<SecretSource>,
     /// An extra CA certificate file (PEM) to trust besides the system roots: an
     /// IoT Edge parent's root CA, or the local emulator's CA.
     #[serde(default)]
@@ -120,6 +124,7 @@ impl IotHubSinkConfig {
             transport: IotHubTransport::Mqtt,
             gateway_host_name: None,
             proxy: None,
+            proxy_credentials: None,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -169,6 +174,13 @@ impl IotHubSinkConfig {
         if self.proxy.is_some() && self.transport != IotHubTransport::Websocket {
             push("proxy", "a proxy is used only with transport = \"websocket\"");
         }
+        if let Some(c) = &self.proxy_credentials {
+            if self.proxy.is_none() {
+                push("proxy_credentials", "proxy_credentials needs a `proxy`");
+            } else if c.check_shape().is_err() {
+                push("proxy_credentials", "set exactly one of `file`, `env` or `value` for the proxy credentials");
+            }
+        }
         if self.keep_alive > MAX_KEEP_ALIVE || self.keep_alive < Duration::from_secs(5) {
             push("keep_alive", "keep_alive must be between 5 s and 1177 s (IoT Hub's limit)");
         }
@@ -216,5 +228,17 @@ mod tests {
         assert!(errs.iter().any(|(k, _)| k == "keep_alive"));
         assert!(errs.iter().any(|(k, _)| k == "connection_string"));
         assert!(toml::from_str::<IotHubSinkConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn proxy_credentials_need_a_proxy() {
+        let c: IotHubSinkConfig =
+            toml::from_str("connection_string = { env = \"CS\" }\nproxy_credentials = { file = \"/etc/p\" }").unwrap();
+        assert!(c.validate().iter().any(|(k, _)| k == "proxy_credentials"));
+        let c: IotHubSinkConfig = toml::from_str(
+            "connection_string = { env = \"CS\" }\ntransport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = { file = \"/etc/p\" }",
+        )
+        .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
     }
 }

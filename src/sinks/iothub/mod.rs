@@ -122,12 +122,7 @@ impl IotHubSink {
         };
         let transport = match cfg.transport {
             IotHubTransport::Mqtt => TransportKind::Mqtt,
-            IotHubTransport::Websocket => TransportKind::Websocket {
-                proxy: cfg.proxy.as_ref().map(|p| {
-                    let p = p.trim_start_matches("http://").trim_end_matches('/');
-                    connection_string::split_host_port(p, 3128)
-                }),
-            },
+            IotHubTransport::Websocket => TransportKind::Websocket { proxy: proxy_settings(cfg)? },
         };
         let max_in_flight = cfg.max_in_flight.max(1);
         let opts = SessionOptions {
@@ -261,5 +256,48 @@ impl Sink for IotHubSink {
         if let Some(t) = t {
             t.abort();
         }
+    }
+}
+
+/// The proxy of a websocket config, with its credentials read now.
+fn proxy_settings(cfg: &IotHubSinkConfig) -> anyhow::Result<Option<session::ProxySettings>> {
+    let Some(p) = &cfg.proxy else { return Ok(None) };
+    let p = p.trim_start_matches("http://").trim_end_matches('/');
+    let (host, port) = connection_string::split_host_port(p, 3128);
+    let basic_auth = match &cfg.proxy_credentials {
+        None => None,
+        Some(src) => {
+            let raw = src.resolve().context("cannot read the proxy credentials")?;
+            let (user, password) = raw
+                .split_once(':')
+                .context("the proxy credentials must be `user:password`")?;
+            Some((user.to_string(), password.to_string()))
+        }
+    };
+    Ok(Some(session::ProxySettings { host, port, basic_auth }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_proxy(proxy: &str, creds: Option<&str>) -> IotHubSinkConfig {
+        let mut c = IotHubSinkConfig::with_connection_string("HostName=h;DeviceId=d;SharedAccessKey=a2V5");
+        c.transport = IotHubTransport::Websocket;
+        c.proxy = Some(proxy.into());
+        c.proxy_credentials = creds.map(|v| SecretSource { value: Some(v.into()), ..Default::default() });
+        c
+    }
+
+    #[test]
+    fn proxy_settings_and_credentials() {
+        let p = proxy_settings(&with_proxy("http://proxy.ward:8080/", None)).unwrap().unwrap();
+        assert_eq!((p.host.as_str(), p.port, p.basic_auth.is_none()), ("proxy.ward", 8080, true));
+        let p = proxy_settings(&with_proxy("proxy.ward", Some("nurse:pa:ss"))).unwrap().unwrap();
+        assert_eq!(p.port, 3128);
+        assert_eq!(p.basic_auth, Some(("nurse".to_string(), "pa:ss".to_string())), "split at the first colon");
+        assert!(!format!("{p:?}").contains("pa:ss"), "the password never appears in debug output");
+        let e = proxy_settings(&with_proxy("proxy.ward", Some("no-colon"))).unwrap_err();
+        assert!(e.to_string().contains("user:password"), "{e}");
     }
 }

@@ -148,7 +148,7 @@ pub enum TransportKind {
     /// MQTT over TLS (8883).
     Mqtt,
     /// MQTT over secure WebSockets (443, `/$iothub/websocket`), optionally through an HTTP CONNECT proxy.
-    Websocket { proxy: Option<(String, u16)> },
+    Websocket { proxy: Option<ProxySettings> },
 }
 
 /// Reconnection timing.
@@ -356,6 +356,26 @@ impl Drop for Session {
     }
 }
 
+/// An HTTP CONNECT proxy for the WebSocket transport.
+#[derive(Clone)]
+pub struct ProxySettings {
+    pub host: String,
+    pub port: u16,
+    /// Basic authentication (user, password).
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("ProxySettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| format!("{u}:***")))
+            .finish()
+    }
+}
+
 /// Builds the rumqttc options for one connection attempt.
 fn mqtt_options(opts: &SessionOptions, id: &Identity, password: Option<String>) -> MqttOptions {
     let mut o = match &opts.transport {
@@ -368,13 +388,12 @@ fn mqtt_options(opts: &SessionOptions, id: &Identity, password: Option<String>) 
             let url = format!("wss://{}:{}/$iothub/websocket", id.connect_host, id.connect_port);
             let mut o = MqttOptions::new(id.client_id(), url, id.connect_port);
             o.set_transport(rumqttc::Transport::Wss(rumqttc::TlsConfiguration::Rustls(opts.tls.clone())));
-            if let Some((host, port)) = proxy {
-                o.set_proxy(rumqttc::Proxy {
-                    ty: rumqttc::ProxyType::Http,
-                    auth: rumqttc::ProxyAuth::None,
-                    addr: host.clone(),
-                    port: *port,
-                });
+            if let Some(p) = proxy {
+                let auth = match &p.basic_auth {
+                    Some((username, password)) => rumqttc::ProxyAuth::Basic { username: username.clone(), password: password.clone() },
+                    None => rumqttc::ProxyAuth::None,
+                };
+                o.set_proxy(rumqttc::Proxy { ty: rumqttc::ProxyType::Http, auth, addr: p.host.clone(), port: p.port });
             }
             o
         }
