@@ -67,19 +67,25 @@ fn fill(ob: &Outbox, n: usize, devices: usize) -> Vec<Reading> {
     rs
 }
 
-/// Runs a forwarder over `ob` until `n` readings were delivered (or 10 s).
-async fn drain(ob: Arc<Outbox>, sink: Arc<ScriptedSink>, n: u64) -> Arc<ForwarderStats> {
-    let (_tx, committed) = watch::channel(ob.last_seq());
+/// A forwarder over `ob`, with the sender of its `committed` watch and its stats.
+fn forwarder(ob: Arc<Outbox>, sink: Arc<ScriptedSink>, settings: ForwarderSettings) -> (Forwarder, watch::Sender<u64>, Arc<ForwarderStats>) {
+    let (tx, committed) = watch::channel(ob.last_seq());
     let stats = Arc::new(ForwarderStats::default());
     let f = Forwarder {
-        outbox: ob.clone(),
+        outbox: ob,
         sink,
-        settings: settings(),
+        settings,
         committed,
         stats: stats.clone(),
         health: Arc::new(Health::new()),
         flush: FlushHandle::default(),
     };
+    (f, tx, stats)
+}
+
+/// Runs a forwarder over `ob` until `n` readings were delivered (or 10 s).
+async fn drain(ob: Arc<Outbox>, sink: Arc<ScriptedSink>, n: u64) -> Arc<ForwarderStats> {
+    let (f, _tx, stats) = forwarder(ob, sink, settings());
     let stop = CancellationToken::new();
     let task = tokio::spawn(f.run(stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -210,20 +216,10 @@ async fn a_backlog_larger_than_memory_still_goes_in_full_batches_for_every_devic
 async fn a_live_reading_leaves_at_its_batch_age_not_at_the_next_idle_tick() {
     let d = tempfile::tempdir().unwrap();
     let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
-    let (tx, committed) = watch::channel(ob.last_seq());
-    let stats = Arc::new(ForwarderStats::default());
     let sink = Arc::new(ScriptedSink::default());
     let mut s = settings();
     s.idle_tick = Duration::from_secs(3600);
-    let f = Forwarder {
-        outbox: ob.clone(),
-        sink: sink.clone(),
-        settings: s,
-        committed,
-        stats: stats.clone(),
-        health: Arc::new(Health::new()),
-        flush: FlushHandle::default(),
-    };
+    let (f, tx, stats) = forwarder(ob.clone(), sink.clone(), s);
     let stop = CancellationToken::new();
     let task = tokio::spawn(f.run(stop.clone()));
     // Let the forwarder reach its idle wait, then commit one live reading.
