@@ -6,9 +6,9 @@ mod iothub_support;
 
 use iomt_edge::simulate::iothub::{Emulator, EmulatorConfig, EmulatorEvent};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use iothub_support::SdkClient;
+use std::process::Command;
 use std::time::Duration;
 
 /// The SDK always dials port 8883, so the emulator listens on 8883 of a
@@ -24,14 +24,6 @@ async fn emulator_on_8883() -> Emulator {
     panic!("no free loopback address for port 8883");
 }
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_iot_device_sdk_talks_to_the_emulator() {
     let Some(py) = iothub_support::python_with_sdk() else { return };
@@ -40,36 +32,9 @@ async fn azure_iot_device_sdk_talks_to_the_emulator() {
     let ca = emu.write_ca(dir.path()).unwrap();
     let cs = emu.add_device("py-device");
     assert!(cs.contains("GatewayHostName=127."));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/iothub_sdk_client.py");
-    let mut child = Child(
-        Command::new(&py).arg(script).arg(&cs).arg(&ca).arg("3").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // Wait for the SDK to be ready for a method call.
-    let mut lines = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(l) = rx.recv().await {
-            let done = l.contains("\"ready\"");
-            lines.push(l);
-            if done {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    if !ready {
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err);
-        panic!("SDK did not get ready; stdout {lines:?}; stderr {err}");
-    }
+    let mut sdk = SdkClient::start(&py, &[&cs, ca.to_str().unwrap(), "3"]);
+    sdk.wait_ready(|| String::new()).await;
+    let lines = sdk.seen.clone();
     // Telemetry arrived with the SDK's properties, decoded.
     let msgs = emu.messages();
     assert_eq!(msgs.len(), 3, "{msgs:?}");
@@ -88,20 +53,7 @@ async fn azure_iot_device_sdk_talks_to_the_emulator() {
     let (status, payload) = emu.invoke_method("py-device", "ping", json!({"x": 1}), Duration::from_secs(15)).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(payload, json!({"pong": {"x": 1}}));
-    let exit = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
-                return Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    let exit = sdk.finish().await;
     assert!(exit.is_some_and(|s| s.success()), "SDK script failed: {exit:?}");
     let events = emu.events();
     assert!(events.iter().any(|e| matches!(e, EmulatorEvent::Connected { client_id, .. } if client_id == "py-device")));

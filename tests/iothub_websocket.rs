@@ -21,7 +21,6 @@ use iothub_support::*;
 use rumqttc::mqttbytes::v4::{self, Connect, Packet, Publish};
 use rumqttc::mqttbytes::QoS;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -505,14 +504,6 @@ fn scopeguard(c: std::process::Child) -> Guard {
 // ---------------------------------------------------------------------------
 // Microsoft's Python SDK with websockets=True (it dials port 443).
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// An emulator whose WebSocket listener is on port 443 of a random loopback
 /// address, or None (after printing SKIPPED) when port 443 cannot be bound.
 async fn emulator_on_443() -> Option<Emulator> {
@@ -547,36 +538,8 @@ async fn azure_iot_device_sdk_over_websockets() {
     let gateway = emu.ws_gateway_host().unwrap();
     assert!(!gateway.contains(':'), "on 443 the gateway host is the bare address: {gateway}");
     let cs = format!("HostName={};DeviceId=py-ws;SharedAccessKey={key};GatewayHostName={gateway}", emu.hub_name());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/iothub_sdk_client.py");
-    let mut child = Child(
-        Command::new(&py).arg(script).arg("--websockets").arg(&cs).arg(&ca).arg("3").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut lines = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(l) = rx.recv().await {
-            let done = l.contains("\"ready\"");
-            lines.push(l);
-            if done {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    if !ready {
-        let _ = child.0.kill();
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err);
-        panic!("SDK did not get ready; stdout {lines:?}; stderr {err}; events {:?}", emu.events());
-    }
+    let mut sdk = SdkClient::start(&py, &["--websockets", &cs, ca.to_str().unwrap(), "3"]);
+    sdk.wait_ready(|| format!("events {:?}", emu.events())).await;
     let msgs = emu.messages();
     assert_eq!(msgs.len(), 3, "{msgs:?}");
     for (i, m) in msgs.iter().enumerate() {
@@ -591,20 +554,7 @@ async fn azure_iot_device_sdk_over_websockets() {
     assert_eq!(emu.reported("py-ws")["sdk"], "python");
     let (status, payload) = emu.invoke_method("py-ws", "ping", json!({"x": 1}), Duration::from_secs(15)).await.unwrap();
     assert_eq!((status, payload), (200, json!({"pong": {"x": 1}})));
-    let exit = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = child.0.try_wait().unwrap() {
-                return Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    let exit = sdk.finish().await;
     assert!(exit.is_some_and(|s| s.success()), "SDK script failed: {exit:?}");
     let conns = connections(&emu);
     assert!(!conns.is_empty() && conns.iter().all(|t| *t == Transport::WebSocket), "{:?}", emu.events());

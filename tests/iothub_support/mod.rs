@@ -119,3 +119,93 @@ pub fn python_with_sdk() -> Option<String> {
     eprintln!("SKIPPED: set IOMT_TEST_PYTHON to a Python with azure-iot-device (scripts/requirements-test.txt)");
     None
 }
+
+/// Microsoft's Python device SDK running `scripts/iothub_sdk_client.py`, its
+/// stdout lines collected as they come; killed on drop.
+pub struct SdkClient {
+    child: Option<std::process::Child>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every stdout line seen so far.
+    pub seen: Vec<String>,
+}
+
+impl SdkClient {
+    /// Starts the script with these arguments.
+    pub fn start(py: &str, args: &[&str]) -> SdkClient {
+        use std::io::{BufRead, BufReader};
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/iothub_sdk_client.py");
+        let mut child = std::process::Command::new(py)
+            .arg(script)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the SDK script");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        SdkClient { child: Some(child), lines, seen: Vec::new() }
+    }
+
+    /// Waits up to 60 s for the script's `"ready"` line; panics with its
+    /// output and `context()` otherwise.
+    pub async fn wait_ready(&mut self, context: impl Fn() -> String) {
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(l) = self.lines.recv().await {
+                let done = l.contains("\"ready\"");
+                self.seen.push(l);
+                if done {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if !ready {
+            let mut err = String::new();
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.kill();
+                if let Some(e) = c.stderr.as_mut() {
+                    let _ = std::io::Read::read_to_string(e, &mut err);
+                }
+            }
+            panic!("SDK did not get ready; stdout {:?}; stderr {err}; {}", self.seen, context());
+        }
+    }
+
+    /// Waits up to 30 s for the script to end; its exit status, if it ended.
+    pub async fn finish(mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(s)) = child.try_wait() {
+                    return Some(s);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+impl Drop for SdkClient {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
