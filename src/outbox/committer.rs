@@ -63,16 +63,24 @@ impl Committer {
                     self.health.commit_started();
                     let outbox = self.outbox.clone();
                     let joined = tokio::task::spawn_blocking(move || {
-                        let res = outbox.append(&mut group);
+                        // A panic inside the storage engine must not take the
+                        // group with it: keep the readings and retry like any
+                        // other write error.
+                        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| outbox.append(&mut group)));
                         (group, res)
                     })
                     .await;
                     self.health.commit_finished();
                     let Ok((g, res)) = joined else {
-                        tracing::error!("the outbox writer thread failed; readings of this group are lost");
+                        // Only when the runtime is shutting down before the write ran.
+                        tracing::error!("the outbox writer thread was cancelled; readings of this group are lost");
                         break;
                     };
                     group = g;
+                    let res = match res {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err("the storage engine failed unexpectedly (panic)".to_string()),
+                    };
                     match res {
                         Ok(outcome) => {
                             if let Some(n) = failing_since.take() {
