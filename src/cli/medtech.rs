@@ -101,6 +101,9 @@ fn kv(list: &[String], flag: &str) -> Result<Map<String, Value>, String> {
     Ok(m)
 }
 
+/// What loading the mappings gave: the engine, or the exit code to stop with.
+// Built once per command run, so the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Load {
     Ok(MedTech, PreviewOptions),
     Exit(ExitCode),

@@ -109,7 +109,7 @@ fn window(period: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<
 pub fn split(group: &KeyGroup<'_>, period: PeriodInterval) -> (Vec<ObservationGroup>, Vec<DroppedValue>) {
     // Latest ingestion first, so that it wins a tie on occurrence time (stable otherwise).
     let mut ms: Vec<&Measurement> = group.measurements.clone();
-    ms.sort_by(|a, b| b.ingestion_time.cmp(&a.ingestion_time));
+    ms.sort_by_key(|m| std::cmp::Reverse(m.ingestion_time));
     let mut groups: Vec<ObservationGroup> = Vec::new();
     let mut index: BTreeMap<(DateTime<Utc>, DateTime<Utc>), usize> = BTreeMap::new();
     let mut dropped = Vec::new();

@@ -188,8 +188,7 @@ impl Parser<'_> {
     fn parse_segments(&mut self, in_query: bool) -> Result<Vec<Segment>, ParseError> {
         let mut segs = Vec::new();
         let mut first = true;
-        loop {
-            let Some(c) = self.peek() else { break };
+        while let Some(c) = self.peek() {
             match c {
                 '.' => {
                     if self.peek_at(1) == Some('.') {
@@ -486,7 +485,7 @@ fn is_name_char(c: char, in_query: bool) -> bool {
     if in_query && matches!(c, '=' | '!' | '<' | '>' | '&' | '|' | ',') {
         return false;
     }
-    !(c == '*')
+    c != '*'
 }
 
 fn eval_segments<'a>(segments: &[Segment], root: &'a Value, start: Vec<&'a Value>) -> Vec<&'a Value> {

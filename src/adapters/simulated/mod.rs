@@ -204,7 +204,7 @@ impl Adapter for SimulatedDevice {
     }
 
     async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()> {
-        let seed = self.cfg.seed.unwrap_or_else(|| rand::random());
+        let seed = self.cfg.seed.unwrap_or_else(rand::random);
         let mut strap = HeartRateModel::new(seed, self.cfg.dropout_probability);
         let mut oxi = OximeterModel::new(seed, self.cfg.dropout_probability);
         let id = self.device_id.clone();
