@@ -10,6 +10,7 @@ mod decode;
 mod demo;
 mod outbox;
 mod run;
+mod scan;
 pub mod simulate;
 mod medtech;
 
@@ -56,6 +57,8 @@ enum Command {
     Bench(bench::Args),
     /// Decode captured device bytes offline and print them as JSON.
     Decode(decode::Args),
+    /// Find nearby BLE straps and oximeters, with config blocks to paste.
+    Scan(scan::Args),
     /// Run a simulator by hand: BlueZ on a private D-Bus, or a local IoT Hub emulator.
     Simulate(simulate::Args),
     /// Preview or check Azure MedTech mappings against messages (what the service would make of them).
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Outbox(a) => outbox::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Decode(a) => decode::run(a),
+        Command::Scan(a) => scan::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Medtech(a) => medtech::run(a),
     };
