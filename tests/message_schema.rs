@@ -55,6 +55,14 @@ fn demo_in_process_runs_and_its_messages_match_the_schema() {
     for t in ["heartRate", "rrInterval", "spo2", "pulseRate", "perfusionIndex", "batteryLevel", "deviceEvent"] {
         assert!(types.contains(t), "the demo delivered no {t} reading");
     }
+    // The closing summary counts what really reached the file.
+    let summary = stdout.lines().find(|l| l.starts_with("Summary: ")).unwrap_or_else(|| panic!("no summary line: {stdout}"));
+    let readings: usize = std::fs::read_to_string(&delivered)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["readings"].as_array().unwrap().len())
+        .sum();
+    assert!(summary.contains(&format!("; {readings} delivered in {n} messages;")), "{summary} vs {readings} readings in {n} lines");
     validate_with_python(&delivered, n);
 }
 

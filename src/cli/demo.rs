@@ -102,17 +102,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        let (gw_tx, gw_rx) = tokio::sync::oneshot::channel();
+        let (gw_tx, gw_rx) = tokio::sync::oneshot::channel::<Gateway>();
         let view_stop = shutdown.clone();
         let view = tokio::spawn(async move {
-            let Ok(gw) = gw_rx.await else { return };
-            live_view(gw, view_stop, fancy).await;
+            let Ok(gw) = gw_rx.await else { return None };
+            live_view(gw.clone(), view_stop, fancy).await;
+            Some(gw)
         });
         let result = crate::service::run(config, Default::default(), shutdown, move |gw| {
             let _ = gw_tx.send(gw);
         })
         .await;
-        let _ = view.await;
+        // The gateway has stopped (outbox flushed, in-flight messages settled):
+        // the totals are final now.
+        if let Ok(Some(gw)) = view.await {
+            println!("\n{}", summary(&gw));
+        }
         result
     })?;
     println!("\nDemo stopped. Delivered messages are in {}", delivered.display());
@@ -218,6 +223,20 @@ fn value(d: &DeviceStatus, t: ReadingType, unit: &str) -> String {
         Some((None, _)) => "--".into(),
         None => String::new(),
     }
+}
+
+/// The closing line: what this run took, delivered and left queued.
+fn summary(gw: &Gateway) -> String {
+    let devices = gw.registry.snapshot();
+    let taken: u64 = devices.iter().map(|d| d.readings).sum();
+    let queued = gw.outbox.stats().queued;
+    format!(
+        "Summary: {taken} readings from {} device(s); {} delivered in {} messages; {queued} still queued in the outbox{}",
+        devices.len(),
+        gw.forwarder.delivered_readings.load(Ordering::Relaxed),
+        gw.forwarder.delivered_messages.load(Ordering::Relaxed),
+        if queued > 0 { " (they go out on the next run)" } else { "" }
+    )
 }
 
 /// The live table (also used by tests through `--plain`).
