@@ -11,6 +11,7 @@ mod demo;
 mod outbox;
 mod run;
 mod scan;
+mod status;
 pub mod simulate;
 mod medtech;
 
@@ -51,6 +52,8 @@ enum Command {
     Demo(demo::Args),
     /// Validate a config file without starting anything.
     CheckConfig(check_config::Args),
+    /// What the gateway on this machine is doing now: devices, battery, outbox, deliveries.
+    Status(status::Args),
     /// Look into a gateway's outbox (stop the service first).
     Outbox(outbox::Args),
     /// Measure this machine: outbox ingest, forwarding, reopen, daemon memory.
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),
         Command::CheckConfig(a) => check_config::run(a),
+        Command::Status(a) => status::run(a),
         Command::Outbox(a) => outbox::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Decode(a) => decode::run(a),

@@ -3,7 +3,7 @@
 //! associations and batching, direct methods `getStatus` and `flush`).
 
 use super::associations::Associations;
-use crate::adapters::{DeviceRegistry, LinkState};
+use crate::adapters::DeviceRegistry;
 use crate::forwarder::{FlushHandle, ForwarderStats, LiveBatching};
 use crate::outbox::Outbox;
 use crate::sinks::iothub::control::GatewayControl;
@@ -24,37 +24,16 @@ pub struct RuntimeControl {
 
 #[async_trait]
 impl GatewayControl for RuntimeControl {
-    /// No patient ids here: the association lives in the desired properties
-    /// the ward system wrote, and in each message body.
+    /// No patient ids here (see [`super::status`]).
     fn status(&self) -> Value {
-        let s = self.outbox.stats();
-        let devices: Vec<Value> = self
-            .registry
-            .snapshot()
-            .into_iter()
-            .map(|d| {
-                json!({
-                    "id": d.device_id,
-                    "connected": d.state == LinkState::Streaming,
-                    "state": d.state,
-                    "battery": d.battery,
-                    "lastSeen": d.last_seen.map(|t| crate::model::time::format(&t)),
-                    "readings": d.readings,
-                    "inputErrors": d.input_errors,
-                })
-            })
-            .collect();
-        json!({
-            "gatewayVersion": env!("CARGO_PKG_VERSION"),
-            "outboxDepth": s.queued,
-            "outboxBytes": s.queued_bytes,
-            "dropped": { "full": s.dropped_full, "tooOld": s.dropped_age, "refused": s.refused,
-                         "rejectedBySink": self.stats.rejected_readings.load(Ordering::Relaxed) },
-            "delivered": { "readings": self.stats.delivered_readings.load(Ordering::Relaxed),
-                           "messages": self.stats.delivered_messages.load(Ordering::Relaxed) },
-            "batching": { "maxReadings": self.batching.max_readings(), "maxDelayMs": self.batching.max_age().as_millis() as u64 },
-            "devices": devices,
-        })
+        let mut doc = super::status::document(&self.outbox, &self.registry, &self.stats);
+        if let Some(o) = doc.as_object_mut() {
+            o.insert(
+                "batching".into(),
+                json!({ "maxReadings": self.batching.max_readings(), "maxDelayMs": self.batching.max_age().as_millis() as u64 }),
+            );
+        }
+        doc
     }
 
     fn set_patient(&self, device_id: &str, patient_id: Option<&str>) {

@@ -6,5 +6,6 @@ pub mod control;
 pub mod health;
 pub mod notify;
 mod run;
+pub mod status;
 
 pub use run::{build_sink, cancel_on_signals, run, Gateway, RunOptions};

@@ -209,6 +209,18 @@ pub async fn run(
     let mut tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(Duration::from_secs(2)).max(Duration::from_millis(200)));
     let mut last_expire = tokio::time::Instant::now();
     let mut unhealthy_logged = false;
+    // The status file `iomt-edge status` reads.
+    let status_path = super::status::file_path(&config.gateway.state_dir);
+    let mut last_status: Option<tokio::time::Instant> = None;
+    let mut status_failed = false;
+    let mut write_status = move |gw: &Gateway, running: bool| {
+        if let Err(e) = super::status::write_file(&status_path, gw, running) {
+            if !status_failed {
+                tracing::warn!("cannot write the status file {} ({e}); `iomt-edge status` will not see this gateway", status_path.display());
+                status_failed = true;
+            }
+        }
+    };
     let mut forwarder_task = forwarder_task;
     loop {
         tokio::select! {
@@ -220,6 +232,10 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 notify::status(&gateway.status_line());
+                if !last_status.is_some_and(|t| t.elapsed() < STATUS_FILE_EVERY) {
+                    last_status = Some(tokio::time::Instant::now());
+                    write_status(&gateway, true);
+                }
                 match health.check(health_limit) {
                     Ok(()) => { notify::watchdog(); unhealthy_logged = false; }
                     Err(why) => if !unhealthy_logged {
@@ -258,9 +274,13 @@ pub async fn run(
     sink.close().await;
     let ob = outbox.clone();
     tokio::task::spawn_blocking(move || ob.flush()).await??;
+    write_status(&gateway, false);
     tracing::info!("stopped: {}", gateway.status_line());
     Ok(())
 }
+
+/// How often the running daemon rewrites its status file.
+const STATUS_FILE_EVERY: Duration = Duration::from_secs(5);
 
 /// Cancels `token` on SIGTERM or Ctrl-C.
 pub fn cancel_on_signals(token: CancellationToken) {
