@@ -55,15 +55,27 @@ fn demo_in_process_runs_and_its_messages_match_the_schema() {
     for t in ["heartRate", "rrInterval", "spo2", "pulseRate", "perfusionIndex", "batteryLevel", "deviceEvent"] {
         assert!(types.contains(t), "the demo delivered no {t} reading");
     }
-    // The closing summary counts what really reached the file.
+    check_summary(&stdout, &delivered, n);
+    validate_with_python(&delivered, n);
+}
+
+/// The demo's closing summary counts what really reached the file, and every
+/// reading taken is either delivered or still queued (each counted once).
+fn check_summary(stdout: &str, delivered: &std::path::Path, lines: usize) {
     let summary = stdout.lines().find(|l| l.starts_with("Summary: ")).unwrap_or_else(|| panic!("no summary line: {stdout}"));
-    let readings: usize = std::fs::read_to_string(&delivered)
+    let readings: usize = std::fs::read_to_string(delivered)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["readings"].as_array().unwrap().len())
         .sum();
-    assert!(summary.contains(&format!("; {readings} delivered in {n} messages;")), "{summary} vs {readings} readings in {n} lines");
-    validate_with_python(&delivered, n);
+    assert!(summary.contains(&format!("; {readings} delivered in {lines} messages;")), "{summary} vs {readings} readings in {lines} lines");
+    let num = |after: &str| -> usize {
+        let rest = &summary[summary.find(after).unwrap_or_else(|| panic!("{after} in {summary}")) + after.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let taken = num("Summary: ");
+    let queued = num("messages; ");
+    assert_eq!(taken, readings + queued, "readings taken = delivered + queued: {summary}");
 }
 
 #[test]
@@ -81,6 +93,7 @@ fn demo_over_simulated_ble_runs_and_its_messages_match_the_schema() {
     for t in ["heartRate", "spo2", "pulseRate", "batteryLevel", "deviceEvent"] {
         assert!(types.contains(t), "the BLE demo delivered no {t} reading");
     }
+    check_summary(&stdout, &delivered, n);
     validate_with_python(&delivered, n);
 
     // What MedTech would make of it: Observations, and no value lost to a

@@ -74,7 +74,9 @@ impl DeviceRegistry {
         self.with(device_id, |d| d.state = state);
     }
 
-    /// Records a reading's values as the device's latest.
+    /// Records a stored reading: its values become the device's latest and it
+    /// is counted. The committer calls this once per reading, after the flush,
+    /// so counts are of durable readings (adapters do not call it).
     pub fn observe(&self, reading: &Reading) {
         self.with(&reading.device_id, |d| {
             d.readings += 1;

@@ -115,6 +115,9 @@ impl Rig {
                 panic!("timed out after {within:?} waiting for {what}; got {:#?}", summary(&self.readings))
             });
             if let Ok(Some(r)) = tokio::time::timeout(left, self.rx.recv()).await {
+                // The rig stands in for the committer, which records each
+                // reading in the registry once it is stored.
+                self.registry.observe(&r);
                 self.readings.push(r);
             }
         }
@@ -132,6 +135,7 @@ impl Rig {
         let r = tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("adapter stops within 10 s");
         r.expect("join").expect("adapter ran without error");
         while let Ok(x) = self.rx.try_recv() {
+            self.registry.observe(&x);
             self.readings.push(x);
         }
         (self.readings, sent_before_stop, self.registry)

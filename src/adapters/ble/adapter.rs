@@ -454,7 +454,6 @@ async fn send(ctx: &AdapterContext, run: &mut DeviceRun, mut r: Reading) -> Resu
     if run.times.assign(&mut r) > 0 {
         tracing::debug!(device = %redact::device(&run.device_id), kind = r.kind.name(), "moved a reading 1 ms so its time is unique");
     }
-    ctx.registry.observe(&r);
     ctx.readings.send(r).await.map_err(|_| Ended::OutboxClosed)
 }
 
