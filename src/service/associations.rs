@@ -33,11 +33,6 @@ impl Associations {
         Associations { map: RwLock::new(map), file }
     }
 
-    /// The patient a device's readings belong to right now.
-    pub fn patient_of(&self, device_id: &str) -> Option<String> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned().flatten()
-    }
-
     /// Stamps a reading with the association in force for its device. A device
     /// this map does not know (a BLE device whose id came from its Device
     /// Information) keeps what its adapter set from the config; a known device
@@ -68,10 +63,6 @@ impl Associations {
             std::fs::rename(&tmp, f)?;
         }
         Ok(())
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, Option<String>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
