@@ -34,5 +34,14 @@ export IOMT_TEST_PYTHON="$PWD/.venv-test/bin/python"
 export IOMT_REQUIRE_ALL=1
 export RUST_BACKTRACE=1
 
+# A cold test build needs about 1.5 GB under target/; say so plainly up front
+# rather than letting the linker die half-way with a bus error.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR==2 {print $4}')
+if [[ -n "$free_kb" && "$free_kb" -lt 3000000 ]]; then
+  echo "warning: only $((free_kb / 1024)) MB free for $target_dir; a cold test build needs about 1.5 GB" >&2
+fi
+
 echo "==> cargo test"
 cargo test --all-targets --no-fail-fast "$@"
