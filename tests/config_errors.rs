@@ -56,6 +56,7 @@ fn bad_files_name_line_column_and_fix() {
         (format!("{GOOD}\n[[device]]\nid = \"strap\"\nkind = \"pulse_oximeter\"\n[device.simulated]\n"), "FILE:15:1:", &["used twice"]),
         (GOOD.replace("[device.simulated]\ninterval_ms = 1000\n", ""), "FILE:5:1:", &["exactly one adapter table"]),
         (GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.ble]\nname_pattern = \"H10*\"\naddress = \"AA:BB:CC:DD:EE:FF\""), "FILE:8:9:", &["exactly one of `address`"]),
+        (GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.serial]\nport = \"/dev/ttyUSB0\"\nprotocol = \"ivy\""), "FILE:8:9:", &["serial adapter is planned", "[device.ble]"]),
         (GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""), "FILE:11:2:", &["exactly one destination"]),
         (GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.iothub]\nconnection_string = { file = \"/a\", env = \"B\" }"), "FILE:12:1:", &["exactly one of `file`, `env` or `value`"]),
         (GOOD.replace("[gateway]", "[gateway\n"), "FILE:1:9:", &["unclosed table", "expected `]`"]),

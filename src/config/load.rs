@@ -128,6 +128,12 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
                 ),
             ));
         }
+        if d.serial.is_some() {
+            errs.push((
+                format!("device.{i}.serial"),
+                "the serial adapter is planned but not in this version of iomt-edge; use [device.ble] or [device.simulated]".into(),
+            ));
+        }
         if let Some(s) = &d.simulated {
             if s.interval_ms < 10 {
                 errs.push((format!("device.{i}.simulated.interval_ms"), "interval_ms must be at least 10".into()));
