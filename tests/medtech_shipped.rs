@@ -57,7 +57,48 @@ fn every_reading_type_is_mapped() {
         for (name, unit) in kind.value_units() {
             assert!(text.contains(&format!("\"{unit}\"")), "{kind}: unit {unit} of {name} missing: {obs}");
         }
+        if kind.has_spot_checks() {
+            let mut spot = reading(kind, 1);
+            spot.spot_check = true;
+            let p = engine.preview(&[message(vec![spot])], &opts());
+            assert!(p.skipped.is_empty(), "{kind} spot-check: {:#?}", p.skipped);
+            assert_eq!(p.observations.len(), 1, "{kind} spot-check must produce exactly one Observation");
+            let obs = &p.observations[0];
+            assert_eq!(obs["code"]["text"], format!("{}SpotCheck", kind.name()));
+            assert!(obs["valueQuantity"]["value"].is_number(), "{kind} spot-check is one Quantity: {obs}");
+        }
     }
+}
+
+/// A spot-check taken in the same second as a continuous value (a PLX oximeter
+/// sends both) must not share its SampledData slot: MedTech would keep only one.
+#[test]
+fn spot_checks_and_continuous_values_are_both_kept() {
+    let engine = MedTech::shipped().unwrap();
+    let mut readings = Vec::new();
+    for s in 0..10 {
+        let mut r = reading(ReadingType::Spo2, s);
+        r.device_id = "ox-1".into();
+        readings.push(r);
+        if s % 5 == 0 {
+            let mut spot = reading(ReadingType::Spo2, s);
+            spot.device_id = "ox-1".into();
+            spot.time += chrono::Duration::milliseconds(1);
+            spot.spot_check = true;
+            spot.set_value("spo2", 91.0);
+            readings.push(spot);
+        }
+    }
+    let p = engine.preview(&[message(readings)], &opts());
+    assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
+    let continuous: Vec<&Value> = p.observations.iter().filter(|o| o["code"]["text"] == "spo2").collect();
+    let spots: Vec<&Value> = p.observations.iter().filter(|o| o["code"]["text"] == "spo2SpotCheck").collect();
+    assert_eq!(continuous.len(), 1);
+    let data = continuous[0]["valueSampledData"]["data"].as_str().unwrap();
+    assert_eq!(data.split(' ').filter(|v| *v != "E").count(), 10, "all ten continuous values: {data}");
+    assert!(!data.contains("91"), "no spot-check value in the continuous series: {data}");
+    assert_eq!(spots.len(), 2);
+    assert!(spots.iter().all(|o| o["valueQuantity"]["value"] == 91));
 }
 
 #[test]
@@ -160,9 +201,15 @@ fn shipped_observations_validate_with_fhir_resources() {
     for (i, kind) in ReadingType::ALL.into_iter().enumerate() {
         readings.push(reading(kind, i as i64));
         readings.push(reading(kind, i as i64 + 30));
+        if kind.has_spot_checks() {
+            let mut spot = reading(kind, i as i64 + 45);
+            spot.spot_check = true;
+            readings.push(spot);
+        }
     }
     let p = engine.preview(&[message(readings)], &opts());
     assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
+    assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("SpotCheck"))).count(), 3);
     assert!(p.observations.len() >= ReadingType::ALL.len() - UNMAPPED_READING_TYPES.len());
     let (ok, text) = validate(&p.observations);
     assert!(ok, "{text}");

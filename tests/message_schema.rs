@@ -98,13 +98,20 @@ fn demo_over_simulated_ble_runs_and_its_messages_match_the_schema() {
 
     // What MedTech would make of it: Observations, and no value lost to a
     // shared timestamp (several RR intervals arrive in one notification; a
-    // PLX spot-check can arrive in the same millisecond as a continuous one).
+    // PLX spot-check can arrive in the same millisecond as a continuous one)
+    // or to a shared SampledData slot (spot-checks are their own Observations).
     let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["medtech", "preview"]).arg(&delivered).output().unwrap();
     let preview: serde_json::Value = serde_json::from_slice(&out.stdout).expect("preview prints one JSON document");
     assert!(preview["observations"].as_array().is_some_and(|o| o.len() >= 4), "expected Observations: {preview}");
     for s in preview["skipped"].as_array().unwrap() {
         assert_ne!(s["kind"], "duplicateTimestamp", "MedTech would drop a value that shares its time: {s}");
+        assert_ne!(s["kind"], "sampledDataSlotOverwritten", "MedTech would overwrite a value in its series: {s}");
     }
+    // The simulated oximeter sends a spot-check every 5 s; whichever were
+    // delivered within the run became Observations of their own.
+    let delivered_spot_checks = std::fs::read_to_string(&delivered).unwrap().matches("\"spotCheck\":true").count();
+    let spot_obs = preview["observations"].as_array().unwrap().iter().filter(|o| o["code"]["text"] == "spo2SpotCheck").count();
+    assert!(delivered_spot_checks == 0 || spot_obs >= 1, "{delivered_spot_checks} spot-check readings delivered but no spo2SpotCheck Observation");
     assert!(stdout.contains("MedTech would create"), "the demo shows the Observations MedTech would create: {stdout}");
 }
 

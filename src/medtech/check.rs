@@ -10,13 +10,18 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One sample message per reading type the gateway emits (except the deliberately
-/// unmapped [`super::UNMAPPED_READING_TYPES`]), plus one where a flagged-unavailable
-/// value travels with a good one, as the forwarder would send them.
+/// unmapped [`super::UNMAPPED_READING_TYPES`]) and one per type that also comes as
+/// a spot-check, plus one where a flagged-unavailable value travels with a good
+/// one, as the forwarder would send them.
 pub fn sample_messages() -> Vec<Value> {
     let t0: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 1, 15, 10, 0, 0).single().unwrap_or_else(Utc::now);
     let mut out = Vec::new();
     let unmapped: Vec<ReadingType> = super::UNMAPPED_READING_TYPES.iter().map(|(t, _)| *t).collect();
-    for (i, kind) in ReadingType::ALL.into_iter().filter(|t| !unmapped.contains(t)).enumerate() {
+    let variants = ReadingType::ALL
+        .into_iter()
+        .filter(|t| !unmapped.contains(t))
+        .flat_map(|t| std::iter::once((t, false)).chain(t.has_spot_checks().then_some((t, true))));
+    for (i, (kind, spot_check)) in variants.enumerate() {
         let dk = match kind {
             ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex => DeviceKind::PulseOximeter,
             ReadingType::HeartRate | ReadingType::RrInterval | ReadingType::EnergyExpended => DeviceKind::HeartRateStrap,
@@ -31,6 +36,7 @@ pub fn sample_messages() -> Vec<Value> {
             }
             r
         };
+        r.spot_check = spot_check;
         r.time = t0 + chrono::Duration::seconds(i as i64);
         r.seq = i as u64 + 1;
         r.patient_id = Some("sample-patient".into());

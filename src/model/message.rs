@@ -50,6 +50,9 @@ pub struct WireReading {
     pub values: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
+    /// See [`Reading::spot_check`]; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spot_check: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<DeviceEvent>,
 }
@@ -63,6 +66,7 @@ impl From<&Reading> for WireReading {
             device_time: r.device_time,
             values: r.values.clone(),
             flags: r.flags.clone(),
+            spot_check: r.spot_check,
             event: r.event,
         }
     }

@@ -91,6 +91,12 @@ impl ReadingType {
         }
     }
 
+    /// Whether a device can send this type as a spot-check (one deliberate
+    /// measurement, such as a PLX Spot-check) as well as continuously.
+    pub fn has_spot_checks(self) -> bool {
+        matches!(self, ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex)
+    }
+
     /// The UCUM unit of one value name of this type.
     pub fn unit_of(self, value_name: &str) -> Option<&'static str> {
         self.value_units().iter().find(|(n, _)| *n == value_name).map(|(_, u)| *u)
@@ -201,6 +207,12 @@ pub struct Reading {
     pub units: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
+    /// The device took this as a spot-check (one deliberate measurement, e.g. a
+    /// PLX Spot-check) rather than as part of its continuous stream. The shipped
+    /// MedTech mappings make separate Observations of spot-checks, so the two
+    /// never compete for one SampledData slot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spot_check: bool,
     /// For `deviceEvent` readings: what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<DeviceEvent>,
@@ -220,6 +232,7 @@ impl Reading {
             values: BTreeMap::new(),
             units: BTreeMap::new(),
             flags: Vec::new(),
+            spot_check: false,
             event: None,
         }
     }

@@ -753,6 +753,7 @@ impl Decoded {
                 }
                 for r in out.iter_mut().skip(start) {
                     r.device_time = device_time;
+                    r.spot_check = true;
                 }
             }
             Decoded::BatteryLevel { percent } => {

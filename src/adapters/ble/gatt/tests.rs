@@ -110,6 +110,7 @@ fn plx_continuous_examples() {
         vec![(ReadingType::Spo2, Some(98.0), vec![]), (ReadingType::PulseRate, Some(72.0), vec![])]
     );
     let rs = d.to_readings("ox", ox, t0());
+    assert!(rs.iter().all(|r| !r.spot_check), "continuous readings are not spot-checks");
     assert_eq!(rs[0].units.get("spo2").map(String::as_str), Some("%"));
     assert_eq!(rs[1].units.get("pulseRate").map(String::as_str), Some("/min"));
 
@@ -161,6 +162,7 @@ fn plx_spot_check_examples() {
         Some(DateTimeFields { year: 2025, month: 3, day: 14, hours: 9, minutes: 26, seconds: 53 })
     );
     let rs = Decoded::PlxSpotCheck(m).to_readings("ox", ox, t0());
+    assert!(rs.iter().all(|r| r.spot_check), "every reading of a spot-check is marked");
     assert_eq!(rs[0].values.get("spo2"), Some(&97.0));
     assert_eq!(rs[1].values.get("pulseRate"), Some(&78.0));
     let expected = NaiveDate::from_ymd_opt(2025, 3, 14).unwrap().and_hms_opt(9, 26, 53).unwrap().and_utc();
