@@ -172,13 +172,32 @@ impl Expression {
     /// `SelectTokens`: each match becomes one measurement. A JMESPath array
     /// result yields its elements; `null` yields nothing.
     pub fn select_tokens(&self, data: &Value) -> Result<Vec<Value>, EvalError> {
+        self.select_tokens_cached(data, &mut None)
+    }
+
+    /// [`Expression::select_tokens`] for several expressions over the same
+    /// `data` (every template's type match runs on the same event): the
+    /// JMESPath form of `data` is built once, in `jmes_data`, and reused.
+    pub fn select_tokens_cached(&self, data: &Value, jmes_data: &mut Option<Rcvar>) -> Result<Vec<Value>, EvalError> {
         match self {
             Expression::JsonPath(p) => Ok(p.select_tokens(data).into_iter().cloned().collect()),
-            Expression::JmesPath(_) => match self.jmes(data)? {
-                Value::Null => Ok(Vec::new()),
-                Value::Array(a) => Ok(a),
-                v => Ok(vec![v]),
-            },
+            Expression::JmesPath(e) => {
+                let var = match jmes_data {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = Rcvar::new(Variable::from_serializable(data).map_err(|e| EvalError::JmesPath(e.to_string()))?);
+                        *jmes_data = Some(v.clone());
+                        v
+                    }
+                };
+                let mut ctx = Context::new(e.as_str(), &RUNTIME);
+                let r = jmespath::interpret(&var, e.as_ast(), &mut ctx).map_err(|e| EvalError::JmesPath(e.to_string()))?;
+                match serde_json::to_value(&*r).map_err(|e| EvalError::JmesPath(e.to_string()))? {
+                    Value::Null => Ok(Vec::new()),
+                    Value::Array(a) => Ok(a),
+                    v => Ok(vec![v]),
+                }
+            }
         }
     }
 

@@ -100,8 +100,9 @@ pub fn normalize_event(
 ) -> EventOutcome {
     let mut out = EventOutcome::default();
     let mut any_match = false;
+    let mut jmes_envelope = None;
     for (ti, t) in mapping.templates.iter().enumerate() {
-        let result = run_template(t, envelope, ingestion_time, input, &mut out.measurements);
+        let result = run_template(t, envelope, &mut jmes_envelope, ingestion_time, input, &mut out.measurements);
         if let Some(st) = stats.as_deref_mut().and_then(|s| s.get_mut(ti)) {
             if result.matched > 0 {
                 st.events_matched += 1;
@@ -166,15 +167,18 @@ fn eval_err(e: EvalError, what: &str, expr: &Expression) -> (SkipKind, String) {
     }
 }
 
+/// Runs one template on an event. `jmes_envelope` caches the event's JMESPath
+/// form across the templates of one event.
 fn run_template(
     t: &ContentTemplate,
     envelope: &Value,
+    jmes_envelope: &mut Option<jmespath::Rcvar>,
     ingestion_time: DateTime<Utc>,
     input: usize,
     out: &mut Vec<Measurement>,
 ) -> TemplateResult {
     let mut r = TemplateResult { matched: 0, produced: 0, error: None };
-    let matches = match t.type_match.select_tokens(envelope) {
+    let matches = match t.type_match.select_tokens_cached(envelope, jmes_envelope) {
         Ok(m) => m,
         Err(e) => {
             r.error = Some(eval_err(e, "typeMatch", &t.type_match));
