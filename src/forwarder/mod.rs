@@ -169,7 +169,42 @@ enum Outcome {
 impl Forwarder {
     /// Runs until `shutdown` is cancelled and in-flight sends have finished (or
     /// the grace period ran out). Readings not confirmed stay in the outbox.
+    ///
+    /// An outbox error (a full disk, a failing card) does not stop it: it says
+    /// so once, waits with backoff and starts over from what the outbox holds.
+    /// Batches that were in flight are resent under their ids, so the worst
+    /// case is a duplicate with the same message id, never a lost reading.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) };
+        let mut failures = 0u32;
+        loop {
+            let err = match self.run_once(&shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            failures += 1;
+            if failures == 1 {
+                tracing::error!("the forwarder cannot use the outbox ({err:#}); readings stay queued, retrying");
+            }
+            if let Ok(mut last) = self.stats.last_error.lock() {
+                *last = Some(format!("outbox: {err:#}"));
+            }
+            let until = Instant::now() + backoff.delay(failures - 1);
+            // Keep telling the health check we are alive: this is a wait, not a hang.
+            while Instant::now() < until {
+                self.health.forwarder_tick();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(500).min(until - Instant::now())) => {}
+                }
+            }
+            tracing::debug!("forwarder starting over after {failures} outbox error(s)");
+        }
+    }
+
+    /// One life of the forwarder: returns on shutdown, or with the first
+    /// outbox error.
+    async fn run_once(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let sink_cap = self.sink.max_message_bytes().saturating_sub(MESSAGE_OVERHEAD).max(256);
         let byte_cap = self.settings.batch_max_bytes.min(sink_cap);
         let max_in_flight = self.sink.max_in_flight().max(1);

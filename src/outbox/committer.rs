@@ -66,7 +66,25 @@ impl Committer {
                         // A panic inside the storage engine must not take the
                         // group with it: keep the readings and retry like any
                         // other write error.
-                        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| outbox.append(&mut group)));
+                        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let err = match outbox.append(&mut group) {
+                                Ok(outcome) => return Ok(outcome),
+                                Err(e) => e,
+                            };
+                            // sled refuses all writes after one I/O error until
+                            // it is reopened; reopen now, so the retry can work
+                            // once there is room again. If the group reached
+                            // the disk after all, it is committed: don't store
+                            // it twice.
+                            match outbox.recover(&mut group) {
+                                Ok(true) => Ok(super::AppendOutcome {
+                                    seqs: group.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(),
+                                    ..Default::default()
+                                }),
+                                Ok(false) => Err(err.to_string()),
+                                Err(reopen) => Err(format!("{err}; reopening it failed too: {reopen}")),
+                            }
+                        }));
                         (group, res)
                     })
                     .await;
@@ -78,13 +96,13 @@ impl Committer {
                     };
                     group = g;
                     let res = match res {
-                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Ok(r) => r,
                         Err(_) => Err("the storage engine failed unexpectedly (panic)".to_string()),
                     };
                     match res {
                         Ok(outcome) => {
                             if let Some(n) = failing_since.take() {
-                                tracing::info!("outbox writes work again after {n} failed attempts; nothing was lost");
+                                tracing::warn!("outbox writes work again after {n} failed attempts; nothing was lost");
                             }
                             if outcome.dropped_oldest > 0 {
                                 if dropping == 0 {
@@ -118,7 +136,7 @@ impl Committer {
                             *n += 1;
                             if *n == 1 {
                                 tracing::error!(
-                                    "cannot store readings in the outbox ({e}); holding {} readings in memory and retrying (disk full or failing?)",
+                                    "cannot store readings in the outbox ({e}); holding {} readings in memory and retrying until it works again",
                                     group.len()
                                 );
                             }

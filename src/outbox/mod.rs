@@ -27,6 +27,7 @@ use crate::config::{OutboxConfig, WhenFull};
 use crate::model::Reading;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,11 +48,26 @@ const PER_READING_OVERHEAD: u64 = 9 + 8;
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("outbox storage error: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
+    /// The disk refused a read or write (full, read-only, failing).
+    #[error("the disk refused a write or read: {0}")]
+    Disk(std::io::Error),
     #[error("another iomt-edge process is using the outbox in {0}; stop it first (systemctl stop iomt-edge)")]
     Locked(PathBuf),
     #[error("cannot use the outbox folder {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// The store is closed after a failed write and could not be reopened yet.
+    #[error("the outbox store is closed after a write error and could not be reopened yet ({0})")]
+    Unavailable(String),
+}
+
+impl From<sled::Error> for OutboxError {
+    fn from(e: sled::Error) -> OutboxError {
+        match e {
+            sled::Error::Io(io) => OutboxError::Disk(io),
+            other => OutboxError::Storage(other),
+        }
+    }
 }
 
 /// A batch that was handed to a sink and not yet confirmed.
@@ -105,13 +121,37 @@ struct Counters {
     refused: u64,
 }
 
-/// The outbox. All methods are blocking (sled is synchronous); async callers use
-/// `spawn_blocking` for anything that flushes.
-pub struct Outbox {
+impl Counters {
+    /// The counters as stored in `tree`.
+    fn load(tree: &sled::Tree) -> Result<Counters, sled::Error> {
+        Ok(Counters {
+            next_seq: u64_of(tree.get(META_NEXT_SEQ)?).max(1),
+            count: u64_of(tree.get(META_COUNT)?),
+            bytes: u64_of(tree.get(META_BYTES)?),
+            dropped_full: u64_of(tree.get(META_DROPPED_FULL)?),
+            dropped_age: u64_of(tree.get(META_DROPPED_AGE)?),
+            refused: u64_of(tree.get(META_REFUSED)?),
+        })
+    }
+}
+
+/// The open sled database and the outbox tree in it.
+struct Store {
     db: sled::Db,
     tree: sled::Tree,
+}
+
+/// The outbox. All methods are blocking (sled is synchronous); async callers use
+/// `spawn_blocking` for anything that flushes.
+///
+/// Lock order: `store`, then `counters`.
+pub struct Outbox {
+    /// `None` only between closing a store after a write error and reopening
+    /// it (see [`Outbox::recover`]).
+    store: RwLock<Option<Store>>,
     dir: PathBuf,
     epoch: String,
+    cache_bytes: u64,
     max_bytes: u64,
     max_age: Duration,
     when_full: WhenFull,
@@ -161,7 +201,7 @@ impl Outbox {
         std::fs::create_dir_all(parent).map_err(|source| OutboxError::Io { path: parent.to_path_buf(), source })?;
         let lock = lock::DirLock::acquire(dir)?;
         let mut moved_aside = None;
-        let (db, tree) = match Self::open_sled(dir, cfg) {
+        let (db, tree) = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
             Err(OpenFailure::Corrupt(why)) => {
@@ -174,7 +214,7 @@ impl Outbox {
                     aside.display()
                 );
                 moved_aside = Some(aside);
-                match Self::open_sled(dir, cfg) {
+                match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
                     Ok(ok) => ok,
                     Err(OpenFailure::Io(e)) => return Err(e),
                     Err(OpenFailure::Corrupt(why)) => {
@@ -183,14 +223,7 @@ impl Outbox {
                 }
             }
         };
-        let counters = Counters {
-            next_seq: u64_of(tree.get(META_NEXT_SEQ)?).max(1),
-            count: u64_of(tree.get(META_COUNT)?),
-            bytes: u64_of(tree.get(META_BYTES)?),
-            dropped_full: u64_of(tree.get(META_DROPPED_FULL)?),
-            dropped_age: u64_of(tree.get(META_DROPPED_AGE)?),
-            refused: u64_of(tree.get(META_REFUSED)?),
-        };
+        let counters = Counters::load(&tree)?;
         let epoch = match tree.get(META_EPOCH)? {
             Some(e) => String::from_utf8_lossy(&e).into_owned(),
             None => {
@@ -201,10 +234,10 @@ impl Outbox {
             }
         };
         let outbox = Outbox {
-            db,
-            tree,
+            store: RwLock::new(Some(Store { db, tree })),
             dir: dir.to_path_buf(),
             epoch,
+            cache_bytes: cfg.cache_bytes.bytes(),
             max_bytes: cfg.max_bytes.bytes(),
             max_age: cfg.max_age,
             when_full: cfg.when_full,
@@ -214,13 +247,13 @@ impl Outbox {
         Ok((outbox, OpenReport { moved_aside, took: started.elapsed() }))
     }
 
-    fn open_sled(dir: &Path, cfg: &OutboxConfig) -> Result<(sled::Db, sled::Tree), OpenFailure> {
+    fn open_sled(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), OpenFailure> {
         // We hold our own lock, so no other process uses this outbox. sled's
         // lock can still be held for a moment by a previous instance in this
         // process whose background flusher has not finished: wait for it.
         let mut tries = 0;
         loop {
-            match Self::open_sled_once(dir, cfg) {
+            match Self::open_sled_once(dir, cache_bytes) {
                 Err(OpenFailure::Io(OutboxError::Io { source, .. }))
                     if tries < 100 && source.to_string().contains("could not acquire lock") =>
                 {
@@ -232,10 +265,10 @@ impl Outbox {
         }
     }
 
-    fn open_sled_once(dir: &Path, cfg: &OutboxConfig) -> Result<(sled::Db, sled::Tree), OpenFailure> {
+    fn open_sled_once(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), OpenFailure> {
         let sled_cfg = sled::Config::new()
             .path(dir)
-            .cache_capacity(cfg.cache_bytes.bytes())
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::LowSpace)
             .flush_every_ms(Some(1000));
         // sled 0.34 can panic on some corrupt files instead of returning an error.
@@ -272,6 +305,53 @@ impl Outbox {
         &self.dir
     }
 
+    /// The open store, or `Unavailable` while it is closed after a write error.
+    fn store(&self) -> Result<MappedRwLockReadGuard<'_, Store>, OutboxError> {
+        RwLockReadGuard::try_map(self.store.read(), Option::as_ref)
+            .map_err(|_| OutboxError::Unavailable("reopening failed; retrying".into()))
+    }
+
+    /// Reopens the store after a failed write. sled 0.34 refuses every write
+    /// after one I/O error (a full disk, EIO) until it is reopened, even once
+    /// there is room again; reopening also discards whatever it accepted in
+    /// memory but never wrote. Counters are reloaded from what is on disk.
+    ///
+    /// `group` is the batch whose append failed. Its readings keep the sequence
+    /// numbers they were given when sled accepted the batch but the flush
+    /// failed; if the batch reached the disk after all (sled's own flusher got
+    /// it out), this returns `Ok(true)`: the group is committed and must not be
+    /// appended again. Otherwise their numbers are cleared and it returns
+    /// `Ok(false)`: append the group again.
+    pub fn recover(&self, group: &mut [Reading]) -> Result<bool, OutboxError> {
+        let mut slot = self.store.write();
+        // sled's file lock is released when the old handles are gone; open_sled
+        // waits for its background flusher to let go.
+        drop(slot.take());
+        let (db, tree) = match Self::open_sled(&self.dir, self.cache_bytes) {
+            Ok(ok) => ok,
+            Err(OpenFailure::Io(e)) => return Err(e),
+            Err(OpenFailure::Corrupt(why)) => return Err(OutboxError::Unavailable(why)),
+        };
+        let reloaded = Counters::load(&tree)?;
+        let seqs: Vec<u64> = group.iter().map(|r| r.seq).filter(|s| *s != 0).collect();
+        let mut on_disk = 0;
+        for q in &seqs {
+            if tree.contains_key(reading_key(*q))? {
+                on_disk += 1;
+            }
+        }
+        *self.counters() = reloaded;
+        *slot = Some(Store { db, tree });
+        // A sled batch is atomic: all of the group is on disk, or none of it.
+        if !seqs.is_empty() && on_disk == seqs.len() {
+            return Ok(true);
+        }
+        for r in group.iter_mut() {
+            r.seq = 0;
+        }
+        Ok(false)
+    }
+
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -289,13 +369,14 @@ impl Outbox {
     /// and flushes. When this returns `Ok`, the stored readings are committed.
     pub fn append(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
         let outcome = self.append_unflushed(readings)?;
-        self.db.flush()?;
+        self.store()?.db.flush()?;
         Ok(outcome)
     }
 
     /// Like [`Outbox::append`] without the flush; callers doing group commit
     /// call [`Outbox::flush`] before they treat the readings as committed.
     pub fn append_unflushed(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
+        let st = self.store()?;
         let mut c = self.counters();
         let mut batch = sled::Batch::default();
         let mut outcome = AppendOutcome::default();
@@ -320,7 +401,7 @@ impl Outbox {
                 WhenFull::DropOldest => {
                     let need = c.bytes + incoming - self.max_bytes;
                     let mut freed = 0u64;
-                    for item in self.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+                    for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
                         if freed >= need {
                             break;
                         }
@@ -366,17 +447,9 @@ impl Outbox {
         }
         c.next_seq += admit as u64;
         Self::put_counters(&mut batch, &c);
-        if let Err(e) = self.tree.apply_batch(batch) {
+        if let Err(e) = st.tree.apply_batch(batch) {
             // Nothing was applied: give the sequence numbers back.
-            let reloaded = Counters {
-                next_seq: u64_of(self.tree.get(META_NEXT_SEQ)?).max(1),
-                count: u64_of(self.tree.get(META_COUNT)?),
-                bytes: u64_of(self.tree.get(META_BYTES)?),
-                dropped_full: u64_of(self.tree.get(META_DROPPED_FULL)?),
-                dropped_age: u64_of(self.tree.get(META_DROPPED_AGE)?),
-                refused: u64_of(self.tree.get(META_REFUSED)?),
-            };
-            *c = reloaded;
+            *c = Counters::load(&st.tree)?;
             for r in readings.iter_mut() {
                 r.seq = 0;
             }
@@ -387,7 +460,7 @@ impl Outbox {
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.db.flush()?;
+        self.store()?.db.flush()?;
         Ok(())
     }
 
@@ -396,8 +469,9 @@ impl Outbox {
         if up_to <= after {
             return Ok(Vec::new());
         }
+        let st = self.store()?;
         let mut out = Vec::new();
-        for item in self.tree.range(reading_key(after.saturating_add(1))..=reading_key(up_to)) {
+        for item in st.tree.range(reading_key(after.saturating_add(1))..=reading_key(up_to)) {
             if out.len() >= limit {
                 break;
             }
@@ -415,9 +489,10 @@ impl Outbox {
 
     /// The readings with these sequence numbers that are still stored.
     pub fn get_many(&self, seqs: &[u64]) -> Result<Vec<Reading>, OutboxError> {
+        let st = self.store()?;
         let mut out = Vec::with_capacity(seqs.len());
         for s in seqs {
-            if let Some(v) = self.tree.get(reading_key(*s))? {
+            if let Some(v) = st.tree.get(reading_key(*s))? {
                 if let Some((_, r)) = decode_value(&v) {
                     out.push(r);
                 }
@@ -430,15 +505,17 @@ impl Outbox {
     pub fn put_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
         let first = batch.seqs.iter().copied().min().unwrap_or(0);
         let value = serde_json::to_vec(batch).unwrap_or_default();
-        self.tree.insert(inflight_key(first), value)?;
-        self.db.flush()?;
+        let st = self.store()?;
+        st.tree.insert(inflight_key(first), value)?;
+        st.db.flush()?;
         Ok(())
     }
 
     /// Batches recorded as in flight, oldest first.
     pub fn in_flight(&self) -> Result<Vec<InFlight>, OutboxError> {
+        let st = self.store()?;
         let mut out = Vec::new();
-        for item in self.tree.range(inflight_key(0)..=inflight_key(u64::MAX)) {
+        for item in st.tree.range(inflight_key(0)..=inflight_key(u64::MAX)) {
             let (_, v) = item?;
             if let Ok(b) = serde_json::from_slice::<InFlight>(&v) {
                 out.push(b);
@@ -451,10 +528,11 @@ impl Outbox {
     /// Not flushed on purpose: if the removal is lost in a crash, the batch is
     /// resent under the same id, which is what at-least-once allows.
     pub fn ack(&self, batch: &InFlight) -> Result<(), OutboxError> {
+        let st = self.store()?;
         let mut c = self.counters();
         let mut b = sled::Batch::default();
         for s in &batch.seqs {
-            if let Some(v) = self.tree.get(reading_key(*s))? {
+            if let Some(v) = st.tree.get(reading_key(*s))? {
                 b.remove(&reading_key(*s));
                 c.count = c.count.saturating_sub(1);
                 c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
@@ -463,7 +541,7 @@ impl Outbox {
         let first = batch.seqs.iter().copied().min().unwrap_or(0);
         b.remove(&inflight_key(first));
         Self::put_counters(&mut b, &c);
-        self.tree.apply_batch(b)?;
+        st.tree.apply_batch(b)?;
         Ok(())
     }
 
@@ -471,17 +549,18 @@ impl Outbox {
     /// batch is split after "too large").
     pub fn cancel_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
         let first = batch.seqs.iter().copied().min().unwrap_or(0);
-        self.tree.remove(inflight_key(first))?;
+        self.store()?.tree.remove(inflight_key(first))?;
         Ok(())
     }
 
     /// Drops readings committed longer ago than `max_age`; returns how many.
     pub fn expire(&self) -> Result<u64, OutboxError> {
         let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+        let st = self.store()?;
         let mut c = self.counters();
         let mut b = sled::Batch::default();
         let mut n = 0u64;
-        for item in self.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+        for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
             let (k, v) = item?;
             let committed = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
             if committed >= cutoff || n >= 10_000 {
@@ -495,7 +574,7 @@ impl Outbox {
         }
         if n > 0 {
             Self::put_counters(&mut b, &c);
-            self.tree.apply_batch(b)?;
+            st.tree.apply_batch(b)?;
         }
         Ok(n)
     }
@@ -515,7 +594,9 @@ impl Outbox {
     }
 
     pub fn stats(&self) -> OutboxStats {
-        let in_flight = self.tree.scan_prefix([INFLIGHT]).count() as u64;
+        let st = self.store().ok();
+        let in_flight = st.as_ref().map(|st| st.tree.scan_prefix([INFLIGHT]).count() as u64).unwrap_or(0);
+        let disk_bytes = st.as_ref().and_then(|st| st.db.size_on_disk().ok()).unwrap_or(0);
         let c = self.counters();
         OutboxStats {
             queued: c.count,
@@ -526,7 +607,7 @@ impl Outbox {
             dropped_age: c.dropped_age,
             refused: c.refused,
             epoch: self.epoch.clone(),
-            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            disk_bytes,
         }
     }
 }

@@ -230,3 +230,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn recover_reopens_and_tells_whether_the_failed_group_reached_the_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = open(d.path(), &OutboxConfig::default());
+    // A group that made it to disk (the flush error came after sled wrote it):
+    // recover keeps its numbers and says it is committed.
+    let mut stored: Vec<Reading> = (0..4).map(|i| reading("a", i as f64)).collect();
+    ob.append(&mut stored).unwrap();
+    assert!(ob.recover(&mut stored).unwrap());
+    assert_eq!(stored.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    // A group that did not: its numbers are cleared for the retry, which
+    // gets the next numbers, with no hole and no second copy.
+    let mut lost: Vec<Reading> = (0..3).map(|i| reading("b", i as f64)).collect();
+    for (i, r) in lost.iter_mut().enumerate() {
+        r.seq = 5 + i as u64;
+    }
+    assert!(!ob.recover(&mut lost).unwrap());
+    assert!(lost.iter().all(|r| r.seq == 0));
+    ob.append(&mut lost).unwrap();
+    assert_eq!(lost.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
+    assert_eq!(ob.len(), 7);
+    assert_eq!(ob.read_range(0, u64::MAX, 100).unwrap().len(), 7);
+    // The reopened store is the same outbox: same epoch, and it survives a reopen.
+    let epoch = ob.epoch().to_string();
+    drop(ob);
+    let ob = open(d.path(), &OutboxConfig::default());
+    assert_eq!(ob.epoch(), epoch);
+    assert_eq!(ob.len(), 7);
+}

@@ -226,7 +226,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             res = &mut forwarder_task => {
-                // The forwarder only ends early on an outbox error.
+                // The forwarder rides out outbox errors itself; ending early is a bug.
                 let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => format!("{e:#}"), Err(e) => e.to_string() };
                 anyhow::bail!("the forwarder stopped: {why}");
             }

@@ -16,15 +16,21 @@ pub type Committed = Arc<Mutex<BTreeMap<u64, String>>>;
 /// Starts `iomt-edge run --report-commits --config CONFIG`; a thread adds each
 /// reported (seq, device) to `committed` until the process's stdout closes.
 pub fn start(config: &Path, committed: Committed) -> (Child, std::thread::JoinHandle<()>) {
+    // Debugging aid: IOMT_TEST_GATEWAY_LOG appends the gateway's log to a file.
+    let log = std::env::var_os("IOMT_TEST_GATEWAY_LOG").map(std::path::PathBuf::from);
+    start_logging_to(config, committed, log.as_deref())
+}
+
+/// [`start`], appending the gateway's log (stderr) to `log` when given.
+pub fn start_logging_to(config: &Path, committed: Committed, log: Option<&Path>) -> (Child, std::thread::JoinHandle<()>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
         .args(["run", "--report-commits", "--config"])
         .arg(config)
         .env("RUST_LOG", std::env::var("IOMT_TEST_GATEWAY_RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
-        .stderr(match std::env::var("IOMT_TEST_GATEWAY_LOG") {
-            // Debugging aid: append the gateway's log to this file.
-            Ok(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).map(Stdio::from).unwrap_or(Stdio::null()),
-            Err(_) => Stdio::null(),
+        .stderr(match log {
+            Some(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).map(Stdio::from).unwrap_or(Stdio::null()),
+            None => Stdio::null(),
         })
         .spawn()
         .expect("start gateway");
