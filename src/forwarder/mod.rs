@@ -178,16 +178,18 @@ impl Forwarder {
         let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) };
         let mut failures = 0u32;
         loop {
+            let started = Instant::now();
             let err = match self.run_once(&shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
+            // A minute of work since the last error: this is a new episode.
+            if started.elapsed() >= Duration::from_secs(60) {
+                failures = 0;
+            }
             failures += 1;
             if failures == 1 {
                 tracing::error!("the forwarder cannot use the outbox ({err:#}); readings stay queued, retrying");
-            }
-            if let Ok(mut last) = self.stats.last_error.lock() {
-                *last = Some(format!("outbox: {err:#}"));
             }
             let until = Instant::now() + backoff.delay(failures - 1);
             // Keep telling the health check we are alive: this is a wait, not a hang.
