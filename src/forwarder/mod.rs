@@ -191,6 +191,13 @@ impl Forwarder {
             if failures == 1 {
                 tracing::error!("the forwarder cannot use the outbox ({err:#}); readings stay queued, retrying");
             }
+            // sled refuses all writes after one I/O error until reopened. The
+            // committer reopens it when a write of readings fails; reopen here
+            // too, so a backlog drains even when no new readings arrive.
+            let outbox = self.outbox.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.recover(&mut [])).await {
+                tracing::debug!("reopening the outbox failed: {e}");
+            }
             let until = Instant::now() + backoff.delay(failures - 1);
             // Keep telling the health check we are alive: this is a wait, not a hang.
             while Instant::now() < until {

@@ -368,8 +368,11 @@ impl Outbox {
     /// Stores readings, assigns their sequence numbers (written into the readings)
     /// and flushes. When this returns `Ok`, the stored readings are committed.
     pub fn append(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
-        let outcome = self.append_unflushed(readings)?;
-        self.store()?.db.flush()?;
+        // One guard for both steps: a reopen (`recover`) between them would
+        // throw away the unflushed batch while we reported it committed.
+        let st = self.store()?;
+        let outcome = self.append_to(&st, readings)?;
+        st.db.flush()?;
         Ok(outcome)
     }
 
@@ -377,6 +380,10 @@ impl Outbox {
     /// call [`Outbox::flush`] before they treat the readings as committed.
     pub fn append_unflushed(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
         let st = self.store()?;
+        self.append_to(&st, readings)
+    }
+
+    fn append_to(&self, st: &Store, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
         let mut c = self.counters();
         let mut batch = sled::Batch::default();
         let mut outcome = AppendOutcome::default();
