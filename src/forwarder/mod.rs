@@ -188,20 +188,52 @@ impl Forwarder {
                 failures = 0;
             }
             failures += 1;
-            if failures == 1 {
-                tracing::error!("the forwarder cannot use the outbox ({err:#}); readings stay queued, retrying");
-            }
-            // sled refuses all writes after one I/O error until reopened. The
-            // committer reopens it when a write of readings fails; reopen here
-            // too, so a backlog drains even when no new readings arrive.
-            let outbox = self.outbox.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.recover(&mut [])).await {
-                tracing::debug!("reopening the outbox failed: {e}");
+            let damaged = err.downcast_ref::<crate::outbox::OutboxError>().is_some_and(|e| e.is_damage());
+            let mut stuck = false;
+            if damaged {
+                // Damage found while reading: handled like damage found at
+                // open. Salvage what is readable into a new store (same
+                // sequence numbers, same ids) and carry on delivering.
+                tracing::debug!("outbox damage: {err:#}");
+                let outbox = self.outbox.clone();
+                match tokio::task::spawn_blocking(move || outbox.repair()).await {
+                    Ok(Ok(_report)) => {
+                        // repair() logged what it salvaged; start over at once
+                        // (after a wait if repairs keep coming back).
+                        if failures < 3 {
+                            continue;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("the outbox is damaged and salvaging it failed ({e}); readings stay where they are, retrying");
+                        stuck = true;
+                    }
+                    Err(e) => {
+                        tracing::error!("the outbox is damaged and the salvage task failed ({e}); retrying");
+                        stuck = true;
+                    }
+                }
+            } else {
+                if failures == 1 {
+                    tracing::error!("the forwarder cannot use the outbox ({err:#}); readings stay queued, retrying");
+                }
+                // sled refuses all writes after one I/O error until reopened. The
+                // committer reopens it when a write of readings fails; reopen here
+                // too, so a backlog drains even when no new readings arrive.
+                let outbox = self.outbox.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || outbox.recover(&mut [])).await {
+                    tracing::debug!("reopening the outbox failed: {e}");
+                }
             }
             let until = Instant::now() + backoff.delay(failures - 1);
-            // Keep telling the health check we are alive: this is a wait, not a hang.
+            // Keep telling the health check we are alive: this is a wait, not
+            // a hang. Except when the store is damaged beyond what a salvage
+            // could fix while running: then the watchdog restarts the service,
+            // and the start salvages it.
             while Instant::now() < until {
-                self.health.forwarder_tick();
+                if !stuck {
+                    self.health.forwarder_tick();
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_millis(500).min(until - Instant::now())) => {}

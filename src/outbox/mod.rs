@@ -33,6 +33,7 @@
 
 pub mod committer;
 mod lock;
+pub mod salvage;
 
 use crate::config::{OutboxConfig, WhenFull};
 use crate::model::Reading;
@@ -45,6 +46,9 @@ use std::time::{Duration, Instant};
 const TREE: &str = "outbox-v1";
 const READING: u8 = b'r';
 const INFLIGHT: u8 = b'f';
+/// `a` + device id + 0 + patient id: how far that device's delivery got
+/// ([`salvage::AckMark`]), for salvaging a damaged store.
+const ACKED: u8 = b'a';
 const META_NEXT_SEQ: &[u8] = b"mnext_seq";
 const META_COUNT: &[u8] = b"mcount";
 const META_BYTES: &[u8] = b"mbytes";
@@ -54,6 +58,8 @@ const META_REFUSED: &[u8] = b"mrefused";
 const META_EPOCH: &[u8] = b"mepoch";
 /// The state of the last life: [`RunRecord`] as JSON.
 const META_RUN: &[u8] = b"mrun";
+/// The highest sequence number dropped ([`salvage::DropFloor`]).
+const META_DROP_FLOOR: &[u8] = b"mdrop_floor";
 /// Bytes of bookkeeping per stored reading (key + commit time), for the bound.
 const PER_READING_OVERHEAD: u64 = 9 + 8;
 
@@ -72,6 +78,19 @@ pub enum OutboxError {
     /// The store is closed after a failed write and could not be reopened yet.
     #[error("the outbox store is closed after a write error and could not be reopened yet ({0})")]
     Unavailable(String),
+    /// The store's files are damaged (sled reported corruption or failed
+    /// unexpectedly while reading them). The gateway salvages what it can
+    /// ([`Outbox::repair`]); an inspection command only reports it.
+    #[error("the outbox in {0} is damaged and cannot be read as it is; the gateway salvages what it can at its next start, or run `iomt-edge outbox salvage --from {0}`")]
+    Damaged(PathBuf),
+}
+
+impl OutboxError {
+    /// Whether this error means the store's files are damaged (as opposed to
+    /// a full or failing disk, or a lock held by another process).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, OutboxError::Damaged(_) | OutboxError::Storage(sled::Error::Corruption { .. }) | OutboxError::Storage(sled::Error::ReportableBug(_)))
+    }
 }
 
 impl From<sled::Error> for OutboxError {
@@ -131,6 +150,37 @@ pub struct OpenReport {
     pub previous_stop: PreviousStop,
     /// After an unclean stop: what a recount of the store found.
     pub recount: Option<Recount>,
+    /// When the store was damaged: what was salvaged into the new one.
+    pub salvaged: Option<SalvageReport>,
+}
+
+/// What [`Outbox::repair`] (or an open that found the store damaged) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SalvageReport {
+    /// Where the damaged store was moved (kept for `outbox salvage|export --from`).
+    pub moved_to: PathBuf,
+    /// Queued readings salvaged into the new store, with their sequence numbers.
+    pub readings: u64,
+    /// In-flight batches salvaged (resent with their message ids).
+    pub in_flight_batches: u64,
+    /// Records that looked like readings but could not be read.
+    pub unreadable: u64,
+    /// Old copies of readings that had already been delivered or dropped.
+    pub already_gone: u64,
+}
+
+impl std::fmt::Display for SalvageReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} queued readings salvaged ({} batches to resend with their ids); {} damaged records could not be read; the damaged copy is kept in {}",
+            self.readings,
+            self.in_flight_batches,
+            self.unreadable,
+            self.moved_to.display()
+        )
+    }
 }
 
 /// How the previous life of an outbox ended, as recorded in the store.
@@ -263,6 +313,21 @@ fn inflight_key(first_seq: u64) -> [u8; 9] {
     k
 }
 
+fn ack_key(device_id: &str, patient_id: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + device_id.len() + patient_id.map_or(0, str::len));
+    k.push(ACKED);
+    k.extend_from_slice(device_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(patient_id.unwrap_or("").as_bytes());
+    k
+}
+
+/// Everything at or below `highest` has been dropped (oldest first).
+fn put_drop_floor(batch: &mut sled::Batch, highest: u64) {
+    let floor = salvage::DropFloor { dropped_through: highest };
+    batch.insert(META_DROP_FLOOR, serde_json::to_vec(&floor).unwrap_or_default());
+}
+
 fn seq_of(key: &[u8]) -> Option<u64> {
     key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
 }
@@ -305,28 +370,20 @@ impl Outbox {
         std::fs::create_dir_all(parent).map_err(|source| OutboxError::Io { path: parent.to_path_buf(), source })?;
         let lock = lock::DirLock::acquire(dir)?;
         let mut moved_aside = None;
+        let mut salvaged = None;
         let created = !dir.join("db").exists();
         let store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
+            Err(OpenFailure::Corrupt(why)) if inspect => {
+                tracing::debug!("opening {} for inspection failed: {why}", dir.display());
+                return Err(OutboxError::Damaged(dir.to_path_buf()));
+            }
             Err(OpenFailure::Corrupt(why)) => {
-                let aside = aside_path(dir);
-                std::fs::rename(dir, &aside).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
-                let _ = sync_dir(parent);
-                tracing::error!(
-                    "the outbox in {} could not be opened ({}); it was moved to {} for recovery and a new, empty outbox was created",
-                    dir.display(),
-                    why,
-                    aside.display()
-                );
-                moved_aside = Some(aside);
-                match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
-                    Ok(ok) => ok,
-                    Err(OpenFailure::Io(e)) => return Err(e),
-                    Err(OpenFailure::Corrupt(why)) => {
-                        return Err(OutboxError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) })
-                    }
-                }
+                let (store, report) = Self::salvage_into_new(dir, cfg.cache_bytes.bytes(), &why)?;
+                moved_aside = Some(report.moved_to.clone());
+                salvaged = Some(report);
+                store
             }
         };
         if created || moved_aside.is_some() {
@@ -338,9 +395,10 @@ impl Outbox {
         let last_run: Option<RunRecord> =
             store.tree.get(META_RUN)?.and_then(|v| serde_json::from_slice(&v).ok());
         let previous_stop = match last_run {
-            _ if created || moved_aside.is_some() => PreviousStop::None,
+            _ if created => PreviousStop::None,
             Some(RunRecord { clean_stop_ms: Some(at_ms), .. }) => PreviousStop::Clean { at_ms },
             Some(RunRecord { started_ms, clean_stop_ms: None }) => PreviousStop::Unclean { started_ms },
+            None if salvaged.is_some() => PreviousStop::Unknown,
             None if counters.next_seq <= 1 && store.tree.get(META_EPOCH)?.is_none() => PreviousStop::None,
             None => PreviousStop::Unknown,
         };
@@ -387,7 +445,96 @@ impl Outbox {
             inspect,
             _lock: lock,
         };
-        Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount }))
+        Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount, salvaged }))
+    }
+
+    /// Moves the damaged store in `dir` aside, scans its raw files for what
+    /// can still be read ([`salvage`]), and builds a new store in `dir` with
+    /// every salvaged reading under its own sequence number and every
+    /// salvaged in-flight batch under its message id. Logs one line in plain
+    /// words; the storage engine's own message goes to the debug log.
+    fn salvage_into_new(dir: &Path, cache_bytes: u64, why: &str) -> Result<(Store, SalvageReport), OutboxError> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let aside = aside_path(dir);
+        std::fs::rename(dir, &aside).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
+        let _ = sync_dir(parent);
+        tracing::debug!("the storage engine reported: {why}");
+        let (found, skipped) =
+            salvage::scan_dir(&aside).map_err(|source| OutboxError::Io { path: aside.clone(), source })?;
+        for f in &skipped {
+            tracing::warn!("salvage could not read {f}");
+        }
+        let store = match Self::open_sled(dir, cache_bytes) {
+            Ok(st) => st,
+            Err(OpenFailure::Io(e)) => return Err(e),
+            Err(OpenFailure::Corrupt(why)) => {
+                return Err(OutboxError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) })
+            }
+        };
+        let mut c = Counters { next_seq: found.max_seq + 1, ..Counters::default() };
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        for (seq, (commit_ms, r)) in &found.readings {
+            let mut value = Vec::with_capacity(256);
+            value.extend_from_slice(&commit_ms.to_be_bytes());
+            let _ = serde_json::to_writer(&mut value, r);
+            c.count += 1;
+            c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
+            batch.insert(&reading_key(*seq), value);
+            pending += 1;
+            if pending == 10_000 {
+                store.tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        for b in &found.in_flight {
+            let first = b.seqs.iter().copied().min().unwrap_or(0);
+            batch.insert(&inflight_key(first), serde_json::to_vec(b).unwrap_or_default());
+        }
+        Self::put_counters(&mut batch, &c);
+        store.tree.apply_batch(batch)?;
+        store.sync()?;
+        sync_dir(dir).and_then(|_| sync_dir(parent)).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
+        let report = SalvageReport {
+            moved_to: aside,
+            readings: found.readings.len() as u64,
+            in_flight_batches: found.in_flight.len() as u64,
+            unreadable: found.unreadable,
+            already_gone: found.already_gone,
+        };
+        tracing::error!("the outbox in {} was damaged and could not be read as it was; {report}", dir.display());
+        Ok((store, report))
+    }
+
+    /// Replaces a damaged store while the gateway runs: what a read or write
+    /// reported as damage ([`OutboxError::is_damage`]) is handled like damage
+    /// found at open. Readings keep their sequence numbers, in-flight batches
+    /// their ids, and this life its epoch.
+    pub fn repair(&self) -> Result<SalvageReport, OutboxError> {
+        let mut slot = self.store.write();
+        let fdatasync = slot.as_ref().map_or(true, |st| st.fdatasync);
+        drop(slot.take());
+        let (mut store, report) = Self::salvage_into_new(&self.dir, self.cache_bytes, "damage found while running")?;
+        store.fdatasync = fdatasync;
+        let mut c = Counters::load(&store.tree)?;
+        {
+            let old = self.counters();
+            // Never go back: numbers handed out before the damage stay used.
+            c.next_seq = c.next_seq.max(old.next_seq);
+            c.dropped_full = old.dropped_full;
+            c.dropped_age = old.dropped_age;
+            c.refused = old.refused;
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(META_EPOCH, self.epoch.as_bytes());
+        let run = RunRecord { started_ms: self.started_ms, clean_stop_ms: None };
+        batch.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default());
+        Self::put_counters(&mut batch, &c);
+        store.tree.apply_batch(batch)?;
+        store.sync()?;
+        *self.counters() = c;
+        *slot = Some(store);
+        Ok(report)
     }
 
     /// Counts what the store really holds (readings, their bytes as the bound
@@ -505,31 +652,24 @@ impl Outbox {
     /// appended again. Otherwise their numbers are cleared and it returns
     /// `Ok(false)`: append the group again.
     pub fn recover(&self, group: &mut [Reading]) -> Result<bool, OutboxError> {
-        let mut slot = self.store.write();
-        // sled's file lock is released when the old handles are gone; open_sled
-        // waits for its background flusher to let go.
-        let fdatasync = slot.as_ref().map_or(true, |st| st.fdatasync);
-        drop(slot.take());
-        let mut store = match Self::open_sled(&self.dir, self.cache_bytes) {
-            Ok(ok) => ok,
-            Err(OpenFailure::Io(e)) => return Err(e),
-            Err(OpenFailure::Corrupt(why)) => return Err(OutboxError::Unavailable(why)),
-        };
-        store.fdatasync = fdatasync;
-        let tree = store.tree.clone();
-        let reloaded = Counters::load(&tree)?;
-        let seqs: Vec<u64> = group.iter().map(|r| r.seq).filter(|s| *s != 0).collect();
-        let mut on_disk = 0;
-        for q in &seqs {
-            if tree.contains_key(reading_key(*q))? {
-                on_disk += 1;
+        let reopened = self.guarded(|| self.reopen());
+        match reopened {
+            Err(e) if e.is_damage() => {
+                self.repair()?;
             }
+            other => other?,
         }
-        // What sled read back may still be only in the page cache: make it
-        // durable before anyone calls it committed.
-        store.sync()?;
-        *self.counters() = reloaded;
-        *slot = Some(store);
+        let seqs: Vec<u64> = group.iter().map(|r| r.seq).filter(|s| *s != 0).collect();
+        let on_disk = self.guarded(|| {
+            let st = self.store()?;
+            let mut n = 0;
+            for q in &seqs {
+                if st.tree.contains_key(reading_key(*q))? {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })?;
         // A sled batch is atomic: all of the group is on disk, or none of it.
         if !seqs.is_empty() && on_disk == seqs.len() {
             return Ok(true);
@@ -538,6 +678,41 @@ impl Outbox {
             r.seq = 0;
         }
         Ok(false)
+    }
+
+    /// Closes and reopens the store, reloading the counters from disk.
+    fn reopen(&self) -> Result<(), OutboxError> {
+        let mut slot = self.store.write();
+        // sled's file lock is released when the old handles are gone; open_sled
+        // waits for its background flusher to let go.
+        let fdatasync = slot.as_ref().map_or(true, |st| st.fdatasync);
+        drop(slot.take());
+        let mut store = match Self::open_sled(&self.dir, self.cache_bytes) {
+            Ok(ok) => ok,
+            Err(OpenFailure::Io(e)) => return Err(e),
+            Err(OpenFailure::Corrupt(why)) => {
+                tracing::debug!("reopening the outbox: {why}");
+                return Err(OutboxError::Damaged(self.dir.clone()));
+            }
+        };
+        store.fdatasync = fdatasync;
+        let reloaded = Counters::load(&store.tree)?;
+        // What sled read back may still be only in the page cache: make it
+        // durable before anyone calls it committed.
+        store.sync()?;
+        *self.counters() = reloaded;
+        *slot = Some(store);
+        Ok(())
+    }
+
+    /// Runs `f`, turning a panic inside the storage engine (sled 0.34 panics
+    /// on some damaged files instead of returning an error) into
+    /// [`OutboxError::Damaged`].
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, OutboxError>) -> Result<T, OutboxError> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(_) => Err(OutboxError::Damaged(self.dir.clone())),
+        }
     }
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -556,19 +731,23 @@ impl Outbox {
     /// Stores readings, assigns their sequence numbers (written into the readings)
     /// and flushes. When this returns `Ok`, the stored readings are committed.
     pub fn append(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
-        // One guard for both steps: a reopen (`recover`) between them would
-        // throw away the unflushed batch while we reported it committed.
-        let st = self.store()?;
-        let outcome = self.append_to(&st, readings)?;
-        st.sync()?;
-        Ok(outcome)
+        self.guarded(|| {
+            // One guard for both steps: a reopen (`recover`) between them would
+            // throw away the unflushed batch while we reported it committed.
+            let st = self.store()?;
+            let outcome = self.append_to(&st, readings)?;
+            st.sync()?;
+            Ok(outcome)
+        })
     }
 
     /// Like [`Outbox::append`] without the flush; callers doing group commit
     /// call [`Outbox::flush`] before they treat the readings as committed.
     pub fn append_unflushed(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
-        let st = self.store()?;
-        self.append_to(&st, readings)
+        self.guarded(|| {
+            let st = self.store()?;
+            self.append_to(&st, readings)
+        })
     }
 
     fn append_to(&self, st: &Store, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
@@ -626,6 +805,9 @@ impl Outbox {
             c.bytes = c.bytes.saturating_sub(*size);
             c.dropped_full += 1;
         }
+        if let Some(highest) = evicted.last().and_then(|(k, _)| seq_of(k)) {
+            put_drop_floor(&mut batch, highest);
+        }
         outcome.dropped_oldest = evicted.len() as u64;
         for (i, (r, value)) in readings.iter_mut().zip(encoded).enumerate() {
             if i >= admit {
@@ -656,122 +838,156 @@ impl Outbox {
     /// Makes everything written so far durable (sled's flush, then
     /// `fdatasync` of its log).
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.store()?.sync()
+        self.guarded(|| {
+            self.store()?.sync()
+        })
     }
 
     /// Up to `limit` readings with seq > `after` and seq <= `up_to`, in seq order.
     pub fn read_range(&self, after: u64, up_to: u64, limit: usize) -> Result<Vec<Reading>, OutboxError> {
-        if up_to <= after {
-            return Ok(Vec::new());
-        }
-        let st = self.store()?;
-        let mut out = Vec::new();
-        for item in st.tree.range(reading_key(after.saturating_add(1))..=reading_key(up_to)) {
-            if out.len() >= limit {
-                break;
+        self.guarded(|| {
+            if up_to <= after {
+                return Ok(Vec::new());
             }
-            let (k, v) = item?;
-            match decode_value(&v) {
-                Some((_, r)) => out.push(r),
-                None => {
-                    // Unreadable record: keep it for recovery tools, skip it here.
-                    tracing::error!("outbox record {:?} cannot be decoded; it is skipped", seq_of(&k));
+            let st = self.store()?;
+            let mut out = Vec::new();
+            for item in st.tree.range(reading_key(after.saturating_add(1))..=reading_key(up_to)) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = item?;
+                match decode_value(&v) {
+                    Some((_, r)) => out.push(r),
+                    None => {
+                        // A record that sled returns but that is not what we
+                        // wrote: the store is damaged. Skipping it would leave
+                        // it queued for ever; repair salvages what is readable.
+                        tracing::debug!("outbox record {:?} cannot be decoded", seq_of(&k));
+                        return Err(OutboxError::Damaged(self.dir.clone()));
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The readings with these sequence numbers that are still stored.
     pub fn get_many(&self, seqs: &[u64]) -> Result<Vec<Reading>, OutboxError> {
-        let st = self.store()?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for s in seqs {
-            if let Some(v) = st.tree.get(reading_key(*s))? {
-                if let Some((_, r)) = decode_value(&v) {
-                    out.push(r);
+        self.guarded(|| {
+            let st = self.store()?;
+            let mut out = Vec::with_capacity(seqs.len());
+            for s in seqs {
+                if let Some(v) = st.tree.get(reading_key(*s))? {
+                    if let Some((_, r)) = decode_value(&v) {
+                        out.push(r);
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Records (and flushes) a batch before it is sent.
     pub fn put_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
-        let first = batch.seqs.iter().copied().min().unwrap_or(0);
-        let value = serde_json::to_vec(batch).unwrap_or_default();
-        let st = self.store()?;
-        st.tree.insert(inflight_key(first), value)?;
-        st.sync()?;
-        Ok(())
+        self.guarded(|| {
+            let first = batch.seqs.iter().copied().min().unwrap_or(0);
+            let value = serde_json::to_vec(batch).unwrap_or_default();
+            let st = self.store()?;
+            st.tree.insert(inflight_key(first), value)?;
+            st.sync()?;
+            Ok(())
+        })
     }
 
     /// Batches recorded as in flight, oldest first.
     pub fn in_flight(&self) -> Result<Vec<InFlight>, OutboxError> {
-        let st = self.store()?;
-        let mut out = Vec::new();
-        for item in st.tree.range(inflight_key(0)..=inflight_key(u64::MAX)) {
-            let (_, v) = item?;
-            if let Ok(b) = serde_json::from_slice::<InFlight>(&v) {
-                out.push(b);
+        self.guarded(|| {
+            let st = self.store()?;
+            let mut out = Vec::new();
+            for item in st.tree.range(inflight_key(0)..=inflight_key(u64::MAX)) {
+                let (_, v) = item?;
+                if let Ok(b) = serde_json::from_slice::<InFlight>(&v) {
+                    out.push(b);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The destination confirmed this batch: remove its readings and its record.
     /// Not flushed on purpose: if the removal is lost in a crash, the batch is
     /// resent under the same id, which is what at-least-once allows.
     pub fn ack(&self, batch: &InFlight) -> Result<(), OutboxError> {
-        let st = self.store()?;
-        let mut c = self.counters();
-        let mut b = sled::Batch::default();
-        for s in &batch.seqs {
-            if let Some(v) = st.tree.get(reading_key(*s))? {
-                b.remove(&reading_key(*s));
-                c.count = c.count.saturating_sub(1);
-                c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
+        self.guarded(|| {
+            let st = self.store()?;
+            let mut c = self.counters();
+            let mut b = sled::Batch::default();
+            let mut sample = None;
+            for s in &batch.seqs {
+                if let Some(v) = st.tree.get(reading_key(*s))? {
+                    b.remove(&reading_key(*s));
+                    c.count = c.count.saturating_sub(1);
+                    c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
+                    sample.get_or_insert(v);
+                }
             }
-        }
-        let first = batch.seqs.iter().copied().min().unwrap_or(0);
-        b.remove(&inflight_key(first));
-        Self::put_counters(&mut b, &c);
-        st.tree.apply_batch(b)?;
-        Ok(())
+            let first = batch.seqs.iter().copied().min().unwrap_or(0);
+            b.remove(&inflight_key(first));
+            // A batch holds one device's readings for one patient, delivered in
+            // sequence order: remember how far that delivery got, for salvage.
+            if let Some((key, mark)) = sample.and_then(|v| decode_value(&v)).map(|(_, r)| {
+                let last = batch.seqs.iter().copied().max().unwrap_or(0);
+                (ack_key(&r.device_id, r.patient_id.as_deref()), salvage::AckMark { acked_through: last, device_id: r.device_id, patient_id: r.patient_id })
+            }) {
+                b.insert(key, serde_json::to_vec(&mark).unwrap_or_default());
+            }
+            Self::put_counters(&mut b, &c);
+            st.tree.apply_batch(b)?;
+            Ok(())
+        })
     }
 
     /// Forgets an in-flight record without removing its readings (used when a
     /// batch is split after "too large").
     pub fn cancel_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
-        let first = batch.seqs.iter().copied().min().unwrap_or(0);
-        self.store()?.tree.remove(inflight_key(first))?;
-        Ok(())
+        self.guarded(|| {
+            let first = batch.seqs.iter().copied().min().unwrap_or(0);
+            self.store()?.tree.remove(inflight_key(first))?;
+            Ok(())
+        })
     }
 
     /// Drops readings committed longer ago than `max_age`; returns how many.
     pub fn expire(&self) -> Result<u64, OutboxError> {
-        let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
-        let st = self.store()?;
-        let mut c = self.counters();
-        let mut b = sled::Batch::default();
-        let mut n = 0u64;
-        for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
-            let (k, v) = item?;
-            let committed = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-            if committed >= cutoff || n >= 10_000 {
-                break;
+        self.guarded(|| {
+            let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+            let st = self.store()?;
+            let mut c = self.counters();
+            let mut b = sled::Batch::default();
+            let mut n = 0u64;
+            let mut highest = None;
+            for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+                let (k, v) = item?;
+                let committed = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                if committed >= cutoff || n >= 10_000 {
+                    break;
+                }
+                highest = seq_of(&k);
+                b.remove(k);
+                c.count = c.count.saturating_sub(1);
+                c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
+                c.dropped_age += 1;
+                n += 1;
             }
-            b.remove(k);
-            c.count = c.count.saturating_sub(1);
-            c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
-            c.dropped_age += 1;
-            n += 1;
-        }
-        if n > 0 {
-            Self::put_counters(&mut b, &c);
-            st.tree.apply_batch(b)?;
-        }
-        Ok(n)
+            if n > 0 {
+                if let Some(h) = highest {
+                    put_drop_floor(&mut b, h);
+                }
+                Self::put_counters(&mut b, &c);
+                st.tree.apply_batch(b)?;
+            }
+            Ok(n)
+        })
     }
 
     /// Readings currently stored.

@@ -168,11 +168,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn expire_drops_only_old_readings_and_counts_them() {
     let d = tempfile::tempdir().unwrap();
-    let c = OutboxConfig { max_age: Duration::from_millis(200), ..OutboxConfig::default() };
+    // Generous margins: on a loaded machine an append (with its fdatasync)
+    // can take a good part of a second.
+    let c = OutboxConfig { max_age: Duration::from_millis(1500), ..OutboxConfig::default() };
     let ob = open(d.path(), &c);
     let mut old: Vec<Reading> = (0..5).map(|i| reading("a", i as f64)).collect();
     ob.append(&mut old).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1600));
     let mut new: Vec<Reading> = (0..3).map(|i| reading("a", i as f64)).collect();
     ob.append(&mut new).unwrap();
     assert_eq!(ob.expire().unwrap(), 5);
