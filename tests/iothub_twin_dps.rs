@@ -233,3 +233,27 @@ async fn reordered_desired_patches_never_reassign_a_device() {
     assert_eq!((s["version"].as_u64(), s["patients"]["strap-1"].as_str()), (Some(13), Some("PAT-NEW-3")), "{s}");
     sink.close().await;
 }
+
+/// A desired patch without `$version` (IoT Hub never sends one) cannot be
+/// ordered: it is ignored, counted, and the gateway fetches the full twin,
+/// which carries the real desired state with its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unversioned_patch_is_ignored_and_the_full_twin_fetched() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&emu, "gw-nov", dir.path());
+    emu.patch_desired("gw-nov", json!({"patients": {"strap-1": "PAT-1"}}));
+    let (sink, control) = sink(&cfg, dir.path());
+    assert!(eventually(|| control.patients().get("strap-1").map(String::as_str) == Some("PAT-1")).await);
+    let gets = |emu: &iomt_edge::simulate::iothub::Emulator| emu.events().iter().filter(|e| matches!(e, EmulatorEvent::TwinRequested { .. })).count();
+    assert!(eventually(|| gets(&emu) == 1).await);
+    let body = serde_json::to_vec(&json!({"patients": {"strap-1": "PAT-X"}})).unwrap();
+    assert!(emu.send_raw("gw-nov", "$iothub/twin/PATCH/properties/desired/", body));
+    assert!(eventually(|| gets(&emu) == 2).await, "no full twin fetched after an unversioned patch: {:?}", emu.events());
+    assert!(eventually(|| emu.reported("gw-nov")["iothub"]["desiredIgnored"]["unversioned"] == 1).await, "{}", emu.reported("gw-nov"));
+    // A real patch after it still applies.
+    emu.patch_desired("gw-nov", json!({"batching": {"maxReadings": 7}}));
+    assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 7}))).await);
+    assert_eq!(control.patients().get("strap-1").map(String::as_str), Some("PAT-1"));
+    sink.close().await;
+}

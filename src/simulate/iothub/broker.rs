@@ -431,6 +431,8 @@ async fn on_publish<W: AsyncWrite + Unpin>(
         }
         Some(DeviceTopic::TwinGet { rid }) => {
             puback(w, &p).await?;
+            shared.state().events.push(EmulatorEvent::TwinRequested { device_id: device_id.to_string(), connection });
+            shared.changed.notify_waiters();
             if !subscribed("$iothub/twin/res/200/") {
                 return Ok(());
             }

@@ -110,6 +110,8 @@ pub enum EmulatorEvent {
     /// was delivered late (after the twin GET answer on `connection`, or by
     /// [`Emulator::release_held_patches`]).
     HeldPatchDelivered { device_id: String, version: u64, connection: u64 },
+    /// A device asked for its full twin (`$iothub/twin/GET`) on `connection`.
+    TwinRequested { device_id: String, connection: u64 },
 }
 
 /// Faults to inject.
@@ -464,6 +466,13 @@ impl Emulator {
         };
         self.shared.changed.notify_waiters();
         n
+    }
+
+    /// Fault injection: publishes `payload` on `topic` to a connected device
+    /// as is, whatever it is (e.g. a desired patch without `$version`, which
+    /// IoT Hub never sends). Returns whether a connection took it.
+    pub fn send_raw(&self, device_id: &str, topic: &str, payload: Vec<u8>) -> bool {
+        self.shared.state().live.get(device_id).is_some_and(|l| l.to_device.send((topic.to_string(), payload)).is_ok())
     }
 
     /// Invokes a direct method; returns the device's status and payload. Errors
