@@ -75,8 +75,9 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
                             if r.outcome == Outcome::Unversioned && get_rid.is_none() {
                                 // The change cannot be ordered; the full twin carries it with its version.
                                 rid += 1;
-                                get_rid = Some(rid.to_string());
-                                let _ = session.publish(format!("$iothub/twin/GET/?$rid={rid}"), Vec::new());
+                                if session.publish(format!("$iothub/twin/GET/?$rid={rid}"), Vec::new()).is_ok() {
+                                    get_rid = Some(rid.to_string());
+                                }
                             }
                             rid += 1;
                             report(&session, &control, &store, rid);
