@@ -154,3 +154,106 @@ async fn twin_is_fetched_when_the_session_connected_first() {
     session.close().await;
     let _ = task.await;
 }
+
+/// Issue 9, item 1, through the real emulator: desired-property patches
+/// reordered against the full twin (reconnection race of the IoT Hub device
+/// twin guide), against each other on a live link, and across a restart of
+/// the gateway. A patch whose `$version` is not newer than the one applied
+/// never changes a device's patient, and the saved state keeps the newest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reordered_desired_patches_never_reassign_a_device() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&emu, "gw-race", dir.path());
+    let strap = |c: &iomt_edge::sinks::iothub::SimpleControl| c.patients().get("strap-1").cloned();
+    let saved = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("iothub-desired.json")).unwrap()).unwrap()
+    };
+    let delivered = |emu: &iomt_edge::simulate::iothub::Emulator, v: u64| {
+        emu.events().iter().any(|e| matches!(e, EmulatorEvent::HeldPatchDelivered { version, .. } if *version == v))
+    };
+    // Versions 1 to 4 exist before the gateway connects; 4 gives strap-1 its first patient.
+    for n in 1..=3 {
+        emu.patch_desired("gw-race", json!({"batching": {"maxReadings": 100 + n}}));
+    }
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-FIRST"}})), 4);
+    let (sink, control) = sink(&cfg, dir.path());
+    assert!(eventually(|| strap(&control).as_deref() == Some("PAT-FIRST")).await);
+
+    // 1. Reconnect: patch 5 (PAT-OLD) is in flight when the link drops;
+    //    patch 6 (PAT-NEW) is made while the gateway is away (not notified);
+    //    the gateway reconnects, fetches the full twin at 6, then patch 5 arrives.
+    emu.update_faults(|f| f.hold_desired_patches = true);
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-OLD"}})), 5);
+    emu.update_faults(|f| f.hold_desired_patches = false);
+    assert_eq!(emu.held_patches("gw-race"), vec![5]);
+    emu.go_away(Duration::from_secs(1));
+    assert!(eventually(|| !emu.is_connected("gw-race")).await);
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-NEW"}})), 6);
+    assert!(eventually(|| delivered(&emu, 5)).await, "the held patch was never delivered: {:?}", emu.events());
+    // Patch 7 is a barrier: the link keeps order, so once 7 is applied, 5 was handled.
+    assert_eq!(emu.patch_desired("gw-race", json!({"batching": {"maxReadings": 200}})), 7);
+    assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 200}))).await);
+    assert_eq!(strap(&control).as_deref(), Some("PAT-NEW"), "a stale patch re-assigned the device");
+    let s = saved(dir.path());
+    assert_eq!((s["version"].as_u64(), s["patients"]["strap-1"].as_str()), (Some(7), Some("PAT-NEW")), "{s}");
+    // The cloud sees the applied version and the ignored patch.
+    assert!(
+        eventually(|| emu.reported("gw-race")["iothub"]["desiredVersion"] == 7 && emu.reported("gw-race")["iothub"]["desiredIgnored"]["stale"] == 1).await,
+        "{}",
+        emu.reported("gw-race")
+    );
+
+    // 2. Live link: patch 8 (PAT-OLD) is delayed past patch 9 (PAT-NEW-2).
+    emu.update_faults(|f| f.hold_desired_patches = true);
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-OLD"}})), 8);
+    emu.update_faults(|f| f.hold_desired_patches = false);
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-NEW-2"}})), 9);
+    assert!(eventually(|| strap(&control).as_deref() == Some("PAT-NEW-2")).await);
+    assert_eq!(emu.release_held_patches("gw-race"), 1);
+    assert_eq!(emu.patch_desired("gw-race", json!({"batching": {"maxReadings": 300}})), 10);
+    assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 300}))).await);
+    assert_eq!(strap(&control).as_deref(), Some("PAT-NEW-2"), "a patch delayed past a newer one re-assigned the device");
+    sink.close().await;
+
+    // 3. Restart: patch 11 (PAT-OLD) is in flight, patch 12 (PAT-NEW-3) is
+    //    made while the gateway is down; the restarted gateway starts from its
+    //    saved state, fetches the twin at 12, then patch 11 arrives.
+    assert!(eventually(|| !emu.is_connected("gw-race")).await);
+    emu.update_faults(|f| f.hold_desired_patches = true);
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-OLD"}})), 11);
+    emu.update_faults(|f| f.hold_desired_patches = false);
+    assert_eq!(emu.patch_desired("gw-race", json!({"patients": {"strap-1": "PAT-NEW-3"}})), 12);
+    let (sink, control) = iothub_support::sink(&cfg, dir.path());
+    assert!(eventually(|| delivered(&emu, 11)).await, "the held patch was never delivered: {:?}", emu.events());
+    assert_eq!(emu.patch_desired("gw-race", json!({"batching": {"maxReadings": 400}})), 13);
+    assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 400}))).await);
+    assert_eq!(strap(&control).as_deref(), Some("PAT-NEW-3"), "after a restart a stale patch re-assigned the device");
+    let s = saved(dir.path());
+    assert_eq!((s["version"].as_u64(), s["patients"]["strap-1"].as_str()), (Some(13), Some("PAT-NEW-3")), "{s}");
+    sink.close().await;
+}
+
+/// A desired patch without `$version` (IoT Hub never sends one) cannot be
+/// ordered: it is ignored, counted, and the gateway fetches the full twin,
+/// which carries the real desired state with its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unversioned_patch_is_ignored_and_the_full_twin_fetched() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&emu, "gw-nov", dir.path());
+    emu.patch_desired("gw-nov", json!({"patients": {"strap-1": "PAT-1"}}));
+    let (sink, control) = sink(&cfg, dir.path());
+    assert!(eventually(|| control.patients().get("strap-1").map(String::as_str) == Some("PAT-1")).await);
+    let gets = |emu: &iomt_edge::simulate::iothub::Emulator| emu.events().iter().filter(|e| matches!(e, EmulatorEvent::TwinRequested { .. })).count();
+    assert!(eventually(|| gets(&emu) == 1).await);
+    let body = serde_json::to_vec(&json!({"patients": {"strap-1": "PAT-X"}})).unwrap();
+    assert!(emu.send_raw("gw-nov", "$iothub/twin/PATCH/properties/desired/", body));
+    assert!(eventually(|| gets(&emu) == 2).await, "no full twin fetched after an unversioned patch: {:?}", emu.events());
+    assert!(eventually(|| emu.reported("gw-nov")["iothub"]["desiredIgnored"]["unversioned"] == 1).await, "{}", emu.reported("gw-nov"));
+    // A real patch after it still applies.
+    emu.patch_desired("gw-nov", json!({"batching": {"maxReadings": 7}}));
+    assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 7}))).await);
+    assert_eq!(control.patients().get("strap-1").map(String::as_str), Some("PAT-1"));
+    sink.close().await;
+}

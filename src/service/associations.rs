@@ -1,16 +1,46 @@
 //! Which patient each device is associated with.
 //!
 //! Starts from the config (`patient_id` of each `[[device]]`); can be changed
-//! live (IoT Hub desired properties) and is then persisted in the state folder,
-//! where it overrides the config on the next start. Readings are stamped with
-//! the association in force when they are committed.
+//! live (IoT Hub desired properties) and is then persisted in the state folder
+//! (`associations.json`), where it overrides the config on the next start.
+//! Readings are stamped with the association in force when they are committed.
+//!
+//! Only live changes are saved, each with the twin `$version` it came from:
+//! `{"strap-1": {"patient": "PAT-NEW", "twinVersion": 6}, "oxi-2": {"patient": null, "twinVersion": 7}}`
+//! (files written by earlier releases, `{"strap-1": "PAT-NEW"}`, still load,
+//! without a version). A change from an older twin version than the one saved
+//! for that device is refused, also after a restart, so a stale twin patch can
+//! never move a device back to a previous patient even if the twin's own saved
+//! state was lost. The file is replaced durably ([`crate::fsutil::write_durable`]).
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+
+/// One live (saved) association.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveAssociation {
+    /// The patient, or `None` when the association was ended.
+    pub patient: Option<String>,
+    /// `$version` of the twin desired properties it came from (`None`: unknown).
+    #[serde(rename = "twinVersion", default)]
+    pub twin_version: Option<u64>,
+}
+
+/// An entry of `associations.json`, current or as earlier releases wrote it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SavedEntry {
+    Current(LiveAssociation),
+    Legacy(Option<String>),
+}
 
 pub struct Associations {
+    /// What readings are stamped with: the config overlaid with live changes.
     map: RwLock<BTreeMap<String, Option<String>>>,
+    /// Live changes, as saved; its lock also serialises writes of the file.
+    live: Mutex<BTreeMap<String, LiveAssociation>>,
     file: Option<PathBuf>,
 }
 
@@ -19,18 +49,28 @@ impl Associations {
     pub fn load(devices: &[crate::config::DeviceConfig], state_dir: Option<&Path>) -> Associations {
         let mut map: BTreeMap<String, Option<String>> =
             devices.iter().map(|d| (d.id.clone(), d.patient_id.clone())).collect();
+        let mut live = BTreeMap::new();
         let file = state_dir.map(|d| d.join("associations.json"));
         if let Some(f) = &file {
             match std::fs::read(f) {
-                Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, Option<String>>>(&bytes) {
-                    Ok(saved) => map.extend(saved),
+                Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, SavedEntry>>(&bytes) {
+                    Ok(saved) => {
+                        for (d, e) in saved {
+                            let e = match e {
+                                SavedEntry::Current(e) => e,
+                                SavedEntry::Legacy(patient) => LiveAssociation { patient, twin_version: None },
+                            };
+                            map.insert(d.clone(), e.patient.clone());
+                            live.insert(d, e);
+                        }
+                    }
                     Err(e) => tracing::warn!("ignoring unreadable {} ({e}); using the config's associations", f.display()),
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!("cannot read {} ({e}); using the config's associations", f.display()),
             }
         }
-        Associations { map: RwLock::new(map), file }
+        Associations { map: RwLock::new(map), live: Mutex::new(live), file }
     }
 
     /// Stamps a reading with the association in force for its device. A device
@@ -44,25 +84,57 @@ impl Associations {
         }
     }
 
-    /// Changes an association (None ends it) and persists all changes.
-    pub fn set(&self, device_id: &str, patient_id: Option<String>) -> std::io::Result<()> {
-        let snapshot = {
-            let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-            m.insert(device_id.to_string(), patient_id.clone());
-            m.clone()
-        };
-        tracing::info!(
-            "device {} is now associated with {}",
-            crate::redact::device(device_id),
-            patient_id.as_deref().map(crate::redact::patient).unwrap_or_else(|| "no patient".into())
-        );
-        if let Some(f) = &self.file {
-            let tmp = f.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&snapshot).unwrap_or_default())?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, f)?;
+    /// The live association saved for a device, with its twin version.
+    pub fn live(&self, device_id: &str) -> Option<LiveAssociation> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned()
+    }
+
+    /// Changes an association (None ends it) that came from twin desired
+    /// properties at `twin_version`, and persists it. Returns `Ok(false)`
+    /// when the change is refused because the association in force came from
+    /// a newer twin version (or from a known version while this change has
+    /// none), or when it names the patient already in force. An equal
+    /// version is accepted (the same twin document applied again). Errors: the file could not be
+    /// written (the change is in force anyway).
+    pub fn set(&self, device_id: &str, patient_id: Option<String>, twin_version: Option<u64>) -> std::io::Result<bool> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(prev) = live.get(device_id) {
+            let older = match (twin_version, prev.twin_version) {
+                (Some(v), Some(p)) => v < p,
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if older {
+                tracing::info!(
+                    "ignored a stale association for device {} (from twin version {}; the association in force came from version {})",
+                    crate::redact::device(device_id),
+                    twin_version.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into()),
+                    prev.twin_version.unwrap_or_default()
+                );
+                return Ok(false);
+            }
+            // The same patient again keeps the version it first came from
+            // (a legacy entry without one learns it).
+            if prev.patient == patient_id && !(prev.twin_version.is_none() && twin_version.is_some()) {
+                return Ok(false);
+            }
         }
-        Ok(())
+        let entry = LiveAssociation { patient: patient_id.clone(), twin_version };
+        let changed_patient = live.get(device_id).map(|p| &p.patient) != Some(&patient_id);
+        live.insert(device_id.to_string(), entry);
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(device_id.to_string(), patient_id.clone());
+        if changed_patient {
+            tracing::info!(
+                "device {} is now associated with {}",
+                crate::redact::device(device_id),
+                patient_id.as_deref().map(crate::redact::patient).unwrap_or_else(|| "no patient".into())
+            );
+        }
+        if let Some(f) = &self.file {
+            let bytes = serde_json::to_vec_pretty(&*live).map_err(std::io::Error::other)?;
+            crate::fsutil::write_durable(f, &bytes)?;
+        }
+        Ok(true)
     }
 }
 
@@ -86,12 +158,12 @@ mod tests {
         a.stamp(&mut r);
         assert_eq!(r.patient_id.as_deref(), Some("P-config"));
         // Assigned live: the new patient, also for readings the adapter stamped.
-        a.set("Acme-SN1", Some("P-twin".into())).unwrap();
+        assert!(a.set("Acme-SN1", Some("P-twin".into()), Some(3)).unwrap());
         let mut r = reading("Acme-SN1", Some("P-config"));
         a.stamp(&mut r);
         assert_eq!(r.patient_id.as_deref(), Some("P-twin"));
         // Ended live: no patient, although the config named one.
-        a.set("Acme-SN1", None).unwrap();
+        assert!(a.set("Acme-SN1", None, Some(4)).unwrap());
         let mut r = reading("Acme-SN1", Some("P-config"));
         a.stamp(&mut r);
         assert_eq!(r.patient_id, None);
@@ -100,5 +172,78 @@ mod tests {
         let mut r = reading("Acme-SN1", Some("P-config"));
         again.stamp(&mut r);
         assert_eq!(r.patient_id, None);
+    }
+
+    fn saved(dir: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("associations.json")).unwrap()).unwrap()
+    }
+
+    /// Issue 9, item 1: the association from twin version 6 is not replaced
+    /// by one from version 5, and the file keeps version 6, also after a restart.
+    #[test]
+    fn an_association_from_an_older_twin_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Associations::load(&[], Some(dir.path()));
+        assert!(a.set("strap-1", Some("PAT-NEW".into()), Some(6)).unwrap());
+        assert!(!a.set("strap-1", Some("PAT-OLD".into()), Some(5)).unwrap());
+        let mut r = reading("strap-1", None);
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("PAT-NEW"));
+        assert_eq!(saved(dir.path())["strap-1"], serde_json::json!({"patient": "PAT-NEW", "twinVersion": 6}));
+        // A change without a version cannot override a versioned one either.
+        assert!(!a.set("strap-1", Some("PAT-OLD".into()), None).unwrap());
+        // After a restart the saved version still holds.
+        let again = Associations::load(&[], Some(dir.path()));
+        assert_eq!(again.live("strap-1"), Some(LiveAssociation { patient: Some("PAT-NEW".into()), twin_version: Some(6) }));
+        assert!(!again.set("strap-1", Some("PAT-OLD".into()), Some(5)).unwrap());
+        let mut r = reading("strap-1", None);
+        again.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("PAT-NEW"));
+        // An ended association keeps its version too.
+        assert!(again.set("strap-1", None, Some(7)).unwrap());
+        assert!(!again.set("strap-1", Some("PAT-NEW".into()), Some(6)).unwrap());
+        assert_eq!(saved(dir.path())["strap-1"], serde_json::json!({"patient": null, "twinVersion": 7}));
+        // Newer still works, and the same patient again keeps the version it came from.
+        assert!(again.set("strap-1", Some("PAT-3".into()), Some(8)).unwrap());
+        assert!(!again.set("strap-1", Some("PAT-3".into()), Some(9)).unwrap());
+        assert_eq!(again.live("strap-1").unwrap().twin_version, Some(8));
+    }
+
+    /// Files written by earlier releases (`{"device": "patient" | null}`) still load.
+    #[test]
+    fn a_file_from_an_earlier_release_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("associations.json"), r#"{"strap-1": "P-old-format", "oxi-1": null}"#).unwrap();
+        let a = Associations::load(&[], Some(dir.path()));
+        let mut r = reading("strap-1", None);
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-old-format"));
+        let mut r = reading("oxi-1", Some("P-config"));
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id, None);
+        // The first versioned change for the same patient records its version.
+        assert!(a.set("strap-1", Some("P-old-format".into()), Some(4)).unwrap());
+        assert_eq!(saved(dir.path())["strap-1"]["twinVersion"], 4);
+    }
+
+    /// Only live changes are saved: a later edit of the config's patient_id
+    /// for another device is honoured after a restart.
+    #[test]
+    fn config_associations_are_not_frozen_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = |id: &str, p: &str| -> crate::config::DeviceConfig {
+            toml::from_str(&format!("id = \"{id}\"\nkind = \"heart_rate_strap\"\npatient_id = \"{p}\"\n")).unwrap()
+        };
+        let a = Associations::load(&[dev("strap-1", "P-A"), dev("strap-2", "P-B")], Some(dir.path()));
+        a.set("strap-1", Some("P-twin".into()), Some(2)).unwrap();
+        let s = saved(dir.path());
+        assert!(s.get("strap-2").is_none(), "{s}");
+        let again = Associations::load(&[dev("strap-1", "P-A"), dev("strap-2", "P-C")], Some(dir.path()));
+        let mut r = reading("strap-2", None);
+        again.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-C"));
+        let mut r = reading("strap-1", None);
+        again.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-twin"));
     }
 }

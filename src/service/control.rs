@@ -36,8 +36,10 @@ impl GatewayControl for RuntimeControl {
         doc
     }
 
-    fn set_patient(&self, device_id: &str, patient_id: Option<&str>) {
-        if let Err(e) = self.associations.set(device_id, patient_id.map(str::to_string)) {
+    /// A change from an older twin version than the association in force is
+    /// refused by [`Associations::set`] (and logged there).
+    fn set_patient(&self, device_id: &str, patient_id: Option<&str>, twin_version: Option<u64>) {
+        if let Err(e) = self.associations.set(device_id, patient_id.map(str::to_string), twin_version) {
             tracing::error!("cannot persist the new patient association: {e}");
         }
     }

@@ -431,6 +431,8 @@ async fn on_publish<W: AsyncWrite + Unpin>(
         }
         Some(DeviceTopic::TwinGet { rid }) => {
             puback(w, &p).await?;
+            shared.state().events.push(EmulatorEvent::TwinRequested { device_id: device_id.to_string(), connection });
+            shared.changed.notify_waiters();
             if !subscribed("$iothub/twin/res/200/") {
                 return Ok(());
             }
@@ -443,7 +445,25 @@ async fn on_publish<W: AsyncWrite + Unpin>(
                 r.insert("$version".into(), t.reported_version.into());
                 json!({"desired": d, "reported": r})
             };
-            write(w, |b| Publish::new(format!("$iothub/twin/res/200/?$rid={rid}"), QoS::AtMostOnce, serde_json::to_vec(&body).unwrap_or_default()).write(b)).await
+            write(w, |b| Publish::new(format!("$iothub/twin/res/200/?$rid={rid}"), QoS::AtMostOnce, serde_json::to_vec(&body).unwrap_or_default()).write(b)).await?;
+            // Notifications held in flight arrive after the full twin (the
+            // reconnection race of the device twin guide).
+            if !subscribed("$iothub/twin/PATCH/properties/desired/") {
+                return Ok(());
+            }
+            let held = {
+                let mut st = shared.state();
+                let held = st.twins.get_mut(device_id).map(|t| std::mem::take(&mut t.held)).unwrap_or_default();
+                for (v, _, _) in &held {
+                    st.events.push(EmulatorEvent::HeldPatchDelivered { device_id: device_id.to_string(), version: *v, connection });
+                }
+                held
+            };
+            for (_, topic, body) in held {
+                write(w, |b| Publish::new(topic, QoS::AtMostOnce, body).write(b)).await?;
+            }
+            shared.changed.notify_waiters();
+            Ok(())
         }
         Some(DeviceTopic::TwinReported { rid }) => {
             puback(w, &p).await?;

@@ -8,7 +8,10 @@
 //! topic grammar, one connection per identity, at most 5 subscriptions. It
 //! serves twin and direct-method topics, records every telemetry message with
 //! its properties, and can inject faults (refuse connections, disconnect as
-//! throttling does, drop PUBACKs, go away for a while). The same port serves
+//! throttling does, drop PUBACKs, go away for a while, hold desired-property
+//! notifications in flight and deliver them after the next full twin, as in
+//! the race the IoT Hub device twin guide's "Device reconnection flow"
+//! describes). The same port serves
 //! DPS registrations (`$dps/registrations/...`) for symmetric-key enrollments.
 //!
 //! A second, optional listener serves the same broker over secure WebSockets
@@ -103,6 +106,12 @@ pub enum EmulatorEvent {
     Closed { client_id: String, connection: u64, reason: String },
     /// A DPS registration completed.
     Provisioned { registration_id: String },
+    /// A desired-properties notification held by [`Faults::hold_desired_patches`]
+    /// was delivered late (after the twin GET answer on `connection`, or by
+    /// [`Emulator::release_held_patches`]).
+    HeldPatchDelivered { device_id: String, version: u64, connection: u64 },
+    /// A device asked for its full twin (`$iothub/twin/GET`) on `connection`.
+    TwinRequested { device_id: String, connection: u64 },
 }
 
 /// Faults to inject.
@@ -118,6 +127,15 @@ pub struct Faults {
     pub throttle_after: Option<u32>,
     /// Until then, close every new TCP connection at once.
     pub away_until: Option<Instant>,
+    /// While set, desired-property notifications made by
+    /// [`Emulator::patch_desired`] are not sent but held "in flight" (the
+    /// twin itself is updated). Held notifications are delivered, in the
+    /// order they were made and with their own `$version`, right after the
+    /// device's next full-twin answer (`$iothub/twin/res/200`), so a device
+    /// sees an old patch after a newer full twin, or when
+    /// [`Emulator::release_held_patches`] is called. Clearing the flag does
+    /// not drop what is held.
+    pub hold_desired_patches: bool,
 }
 
 /// How a device authenticates to the emulator.
@@ -133,6 +151,8 @@ pub enum DeviceAuth {
 struct Twin {
     desired: serde_json::Map<String, Value>,
     desired_version: u64,
+    /// Desired notifications held in flight: (version, topic, body).
+    held: Vec<(u64, String, Vec<u8>)>,
     reported: serde_json::Map<String, Value>,
     reported_version: u64,
 }
@@ -394,7 +414,8 @@ impl Emulator {
     /// Applies a desired-properties patch and sends it to the device if connected
     /// (and subscribed). Returns the new desired version.
     pub fn patch_desired(&self, device_id: &str, patch: Value) -> u64 {
-        let mut st = self.shared.state();
+        let mut guard = self.shared.state();
+        let st = &mut *guard;
         let twin = st.twins.entry(device_id.to_string()).or_default();
         if let Value::Object(p) = &patch {
             merge(&mut twin.desired, p);
@@ -405,12 +426,53 @@ impl Emulator {
         if let Value::Object(o) = &mut body {
             o.insert("$version".into(), Value::from(v));
         }
+        let topic = format!("$iothub/twin/PATCH/properties/desired/?$version={v}");
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        if st.faults.hold_desired_patches {
+            twin.held.push((v, topic, body));
+            return v;
+        }
         if let Some(l) = st.live.get(device_id) {
             if l.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/")) {
-                let _ = l.to_device.send((format!("$iothub/twin/PATCH/properties/desired/?$version={v}"), serde_json::to_vec(&body).unwrap_or_default()));
+                let _ = l.to_device.send((topic, body));
             }
         }
         v
+    }
+
+    /// The versions of the desired notifications held for a device (see
+    /// [`Faults::hold_desired_patches`]).
+    pub fn held_patches(&self, device_id: &str) -> Vec<u64> {
+        self.shared.state().twins.get(device_id).map(|t| t.held.iter().map(|(v, _, _)| *v).collect()).unwrap_or_default()
+    }
+
+    /// Delivers the held desired notifications of a device now, in order, if
+    /// it is connected and subscribed; returns how many were delivered (they
+    /// stay held otherwise).
+    pub fn release_held_patches(&self, device_id: &str) -> usize {
+        let n = {
+            let mut st = self.shared.state();
+            let st = &mut *st;
+            let Some(l) = st.live.get(device_id) else { return 0 };
+            if !l.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/")) {
+                return 0;
+            }
+            let held = st.twins.get_mut(device_id).map(|t| std::mem::take(&mut t.held)).unwrap_or_default();
+            for (v, topic, body) in &held {
+                let _ = l.to_device.send((topic.clone(), body.clone()));
+                st.events.push(EmulatorEvent::HeldPatchDelivered { device_id: device_id.to_string(), version: *v, connection: l.connection });
+            }
+            held.len()
+        };
+        self.shared.changed.notify_waiters();
+        n
+    }
+
+    /// Fault injection: publishes `payload` on `topic` to a connected device
+    /// as is, whatever it is (e.g. a desired patch without `$version`, which
+    /// IoT Hub never sends). Returns whether a connection took it.
+    pub fn send_raw(&self, device_id: &str, topic: &str, payload: Vec<u8>) -> bool {
+        self.shared.state().live.get(device_id).is_some_and(|l| l.to_device.send((topic.to_string(), payload)).is_ok())
     }
 
     /// Invokes a direct method; returns the device's status and payload. Errors

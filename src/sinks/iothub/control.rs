@@ -1,7 +1,8 @@
 //! What the IoT Hub sink needs from the rest of the gateway for the device
 //! twin and direct methods, as a small trait the runtime implements
 //! ([`GatewayControl`]), plus [`SimpleControl`], an in-memory version for
-//! tests and the emulator demo.
+//! tests and the emulator demo (it records versions but does not enforce
+//! them: [`super::desired::DesiredStore`] does).
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -18,8 +19,11 @@ pub trait GatewayControl: Send + Sync {
     fn status(&self) -> Value;
 
     /// Associates a device with a patient (`None` removes the association).
-    /// Readings taken from now on carry this patient id.
-    fn set_patient(&self, device_id: &str, patient_id: Option<&str>);
+    /// Readings taken from now on carry this patient id. `twin_version` is the
+    /// `$version` of the desired properties the change came from (`None`:
+    /// unknown); an implementation that persists associations keeps it and
+    /// refuses a later change from an older version.
+    fn set_patient(&self, device_id: &str, patient_id: Option<&str>, twin_version: Option<u64>);
 
     /// Applies batching settings from the twin (the `batching` object of the
     /// desired properties, e.g. `{"maxReadings": 200, "maxDelayMs": 2000}`).
@@ -34,6 +38,7 @@ pub trait GatewayControl: Send + Sync {
 #[derive(Default)]
 pub struct SimpleControl {
     patients: Mutex<BTreeMap<String, String>>,
+    versions: Mutex<BTreeMap<String, Option<u64>>>,
     batching: Mutex<Option<Value>>,
     flushes: AtomicU64,
     /// Extra fields merged into `status()` (tests set outbox depth etc.).
@@ -44,6 +49,10 @@ impl SimpleControl {
     /// The current associations.
     pub fn patients(&self) -> BTreeMap<String, String> {
         self.patients.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// The twin version of the last change of each device's association.
+    pub fn patient_versions(&self) -> BTreeMap<String, Option<u64>> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     /// The last batching settings applied.
     pub fn batching(&self) -> Option<Value> {
@@ -73,7 +82,8 @@ impl GatewayControl for SimpleControl {
         v
     }
 
-    fn set_patient(&self, device_id: &str, patient_id: Option<&str>) {
+    fn set_patient(&self, device_id: &str, patient_id: Option<&str>, twin_version: Option<u64>) {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner()).insert(device_id.to_string(), twin_version);
         let mut p = self.patients.lock().unwrap_or_else(|e| e.into_inner());
         match patient_id {
             Some(pid) => p.insert(device_id.to_string(), pid.to_string()),

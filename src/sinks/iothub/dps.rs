@@ -233,7 +233,7 @@ impl IdentitySource for DpsIdentity {
                 })
                 .await?;
                 tracing::info!("DPS assigned hub {} as device {}", a.assigned_hub, a.device_id);
-                if let Err(e) = std::fs::write(&self.cache_path, serde_json::to_vec_pretty(&a)?) {
+                if let Err(e) = crate::fsutil::write_durable(&self.cache_path, &serde_json::to_vec_pretty(&a)?) {
                     tracing::warn!("cannot cache the DPS assignment in {}: {e}", self.cache_path.display());
                 }
                 *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.clone());

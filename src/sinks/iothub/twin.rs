@@ -2,9 +2,15 @@
 //! each new connection and applies its desired properties, applies desired
 //! patches as they arrive, reports the gateway's status, answers `getStatus`
 //! and `flush`.
+//!
+//! Order of the reconnection flow (Azure IoT Hub device twin guide, "Device
+//! reconnection flow"): the session subscribes to desired notifications
+//! before it reports `Connected`, then this task asks for the full twin; a
+//! notification still in flight may arrive after the full twin and is then
+//! ignored by version ([`DesiredStore::apply`]).
 
 use super::control::GatewayControl;
-use super::desired::DesiredStore;
+use super::desired::{DesiredStore, Outcome, Source};
 use super::session::{LinkState, Session};
 use super::topics::{parse_hub_topic, HubTopic};
 use serde_json::{json, Value};
@@ -49,7 +55,7 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
                                 match serde_json::from_slice::<Value>(&p.payload) {
                                     Ok(twin) => {
                                         if let Some(d) = twin.get("desired") {
-                                            store.apply(d, true, control.as_ref());
+                                            store.apply(d, Source::FullTwin, control.as_ref());
                                         }
                                     }
                                     Err(e) => tracing::warn!("the hub sent an unreadable twin ({e}); keeping the saved settings"),
@@ -58,22 +64,29 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
                                 tracing::warn!("twin request answered with status {status}");
                             }
                             rid += 1;
-                            report(&session, &control, rid);
+                            report(&session, &control, &store, rid);
                         } else if !(200..300).contains(&status) {
                             tracing::warn!("twin update answered with status {status}");
                         }
                     }
-                    HubTopic::DesiredPatch { .. } => match serde_json::from_slice::<Value>(&p.payload) {
+                    HubTopic::DesiredPatch { version } => match serde_json::from_slice::<Value>(&p.payload) {
                         Ok(patch) => {
-                            store.apply(&patch, false, control.as_ref());
+                            let r = store.apply(&patch, Source::Patch { topic_version: version }, control.as_ref());
+                            if r.outcome == Outcome::Unversioned && get_rid.is_none() {
+                                // The change cannot be ordered; the full twin carries it with its version.
+                                rid += 1;
+                                if session.publish(format!("$iothub/twin/GET/?$rid={rid}"), Vec::new()).is_ok() {
+                                    get_rid = Some(rid.to_string());
+                                }
+                            }
                             rid += 1;
-                            report(&session, &control, rid);
+                            report(&session, &control, &store, rid);
                         }
                         Err(e) => tracing::warn!("ignoring an unreadable desired-properties patch ({e})"),
                     },
                     HubTopic::MethodRequest { name, rid: r } => {
                         let (status, body) = match name.as_str() {
-                            "getStatus" => (200, status_doc(&session, &control)),
+                            "getStatus" => (200, status_doc(&session, &control, &store)),
                             "flush" => (200, control.flush_now().await),
                             other => (404, json!({"message": format!("unknown method `{other}`; this gateway offers getStatus and flush")})),
                         };
@@ -85,15 +98,17 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
             _ = tick.tick() => {
                 if matches!(*state.borrow(), LinkState::Connected { .. }) {
                     rid += 1;
-                    report(&session, &control, rid);
+                    report(&session, &control, &store, rid);
                 }
             }
         }
     }
 }
 
-/// The status document: the gateway's status plus the link counters.
-pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>) -> Value {
+/// The status document: the gateway's status plus the link counters and the
+/// desired-properties version applied (`desiredVersion`, `null` before any)
+/// with the count of desired documents ignored as stale or unversioned.
+pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> Value {
     let mut v = control.status();
     let s = session.stats();
     if let Some(o) = v.as_object_mut() {
@@ -105,14 +120,19 @@ pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>) -> Value
                 "drops": s.drops.load(Ordering::Relaxed),
                 "tokenRenewals": s.renewals.load(Ordering::Relaxed),
                 "inFlight": session.in_flight(),
+                "desiredVersion": store.state().version,
+                "desiredIgnored": {
+                    "stale": store.counters().stale.load(Ordering::Relaxed),
+                    "unversioned": store.counters().unversioned.load(Ordering::Relaxed),
+                },
             }),
         );
     }
     v
 }
 
-fn report(session: &Session, control: &Arc<dyn GatewayControl>, rid: u64) {
-    let body = serde_json::to_vec(&status_doc(session, control)).unwrap_or_default();
+fn report(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore, rid: u64) {
+    let body = serde_json::to_vec(&status_doc(session, control, store)).unwrap_or_default();
     if session.publish(format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"), body).is_err() {
         tracing::debug!("reported properties skipped: request queue full");
     }
