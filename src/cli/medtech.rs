@@ -16,11 +16,12 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Print the measurements, Observations and skipped data for messages, as JSON.
-    /// Exit 3 when something would be dropped.
+    /// Print the measurements, Observations, skipped data and warnings for messages, as JSON.
+    /// Exit 3 when something would be dropped or stored differently from what was sent.
     Preview(PreviewArgs),
     /// Validate the mappings and report per template what sample messages produce.
-    /// Exit 3 when the mappings are invalid or data would be dropped.
+    /// Exit 3 when the mappings are invalid, or data would be dropped or stored
+    /// differently from what was sent.
     Check(CheckArgs),
 }
 
@@ -263,7 +264,7 @@ fn preview(a: PreviewArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", serde_json::to_string_pretty(&p)?);
     }
-    Ok(if p.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PROBLEMS) })
+    Ok(if p.has_problems() { ExitCode::from(EXIT_PROBLEMS) } else { ExitCode::SUCCESS })
 }
 
 fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
