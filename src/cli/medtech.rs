@@ -206,7 +206,11 @@ fn read_inputs(inputs: &[PathBuf]) -> Result<(Vec<Value>, Vec<Skip>), ExitCode> 
                 template: None,
                 type_name: None,
                 count: 1,
-                reason: format!("{}: {e}; MedTech fails an event whose body is not JSON (InvalidDataFormatException)", p.display()),
+                reason: format!(
+                    "{}: {e}; MedTech fails an event whose body its Json.NET reader refuses (InvalidDataFormatException). Json.NET is more lenient than \
+                     strict JSON (comments, trailing commas, single quotes, NaN, text after the first value ignored), which the preview does not model",
+                    p.display()
+                ),
             });
         }
     }

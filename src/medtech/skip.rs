@@ -113,9 +113,6 @@ pub enum WarningKind {
     /// A time string .NET reads in a way the sender probably did not mean:
     /// month/day order, no date (the service's processing day is used), no offset.
     TimeReadDifferently,
-    /// A message the service accepts only because Json.NET is lenient (comments,
-    /// trailing commas, single quotes, NaN...): strict JSON readers refuse it.
-    LenientJson,
 }
 
 impl WarningKind {
@@ -131,14 +128,13 @@ impl WarningKind {
             WarningKind::NotFinite => "JMESPath result is not a finite number",
             WarningKind::DateStringRewritten => "date-like string rewritten by Json.NET",
             WarningKind::TimeReadDifferently => "time read differently from how it is written",
-            WarningKind::LenientJson => "not strict JSON (accepted by the service's lenient reader)",
         }
     }
 
-    /// Whether the stored data differs from what was sent (exit 3); only
-    /// [`WarningKind::LenientJson`] is informational.
+    /// Whether the stored data differs from what was sent (exit 3). Every kind
+    /// does today; the hook is for informational kinds.
     pub fn alters_data(self) -> bool {
-        self != WarningKind::LenientJson
+        true
     }
 }
 
