@@ -16,11 +16,12 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Print the measurements, Observations and skipped data for messages, as JSON.
-    /// Exit 3 when something would be dropped.
+    /// Print the measurements, Observations, skipped data and warnings for messages, as JSON.
+    /// Exit 3 when something would be dropped or stored differently from what was sent.
     Preview(PreviewArgs),
     /// Validate the mappings and report per template what sample messages produce.
-    /// Exit 3 when the mappings are invalid or data would be dropped.
+    /// Exit 3 when the mappings are invalid, or data would be dropped or stored
+    /// differently from what was sent.
     Check(CheckArgs),
 }
 
@@ -205,7 +206,11 @@ fn read_inputs(inputs: &[PathBuf]) -> Result<(Vec<Value>, Vec<Skip>), ExitCode> 
                 template: None,
                 type_name: None,
                 count: 1,
-                reason: format!("{}: {e}; MedTech fails an event whose body is not JSON (InvalidDataFormatException)", p.display()),
+                reason: format!(
+                    "{}: {e}; MedTech fails an event whose body its Json.NET reader refuses (InvalidDataFormatException). Json.NET is more lenient than \
+                     strict JSON (comments, trailing commas, single quotes, NaN, text after the first value ignored), which the preview does not model",
+                    p.display()
+                ),
             });
         }
     }
@@ -263,7 +268,7 @@ fn preview(a: PreviewArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", serde_json::to_string_pretty(&p)?);
     }
-    Ok(if p.skipped.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PROBLEMS) })
+    Ok(if p.has_problems() { ExitCode::from(EXIT_PROBLEMS) } else { ExitCode::SUCCESS })
 }
 
 fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {

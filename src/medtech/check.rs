@@ -78,7 +78,8 @@ fn sample_value(kind: ReadingType) -> f64 {
 pub struct CheckReport {
     pub preview: Preview,
     pub stats: Stats,
-    /// Data would be dropped (or the event retried forever).
+    /// Data would be dropped (or the event retried forever), or stored
+    /// differently from what was sent ([`Preview::has_problems`]).
     pub data_lost: bool,
     /// Human-readable report.
     pub text: String,
@@ -125,6 +126,29 @@ pub fn check(engine: &MedTech, messages: &[Value], opts: &PreviewOptions, n_inpu
             let _ = writeln!(text, "  - {at}{}", s.reason);
         }
     }
-    let data_lost = !preview.skipped.is_empty();
+    let altering: Vec<&super::Warning> = preview.warnings.iter().filter(|w| w.kind.alters_data()).collect();
+    if !altering.is_empty() {
+        let _ = writeln!(
+            text,
+            "\nWARNING: {} value(s) would be STORED DIFFERENTLY from what was sent (nothing is dropped, so the service reports nothing):",
+            altering.len()
+        );
+        for w in &altering {
+            let at = w.input.map(|i| format!("message {i}")).unwrap_or_else(|| "a message".into());
+            let field = w.value_name.as_deref().map(|v| format!(", value {v:?}")).unwrap_or_default();
+            let tmpl = w.template.as_deref().map(|t| format!(", {t}")).unwrap_or_default();
+            let stored = w.stored.as_deref().map(|s| format!(" -> stored {s}")).unwrap_or_default();
+            let _ = writeln!(text, "  - {}: {at}{tmpl}{field}: sent {:?}{stored}", w.kind.title(), w.sent);
+            let _ = writeln!(text, "    {}", w.reason);
+        }
+    }
+    let notes: Vec<&super::Warning> = preview.warnings.iter().filter(|w| !w.kind.alters_data()).collect();
+    if !notes.is_empty() {
+        let _ = writeln!(text, "\nnotes:");
+        for w in notes {
+            let _ = writeln!(text, "  - {}", super::warning_line(w));
+        }
+    }
+    let data_lost = preview.has_problems();
     CheckReport { preview, stats, data_lost, text }
 }

@@ -26,8 +26,9 @@ pub struct Resolved {
 pub enum ValueProblem {
     /// Quantity/String got several values (`values.Single()` throws).
     Several { value_name: String, count: usize },
-    /// Quantity value not a decimal.
-    NotANumber { value_name: String, value: String },
+    /// Quantity value that `decimal.Parse` (invariant culture) refuses; `why` is
+    /// the .NET exception in plain words.
+    NotANumber { value_name: String, value: String, why: String },
 }
 
 /// Notes about values that were written but lose data.
@@ -35,8 +36,15 @@ pub enum ValueProblem {
 pub enum ValueNote {
     /// Two values in one SampledData slot: the later overwrote the earlier.
     SlotOverwritten { value_name: String, overwritten: usize },
-    /// A SampledData token that is not a decimal: the FHIR server rejects it.
-    NotANumber { value_name: String, value: String },
+    /// A SampledData value that is not a FHIR decimal (or E/L/U): the service
+    /// writes it into `data` unchanged, where readers cannot take it as a number.
+    SampledNotDecimal { value_name: String, value: String },
+    /// A SampledData value containing a space: it becomes several data points
+    /// and shifts every later slot of the Observation.
+    SampledSplit { value_name: String, value: String },
+    /// A Quantity value `decimal.Parse` accepted but read differently from how
+    /// it is written ([`super::dotnet::DecimalReading`]).
+    QuantityCoerced { value_name: String, sent: String, stored: String, reading: super::dotnet::DecimalReading },
 }
 
 fn coding(c: &Code) -> Value {
@@ -56,21 +64,6 @@ fn code_concept(text: &str, codes: &[Code]) -> Value {
     let mut coding_list: Vec<Value> = codes.iter().map(coding).collect();
     coding_list.push(json!({"system": SERVICE_SYSTEM, "code": text, "display": text}));
     json!({"coding": coding_list, "text": text})
-}
-
-fn is_decimal(s: &str) -> bool {
-    let s = s.trim();
-    !s.is_empty() && s.parse::<f64>().is_ok_and(f64::is_finite) && !s.contains(['e', 'E', 'i', 'n', 'N', 'I'])
-}
-
-/// JSON number for a decimal string (keeps integers integral).
-fn decimal_json(s: &str) -> Option<Value> {
-    let s = s.trim();
-    if let Ok(i) = s.parse::<i64>() {
-        return Some(json!(i));
-    }
-    let f: f64 = s.parse().ok()?;
-    serde_json::Number::from_f64(f).map(Value::Number)
 }
 
 /// The `SampledData.data` string: one token per `period` ms slot from `start`
@@ -122,8 +115,13 @@ fn build_value(
             if overwritten > 0 {
                 notes.push(ValueNote::SlotOverwritten { value_name: vt.value_name.clone(), overwritten });
             }
-            if let Some((_, bad)) = values.iter().find(|(_, v)| !is_decimal(v)) {
-                notes.push(ValueNote::NotANumber { value_name: vt.value_name.clone(), value: bad.clone() });
+            // The service appends each string unparsed (SampledDataProcessor.BuildSampledData).
+            for (_, v) in values {
+                if v.contains(' ') {
+                    notes.push(ValueNote::SampledSplit { value_name: vt.value_name.clone(), value: v.clone() });
+                } else if !super::dotnet::is_fhir_sampled_token(v) {
+                    notes.push(ValueNote::SampledNotDecimal { value_name: vt.value_name.clone(), value: v.clone() });
+                }
             }
             let mut origin = Map::new();
             origin.insert("value".into(), json!(0));
@@ -137,11 +135,22 @@ fn build_value(
             let [(_, v)] = values else {
                 return Err(ValueProblem::Several { value_name: vt.value_name.clone(), count: values.len() });
             };
-            let num = decimal_json(v)
-                .filter(|_| is_decimal(v))
-                .ok_or_else(|| ValueProblem::NotANumber { value_name: vt.value_name.clone(), value: v.clone() })?;
+            // QuantityFhirValueProcessor: decimal.Parse(value, CultureInfo.InvariantCulture).
+            let reading = super::dotnet::parse_decimal(v).map_err(|e| ValueProblem::NotANumber {
+                value_name: vt.value_name.clone(),
+                value: v.clone(),
+                why: e.to_string(),
+            })?;
+            if reading.group_separators > 0 || reading.trailing_sign || reading.rounded {
+                notes.push(ValueNote::QuantityCoerced {
+                    value_name: vt.value_name.clone(),
+                    sent: v.clone(),
+                    stored: reading.value.to_string(),
+                    reading: reading.clone(),
+                });
+            }
             let mut q = Map::new();
-            q.insert("value".into(), num);
+            q.insert("value".into(), reading.value.to_json());
             if let Some(u) = unit {
                 q.insert("unit".into(), json!(u));
             }

@@ -9,14 +9,16 @@
 //!   -> transform (FHIR mapping)    -> Observations (+ ids as the service computes them)
 //! ```
 //!
-//! Semantics follow /work/shared/reference/medtech-mapping.md (microsoft/iomt-fhir
-//! 3d8741f): Newtonsoft JSONPath quirks in [`jsonpath`], strict template parsing in
+//! Semantics follow the public microsoft/iomt-fhir source (3d8741f): Newtonsoft
+//! JSONPath quirks in [`jsonpath`], .NET number and date parsing in [`dotnet`]
+//! (what the service silently stores), strict template parsing in
 //! [`device_mapping`]/[`fhir_mapping`], grouping in [`group`], Observation build in
 //! [`fhir`], ids in [`ids`]; [`preview`] ties them together and [`check`] counts
 //! per template.
 
 pub mod check;
 pub mod device_mapping;
+pub mod dotnet;
 pub mod expr;
 pub mod fhir;
 pub mod fhir_mapping;
@@ -32,8 +34,8 @@ pub mod times;
 pub use device_mapping::DeviceMapping;
 pub use fhir_mapping::FhirMapping;
 pub use fields::MappingError;
-pub use preview::{preview_messages, summary_line, summary_lines, IdentityMode, MedTech, Preview, PreviewOptions};
-pub use skip::{Skip, SkipKind};
+pub use preview::{preview_messages, summary_line, summary_lines, warning_line, IdentityMode, MedTech, Preview, PreviewOptions};
+pub use skip::{Skip, SkipKind, Warning, WarningKind};
 
 /// The shipped device mapping (devices/medtech/devicecontent.json).
 pub const SHIPPED_DEVICE_MAPPING: &str = include_str!("../../devices/medtech/devicecontent.json");

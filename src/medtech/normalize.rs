@@ -9,8 +9,8 @@
 //! measurements made before the error have already been sent.
 
 use super::device_mapping::{ContentKind, ContentTemplate, DeviceMapping};
-use super::expr::{token_string, token_time, EvalError, Expression, TimeError, TokenString};
-use super::skip::{Skip, SkipKind};
+use super::expr::{take_notes, token_string_rewritten, token_time, EvalError, Expression, TimeError, TokenString};
+use super::skip::{Skip, SkipKind, Warning, WarningKind};
 use super::times;
 use chrono::{DateTime, Utc};
 use serde::ser::SerializeStruct;
@@ -83,6 +83,7 @@ pub struct TemplateStats {
 pub struct EventOutcome {
     pub measurements: Vec<Measurement>,
     pub skipped: Vec<Skip>,
+    pub warnings: Vec<Warning>,
 }
 
 fn template_label(t: &ContentTemplate) -> String {
@@ -102,7 +103,7 @@ pub fn normalize_event(
     let mut any_match = false;
     let mut jmes_envelope = None;
     for (ti, t) in mapping.templates.iter().enumerate() {
-        let result = run_template(t, envelope, &mut jmes_envelope, ingestion_time, input, &mut out.measurements);
+        let result = run_template(t, envelope, &mut jmes_envelope, ingestion_time, input, &mut out.measurements, &mut out.warnings);
         if let Some(st) = stats.as_deref_mut().and_then(|s| s.get_mut(ti)) {
             if result.matched > 0 {
                 st.events_matched += 1;
@@ -176,6 +177,7 @@ fn run_template(
     ingestion_time: DateTime<Utc>,
     input: usize,
     out: &mut Vec<Measurement>,
+    warnings: &mut Vec<Warning>,
 ) -> TemplateResult {
     let mut r = TemplateResult { matched: 0, produced: 0, error: None };
     let matches = match t.type_match.select_tokens_cached(envelope, jmes_envelope) {
@@ -198,7 +200,9 @@ fn run_template(
         } else {
             token
         };
-        match extract(t, &ctx, ingestion_time, input) {
+        let mut w = Warnings { template: t, input, list: warnings };
+        let _ = take_notes();
+        match extract(t, &ctx, ingestion_time, input, &mut w) {
             Ok(m) => {
                 out.push(m);
                 r.produced += 1;
@@ -212,15 +216,63 @@ fn run_template(
     r
 }
 
+/// Warnings for one measurement being extracted.
+struct Warnings<'a> {
+    template: &'a ContentTemplate,
+    input: usize,
+    list: &'a mut Vec<Warning>,
+}
+
+impl Warnings<'_> {
+    fn push(&mut self, kind: WarningKind, value_name: &str, sent: String, stored: Option<String>, reason: String) {
+        self.list.push(Warning {
+            kind,
+            input: Some(self.input),
+            template: Some(template_label(self.template)),
+            type_name: Some(self.template.type_name.clone()),
+            value_name: Some(value_name.to_string()),
+            sent,
+            stored,
+            reason,
+        });
+    }
+
+    /// Moves the notes the JMESPath functions left into warnings about `what`.
+    fn jmes_notes(&mut self, what: &str, stored: Option<&str>) {
+        for (kind, text) in take_notes() {
+            self.push(kind, what, text.clone(), stored.map(str::to_string), format!("{what}: {text}"));
+        }
+    }
+}
+
 /// First token of a fallback chain, as a string; `Ok(None)` when absent/blank.
-fn eval_string(exprs: &[Expression], ctx: &Value, what: &str) -> Result<Option<String>, (SkipKind, String)> {
+fn eval_string(exprs: &[Expression], ctx: &Value, what: &str, w: &mut Warnings<'_>) -> Result<Option<String>, (SkipKind, String)> {
     for e in exprs {
-        match e.select_token(ctx).map_err(|er| eval_err(er, what, e))? {
+        let tok = e.select_token(ctx).map_err(|er| eval_err(er, what, e))?;
+        let shown = tok.as_ref().map(|t| token_string_rewritten(t).0).and_then(|t| match t {
+            TokenString::Text(s) => Some(s),
+            _ => None,
+        });
+        w.jmes_notes(what, shown.as_deref());
+        match tok {
             None => continue,
-            Some(tok) => match token_string(&tok) {
-                TokenString::Text(s) => return Ok(Some(s)),
-                TokenString::Missing => continue,
-                TokenString::NotAValue(k) => {
+            Some(tok) => match token_string_rewritten(&tok) {
+                (TokenString::Text(s), Some(original)) => {
+                    w.push(
+                        WarningKind::DateStringRewritten,
+                        what,
+                        original.clone(),
+                        Some(s.clone()),
+                        format!(
+                            "{what}: {original:?} has the shape Json.NET reads as a date while parsing the message, so the service extracts it as the text {s:?} \
+                             (.NET invariant \"G\" format: fraction of a second and UTC offset lost)"
+                        ),
+                    );
+                    return Ok(Some(s));
+                }
+                (TokenString::Text(s), None) => return Ok(Some(s)),
+                (TokenString::Missing, _) => continue,
+                (TokenString::NotAValue(k), _) => {
                     return Err((SkipKind::ExpressionError, format!("{what} expression {:?} selected {k}, not a single value", e.as_str())))
                 }
             },
@@ -233,16 +285,38 @@ fn exprs_text(exprs: &[Expression]) -> String {
     exprs.iter().map(|e| format!("{:?}", e.as_str())).collect::<Vec<_>>().join(" or ")
 }
 
-fn extract(t: &ContentTemplate, ctx: &Value, ingestion_time: DateTime<Utc>, input: usize) -> Result<Measurement, (SkipKind, String)> {
-    let device_id = eval_string(&t.device_id, ctx, "deviceId")?.ok_or_else(|| {
+fn extract(
+    t: &ContentTemplate,
+    ctx: &Value,
+    ingestion_time: DateTime<Utc>,
+    input: usize,
+    w: &mut Warnings<'_>,
+) -> Result<Measurement, (SkipKind, String)> {
+    let device_id = eval_string(&t.device_id, ctx, "deviceId", w)?.ok_or_else(|| {
         (SkipKind::RequiredValueMissing, format!("required deviceId is missing, null or blank ({})", exprs_text(&t.device_id)))
     })?;
     let mut time = None;
     for e in &t.timestamp {
-        let Some(tok) = e.select_token(ctx).map_err(|er| eval_err(er, "timestamp", e))? else { continue };
-        match token_time(&tok) {
+        let tok = e.select_token(ctx).map_err(|er| eval_err(er, "timestamp", e))?;
+        w.jmes_notes("timestamp", None);
+        let Some(tok) = tok else { continue };
+        match token_time(&tok, ingestion_time.date_naive()) {
             Ok(tm) => {
-                time = Some(tm);
+                if !tm.notes.is_empty() {
+                    let sent = match &tok {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let why: Vec<&str> = tm.notes.iter().map(|n| n.text()).collect();
+                    w.push(
+                        WarningKind::TimeReadDifferently,
+                        "timestamp",
+                        sent.clone(),
+                        Some(super::times::json_net(&super::times::to_ticks(tm.time))),
+                        format!("timestamp {sent:?} ({:?}): {}", e.as_str(), why.join("; ")),
+                    );
+                }
+                time = Some(tm.time);
                 break;
             }
             Err(TimeError::Missing) => continue,
@@ -252,9 +326,9 @@ fn extract(t: &ContentTemplate, ctx: &Value, ingestion_time: DateTime<Utc>, inpu
     let occurrence_time = time.ok_or_else(|| {
         (SkipKind::RequiredValueMissing, format!("required timestamp is missing, null or blank ({})", exprs_text(&t.timestamp)))
     })?;
-    let opt = |e: &Option<Expression>, what: &str| -> Result<Option<String>, (SkipKind, String)> {
+    let mut opt = |e: &Option<Expression>, what: &str| -> Result<Option<String>, (SkipKind, String)> {
         match e {
-            Some(e) => eval_string(std::slice::from_ref(e), ctx, what),
+            Some(e) => eval_string(std::slice::from_ref(e), ctx, what, w),
             None => Ok(None),
         }
     };
@@ -269,7 +343,7 @@ fn extract(t: &ContentTemplate, ctx: &Value, ingestion_time: DateTime<Utc>, inpu
     }
     let mut properties = Vec::new();
     for v in &t.values {
-        match eval_string(std::slice::from_ref(&v.expression), ctx, &format!("value {}", v.name))? {
+        match eval_string(std::slice::from_ref(&v.expression), ctx, &v.name, w)? {
             Some(s) => properties.push((v.name.clone(), s)),
             None if v.required => {
                 return Err((

@@ -17,7 +17,7 @@ use super::fields::MappingError;
 use super::group;
 use super::ids;
 use super::normalize::{envelope, normalize_event, Measurement, TemplateStats};
-use super::skip::{Skip, SkipKind};
+use super::skip::{Skip, SkipKind, Warning, WarningKind};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -60,6 +60,17 @@ pub struct Preview {
     pub observations: Vec<Value>,
     /// Everything the service would drop, with the reason.
     pub skipped: Vec<Skip>,
+    /// Values the service would store differently from what was sent (or
+    /// that readers would misread), with the reason. Nothing here is dropped.
+    pub warnings: Vec<Warning>,
+}
+
+impl Preview {
+    /// Something would be dropped, retried, or stored differently from what
+    /// was sent: what `preview` and `check` exit 3 for.
+    pub fn has_problems(&self) -> bool {
+        !self.skipped.is_empty() || self.warnings.iter().any(|w| w.kind.alters_data())
+    }
 }
 
 /// Per-template counts, for `medtech check`.
@@ -114,17 +125,26 @@ impl MedTech {
             let out = normalize_event(&self.device, &env, ingestion, i, Some(&mut stats.device_templates));
             p.measurements.extend(out.measurements);
             p.skipped.extend(out.skipped);
+            p.warnings.extend(out.warnings);
         }
-        let (obs, skipped) = self.transform(&p.measurements, opts, opts.issued.unwrap_or(now), &mut stats.fhir_observations);
+        let (obs, skipped, warnings) = self.transform(&p.measurements, opts, opts.issued.unwrap_or(now), &mut stats.fhir_observations);
         p.observations = obs;
         p.skipped.extend(skipped);
+        p.warnings.extend(warnings);
         (p, stats)
     }
 
     /// Groups and transforms measurements into Observations.
-    fn transform(&self, measurements: &[Measurement], opts: &PreviewOptions, issued: DateTime<Utc>, per_template: &mut [usize]) -> (Vec<Value>, Vec<Skip>) {
+    fn transform(
+        &self,
+        measurements: &[Measurement],
+        opts: &PreviewOptions,
+        issued: DateTime<Utc>,
+        per_template: &mut [usize],
+    ) -> (Vec<Value>, Vec<Skip>, Vec<Warning>) {
         let mut observations = Vec::new();
         let mut skipped = Vec::new();
+        let mut warnings = Vec::new();
         for kg in group::by_key(measurements) {
             let Some(first) = kg.measurements.first() else { continue };
             let count = kg.measurements.len();
@@ -222,21 +242,28 @@ impl MedTech {
                 let n_values: usize = g.values.values().map(Vec::len).sum();
                 let first_input = g.inputs.iter().next().copied();
                 match build_observation(&g, template, &resolved, issued) {
-                    Ok((obs, notes)) => {
-                        for n in notes {
-                            let (kind, reason) = match n {
-                                ValueNote::SlotOverwritten { value_name, overwritten } => (
-                                    SkipKind::SampledDataSlotOverwritten,
-                                    format!(
-                                        "{overwritten} value(s) of {value_name:?} fell into a SampledData slot that a later value also used; only the latest per slot is kept (defaultPeriod too long for this rate)"
-                                    ),
-                                ),
-                                ValueNote::NotANumber { value_name, value } => (
-                                    SkipKind::NotANumber,
-                                    format!("{value_name:?} value {value:?} is not a decimal; the FHIR server rejects SampledData.data with it, so the Observation is not stored"),
-                                ),
-                            };
-                            skipped.push(Skip { kind, input: first_input, template: Some(tlabel.clone()), type_name: Some(g.type_name.clone()), count: 1, reason });
+                    Ok((obs, all_notes)) => {
+                        let (slot, notes): (Vec<ValueNote>, Vec<ValueNote>) =
+                            all_notes.into_iter().partition(|n| matches!(n, ValueNote::SlotOverwritten { .. }));
+                        let slot_notes: Vec<String> = slot
+                            .into_iter()
+                            .filter_map(|n| match n {
+                                ValueNote::SlotOverwritten { value_name, overwritten } => Some(format!(
+                                    "{overwritten} value(s) of {value_name:?} fell into a SampledData slot that a later value also used; only the latest per slot is kept (defaultPeriod too long for this rate)"
+                                )),
+                                _ => None,
+                            })
+                            .collect();
+                        warnings.extend(notes.into_iter().filter_map(|n| note_warning(n, &kg, &tlabel, &g.type_name)));
+                        for n in slot_notes {
+                            skipped.push(Skip {
+                                kind: SkipKind::SampledDataSlotOverwritten,
+                                input: first_input,
+                                template: Some(tlabel.clone()),
+                                type_name: Some(g.type_name.clone()),
+                                count: 1,
+                                reason: n,
+                            });
                         }
                         if let Some(c) = tindex.and_then(|i| per_template.get_mut(i)) {
                             *c += 1;
@@ -255,9 +282,12 @@ impl MedTech {
                                     ),
                                 )
                             }
-                            ValueProblem::NotANumber { value_name, value } => (
+                            ValueProblem::NotANumber { value_name, value, why } => (
                                 SkipKind::NotANumber,
-                                format!("{value_name:?} value {value:?} is not a decimal, so no Quantity can be made; the group is dropped"),
+                                format!(
+                                    "{value_name:?} value {value:?} is not a number to the service: decimal.Parse(value, CultureInfo.InvariantCulture) throws {why}; \
+                                     no Quantity can be made (InvalidQuantityFhirValueException) and the group is dropped"
+                                ),
                             ),
                         };
                         skipped.push(Skip { kind, input: first_input, template: Some(tlabel.clone()), type_name: Some(g.type_name.clone()), count: n_values, reason });
@@ -265,8 +295,75 @@ impl MedTech {
                 }
             }
         }
-        (observations, skipped)
+        (observations, skipped, warnings)
     }
+}
+
+/// The input message a value came from: the first measurement of the key group
+/// with that value name and value.
+fn input_of(kg: &group::KeyGroup<'_>, value_name: &str, value: &str) -> Option<usize> {
+    kg.measurements.iter().find(|m| m.properties.iter().any(|(n, v)| n == value_name && v == value)).map(|m| m.input)
+}
+
+/// A value note of the FHIR stage as a [`Warning`] (slot overwrites are skips, not warnings).
+fn note_warning(n: ValueNote, kg: &group::KeyGroup<'_>, tlabel: &str, type_name: &str) -> Option<Warning> {
+    let w = |kind, value_name: String, sent: String, stored: Option<String>, reason: String| Warning {
+        kind,
+        input: input_of(kg, &value_name, &sent),
+        template: Some(tlabel.to_string()),
+        type_name: Some(type_name.to_string()),
+        value_name: Some(value_name),
+        sent,
+        stored,
+        reason,
+    };
+    Some(match n {
+        ValueNote::SlotOverwritten { .. } => return None,
+        ValueNote::QuantityCoerced { value_name, sent, stored, reading } => {
+            let (kind, why) = if reading.group_separators > 0 {
+                (
+                    WarningKind::GroupSeparatorRead,
+                    format!(
+                        "the service's decimal.Parse (invariant culture) reads ',' as a thousands separator and skips it, so {sent:?} is stored as {stored}; \
+                         if the sender meant a decimal comma, the stored value is off by a factor of {}: a probable unit/locale error. \
+                         Send numbers as JSON numbers, or strings with '.' as the decimal point",
+                        10u64.pow(sent.rsplit(',').next().map(|t| t.chars().take_while(char::is_ascii_digit).count()).unwrap_or(1) as u32)
+                    ),
+                )
+            } else if reading.trailing_sign {
+                (
+                    WarningKind::TrailingSignRead,
+                    format!("decimal.Parse (NumberStyles.Number) accepts a sign after the digits, so {sent:?} is stored as {stored}"),
+                )
+            } else {
+                (
+                    WarningKind::DecimalRounded,
+                    format!("{sent:?} has more digits than a .NET decimal holds (96-bit mantissa, 28 fraction digits); the service stores {stored}"),
+                )
+            };
+            w(kind, value_name.clone(), sent, Some(stored), format!("{value_name:?}: {why}"))
+        }
+        ValueNote::SampledNotDecimal { value_name, value } => w(
+            WarningKind::SampledDataNotDecimal,
+            value_name.clone(),
+            value.clone(),
+            Some(value.clone()),
+            format!(
+                "{value_name:?} value {value:?} is not a decimal; the service does not parse SampledData values and writes it into SampledData.data as is, \
+                 where FHIR allows only decimals and E/L/U, so readers will misread it or reject the Observation"
+            ),
+        ),
+        ValueNote::SampledSplit { value_name, value } => w(
+            WarningKind::SampledDataValueSplit,
+            value_name.clone(),
+            value.clone(),
+            None,
+            format!(
+                "{value_name:?} value {value:?} contains a space; SampledData.data is space-separated, so it becomes several data points and every later sample \
+                 of this Observation is read one or more periods late"
+            ),
+        ),
+    })
 }
 
 fn period_number(p: PeriodInterval) -> i32 {
@@ -327,9 +424,18 @@ pub fn summary_line(obs: &Value) -> String {
     format!("{type_name} {} -> Observation {code} {display}{id} [{start}]", short_value(obs)).replace("  ", " ")
 }
 
-/// [`summary_line`] for every Observation, then one line per skip.
+/// [`summary_line`] for every Observation, then one line per skip, then one
+/// per warning (`WARNING (...): message 0: ...`).
 pub fn summary_lines(p: &Preview) -> Vec<String> {
     let mut out: Vec<String> = p.observations.iter().map(summary_line).collect();
     out.extend(p.skipped.iter().map(|s| format!("skipped ({}): {}", s.kind.title(), s.reason)));
+    out.extend(p.warnings.iter().map(warning_line));
     out
+}
+
+/// One line for a warning: `WARNING (title): message N: reason`.
+pub fn warning_line(w: &Warning) -> String {
+    let at = w.input.map(|i| format!("message {i}: ")).unwrap_or_default();
+    let loud = if w.kind.alters_data() { "WARNING" } else { "note" };
+    format!("{loud} ({}): {at}{}", w.kind.title(), w.reason)
 }

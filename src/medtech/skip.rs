@@ -82,3 +82,84 @@ pub struct Skip {
     /// The reason in plain words.
     pub reason: String,
 }
+
+/// Kinds of value the service would store differently from what was sent, or
+/// that readers of the Observation would misread. Nothing is dropped, which is
+/// what makes them dangerous: `medtech check` reports them loudly and both
+/// `preview` and `check` exit 3. docs/medtech.md explains each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WarningKind {
+    /// A Quantity value with `,`: the service's invariant-culture
+    /// `decimal.Parse` skips it as a thousands separator (`"36,6"` -> 366).
+    GroupSeparatorRead,
+    /// A Quantity value with its sign after the digits (`"5-"` -> -5).
+    TrailingSignRead,
+    /// A Quantity value with more digits than a .NET decimal holds: rounded.
+    DecimalRounded,
+    /// A SampledData value that is not a decimal: written into `data` as is.
+    SampledDataNotDecimal,
+    /// A SampledData value containing a space: becomes several data points and
+    /// shifts every later slot.
+    SampledDataValueSplit,
+    /// JMESPath integer arithmetic that .NET does in 64-bit integers:
+    /// `divide` truncates (`divide(\`7\`, \`2\`)` is 3), add/subtract/multiply wrap on overflow.
+    IntegerArithmetic,
+    /// A JMESPath float result that is not finite: stored as `Infinity`/`NaN` text.
+    NotFinite,
+    /// A string that Json.NET reads as a date when it parses the message: the
+    /// service stores it as `MM/dd/yyyy HH:mm:ss` text (fraction and offset lost).
+    DateStringRewritten,
+    /// A time string .NET reads in a way the sender probably did not mean:
+    /// month/day order, no date (the service's processing day is used), no offset.
+    TimeReadDifferently,
+}
+
+impl WarningKind {
+    /// Short plain-words title.
+    pub fn title(self) -> &'static str {
+        match self {
+            WarningKind::GroupSeparatorRead => "',' read as a thousands separator (probable unit/locale error)",
+            WarningKind::TrailingSignRead => "sign after the digits read as the value's sign",
+            WarningKind::DecimalRounded => "value rounded to a .NET decimal",
+            WarningKind::SampledDataNotDecimal => "SampledData value is not a decimal",
+            WarningKind::SampledDataValueSplit => "SampledData value with a space shifts later samples",
+            WarningKind::IntegerArithmetic => "JMESPath integer arithmetic truncated or wrapped",
+            WarningKind::NotFinite => "JMESPath result is not a finite number",
+            WarningKind::DateStringRewritten => "date-like string rewritten by Json.NET",
+            WarningKind::TimeReadDifferently => "time read differently from how it is written",
+        }
+    }
+
+    /// Whether the stored data differs from what was sent (exit 3). Every kind
+    /// does today; the hook is for informational kinds.
+    pub fn alters_data(self) -> bool {
+        true
+    }
+}
+
+/// One value the service would store differently from what was sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    pub kind: WarningKind,
+    /// Index of the input message (0-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<usize>,
+    /// The device template or FHIR template involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The measurement type involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// The value (or field) involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_name: Option<String>,
+    /// What was sent, as the service extracted it.
+    pub sent: String,
+    /// What the service stores, when it stores something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+    /// The reason in plain words.
+    pub reason: String,
+}
