@@ -13,7 +13,7 @@
 //! 3d8741f): Newtonsoft JSONPath quirks in [`jsonpath`], strict template parsing in
 //! [`device_mapping`]/[`fhir_mapping`], grouping in [`group`], Observation build in
 //! [`fhir`], ids in [`ids`]; [`preview`] ties them together and [`check`] counts
-//! per template.
+//! per template. [`status`] reports readings the device marked as not valid.
 
 pub mod check;
 pub mod device_mapping;
@@ -27,6 +27,7 @@ pub mod jsonpath;
 pub mod normalize;
 pub mod preview;
 pub mod skip;
+pub mod status;
 pub mod times;
 
 pub use device_mapping::DeviceMapping;
