@@ -222,10 +222,16 @@ fn shipped_observations_validate_with_fhir_resources() {
             spot.spot_check = true;
             readings.push(spot);
         }
+        if iomt_edge::model::series_period_ms(kind).is_some() {
+            let mut taken = reading(kind, i as i64 + 50);
+            taken.slot_taken = true;
+            readings.push(taken);
+        }
     }
     let p = engine.preview(&[message(readings)], &opts());
     assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
     assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("SpotCheck"))).count(), 3);
+    assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("Single"))).count(), 6);
     assert!(p.observations.len() >= ReadingType::ALL.len() - UNMAPPED_READING_TYPES.len());
     let (ok, text) = validate(&p.observations);
     assert!(ok, "{text}");

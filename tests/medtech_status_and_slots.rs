@@ -487,3 +487,29 @@ fn per_reading_observations_in_one_second_are_all_kept() {
     assert_eq!(replaced, 10, "two of three per type replaced: {:#?}", p.skipped);
     assert_eq!(p.observations.len(), 5);
 }
+
+/// In Lookup mode the preview cannot know the ids; two devices in the same
+/// second are still two Observations, one device twice is a replacement.
+#[test]
+fn replaced_observations_in_lookup_mode_are_per_device() {
+    let (d, f) = shipped_mappings();
+    let old = MedTech::new(d, &f.replace("\"periodInterval\": -1", "\"periodInterval\": 0")).unwrap();
+    let lookup = PreviewOptions { identity: iomt_edge::medtech::IdentityMode::Lookup, ..opts() };
+    let t0 = time::parse("2026-01-15T10:00:00.100Z").unwrap();
+    let temp = |dev: &str, ms: i64| {
+        let mut r = Reading::new(dev, DeviceKind::BedsideMonitor, ReadingType::BodyTemperature).with_value("bodyTemperature", 36.0 + ms as f64 / 1000.0);
+        r.time = t0 + Duration::milliseconds(ms);
+        r
+    };
+    let mut a = vec![temp("mon-1", 0)];
+    let mut b = vec![temp("mon-2", 500)];
+    let msgs = [as_gateway(&mut a, t0, 10), as_gateway(&mut b, t0, 10)].concat();
+    let p = old.preview(&msgs, &lookup);
+    assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
+    assert_eq!(p.observations.len(), 2);
+    let mut same = vec![temp("mon-1", 0), temp("mon-1", 500)];
+    let p = old.preview(&as_gateway(&mut same, t0, 10), &lookup);
+    assert_eq!(p.skipped.iter().map(|s| s.kind).collect::<Vec<_>>(), [SkipKind::ObservationReplaced]);
+    assert_eq!(p.observations.len(), 1);
+    assert_eq!(p.observations[0]["valueQuantity"]["value"], 36.5, "the later value wins, as in the service");
+}

@@ -255,7 +255,11 @@ impl MedTech {
                             skipped.push(Skip { kind, input: first_input, template: Some(tlabel.clone()), type_name: Some(g.type_name.clone()), count: 1, reason });
                         }
                         let identifier = obs.pointer("/identifier/0/value").and_then(Value::as_str).map(str::to_string);
-                        let replaces = identifier.as_ref().and_then(|id| seen_identifiers.get(id).copied()).filter(|_| value_replaced_on_merge);
+                        // In Lookup mode the identifier shows placeholders for the
+                        // resolved ids (the Device decides the Patient there), so the
+                        // device id completes the key.
+                        let merge_key = identifier.as_ref().map(|id| format!("{}|{id}", g.device_id));
+                        let replaces = merge_key.as_ref().and_then(|k| seen_identifiers.get(k).copied()).filter(|_| value_replaced_on_merge);
                         if let Some(prev) = replaces {
                             // The service finds the Observation it just wrote by this
                             // identifier and merges into it: a Quantity or String value
@@ -269,25 +273,23 @@ impl MedTech {
                                     }
                                 }
                                 *earlier = merged;
-                                {
-                                    skipped.push(Skip {
-                                        kind: SkipKind::ObservationReplaced,
-                                        input: first_input,
-                                        template: Some(tlabel.clone()),
-                                        type_name: Some(g.type_name.clone()),
-                                        count: n_values,
-                                        reason: format!(
-                                            "value {lost} is replaced by {}: both groups get the Observation identifier {:?} (its time segment has whole seconds), so the service merges the later into the earlier and keeps one value",
-                                            short_value(&obs),
-                                            identifier.as_deref().unwrap_or("")
-                                        ),
-                                    });
-                                }
+                                skipped.push(Skip {
+                                    kind: SkipKind::ObservationReplaced,
+                                    input: first_input,
+                                    template: Some(tlabel.clone()),
+                                    type_name: Some(g.type_name.clone()),
+                                    count: n_values,
+                                    reason: format!(
+                                        "value {lost} is replaced by {}: both groups get the Observation identifier {:?} (its time segment has whole seconds), so the service merges the later into the earlier and keeps one value",
+                                        short_value(&obs),
+                                        identifier.as_deref().unwrap_or("")
+                                    ),
+                                });
                             }
                             continue;
                         }
-                        if let Some(id) = identifier {
-                            seen_identifiers.insert(id, observations.len());
+                        if let Some(k) = merge_key {
+                            seen_identifiers.insert(k, observations.len());
                         }
                         if let Some(c) = tindex.and_then(|i| per_template.get_mut(i)) {
                             *c += 1;
