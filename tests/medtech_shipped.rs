@@ -19,7 +19,14 @@ fn opts() -> PreviewOptions {
     }
 }
 
-fn message(readings: Vec<Reading>) -> Value {
+/// A message as the forwarder sends it: every reading has its own outbox
+/// sequence number (given here in order when the test left it 0).
+fn message(mut readings: Vec<Reading>) -> Value {
+    for (i, r) in readings.iter_mut().enumerate() {
+        if r.seq == 0 {
+            r.seq = i as u64 + 1;
+        }
+    }
     serde_json::to_value(Message::from_batch("gw-1", "0000abcd", &readings).unwrap()).unwrap()
 }
 
@@ -113,8 +120,17 @@ fn unavailable_values_are_not_matched_rather_than_failing() {
     let p = engine.preview(&[message(vec![ok, flagged.clone()])], &opts());
     assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
     assert_eq!(p.measurements.len(), 1);
-    // Alone, the message is simply not matched (dropped quietly, not retried forever).
+    // Alone, the message is simply not matched (the service counts a dropped
+    // event, it does not retry it forever), and that is the device-status rule
+    // working: reported as excluded by device status, not as a loss.
     let p = engine.preview(&[message(vec![flagged])], &opts());
+    assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
+    assert!(p.measurements.is_empty());
+    assert_eq!(p.excluded.len(), 1, "{:#?}", p.excluded);
+    assert_eq!((p.excluded[0].type_name.as_str(), p.excluded[0].flags.clone()), ("spo2", vec!["valueUnavailable".to_string()]));
+    // A message the mapping does not match for another reason is still a skip.
+    let battery = Reading::new("ox-1", DeviceKind::PulseOximeter, ReadingType::BatteryLevel).with_value("batteryLevel", 50.0);
+    let p = engine.preview(&[message(vec![battery])], &opts());
     assert_eq!(p.skipped.len(), 1);
     assert_eq!(p.skipped[0].kind, SkipKind::NoTemplateMatched);
 }
@@ -206,10 +222,16 @@ fn shipped_observations_validate_with_fhir_resources() {
             spot.spot_check = true;
             readings.push(spot);
         }
+        if iomt_edge::model::series_period_ms(kind).is_some() {
+            let mut taken = reading(kind, i as i64 + 50);
+            taken.slot_taken = true;
+            readings.push(taken);
+        }
     }
     let p = engine.preview(&[message(readings)], &opts());
     assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
     assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("SpotCheck"))).count(), 3);
+    assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("Single"))).count(), 6);
     assert!(p.observations.len() >= ReadingType::ALL.len() - UNMAPPED_READING_TYPES.len());
     let (ok, text) = validate(&p.observations);
     assert!(ok, "{text}");

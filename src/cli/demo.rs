@@ -133,6 +133,7 @@ struct MedtechPanel {
     offset: u64,
     recent: std::collections::VecDeque<serde_json::Value>,
     skipped_total: usize,
+    excluded_total: usize,
 }
 
 impl MedtechPanel {
@@ -140,7 +141,7 @@ impl MedtechPanel {
         let engine = crate::medtech::MedTech::shipped()
             .map_err(|e| tracing::warn!("MedTech preview unavailable: {e}"))
             .ok();
-        MedtechPanel { engine, file, offset: 0, recent: Default::default(), skipped_total: 0 }
+        MedtechPanel { engine, file, offset: 0, recent: Default::default(), skipped_total: 0, excluded_total: 0 }
     }
 
     /// Reads messages delivered since the last call; returns the panel's lines.
@@ -167,6 +168,7 @@ impl MedtechPanel {
         if !new_msgs.is_empty() {
             let p = engine.preview(&new_msgs, &crate::medtech::PreviewOptions::default());
             self.skipped_total += p.skipped.len();
+            self.excluded_total += p.excluded.len();
         }
         for m in new_msgs {
             self.recent.push_back(m);
@@ -183,8 +185,8 @@ impl MedtechPanel {
             latest.insert(key, crate::medtech::summary_line(o));
         }
         let mut out = vec![format!(
-            "MedTech would create (shipped mappings, latest delivered messages; {} measurement(s) skipped so far):",
-            self.skipped_total
+            "MedTech would create (shipped mappings, latest delivered messages; {} measurement(s) skipped so far; {} reading(s) excluded by device status):",
+            self.skipped_total, self.excluded_total
         )];
         out.extend(latest.into_values().map(|l| format!("  {l}")));
         out

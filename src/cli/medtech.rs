@@ -16,12 +16,15 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Sub {
-    /// Print the measurements, Observations, skipped data and warnings for messages, as JSON.
-    /// Exit 3 when something would be dropped or stored differently from what was sent.
+    /// Print the measurements, Observations, skipped data, warnings and readings
+    /// excluded by device status for messages, as JSON. Exit 3 when something
+    /// would be dropped or stored differently from what was sent, or a reading
+    /// the device marked not valid would be charted.
     Preview(PreviewArgs),
     /// Validate the mappings and report per template what sample messages produce.
-    /// Exit 3 when the mappings are invalid, or data would be dropped or stored
-    /// differently from what was sent.
+    /// Exit 3 when the mappings are invalid, data would be dropped or stored
+    /// differently from what was sent, or a reading the device marked not valid
+    /// would be charted.
     Check(CheckArgs),
 }
 
@@ -277,7 +280,9 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
         Load::Exit(c) => return Ok(c),
     };
     let (msgs, bad, described) = if a.inputs.is_empty() {
-        let mut d = "generated: one per reading type the gateway emits, plus one flagged unavailable".to_string();
+        let mut d = "generated: one per reading type the gateway emits, spot-checks, readings whose SampledData slot is taken, \
+                     one flagged unavailable and one flagged without sensor contact"
+            .to_string();
         for (t, why) in crate::medtech::UNMAPPED_READING_TYPES {
             d.push_str(&format!("; {t} not generated: deliberately unmapped ({why})"));
         }
@@ -290,5 +295,5 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let report = check::check(&engine, &msgs, &opts, &described, bad);
     print!("{}", report.text);
-    Ok(if report.data_lost { ExitCode::from(EXIT_PROBLEMS) } else { ExitCode::SUCCESS })
+    Ok(if report.data_lost || report.invalid_charted { ExitCode::from(EXIT_PROBLEMS) } else { ExitCode::SUCCESS })
 }

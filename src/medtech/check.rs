@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One sample message per reading type the gateway emits (except the deliberately
-/// unmapped [`super::UNMAPPED_READING_TYPES`]) and one per type that also comes as
-/// a spot-check, plus one where a flagged-unavailable value travels with a good
-/// one, as the forwarder would send them.
+/// unmapped [`super::UNMAPPED_READING_TYPES`]), one per type that also comes as
+/// a spot-check, one per series type whose SampledData slot is taken
+/// (`slotTaken`), plus one where a flagged-unavailable value travels with a good
+/// one and one with a heart rate the strap flags as without skin contact, as
+/// the forwarder would send them.
 pub fn sample_messages() -> Vec<Value> {
     let t0: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 1, 15, 10, 0, 0).single().unwrap_or_else(Utc::now);
     let mut out = Vec::new();
@@ -20,8 +22,12 @@ pub fn sample_messages() -> Vec<Value> {
     let variants = ReadingType::ALL
         .into_iter()
         .filter(|t| !unmapped.contains(t))
-        .flat_map(|t| std::iter::once((t, false)).chain(t.has_spot_checks().then_some((t, true))));
-    for (i, (kind, spot_check)) in variants.enumerate() {
+        .flat_map(|t| {
+            std::iter::once((t, false, false))
+                .chain(t.has_spot_checks().then_some((t, true, false)))
+                .chain(crate::model::series_period_ms(t).map(|_| (t, false, true)))
+        });
+    for (i, (kind, spot_check, slot_taken)) in variants.enumerate() {
         let dk = match kind {
             ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex => DeviceKind::PulseOximeter,
             ReadingType::HeartRate | ReadingType::RrInterval | ReadingType::EnergyExpended => DeviceKind::HeartRateStrap,
@@ -37,6 +43,7 @@ pub fn sample_messages() -> Vec<Value> {
             r
         };
         r.spot_check = spot_check;
+        r.slot_taken = slot_taken;
         r.time = t0 + chrono::Duration::seconds(i as i64);
         r.seq = i as u64 + 1;
         r.patient_id = Some("sample-patient".into());
@@ -52,7 +59,19 @@ pub fn sample_messages() -> Vec<Value> {
     let mut good = Reading::new("sample-device", DeviceKind::PulseOximeter, ReadingType::PulseRate).with_value("pulseRate", 71.0);
     good.time = r.time;
     good.patient_id = r.patient_id.clone();
+    r.seq = 1001;
+    good.seq = 1002;
     if let Some(m) = Message::from_batch("sample-gateway", "00000000", &[r, good]) {
+        out.push(serde_json::to_value(&m).unwrap_or(Value::Null));
+    }
+    // A heart rate the strap sent without skin contact: excluded by device status.
+    let mut loose = Reading::new("sample-device", DeviceKind::HeartRateStrap, ReadingType::HeartRate)
+        .with_value("heartRate", 80.0)
+        .with_flag(Flag::SensorContactLost);
+    loose.time = t0 + chrono::Duration::seconds(61);
+    loose.patient_id = Some("sample-patient".into());
+    loose.seq = 1003;
+    if let Some(m) = Message::from_batch("sample-gateway", "00000000", &[loose]) {
         out.push(serde_json::to_value(&m).unwrap_or(Value::Null));
     }
     out
@@ -79,8 +98,10 @@ pub struct CheckReport {
     pub preview: Preview,
     pub stats: Stats,
     /// Data would be dropped (or the event retried forever), or stored
-    /// differently from what was sent ([`Preview::has_problems`]).
+    /// differently from what was sent.
     pub data_lost: bool,
+    /// A reading the device marked as not valid would be charted.
+    pub invalid_charted: bool,
     /// Human-readable report.
     pub text: String,
 }
@@ -149,6 +170,25 @@ pub fn check(engine: &MedTech, messages: &[Value], opts: &PreviewOptions, n_inpu
             let _ = writeln!(text, "  - {}", super::warning_line(w));
         }
     }
-    let data_lost = preview.has_problems();
-    CheckReport { preview, stats, data_lost, text }
+    if preview.excluded.is_empty() {
+        let _ = writeln!(text, "\nexcluded by device status: none");
+    } else {
+        let _ = writeln!(
+            text,
+            "\nexcluded by device status (the device marked them not valid; kept out of the chart on purpose, still in the message; charted only with {}):",
+            super::status::chartable_flag_names().join(", ")
+        );
+        for line in super::status::excluded_summary(&preview.excluded) {
+            let _ = writeln!(text, "  {}", line.trim_start_matches("excluded by device status: "));
+        }
+    }
+    if !preview.charted_invalid.is_empty() {
+        let _ = writeln!(text, "\n{} reading(s) the device marked as not valid WOULD BE CHARTED as normal values:", preview.charted_invalid.len());
+        for line in super::status::charted_lines(&preview.charted_invalid) {
+            let _ = writeln!(text, "  - {line}");
+        }
+    }
+    let invalid_charted = !preview.charted_invalid.is_empty();
+    let data_lost = !preview.skipped.is_empty() || preview.warnings.iter().any(|w| w.kind.alters_data());
+    CheckReport { preview, stats, data_lost, invalid_charted, text }
 }

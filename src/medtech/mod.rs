@@ -14,7 +14,7 @@
 //! (what the service silently stores), strict template parsing in
 //! [`device_mapping`]/[`fhir_mapping`], grouping in [`group`], Observation build in
 //! [`fhir`], ids in [`ids`]; [`preview`] ties them together and [`check`] counts
-//! per template.
+//! per template. [`status`] reports readings the device marked as not valid.
 
 pub mod check;
 pub mod device_mapping;
@@ -29,6 +29,7 @@ pub mod jsonpath;
 pub mod normalize;
 pub mod preview;
 pub mod skip;
+pub mod status;
 pub mod times;
 
 pub use device_mapping::DeviceMapping;

@@ -84,6 +84,9 @@ pub struct EventOutcome {
     pub measurements: Vec<Measurement>,
     pub skipped: Vec<Skip>,
     pub warnings: Vec<Warning>,
+    /// For each measurement, in order: the index of its template and the token
+    /// the type match selected (to tell which message part it came from).
+    pub matched: Vec<(usize, Value)>,
 }
 
 fn template_label(t: &ContentTemplate) -> String {
@@ -104,6 +107,7 @@ pub fn normalize_event(
     let mut jmes_envelope = None;
     for (ti, t) in mapping.templates.iter().enumerate() {
         let result = run_template(t, envelope, &mut jmes_envelope, ingestion_time, input, &mut out.measurements, &mut out.warnings);
+        out.matched.extend(result.tokens.iter().map(|tok| (ti, tok.clone())));
         if let Some(st) = stats.as_deref_mut().and_then(|s| s.get_mut(ti)) {
             if result.matched > 0 {
                 st.events_matched += 1;
@@ -157,6 +161,8 @@ struct TemplateResult {
     matched: usize,
     produced: usize,
     error: Option<(SkipKind, String)>,
+    /// The type-match token of each measurement produced.
+    tokens: Vec<Value>,
 }
 
 fn eval_err(e: EvalError, what: &str, expr: &Expression) -> (SkipKind, String) {
@@ -179,7 +185,7 @@ fn run_template(
     out: &mut Vec<Measurement>,
     warnings: &mut Vec<Warning>,
 ) -> TemplateResult {
-    let mut r = TemplateResult { matched: 0, produced: 0, error: None };
+    let mut r = TemplateResult { matched: 0, produced: 0, error: None, tokens: Vec::new() };
     let matches = match t.type_match.select_tokens_cached(envelope, jmes_envelope) {
         Ok(m) => m,
         Err(e) => {
@@ -189,6 +195,7 @@ fn run_template(
     };
     r.matched = matches.len();
     for token in matches {
+        let matched_token = token.clone();
         // CalculatedContent evaluates on a copy of the envelope with matchedToken added;
         // the other kinds evaluate on the matched token only.
         let ctx = if t.kind == ContentKind::Calculated {
@@ -206,6 +213,7 @@ fn run_template(
             Ok(m) => {
                 out.push(m);
                 r.produced += 1;
+                r.tokens.push(matched_token);
             }
             Err(e) => {
                 r.error = Some(e);

@@ -63,13 +63,21 @@ pub struct Preview {
     /// Values the service would store differently from what was sent (or
     /// that readers would misread), with the reason. Nothing here is dropped.
     pub warnings: Vec<Warning>,
+    /// Readings the device marked as not valid (a flag outside
+    /// [`crate::model::CHARTABLE_FLAGS`]) that the mappings keep out of the
+    /// chart, as intended: not a loss (the message still carries them).
+    pub excluded: Vec<super::status::StatusExclusion>,
+    /// Readings the device marked as not valid that the mappings chart anyway.
+    #[serde(rename = "chartedInvalid")]
+    pub charted_invalid: Vec<super::status::StatusExclusion>,
 }
 
 impl Preview {
     /// Something would be dropped, retried, or stored differently from what
-    /// was sent: what `preview` and `check` exit 3 for.
+    /// was sent, or a reading the device marked not valid would be charted:
+    /// what `preview` and `check` exit 3 for.
     pub fn has_problems(&self) -> bool {
-        !self.skipped.is_empty() || self.warnings.iter().any(|w| w.kind.alters_data())
+        !self.skipped.is_empty() || !self.charted_invalid.is_empty() || self.warnings.iter().any(|w| w.kind.alters_data())
     }
 }
 
@@ -122,7 +130,14 @@ impl MedTech {
             } else {
                 envelope(msg.clone(), &opts.properties, &opts.system_properties)
             };
-            let out = normalize_event(&self.device, &env, ingestion, i, Some(&mut stats.device_templates));
+            let mut out = normalize_event(&self.device, &env, ingestion, i, Some(&mut stats.device_templates));
+            let review = super::status::review(env.get("Body").unwrap_or(&Value::Null), i, &out.matched, &self.device, &self.fhir);
+            if review.all_excluded_or_unmapped {
+                // Nothing matched because the device-status rule kept every reading out.
+                out.skipped.retain(|s| s.kind != SkipKind::NoTemplateMatched);
+            }
+            p.excluded.extend(review.excluded);
+            p.charted_invalid.extend(review.charted);
             p.measurements.extend(out.measurements);
             p.skipped.extend(out.skipped);
             p.warnings.extend(out.warnings);
@@ -142,9 +157,10 @@ impl MedTech {
         issued: DateTime<Utc>,
         per_template: &mut [usize],
     ) -> (Vec<Value>, Vec<Skip>, Vec<Warning>) {
-        let mut observations = Vec::new();
+        let mut observations: Vec<Value> = Vec::new();
         let mut skipped = Vec::new();
         let mut warnings = Vec::new();
+        let mut seen_identifiers: std::collections::HashMap<String, usize> = Default::default();
         for kg in group::by_key(measurements) {
             let Some(first) = kg.measurements.first() else { continue };
             let count = kg.measurements.len();
@@ -214,6 +230,7 @@ impl MedTech {
                 });
             }
             let tindex = self.fhir.templates.iter().position(|t| std::ptr::eq(t, template));
+            let value_replaced_on_merge = template.value.iter().chain(template.components.iter().map(|c| &c.value)).any(|v| matches!(v.kind, ValueKind::Quantity { .. } | ValueKind::String));
             for g in groups {
                 let segment = g.id_segment();
                 let resolved = match &ids {
@@ -264,6 +281,43 @@ impl MedTech {
                                 count: 1,
                                 reason: n,
                             });
+                        }
+                        let identifier = obs.pointer("/identifier/0/value").and_then(Value::as_str).map(str::to_string);
+                        // In Lookup mode the identifier shows placeholders for the
+                        // resolved ids (the Device decides the Patient there), so the
+                        // device id completes the key.
+                        let merge_key = identifier.as_ref().map(|id| format!("{}|{id}", g.device_id));
+                        let replaces = merge_key.as_ref().and_then(|k| seen_identifiers.get(k).copied()).filter(|_| value_replaced_on_merge);
+                        if let Some(prev) = replaces {
+                            // The service finds the Observation it just wrote by this
+                            // identifier and merges into it: a Quantity or String value
+                            // is replaced, the period widened.
+                            if let Some(earlier) = observations.get_mut(prev) {
+                                let lost = short_value(earlier);
+                                let mut merged = obs.clone();
+                                if let (Some(s0), Some(s1)) = (earlier.pointer("/effectivePeriod/start").cloned(), merged.pointer_mut("/effectivePeriod/start")) {
+                                    if s0.as_str() < s1.as_str() {
+                                        *s1 = s0;
+                                    }
+                                }
+                                *earlier = merged;
+                                skipped.push(Skip {
+                                    kind: SkipKind::ObservationReplaced,
+                                    input: first_input,
+                                    template: Some(tlabel.clone()),
+                                    type_name: Some(g.type_name.clone()),
+                                    count: n_values,
+                                    reason: format!(
+                                        "value {lost} is replaced by {}: both groups get the Observation identifier {:?} (its time segment has whole seconds), so the service merges the later into the earlier and keeps one value",
+                                        short_value(&obs),
+                                        identifier.as_deref().unwrap_or("")
+                                    ),
+                                });
+                            }
+                            continue;
+                        }
+                        if let Some(k) = merge_key {
+                            seen_identifiers.insert(k, observations.len());
                         }
                         if let Some(c) = tindex.and_then(|i| per_template.get_mut(i)) {
                             *c += 1;
@@ -424,11 +478,15 @@ pub fn summary_line(obs: &Value) -> String {
     format!("{type_name} {} -> Observation {code} {display}{id} [{start}]", short_value(obs)).replace("  ", " ")
 }
 
-/// [`summary_line`] for every Observation, then one line per skip, then one
-/// per warning (`WARNING (...): message 0: ...`).
+/// [`summary_line`] for every Observation, then one line per skip, one per
+/// group of readings excluded by device status, one per reading charted
+/// although the device marked it not valid, then one per warning
+/// (`WARNING (...): message 0: ...`).
 pub fn summary_lines(p: &Preview) -> Vec<String> {
     let mut out: Vec<String> = p.observations.iter().map(summary_line).collect();
     out.extend(p.skipped.iter().map(|s| format!("skipped ({}): {}", s.kind.title(), s.reason)));
+    out.extend(super::status::excluded_summary(&p.excluded));
+    out.extend(super::status::charted_lines(&p.charted_invalid));
     out.extend(p.warnings.iter().map(warning_line));
     out
 }

@@ -39,6 +39,10 @@ pub enum SkipKind {
     /// The value is not a number where FHIR needs one (Quantity, SampledData):
     /// the service or the FHIR server rejects the Observation.
     NotANumber,
+    /// Two observation groups get the same Observation identifier (a time
+    /// segment has whole seconds): the service merges the later into the
+    /// earlier, and a Quantity or String value is replaced.
+    ObservationReplaced,
 }
 
 impl SkipKind {
@@ -59,6 +63,7 @@ impl SkipKind {
             SkipKind::DuplicateTimestamp => "second value with the same timestamp dropped",
             SkipKind::SampledDataSlotOverwritten => "SampledData slot overwritten by a later value",
             SkipKind::NotANumber => "value is not a number",
+            SkipKind::ObservationReplaced => "Observation with the same identifier replaced by a later one",
         }
     }
 }

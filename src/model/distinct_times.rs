@@ -9,6 +9,11 @@
 //! colliding reading forward by whole milliseconds to the next free one. It
 //! changes a time by a few milliseconds at most; it never drops or merges
 //! readings.
+//!
+//! Distinct milliseconds are not enough for a SampledData series, where
+//! MedTech keeps one value per 1000 ms (250 ms) slot: that is handled when the
+//! reading is committed ([`super::SeriesSlots`] marks a reading whose slot is
+//! taken, and the shipped mappings give it an Observation of its own).
 
 use super::{Reading, ReadingType};
 use chrono::{DateTime, Duration, Utc};

@@ -53,6 +53,9 @@ pub struct WireReading {
     /// See [`Reading::spot_check`]; absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub spot_check: bool,
+    /// See [`Reading::slot_taken`]; absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slot_taken: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<DeviceEvent>,
 }
@@ -67,6 +70,7 @@ impl From<&Reading> for WireReading {
             values: r.values.clone(),
             flags: r.flags.clone(),
             spot_check: r.spot_check,
+            slot_taken: r.slot_taken,
             event: r.event,
         }
     }

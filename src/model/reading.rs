@@ -213,6 +213,13 @@ pub struct Reading {
     /// never compete for one SampledData slot.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub spot_check: bool,
+    /// The hourly SampledData series this reading belongs to (shipped MedTech
+    /// mappings) already holds an earlier reading of this device and type in
+    /// the same slot (1000 ms; 250 ms for RR intervals), where MedTech would
+    /// keep only one. Set by the outbox committer ([`crate::model::SeriesSlots`]);
+    /// the shipped mappings make such a reading an Observation of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slot_taken: bool,
     /// For `deviceEvent` readings: what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<DeviceEvent>,
@@ -233,6 +240,7 @@ impl Reading {
             units: BTreeMap::new(),
             flags: Vec::new(),
             spot_check: false,
+            slot_taken: false,
             event: None,
         }
     }

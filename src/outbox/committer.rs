@@ -4,10 +4,16 @@
 //! The window (`flush_interval_ms`, default 100 ms) bounds how long a reading
 //! waits for company; 0 flushes every reading on its own. While a flush is under
 //! way new readings queue in the channel, so under load groups grow by themselves.
+//!
+//! Before storing, each reading is stamped with its patient and checked against
+//! the SampledData slots of its series ([`SeriesSlots`]): every adapter's
+//! readings pass here in commit order, so one place marks a reading whose MedTech
+//! slot is already taken, and the mark is stored with the reading (a resend
+//! carries it unchanged).
 
 use super::Outbox;
 use crate::adapters::DeviceRegistry;
-use crate::model::Reading;
+use crate::model::{Reading, SeriesSlots, SlotOutcome};
 use crate::service::associations::Associations;
 use crate::service::health::Health;
 use std::io::Write;
@@ -44,6 +50,7 @@ impl Committer {
         let handle = tokio::spawn(async move {
             let mut failing_since: Option<u64> = None;
             let mut dropping = 0u64;
+            let mut slots = SeriesSlots::new(chrono::Utc::now());
             while let Some(first) = rx.recv().await {
                 let mut group = vec![first];
                 if !self.window.is_zero() {
@@ -57,6 +64,9 @@ impl Committer {
                 }
                 for r in &mut group {
                     self.associations.stamp(r);
+                    if slots.assign(r) == SlotOutcome::Taken {
+                        tracing::debug!(kind = r.kind.name(), "a reading shares its SampledData slot with an earlier one; it becomes its own Observation");
+                    }
                 }
                 let mut attempt = 0u32;
                 loop {
