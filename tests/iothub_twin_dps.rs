@@ -195,6 +195,7 @@ async fn reordered_desired_patches_never_reassign_a_device() {
     assert_eq!(emu.patch_desired("gw-race", json!({"batching": {"maxReadings": 200}})), 7);
     assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 200}))).await);
     assert_eq!(strap(&control).as_deref(), Some("PAT-NEW"), "a stale patch re-assigned the device");
+    assert!(eventually(|| saved(dir.path())["version"].as_u64() == Some(7)).await, "{}", saved(dir.path()));
     let s = saved(dir.path());
     assert_eq!((s["version"].as_u64(), s["patients"]["strap-1"].as_str()), (Some(7), Some("PAT-NEW")), "{s}");
     // The cloud sees the applied version and the ignored patch.
@@ -229,6 +230,8 @@ async fn reordered_desired_patches_never_reassign_a_device() {
     assert_eq!(emu.patch_desired("gw-race", json!({"batching": {"maxReadings": 400}})), 13);
     assert!(eventually(|| control.batching() == Some(json!({"maxReadings": 400}))).await);
     assert_eq!(strap(&control).as_deref(), Some("PAT-NEW-3"), "after a restart a stale patch re-assigned the device");
+    // The in-memory state changes just before the file is written: wait for the file.
+    assert!(eventually(|| saved(dir.path())["version"].as_u64() == Some(13)).await, "{}", saved(dir.path()));
     let s = saved(dir.path());
     assert_eq!((s["version"].as_u64(), s["patients"]["strap-1"].as_str()), (Some(13), Some("PAT-NEW-3")), "{s}");
     sink.close().await;
