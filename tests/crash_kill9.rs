@@ -87,10 +87,15 @@ fn kill9_cycle(flush_interval_ms: u64, kills: usize, seed: u64) {
     let total_committed = committed.lock().unwrap().len();
     assert!(total_committed > 500, "the gateway should have committed many readings, got {total_committed}");
 
+    // After a kill the outbox says its last life did not stop cleanly.
+    let state = dir.path().join("state");
+    assert_eq!(last_stop(&state), "unclean", "after kill -9");
+
     // Final run: let it drain what the killed runs committed, then stop it
     // cleanly with SIGTERM (which delivers what is pending before exiting).
     let before_final: Vec<u64> = committed.lock().unwrap().keys().copied().collect();
-    let (child, reader) = start(&config, committed.clone());
+    let log = dir.path().join("final.log");
+    let (child, reader) = gateway_common::start_logging_to(&config, committed.clone(), Some(&log));
     let out = dir.path().join("delivered.ndjson");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -109,6 +114,14 @@ fn kill9_cycle(flush_interval_ms: u64, kills: usize, seed: u64) {
     assert!(status.success(), "SIGTERM must lead to a clean exit, got {status:?}");
     assert!(t.elapsed() < Duration::from_secs(15), "SIGTERM took {:?}", t.elapsed());
     reader.join().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log.matches("the last stop was not clean").count(),
+        1,
+        "one line on what the unclean stop left behind, got:\n{log}"
+    );
+    assert!(log.contains("nothing had to be discarded"), "{log}");
+    assert_eq!(last_stop(&state), "clean", "after SIGTERM");
 
     let d = Delivered::from_ndjson(&out);
     let c = committed.lock().unwrap().clone();
@@ -119,6 +132,18 @@ fn kill9_cycle(flush_interval_ms: u64, kills: usize, seed: u64) {
         d.ids.len(),
         d.duplicated()
     );
+}
+
+/// `outbox stats --json`'s `previousStop.kind` of a stopped gateway.
+fn last_stop(state_dir: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+        .args(["outbox", "stats", "--json", "--state-dir"])
+        .arg(state_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "outbox stats: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["previous_stop"]["kind"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]

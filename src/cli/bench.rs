@@ -38,9 +38,17 @@ pub struct Args {
     /// the reopen measurement, in a fresh process).
     #[arg(long, hide = true)]
     pub reopen_only: Option<PathBuf>,
-    /// Skip the slow measurements (reopen with a large backlog, daemon RSS).
+    /// Skip the slow measurements (reopen with a large backlog, daemon RSS,
+    /// storage wear).
     #[arg(long)]
     pub quick: bool,
+    /// How long each storage-wear run measures (after a 5 s warm-up); four
+    /// runs: one bed and 10 devices, with 100 ms and 1 s commit windows.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wear_time: Duration,
+    /// Only the storage-wear measurement.
+    #[arg(long)]
+    pub wear_only: bool,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -71,8 +79,13 @@ fn outbox_cfg(window_ms: u64) -> OutboxConfig {
 }
 
 /// Readings/s through the real committer (channel -> group commit -> flush).
-async fn ingest(dir: &Path, window_ms: u64, n: u64) -> anyhow::Result<f64> {
-    let (ob, _) = Outbox::open(&dir.join(format!("ingest-{window_ms}")), &outbox_cfg(window_ms))?;
+/// `durable = false` leaves out the `fdatasync` after sled's flush, to show
+/// what durability across a power cut costs.
+async fn ingest(dir: &Path, window_ms: u64, n: u64, durable: bool) -> anyhow::Result<f64> {
+    let (ob, _) = Outbox::open(&dir.join(format!("ingest-{window_ms}-{durable}")), &outbox_cfg(window_ms))?;
+    if !durable {
+        ob.bench_without_fdatasync();
+    }
     let ob = Arc::new(ob);
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);
     let c = Committer {
@@ -177,12 +190,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let dir = tmp.path().to_path_buf();
     println!("iomt-edge bench (scratch folder {})", dir.display());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    if a.wear_only {
+        wear_report(&dir, a.wear_time)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     rt.block_on(async {
-        let r = ingest(&dir, 100, a.readings).await?;
-        println!("durable ingest, group commit (100 ms window): {:>10.0} readings/s", r);
+        let r = ingest(&dir, 100, a.readings, true).await?;
+        let old = ingest(&dir, 100, a.readings, false).await?;
+        println!("durable ingest, group commit (100 ms window): {:>10.0} readings/s  (without fdatasync: {old:.0})", r);
         let n_single = (a.readings / 20).max(1000);
-        let r = ingest(&dir, 0, n_single).await?;
-        println!("durable ingest, flush every reading:          {:>10.0} readings/s  ({n_single} readings)", r);
+        let r = ingest(&dir, 0, n_single, true).await?;
+        let old = ingest(&dir, 0, n_single, false).await?;
+        println!("durable ingest, flush every reading:          {:>10.0} readings/s  (without fdatasync: {old:.0}; {n_single} readings)", r);
         let (r, m) = forward(&dir, a.readings).await?;
         println!("forward + ack to the file sink (fsync):       {:>10.0} readings/s  ({m:.0} messages/s)", r);
         anyhow::Ok(())
@@ -204,7 +223,115 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     );
     let (rss, peak) = daemon_rss(&exe, &dir, a.devices, a.daemon_time)?;
     println!("daemon with {} simulated devices after {}: RSS {} KiB (peak {} KiB)", a.devices, humantime::format_duration(a.daemon_time), rss, peak);
+    wear_report(&dir, a.wear_time)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Storage writes of the real daemon, per committed reading and per day.
+struct Wear {
+    readings: u64,
+    groups: u64,
+    write_bytes: u64,
+    secs: f64,
+}
+
+/// The floor: every group commit must write at least one 4 KiB page.
+const PAGE: f64 = 4096.0;
+
+fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    println!(
+        "storage wear: bytes the daemon sent to storage (/proc/PID/io write_bytes) over {} after a 5 s warm-up, simulated devices at 1 Hz, sink on {}",
+        humantime::format_duration(time),
+        wear_sink_dir(dir).display()
+    );
+    for (label, devices) in [("one bed (strap + oximeter)", 2usize), ("10 devices", 10)] {
+        for window_ms in [100u64, 1000] {
+            let w = wear(&exe, dir, devices, window_ms, time)?;
+            let per_reading = w.write_bytes as f64 / w.readings.max(1) as f64;
+            let per_day = w.write_bytes as f64 / w.secs * 86_400.0;
+            let floor = w.groups as f64 * PAGE;
+            println!(
+                "  {label:<27} window {window_ms:>4} ms: {:>6.0} B/reading, {:>6.1} MB/day, {:>5.2} commits/s, {:>5.1} readings/s, {:.2}x the page floor",
+                per_reading,
+                per_day / 1e6,
+                w.groups as f64 / w.secs,
+                w.readings as f64 / w.secs,
+                w.write_bytes as f64 / floor.max(1.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where the wear runs' file sink writes: RAM when there is a /dev/shm, so
+/// that only the state folder's writes are counted (a real gateway sends to
+/// the cloud, not to its SD card).
+fn wear_sink_dir(dir: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { dir.to_path_buf() }
+}
+
+fn io_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("write_bytes:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, time: Duration) -> anyhow::Result<Wear> {
+    use std::io::BufRead;
+    use std::sync::atomic::AtomicU64;
+    let tag = format!("wear-{devices}-{window_ms}-{}", std::process::id());
+    let state = dir.join(&tag);
+    let sink = wear_sink_dir(dir).join(format!("{tag}.ndjson"));
+    let mut cfg = format!(
+        "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\n\n[outbox]\nflush_interval_ms = {window_ms}\n\n[sink.file]\npath = \"{}\"\n",
+        state.display(),
+        sink.display()
+    );
+    for i in 0..devices {
+        let kind = if i % 2 == 0 { "heart_rate_strap" } else { "pulse_oximeter" };
+        cfg.push_str(&format!("\n[[device]]\nid = \"sim-{i}\"\nkind = \"{kind}\"\n[device.simulated]\ninterval_ms = 1000\n"));
+    }
+    let path = dir.join(format!("{tag}.toml"));
+    std::fs::write(&path, cfg)?;
+    let mut child = std::process::Command::new(exe)
+        .args(["run", "--report-commits", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let readings = Arc::new(AtomicU64::new(0));
+    let groups = Arc::new(AtomicU64::new(0));
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout from the daemon"))?;
+    let (r2, g2) = (readings.clone(), groups.clone());
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let n = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["committed"].as_array().map(|a| a.len() as u64))
+                .unwrap_or(0);
+            if n > 0 {
+                r2.fetch_add(n, Ordering::Relaxed);
+                g2.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let (w0, r0, g0, t0) = (io_write_bytes(child.id()), readings.load(Ordering::Relaxed), groups.load(Ordering::Relaxed), Instant::now());
+    std::thread::sleep(time);
+    let (w1, r1, g1, secs) =
+        (io_write_bytes(child.id()), readings.load(Ordering::Relaxed), groups.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait()?;
+    let _ = reader.join();
+    let _ = std::fs::remove_file(&sink);
+    if r1 == r0 {
+        anyhow::bail!("the wear run with {devices} devices committed nothing; is the daemon failing? (config {})", path.display());
+    }
+    Ok(Wear { readings: r1 - r0, groups: g1 - g0, write_bytes: w1.saturating_sub(w0), secs })
 }
 
 fn daemon_rss(exe: &Path, dir: &Path, devices: usize, time: Duration) -> anyhow::Result<(u64, u64)> {

@@ -215,7 +215,7 @@ fn read_inputs(inputs: &[PathBuf]) -> Result<(Vec<Value>, Vec<Skip>), ExitCode> 
 /// Reads queued readings and groups consecutive ones of the same device and
 /// patient into messages, as the forwarder batches them.
 fn outbox_messages(dir: &Path, limit: usize) -> anyhow::Result<Vec<Value>> {
-    let (outbox, _report) = crate::outbox::Outbox::open(dir, &crate::config::OutboxConfig::default())
+    let (outbox, _report) = crate::outbox::Outbox::inspect(dir, &crate::config::OutboxConfig::default())
         .map_err(|e| anyhow::anyhow!("cannot open outbox {}: {e}", dir.display()))?;
     let readings = outbox.read_range(0, u64::MAX, limit).map_err(|e| anyhow::anyhow!("cannot read outbox {}: {e}", dir.display()))?;
     let mut out = Vec::new();

@@ -37,11 +37,31 @@ fn open(state_dir: &std::path::Path) -> anyhow::Result<crate::outbox::Outbox> {
     if !dir.exists() {
         anyhow::bail!("no outbox in {} (is --state-dir right?)", state_dir.display());
     }
-    let (ob, report) = crate::outbox::Outbox::open(&dir, &crate::config::OutboxConfig::default())?;
+    let (ob, report) = crate::outbox::Outbox::inspect(&dir, &crate::config::OutboxConfig::default())?;
     if let Some(p) = report.moved_aside {
         eprintln!("note: the outbox was corrupt and was moved to {}", p.display());
     }
     Ok(ob)
+}
+
+/// A Unix-ms time as RFC 3339 UTC, or "not recorded".
+fn when(ms: u64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms as i64) {
+        Some(t) if ms > 0 => crate::model::time::format(&t),
+        _ => "not recorded".into(),
+    }
+}
+
+fn previous_stop(p: crate::outbox::PreviousStop) -> String {
+    use crate::outbox::PreviousStop;
+    match p {
+        PreviousStop::None => "none (a new outbox)".into(),
+        PreviousStop::Clean { at_ms } => format!("clean, at {}", when(at_ms)),
+        PreviousStop::Unclean { started_ms } => {
+            format!("UNCLEAN: the life that started at {} never recorded a clean stop (power cut, crash or kill)", when(started_ms))
+        }
+        PreviousStop::Unknown => "not recorded (outbox written by an older version)".into(),
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -62,6 +82,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 println!("  refused (full)      {}", s.refused);
                 println!("  size on disk        {}", crate::config::units::ByteSize(s.disk_bytes));
                 println!("  epoch               {}", s.epoch);
+                println!("  last start          {}", when(s.started_ms));
+                println!("  last stop           {}", previous_stop(s.previous_stop));
             }
         }
         OutboxCommand::Peek { state_dir, count } => {

@@ -11,8 +11,19 @@
 //! | `m` + name             | counters (next seq, count, bytes, drops)   |
 //!
 //! Guarantees:
-//! - [`Outbox::append`] returns only after sled flushed the readings; the
-//!   caller may then call them committed.
+//! - [`Outbox::append`] returns only after the readings are on stable storage:
+//!   sled writes its log (`pwrite` + `sync_file_range`), then we `fdatasync` the
+//!   log file ourselves. `sync_file_range` alone persists neither a growing
+//!   file's size nor the device's write cache (see its man page), so without the
+//!   `fdatasync` a power cut loses what was "committed" since sled's last own
+//!   `fsync` (about once a second), and the next start hands out the same
+//!   sequence numbers again. The caller may call them committed when it returns.
+//! - Every life of the outbox (every [`Outbox::open`]) gets a fresh random
+//!   64-bit epoch, part of every message id made in that life, so a message id
+//!   is never used for other readings even if the state folder loses its tail
+//!   or is restored from an older copy.
+//! - The outbox records whether the previous life ended cleanly; an unclean
+//!   start (power cut, crash, `kill -9`) recounts what is stored and says so.
 //! - Readings leave only through [`Outbox::ack`], which the forwarder calls after
 //!   the sink confirmed delivery.
 //! - A batch is recorded (and flushed) with its message id before it is sent, so
@@ -41,6 +52,8 @@ const META_DROPPED_FULL: &[u8] = b"mdropped_full";
 const META_DROPPED_AGE: &[u8] = b"mdropped_age";
 const META_REFUSED: &[u8] = b"mrefused";
 const META_EPOCH: &[u8] = b"mepoch";
+/// The state of the last life: [`RunRecord`] as JSON.
+const META_RUN: &[u8] = b"mrun";
 /// Bytes of bookkeeping per stored reading (key + commit time), for the bound.
 const PER_READING_OVERHEAD: u64 = 9 + 8;
 
@@ -101,6 +114,11 @@ pub struct OutboxStats {
     pub refused: u64,
     pub epoch: String,
     pub disk_bytes: u64,
+    /// How the life before the current one ended.
+    pub previous_stop: PreviousStop,
+    /// When the current (or, for an inspected outbox, the last) life started,
+    /// Unix ms; 0 if not recorded.
+    pub started_ms: u64,
 }
 
 /// How the outbox came up.
@@ -109,6 +127,53 @@ pub struct OpenReport {
     /// Where a corrupt outbox was moved, if one was.
     pub moved_aside: Option<PathBuf>,
     pub took: Duration,
+    /// How the previous life of this outbox ended.
+    pub previous_stop: PreviousStop,
+    /// After an unclean stop: what a recount of the store found.
+    pub recount: Option<Recount>,
+}
+
+/// How the previous life of an outbox ended, as recorded in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum PreviousStop {
+    /// A new outbox: there was no previous life.
+    #[default]
+    None,
+    /// The gateway stopped cleanly (SIGTERM, end of the demo) at `at_ms`
+    /// (Unix ms).
+    Clean { at_ms: u64 },
+    /// The life that started at `started_ms` never recorded a clean stop: a
+    /// power cut, a crash, `kill -9`, or a watchdog kill.
+    Unclean { started_ms: u64 },
+    /// An outbox written by a version that did not record its stops.
+    Unknown,
+}
+
+/// What an unclean start found when it recounted the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recount {
+    /// Readings found in the store.
+    pub readings: u64,
+    /// In-flight batch records found (resent with their ids).
+    pub in_flight_batches: u64,
+    /// Readings the stored counters claimed. Differs from `readings` only if
+    /// the storage lost or kept writes the counters did not (they are written
+    /// in the same atomic batch, so this is a sign of a damaged store); the
+    /// counters are then corrected to the recount.
+    pub counted_before: u64,
+}
+
+/// What the store says about the current or last life; stored under `mrun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunRecord {
+    /// Unix ms when the life started.
+    started_ms: u64,
+    /// Unix ms of the clean stop, or `None` while running.
+    #[serde(default)]
+    clean_stop_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -135,10 +200,32 @@ impl Counters {
     }
 }
 
-/// The open sled database and the outbox tree in it.
+/// The open sled database, the outbox tree in it, and its log file.
 struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    /// sled's log (`{dir}/db`), opened again so we can `fdatasync` it after
+    /// sled's flush. `fdatasync` acts on the file, not the descriptor.
+    log: std::fs::File,
+    /// `false` only in `iomt-edge bench`, to measure what the `fdatasync` costs.
+    fdatasync: bool,
+}
+
+impl Store {
+    /// Makes everything written so far durable: sled's flush, then an
+    /// `fdatasync` of its log file.
+    fn sync(&self) -> Result<(), OutboxError> {
+        self.db.flush()?;
+        if self.fdatasync {
+            self.log.sync_data().map_err(OutboxError::Disk)?;
+        }
+        Ok(())
+    }
+}
+
+/// `fsync`s a folder, so that files created or renamed in it survive a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The outbox. All methods are blocking (sled is synchronous); async callers use
@@ -156,6 +243,10 @@ pub struct Outbox {
     max_age: Duration,
     when_full: WhenFull,
     counters: Mutex<Counters>,
+    previous_stop: PreviousStop,
+    started_ms: u64,
+    /// Opened for inspection: no run record is written, nothing is recounted.
+    inspect: bool,
     _lock: lock::DirLock,
 }
 
@@ -192,21 +283,36 @@ fn decode_value(v: &[u8]) -> Option<(u64, Reading)> {
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox in `dir`. A store that sled reports as
-    /// corrupt, or that panics while opening, is renamed to
-    /// `{dir}.corrupt-{time}` and a fresh one is created in its place.
+    /// Opens (or creates) the outbox in `dir` for a gateway life: records the
+    /// start (durably), gives this life a fresh epoch, and after an unclean
+    /// previous stop recounts the store (see [`OpenReport::recount`]). A store
+    /// that sled reports as corrupt, or that panics while opening, is renamed
+    /// to `{dir}.corrupt-{time}` and a fresh one is created in its place.
     pub fn open(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
+        Self::open_with(dir, cfg, false)
+    }
+
+    /// Opens an existing outbox to look into it (`outbox stats`, `peek`,
+    /// `medtech preview --outbox`): no run record is written and the epoch is
+    /// not renewed, so what it reports about the last life stays true.
+    pub fn inspect(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
+        Self::open_with(dir, cfg, true)
+    }
+
+    fn open_with(dir: &Path, cfg: &OutboxConfig, inspect: bool) -> Result<(Outbox, OpenReport), OutboxError> {
         let started = Instant::now();
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|source| OutboxError::Io { path: parent.to_path_buf(), source })?;
         let lock = lock::DirLock::acquire(dir)?;
         let mut moved_aside = None;
-        let (db, tree) = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
+        let created = !dir.join("db").exists();
+        let store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
             Err(OpenFailure::Corrupt(why)) => {
                 let aside = aside_path(dir);
                 std::fs::rename(dir, &aside).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
+                let _ = sync_dir(parent);
                 tracing::error!(
                     "the outbox in {} could not be opened ({}); it was moved to {} for recovery and a new, empty outbox was created",
                     dir.display(),
@@ -223,18 +329,52 @@ impl Outbox {
                 }
             }
         };
-        let counters = Counters::load(&tree)?;
-        let epoch = match tree.get(META_EPOCH)? {
-            Some(e) => String::from_utf8_lossy(&e).into_owned(),
-            None => {
-                let e = format!("{:08x}", rand::random::<u32>());
-                tree.insert(META_EPOCH, e.as_bytes())?;
-                db.flush()?;
-                e
+        if created || moved_aside.is_some() {
+            // The new store's files must be findable after a power cut too.
+            store.sync()?;
+            sync_dir(dir).and_then(|_| sync_dir(parent)).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let mut counters = Counters::load(&store.tree)?;
+        let last_run: Option<RunRecord> =
+            store.tree.get(META_RUN)?.and_then(|v| serde_json::from_slice(&v).ok());
+        let previous_stop = match last_run {
+            _ if created || moved_aside.is_some() => PreviousStop::None,
+            Some(RunRecord { clean_stop_ms: Some(at_ms), .. }) => PreviousStop::Clean { at_ms },
+            Some(RunRecord { started_ms, clean_stop_ms: None }) => PreviousStop::Unclean { started_ms },
+            None if counters.next_seq <= 1 && store.tree.get(META_EPOCH)?.is_none() => PreviousStop::None,
+            None => PreviousStop::Unknown,
+        };
+        let mut recount = None;
+        let (epoch, started_ms) = if inspect {
+            let epoch = store.tree.get(META_EPOCH)?.map(|e| String::from_utf8_lossy(&e).into_owned()).unwrap_or_default();
+            (epoch, last_run.map(|r| r.started_ms).unwrap_or(0))
+        } else {
+            if matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
+                let found = Self::recount(&store.tree)?;
+                let before = counters.count;
+                if found.count != counters.count || found.bytes != counters.bytes {
+                    counters.count = found.count;
+                    counters.bytes = found.bytes;
+                }
+                // Never hand out a number that is already stored.
+                counters.next_seq = counters.next_seq.max(found.max_seq + 1);
+                recount = Some(Recount { readings: found.count, in_flight_batches: found.in_flight, counted_before: before });
             }
+            // A fresh epoch for every life: message ids made from now on can
+            // never equal one made before, whatever happened to the store.
+            let epoch = format!("{:016x}", rand::random::<u64>());
+            let started_ms = now_ms();
+            let run = RunRecord { started_ms, clean_stop_ms: None };
+            let mut batch = sled::Batch::default();
+            batch.insert(META_EPOCH, epoch.as_bytes());
+            batch.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default());
+            Self::put_counters(&mut batch, &counters);
+            store.tree.apply_batch(batch)?;
+            store.sync()?;
+            (epoch, started_ms)
         };
         let outbox = Outbox {
-            store: RwLock::new(Some(Store { db, tree })),
+            store: RwLock::new(Some(store)),
             dir: dir.to_path_buf(),
             epoch,
             cache_bytes: cfg.cache_bytes.bytes(),
@@ -242,12 +382,50 @@ impl Outbox {
             max_age: cfg.max_age,
             when_full: cfg.when_full,
             counters: Mutex::new(counters),
+            previous_stop,
+            started_ms,
+            inspect,
             _lock: lock,
         };
-        Ok((outbox, OpenReport { moved_aside, took: started.elapsed() }))
+        Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount }))
     }
 
-    fn open_sled(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), OpenFailure> {
+    /// Counts what the store really holds (readings, their bytes as the bound
+    /// counts them, in-flight records, the highest sequence number).
+    fn recount(tree: &sled::Tree) -> Result<Found, OutboxError> {
+        let mut found = Found::default();
+        for item in tree.scan_prefix([READING]) {
+            let (k, v) = item?;
+            found.count += 1;
+            found.bytes += v.len() as u64 + PER_READING_OVERHEAD;
+            found.max_seq = found.max_seq.max(seq_of(&k).unwrap_or(0));
+        }
+        found.in_flight = tree.scan_prefix([INFLIGHT]).count() as u64;
+        Ok(found)
+    }
+
+    /// Records that this life ended cleanly, durably. Call it last, after the
+    /// final flush; the next [`Outbox::open`] then reports a clean stop.
+    pub fn close_clean(&self) -> Result<(), OutboxError> {
+        if self.inspect {
+            return Ok(());
+        }
+        let st = self.store()?;
+        let run = RunRecord { started_ms: self.started_ms, clean_stop_ms: Some(now_ms()) };
+        st.tree.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default())?;
+        st.sync()
+    }
+
+    /// Turns the `fdatasync` after sled's flush off, for `iomt-edge bench`
+    /// only, which reports the durable and the old figures side by side.
+    #[doc(hidden)]
+    pub fn bench_without_fdatasync(&self) {
+        if let Some(st) = self.store.write().as_mut() {
+            st.fdatasync = false;
+        }
+    }
+
+    fn open_sled(dir: &Path, cache_bytes: u64) -> Result<Store, OpenFailure> {
         // We hold our own lock, so no other process uses this outbox. sled's
         // lock can still be held for a moment by a previous instance in this
         // process whose background flusher has not finished: wait for it.
@@ -265,7 +443,7 @@ impl Outbox {
         }
     }
 
-    fn open_sled_once(dir: &Path, cache_bytes: u64) -> Result<(sled::Db, sled::Tree), OpenFailure> {
+    fn open_sled_once(dir: &Path, cache_bytes: u64) -> Result<Store, OpenFailure> {
         let sled_cfg = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -282,7 +460,11 @@ impl Outbox {
             Ok::<_, sled::Error>((db, tree))
         }));
         match opened {
-            Ok(Ok(ok)) => Ok(ok),
+            Ok(Ok((db, tree))) => {
+                let log = std::fs::File::open(dir.join("db"))
+                    .map_err(|source| OpenFailure::Io(OutboxError::Io { path: dir.join("db"), source }))?;
+                Ok(Store { db, tree, log, fdatasync: true })
+            }
             Ok(Err(sled::Error::Io(e))) => Err(OpenFailure::Io(OutboxError::Io { path: dir.to_path_buf(), source: e })),
             Ok(Err(e)) => Err(OpenFailure::Corrupt(e.to_string())),
             Err(panic) => {
@@ -326,12 +508,15 @@ impl Outbox {
         let mut slot = self.store.write();
         // sled's file lock is released when the old handles are gone; open_sled
         // waits for its background flusher to let go.
+        let fdatasync = slot.as_ref().map_or(true, |st| st.fdatasync);
         drop(slot.take());
-        let (db, tree) = match Self::open_sled(&self.dir, self.cache_bytes) {
+        let mut store = match Self::open_sled(&self.dir, self.cache_bytes) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
             Err(OpenFailure::Corrupt(why)) => return Err(OutboxError::Unavailable(why)),
         };
+        store.fdatasync = fdatasync;
+        let tree = store.tree.clone();
         let reloaded = Counters::load(&tree)?;
         let seqs: Vec<u64> = group.iter().map(|r| r.seq).filter(|s| *s != 0).collect();
         let mut on_disk = 0;
@@ -340,8 +525,11 @@ impl Outbox {
                 on_disk += 1;
             }
         }
+        // What sled read back may still be only in the page cache: make it
+        // durable before anyone calls it committed.
+        store.sync()?;
         *self.counters() = reloaded;
-        *slot = Some(Store { db, tree });
+        *slot = Some(store);
         // A sled batch is atomic: all of the group is on disk, or none of it.
         if !seqs.is_empty() && on_disk == seqs.len() {
             return Ok(true);
@@ -372,7 +560,7 @@ impl Outbox {
         // throw away the unflushed batch while we reported it committed.
         let st = self.store()?;
         let outcome = self.append_to(&st, readings)?;
-        st.db.flush()?;
+        st.sync()?;
         Ok(outcome)
     }
 
@@ -465,10 +653,10 @@ impl Outbox {
         Ok(outcome)
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable (sled's flush, then
+    /// `fdatasync` of its log).
     pub fn flush(&self) -> Result<(), OutboxError> {
-        self.store()?.db.flush()?;
-        Ok(())
+        self.store()?.sync()
     }
 
     /// Up to `limit` readings with seq > `after` and seq <= `up_to`, in seq order.
@@ -514,7 +702,7 @@ impl Outbox {
         let value = serde_json::to_vec(batch).unwrap_or_default();
         let st = self.store()?;
         st.tree.insert(inflight_key(first), value)?;
-        st.db.flush()?;
+        st.sync()?;
         Ok(())
     }
 
@@ -615,8 +803,19 @@ impl Outbox {
             refused: c.refused,
             epoch: self.epoch.clone(),
             disk_bytes,
+            previous_stop: self.previous_stop,
+            started_ms: self.started_ms,
         }
     }
+}
+
+/// What [`Outbox::recount`] found.
+#[derive(Debug, Default)]
+struct Found {
+    count: u64,
+    bytes: u64,
+    in_flight: u64,
+    max_seq: u64,
 }
 
 enum OpenFailure {

@@ -53,7 +53,7 @@ fn ack_removes_only_the_batch_and_its_record() {
 }
 
 #[test]
-fn reopen_keeps_readings_counters_epoch_and_in_flight() {
+fn reopen_keeps_readings_counters_and_in_flight_with_a_new_epoch() {
     let d = tempfile::tempdir().unwrap();
     let (epoch, stats) = {
         let ob = open(d.path(), &OutboxConfig::default());
@@ -63,7 +63,9 @@ fn reopen_keeps_readings_counters_epoch_and_in_flight() {
         (ob.epoch().to_string(), ob.stats())
     };
     let ob = open(d.path(), &OutboxConfig::default());
-    assert_eq!(ob.epoch(), epoch);
+    assert_ne!(ob.epoch(), epoch, "every life gets a fresh epoch, so no message id is ever made twice");
+    assert_eq!(ob.epoch().len(), 16, "64 random bits");
+    assert_eq!(ob.in_flight().unwrap()[0].message_id, "x", "in-flight batches keep their recorded id");
     assert_eq!(ob.len(), 5);
     assert_eq!(ob.stats().queued_bytes, stats.queued_bytes);
     assert_eq!(ob.in_flight().unwrap().len(), 1);
@@ -253,10 +255,75 @@ fn recover_reopens_and_tells_whether_the_failed_group_reached_the_disk() {
     assert_eq!(lost.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 6, 7]);
     assert_eq!(ob.len(), 7);
     assert_eq!(ob.read_range(0, u64::MAX, 100).unwrap().len(), 7);
-    // The reopened store is the same outbox: same epoch, and it survives a reopen.
+    // The reopened store is the same outbox life (same epoch), and it survives a reopen.
     let epoch = ob.epoch().to_string();
+    assert_eq!(ob.stats().epoch, epoch);
     drop(ob);
     let ob = open(d.path(), &OutboxConfig::default());
-    assert_eq!(ob.epoch(), epoch);
     assert_eq!(ob.len(), 7);
+}
+
+#[test]
+fn clean_and_unclean_stops_are_recorded_and_an_unclean_start_recounts() {
+    let d = tempfile::tempdir().unwrap();
+    let (ob, report) = Outbox::open(&d.path().join("outbox"), &OutboxConfig::default()).unwrap();
+    assert_eq!(report.previous_stop, PreviousStop::None);
+    assert!(report.recount.is_none());
+    let mut rs: Vec<Reading> = (0..3).map(|i| reading("a", i as f64)).collect();
+    ob.append(&mut rs).unwrap();
+    ob.close_clean().unwrap();
+    drop(ob);
+
+    let (ob, report) = Outbox::open(&d.path().join("outbox"), &OutboxConfig::default()).unwrap();
+    assert!(matches!(report.previous_stop, PreviousStop::Clean { .. }), "{:?}", report.previous_stop);
+    assert!(report.recount.is_none(), "a clean stop needs no recount");
+    let started = ob.stats().started_ms;
+    assert!(started > 0);
+    let mut more = vec![reading("a", 9.0)];
+    ob.append(&mut more).unwrap();
+    ob.put_in_flight(&InFlight { message_id: "m".into(), seqs: vec![1] }).unwrap();
+    // No close_clean: a kill or a power cut.
+    drop(ob);
+
+    // Inspection reports the unclean stop and does not change it.
+    for _ in 0..2 {
+        let (ob, report) = Outbox::inspect(&d.path().join("outbox"), &OutboxConfig::default()).unwrap();
+        assert_eq!(report.previous_stop, PreviousStop::Unclean { started_ms: started }, "the last life never stopped cleanly");
+        assert!(report.recount.is_none(), "inspection changes nothing");
+        assert_eq!(ob.stats().started_ms, started, "inspect shows the last life and records none of its own");
+        ob.close_clean().unwrap();
+    }
+
+    let (ob, report) = Outbox::open(&d.path().join("outbox"), &OutboxConfig::default()).unwrap();
+    assert_eq!(report.previous_stop, PreviousStop::Unclean { started_ms: started });
+    let rc = report.recount.expect("an unclean start recounts");
+    assert_eq!(rc, Recount { readings: 4, in_flight_batches: 1, counted_before: 4 });
+    assert_eq!(ob.stats().previous_stop, PreviousStop::Unclean { started_ms: started });
+    assert_eq!(ob.len(), 4);
+}
+
+#[test]
+fn an_unclean_start_corrects_counters_that_disagree_with_the_store() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let ob = open(d.path(), &OutboxConfig::default());
+        let mut rs: Vec<Reading> = (0..5).map(|i| reading("a", i as f64)).collect();
+        ob.append(&mut rs).unwrap();
+    }
+    // Damage the counters the way lost writes would: they claim more readings
+    // and an older next sequence number than the store holds.
+    {
+        let db = sled::open(d.path().join("outbox")).unwrap();
+        let tree = db.open_tree(TREE).unwrap();
+        tree.insert(META_COUNT, &9u64.to_be_bytes()).unwrap();
+        tree.insert(META_NEXT_SEQ, &3u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let (ob, report) = Outbox::open(&d.path().join("outbox"), &OutboxConfig::default()).unwrap();
+    let rc = report.recount.expect("recount");
+    assert_eq!((rc.readings, rc.counted_before), (5, 9));
+    assert_eq!(ob.len(), 5);
+    let mut more = vec![reading("a", 9.0)];
+    ob.append(&mut more).unwrap();
+    assert_eq!(more[0].seq, 6, "a stored sequence number is never handed out again");
 }

@@ -120,6 +120,7 @@ pub async fn run(
         outbox.len(),
         outbox.stats().in_flight_batches
     );
+    log_previous_stop(&report);
 
     let registry = Arc::new(DeviceRegistry::new());
     for d in &config.devices {
@@ -273,10 +274,43 @@ pub async fn run(
     }
     sink.close().await;
     let ob = outbox.clone();
-    tokio::task::spawn_blocking(move || ob.flush()).await??;
+    tokio::task::spawn_blocking(move || {
+        ob.flush()?;
+        ob.close_clean()
+    })
+    .await??;
     write_status(&gateway, false);
     tracing::info!("stopped: {}", gateway.status_line());
     Ok(())
+}
+
+/// One line on what the previous stop left behind: after a power cut, a crash
+/// or `kill -9`, how many readings were recovered and whether the store's own
+/// counters disagreed with what it holds.
+fn log_previous_stop(report: &crate::outbox::OpenReport) {
+    use crate::outbox::PreviousStop;
+    match (report.previous_stop, report.recount) {
+        (PreviousStop::Unclean { .. } | PreviousStop::Unknown, Some(rc)) => {
+            let discarded = if rc.readings == rc.counted_before {
+                "nothing had to be discarded".to_string()
+            } else if rc.readings < rc.counted_before {
+                format!(
+                    "{} readings the store had counted could not be found (the storage lost writes it had confirmed); the counters were corrected",
+                    rc.counted_before - rc.readings
+                )
+            } else {
+                format!("the store's counters were behind by {} readings and were corrected; nothing was lost", rc.readings - rc.counted_before)
+            };
+            tracing::warn!(
+                "the last stop was not clean (power cut, crash or kill); recovered {} committed readings and {} batches to resend; {}",
+                rc.readings,
+                rc.in_flight_batches,
+                discarded
+            );
+        }
+        (PreviousStop::Clean { .. }, _) => tracing::debug!("the last stop was clean"),
+        _ => {}
+    }
 }
 
 /// How often the running daemon rewrites its status file.

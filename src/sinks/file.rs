@@ -24,7 +24,15 @@ impl FileSink {
                 std::fs::create_dir_all(dir)?;
             }
         }
+        let existed = path.exists();
         let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        if !existed {
+            // A new file's name must survive a power cut too, or the lines
+            // confirmed into it vanish with it.
+            file.sync_all()?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         repair_tail(&mut file)?;
         Ok(FileSink { path: path.to_path_buf(), file: Arc::new(Mutex::new(file)) })
     }
