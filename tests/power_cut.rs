@@ -8,7 +8,7 @@
 //! - every reading reported committed (`--report-commits`, printed only after
 //!   the outbox flush returned) is delivered by the end;
 //! - no sequence number and no message id is ever used for two different
-//!   readings (compared by content: device, type, time, values);
+//!   readings (compared by content: device, type, time, values, flags, event);
 //! - every reading is delivered under exactly one message id (a resend keeps
 //!   its id);
 //! - each device's readings arrive in order.
@@ -263,6 +263,10 @@ fn moved_aside(fs: &PowerCutFs) -> usize {
 }
 
 /// One delivered reading: its identity and its full content.
+///
+/// A reading is its sequence number plus its content: two different beats
+/// of a strap can carry the same RR value and, at millisecond resolution,
+/// the same time, so content alone does not tell readings apart.
 struct Arrival {
     /// The line (message) of the sink's file it arrived in.
     line: usize,
@@ -270,8 +274,11 @@ struct Arrival {
     device: String,
     seq: u64,
     key: CommitKey,
-    /// device, type, time, values (and flags): what makes it this reading.
+    /// device, type, time, values (and flags, device time, event, spot
+    /// check): what the reading says.
     content: String,
+    /// seq + content: this reading.
+    reading: String,
 }
 
 /// Parses the sink's NDJSON; lines that do not parse (a tail being written)
@@ -291,8 +298,13 @@ fn read_delivered(path: &Path, strict: bool) -> Vec<Arrival> {
             let seq = r["seq"].as_u64().expect("seq");
             let time = r["time"].as_str().expect("time").to_string();
             let kind = r["type"].as_str().expect("type").to_string();
-            let content = format!("{device}|{kind}|{time}|{}|{}|{}", r["values"], r["flags"], r["deviceTime"]);
-            out.push(Arrival { line: n, message_id: id.clone(), device: device.clone(), seq, key: (seq, device.clone(), time, kind), content });
+            let content = format!(
+                "{device}|{kind}|{time}|{}|{}|{}|{}|{}",
+                r["values"], r["flags"], r["deviceTime"], r["event"], r["spotCheck"]
+            );
+            let reading = format!("{seq}|{content}");
+            let key = (seq, device.clone(), time, kind);
+            out.push(Arrival { line: n, message_id: id.clone(), device: device.clone(), seq, key, content, reading });
         }
     }
     out
@@ -400,17 +412,17 @@ fn analyse(o: &mut Outcome, runs: &[Vec<CommitKey>], arrivals: &[Arrival]) {
     o.seqs_reused_committed = by_seq.values().filter(|s| s.len() > 1).count();
     // ... and delivered for two different readings.
     let mut contents_of_seq: HashMap<u64, BTreeSet<&str>> = HashMap::new();
-    let mut ids_of_content: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    let mut ids_of_reading: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     // message id -> delivered line -> the readings that line carried
     let mut messages: HashMap<&str, BTreeMap<usize, BTreeSet<&str>>> = HashMap::new();
     for a in arrivals {
         contents_of_seq.entry(a.seq).or_default().insert(&a.content);
-        ids_of_content.entry(&a.content).or_default().insert(&a.message_id);
-        messages.entry(&a.message_id).or_default().entry(a.line).or_default().insert(&a.content);
+        ids_of_reading.entry(&a.reading).or_default().insert(&a.message_id);
+        messages.entry(&a.message_id).or_default().entry(a.line).or_default().insert(&a.reading);
     }
     o.seqs_reused_delivered = contents_of_seq.values().filter(|s| s.len() > 1).count();
-    o.readings_under_two_ids = ids_of_content.values().filter(|ids| ids.len() > 1).count();
-    o.delivered = ids_of_content.len();
+    o.readings_under_two_ids = ids_of_reading.values().filter(|ids| ids.len() > 1).count();
+    o.delivered = ids_of_reading.len();
     for copies in messages.values() {
         let distinct: BTreeSet<&BTreeSet<&str>> = copies.values().collect();
         if distinct.len() > 1 {
@@ -423,7 +435,7 @@ fn analyse(o: &mut Outcome, runs: &[Vec<CommitKey>], arrivals: &[Arrival]) {
     let mut seen: HashSet<&str> = HashSet::new();
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
     for a in arrivals {
-        if !seen.insert(&a.content) {
+        if !seen.insert(&a.reading) {
             continue;
         }
         if let Some(prev) = last_seq.insert(&a.device, a.seq) {
@@ -440,6 +452,10 @@ fn case_in_tempdir(case: Case) -> Option<Outcome> {
     let outcome = run_case(case, &fs, dir.path());
     println!("{}", outcome.report(case.name));
     drop(fs);
+    if std::env::var_os("IOMT_POWERCUT_KEEP").is_some() {
+        // Debugging aid: keep the backing folder, sink output and gateway log.
+        println!("  kept {}", dir.keep().display());
+    }
     Some(outcome)
 }
 
