@@ -236,8 +236,19 @@ fn start(config: &Path, root: &Path) -> (Gateway, std::thread::JoinHandle<Vec<Co
     let stdout = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
         let mut out = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            // SIGKILL can cut the last line short (stdout writes a long line
+            // in pieces): those readings were not reported, so not counted.
+            if !line.ends_with('\n') {
+                break;
+            }
             let v: serde_json::Value = serde_json::from_str(&line).expect("commit report is JSON");
             for item in v["committed"].as_array().expect("committed: [...]") {
                 let s = |i: usize| item[i].as_str().expect("commit report item: [seq, device, time, type]").to_string();

@@ -159,8 +159,11 @@ fn report_commits(group: &[Reading]) {
         .filter(|r| r.seq != 0)
         .map(|r| serde_json::json!([r.seq, r.device_id, crate::model::time::format(&r.time), r.kind]))
         .collect();
-    let line = serde_json::json!({ "committed": items });
+    // One write for the whole line: written piecewise (stdout's line buffer
+    // is 1 KiB), a kill could leave half a line in the pipe.
+    let mut line = serde_json::json!({ "committed": items }).to_string();
+    line.push('\n');
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }
