@@ -26,8 +26,10 @@ use tokio::task::JoinHandle;
 const MAX_GROUP: usize = 4096;
 
 /// Writes a line per committed group on stdout, for the crash tests:
-/// `{"committed":[[seq,"device"],...]}`. Written after the flush returned, so a
-/// line that reached the pipe names readings that are durable.
+/// `{"committed":[[seq,"device","time","type"],...]}` (time and type as in the
+/// message format, so a test can tell a reading from another one that was
+/// given the same number). Written after the flush returned, so a line that
+/// reached the pipe names readings that are durable.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CommitReport(pub bool);
 
@@ -162,10 +164,16 @@ impl Committer {
 }
 
 fn report_commits(group: &[Reading]) {
-    let items: Vec<serde_json::Value> =
-        group.iter().filter(|r| r.seq != 0).map(|r| serde_json::json!([r.seq, r.device_id])).collect();
-    let line = serde_json::json!({ "committed": items });
+    let items: Vec<serde_json::Value> = group
+        .iter()
+        .filter(|r| r.seq != 0)
+        .map(|r| serde_json::json!([r.seq, r.device_id, crate::model::time::format(&r.time), r.kind]))
+        .collect();
+    // One write for the whole line: written piecewise (stdout's line buffer
+    // is 1 KiB), a kill could leave half a line in the pipe.
+    let mut line = serde_json::json!({ "committed": items }).to_string();
+    line.push('\n');
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
 }

@@ -36,8 +36,19 @@ pub fn start_logging_to(config: &Path, committed: Committed, log: Option<&Path>)
         .expect("start gateway");
     let stdout = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            // SIGKILL can cut the last line short: those readings were not
+            // reported, so they are not counted.
+            if !line.ends_with('\n') {
+                break;
+            }
             let v: serde_json::Value = serde_json::from_str(&line).expect("commit report is JSON");
             let mut c = committed.lock().unwrap();
             for item in v["committed"].as_array().unwrap() {
