@@ -387,8 +387,12 @@ impl Outbox {
             }
         };
         if created || moved_aside.is_some() {
-            // The new store's files must be findable after a power cut too.
+            // The new store's files must be findable after a power cut too,
+            // sled's `conf` (written once, never synced by sled) included.
             store.sync()?;
+            if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
+                conf.sync_all().map_err(OutboxError::Disk)?;
+            }
             sync_dir(dir).and_then(|_| sync_dir(parent)).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
         }
         let mut counters = Counters::load(&store.tree)?;
