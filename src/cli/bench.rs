@@ -245,9 +245,17 @@ fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
         humantime::format_duration(time),
         wear_sink_dir(dir).display()
     );
-    for (label, devices) in [("one bed (strap + oximeter)", 2usize), ("10 devices", 10)] {
-        for window_ms in [100u64, 1000] {
-            let w = wear(&exe, dir, devices, window_ms, time)?;
+    let cases = [
+        ("one bed (strap + oximeter)", 2usize, 100u64, false),
+        ("one bed (strap + oximeter)", 2, 1000, false),
+        ("10 devices", 10, 100, false),
+        ("10 devices", 10, 1000, false),
+        ("one bed, cloud unreachable", 2, 100, true),
+        ("10 devices, cloud unreachable", 10, 100, true),
+    ];
+    for (label, devices, window_ms, outage) in cases {
+        {
+            let w = wear(&exe, dir, devices, window_ms, outage, time)?;
             let per_reading = w.write_bytes as f64 / w.readings.max(1) as f64;
             let per_day = w.write_bytes as f64 / w.secs * 86_400.0;
             let floor = w.groups as f64 * PAGE;
@@ -279,12 +287,17 @@ fn io_write_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, time: Duration) -> anyhow::Result<Wear> {
+fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, outage: bool, time: Duration) -> anyhow::Result<Wear> {
     use std::io::BufRead;
     use std::sync::atomic::AtomicU64;
-    let tag = format!("wear-{devices}-{window_ms}-{}", std::process::id());
+    let tag = format!("wear-{devices}-{window_ms}-{outage}-{}", std::process::id());
     let state = dir.join(&tag);
-    let sink = wear_sink_dir(dir).join(format!("{tag}.ndjson"));
+    // An outage: every write of the file sink fails ("no space"), as a cloud
+    // that cannot be reached; readings pile up in the outbox.
+    let sink = if outage { PathBuf::from("/dev/full") } else { wear_sink_dir(dir).join(format!("{tag}.ndjson")) };
+    // The status file goes where systemd's RuntimeDirectory would put it (RAM).
+    let runtime = wear_sink_dir(dir).join(format!("{tag}-run"));
+    std::fs::create_dir_all(&runtime)?;
     let mut cfg = format!(
         "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\n\n[outbox]\nflush_interval_ms = {window_ms}\n\n[sink.file]\npath = \"{}\"\n",
         state.display(),
@@ -299,7 +312,8 @@ fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, time: Duration) 
     let mut child = std::process::Command::new(exe)
         .args(["run", "--report-commits", "--config"])
         .arg(&path)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
+        .env("RUNTIME_DIRECTORY", &runtime)
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let readings = Arc::new(AtomicU64::new(0));
@@ -327,7 +341,10 @@ fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, time: Duration) 
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
     let _ = reader.join();
-    let _ = std::fs::remove_file(&sink);
+    if !outage {
+        let _ = std::fs::remove_file(&sink);
+    }
+    let _ = std::fs::remove_dir_all(&runtime);
     if r1 == r0 {
         anyhow::bail!("the wear run with {devices} devices committed nothing; is the daemon failing? (config {})", path.display());
     }

@@ -599,7 +599,11 @@ impl Outbox {
             .path(dir)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::LowSpace)
-            .flush_every_ms(Some(1000));
+            // No background flush: every write that must be durable is
+            // synced by us (append, in-flight records, the run record), and
+            // what may wait (acks, expiry) rides along with the next of
+            // those. sled's once-a-second flush would only add SD-card writes.
+            .flush_every_ms(None);
         // sled 0.34 can panic on some corrupt files instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = sled_cfg.open()?;
