@@ -12,4 +12,4 @@ pub mod time;
 
 pub use distinct_times::DistinctTimes;
 pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
-pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, Flag, Reading, ReadingType};
+pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, DeviceTime, Flag, Reading, ReadingType, TimeFrom};
