@@ -147,7 +147,9 @@ async fn silent_strap_is_detected_and_reconnected() {
 }
 
 /// Malformed notification bytes are counted, produce no reading, and the
-/// stream goes on; a battery drop becomes a batteryLevel reading.
+/// stream goes on; a stray byte after the last RR interval costs only itself
+/// (heart rate and RR kept, the byte counted); a battery drop becomes a
+/// batteryLevel reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     if !have_dbus_daemon("malformed_notifications_are_counted_and_battery_drop_reported") {
@@ -158,8 +160,10 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     let mut rig = Rig::start(config, devices).await;
     rig.wait_for("3 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 3).await;
     rig.sim.inject(STRAP, 0x2A37, vec![0x16]).unwrap();
-    rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x48, 0x01]).unwrap();
+    // Issue 9: 62 /min, RR 945/1024 s, then one stray byte.
+    rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x3E, 0xB1, 0x03, 0xDE]).unwrap();
     rig.sim.inject(STRAP, 0x2A37, vec![]).unwrap();
+    rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x3E, 0xB1, 0x03, 0xB1, 0x03, 0xDE]).unwrap();
     rig.sim.set_battery(STRAP, 15).unwrap();
     rig.wait_for("battery 15 %", Duration::from_secs(5), |rs| {
         rs.iter().any(|r| r.kind == ReadingType::BatteryLevel && r.values.get("batteryLevel") == Some(&15.0))
@@ -171,11 +175,19 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     // (finish() stops the simulator, which ends the link; look before that.)
     assert_eq!(events(&rig.readings, "strap-1"), vec![DeviceEvent::Connected], "no reconnect for bad bytes");
     let (rs, sent, registry) = rig.finish().await;
-    let bad = sent.iter().filter(|s| s.uuid16 == 0x2A37 && (s.bytes.len() < 2 || s.bytes == [0x10, 0x48, 0x01])).count();
-    assert_eq!(bad, 3, "the simulator sent the three malformed values");
+    let bad = sent.iter().filter(|s| s.uuid16 == 0x2A37 && s.bytes.len() < 2).count();
+    assert_eq!(bad, 2, "the simulator sent the two undecodable values");
     let status = registry.snapshot().into_iter().find(|d| d.device_id == "strap-1").unwrap();
-    assert_eq!(status.input_errors, 3);
+    assert_eq!(status.input_errors, 2);
+    assert_eq!(status.extra_bytes, 2, "one stray byte in each of two notifications");
+    assert!(status.undecodable_percent().is_some_and(|p| p > 0 && p < 100), "{:?}", status.undecodable_percent());
     assert_eq!(status.battery, Some(15.0));
+    let heart_rates: Vec<f64> =
+        rs.iter().filter(|r| r.kind == ReadingType::HeartRate).filter_map(|r| r.primary_value()).collect();
+    // (The simulator's own values may also hit 62 /min or an RR of 945/1024 s.)
+    assert!(heart_rates.iter().filter(|v| **v == 62.0).count() >= 2, "both 62 /min kept: {heart_rates:?}");
+    let rr_kept = rs.iter().filter(|r| r.kind == ReadingType::RrInterval && r.values.get("rrInterval") == Some(&(945.0 * 1000.0 / 1024.0)));
+    assert!(rr_kept.count() >= 3, "the RR intervals before the stray bytes are kept");
     assert_eq!(measurements(&rs, "strap-1"), expected(&sent, STRAP, DeviceKind::HeartRateStrap));
     let batteries: Vec<f64> = rs.iter().filter(|r| r.kind == ReadingType::BatteryLevel).filter_map(|r| r.primary_value()).collect();
     assert_eq!(batteries, vec![90.0, 15.0]);

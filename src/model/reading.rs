@@ -162,6 +162,25 @@ pub enum Flag {
     TimeUnknown,
 }
 
+impl Flag {
+    /// Every flag, for exhaustive checks (schema, docs, mappings).
+    pub const ALL: [Flag; 13] = [
+        Flag::SensorContactLost,
+        Flag::SensorDisconnected,
+        Flag::ValueUnavailable,
+        Flag::DeviceClockNotSet,
+        Flag::Questionable,
+        Flag::Invalid,
+        Flag::LowPerfusion,
+        Flag::EarlyEstimate,
+        Flag::SignalIrregular,
+        Flag::TestData,
+        Flag::CalibrationOngoing,
+        Flag::DeviceMalfunction,
+        Flag::TimeUnknown,
+    ];
+}
+
 /// How a reading's `time` was derived from the device's clock (see [`DeviceTime`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -425,6 +444,49 @@ mod tests {
         }
         assert_eq!(ReadingType::from_name("heart_rate"), Some(ReadingType::HeartRate));
         assert_eq!(ReadingType::from_name("nonsense"), None);
+    }
+
+    /// The message schema's flag enum and docs/message-format.md list exactly
+    /// the flags the gateway can send.
+    #[test]
+    fn schema_and_docs_list_every_flag() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/message.schema.json")).expect("schema is JSON");
+        let listed: Vec<String> = schema["$defs"]["reading"]["properties"]["flags"]["items"]["enum"]
+            .as_array()
+            .expect("flag enum")
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        let ours: Vec<String> = Flag::ALL
+            .iter()
+            .map(|f| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+            .collect();
+        assert_eq!(listed, ours);
+        let doc = include_str!("../../docs/message-format.md");
+        for f in &ours {
+            assert!(doc.contains(&format!("`{f}`")), "docs/message-format.md does not explain `{f}`");
+        }
+        for (i, f) in Flag::ALL.iter().enumerate() {
+            assert!(!Flag::ALL[..i].contains(f), "{f:?} listed twice");
+        }
+        // A new variant fails to compile here until it is added to Flag::ALL.
+        let count = |f: Flag| match f {
+            Flag::SensorContactLost
+            | Flag::SensorDisconnected
+            | Flag::ValueUnavailable
+            | Flag::DeviceClockNotSet
+            | Flag::Questionable
+            | Flag::Invalid
+            | Flag::LowPerfusion
+            | Flag::EarlyEstimate
+            | Flag::SignalIrregular
+            | Flag::TestData
+            | Flag::CalibrationOngoing
+            | Flag::DeviceMalfunction
+            | Flag::TimeUnknown => 1,
+        };
+        assert_eq!(Flag::ALL.iter().map(|f| count(*f)).sum::<usize>(), 13);
     }
 
     #[test]
