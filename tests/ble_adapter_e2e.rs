@@ -230,6 +230,60 @@ async fn finger_out_gives_flagged_readings_not_numbers() {
     assert_eq!(measurements(&rs, "ox-1"), expected(&sent, OX, DeviceKind::PulseOximeter));
 }
 
+/// Issue 9: a live timestamped spot-check measures the oximeter's clock offset
+/// (here 2 h ahead of UTC); a stored spot-check from the same device is then
+/// timed when it was measured, its device clock converted with that offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
+    if !have_dbus_daemon("stored_spot_check_is_timed_by_the_offset_measured_on_live_ones") {
+        return;
+    }
+    let _turn = serial();
+    const OX: &str = "C0:FF:EE:00:00:02";
+    let config = SimConfig {
+        devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")],
+        interval: Duration::from_millis(100),
+    };
+    let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
+    rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
+    let date_time = |t: chrono::NaiveDateTime| {
+        use chrono::{Datelike, Timelike};
+        let mut b = (t.year() as u16).to_le_bytes().to_vec();
+        b.extend([t.month() as u8, t.day() as u8, t.hour() as u8, t.minute() as u8, t.second() as u8]);
+        b
+    };
+    // Live: 91 %, timestamp = the device clock now (UTC + 2 h), status 0.
+    let device_now = (chrono::Utc::now() + chrono::Duration::hours(2)).naive_utc();
+    let mut live = vec![0x03, 91, 0x00, 0x48, 0x00];
+    live.extend(date_time(device_now));
+    live.extend([0x00, 0x00]);
+    // Stored: 93 %, measured 2025-03-04 05:06:07 by the device clock, "from storage".
+    let mut stored = vec![0x03, 93, 0x00, 0x48, 0x00];
+    stored.extend(date_time(chrono::NaiveDate::from_ymd_opt(2025, 3, 4).unwrap().and_hms_opt(5, 6, 7).unwrap()));
+    stored.extend([0x00, 0x02]);
+    rig.sim.inject(OX, 0x2A5E, live).unwrap();
+    rig.sim.inject(OX, 0x2A5E, stored).unwrap();
+    let spot = |rs: &[iomt_edge::model::Reading], v: f64| {
+        rs.iter().find(|r| r.kind == ReadingType::Spo2 && r.spot_check && r.values.get("spo2") == Some(&v)).cloned()
+    };
+    rig.wait_for("both spot-checks", Duration::from_secs(5), move |rs| spot(rs, 91.0).is_some() && spot(rs, 93.0).is_some())
+        .await;
+    let (rs, _, _) = rig.finish().await;
+    let live = spot(&rs, 91.0).unwrap();
+    let lt = live.device_time.unwrap();
+    assert_eq!(lt.time_from, iomt_edge::model::TimeFrom::Arrival);
+    let offset = lt.utc_offset_seconds.unwrap();
+    assert!((7195..=7200).contains(&offset), "measured offset {offset}");
+    assert!((chrono::Utc::now() - live.time).num_seconds() < 30, "a live value keeps its arrival time");
+    let stored = spot(&rs, 93.0).unwrap();
+    let st = stored.device_time.unwrap();
+    assert_eq!((st.time_from, st.utc_offset_seconds), (iomt_edge::model::TimeFrom::MeasuredOffset, Some(offset)));
+    let want = chrono::NaiveDate::from_ymd_opt(2025, 3, 4).unwrap().and_hms_opt(5, 6, 7).unwrap().and_utc()
+        - chrono::Duration::seconds(offset);
+    assert_eq!(stored.time, want, "the stored value is charted when it was measured");
+    assert!(stored.flags.is_empty(), "{:?}", stored.flags);
+}
+
 /// bluetoothd restarts: org.bluez vanishes and comes back knowing nothing.
 /// The adapter rebuilds its btleplug manager, rescans, reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

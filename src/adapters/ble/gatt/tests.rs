@@ -605,7 +605,7 @@ fn complete_fields_kept_cut_qualifiers_rejected() {
     let d = decode(PlxContinuous, &hx("11 62 00 48 00 61 00")).unwrap();
     let rs = d.to_readings("ox", DeviceKind::PulseOximeter, &at(t0()));
     assert_eq!(values(&rs), vec![(ReadingType::Spo2, Some(98.0), vec![]), (ReadingType::PulseRate, Some(72.0), vec![])]);
-    assert!(rs[0].values.get("spo2Fast").is_none(), "a cut pair is dropped whole");
+    assert!(!rs[0].values.contains_key("spo2Fast"), "a cut pair is dropped whole");
     // PLX Spot-check: timestamp and status fields are required when announced.
     assert_eq!(cut(PlxSpotCheck, "01 62 00 48 00 E9 07 03 04 05 06"), "timestamp.seconds");
     assert_eq!(cut(PlxSpotCheck, "02 62 00 48 00 00"), "measurementStatus");
