@@ -7,6 +7,7 @@ use crate::adapters::ble::gatt::{self, Characteristic};
 use crate::adapters::device_clock::{GatewayZone, TimeContext};
 use crate::model::DeviceKind;
 use chrono::FixedOffset;
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -110,8 +111,11 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
                 "clockOffsetMeasured": decoded.clock_offset(arrival),
                 "readings": readings,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            Ok(ExitCode::SUCCESS)
+            // A reader that stops early (`| head`) is not an error worth a panic.
+            match writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&out)?) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Err(e) => {
             eprintln!("error: malformed value: {e}");
