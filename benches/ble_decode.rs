@@ -3,6 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use iomt_edge::adapters::ble::gatt::{decode, Characteristic};
+use iomt_edge::adapters::device_clock::{GatewayZone, TimeContext};
 use iomt_edge::model::DeviceKind;
 
 fn bench(c: &mut Criterion) {
@@ -27,13 +28,13 @@ fn bench(c: &mut Criterion) {
             DeviceKind::PulseOximeter,
         ),
     ];
-    let now = chrono::Utc::now();
+    let now = TimeContext::new(chrono::Utc::now(), GatewayZone::Local);
     let mut g = c.benchmark_group("ble_decode");
     g.throughput(Throughput::Elements(1));
     for (name, ch, bytes, kind) in cases {
         g.bench_function(format!("{name}/decode"), |b| b.iter(|| decode(ch, black_box(bytes))));
         g.bench_function(format!("{name}/decode_to_readings"), |b| {
-            b.iter(|| decode(ch, black_box(bytes)).map(|d| d.to_readings("strap-1", kind, now)))
+            b.iter(|| decode(ch, black_box(bytes)).map(|d| d.to_readings("strap-1", kind, &now)))
         });
     }
     g.finish();

@@ -147,7 +147,9 @@ async fn silent_strap_is_detected_and_reconnected() {
 }
 
 /// Malformed notification bytes are counted, produce no reading, and the
-/// stream goes on; a battery drop becomes a batteryLevel reading.
+/// stream goes on; a stray byte after the last RR interval costs only itself
+/// (heart rate and RR kept, the byte counted); a battery drop becomes a
+/// batteryLevel reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     if !have_dbus_daemon("malformed_notifications_are_counted_and_battery_drop_reported") {
@@ -158,8 +160,10 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     let mut rig = Rig::start(config, devices).await;
     rig.wait_for("3 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 3).await;
     rig.sim.inject(STRAP, 0x2A37, vec![0x16]).unwrap();
-    rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x48, 0x01]).unwrap();
+    // Issue 9: 62 /min, RR 945/1024 s, then one stray byte.
+    rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x3E, 0xB1, 0x03, 0xDE]).unwrap();
     rig.sim.inject(STRAP, 0x2A37, vec![]).unwrap();
+    rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x3E, 0xB1, 0x03, 0xB1, 0x03, 0xDE]).unwrap();
     rig.sim.set_battery(STRAP, 15).unwrap();
     rig.wait_for("battery 15 %", Duration::from_secs(5), |rs| {
         rs.iter().any(|r| r.kind == ReadingType::BatteryLevel && r.values.get("batteryLevel") == Some(&15.0))
@@ -171,11 +175,19 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     // (finish() stops the simulator, which ends the link; look before that.)
     assert_eq!(events(&rig.readings, "strap-1"), vec![DeviceEvent::Connected], "no reconnect for bad bytes");
     let (rs, sent, registry) = rig.finish().await;
-    let bad = sent.iter().filter(|s| s.uuid16 == 0x2A37 && (s.bytes.len() < 2 || s.bytes == [0x10, 0x48, 0x01])).count();
-    assert_eq!(bad, 3, "the simulator sent the three malformed values");
+    let bad = sent.iter().filter(|s| s.uuid16 == 0x2A37 && s.bytes.len() < 2).count();
+    assert_eq!(bad, 2, "the simulator sent the two undecodable values");
     let status = registry.snapshot().into_iter().find(|d| d.device_id == "strap-1").unwrap();
-    assert_eq!(status.input_errors, 3);
+    assert_eq!(status.input_errors, 2);
+    assert_eq!(status.extra_bytes, 2, "one stray byte in each of two notifications");
+    assert!(status.undecodable_percent().is_some_and(|p| p > 0 && p < 100), "{:?}", status.undecodable_percent());
     assert_eq!(status.battery, Some(15.0));
+    let heart_rates: Vec<f64> =
+        rs.iter().filter(|r| r.kind == ReadingType::HeartRate).filter_map(|r| r.primary_value()).collect();
+    // (The simulator's own values may also hit 62 /min or an RR of 945/1024 s.)
+    assert!(heart_rates.iter().filter(|v| **v == 62.0).count() >= 2, "both 62 /min kept: {heart_rates:?}");
+    let rr_kept = rs.iter().filter(|r| r.kind == ReadingType::RrInterval && r.values.get("rrInterval") == Some(&(945.0 * 1000.0 / 1024.0)));
+    assert!(rr_kept.count() >= 3, "the RR intervals before the stray bytes are kept");
     assert_eq!(measurements(&rs, "strap-1"), expected(&sent, STRAP, DeviceKind::HeartRateStrap));
     let batteries: Vec<f64> = rs.iter().filter(|r| r.kind == ReadingType::BatteryLevel).filter_map(|r| r.primary_value()).collect();
     assert_eq!(batteries, vec![90.0, 15.0]);
@@ -216,6 +228,60 @@ async fn finger_out_gives_flagged_readings_not_numbers() {
         assert!(matches!(r.kind, ReadingType::Spo2 | ReadingType::PulseRate));
     }
     assert_eq!(measurements(&rs, "ox-1"), expected(&sent, OX, DeviceKind::PulseOximeter));
+}
+
+/// Issue 9: a live timestamped spot-check measures the oximeter's clock offset
+/// (here 2 h ahead of UTC); a stored spot-check from the same device is then
+/// timed when it was measured, its device clock converted with that offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
+    if !have_dbus_daemon("stored_spot_check_is_timed_by_the_offset_measured_on_live_ones") {
+        return;
+    }
+    let _turn = serial();
+    const OX: &str = "C0:FF:EE:00:00:02";
+    let config = SimConfig {
+        devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")],
+        interval: Duration::from_millis(100),
+    };
+    let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
+    rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
+    let date_time = |t: chrono::NaiveDateTime| {
+        use chrono::{Datelike, Timelike};
+        let mut b = (t.year() as u16).to_le_bytes().to_vec();
+        b.extend([t.month() as u8, t.day() as u8, t.hour() as u8, t.minute() as u8, t.second() as u8]);
+        b
+    };
+    // Live: 91 %, timestamp = the device clock now (UTC + 2 h), status 0.
+    let device_now = (chrono::Utc::now() + chrono::Duration::hours(2)).naive_utc();
+    let mut live = vec![0x03, 91, 0x00, 0x48, 0x00];
+    live.extend(date_time(device_now));
+    live.extend([0x00, 0x00]);
+    // Stored: 93 %, measured 2025-03-04 05:06:07 by the device clock, "from storage".
+    let mut stored = vec![0x03, 93, 0x00, 0x48, 0x00];
+    stored.extend(date_time(chrono::NaiveDate::from_ymd_opt(2025, 3, 4).unwrap().and_hms_opt(5, 6, 7).unwrap()));
+    stored.extend([0x00, 0x02]);
+    rig.sim.inject(OX, 0x2A5E, live).unwrap();
+    rig.sim.inject(OX, 0x2A5E, stored).unwrap();
+    let spot = |rs: &[iomt_edge::model::Reading], v: f64| {
+        rs.iter().find(|r| r.kind == ReadingType::Spo2 && r.spot_check && r.values.get("spo2") == Some(&v)).cloned()
+    };
+    rig.wait_for("both spot-checks", Duration::from_secs(5), move |rs| spot(rs, 91.0).is_some() && spot(rs, 93.0).is_some())
+        .await;
+    let (rs, _, _) = rig.finish().await;
+    let live = spot(&rs, 91.0).unwrap();
+    let lt = live.device_time.unwrap();
+    assert_eq!(lt.time_from, iomt_edge::model::TimeFrom::Arrival);
+    let offset = lt.utc_offset_seconds.unwrap();
+    assert!((7195..=7200).contains(&offset), "measured offset {offset}");
+    assert!((chrono::Utc::now() - live.time).num_seconds() < 30, "a live value keeps its arrival time");
+    let stored = spot(&rs, 93.0).unwrap();
+    let st = stored.device_time.unwrap();
+    assert_eq!((st.time_from, st.utc_offset_seconds), (iomt_edge::model::TimeFrom::MeasuredOffset, Some(offset)));
+    let want = chrono::NaiveDate::from_ymd_opt(2025, 3, 4).unwrap().and_hms_opt(5, 6, 7).unwrap().and_utc()
+        - chrono::Duration::seconds(offset);
+    assert_eq!(stored.time, want, "the stored value is charted when it was measured");
+    assert!(stored.flags.is_empty(), "{:?}", stored.flags);
 }
 
 /// bluetoothd restarts: org.bluez vanishes and comes back knowing nothing.

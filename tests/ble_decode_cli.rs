@@ -44,3 +44,85 @@ fn malformed_input_exits_3_with_a_message() {
     assert_eq!(code, 3);
     assert!(err.contains("unknown characteristic"), "{err}");
 }
+
+fn run_env(args: &[&str], tz: &str) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).env("TZ", tz).arg("decode").arg("ble").args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null), stderr)
+}
+
+use serde_json::json;
+
+/// Issue 9 item 2: the device's own "not valid" marks reach the readings, and
+/// a heart rate of 0 is "no signal", not 0 /min.
+#[test]
+fn device_status_and_sentinels_become_flags() {
+    let flags = |args: &[&str]| {
+        let (code, v, err) = run_env(args, "UTC");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        v["readings"].as_array().unwrap().iter().map(|r| (r["values"].clone(), r["flags"].clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        flags(&["2a5e", "02 62 00 48 00 00 80"]),
+        vec![(json!({"spo2": 98.0}), json!(["invalid"])), (json!({"pulseRate": 72.0}), json!(["invalid"]))]
+    );
+    assert_eq!(
+        flags(&["2a5f", "04 62 00 48 00 00 04"]),
+        vec![(json!({"spo2": 98.0}), json!(["testData"])), (json!({"pulseRate": 72.0}), json!(["testData"]))]
+    );
+    assert_eq!(flags(&["2a37", "04 50"]), vec![(json!({"heartRate": 80.0}), json!(["sensorContactLost"]))]);
+    assert_eq!(flags(&["2a37", "00 00"]), vec![(json!({}), json!(["valueUnavailable"]))]);
+}
+
+/// Issue 9 item 3: a stored spot-check is timed when it was measured, and the
+/// output shows how its device clock became UTC.
+#[test]
+fn stored_spot_check_is_timed_when_it_was_measured() {
+    const STORED: &str = "03 62 00 48 00 E9 07 03 04 05 06 07 00 02";
+    // No offset measured, gateway in UTC+01:00 (TZ): the device clock read in that zone.
+    let (code, v, err) = run_env(&["2a5e", STORED], "CET-1");
+    assert_eq!(code, 0, "{err}");
+    for r in v["readings"].as_array().unwrap() {
+        assert_eq!(r["time"], "2025-03-04T04:06:07.000Z", "{v}");
+        assert_eq!(r["deviceTime"], serde_json::json!({"local": "2025-03-04T05:06:07", "timeFrom": "gatewayZone", "utcOffsetSeconds": 3600}));
+        assert!(r.get("flags").is_none(), "{r}");
+    }
+    // With an offset measured on live readings: device clock 2 h ahead of UTC.
+    let (code, v, err) =
+        run_env(&["--arrival", "2025-03-06T12:00:00Z", "--device-clock-offset", "7200", "2a5e", STORED], "CET-1");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["readings"][0]["time"], "2025-03-04T03:06:07.000Z");
+    assert_eq!(v["readings"][0]["deviceTime"]["timeFrom"], "measuredOffset");
+    assert_eq!(v["arrival"], "2025-03-06T12:00:00.000Z");
+    // An explicit gateway zone, and an arrival before the converted time: unknown.
+    let (_, v, _) = run_env(&["--arrival", "2025-03-04T03:00:00Z", "--gateway-utc-offset", "+01:00", "2a5e", STORED], "UTC");
+    assert_eq!(v["readings"][0]["time"], "2025-03-04T03:00:00.000Z");
+    assert_eq!(v["readings"][0]["flags"], serde_json::json!(["timeUnknown"]));
+    // Live (status 0): arrival time, and the offset it measures is shown.
+    let (_, v, _) = run_env(&["--arrival", "2025-03-04T04:06:07Z", "2a5e", "03 62 00 48 00 E9 07 03 04 05 06 07 00 00"], "UTC");
+    assert_eq!(v["readings"][0]["time"], "2025-03-04T04:06:07.000Z");
+    assert_eq!(v["readings"][0]["deviceTime"]["timeFrom"], "arrival");
+    assert_eq!(v["clockOffsetMeasured"], 3600);
+    // Bad options say what is wrong.
+    let (code, _, err) = run_env(&["--arrival", "yesterday", "2a5e", STORED], "UTC");
+    assert_eq!(code, 3);
+    assert!(err.contains("--arrival"), "{err}");
+}
+
+/// Issue 9 item 4: one stray byte after the last RR interval costs nothing but itself.
+#[test]
+fn stray_byte_keeps_heart_rate_and_rr() {
+    for (n, hex) in ["10 3e b1 03 de", "10 3e b1 03 b1 03 de", "10 3e b1 03 b1 03 b1 03 de"].iter().enumerate() {
+        let (code, v, err) = run_env(&["2a37", hex], "UTC");
+        assert_eq!(code, 0, "{hex}: {err}");
+        let rs = v["readings"].as_array().unwrap();
+        assert_eq!(rs.len(), n + 2, "{v}");
+        assert_eq!(rs[0]["values"]["heartRate"], 62.0);
+        for r in &rs[1..] {
+            let rr = r["values"]["rrInterval"].as_f64().unwrap();
+            assert!((rr - 922.9).abs() < 0.05, "{rr}");
+        }
+        assert_eq!(v["extraBytes"], serde_json::json!({"count": 1, "cutField": "rrInterval"}));
+    }
+}

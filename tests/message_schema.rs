@@ -115,6 +115,46 @@ fn demo_over_simulated_ble_runs_and_its_messages_match_the_schema() {
     assert!(stdout.contains("MedTech would create"), "the demo shows the Observations MedTech would create: {stdout}");
 }
 
+/// Issue 9: the labelled `deviceTime` and every flag a BLE capture can set
+/// (stored spot-check, invalid, demo, no signal, unknown time) are valid
+/// messages under the schema.
+#[test]
+fn decoded_captures_with_device_time_and_flags_match_the_schema() {
+    use iomt_edge::adapters::ble::gatt::{decode, Characteristic};
+    use iomt_edge::adapters::device_clock::{GatewayZone, TimeContext};
+    use iomt_edge::model::{DeviceKind, Message};
+    let arrival = iomt_edge::model::time::parse("2025-03-06T12:00:00Z").unwrap();
+    let zone = GatewayZone::Fixed(chrono::FixedOffset::east_opt(3600).unwrap());
+    let captures: [(Characteristic, &[u8], Option<i64>); 7] = [
+        (Characteristic::PlxSpotCheck, &[0x03, 0x62, 0, 0x48, 0, 0xE9, 0x07, 3, 4, 5, 6, 7, 0, 2], Some(3600)),
+        (Characteristic::PlxSpotCheck, &[0x03, 0x62, 0, 0x48, 0, 0xE9, 0x07, 3, 4, 5, 6, 7, 0, 2], None),
+        (Characteristic::PlxSpotCheck, &[0x03, 0x62, 0, 0x48, 0, 0xE9, 0x07, 3, 4, 5, 6, 7, 0, 0], None),
+        (Characteristic::PlxSpotCheck, &[0x13, 0x62, 0, 0x48, 0, 0, 0, 3, 4, 5, 6, 7, 0, 2], None),
+        (Characteristic::PlxSpotCheck, &[0x06, 0x62, 0, 0x48, 0, 0x00, 0xFC, 0xFF, 0xFF, 0], None),
+        (Characteristic::PlxContinuous, &[0x04, 0x62, 0, 0x48, 0, 0, 0x04], None),
+        (Characteristic::HeartRateMeasurement, &[0x00, 0x00], None),
+    ];
+    let mut lines = String::new();
+    let mut flags = std::collections::BTreeSet::new();
+    let mut seq = 0;
+    for (ch, bytes, offset) in captures {
+        let mut rs = decode(ch, bytes).unwrap().to_readings("ox-1", DeviceKind::PulseOximeter, &TimeContext::new(arrival, zone).with_offset(offset));
+        for r in &mut rs {
+            seq += 1;
+            r.seq = seq;
+            flags.extend(r.flags.iter().copied());
+        }
+        lines.push_str(&String::from_utf8(Message::from_batch("gw", "00000001", &rs).unwrap().to_json()).unwrap());
+        lines.push('\n');
+    }
+    assert!(lines.contains(r#""deviceTime":{"local":"2025-03-04T05:06:07","timeFrom":"measuredOffset","utcOffsetSeconds":3600}"#), "{lines}");
+    assert!(flags.len() >= 10, "the captures set most flags: {flags:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("delivered.ndjson");
+    std::fs::write(&path, &lines).unwrap();
+    validate_with_python(&path, captures.len());
+}
+
 fn which_dbus_daemon() -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join("dbus-daemon")).find(|p| p.exists())
 }

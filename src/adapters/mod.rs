@@ -5,6 +5,7 @@
 //! token. Adapters never talk to sinks; the outbox is the only way out.
 
 pub mod ble;
+pub mod device_clock;
 pub mod registry;
 pub mod simulated;
 

@@ -6,8 +6,13 @@
 use crate::model::{Flag, Reading, ReadingType};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
+
+/// How many of a device's most recent values the undecodable share covers: a
+/// device that keeps failing shows it within seconds, and one that recovered
+/// stops showing it.
+pub const RECENT_VALUES: usize = 100;
 
 /// Where a device is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,8 +41,56 @@ pub struct DeviceStatus {
     #[serde(skip)]
     pub last_values: BTreeMap<ReadingType, (Option<f64>, Vec<Flag>)>,
     pub readings: u64,
-    /// Malformed input from this device (bad notification, serial noise).
+    /// Values (notifications, reads) received from this device and handed to
+    /// the decoder, decodable or not.
+    pub values: u64,
+    /// Malformed input from this device (bad notification, serial noise): values
+    /// that gave no reading at all.
     pub input_errors: u64,
+    /// Bytes the decoder could not use in values it otherwise decoded (a stray
+    /// byte after the last complete RR interval...); the complete fields were kept.
+    pub extra_bytes: u64,
+    /// Whether each of the last [`RECENT_VALUES`] values was undecodable.
+    #[serde(skip)]
+    pub recent: VecDeque<bool>,
+}
+
+impl DeviceStatus {
+    /// The share of the recent values (at most [`RECENT_VALUES`]) that could not
+    /// be decoded, in whole percent rounded up (one failure never shows as 0 %);
+    /// `None` before the first value.
+    pub fn undecodable_percent(&self) -> Option<u8> {
+        let n = self.recent.len();
+        if n == 0 {
+            return None;
+        }
+        let bad = self.recent.iter().filter(|b| **b).count();
+        Some(((bad * 100).div_ceil(n)).min(100) as u8)
+    }
+
+    /// The state as people read it: `streaming`, or `streaming, 100% undecodable`
+    /// when recent values failed to decode (a device that sends only garbage is
+    /// not healthy, although its link is up).
+    pub fn state_text(&self) -> String {
+        let state = match self.state {
+            LinkState::Scanning => "scanning",
+            LinkState::Connecting => "connecting",
+            LinkState::Streaming => "streaming",
+            LinkState::Lost => "lost",
+        };
+        match self.undecodable_percent() {
+            Some(p) if p > 0 => format!("{state}, {p}% undecodable"),
+            _ => state.to_string(),
+        }
+    }
+
+    fn push_recent(&mut self, undecodable: bool) {
+        self.values += 1;
+        if self.recent.len() == RECENT_VALUES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(undecodable);
+    }
 }
 
 /// All devices, keyed by device id.
@@ -60,7 +113,10 @@ impl DeviceRegistry {
             last_seen: None,
             last_values: BTreeMap::new(),
             readings: 0,
+            values: 0,
             input_errors: 0,
+            extra_bytes: 0,
+            recent: VecDeque::new(),
         });
         f(entry)
     }
@@ -92,8 +148,21 @@ impl DeviceRegistry {
         });
     }
 
+    /// A value from this device could not be decoded at all.
     pub fn input_error(&self, device_id: &str) {
-        self.with(device_id, |d| d.input_errors += 1);
+        self.with(device_id, |d| {
+            d.input_errors += 1;
+            d.push_recent(true);
+        });
+    }
+
+    /// A value from this device was decoded; `extra_bytes` of it could not be
+    /// used (0 almost always).
+    pub fn value_decoded(&self, device_id: &str, extra_bytes: usize) {
+        self.with(device_id, |d| {
+            d.extra_bytes += extra_bytes as u64;
+            d.push_recent(false);
+        });
     }
 
     pub fn snapshot(&self) -> Vec<DeviceStatus> {
@@ -105,5 +174,35 @@ impl DeviceRegistry {
     pub fn streaming(&self) -> usize {
         let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         map.values().filter(|d| d.state == LinkState::Streaming).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_share_shows_in_the_state() {
+        let r = DeviceRegistry::new();
+        r.register("strap");
+        r.set_state("strap", LinkState::Streaming);
+        let d = |r: &DeviceRegistry| r.snapshot().into_iter().next().expect("one device");
+        assert_eq!((d(&r).undecodable_percent(), d(&r).state_text()), (None, "streaming".to_string()));
+        for _ in 0..5 {
+            r.input_error("strap");
+        }
+        assert_eq!(d(&r).state_text(), "streaming, 100% undecodable");
+        assert_eq!((d(&r).values, d(&r).input_errors), (5, 5));
+        r.value_decoded("strap", 1);
+        r.value_decoded("strap", 0);
+        assert_eq!(d(&r).undecodable_percent(), Some(72), "5 of 7, rounded up");
+        assert_eq!(d(&r).extra_bytes, 1);
+        // A recovered device stops showing it once the failures leave the window.
+        for _ in 0..RECENT_VALUES {
+            r.value_decoded("strap", 0);
+        }
+        assert_eq!(d(&r).state_text(), "streaming");
+        assert_eq!(d(&r).input_errors, 5, "the lifetime count stays");
+        assert_eq!(d(&r).values, 7 + RECENT_VALUES as u64);
     }
 }

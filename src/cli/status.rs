@@ -126,16 +126,25 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
             )
         }
     ));
-    out.push_str(&format!("{:<24} {:<11} {:>7}  {:<12} {:>9} {:>7}\n", "DEVICE", "STATE", "BATTERY", "LAST SEEN", "READINGS", "ERRORS"));
-    for d in doc["devices"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    let devices = doc["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
+    // `stateText` says "streaming, 100% undecodable" when a device sends only
+    // values that cannot be decoded; older status files have only `state`.
+    let state_of = |d: &Value| d["stateText"].as_str().or(d["state"].as_str()).unwrap_or("?").to_string();
+    let width = devices.iter().map(|d| state_of(d).len()).max().unwrap_or(0).max(11);
+    out.push_str(&format!(
+        "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11}\n",
+        "DEVICE", "STATE", "BATTERY", "LAST SEEN", "READINGS", "ERRORS", "EXTRA BYTES"
+    ));
+    for d in devices {
         out.push_str(&format!(
-            "{:<24} {:<11} {:>7}  {:<12} {:>9} {:>7}\n",
+            "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11}\n",
             d["id"].as_str().unwrap_or("?"),
-            d["state"].as_str().unwrap_or("?"),
+            state_of(d),
             d["battery"].as_f64().map(|b| format!("{b:.0}%")).unwrap_or_else(|| "-".into()),
             ago(&d["lastSeen"], now),
             d["readings"].as_u64().unwrap_or(0),
-            d["inputErrors"].as_u64().unwrap_or(0)
+            d["inputErrors"].as_u64().unwrap_or(0),
+            d["extraBytes"].as_u64().unwrap_or(0)
         ));
     }
     out
@@ -165,5 +174,25 @@ mod tests {
         doc["dropped"]["full"] = json!(5);
         let t = render(&doc, false, now);
         assert!(t.contains("stopped cleanly") && t.contains("dropped 5 (outbox full 5"), "{t}");
+    }
+
+    #[test]
+    fn renders_undecodable_share_and_extra_bytes() {
+        let now = crate::model::time::parse("2026-11-21T10:00:10Z").unwrap();
+        let doc = json!({
+            "gatewayId": "g", "sink": "file", "pid": 42, "running": true, "writtenAt": "2026-11-21T10:00:07Z",
+            "devices": [
+                {"id": "strap-1", "state": "streaming", "stateText": "streaming, 100% undecodable",
+                 "readings": 0, "inputErrors": 40, "extraBytes": 0},
+                {"id": "strap-2", "state": "streaming", "stateText": "streaming", "readings": 90,
+                 "inputErrors": 0, "extraBytes": 30}
+            ]
+        });
+        let t = render(&doc, true, now);
+        let line = |id: &str| t.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_string();
+        assert!(line("strap-1").contains("streaming, 100% undecodable"), "{t}");
+        assert!(line("strap-1").split_whitespace().any(|w| w == "40"), "{t}");
+        assert!(line("strap-2").trim_end().ends_with(" 30"), "{t}");
+        assert!(t.contains("EXTRA BYTES"), "{t}");
     }
 }

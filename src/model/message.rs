@@ -5,7 +5,7 @@
 //! each reading's own time and values), so nothing depends on which IoT Hub
 //! identity sent it or when it arrived.
 
-use super::reading::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType};
+use super::reading::{DeviceEvent, DeviceKind, DeviceTime, Flag, Reading, ReadingType};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,8 +43,9 @@ pub struct WireReading {
     pub kind: ReadingType,
     #[serde(with = "crate::model::time::serde_ms")]
     pub time: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::model::time::serde_ms_opt")]
-    pub device_time: Option<DateTime<Utc>>,
+    /// See [`Reading::device_time`].
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::reading::device_time_compat::deserialize")]
+    pub device_time: Option<DeviceTime>,
     /// Value name -> number; the units are in the message's `units`.
     #[serde(default)]
     pub values: BTreeMap<String, f64>,

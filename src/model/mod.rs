@@ -13,7 +13,7 @@ pub mod time;
 
 pub use distinct_times::DistinctTimes;
 pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
-pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, Flag, Reading, ReadingType};
+pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, DeviceTime, Flag, Reading, ReadingType, TimeFrom};
 pub use series::{
     is_chartable, series_period_ms, SeriesSlots, SlotOutcome, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS, SLOT_MEMORY_MS,
 };

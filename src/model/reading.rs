@@ -1,6 +1,6 @@
 //! One measurement from one device, as adapters produce it and the outbox stores it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -117,28 +117,146 @@ impl std::fmt::Display for ReadingType {
 
 /// Quality flags. A flagged reading is still delivered: the cloud decides what to
 /// do with it, and a gap is better explained than silent.
+///
+/// Each flag says in what way the value may not be a valid measurement of this
+/// patient now; which flags still count as a valid measurement is decided by the
+/// consumer (the shipped MedTech mapping keeps an allowlist). docs/message-format.md
+/// lists which device bit sets which flag, with its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Flag {
     /// The strap reports it has no skin contact (HRS contact status "not detected").
     SensorContactLost,
-    /// The oximeter's sensor is off or disconnected (finger out).
+    /// The oximeter's sensor is off or disconnected (finger out), or not
+    /// connected to the user (PLX Device and Sensor Status bits 11 and 15).
     SensorDisconnected,
-    /// The device sent a value marked as unavailable (NaN, NRes...); the value is
-    /// omitted from `values` rather than sent as a number.
+    /// The device sent a value marked as unavailable (SFLOAT NaN/NRes/INF, a heart
+    /// rate of 0, a saturated Energy Expended, PLX "measurement unavailable"); the
+    /// value is omitted from `values` rather than sent as a number.
     ValueUnavailable,
-    /// The device says its own clock is not set; `time` is the gateway's time.
+    /// The device says its own clock is not set (PLX flag, or a Date Time with
+    /// year/month/day 0); its timestamp is not used.
     DeviceClockNotSet,
-    /// The device marked the measurement as questionable or invalid.
+    /// The device marked the measurement as questionable (PLX Measurement Status
+    /// bit 14), or reports a questionable pulse, an unknown or displaced sensor.
     Questionable,
+    /// The device marked the measurement as invalid (PLX Measurement Status bit
+    /// 15, "Invalid Measurement Detected"). Kept apart from `questionable`.
+    Invalid,
     /// Low perfusion reported by the device.
     LowPerfusion,
-    /// Early estimate (PLX) or otherwise provisional value.
+    /// Early estimate (PLX) or otherwise provisional value (signal analysis ongoing).
     EarlyEstimate,
     /// The device reports a signal-processing irregularity or interference.
     SignalIrregular,
-    /// The device is in a calibration, test or demo mode: not a patient value.
+    /// The device is in a test or demonstration mode: not a patient value.
     TestData,
+    /// The device is calibrating (PLX Measurement Status bit 12): not a patient value.
+    CalibrationOngoing,
+    /// The device reports an equipment or sensor malfunction (PLX Device and
+    /// Sensor Status bits 1 and 14).
+    DeviceMalfunction,
+    /// When this was measured is not known: a stored measurement (PLX "data from
+    /// measurement storage") without a usable device time. `time` is then only the
+    /// arrival time and must not be charted as the measurement time.
+    TimeUnknown,
+}
+
+impl Flag {
+    /// Every flag, for exhaustive checks (schema, docs, mappings).
+    pub const ALL: [Flag; 13] = [
+        Flag::SensorContactLost,
+        Flag::SensorDisconnected,
+        Flag::ValueUnavailable,
+        Flag::DeviceClockNotSet,
+        Flag::Questionable,
+        Flag::Invalid,
+        Flag::LowPerfusion,
+        Flag::EarlyEstimate,
+        Flag::SignalIrregular,
+        Flag::TestData,
+        Flag::CalibrationOngoing,
+        Flag::DeviceMalfunction,
+        Flag::TimeUnknown,
+    ];
+}
+
+/// How a reading's `time` was derived from the device's clock (see [`DeviceTime`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TimeFrom {
+    /// A live reading: `time` is when the gateway received it (gateway clock,
+    /// UTC). The device clock was compared with it to measure the offset.
+    Arrival,
+    /// A stored reading: `time` = device clock minus the offset measured on this
+    /// device's live timestamped readings.
+    MeasuredOffset,
+    /// A stored reading before any offset was measured: the device clock was read
+    /// in the gateway's local time zone.
+    GatewayZone,
+    /// A stored reading whose device clock could not be turned into UTC (a local
+    /// time that does not exist or is ambiguous in the gateway's zone, or a result
+    /// later than the arrival time); the reading carries [`Flag::TimeUnknown`].
+    Unknown,
+}
+
+/// The device's own clock reading, labelled for what it is. A BLE Date Time has
+/// no zone: it is the device's local clock, not UTC (GATT Specification
+/// Supplement, Date Time), so it travels without a `Z`, with how `time` was
+/// derived from it. JSON: `{"local": "2025-03-04T05:06:07", "timeFrom":
+/// "measuredOffset", "utcOffsetSeconds": 3600}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceTime {
+    /// The device clock as sent, `YYYY-MM-DDTHH:MM:SS`, no zone.
+    #[serde(with = "local_time")]
+    pub local: NaiveDateTime,
+    pub time_from: TimeFrom,
+    /// Device clock minus UTC in seconds (`local` = UTC + this), as measured
+    /// (`arrival`, `measuredOffset`) or from the gateway's zone (`gatewayZone`);
+    /// absent when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset_seconds: Option<i64>,
+}
+
+/// serde for [`DeviceTime::local`]: `2025-03-04T05:06:07`, never a zone.
+mod local_time {
+    use chrono::NaiveDateTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+    const FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
+    pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.format(FORMAT).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
+        let s = String::deserialize(d)?;
+        NaiveDateTime::parse_from_str(&s, FORMAT).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads `deviceTime` as written now (an object) or as written before it was
+/// labelled (a string with `Z` holding the device's local clock, while `time`
+/// was the arrival time), so readings already in an outbox survive an upgrade.
+pub(crate) mod device_time_compat {
+    use super::{DeviceTime, TimeFrom};
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Labelled(DeviceTime),
+        Legacy(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DeviceTime>, D::Error> {
+        match Option::<Repr>::deserialize(d)? {
+            None => Ok(None),
+            Some(Repr::Labelled(t)) => Ok(Some(t)),
+            Some(Repr::Legacy(s)) => {
+                let t = crate::model::time::parse(&s).map_err(serde::de::Error::custom)?;
+                Ok(Some(DeviceTime { local: t.naive_utc(), time_from: TimeFrom::Arrival, utc_offset_seconds: None }))
+            }
+        }
+    }
 }
 
 /// Link-state events that adapters record as `deviceEvent` readings.
@@ -192,12 +310,14 @@ pub struct Reading {
     pub patient_id: Option<String>,
     #[serde(rename = "type")]
     pub kind: ReadingType,
-    /// Measurement time in UTC (the gateway's clock, corrected device time).
+    /// Measurement time in UTC: the gateway's receive time, or for a stored
+    /// measurement the device's clock converted to UTC (see [`DeviceTime`] and
+    /// docs/message-format.md, "Times").
     #[serde(with = "crate::model::time::serde_ms")]
     pub time: DateTime<Utc>,
-    /// The device's own clock time, kept when it differs from `time`.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::model::time::serde_ms_opt")]
-    pub device_time: Option<DateTime<Utc>>,
+    /// The device's own clock reading, when the device sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "device_time_compat::deserialize")]
+    pub device_time: Option<DeviceTime>,
     /// Value name -> number. A value the device marked unavailable is absent and
     /// the reading carries [`Flag::ValueUnavailable`].
     #[serde(default)]
@@ -332,6 +452,49 @@ mod tests {
         }
         assert_eq!(ReadingType::from_name("heart_rate"), Some(ReadingType::HeartRate));
         assert_eq!(ReadingType::from_name("nonsense"), None);
+    }
+
+    /// The message schema's flag enum and docs/message-format.md list exactly
+    /// the flags the gateway can send.
+    #[test]
+    fn schema_and_docs_list_every_flag() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/message.schema.json")).expect("schema is JSON");
+        let listed: Vec<String> = schema["$defs"]["reading"]["properties"]["flags"]["items"]["enum"]
+            .as_array()
+            .expect("flag enum")
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        let ours: Vec<String> = Flag::ALL
+            .iter()
+            .map(|f| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+            .collect();
+        assert_eq!(listed, ours);
+        let doc = include_str!("../../docs/message-format.md");
+        for f in &ours {
+            assert!(doc.contains(&format!("`{f}`")), "docs/message-format.md does not explain `{f}`");
+        }
+        for (i, f) in Flag::ALL.iter().enumerate() {
+            assert!(!Flag::ALL[..i].contains(f), "{f:?} listed twice");
+        }
+        // A new variant fails to compile here until it is added to Flag::ALL.
+        let count = |f: Flag| match f {
+            Flag::SensorContactLost
+            | Flag::SensorDisconnected
+            | Flag::ValueUnavailable
+            | Flag::DeviceClockNotSet
+            | Flag::Questionable
+            | Flag::Invalid
+            | Flag::LowPerfusion
+            | Flag::EarlyEstimate
+            | Flag::SignalIrregular
+            | Flag::TestData
+            | Flag::CalibrationOngoing
+            | Flag::DeviceMalfunction
+            | Flag::TimeUnknown => 1,
+        };
+        assert_eq!(Flag::ALL.iter().map(|f| count(*f)).sum::<usize>(), 13);
     }
 
     #[test]

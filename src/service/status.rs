@@ -28,6 +28,12 @@ pub fn file_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Devices, outbox and delivery counters.
+///
+/// Per device: `state` (link state), `stateText` (the state with the share of
+/// recent values that could not be decoded, e.g. `streaming, 100% undecodable`),
+/// `values` (received), `inputErrors` (undecodable values), `undecodablePercent`
+/// (of the last [`crate::adapters::registry::RECENT_VALUES`] values; null before
+/// the first) and `extraBytes` (bytes ignored after complete fields).
 pub fn document(outbox: &Outbox, registry: &DeviceRegistry, stats: &ForwarderStats) -> Value {
     let s = outbox.stats();
     let devices: Vec<Value> = registry
@@ -38,10 +44,14 @@ pub fn document(outbox: &Outbox, registry: &DeviceRegistry, stats: &ForwarderSta
                 "id": d.device_id,
                 "connected": d.state == LinkState::Streaming,
                 "state": d.state,
+                "stateText": d.state_text(),
                 "battery": d.battery,
                 "lastSeen": d.last_seen.map(|t| crate::model::time::format(&t)),
                 "readings": d.readings,
+                "values": d.values,
                 "inputErrors": d.input_errors,
+                "undecodablePercent": d.undecodable_percent(),
+                "extraBytes": d.extra_bytes,
             })
         })
         .collect();

@@ -156,11 +156,12 @@ pub fn key(r: &Reading) -> Key {
 /// The measurement readings the gateway must have produced from what the
 /// simulator sent to `address` (malformed ones give none).
 pub fn expected(sent: &[Sent], address: &str, kind: DeviceKind) -> Vec<Key> {
-    let t = chrono::Utc::now();
+    use iomt_edge::adapters::device_clock::{GatewayZone, TimeContext};
+    let t = TimeContext::new(chrono::Utc::now(), GatewayZone::Local);
     sent.iter()
         .filter(|s| s.address == address && s.uuid16 != 0x2A19)
         .filter_map(|s| gatt::decode(gatt::Characteristic::from_uuid16(s.uuid16)?, &s.bytes).ok())
-        .flat_map(|d| d.to_readings("x", kind, t))
+        .flat_map(|d| d.to_readings("x", kind, &t))
         .map(|r| key(&r))
         .collect()
 }

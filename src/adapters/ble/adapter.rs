@@ -20,7 +20,8 @@
 //! silent) and battery changes `batteryLevel` readings, so gaps are explained.
 //! Bytes are decoded by the pure [`super::gatt`] module.
 
-use super::gatt::{self, Characteristic, Decoded};
+use super::gatt::{self, Characteristic, Decoded, Decoding};
+use crate::adapters::device_clock::{GatewayZone, TimeContext};
 use crate::adapters::{Adapter, AdapterContext, LinkState};
 use crate::config::ble::BleDeviceConfig;
 use crate::config::DeviceConfig;
@@ -217,6 +218,11 @@ struct DeviceRun {
     last_battery: Option<u8>,
     /// Malformed notifications seen (all counted in the registry; logged once).
     bad_logged: bool,
+    /// Values with bytes the decoder could not use (counted; logged once).
+    extra_logged: bool,
+    /// Device clock minus gateway UTC (s), measured on the latest live
+    /// timestamped value; converts the device's stored measurements to UTC.
+    clock_offset: Option<i64>,
     /// A streaming session is open (a `connected` event was sent).
     streaming: bool,
     /// Recent reading times, so no two readings of one type share a millisecond.
@@ -262,7 +268,18 @@ impl Adapter for BleAdapter {
                     _ => dev.alias.clone(),
                 };
                 ctx.registry.register(&device_id);
-                DeviceRun { dev, device_id, backoff: BACKOFF_START, connect_failures: 0, last_battery: None, bad_logged: false, streaming: false, times: DistinctTimes::new() }
+                DeviceRun {
+                    dev,
+                    device_id,
+                    backoff: BACKOFF_START,
+                    connect_failures: 0,
+                    last_battery: None,
+                    bad_logged: false,
+                    extra_logged: false,
+                    clock_offset: None,
+                    streaming: false,
+                    times: DistinctTimes::new(),
+                }
             })
             .collect();
         let services: Vec<Uuid> = {
@@ -716,17 +733,44 @@ async fn drain(
 }
 
 /// Decodes one value and sends its readings; malformed input is counted and
-/// logged once per device, never fatal.
+/// logged once per device, never fatal. Bytes a value carries beyond its
+/// complete fields (a stray byte after the last RR interval) cost nothing but
+/// themselves: the complete fields are kept, the bytes counted and logged once
+/// per device. A live timestamped value updates the device-clock offset that
+/// times the device's stored measurements.
 async fn handle_value(run: &mut DeviceRun, ctx: &AdapterContext, c: Characteristic, bytes: &[u8], addr: &str) -> Result<(), Ended> {
-    match gatt::decode(c, bytes) {
-        Ok(d) => {
+    let arrival = crate::model::time::now_ms();
+    match gatt::decode_value(c, bytes) {
+        Ok(Decoding { decoded: d, extra_bytes }) => {
+            ctx.registry.value_decoded(&run.device_id, extra_bytes.map(|e| e.count).unwrap_or(0));
+            if let Some(extra) = extra_bytes {
+                if !run.extra_logged {
+                    run.extra_logged = true;
+                    tracing::warn!(
+                        device = %redact::device(&run.device_id),
+                        "BLE: {c}: {} byte(s) after the last complete field{} ignored; the complete fields were kept; \
+                         further ones are only counted (`iomt-edge status`, EXTRA BYTES)",
+                        extra.count,
+                        extra.cut_field.map(|f| format!(" (a cut-off `{f}`)")).unwrap_or_default()
+                    );
+                } else {
+                    tracing::debug!(device = %redact::device(&run.device_id), "{c}: {} extra byte(s)", extra.count);
+                }
+            }
             if let Decoded::BatteryLevel { percent } = d {
                 if run.last_battery == Some(percent) {
                     return Ok(());
                 }
                 run.last_battery = Some(percent);
             }
-            for r in d.to_readings(&run.device_id, run.dev.kind, crate::model::time::now_ms()) {
+            if let Some(offset) = d.clock_offset(arrival) {
+                if run.clock_offset != Some(offset) {
+                    tracing::debug!(device = %redact::device(&run.device_id), "device clock offset now {offset} s");
+                }
+                run.clock_offset = Some(offset);
+            }
+            let time = TimeContext { arrival, measured_offset: run.clock_offset, zone: GatewayZone::Local };
+            for r in d.to_readings(&run.device_id, run.dev.kind, &time) {
                 send(ctx, run, r).await?;
             }
             Ok(())

@@ -11,12 +11,23 @@
 //! - PLX Spot-check 0x2A5E / Continuous 0x2A5F: IEEE 11073-20601 SFLOAT fields.
 //!   NaN, NRes, +-INF and the reserved value are "unavailable": the reading
 //!   keeps no number and carries [`Flag::ValueUnavailable`].
-//! - Bytes after the last field the flags announce are ignored (the SIG reserves
-//!   them for future fields), except an odd byte among RR intervals, which is
-//!   malformed.
+//! - Sentinels: a heart rate of 0 means "no signal", an Energy Expended of
+//!   0xFFFF means "at least 65535 kJ, reset needed" (HRS 1.0, Energy Expended),
+//!   an RR interval of 0 is not a beat: all become [`Flag::ValueUnavailable`].
+//! - What a cut-off or over-long value keeps (the table in docs/ble.md): a cut
+//!   core field (flags, heart rate, SpO2/PR pair) or a cut field that qualifies
+//!   the values (a status word, a timestamp, a PLX Features support field) rejects
+//!   the value; a cut value field that qualifies nothing after it (an RR interval,
+//!   Energy Expended, PAI, a Fast/Slow pair with no status after it) is dropped
+//!   and the fields before it are kept. Bytes after the last complete field are
+//!   reported as [`ExtraBytes`] for the adapter to count, never silently.
+//! - Time: a decoder never reads a clock; [`Decoded::to_readings`] takes a
+//!   [`TimeContext`] (arrival time, measured device-clock offset, gateway zone)
+//!   and applies the rule of [`crate::adapters::device_clock`].
 
+use crate::adapters::device_clock::{self, DeviceClock, TimeContext};
 use crate::model::{DeviceKind, Flag, Reading, ReadingType};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Serialize;
 
 /// The characteristics we decode, by their 16-bit SIG UUID.
@@ -155,12 +166,31 @@ pub enum GattError {
     Empty { characteristic: Characteristic },
     #[error("{characteristic}: truncated: field `{field}` needs {need} byte(s) at offset {offset}, but the value has {len}")]
     Truncated { characteristic: Characteristic, field: &'static str, offset: usize, need: usize, len: usize },
-    #[error("{characteristic}: {count} byte(s) left over among the RR intervals (each is 2 bytes)")]
-    OddRrBytes { characteristic: Characteristic, count: usize },
     #[error("{characteristic}: `{field}` is {value}, outside {allowed}")]
     OutOfRange { characteristic: Characteristic, field: &'static str, value: u32, allowed: &'static str },
     #[error("{characteristic}: not valid UTF-8 text")]
     NotUtf8 { characteristic: Characteristic },
+}
+
+/// Bytes of a value the decoder could not use, after keeping its complete
+/// fields: a cut-off last field, or bytes after every field the flags announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraBytes {
+    /// How many bytes were not used.
+    pub count: usize,
+    /// The field those bytes began but did not complete (`rrInterval`,
+    /// `pulseAmplitudeIndex`...); absent for bytes after every announced field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut_field: Option<&'static str>,
+}
+
+/// A field that was cut off: where, and how many bytes it needed.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    field: &'static str,
+    offset: usize,
+    need: usize,
 }
 
 /// Bounds-checked little-endian reader over one characteristic value.
@@ -168,6 +198,8 @@ struct Cursor<'a> {
     ch: Characteristic,
     buf: &'a [u8],
     pos: usize,
+    /// The first optional value field that was cut off; nothing after it is read.
+    cut: Option<Cut>,
 }
 
 impl<'a> Cursor<'a> {
@@ -175,7 +207,52 @@ impl<'a> Cursor<'a> {
         if buf.is_empty() {
             return Err(GattError::Empty { characteristic: ch });
         }
-        Ok(Cursor { ch, buf, pos: 0 })
+        Ok(Cursor { ch, buf, pos: 0, cut: None })
+    }
+
+    /// An optional value field that qualifies nothing before it: `None` when it
+    /// is cut off (its bytes become [`ExtraBytes`], and every later optional
+    /// field is absent too).
+    fn opt(&mut self, field: &'static str, n: usize) -> Option<&'a [u8]> {
+        if self.cut.is_some() {
+            return None;
+        }
+        match self.take(field, n) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                self.cut = Some(Cut { field, offset: self.pos, need: n });
+                None
+            }
+        }
+    }
+
+    fn opt_sfloat(&mut self, field: &'static str) -> Option<SFloat> {
+        match self.opt(field, 2)? {
+            [a, b] => Some(SFloat::from_raw(u16::from_le_bytes([*a, *b]))),
+            _ => None,
+        }
+    }
+
+    /// A field that qualifies the values (a status word, a timestamp): if an
+    /// earlier optional field was cut off, this one is missing too, and the
+    /// value is rejected with the cut field's error.
+    fn qualifier_ok(&self) -> Result<(), GattError> {
+        match self.cut {
+            Some(c) => Err(GattError::Truncated {
+                characteristic: self.ch,
+                field: c.field,
+                offset: c.offset,
+                need: c.need,
+                len: self.buf.len(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// What was left unused, if anything.
+    fn extra(&self) -> Option<ExtraBytes> {
+        let count = self.remaining();
+        (count > 0).then_some(ExtraBytes { count, cut_field: self.cut.map(|c| c.field) })
     }
 
     fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], GattError> {
@@ -289,12 +366,14 @@ pub enum SensorContact {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HeartRateMeasurement {
-    /// Beats per minute.
+    /// Beats per minute, as sent; 0 means "no signal" (the reading gets no
+    /// value and [`Flag::ValueUnavailable`]).
     pub heart_rate: u16,
     /// Whether the value was sent as uint16.
     pub uint16_format: bool,
     pub sensor_contact: SensorContact,
-    /// kJ since the strap's last reset.
+    /// kJ since the strap's last reset; 0xFFFF means "65535 or more, reset
+    /// needed" (HRS 1.0, Energy Expended) and gives no value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub energy_expended_kj: Option<u16>,
     /// RR intervals in milliseconds (raw 1/1024 s converted), oldest first.
@@ -399,7 +478,9 @@ pub struct PlxContinuous {
     pub pulse_amplitude_index: Option<SFloat>,
 }
 
-/// The Date Time fields of a spot-check (device local time, no zone).
+/// The Date Time fields of a spot-check: the device's local clock, no zone
+/// (GATT Specification Supplement, Date Time: year 1582-9999, month 1-12, day
+/// 1-31, 0 meaning "not known"; hours 0-23, minutes and seconds 0-59).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DateTimeFields {
     pub year: u16,
@@ -411,13 +492,14 @@ pub struct DateTimeFields {
 }
 
 impl DateTimeFields {
-    /// The time, taken as UTC, if every field is a valid date and time
-    /// (year 0 / month 0 / day 0 mean "unknown" in the SIG Date Time format).
-    pub fn to_utc(self) -> Option<DateTime<Utc>> {
+    /// The device's local date and time, if every field is a valid, known value;
+    /// `None` for "not known" (0) or out-of-range fields.
+    pub fn local(self) -> Option<NaiveDateTime> {
+        if !(1582..=9999).contains(&self.year) {
+            return None;
+        }
         NaiveDate::from_ymd_opt(self.year as i32, self.month as u32, self.day as u32)
-            .filter(|_| self.year >= 1582)
             .and_then(|d| d.and_hms_opt(self.hours as u32, self.minutes as u32, self.seconds as u32))
-            .map(|t| t.and_utc())
     }
 }
 
@@ -472,10 +554,30 @@ pub enum Decoded {
     DeviceInformation { field: Characteristic, text: String },
 }
 
-/// Decodes one characteristic value.
+/// A decoded value and the bytes it could not use (see [`ExtraBytes`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decoding {
+    pub decoded: Decoded,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_bytes: Option<ExtraBytes>,
+}
+
+/// Decodes one characteristic value (see [`decode_value`]; this drops the
+/// [`ExtraBytes`] report).
 pub fn decode(ch: Characteristic, bytes: &[u8]) -> Result<Decoded, GattError> {
-    match ch {
-        Characteristic::HeartRateMeasurement => decode_heart_rate(bytes).map(Decoded::HeartRateMeasurement),
+    decode_value(ch, bytes).map(|d| d.decoded)
+}
+
+/// Decodes one characteristic value, keeping every complete field, and reports
+/// the bytes it could not use. Errors when a field the values depend on is cut
+/// off (module docs; the table in docs/ble.md).
+pub fn decode_value(ch: Characteristic, bytes: &[u8]) -> Result<Decoding, GattError> {
+    let (decoded, extra_bytes) = match ch {
+        Characteristic::HeartRateMeasurement => {
+            let (m, extra) = heart_rate_fields(bytes)?;
+            (Decoded::HeartRateMeasurement(m), extra)
+        }
         Characteristic::BodySensorLocation => {
             let mut c = Cursor::new(ch, bytes)?;
             let location = match c.u8("location")? {
@@ -488,11 +590,20 @@ pub fn decode(ch: Characteristic, bytes: &[u8]) -> Result<Decoded, GattError> {
                 6 => BodySensorLocation::Foot,
                 n => BodySensorLocation::Reserved(n),
             };
-            Ok(Decoded::BodySensorLocation { location })
+            (Decoded::BodySensorLocation { location }, c.extra())
         }
-        Characteristic::PlxSpotCheck => decode_plx_spot_check(bytes).map(Decoded::PlxSpotCheck),
-        Characteristic::PlxContinuous => decode_plx_continuous(bytes).map(Decoded::PlxContinuous),
-        Characteristic::PlxFeatures => decode_plx_features(bytes).map(Decoded::PlxFeatures),
+        Characteristic::PlxSpotCheck => {
+            let (m, extra) = plx_spot_check_fields(bytes)?;
+            (Decoded::PlxSpotCheck(m), extra)
+        }
+        Characteristic::PlxContinuous => {
+            let (m, extra) = plx_continuous_fields(bytes)?;
+            (Decoded::PlxContinuous(m), extra)
+        }
+        Characteristic::PlxFeatures => {
+            let (m, extra) = plx_features_fields(bytes)?;
+            (Decoded::PlxFeatures(m), extra)
+        }
         Characteristic::BatteryLevel => {
             let mut c = Cursor::new(ch, bytes)?;
             let percent = c.u8("batteryLevel")?;
@@ -504,7 +615,7 @@ pub fn decode(ch: Characteristic, bytes: &[u8]) -> Result<Decoded, GattError> {
                     allowed: "0-100 %",
                 });
             }
-            Ok(Decoded::BatteryLevel { percent })
+            (Decoded::BatteryLevel { percent }, c.extra())
         }
         Characteristic::ManufacturerName
         | Characteristic::ModelNumber
@@ -512,13 +623,28 @@ pub fn decode(ch: Characteristic, bytes: &[u8]) -> Result<Decoded, GattError> {
         | Characteristic::FirmwareRevision => {
             // Strings have no terminating NUL per spec; some devices add one anyway.
             let text = std::str::from_utf8(bytes).map_err(|_| GattError::NotUtf8 { characteristic: ch })?;
-            Ok(Decoded::DeviceInformation { field: ch, text: text.trim_end_matches('\0').to_string() })
+            (Decoded::DeviceInformation { field: ch, text: text.trim_end_matches('\0').to_string() }, None)
         }
+    };
+    Ok(Decoding { decoded, extra_bytes })
+}
+
+fn le16(b: &[u8]) -> Option<u16> {
+    match b {
+        [a, b] => Some(u16::from_le_bytes([*a, *b])),
+        _ => None,
     }
 }
 
 /// Decodes a Heart Rate Measurement (0x2A37).
 pub fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRateMeasurement, GattError> {
+    heart_rate_fields(bytes).map(|(m, _)| m)
+}
+
+/// Flags and heart rate are required; Energy Expended and RR intervals are
+/// kept while complete (HRS 1.0: the RR intervals fill the rest of the value,
+/// so a cut last interval is a stray byte, not a reason to lose the beat).
+fn heart_rate_fields(bytes: &[u8]) -> Result<(HeartRateMeasurement, Option<ExtraBytes>), GattError> {
     let ch = Characteristic::HeartRateMeasurement;
     let mut c = Cursor::new(ch, bytes)?;
     let flags = c.u8("flags")?;
@@ -529,46 +655,69 @@ pub fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRateMeasurement, GattError
         (true, true) => SensorContact::Detected,
         (true, false) => SensorContact::NotDetected,
     };
-    let energy_expended_kj = if flags & 0x08 != 0 { Some(c.u16("energyExpended")?) } else { None };
+    let energy_expended_kj = if flags & 0x08 != 0 { c.opt("energyExpended", 2).and_then(le16) } else { None };
     let mut rr_intervals_ms = Vec::new();
     if flags & 0x10 != 0 {
-        let odd = c.remaining() % 2;
-        if odd != 0 {
-            return Err(GattError::OddRrBytes { characteristic: ch, count: odd });
-        }
-        while c.remaining() >= 2 {
-            let raw = c.u16("rrInterval")?;
+        while c.remaining() > 0 {
+            let Some(raw) = c.opt("rrInterval", 2).and_then(le16) else { break };
             rr_intervals_ms.push(raw as f64 * 1000.0 / 1024.0);
         }
     }
-    Ok(HeartRateMeasurement { heart_rate, uint16_format, sensor_contact, energy_expended_kj, rr_intervals_ms })
+    let m = HeartRateMeasurement { heart_rate, uint16_format, sensor_contact, energy_expended_kj, rr_intervals_ms };
+    Ok((m, c.extra()))
 }
 
 /// Decodes a PLX Continuous Measurement (0x2A5F).
 pub fn decode_plx_continuous(bytes: &[u8]) -> Result<PlxContinuous, GattError> {
+    plx_continuous_fields(bytes).map(|(m, _)| m)
+}
+
+fn opt_pair(c: &mut Cursor<'_>, field: &'static str) -> Option<SpO2Pr> {
+    match c.opt(field, 4)? {
+        [a, b, d, e] => Some(SpO2Pr {
+            spo2: SFloat::from_raw(u16::from_le_bytes([*a, *b])),
+            pulse_rate: SFloat::from_raw(u16::from_le_bytes([*d, *e])),
+        }),
+        _ => None,
+    }
+}
+
+/// Flags and the normal SpO2/PR pair are required; the Fast and Slow pairs are
+/// kept while complete unless a status field follows them (a cut pair then
+/// means the status that qualifies the values is missing: rejected); the
+/// status fields are required when announced; PAI is kept when complete.
+fn plx_continuous_fields(bytes: &[u8]) -> Result<(PlxContinuous, Option<ExtraBytes>), GattError> {
     let mut c = Cursor::new(Characteristic::PlxContinuous, bytes)?;
     let flags = c.u8("flags")?;
     let normal = SpO2Pr { spo2: c.sfloat("spo2")?, pulse_rate: c.sfloat("pulseRate")? };
-    let fast = if flags & 0x01 != 0 {
-        Some(SpO2Pr { spo2: c.sfloat("spo2Fast")?, pulse_rate: c.sfloat("pulseRateFast")? })
+    let fast = if flags & 0x01 != 0 { opt_pair(&mut c, "spo2PrFast") } else { None };
+    let slow = if flags & 0x02 != 0 { opt_pair(&mut c, "spo2PrSlow") } else { None };
+    let measurement_status = if flags & 0x04 != 0 {
+        c.qualifier_ok()?;
+        Some(StatusBits::measurement(c.u16("measurementStatus")?))
     } else {
         None
     };
-    let slow = if flags & 0x02 != 0 {
-        Some(SpO2Pr { spo2: c.sfloat("spo2Slow")?, pulse_rate: c.sfloat("pulseRateSlow")? })
+    let device_and_sensor_status = if flags & 0x08 != 0 {
+        c.qualifier_ok()?;
+        Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?))
     } else {
         None
     };
-    let measurement_status =
-        if flags & 0x04 != 0 { Some(StatusBits::measurement(c.u16("measurementStatus")?)) } else { None };
-    let device_and_sensor_status =
-        if flags & 0x08 != 0 { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?)) } else { None };
-    let pulse_amplitude_index = if flags & 0x10 != 0 { Some(c.sfloat("pulseAmplitudeIndex")?) } else { None };
-    Ok(PlxContinuous { normal, fast, slow, measurement_status, device_and_sensor_status, pulse_amplitude_index })
+    let pulse_amplitude_index = if flags & 0x10 != 0 { c.opt_sfloat("pulseAmplitudeIndex") } else { None };
+    let m = PlxContinuous { normal, fast, slow, measurement_status, device_and_sensor_status, pulse_amplitude_index };
+    Ok((m, c.extra()))
 }
 
 /// Decodes a PLX Spot-check Measurement (0x2A5E).
 pub fn decode_plx_spot_check(bytes: &[u8]) -> Result<PlxSpotCheck, GattError> {
+    plx_spot_check_fields(bytes).map(|(m, _)| m)
+}
+
+/// Flags, the SpO2/PR pair, the timestamp and the status fields are required
+/// when announced (a spot-check without its time or its status cannot be
+/// placed or trusted); PAI is kept when complete.
+fn plx_spot_check_fields(bytes: &[u8]) -> Result<(PlxSpotCheck, Option<ExtraBytes>), GattError> {
     let mut c = Cursor::new(Characteristic::PlxSpotCheck, bytes)?;
     let flags = c.u8("flags")?;
     let measurement = SpO2Pr { spo2: c.sfloat("spo2")?, pulse_rate: c.sfloat("pulseRate")? };
@@ -588,19 +737,26 @@ pub fn decode_plx_spot_check(bytes: &[u8]) -> Result<PlxSpotCheck, GattError> {
         if flags & 0x02 != 0 { Some(StatusBits::measurement(c.u16("measurementStatus")?)) } else { None };
     let device_and_sensor_status =
         if flags & 0x04 != 0 { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?)) } else { None };
-    let pulse_amplitude_index = if flags & 0x08 != 0 { Some(c.sfloat("pulseAmplitudeIndex")?) } else { None };
-    Ok(PlxSpotCheck {
+    let pulse_amplitude_index = if flags & 0x08 != 0 { c.opt_sfloat("pulseAmplitudeIndex") } else { None };
+    let m = PlxSpotCheck {
         measurement,
         timestamp,
         measurement_status,
         device_and_sensor_status,
         pulse_amplitude_index,
         device_clock_not_set: flags & 0x10 != 0,
-    })
+    };
+    Ok((m, c.extra()))
 }
 
 /// Decodes PLX Features (0x2A60).
 pub fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
+    plx_features_fields(bytes).map(|(m, _)| m)
+}
+
+/// Every announced field is required (a cut support field would misstate what
+/// the device can report); bytes after them are extra.
+fn plx_features_fields(bytes: &[u8]) -> Result<(PlxFeatures, Option<ExtraBytes>), GattError> {
     let mut c = Cursor::new(Characteristic::PlxFeatures, bytes)?;
     let raw = c.u16("supportedFeatures")?;
     let bit = |n: u16| raw & (1 << n) != 0;
@@ -608,7 +764,7 @@ pub fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
         if bit(0) { Some(StatusBits::measurement(c.u16("measurementStatusSupport")?)) } else { None };
     let supported_device_and_sensor_status =
         if bit(1) { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatusSupport")?)) } else { None };
-    Ok(PlxFeatures {
+    let m = PlxFeatures {
         raw,
         measurement_status_support: bit(0),
         device_and_sensor_status_support: bit(1),
@@ -620,52 +776,84 @@ pub fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
         multiple_bonds: bit(7),
         supported_measurement_status,
         supported_device_and_sensor_status,
-    })
+    };
+    Ok((m, c.extra()))
 }
+
+/// The flag a PLX Measurement Status bit sets (Pulse Oximeter Service 1.0 /
+/// GATT Specification Supplement, PLX Continuous and Spot-check Measurement,
+/// "Measurement Status" field), `None` for bits that do not say the value is
+/// not a valid measurement of this patient now: 5 Measurement Ongoing (the
+/// device is measuring), 7 Validated Data, 8 Fully Qualified Data (both
+/// positive), 9 Data from Measurement Storage (handled by the time rule), and
+/// the reserved bits 0-4.
+pub fn measurement_status_flag(bit: u8) -> Option<Flag> {
+    match bit {
+        6 => Some(Flag::EarlyEstimate),
+        10 | 11 => Some(Flag::TestData),
+        12 => Some(Flag::CalibrationOngoing),
+        13 => Some(Flag::ValueUnavailable),
+        14 => Some(Flag::Questionable),
+        15 => Some(Flag::Invalid),
+        _ => None,
+    }
+}
+
+/// The flag a PLX Device and Sensor Status bit sets (same sources, "Device and
+/// Sensor Status" field), `None` for bit 0 (Extended Display Update Ongoing:
+/// about the display, not the value) and the reserved bits 16-23.
+pub fn device_sensor_status_flag(bit: u8) -> Option<Flag> {
+    match bit {
+        1 | 14 => Some(Flag::DeviceMalfunction),
+        2 | 3 | 4 | 6 | 7 | 10 => Some(Flag::SignalIrregular),
+        5 => Some(Flag::LowPerfusion),
+        8 | 12 | 13 => Some(Flag::Questionable),
+        9 => Some(Flag::EarlyEstimate),
+        11 | 15 => Some(Flag::SensorDisconnected),
+        _ => None,
+    }
+}
+
+/// PLX Measurement Status bit 9, "Data from Measurement Storage".
+const MS_FROM_STORAGE: u32 = 1 << 9;
 
 /// Quality flags implied by PLX status words.
 fn plx_flags(ms: Option<&StatusBits>, dss: Option<&StatusBits>) -> Vec<Flag> {
     let mut flags = Vec::new();
-    let mut add = |f: Flag| {
-        if !flags.contains(&f) {
-            flags.push(f);
-        }
-    };
-    if let Some(ms) = ms {
-        let b = |n: u32| ms.raw & (1 << n) != 0;
-        if b(6) {
-            add(Flag::EarlyEstimate);
-        }
-        if b(10) || b(11) || b(12) {
-            add(Flag::TestData);
-        }
-        if b(13) {
-            add(Flag::ValueUnavailable);
-        }
-        if b(14) || b(15) {
-            add(Flag::Questionable);
-        }
-    }
-    if let Some(d) = dss {
-        let b = |n: u32| d.raw & (1 << n) != 0;
-        if b(11) || b(15) {
-            add(Flag::SensorDisconnected);
-        }
-        if b(5) {
-            add(Flag::LowPerfusion);
-        }
-        if b(2) || b(3) || b(4) || b(6) || b(7) || b(10) {
-            add(Flag::SignalIrregular);
-        }
-        if b(1) || b(8) || b(12) || b(13) || b(14) {
-            add(Flag::Questionable);
+    for (word, flag_of) in [(ms, measurement_status_flag as fn(u8) -> Option<Flag>), (dss, device_sensor_status_flag)] {
+        let Some(word) = word else { continue };
+        for bit in 0..24u8 {
+            if word.raw & (1u32 << bit) == 0 {
+                continue;
+            }
+            if let Some(f) = flag_of(bit) {
+                if !flags.contains(&f) {
+                    flags.push(f);
+                }
+            }
         }
     }
     flags
 }
 
+fn from_storage(ms: Option<&StatusBits>) -> bool {
+    ms.is_some_and(|s| s.raw & MS_FROM_STORAGE != 0)
+}
+
+/// What a spot-check says about its own time.
+fn spot_check_clock(m: &PlxSpotCheck) -> DeviceClock {
+    let local = m.timestamp.and_then(DateTimeFields::local);
+    DeviceClock {
+        timestamp: local,
+        // A timestamp that is not a valid, known date and time (year 0...) is a
+        // clock that is not set, whatever the flag says.
+        clock_not_set: m.device_clock_not_set || (m.timestamp.is_some() && local.is_none()),
+        stored: from_storage(m.measurement_status.as_ref()),
+    }
+}
+
 /// Builds one reading with an optional number, flags applied; a missing
-/// number (unavailable SFLOAT, or "measurement unavailable") is flagged.
+/// number (a sentinel, or "measurement unavailable") is flagged.
 fn reading(
     device_id: &str,
     kind: DeviceKind,
@@ -699,32 +887,45 @@ fn pair_readings(
 }
 
 impl Decoded {
-    /// The readings this value carries, in a stable order, timed `time` (the
-    /// gateway's receive time). Metadata characteristics (location, features,
-    /// Device Information) carry none.
-    pub fn to_readings(&self, device_id: &str, kind: DeviceKind, time: DateTime<Utc>) -> Vec<Reading> {
+    /// The readings this value carries, in a stable order. Their time follows
+    /// the rule of [`crate::adapters::device_clock`]: the arrival time
+    /// (`ctx.arrival`) for live values, the device's converted clock for stored
+    /// ones. Metadata characteristics (location, features, Device Information)
+    /// carry none.
+    pub fn to_readings(&self, device_id: &str, kind: DeviceKind, ctx: &TimeContext) -> Vec<Reading> {
+        let time = ctx.arrival;
         let mut out = Vec::new();
         match self {
             Decoded::HeartRateMeasurement(m) => {
                 let flags: Vec<Flag> =
                     if m.sensor_contact == SensorContact::NotDetected { vec![Flag::SensorContactLost] } else { vec![] };
-                out.push(reading(device_id, kind, ReadingType::HeartRate, Some(m.heart_rate as f64), &flags, time));
+                // 0 /min is "no signal" (a strap off the chest), not a heart that stopped.
+                let hr = (m.heart_rate != 0).then_some(m.heart_rate as f64);
+                out.push(reading(device_id, kind, ReadingType::HeartRate, hr, &flags, time));
                 if let Some(ee) = m.energy_expended_kj {
-                    out.push(reading(device_id, kind, ReadingType::EnergyExpended, Some(ee as f64), &flags, time));
+                    // 0xFFFF: "65535 kJ or more", the strap waits for a reset.
+                    let v = (ee != u16::MAX).then_some(ee as f64);
+                    out.push(reading(device_id, kind, ReadingType::EnergyExpended, v, &flags, time));
                 }
                 // Each beat gets its own time (MedTech keeps one value per timestamp).
                 let beats = crate::model::rr_beat_times(time, &m.rr_intervals_ms);
                 for (rr, t) in m.rr_intervals_ms.iter().zip(beats) {
-                    out.push(reading(device_id, kind, ReadingType::RrInterval, Some(*rr), &flags, t));
+                    // An interval of 0 is not a beat.
+                    let v = (*rr > 0.0).then_some(*rr);
+                    out.push(reading(device_id, kind, ReadingType::RrInterval, v, &flags, t));
                 }
             }
             Decoded::PlxContinuous(m) => {
-                let flags = plx_flags(m.measurement_status.as_ref(), m.device_and_sensor_status.as_ref());
+                let mut flags = plx_flags(m.measurement_status.as_ref(), m.device_and_sensor_status.as_ref());
+                // No timestamp: a continuous value from storage has no known time.
+                let clock = DeviceClock { stored: from_storage(m.measurement_status.as_ref()), ..DeviceClock::default() };
+                let timing = device_clock::resolve(&clock, ctx);
+                flags.extend(timing.flags);
                 // Fast and Slow averages are other views of the same measurement:
                 // extra values of the normal readings (`spo2Fast`, `pulseRateSlow`...),
                 // not readings of their own with the same time.
                 let first = out.len();
-                pair_readings(&mut out, device_id, kind, &m.normal, &flags, time);
+                pair_readings(&mut out, device_id, kind, &m.normal, &flags, timing.time);
                 for (pair, suffix) in [(&m.fast, "Fast"), (&m.slow, "Slow")] {
                     let Some(pair) = pair else { continue };
                     for (r, v) in out[first..].iter_mut().zip([pair.spo2.value(), pair.pulse_rate.value()]) {
@@ -735,24 +936,20 @@ impl Decoded {
                     }
                 }
                 if let Some(pai) = m.pulse_amplitude_index {
-                    out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, time));
+                    out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, timing.time));
                 }
             }
             Decoded::PlxSpotCheck(m) => {
                 let mut flags = plx_flags(m.measurement_status.as_ref(), m.device_and_sensor_status.as_ref());
-                let device_time = if m.device_clock_not_set {
-                    flags.push(Flag::DeviceClockNotSet);
-                    None
-                } else {
-                    m.timestamp.and_then(DateTimeFields::to_utc)
-                };
+                let timing = device_clock::resolve(&spot_check_clock(m), ctx);
+                flags.extend(timing.flags);
                 let start = out.len();
-                pair_readings(&mut out, device_id, kind, &m.measurement, &flags, time);
+                pair_readings(&mut out, device_id, kind, &m.measurement, &flags, timing.time);
                 if let Some(pai) = m.pulse_amplitude_index {
-                    out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, time));
+                    out.push(reading(device_id, kind, ReadingType::PerfusionIndex, pai.value(), &flags, timing.time));
                 }
                 for r in out.iter_mut().skip(start) {
-                    r.device_time = device_time;
+                    r.device_time = timing.device_time;
                     r.spot_check = true;
                 }
             }
@@ -762,6 +959,17 @@ impl Decoded {
             Decoded::BodySensorLocation { .. } | Decoded::PlxFeatures(_) | Decoded::DeviceInformation { .. } => {}
         }
         out
+    }
+
+    /// The device-clock offset (device clock minus `arrival`, whole seconds)
+    /// this value measures: `Some` only for a live spot-check with a valid
+    /// timestamp and a set clock. The adapter keeps the latest per device and
+    /// passes it back in [`TimeContext::measured_offset`].
+    pub fn clock_offset(&self, arrival: DateTime<Utc>) -> Option<i64> {
+        match self {
+            Decoded::PlxSpotCheck(m) => device_clock::measured_offset(&spot_check_clock(m), arrival),
+            _ => None,
+        }
     }
 }
 
