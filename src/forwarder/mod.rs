@@ -329,8 +329,16 @@ impl Forwarder {
                 };
                 let wrapped: Vec<Key> = queues.keys().filter(|k| !keys.contains(k)).cloned().collect();
                 keys.extend(wrapped);
+                // Every batch costs an in-flight record made durable (an
+                // fdatasync, a page on the SD card) before it is sent. Batches
+                // made in one pass share one record write; and when one
+                // device's batch is due by age, the others whose oldest reading
+                // is at least half that old go along, so N devices cost about
+                // one sync per `max_age`, not N.
+                let age_due = queues.iter().any(|(k, q)| !busy.contains(k) && !q.readings.is_empty() && q.oldest.elapsed() >= max_age);
+                let mut pending: Vec<(Key, InFlight, Message, Vec<Reading>)> = Vec::new();
                 for key in keys {
-                    if tasks.len() >= max_in_flight {
+                    if tasks.len() + pending.len() >= max_in_flight {
                         break;
                     }
                     if busy.contains(&key) {
@@ -343,6 +351,7 @@ impl Forwarder {
                     let ready = q.readings.len() >= max_readings
                         || q.bytes >= q.byte_cap
                         || q.oldest.elapsed() >= max_age
+                        || (age_due && q.oldest.elapsed() >= max_age / 2)
                         || backlog
                         || draining
                         || flush_requested;
@@ -369,12 +378,17 @@ impl Forwarder {
                         continue;
                     };
                     let rec = InFlight { message_id: msg.message_id.clone(), seqs: batch.iter().map(|r| r.seq).collect() };
-                    let outbox = self.outbox.clone();
-                    let rec2 = rec.clone();
-                    tokio::task::spawn_blocking(move || outbox.put_in_flight(&rec2)).await??;
                     busy.insert(key.clone());
                     last_served = Some(key.clone());
-                    tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
+                    pending.push((key, rec, msg, batch));
+                }
+                if !pending.is_empty() {
+                    let outbox = self.outbox.clone();
+                    let recs: Vec<InFlight> = pending.iter().map(|(_, rec, _, _)| rec.clone()).collect();
+                    tokio::task::spawn_blocking(move || outbox.put_in_flight_many(&recs)).await??;
+                    for (key, rec, msg, batch) in pending {
+                        tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
+                    }
                 }
                 if queues.values().all(|q| q.readings.is_empty()) {
                     flush_requested = false;

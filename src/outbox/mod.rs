@@ -897,11 +897,20 @@ impl Outbox {
 
     /// Records (and flushes) a batch before it is sent.
     pub fn put_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
+        self.put_in_flight_many(std::slice::from_ref(batch))
+    }
+
+    /// Records several batches before they are sent, with one write and one
+    /// `fdatasync` for all of them.
+    pub fn put_in_flight_many(&self, batches: &[InFlight]) -> Result<(), OutboxError> {
         self.guarded(|| {
-            let first = batch.seqs.iter().copied().min().unwrap_or(0);
-            let value = serde_json::to_vec(batch).unwrap_or_default();
+            let mut b = sled::Batch::default();
+            for batch in batches {
+                let first = batch.seqs.iter().copied().min().unwrap_or(0);
+                b.insert(&inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
+            }
             let st = self.store()?;
-            st.tree.insert(inflight_key(first), value)?;
+            st.tree.apply_batch(b)?;
             st.sync()?;
             Ok(())
         })
