@@ -168,6 +168,7 @@ fn fill_backlog(dir: &Path, n: u64) -> anyhow::Result<f64> {
         ob.append(&mut group)?;
         i += group.len() as u64;
     }
+    ob.close_clean()?;
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -213,14 +214,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let fill = fill_backlog(&backlog_dir, a.backlog)?;
     println!("filled an outbox with {} readings in {:.1} s", a.backlog, fill);
     let exe = std::env::current_exe()?;
-    let out = std::process::Command::new(&exe).args(["bench", "--reopen-only"]).arg(&backlog_dir).output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| anyhow::anyhow!("reopen run failed ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
-    println!(
-        "reopen with {} queued: open {:.0} ms, open + first read {:.0} ms, RSS {} KiB (peak {} KiB)",
-        v["queued"], v["open_ms"].as_f64().unwrap_or(0.0), v["open_and_first_read_ms"].as_f64().unwrap_or(0.0),
-        v["rss_kib"], v["peak_rss_kib"]
-    );
+    // The first reopen follows a clean stop; it does not stop cleanly itself
+    // (the process just exits), so the second one is an unclean start, which
+    // recounts the store.
+    for after in ["a clean stop", "an unclean stop (recount)"] {
+        let out = std::process::Command::new(&exe).args(["bench", "--reopen-only"]).arg(&backlog_dir).output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| anyhow::anyhow!("reopen run failed ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+        println!(
+            "reopen with {} queued after {after}: open {:.0} ms, open + first read {:.0} ms, RSS {} KiB (peak {} KiB)",
+            v["queued"], v["open_ms"].as_f64().unwrap_or(0.0), v["open_and_first_read_ms"].as_f64().unwrap_or(0.0),
+            v["rss_kib"], v["peak_rss_kib"]
+        );
+    }
     let (rss, peak) = daemon_rss(&exe, &dir, a.devices, a.daemon_time)?;
     println!("daemon with {} simulated devices after {}: RSS {} KiB (peak {} KiB)", a.devices, humantime::format_duration(a.daemon_time), rss, peak);
     wear_report(&dir, a.wear_time)?;

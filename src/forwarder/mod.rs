@@ -149,6 +149,10 @@ struct Queue {
     byte_cap: usize,
 }
 
+/// At most this many batches recorded in flight and waiting for the sink
+/// (the rest wait as readings in their queues).
+const MAX_RECORDED: usize = 64;
+
 /// The forwarder task.
 pub struct Forwarder {
     pub outbox: Arc<Outbox>,
@@ -254,6 +258,9 @@ impl Forwarder {
         let mut queues: BTreeMap<Key, Queue> = BTreeMap::new();
         let mut busy: HashSet<Key> = HashSet::new();
         let mut tasks = FuturesUnordered::new();
+        // Batches recorded in flight (durably) but not handed to the sink yet,
+        // because the sink takes fewer at once than were recorded together.
+        let mut recorded: VecDeque<(Key, InFlight, Message, Vec<Reading>)> = VecDeque::new();
         let mut buffered = 0usize;
         let mut cursor = 0u64;
         let mut excluded: HashSet<u64> = HashSet::new();
@@ -338,7 +345,7 @@ impl Forwarder {
                 let age_due = queues.iter().any(|(k, q)| !busy.contains(k) && !q.readings.is_empty() && q.oldest.elapsed() >= max_age);
                 let mut pending: Vec<(Key, InFlight, Message, Vec<Reading>)> = Vec::new();
                 for key in keys {
-                    if tasks.len() + pending.len() >= max_in_flight {
+                    if recorded.len() + pending.len() >= MAX_RECORDED {
                         break;
                     }
                     if busy.contains(&key) {
@@ -386,9 +393,12 @@ impl Forwarder {
                     let outbox = self.outbox.clone();
                     let recs: Vec<InFlight> = pending.iter().map(|(_, rec, _, _)| rec.clone()).collect();
                     tokio::task::spawn_blocking(move || outbox.put_in_flight_many(&recs)).await??;
-                    for (key, rec, msg, batch) in pending {
-                        tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
-                    }
+                    recorded.extend(pending);
+                }
+                // Hand recorded batches to the sink as it has room.
+                while tasks.len() < max_in_flight {
+                    let Some((key, rec, msg, batch)) = recorded.pop_front() else { break };
+                    tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
                 }
                 if queues.values().all(|q| q.readings.is_empty()) {
                     flush_requested = false;
@@ -396,8 +406,8 @@ impl Forwarder {
                 queues.retain(|k, q| !q.readings.is_empty() || busy.contains(k));
             }
 
-            if draining && tasks.is_empty() && (grace_over || (buffered == 0 && cursor >= committed)) {
-                if grace_over && (buffered > 0 || cursor < committed) {
+            if draining && tasks.is_empty() && (grace_over || (recorded.is_empty() && buffered == 0 && cursor >= committed)) {
+                if grace_over && (buffered > 0 || cursor < committed || !recorded.is_empty()) {
                     tracing::info!("stopping with readings still queued; they stay in the outbox and are sent on the next start");
                 }
                 break;
