@@ -71,10 +71,19 @@ enum Command {
 /// Sets up logging to stderr (journald picks it up under systemd).
 pub fn init_logging(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
-    let filter = match level {
+    let mut filter = match level {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // The storage engine's own messages (sled's internal corruption and
+    // recovery details) are not for operators: the outbox says what happened
+    // in plain words. `RUST_LOG=sled=debug` still shows them.
+    let asked_for_sled = level.map(str::to_string).or_else(|| std::env::var("RUST_LOG").ok()).is_some_and(|l| l.contains("sled"));
+    if !asked_for_sled {
+        if let Ok(d) = "sled=off".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 

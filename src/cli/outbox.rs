@@ -22,6 +22,30 @@ pub enum OutboxCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Reads what can still be read out of a damaged outbox that was moved
+    /// aside (`outbox.corrupt-*`) and prints the queued readings as JSON lines
+    /// (patient ids included: handle with care); a summary goes to stderr.
+    Export {
+        /// The damaged outbox folder (e.g. /var/lib/iomt-edge/outbox.corrupt-20261130T021909Z).
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Queues the readings still readable in a damaged outbox (moved aside)
+    /// into the gateway's outbox again, under new sequence numbers, so they
+    /// are delivered. Stop the gateway first. Refuses a copy the gateway
+    /// already salvaged itself (it says so in its log), unless --force.
+    Salvage {
+        /// The damaged outbox folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// The gateway's state folder (its outbox is the `outbox` subfolder).
+        #[arg(long, default_value = "/var/lib/iomt-edge")]
+        state_dir: PathBuf,
+        /// Queue them even if the gateway already salvaged this copy
+        /// (readings may then be delivered twice, under two message ids).
+        #[arg(long)]
+        force: bool,
+    },
     /// The oldest queued readings, as JSON lines (patient ids included: handle with care).
     Peek {
         #[arg(long, default_value = "/var/lib/iomt-edge")]
@@ -42,6 +66,26 @@ fn open(state_dir: &std::path::Path) -> anyhow::Result<crate::outbox::Outbox> {
         eprintln!("note: the outbox was corrupt and was moved to {}", p.display());
     }
     Ok(ob)
+}
+
+/// Scans a damaged outbox folder and says what it found on stderr.
+fn scan(from: &std::path::Path) -> anyhow::Result<crate::outbox::salvage::Salvaged> {
+    if !from.join("db").is_file() {
+        anyhow::bail!("{} is not an outbox folder (it has no `db` file)", from.display());
+    }
+    let (found, skipped) = crate::outbox::salvage::scan_dir(from).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
+    for f in skipped {
+        eprintln!("could not read {f}");
+    }
+    eprintln!(
+        "{}: {} queued readings readable, {} in-flight batches, {} damaged records unreadable, {} old copies of delivered or dropped readings left out",
+        from.display(),
+        found.readings.len(),
+        found.in_flight.len(),
+        found.unreadable,
+        found.already_gone
+    );
+    Ok(found)
 }
 
 /// A Unix-ms time as RFC 3339 UTC, or "not recorded".
@@ -85,6 +129,45 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 println!("  last start          {}", when(s.started_ms));
                 println!("  last stop           {}", previous_stop(s.previous_stop));
             }
+        }
+        OutboxCommand::Export { from } => {
+            let found = scan(&from)?;
+            let mut out = std::io::stdout().lock();
+            for (_, r) in found.readings.values() {
+                use std::io::Write;
+                if writeln!(out, "{}", serde_json::to_string(r)?).is_err() {
+                    break; // the reader went away (`| head`)
+                }
+            }
+        }
+        OutboxCommand::Salvage { from, state_dir, force } => {
+            if let Ok(report) = std::fs::read_to_string(from.join(crate::outbox::SALVAGED_MARK)) {
+                if !force {
+                    eprintln!(
+                        "the gateway already salvaged {} when it found it damaged:\n{report}\nits readings are queued already; --force queues them again (they may then be delivered twice, under two message ids)",
+                        from.display()
+                    );
+                    return Ok(ExitCode::from(super::EXIT_USAGE));
+                }
+            }
+            let found = scan(&from)?;
+            let dir = state_dir.join("outbox");
+            let (ob, _) = crate::outbox::Outbox::open(&dir, &crate::config::OutboxConfig::default())?;
+            let mut readings: Vec<crate::model::Reading> = found.readings.into_values().map(|(_, r)| r).collect();
+            for r in &mut readings {
+                r.seq = 0;
+            }
+            let mut queued = 0u64;
+            for chunk in readings.chunks_mut(5000) {
+                let outcome = ob.append(chunk)?;
+                queued += outcome.seqs.iter().flatten().count() as u64;
+            }
+            let _ = crate::fsutil::write_durable(
+                &from.join(crate::outbox::SALVAGED_MARK),
+                format!("{{\"queuedByHand\": {queued}}}\n").as_bytes(),
+            );
+            ob.close_clean()?;
+            println!("queued {queued} readings from {} into {} under new sequence numbers", from.display(), dir.display());
         }
         OutboxCommand::Peek { state_dir, count } => {
             let ob = open(&state_dir)?;

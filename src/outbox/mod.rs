@@ -154,6 +154,10 @@ pub struct OpenReport {
     pub salvaged: Option<SalvageReport>,
 }
 
+/// The file in a quarantined store that says its readings were already
+/// salvaged into the live outbox (holds the [`SalvageReport`] as JSON).
+pub const SALVAGED_MARK: &str = "SALVAGED.json";
+
 /// What [`Outbox::repair`] (or an open that found the store damaged) did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -372,7 +376,19 @@ impl Outbox {
         let mut moved_aside = None;
         let mut salvaged = None;
         let created = !dir.join("db").exists();
-        let store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
+        // sled 0.34's recovery stops at the first damaged message of its log
+        // and then writes over what follows, so a damaged store loses more
+        // once sled has opened it. Keep the log as it was, to salvage from if
+        // the open fails or cuts the log short (a copy costs little while the
+        // queue is small, which it is unless the cloud has been away long).
+        let pre_open = pre_open_path(dir);
+        let _ = std::fs::remove_file(&pre_open);
+        if !inspect && !created && std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() <= PRE_OPEN_COPY_MAX) {
+            if let Err(e) = std::fs::copy(dir.join("db"), &pre_open) {
+                tracing::debug!("no copy of the outbox log before opening it ({e})");
+            }
+        }
+        let mut store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
             Err(OpenFailure::Corrupt(why)) if inspect => {
@@ -406,12 +422,34 @@ impl Outbox {
             None if counters.next_seq <= 1 && store.tree.get(META_EPOCH)?.is_none() => PreviousStop::None,
             None => PreviousStop::Unknown,
         };
+        let mut previous_stop = previous_stop;
+        if !inspect && salvaged.is_none() && matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
+            // sled 0.34 recovers its log up to the first damaged message and
+            // silently drops everything after it. The counters in the raw log
+            // tell how far numbering really got: if they went further than
+            // what sled kept, committed readings were cut off, so salvage.
+            let raw_next = std::fs::read(&pre_open)
+                .or_else(|_| std::fs::read(dir.join("db")))
+                .ok()
+                .and_then(|b| salvage::highest_next_seq(&b));
+            let kept_next = counters.next_seq;
+            if raw_next.is_some_and(|n| n > kept_next && n <= kept_next.saturating_add(1_000_000_000)) {
+                tracing::debug!("sled kept numbering up to {kept_next}, the raw log shows {raw_next:?}");
+                drop(store);
+                let (st, report) = Self::salvage_into_new(dir, cfg.cache_bytes.bytes(), "log cut short by recovery")?;
+                moved_aside = Some(report.moved_to.clone());
+                salvaged = Some(report);
+                store = st;
+                counters = Counters::load(&store.tree)?;
+                previous_stop = PreviousStop::Unknown;
+            }
+        }
         let mut recount = None;
         let (epoch, started_ms) = if inspect {
             let epoch = store.tree.get(META_EPOCH)?.map(|e| String::from_utf8_lossy(&e).into_owned()).unwrap_or_default();
             (epoch, last_run.map(|r| r.started_ms).unwrap_or(0))
         } else {
-            if matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
+            if salvaged.is_none() && matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
                 let found = Self::recount(&store.tree)?;
                 let before = counters.count;
                 if found.count != counters.count || found.bytes != counters.bytes {
@@ -435,6 +473,7 @@ impl Outbox {
             store.sync()?;
             (epoch, started_ms)
         };
+        let _ = std::fs::remove_file(&pre_open);
         let outbox = Outbox {
             store: RwLock::new(Some(store)),
             dir: dir.to_path_buf(),
@@ -461,6 +500,9 @@ impl Outbox {
         let parent = dir.parent().unwrap_or(Path::new("."));
         let aside = aside_path(dir);
         std::fs::rename(dir, &aside).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
+        // The log as it was before sled's recovery wrote over its damaged
+        // tail, if it was copied: scanned together with what is left.
+        let _ = std::fs::rename(pre_open_path(dir), aside.join("db.before-open"));
         let _ = sync_dir(parent);
         tracing::debug!("the storage engine reported: {why}");
         let (found, skipped) =
@@ -506,6 +548,11 @@ impl Outbox {
             unreadable: found.unreadable,
             already_gone: found.already_gone,
         };
+        // Mark the damaged copy as salvaged, so a later manual
+        // `outbox salvage --from` does not queue the same readings twice.
+        if let Err(e) = crate::fsutil::write_durable(&report.moved_to.join(SALVAGED_MARK), &serde_json::to_vec_pretty(&report).unwrap_or_default()) {
+            tracing::warn!("cannot mark {} as salvaged ({e})", report.moved_to.display());
+        }
         tracing::error!("the outbox in {} was damaged and could not be read as it was; {report}", dir.display());
         Ok((store, report))
     }
@@ -1054,6 +1101,16 @@ struct Found {
 enum OpenFailure {
     Io(OutboxError),
     Corrupt(String),
+}
+
+/// Stores up to this size are copied before sled opens them (see `open_with`).
+const PRE_OPEN_COPY_MAX: u64 = 64 << 20;
+
+/// `{dir}.pre-open`: the copy of the log taken before sled opened it.
+fn pre_open_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".pre-open");
+    dir.with_file_name(name)
 }
 
 fn aside_path(dir: &Path) -> PathBuf {

@@ -67,7 +67,9 @@ pub struct Salvaged {
     pub in_flight: Vec<InFlight>,
     /// Readings found that had already been delivered or dropped.
     pub already_gone: u64,
-    /// Places that looked like a reading but could not be parsed (a damaged copy).
+    /// Readings that could not be read: places that looked like a reading but
+    /// did not parse, plus sequence numbers that must have been queued (above
+    /// every delivery watermark) and left no trace at all.
     pub unreadable: u64,
     /// The highest sequence number seen anywhere (the next one must be above it).
     pub max_seq: u64,
@@ -77,6 +79,10 @@ const READING_MARK: &[u8] = b"{\"seq\":";
 const INFLIGHT_MARK: &[u8] = b"{\"message_id\":";
 const ACK_MARK: &[u8] = b"{\"ackedThrough\":";
 const FLOOR_MARK: &[u8] = b"{\"droppedThrough\":";
+/// The next-sequence-number counter as sled 0.34 serializes a key-value pair
+/// in a node: key length (9), key, value length (8), then the u64 big-endian.
+/// The counter only grows, so the highest copy found is the latest.
+const NEXT_SEQ_MARK: &[u8] = b"\x09mnext_seq\x08";
 
 /// Every start of `needle` in `hay`.
 fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
@@ -107,6 +113,7 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     let mut acked: HashMap<(String, Option<String>), u64> = HashMap::new();
     let mut floor = 0u64;
     let mut flights: BTreeMap<String, InFlight> = BTreeMap::new();
+    let mut next_seq_seen: Vec<u64> = Vec::new();
     for bytes in files {
         for at in find_all(bytes, READING_MARK) {
             let parsed = (at >= 8)
@@ -137,6 +144,16 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
                 *e = (*e).max(m.acked_through);
             }
         }
+        for at in find_all(bytes, NEXT_SEQ_MARK) {
+            let v = at + NEXT_SEQ_MARK.len();
+            if let Some(next) = bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) {
+                // A damaged copy, or the next key of a consolidated node,
+                // could read as anything: see `highest_next_seq`.
+                if next < SEQ_LIMIT {
+                    next_seq_seen.push(next);
+                }
+            }
+        }
         for at in find_all(bytes, FLOOR_MARK) {
             if let Some(f) = json_at::<DropFloor>(&bytes[at..]) {
                 floor = floor.max(f.dropped_through);
@@ -152,6 +169,13 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     }
     let mut out = Salvaged { max_seq: found.keys().next_back().copied().unwrap_or(0), ..Default::default() };
     out.max_seq = out.max_seq.max(unreadable_at.keys().next_back().copied().unwrap_or(0));
+    // Numbers handed out after the last reading found (its copy is gone):
+    // the counter says how far they went. A counter more than a million above
+    // what was seen is taken as damaged.
+    let plausible = out.max_seq.saturating_add(1_000_000);
+    if let Some(next) = next_seq_seen.into_iter().filter(|n| *n <= plausible).max() {
+        out.max_seq = out.max_seq.max(next.saturating_sub(1));
+    }
     for (seq, (ms, r)) in found {
         let mark = acked.get(&(r.device_id.clone(), r.patient_id.clone())).copied().unwrap_or(0);
         if seq <= floor || seq <= mark {
@@ -160,7 +184,15 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
             out.readings.insert(seq, (ms, r));
         }
     }
-    out.unreadable = unreadable_at.len() as u64 + unparsed;
+    // Numbers above every delivery watermark and the drop floor were queued
+    // (delivery is in order per device): one that is not found at all sat in
+    // a part of the file that is gone. Count those as unreadable too.
+    let delivered_below = acked.values().copied().max().unwrap_or(0).max(floor);
+    let gone_entirely = (delivered_below + 1..=out.max_seq)
+        .take(10_000_000)
+        .filter(|q| !out.readings.contains_key(q) && !unreadable_at.contains_key(q))
+        .count() as u64;
+    out.unreadable = unreadable_at.len() as u64 + unparsed + gone_entirely;
     // A batch is resent with its id only if it can be resent unchanged; one
     // per first sequence number (the key it was stored under), and no reading
     // in two batches.
@@ -180,6 +212,27 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     }
     out
 }
+
+/// The highest next-sequence-number counter anywhere in a store's raw log:
+/// how far numbering got, whatever sled's own recovery kept. Cheap (a byte
+/// search); used after an unclean stop to notice that sled silently cut its
+/// log short at a damaged page.
+pub fn highest_next_seq(bytes: &[u8]) -> Option<u64> {
+    find_all(bytes, NEXT_SEQ_MARK)
+        .filter_map(|at| {
+            let v = at + NEXT_SEQ_MARK.len();
+            bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+        })
+        // A consolidated node lists its keys apart from their values, so the
+        // bytes after the mark can be the next key ("mrefused..."): no real
+        // counter comes near 2^48.
+        .filter(|n| *n < SEQ_LIMIT)
+        .max()
+}
+
+/// Sequence numbers stay far below this (2^48: a million readings a second
+/// for nine years); larger "counters" are misreadings of other bytes.
+const SEQ_LIMIT: u64 = 1 << 48;
 
 /// Reads every file of a (damaged) store folder and scans it. Files that
 /// cannot be read are skipped and named in the returned list.
@@ -252,13 +305,15 @@ mod tests {
         file.append(&mut good.clone());
         let s = scan(&[&file]);
         assert_eq!(s.readings.keys().copied().collect::<Vec<_>>(), vec![7]);
-        assert_eq!(s.unreadable, 1);
+        // The damaged copy of 8, and 1 to 6, which were queued (nothing was
+        // delivered) and left no trace.
+        assert_eq!(s.unreadable, 1 + 6);
         assert_eq!(s.max_seq, 8, "a legible number is never handed out again");
         // A second, intact copy of 8 elsewhere wins.
         let mut other = stored(8, "a", 80.0);
         let s = scan(&[&file, &other]);
         assert_eq!(s.readings.len(), 2);
-        assert_eq!(s.unreadable, 0);
+        assert_eq!(s.unreadable, 6);
         good.clear();
         other.clear();
     }
