@@ -52,13 +52,56 @@ fn use_ble(config: &mut crate::config::Config) {
     }
 }
 
+/// Marks a folder the demo made, so `--fresh` never clears anything else.
+const DEMO_MARK: &str = ".iomt-edge-demo";
+
+/// What `--fresh` removes: only what the demo itself creates in its folder
+/// (its state folder and its delivered file), only in a folder the demo made,
+/// and never while a gateway uses that outbox.
+fn clear_demo_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    // A folder from a demo before the mark existed holds only what it made.
+    let only_demo_files = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.filter_map(Result::ok).all(|e| matches!(e.file_name().to_str(), Some("state" | "delivered.ndjson")))
+        })
+        .unwrap_or(false);
+    if !dir.join(DEMO_MARK).exists() && !only_demo_files {
+        anyhow::bail!(
+            "--fresh refuses to clear {}: it was not made by `iomt-edge demo` (no {DEMO_MARK} file in it); pick another --dir",
+            dir.display()
+        );
+    }
+    let lock = dir.join("state").join("outbox.lock");
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&lock) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor we own; released when `f` is dropped.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!("--fresh refuses to clear {}: a running gateway is using its outbox", dir.display());
+        }
+    }
+    for name in ["state", "delivered.ndjson"] {
+        let p = dir.join(name);
+        let res = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("cannot clear {}: {e}", p.display()),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut config = crate::config::parse_str(DEMO_CONFIG, std::path::Path::new("config/demo.toml"))
         .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid: {e}"))?;
     if a.fresh && a.dir.exists() {
-        std::fs::remove_dir_all(&a.dir)?;
+        clear_demo_dir(&a.dir)?;
     }
-    std::fs::create_dir_all(&a.dir)?;
+    std::fs::create_dir_all(&a.dir).map_err(|e| anyhow::anyhow!("cannot create the demo folder {}: {e}", a.dir.display()))?;
+    let marker = a.dir.join(DEMO_MARK);
+    if !marker.exists() {
+        let _ = std::fs::write(&marker, "made by `iomt-edge demo`; `demo --fresh` clears only folders with this file\n");
+    }
     let delivered = a.dir.join("delivered.ndjson");
     config.gateway.state_dir = a.dir.join("state");
     config.sink.file = Some(crate::config::FileSinkConfig { path: delivered.clone() });
