@@ -204,8 +204,11 @@ impl DpsIdentity {
 
     fn device_key(&self) -> anyhow::Result<String> {
         Ok(match &self.key {
-            KeySource::Individual(s) => s.resolve()?,
-            KeySource::Group(s) => sas::derive_device_key(&s.resolve()?, &self.registration_id)?,
+            KeySource::Individual(s) => s.resolve().context("cannot read the DPS key (sink.iothub.dps.symmetric_key)")?,
+            KeySource::Group(s) => sas::derive_device_key(
+                &s.resolve().context("cannot read the DPS group key (sink.iothub.dps.group_key)")?,
+                &self.registration_id,
+            )?,
         })
     }
 
