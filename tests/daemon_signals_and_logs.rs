@@ -149,6 +149,7 @@ fn a_failing_hub_connection_is_logged_once_per_episode() {
     assert_eq!(warned.len(), 1, "one warning for the whole episode, not one per retry:\n{text}");
     let delivery: Vec<&str> = text.lines().filter(|l| l.contains("delivery to iothub failed") && l.contains("WARN")).collect();
     assert!(delivery.len() <= 1, "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI escape codes in a log that is not a terminal:\n{text}");
 }
 
 #[test]

@@ -124,6 +124,8 @@ pub trait IdentitySource: Send + Sync {
     /// The hub refused the identity: the next `current()` should look again
     /// (re-read the secret, re-provision).
     async fn rejected(&self) {}
+    /// The hub accepted the identity (CONNACK): a refusal episode is over.
+    fn connected(&self) {}
 }
 
 /// An [`IdentitySource`] error meaning the credentials themselves were
@@ -543,6 +545,7 @@ async fn run(
                     rumqttc::SubscribeFilter::new("$iothub/twin/PATCH/properties/desired/#".into(), QoS::AtLeastOnce),
                     rumqttc::SubscribeFilter::new("$iothub/methods/POST/#".into(), QoS::AtLeastOnce),
                 ]);
+                source.connected();
                 let down = link_down.end().or(refused.end());
                 match down {
                     Some(end) => tracing::info!("connected to IoT Hub again (connection {generation}), {end}"),
