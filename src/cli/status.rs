@@ -17,9 +17,10 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  iomt-edge status\n  iomt-edge status --config /etc/iomt-edge/iomt-edge.toml --json")]
 pub struct Args {
-    /// The gateway's config; its `state_dir` locates the status file. A config
-    /// that cannot be read or is invalid is reported (exit 2), except that a
-    /// missing default file means the default state folder.
+    /// The gateway's config (default /etc/iomt-edge/iomt-edge.toml); its
+    /// `state_dir` locates the status file. A config that is invalid, or given
+    /// here and cannot be read, is reported (exit 2); a default file that is
+    /// missing or not readable by this user means the package's folders.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Read the status file in this state folder only (instead of the config's
@@ -41,8 +42,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let path = a.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
             match crate::config::load(&path) {
                 Ok(c) => c.gateway.state_dir,
-                // No config file where the package puts it: the package's state folder.
-                Err(_) if a.config.is_none() && !path.exists() => PathBuf::from("/var/lib/iomt-edge"),
+                // The default config missing, or not readable by this user (the
+                // service's own files are 0600): the package's folders, where
+                // /run/iomt-edge/status.json is readable by everyone.
+                Err(e) if a.config.is_none() && e.line == 0 => {
+                    if path.exists() {
+                        errln!("note: {e}; looking in the package's folders");
+                    }
+                    PathBuf::from("/var/lib/iomt-edge")
+                }
                 Err(e) => {
                     // Guessing a folder would report on some other gateway, or on none.
                     errln!("{e}");
