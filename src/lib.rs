@@ -13,6 +13,7 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod logging;
 pub mod medtech;
 pub mod model;
 pub mod outbox;

@@ -2,6 +2,8 @@
 //! installer can see what the SD card and CPU allow. Figures go in
 //! docs/performance.md with the command that produced them.
 
+use super::out::outln;
+use anyhow::Context;
 use crate::adapters::DeviceRegistry;
 use crate::config::{OutboxConfig, units::ByteSize};
 use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats, LiveBatching};
@@ -180,16 +182,16 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // What the forwarder does first after a restart: read the oldest readings.
         let first = ob.read_range(0, u64::MAX, 2000)?.len();
         let total_ms = start.elapsed().as_secs_f64() * 1000.0;
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"queued": ob.len(), "open_ms": open_ms, "open_and_first_read_ms": total_ms,
                 "first_read": first, "rss_kib": rss_kib("VmRSS:"), "peak_rss_kib": rss_kib("VmHWM:")})
-        );
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let tmp = tempfile_dir(a.dir.as_deref())?;
     let dir = tmp.path().to_path_buf();
-    println!("iomt-edge bench (scratch folder {})", dir.display());
+    outln!("iomt-edge bench (scratch folder {})", dir.display())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     if a.wear_only {
         wear_report(&dir, a.wear_time)?;
@@ -198,13 +200,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let r = ingest(&dir, 100, a.readings, true).await?;
         let old = ingest(&dir, 100, a.readings, false).await?;
-        println!("durable ingest, group commit (100 ms window): {:>10.0} readings/s  (without fdatasync: {old:.0})", r);
+        outln!("durable ingest, group commit (100 ms window): {:>10.0} readings/s  (without fdatasync: {old:.0})", r)?;
         let n_single = (a.readings / 20).max(1000);
         let r = ingest(&dir, 0, n_single, true).await?;
         let old = ingest(&dir, 0, n_single, false).await?;
-        println!("durable ingest, flush every reading:          {:>10.0} readings/s  (without fdatasync: {old:.0}; {n_single} readings)", r);
+        outln!("durable ingest, flush every reading:          {:>10.0} readings/s  (without fdatasync: {old:.0}; {n_single} readings)", r)?;
         let (r, m) = forward(&dir, a.readings).await?;
-        println!("forward + ack to the file sink (fsync):       {:>10.0} readings/s  ({m:.0} messages/s)", r);
+        outln!("forward + ack to the file sink (fsync):       {:>10.0} readings/s  ({m:.0} messages/s)", r)?;
         anyhow::Ok(())
     })?;
     if a.quick {
@@ -212,8 +214,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     let backlog_dir = dir.join("backlog");
     let fill = fill_backlog(&backlog_dir, a.backlog)?;
-    println!("filled an outbox with {} readings in {:.1} s", a.backlog, fill);
-    let exe = std::env::current_exe()?;
+    outln!("filled an outbox with {} readings in {:.1} s", a.backlog, fill)?;
+    let exe = std::env::current_exe().context("cannot find this program's own path to start it again")?;
     // The first reopen follows a clean stop; it does not stop cleanly itself
     // (the process just exits), so the second one is an unclean start, which
     // recounts the store.
@@ -221,14 +223,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let out = std::process::Command::new(&exe).args(["bench", "--reopen-only"]).arg(&backlog_dir).output()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| anyhow::anyhow!("reopen run failed ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
-        println!(
+        outln!(
             "reopen with {} queued after {after}: open {:.0} ms, open + first read {:.0} ms, RSS {} KiB (peak {} KiB)",
             v["queued"], v["open_ms"].as_f64().unwrap_or(0.0), v["open_and_first_read_ms"].as_f64().unwrap_or(0.0),
             v["rss_kib"], v["peak_rss_kib"]
-        );
+        )?;
     }
     let (rss, peak) = daemon_rss(&exe, &dir, a.devices, a.daemon_time)?;
-    println!("daemon with {} simulated devices after {}: RSS {} KiB (peak {} KiB)", a.devices, humantime::format_duration(a.daemon_time), rss, peak);
+    outln!("daemon with {} simulated devices after {}: RSS {} KiB (peak {} KiB)", a.devices, humantime::format_duration(a.daemon_time), rss, peak)?;
     wear_report(&dir, a.wear_time)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -245,12 +247,12 @@ struct Wear {
 const PAGE: f64 = 4096.0;
 
 fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    println!(
+    let exe = std::env::current_exe().context("cannot find this program's own path to start it again")?;
+    outln!(
         "storage wear: bytes the daemon sent to storage (/proc/PID/io write_bytes) over {} after a 5 s warm-up, simulated devices at 1 Hz, sink on {}",
         humantime::format_duration(time),
         wear_sink_dir(dir).display()
-    );
+    )?;
     let cases = [
         ("one bed (strap + oximeter)", 2usize, 100u64, false),
         ("one bed (strap + oximeter)", 2, 1000, false),
@@ -265,14 +267,14 @@ fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
             let per_reading = w.write_bytes as f64 / w.readings.max(1) as f64;
             let per_day = w.write_bytes as f64 / w.secs * 86_400.0;
             let floor = w.groups as f64 * PAGE;
-            println!(
+            outln!(
                 "  {label:<27} window {window_ms:>4} ms: {:>6.0} B/reading, {:>6.1} MB/day, {:>5.2} commits/s, {:>5.1} readings/s, {:.2}x the page floor",
                 per_reading,
                 per_day / 1e6,
                 w.groups as f64 / w.secs,
                 w.readings as f64 / w.secs,
                 w.write_bytes as f64 / floor.max(1.0)
-            );
+            )?;
         }
     }
     Ok(())
@@ -303,7 +305,7 @@ fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, outage: bool, ti
     let sink = if outage { PathBuf::from("/dev/full") } else { wear_sink_dir(dir).join(format!("{tag}.ndjson")) };
     // The status file goes where systemd's RuntimeDirectory would put it (RAM).
     let runtime = wear_sink_dir(dir).join(format!("{tag}-run"));
-    std::fs::create_dir_all(&runtime)?;
+    std::fs::create_dir_all(&runtime).with_context(|| format!("cannot create {}", runtime.display()))?;
     let mut cfg = format!(
         "[gateway]\nid = \"bench\"\nstate_dir = \"{}\"\n\n[outbox]\nflush_interval_ms = {window_ms}\n\n[sink.file]\npath = \"{}\"\n",
         state.display(),
@@ -314,14 +316,15 @@ fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, outage: bool, ti
         cfg.push_str(&format!("\n[[device]]\nid = \"sim-{i}\"\nkind = \"{kind}\"\n[device.simulated]\ninterval_ms = 1000\n"));
     }
     let path = dir.join(format!("{tag}.toml"));
-    std::fs::write(&path, cfg)?;
+    std::fs::write(&path, cfg).with_context(|| format!("cannot write {}", path.display()))?;
     let mut child = std::process::Command::new(exe)
         .args(["run", "--report-commits", "--config"])
         .arg(&path)
         .env("RUST_LOG", "error")
         .env("RUNTIME_DIRECTORY", &runtime)
         .stdout(std::process::Stdio::piped())
-        .spawn()?;
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
     let readings = Arc::new(AtomicU64::new(0));
     let groups = Arc::new(AtomicU64::new(0));
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout from the daemon"))?;
@@ -368,13 +371,14 @@ fn daemon_rss(exe: &Path, dir: &Path, devices: usize, time: Duration) -> anyhow:
         cfg.push_str(&format!("\n[[device]]\nid = \"sim-{i}\"\nkind = \"{kind}\"\n[device.simulated]\ninterval_ms = 1000\n"));
     }
     let path = dir.join("daemon.toml");
-    std::fs::write(&path, cfg)?;
+    std::fs::write(&path, cfg).with_context(|| format!("cannot write {}", path.display()))?;
     let mut child = std::process::Command::new(exe)
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .spawn()?;
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
     std::thread::sleep(time);
     let rss = proc_rss_kib(child.id(), "VmRSS:");
     let peak = proc_rss_kib(child.id(), "VmHWM:");
@@ -388,7 +392,7 @@ fn daemon_rss(exe: &Path, dir: &Path, devices: usize, time: Duration) -> anyhow:
 fn tempfile_dir(base: Option<&Path>) -> anyhow::Result<ScratchDir> {
     let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
     let p = base.join(format!("iomt-edge-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&p)?;
+    std::fs::create_dir_all(&p).with_context(|| format!("cannot create the scratch folder {} (--dir)", p.display()))?;
     Ok(ScratchDir(p))
 }
 

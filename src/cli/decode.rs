@@ -2,12 +2,12 @@
 //! print it as JSON (the decoded fields, the bytes it could not use, and the
 //! readings the gateway would make, timed by the device-clock rule).
 
+use super::out::{errln, outln};
 use super::EXIT_PROBLEMS;
 use crate::adapters::ble::gatt::{self, Characteristic};
 use crate::adapters::device_clock::{GatewayZone, TimeContext};
 use crate::model::DeviceKind;
 use chrono::FixedOffset;
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -59,13 +59,13 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
     let Some(ch) = Characteristic::parse(&b.characteristic) else {
         let known: Vec<String> =
             Characteristic::ALL.iter().map(|c| format!("{} ({:04x})", c.name(), c.uuid16())).collect();
-        eprintln!("error: unknown characteristic `{}`; known: {}", b.characteristic, known.join(", "));
+        errln!("error: unknown characteristic `{}`; known: {}", b.characteristic, known.join(", "));
         return Ok(ExitCode::from(EXIT_PROBLEMS));
     };
     let bytes = match gatt::parse_hex(&b.hex) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: bad hex input: {e}");
+            errln!("error: bad hex input: {e}");
             return Ok(ExitCode::from(EXIT_PROBLEMS));
         }
     };
@@ -73,7 +73,7 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
         Some(s) => match crate::model::time::parse(s) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: --arrival `{s}` is not an RFC 3339 time ({e}); example: 2025-03-04T09:00:00Z");
+                errln!("error: --arrival `{s}` is not an RFC 3339 time ({e}); example: 2025-03-04T09:00:00Z");
                 return Ok(ExitCode::from(EXIT_PROBLEMS));
             }
         },
@@ -83,7 +83,7 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
         Some(s) => match s.parse::<FixedOffset>() {
             Ok(z) => GatewayZone::Fixed(z),
             Err(_) => {
-                eprintln!("error: --gateway-utc-offset `{s}` is not an offset such as +01:00 or -05:00");
+                errln!("error: --gateway-utc-offset `{s}` is not an offset such as +01:00 or -05:00");
                 return Ok(ExitCode::from(EXIT_PROBLEMS));
             }
         },
@@ -111,14 +111,12 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
                 "clockOffsetMeasured": decoded.clock_offset(arrival),
                 "readings": readings,
             });
-            // A reader that stops early (`| head`) is not an error worth a panic.
-            match writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&out)?) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(ExitCode::SUCCESS),
-            }
+            // A reader that stops early (`| head`) is not an error: see cli::out.
+            outln!("{}", serde_json::to_string_pretty(&out)?)?;
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: malformed value: {e}");
+            errln!("error: malformed value: {e}");
             Ok(ExitCode::from(EXIT_PROBLEMS))
         }
     }

@@ -3,10 +3,12 @@
 //! Simulated devices -> outbox in a local folder -> file sink, with a live
 //! per-device view. Stops on Ctrl-C or after `--duration`.
 
+use super::out::outln;
+use anyhow::Context;
 use crate::adapters::{DeviceStatus, LinkState};
 use crate::model::ReadingType;
 use crate::service::Gateway;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -97,7 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.fresh && a.dir.exists() {
         clear_demo_dir(&a.dir)?;
     }
-    std::fs::create_dir_all(&a.dir).map_err(|e| anyhow::anyhow!("cannot create the demo folder {}: {e}", a.dir.display()))?;
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create the demo folder {} (--dir)", a.dir.display()))?;
     let marker = a.dir.join(DEMO_MARK);
     if !marker.exists() {
         let _ = std::fs::write(&marker, "made by `iomt-edge demo`; `demo --fresh` clears only folders with this file\n");
@@ -110,25 +112,26 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let ble = !a.in_process && crate::simulate::bluez::daemon::find_dbus_daemon().is_some();
     if ble {
         use_ble(&mut config);
-        println!("iomt-edge demo: simulated BlueZ (private D-Bus) -> btleplug -> outbox -> file sink");
+        outln!("iomt-edge demo: simulated BlueZ (private D-Bus) -> btleplug -> outbox -> file sink")?;
     } else {
         if !a.in_process {
-            println!("note: dbus-daemon not found (apt-get install dbus); simulating the devices in-process instead of over BLE");
+            outln!("note: dbus-daemon not found (apt-get install dbus); simulating the devices in-process instead of over BLE")?;
         }
-        println!("iomt-edge demo: simulated devices -> outbox -> file sink");
+        outln!("iomt-edge demo: simulated devices -> outbox -> file sink")?;
     }
-    println!("  outbox:    {}", config.gateway.state_dir.join("outbox").display());
-    println!("  delivered: {}  (one JSON message per line)", delivered.display());
+    outln!("  outbox:    {}", config.gateway.state_dir.join("outbox").display())?;
+    outln!("  delivered: {}  (one JSON message per line)", delivered.display())?;
     match a.duration {
-        Some(d) => println!("  stopping after {}; Ctrl-C stops earlier", humantime::format_duration(d)),
-        None => println!("  Ctrl-C stops"),
+        Some(d) => outln!("  stopping after {}; Ctrl-C stops earlier", humantime::format_duration(d))?,
+        None => outln!("  Ctrl-C stops")?,
     }
-    println!();
+    outln!()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        crate::service::cancel_on_signals(shutdown.clone());
+        // SIGHUP (the terminal closed) stops the demo cleanly; SIGUSR1 logs a status line.
+        let signals = crate::service::handle_signals(shutdown.clone(), crate::service::Hangup::Stop);
         if let Some(d) = a.duration {
             let s = shutdown.clone();
             tokio::spawn(async move {
@@ -140,7 +143,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let _sim = if ble {
             let sim = crate::simulate::bluez::spawn_private(Default::default()).await?;
             crate::adapters::ble::set_system_bus_address(sim.address())?;
-            println!("  BLE:       simulated bluetoothd on {}", sim.address());
+            outln!("  BLE:       simulated bluetoothd on {}", sim.address())?;
             Some(sim)
         } else {
             None
@@ -152,19 +155,20 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             live_view(gw.clone(), view_stop, fancy).await;
             Some(gw)
         });
-        let result = crate::service::run(config, Default::default(), shutdown, move |gw| {
+        let opts = crate::service::RunOptions { signals, ..Default::default() };
+        let result = crate::service::run(config, opts, shutdown, move |gw| {
             let _ = gw_tx.send(gw);
         })
         .await;
         // The gateway has stopped (outbox flushed, in-flight messages settled):
         // the totals are final now.
         if let Ok(Some(gw)) = view.await {
-            println!("\n{}", summary(&gw));
+            outln!("\n{}", summary(&gw))?;
         }
         result
     })?;
-    println!("\nDemo stopped. Delivered messages are in {}", delivered.display());
-    println!("Look at one:  head -n 1 {} | python3 -m json.tool", delivered.display());
+    outln!("\nDemo stopped. Delivered messages are in {}", delivered.display())?;
+    outln!("Look at one:  head -n 1 {} | python3 -m json.tool", delivered.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -241,6 +245,7 @@ async fn live_view(gw: Gateway, stop: CancellationToken, fancy: bool) {
     let delivered = gw.config.sink.file.as_ref().map(|f| f.path.clone()).unwrap_or_default();
     let mut medtech = MedtechPanel::new(delivered);
     let mut tick = tokio::time::interval(Duration::from_secs(if fancy { 1 } else { 5 }));
+    let mut view_failed = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -251,13 +256,19 @@ async fn live_view(gw: Gateway, stop: CancellationToken, fancy: bool) {
             text.push_str(&l);
             text.push('\n');
         }
-        let mut out = std::io::stdout().lock();
-        if fancy {
-            let _ = write!(out, "\x1b[2J\x1b[H{text}");
-        } else {
-            let _ = writeln!(out, "{text}");
+        let written = if fancy { super::out::out!("\x1b[2J\x1b[H{text}") } else { outln!("{text}") };
+        if let Err(e) = written {
+            if !view_failed {
+                view_failed = true;
+                tracing::warn!("{e}; the demo goes on, its live view may be incomplete");
+            }
         }
-        let _ = out.flush();
+        if super::out::stdout_gone() {
+            // Nobody reads the view any more (`| head`): stop cleanly, as a
+            // Unix tool would stop at a closed pipe.
+            stop.cancel();
+            break;
+        }
     }
 }
 

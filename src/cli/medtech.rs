@@ -1,6 +1,7 @@
 //! `iomt-edge medtech preview|check`: what the Azure MedTech service would make
 //! of messages, locally (see docs/medtech.md).
 
+use super::out::{errln, out, outln};
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
 use crate::medtech::{check, IdentityMode, MedTech, Preview, PreviewOptions, Skip, SkipKind};
 use serde_json::{Map, Value};
@@ -123,7 +124,7 @@ fn load(m: &Mappings) -> Load {
     let (dev, fhir) = match (read(&m.device_mapping, crate::medtech::SHIPPED_DEVICE_MAPPING), read(&m.fhir_mapping, crate::medtech::SHIPPED_FHIR_MAPPING)) {
         (Ok(d), Ok(f)) => (d, f),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Load::Exit(ExitCode::from(EXIT_USAGE));
         }
     };
@@ -131,21 +132,21 @@ fn load(m: &Mappings) -> Load {
     let device = match crate::medtech::DeviceMapping::parse(&dev) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("device mapping {} is invalid (MedTech would not load it): {e}", name(&m.device_mapping));
+            errln!("device mapping {} is invalid (MedTech would not load it): {e}", name(&m.device_mapping));
             return Load::Exit(ExitCode::from(EXIT_PROBLEMS));
         }
     };
     let fhir = match crate::medtech::FhirMapping::parse(&fhir) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("FHIR mapping {} is invalid (MedTech would not load it): {e}", name(&m.fhir_mapping));
+            errln!("FHIR mapping {} is invalid (MedTech would not load it): {e}", name(&m.fhir_mapping));
             return Load::Exit(ExitCode::from(EXIT_PROBLEMS));
         }
     };
     let (properties, system_properties) = match (kv(&m.properties, "property"), kv(&m.system_properties, "system-property")) {
         (Ok(p), Ok(s)) => (p, s),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Load::Exit(ExitCode::from(EXIT_USAGE));
         }
     };
@@ -196,7 +197,7 @@ fn read_inputs(inputs: &[PathBuf]) -> Result<(Vec<Value>, Vec<Skip>), ExitCode> 
         let text = match read_text(p) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", p.display());
+                errln!("error: cannot read {}: {e}", p.display());
                 return Err(ExitCode::from(EXIT_USAGE));
             }
         };
@@ -252,7 +253,7 @@ fn preview(a: PreviewArgs) -> anyhow::Result<ExitCode> {
         Load::Exit(c) => return Ok(c),
     };
     if a.inputs.is_empty() && a.outbox.is_none() {
-        eprintln!("error: give at least one INPUT (a file, or - for stdin) or --outbox DIR");
+        errln!("error: give at least one INPUT (a file, or - for stdin) or --outbox DIR");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let (mut msgs, bad) = match read_inputs(&a.inputs) {
@@ -266,10 +267,10 @@ fn preview(a: PreviewArgs) -> anyhow::Result<ExitCode> {
     p.skipped.splice(0..0, bad);
     if a.summary {
         for line in crate::medtech::summary_lines(&p) {
-            println!("{line}");
+            outln!("{line}")?;
         }
     } else {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        outln!("{}", serde_json::to_string_pretty(&p)?)?;
     }
     Ok(if p.has_problems() { ExitCode::from(EXIT_PROBLEMS) } else { ExitCode::SUCCESS })
 }
@@ -294,6 +295,6 @@ fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let report = check::check(&engine, &msgs, &opts, &described, bad);
-    print!("{}", report.text);
+    out!("{}", report.text)?;
     Ok(if report.data_lost || report.invalid_charted { ExitCode::from(EXIT_PROBLEMS) } else { ExitCode::SUCCESS })
 }

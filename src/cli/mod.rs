@@ -3,6 +3,10 @@
 //! Exit codes (documented in `--help`): 0 success, 1 runtime failure,
 //! 2 bad usage or bad configuration, 3 a check found problems or the input was
 //! malformed. User mistakes get a sentence, never a panic or a debug dump.
+//!
+//! Every command writes through `out::outln!`/`errln!`, never `println!`: a
+//! reader that closes the pipe early (`| head -1`) ends the command quietly
+//! with its usual exit code (see `out` for why SIGPIPE stays ignored).
 
 mod bench;
 mod check_config;
@@ -14,7 +18,9 @@ mod scan;
 mod status;
 pub mod simulate;
 mod medtech;
+pub mod out;
 
+use out::errln;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -34,7 +40,8 @@ pub const EXIT_PROBLEMS: u8 = 3;
 reading in a durable local outbox, and forwards it to Azure IoT Hub, Event Hubs, a file or stdout, shaped \
 for the Azure MedTech service.",
     after_help = "Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration, 3 problems found or malformed input.\n\
-Logging: set RUST_LOG (e.g. RUST_LOG=debug) or --log-level."
+Output read by a pipe that closes early (`| head`) is not an error: the command ends quietly with its usual exit code.\n\
+Logging: set RUST_LOG (e.g. RUST_LOG=debug) or --log-level; colours only on a terminal (and not with NO_COLOR set)."
 )]
 pub struct Cli {
     /// Log level for stderr: error, warn, info, debug, trace (or a tracing filter).
@@ -68,23 +75,10 @@ enum Command {
     Medtech(medtech::Args),
 }
 
-/// Sets up logging to stderr (journald picks it up under systemd).
+/// Sets up logging to stderr (journald picks it up under systemd); see
+/// [`crate::logging::init`].
 pub fn init_logging(level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = match level {
-        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    // The storage engine's own messages (sled's internal corruption and
-    // recovery details) are not for operators: the outbox says what happened
-    // in plain words. `RUST_LOG=sled=debug` still shows them.
-    let asked_for_sled = level.map(str::to_string).or_else(|| std::env::var("RUST_LOG").ok()).is_some_and(|l| l.contains("sled"));
-    if !asked_for_sled {
-        if let Ok(d) = "sled=off".parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    crate::logging::init(level)
 }
 
 pub fn main() -> ExitCode {
@@ -108,7 +102,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {}", crate::logging::anyhow_chain(&e));
             ExitCode::from(EXIT_FAILURE)
         }
     }

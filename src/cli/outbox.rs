@@ -2,6 +2,7 @@
 //!
 //! The outbox is locked while the gateway runs; stop the service first.
 
+use super::out::{errln, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,7 +64,7 @@ fn open(state_dir: &std::path::Path) -> anyhow::Result<crate::outbox::Outbox> {
     }
     let (ob, report) = crate::outbox::Outbox::inspect(&dir, &crate::config::OutboxConfig::default())?;
     if let Some(p) = report.moved_aside {
-        eprintln!("note: the outbox was corrupt and was moved to {}", p.display());
+        errln!("note: the outbox was corrupt and was moved to {}", p.display());
     }
     Ok(ob)
 }
@@ -75,9 +76,9 @@ fn scan(from: &std::path::Path) -> anyhow::Result<crate::outbox::salvage::Salvag
     }
     let (found, skipped) = crate::outbox::salvage::scan_dir(from).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
     for f in skipped {
-        eprintln!("could not read {f}");
+        let _ = errln!("could not read {f}");
     }
-    eprintln!(
+    let _ = errln!(
         "{}: {} queued readings readable, {} in-flight batches, {} damaged records unreadable, {} old copies of delivered or dropped readings left out",
         from.display(),
         found.readings.len(),
@@ -114,28 +115,27 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let ob = open(&state_dir)?;
             let s = ob.stats();
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                outln!("{}", serde_json::to_string_pretty(&s)?)?;
             } else {
-                println!("outbox in {}", ob.dir().display());
-                println!("  queued readings     {}", s.queued);
-                println!("  queued size         {}", crate::config::units::ByteSize(s.queued_bytes));
-                println!("  batches in flight   {}", s.in_flight_batches);
-                println!("  next sequence no.   {}", s.next_seq);
-                println!("  dropped (full)      {}", s.dropped_full);
-                println!("  dropped (too old)   {}", s.dropped_age);
-                println!("  refused (full)      {}", s.refused);
-                println!("  size on disk        {}", crate::config::units::ByteSize(s.disk_bytes));
-                println!("  epoch               {}", s.epoch);
-                println!("  last start          {}", when(s.started_ms));
-                println!("  last stop           {}", previous_stop(s.previous_stop));
+                outln!("outbox in {}", ob.dir().display())?;
+                outln!("  queued readings     {}", s.queued)?;
+                outln!("  queued size         {}", crate::config::units::ByteSize(s.queued_bytes))?;
+                outln!("  batches in flight   {}", s.in_flight_batches)?;
+                outln!("  next sequence no.   {}", s.next_seq)?;
+                outln!("  dropped (full)      {}", s.dropped_full)?;
+                outln!("  dropped (too old)   {}", s.dropped_age)?;
+                outln!("  refused (full)      {}", s.refused)?;
+                outln!("  size on disk        {}", crate::config::units::ByteSize(s.disk_bytes))?;
+                outln!("  epoch               {}", s.epoch)?;
+                outln!("  last start          {}", when(s.started_ms))?;
+                outln!("  last stop           {}", previous_stop(s.previous_stop))?;
             }
         }
         OutboxCommand::Export { from } => {
             let found = scan(&from)?;
-            let mut out = std::io::stdout().lock();
             for (_, r) in found.readings.values() {
-                use std::io::Write;
-                if writeln!(out, "{}", serde_json::to_string(r)?).is_err() {
+                outln!("{}", serde_json::to_string(r)?)?;
+                if super::out::stdout_gone() {
                     break; // the reader went away (`| head`)
                 }
             }
@@ -143,7 +143,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         OutboxCommand::Salvage { from, state_dir, force } => {
             if let Ok(report) = std::fs::read_to_string(from.join(crate::outbox::SALVAGED_MARK)) {
                 if !force {
-                    eprintln!(
+                    let _ = errln!(
                         "the gateway already salvaged {} when it found it damaged:\n{report}\nits readings are queued already; --force queues them again (they may then be delivered twice, under two message ids)",
                         from.display()
                     );
@@ -167,12 +167,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 format!("{{\"queuedByHand\": {queued}}}\n").as_bytes(),
             );
             ob.close_clean()?;
-            println!("queued {queued} readings from {} into {} under new sequence numbers", from.display(), dir.display());
+            outln!("queued {queued} readings from {} into {} under new sequence numbers", from.display(), dir.display())?;
         }
         OutboxCommand::Peek { state_dir, count } => {
             let ob = open(&state_dir)?;
             for r in ob.read_range(0, u64::MAX, count)? {
-                println!("{}", serde_json::to_string(&r)?);
+                if super::out::stdout_gone() {
+                    break; // the reader stopped early (`| head`)
+                }
+                outln!("{}", serde_json::to_string(&r)?)?;
             }
         }
     }

@@ -1,5 +1,10 @@
 //! `iomt-edge run --config FILE`: the daemon (what systemd starts).
+//!
+//! Signals: SIGTERM or SIGINT stop it cleanly; SIGHUP re-reads the config file
+//! and logs whether it changed (a restart applies it); SIGUSR1 or SIGUSR2 log a
+//! status line. None of the last three stops it.
 
+use super::out::errln;
 use super::EXIT_USAGE;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,15 +24,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let config = match crate::config::load(&a.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    // The text the gateway starts from, for SIGHUP's "did the file change?".
+    let text = std::fs::read_to_string(&a.config).unwrap_or_default();
+    crate::config::secret::warn_if_config_world_readable(&a.config, &config);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
-        crate::service::cancel_on_signals(shutdown.clone());
-        let opts = crate::service::RunOptions { report_commits: a.report_commits };
+        let signals = crate::service::handle_signals(shutdown.clone(), crate::service::Hangup::Reload);
+        let opts = crate::service::RunOptions { report_commits: a.report_commits, config_file: Some((a.config.clone(), text)), signals };
         crate::service::run(config, opts, shutdown, |_| {}).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@
 //! The listing is the command's output, so addresses are printed in clear;
 //! nothing is logged.
 
+use super::out::{errln, out, outln};
 use crate::adapters::ble::gatt::{sig_uuid, sig_uuid16};
 use btleplug::api::{Central, Manager as _, Peripheral as _, ScanFilter};
 use btleplug::platform::Manager;
@@ -70,14 +71,14 @@ fn run_ble(a: BleArgs) -> anyhow::Result<ExitCode> {
     let found = match rt.block_on(scan(&a)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             return Ok(ExitCode::from(super::EXIT_FAILURE));
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": found }))?);
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "devices": found }))?)?;
     } else {
-        print!("{}", render(&found));
+        out!("{}", render(&found))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -99,7 +100,7 @@ async fn scan(a: &BleArgs) -> anyhow::Result<Vec<Found>> {
         .await
         .context("starting the scan timed out")?
         .context("BlueZ refused to scan (is the adapter powered? `bluetoothctl power on`)")?;
-    eprintln!("scanning for {} ...", humantime::format_duration(a.duration));
+    errln!("scanning for {} ...", humantime::format_duration(a.duration));
     let deadline = Instant::now() + a.duration;
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     let mut reported = 0;
@@ -123,7 +124,7 @@ async fn scan(a: &BleArgs) -> anyhow::Result<Vec<Found>> {
         }
         if found.len() != reported {
             reported = found.len();
-            eprintln!("  {reported} found");
+            errln!("  {reported} found");
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

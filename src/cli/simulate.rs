@@ -2,9 +2,10 @@
 //! hardware or a cloud subscription: a simulated BlueZ on a private D-Bus, and a
 //! local Azure IoT Hub (and DPS) emulator.
 
+use super::out::{errln, outln};
 use super::{EXIT_FAILURE, EXIT_USAGE};
+use anyhow::Context;
 use crate::simulate::bluez::{self, BluezSim, SimConfig, SimDeviceSpec};
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,7 +69,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 fn run_bluez(b: BluezArgs) -> anyhow::Result<ExitCode> {
     if b.interval_ms < 10 {
-        eprintln!("error: --interval-ms must be at least 10");
+        errln!("error: --interval-ms must be at least 10");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let config = SimConfig { devices: devices(b.straps, b.oximeters), interval: Duration::from_millis(b.interval_ms) };
@@ -79,21 +80,23 @@ fn run_bluez(b: BluezArgs) -> anyhow::Result<ExitCode> {
             Some(addr) => match BluezSim::start(addr, config).await {
                 Ok(sim) => (addr.clone(), None, Some(sim)),
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    errln!("error: {e:#}");
                     return ExitCode::from(EXIT_FAILURE);
                 }
             },
             None => match bluez::spawn_private(config).await {
                 Ok(h) => (h.address().to_string(), Some(h), None),
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    errln!("error: {e:#}");
                     return ExitCode::from(EXIT_FAILURE);
                 }
             },
         };
-        println!("{address}");
-        let _ = std::io::stdout().flush();
-        eprintln!("simulated BlueZ is running; export DBUS_SYSTEM_BUS_ADDRESS='{address}' (Ctrl-C to stop)");
+        if let Err(e) = outln!("{address}") {
+            errln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        errln!("simulated BlueZ is running; export DBUS_SYSTEM_BUS_ADDRESS='{address}' (Ctrl-C to stop)");
         wait_for_stop().await;
         ExitCode::SUCCESS
     });
@@ -141,7 +144,7 @@ pub struct IothubArgs {
 fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
     use crate::simulate::iothub::{Emulator, EmulatorConfig};
     if !a.bind.is_loopback() {
-        eprintln!("error: the emulator listens on loopback addresses only (got {})", a.bind);
+        errln!("error: the emulator listens on loopback addresses only (got {})", a.bind);
         return Ok(ExitCode::from(super::EXIT_USAGE));
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -152,40 +155,40 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
             ..Default::default()
         })
         .await?;
-        std::fs::create_dir_all(&a.dir)?;
-        let ca = emu.write_ca(&a.dir)?;
+        std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create the folder for the CA certificate {} (--dir)", a.dir.display()))?;
+        let ca = emu.write_ca(&a.dir).with_context(|| format!("cannot write the CA certificate into {} (--dir)", a.dir.display()))?;
         let cs = emu.add_device(&a.device);
         let group_key = {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
         };
         emu.add_group_enrollment(&group_key);
-        println!("IoT Hub emulator listening on {} (hub name {})", emu.addr(), emu.hub_name());
+        outln!("IoT Hub emulator listening on {} (hub name {})", emu.addr(), emu.hub_name())?;
         let ws_host = emu.ws_gateway_host().unwrap_or_default();
         if let Some(ws) = emu.ws_addr() {
-            println!("MQTT over WebSockets on {ws} (wss://{ws}/$iothub/websocket, subprotocol mqtt)");
+            outln!("MQTT over WebSockets on {ws} (wss://{ws}/$iothub/websocket, subprotocol mqtt)")?;
         }
-        println!();
-        println!("Device connection string:");
-        println!("  {cs}");
-        println!("CA certificate to trust:");
-        println!("  {}", ca.display());
-        println!();
-        println!("In the gateway config:");
-        println!("  [sink.iothub]");
-        println!("  connection_string = {{ value = \"{cs}\" }}");
-        println!("  ca_file = \"{}\"", ca.display());
-        println!();
-        println!("Or over WebSockets (optionally through an HTTP CONNECT proxy):");
-        println!("  [sink.iothub]");
-        println!("  connection_string = {{ value = \"{cs}\" }}");
-        println!("  ca_file = \"{}\"", ca.display());
-        println!("  transport = \"websocket\"");
-        println!("  gateway_host_name = \"{ws_host}\"");
-        println!("  # proxy = \"127.0.0.1:3128\"");
-        println!();
-        println!("DPS (same port): id_scope = \"{}\", endpoint = \"{}\", group_key = \"{group_key}\"", emu.id_scope(), emu.addr());
-        println!("Press Ctrl-C to stop.");
+        outln!()?;
+        outln!("Device connection string:")?;
+        outln!("  {cs}")?;
+        outln!("CA certificate to trust:")?;
+        outln!("  {}", ca.display())?;
+        outln!()?;
+        outln!("In the gateway config:")?;
+        outln!("  [sink.iothub]")?;
+        outln!("  connection_string = {{ value = \"{cs}\" }}")?;
+        outln!("  ca_file = \"{}\"", ca.display())?;
+        outln!()?;
+        outln!("Or over WebSockets (optionally through an HTTP CONNECT proxy):")?;
+        outln!("  [sink.iothub]")?;
+        outln!("  connection_string = {{ value = \"{cs}\" }}")?;
+        outln!("  ca_file = \"{}\"", ca.display())?;
+        outln!("  transport = \"websocket\"")?;
+        outln!("  gateway_host_name = \"{ws_host}\"")?;
+        outln!("  # proxy = \"127.0.0.1:3128\"")?;
+        outln!()?;
+        outln!("DPS (same port): id_scope = \"{}\", endpoint = \"{}\", group_key = \"{group_key}\"", emu.id_scope(), emu.addr())?;
+        outln!("Press Ctrl-C to stop.")?;
         let mut seen = 0;
         loop {
             tokio::select! {
@@ -194,11 +197,11 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
                     let msgs = emu.messages();
                     for m in msgs.iter().skip(seen) {
                         if a.verbose {
-                            println!("{} {} {} bytes {}", m.device_id, m.property("$.mid").unwrap_or("-"), m.body.len(), String::from_utf8_lossy(&m.body));
+                            outln!("{} {} {} bytes {}", m.device_id, m.property("$.mid").unwrap_or("-"), m.body.len(), String::from_utf8_lossy(&m.body))?;
                         }
                     }
                     if msgs.len() > seen && !a.verbose {
-                        println!("{} message(s) received", msgs.len());
+                        outln!("{} message(s) received", msgs.len())?;
                     }
                     seen = msgs.len();
                 }

@@ -4,8 +4,11 @@
 //! state folder). Works while the service runs, unlike `outbox stats`.
 //!
 //! Exit code 0 when the gateway is running, 3 when it is not (stopped, or
-//! killed and not restarted), 1 when there is no status file at all.
+//! killed and not restarted), 1 when there is no status file at all, 2 when
+//! the config cannot be read or is invalid (its error, with file, line and
+//! column, is printed).
 
+use super::out::{errln, out, outln};
 use crate::service::status::FILE_NAME;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -14,9 +17,12 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  iomt-edge status\n  iomt-edge status --config /etc/iomt-edge/iomt-edge.toml --json")]
 pub struct Args {
-    /// The gateway's config; its `state_dir` locates the status file.
-    #[arg(long, default_value = "/etc/iomt-edge/iomt-edge.toml")]
-    pub config: PathBuf,
+    /// The gateway's config (default /etc/iomt-edge/iomt-edge.toml); its
+    /// `state_dir` locates the status file. A config that is invalid, or given
+    /// here and cannot be read, is reported (exit 2); a default file that is
+    /// missing or not readable by this user means the package's folders.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Read the status file in this state folder only (instead of the config's
     /// state folder and /run/iomt-edge).
     #[arg(long)]
@@ -26,13 +32,33 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Where the package installs the config.
+const DEFAULT_CONFIG: &str = "/etc/iomt-edge/iomt-edge.toml";
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
-        None => match crate::config::load(&a.config) {
-            Ok(c) => c.gateway.state_dir,
-            Err(_) => PathBuf::from("/var/lib/iomt-edge"),
-        },
+        None => {
+            let path = a.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            match crate::config::load(&path) {
+                Ok(c) => c.gateway.state_dir,
+                // The default config missing, or not readable by this user (the
+                // service's own files are 0600): the package's folders, where
+                // /run/iomt-edge/status.json is readable by everyone.
+                Err(e) if a.config.is_none() && e.line == 0 => {
+                    if path.exists() {
+                        errln!("note: {e}; looking in the package's folders");
+                    }
+                    PathBuf::from("/var/lib/iomt-edge")
+                }
+                Err(e) => {
+                    // Guessing a folder would report on some other gateway, or on none.
+                    errln!("{e}");
+                    errln!("(the config names the state folder that holds the status file; fix it, or give --state-dir)");
+                    return Ok(ExitCode::from(super::EXIT_USAGE));
+                }
+            }
+        }
     };
     // Under systemd the daemon writes to its RuntimeDirectory; an explicit
     // --state-dir means that folder only.
@@ -42,7 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let Some(path) = newest(&candidates) else {
         let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        eprintln!(
+        errln!(
             "no status file ({}): the gateway has not run on this machine with this state folder",
             names.join(" or ")
         );
@@ -51,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let doc: Value = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("cannot read {}: {e}", path.display());
+            errln!("cannot read {}: {e}", path.display());
             return Ok(ExitCode::from(super::EXIT_FAILURE));
         }
     };
@@ -61,9 +87,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let Some(o) = out.as_object_mut() {
             o.insert("alive".into(), Value::Bool(alive));
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        print!("{}", render(&doc, alive, chrono::Utc::now()));
+        out!("{}", render(&doc, alive, chrono::Utc::now()))?;
     }
     Ok(if alive { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_PROBLEMS) })
 }

@@ -47,13 +47,38 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let config: Config = toml::from_str(text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
-        at(offset, explain_serde(e.message()))
+        let message = e.span().and_then(|span| explain_duplicate(e.message(), text, span)).unwrap_or_else(|| explain_serde(e.message()));
+        at(offset, message)
     })?;
     if let Some((key, message)) = validate(&config).into_iter().next() {
         let offset = locate(text, &key).unwrap_or(0);
         return Err(at(offset, message));
     }
     Ok(config)
+}
+
+/// toml says only "duplicate key": name the key (or table) it is about, from
+/// the text the error points at.
+fn explain_duplicate(msg: &str, text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    if !msg.trim().starts_with("duplicate key") {
+        return None;
+    }
+    let at = text.get(span.start..)?;
+    let line_start = text[..span.start].rfind('\n').map(|p| p + 1).unwrap_or(0);
+    let header = text[line_start..span.start].trim_start();
+    let name: String = at
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\''))
+        .collect();
+    let name = name.trim_matches(|c| c == '"' || c == '\'');
+    if name.is_empty() {
+        return None;
+    }
+    Some(if header.starts_with('[') {
+        format!("table [{name}] is defined twice; merge the two into one")
+    } else {
+        format!("duplicate key `{name}`: it is already set above in the same table; keep one")
+    })
 }
 
 /// Turns serde's wording into a sentence that says how to fix it.

@@ -181,6 +181,9 @@ impl Forwarder {
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) };
         let mut failures = 0u32;
+        // A salvage that keeps failing is logged once until one succeeds or the
+        // pipeline runs a minute without error (issue 11).
+        let mut salvage_failed_logged = false;
         loop {
             let started = Instant::now();
             let err = match self.run_once(&shutdown).await {
@@ -190,6 +193,7 @@ impl Forwarder {
             // A minute of work since the last error: this is a new episode.
             if started.elapsed() >= Duration::from_secs(60) {
                 failures = 0;
+                salvage_failed_logged = false;
             }
             failures += 1;
             let damaged = err.downcast_ref::<crate::outbox::OutboxError>().is_some_and(|e| e.is_damage());
@@ -202,6 +206,7 @@ impl Forwarder {
                 let outbox = self.outbox.clone();
                 match tokio::task::spawn_blocking(move || outbox.repair()).await {
                     Ok(Ok(_report)) => {
+                        salvage_failed_logged = false;
                         // repair() logged what it salvaged; start over at once
                         // (after a wait if repairs keep coming back).
                         if failures < 3 {
@@ -209,11 +214,19 @@ impl Forwarder {
                         }
                     }
                     Ok(Err(e)) => {
-                        tracing::error!("the outbox is damaged and salvaging it failed ({e}); readings stay where they are, retrying");
+                        if !std::mem::replace(&mut salvage_failed_logged, true) {
+                            tracing::error!("the outbox is damaged and salvaging it failed ({e}); readings stay where they are, retrying (logged once until it works)");
+                        } else {
+                            tracing::debug!("salvaging the outbox failed again: {e}");
+                        }
                         stuck = true;
                     }
                     Err(e) => {
-                        tracing::error!("the outbox is damaged and the salvage task failed ({e}); retrying");
+                        if !std::mem::replace(&mut salvage_failed_logged, true) {
+                            tracing::error!("the outbox is damaged and the salvage task failed ({e}); retrying (logged once until it works)");
+                        } else {
+                            tracing::debug!("the salvage task failed again: {e}");
+                        }
                         stuck = true;
                     }
                 }

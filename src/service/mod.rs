@@ -1,5 +1,6 @@
 //! The running gateway: wires adapters -> committer -> outbox -> forwarder -> sink,
-//! talks to systemd, and stops cleanly on SIGTERM.
+//! talks to systemd, and stops cleanly on SIGTERM (SIGHUP, SIGUSR1 and SIGUSR2
+//! are answered, never fatal: see [`handle_signals`]).
 
 pub mod associations;
 pub mod control;
@@ -8,4 +9,4 @@ pub mod notify;
 mod run;
 pub mod status;
 
-pub use run::{build_sink, cancel_on_signals, run, Gateway, RunOptions};
+pub use run::{build_sink, cancel_on_signals, handle_signals, reload_report, run, ControlSignals, Gateway, Hangup, RunOptions};

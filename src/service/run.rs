@@ -27,6 +27,11 @@ const INTAKE_CAPACITY: usize = 10_000;
 pub struct RunOptions {
     /// Print a line per committed group on stdout (crash tests).
     pub report_commits: bool,
+    /// The config file the gateway was started from, and its text then:
+    /// SIGHUP re-reads the file and says whether it changed (see [`handle_signals`]).
+    pub config_file: Option<(std::path::PathBuf, String)>,
+    /// Requests that came in as signals (SIGHUP, SIGUSR1, SIGUSR2).
+    pub signals: ControlSignals,
 }
 
 /// Shared handles on a running gateway, for status views (demo, twin, STATUS=).
@@ -179,7 +184,7 @@ pub async fn run(
         adapter_tasks.push(tokio::spawn(async move {
             let what = a.describe();
             if let Err(e) = a.run(ctx).await {
-                tracing::error!("adapter stopped: {what}: {e:#}");
+                tracing::error!("adapter stopped: {what}: {}", crate::logging::anyhow_chain(&e));
             }
         }));
     }
@@ -226,9 +231,25 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = opts.signals.status.notified() => {
+                // SIGUSR1/SIGUSR2: one status line in the log, the status file now.
+                tracing::info!("status (SIGUSR1/SIGUSR2): {}", gateway.status_line());
+                write_status(&gateway, true);
+                last_status = Some(tokio::time::Instant::now());
+            }
+            _ = opts.signals.reload.notified() => {
+                // SIGHUP: re-read what can be re-read; never stop.
+                let file = opts.config_file.clone();
+                let said = tokio::task::spawn_blocking(move || reload_report(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str()))))
+                    .await
+                    .unwrap_or_else(|e| format!("checking the config file failed ({e})"));
+                tracing::info!("SIGHUP: {said}; {}", gateway.status_line());
+                write_status(&gateway, true);
+                last_status = Some(tokio::time::Instant::now());
+            }
             res = &mut forwarder_task => {
                 // The forwarder rides out outbox errors itself; ending early is a bug.
-                let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => format!("{e:#}"), Err(e) => e.to_string() };
+                let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => crate::logging::anyhow_chain(&e), Err(e) => e.to_string() };
                 anyhow::bail!("the forwarder stopped: {why}");
             }
             _ = tick.tick() => {
@@ -268,7 +289,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), committer_task).await;
     forwarder_stop.cancel();
     match tokio::time::timeout(Duration::from_secs(8), forwarder_task).await {
-        Ok(Ok(Err(e))) => tracing::error!("forwarder: {e:#}"),
+        Ok(Ok(Err(e))) => tracing::error!("forwarder: {}", crate::logging::anyhow_chain(&e)),
         Ok(_) => {}
         Err(_) => tracing::warn!("the forwarder did not stop in time"),
     }
@@ -316,22 +337,113 @@ fn log_previous_stop(report: &crate::outbox::OpenReport) {
 /// How often the running daemon rewrites its status file.
 const STATUS_FILE_EVERY: Duration = Duration::from_secs(5);
 
-/// Cancels `token` on SIGTERM or Ctrl-C.
-pub fn cancel_on_signals(token: CancellationToken) {
+/// What SIGHUP means to a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hangup {
+    /// The daemon (`run`): SIGHUP asks it to re-read what it can and say what
+    /// needs a restart ([`reload_report`]); it never stops the gateway.
+    Reload,
+    /// An interactive run (`demo`): SIGHUP means the terminal went away, so the
+    /// run stops cleanly, as on Ctrl-C.
+    Stop,
+}
+
+/// Signals that ask a running gateway for something other than a stop; the
+/// main loop of [`run`] answers them. A request that comes in before the
+/// loop runs (while the outbox opens) is kept until it does.
+#[derive(Debug, Clone, Default)]
+pub struct ControlSignals {
+    /// SIGUSR1 or SIGUSR2: log a status line and rewrite the status file.
+    pub status: Arc<tokio::sync::Notify>,
+    /// SIGHUP (daemon): re-read the config file and report.
+    pub reload: Arc<tokio::sync::Notify>,
+}
+
+/// Installs the gateway's signal handlers; call it inside the runtime before
+/// [`run`]. SIGTERM and SIGINT (Ctrl-C) cancel `token`: a clean stop.
+/// SIGUSR1 and SIGUSR2 ask for a status line. SIGHUP reloads or stops, as
+/// `hangup` says. The handlers are in place when this returns, so none of
+/// these signals can kill the process with their default action (which would
+/// leave `status.json` saying "running" and the outbox unclosed). SIGPIPE
+/// stays ignored (Rust's default): a closed socket is an error to handle, not
+/// a reason to die.
+pub fn handle_signals(token: CancellationToken, hangup: Hangup) -> ControlSignals {
+    use tokio::signal::unix::{signal, SignalKind};
+    let control = ControlSignals::default();
+    let listen = |kind: SignalKind, name: &str| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for {name}: {e}");
+            None
+        }
+    };
+    let mut term = listen(SignalKind::terminate(), "SIGTERM");
+    let mut int = listen(SignalKind::interrupt(), "SIGINT");
+    let mut hup = listen(SignalKind::hangup(), "SIGHUP");
+    let mut usr1 = listen(SignalKind::user_defined1(), "SIGUSR1");
+    let mut usr2 = listen(SignalKind::user_defined2(), "SIGUSR2");
+    let c = control.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                token.cancel();
-                return;
+        // A signal we could not listen for never arrives here.
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+        }
+        loop {
+            tokio::select! {
+                _ = next(&mut term) => break,
+                _ = next(&mut int) => break,
+                _ = next(&mut hup) => match hangup {
+                    Hangup::Reload => c.reload.notify_one(),
+                    Hangup::Stop => {
+                        tracing::info!("SIGHUP (the terminal closed): stopping");
+                        break;
+                    }
+                },
+                _ = next(&mut usr1) => c.status.notify_one(),
+                _ = next(&mut usr2) => c.status.notify_one(),
+            }
         }
         token.cancel();
     });
+    control
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C; SIGHUP, SIGUSR1 and SIGUSR2 are
+/// caught and logged, never fatal. Same as `handle_signals(token, Hangup::Reload)`.
+pub fn cancel_on_signals(token: CancellationToken) -> ControlSignals {
+    handle_signals(token, Hangup::Reload)
+}
+
+/// What SIGHUP can do without a restart, in one sentence: the config file is
+/// read again and compared with the one the gateway started from (it is
+/// applied only by a restart: outbox, devices and sink are set up at start);
+/// secrets in files or the environment are read again at every connection
+/// anyway, and the file sink follows a moved or removed file by itself.
+pub fn reload_report(started_from: Option<(&std::path::Path, &str)>) -> String {
+    let Some((path, old)) = started_from else {
+        return "nothing to re-read (no config file)".into();
+    };
+    let now = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return format!("cannot read the config file {} ({e}); the gateway keeps running with the settings it started with", path.display())
+        }
+    };
+    if now == old {
+        return format!("the config file {} is unchanged; secrets are re-read at each connection", path.display());
+    }
+    match crate::config::load(path) {
+        Ok(_) => format!(
+            "the config file {} changed and is valid; `systemctl restart iomt-edge` applies it (the gateway keeps running with the settings it started with)",
+            path.display()
+        ),
+        Err(e) => format!(
+            "the config file changed and is NOT valid: {e}; the gateway keeps running with the settings it started with; fix the file before the next restart"
+        ),
+    }
 }

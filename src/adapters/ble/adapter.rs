@@ -220,6 +220,9 @@ struct DeviceRun {
     bad_logged: bool,
     /// Values with bytes the decoder could not use (counted; logged once).
     extra_logged: bool,
+    /// A silence was logged and the device has sent nothing since: a device
+    /// that connects and stays silent is logged once, not at every reconnect.
+    silent_logged: bool,
     /// Device clock minus gateway UTC (s), measured on the latest live
     /// timestamped value; converts the device's stored measurements to UTC.
     clock_offset: Option<i64>,
@@ -276,6 +279,7 @@ impl Adapter for BleAdapter {
                     last_battery: None,
                     bad_logged: false,
                     extra_logged: false,
+                    silent_logged: false,
                     clock_offset: None,
                     streaming: false,
                     times: DistinctTimes::new(),
@@ -669,6 +673,9 @@ async fn connect_and_stream(
                 Some(n) => {
                     let Some(c) = Characteristic::from_uuid(&n.uuid) else { continue };
                     last_data = Instant::now();
+                    if std::mem::take(&mut run.silent_logged) {
+                        tracing::info!(device = %redact::device(&run.device_id), "BLE device sends data again");
+                    }
                     if let Err(e) = handle_value(run, ctx, c, &n.value, addr).await {
                         return e;
                     }
@@ -676,7 +683,14 @@ async fn connect_and_stream(
                 None => return lost(run, ctx, DeviceEvent::Disconnected).await,
             },
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(device = %redact::device(&run.device_id), "BLE device silent for {silence:?}; reconnecting");
+                if !std::mem::replace(&mut run.silent_logged, true) {
+                    tracing::warn!(
+                        device = %redact::device(&run.device_id),
+                        "BLE device silent for {silence:?}; reconnecting (logged once until it sends data again)"
+                    );
+                } else {
+                    tracing::debug!(device = %redact::device(&run.device_id), "BLE device silent for {silence:?} again; reconnecting");
+                }
                 if let Err(e) = drain(run, ctx, &mut stream, addr).await {
                     return e;
                 }

@@ -179,6 +179,8 @@ pub struct DpsIdentity {
     pub default_port: u16,
     pub cache_path: PathBuf,
     cached: Mutex<Option<Assignment>>,
+    /// A refusal was logged and the hub has not accepted an identity since.
+    rejected_logged: std::sync::atomic::AtomicBool,
 }
 
 impl DpsIdentity {
@@ -199,13 +201,16 @@ impl DpsIdentity {
             .ok()
             .and_then(|b| serde_json::from_slice::<Assignment>(&b).ok())
             .filter(|a| a.id_scope == id_scope && a.registration_id == registration_id);
-        DpsIdentity { endpoint, id_scope, registration_id, key, tls, gateway_host_name, default_port, cache_path, cached: Mutex::new(cached) }
+        DpsIdentity { endpoint, id_scope, registration_id, key, tls, gateway_host_name, default_port, cache_path, cached: Mutex::new(cached), rejected_logged: Default::default() }
     }
 
     fn device_key(&self) -> anyhow::Result<String> {
         Ok(match &self.key {
-            KeySource::Individual(s) => s.resolve()?,
-            KeySource::Group(s) => sas::derive_device_key(&s.resolve()?, &self.registration_id)?,
+            KeySource::Individual(s) => s.resolve().context("cannot read the DPS key (sink.iothub.dps.symmetric_key)")?,
+            KeySource::Group(s) => sas::derive_device_key(
+                &s.resolve().context("cannot read the DPS group key (sink.iothub.dps.group_key)")?,
+                &self.registration_id,
+            )?,
         })
     }
 
@@ -255,9 +260,17 @@ impl IdentitySource for DpsIdentity {
     }
 
     async fn rejected(&self) {
-        tracing::warn!("the assigned hub refused this identity; provisioning again through DPS");
+        if !self.rejected_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the assigned hub refused this identity; provisioning again through DPS (logged once until the hub accepts it)");
+        } else {
+            tracing::debug!("the assigned hub refused this identity again; provisioning again through DPS");
+        }
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let _ = std::fs::remove_file(&self.cache_path);
+    }
+
+    fn connected(&self) {
+        self.rejected_logged.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

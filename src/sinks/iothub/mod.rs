@@ -61,8 +61,8 @@ struct ConnStringIdentity {
 #[async_trait]
 impl IdentitySource for ConnStringIdentity {
     async fn current(&self) -> anyhow::Result<Identity> {
-        let raw = self.source.resolve().context("cannot read the IoT Hub connection string")?;
-        let mut cs = ConnectionString::parse(&raw).context("the IoT Hub connection string is malformed")?;
+        let raw = self.source.resolve().context("cannot read the IoT Hub connection string (sink.iothub.connection_string)")?;
+        let mut cs = ConnectionString::parse(&raw).context("the IoT Hub connection string (sink.iothub.connection_string) is malformed")?;
         if let Some(g) = &self.gateway {
             cs.gateway_host_name = Some(g.clone());
         }
@@ -80,6 +80,9 @@ pub struct IotHubSink {
     connect_wait: Duration,
     twin_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     max_body: usize,
+    /// A PUBACK timeout was logged and no message was confirmed since: the
+    /// concurrent sends that time out with it are logged at debug (issue 11).
+    ack_timeout_logged: std::sync::atomic::AtomicBool,
 }
 
 impl IotHubSink {
@@ -117,7 +120,8 @@ impl IotHubSink {
         } else {
             let source = cfg.connection_string.clone().context("sink.iothub: set connection_string or [sink.iothub.dps]")?;
             // Fail early on a malformed string; later reads happen before each connection.
-            ConnectionString::parse(&source.resolve()?).context("the IoT Hub connection string is malformed")?;
+            let raw = source.resolve().context("cannot read the IoT Hub connection string (sink.iothub.connection_string)")?;
+            ConnectionString::parse(&raw).context("the IoT Hub connection string (sink.iothub.connection_string) is malformed")?;
             Arc::new(ConnStringIdentity { source, gateway: cfg.gateway_host_name.clone(), default_port })
         };
         let transport = match cfg.transport {
@@ -147,6 +151,7 @@ impl IotHubSink {
             connect_wait: tuning.connect_wait,
             twin_task: std::sync::Mutex::new(Some(twin_task)),
             max_body: IOTHUB_MAX_MESSAGE.saturating_sub(BAG_RESERVE + app_len),
+            ack_timeout_logged: Default::default(),
         })
     }
 
@@ -238,12 +243,19 @@ impl Sink for IotHubSink {
                 }
             };
             match tokio::time::timeout(self.ack_timeout, rx).await {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(())) => {
+                    self.ack_timeout_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
                 Ok(Err(_)) => {
                     tracing::debug!("connection ended before the PUBACK of {}; resending", message.message_id);
                 }
                 Err(_) => {
-                    tracing::warn!("no PUBACK within {:?}; reconnecting to resend", self.ack_timeout);
+                    if !self.ack_timeout_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!("no PUBACK within {:?}; reconnecting to resend (logged once until the hub confirms again)", self.ack_timeout);
+                    } else {
+                        tracing::debug!("no PUBACK within {:?}; reconnecting to resend", self.ack_timeout);
+                    }
                     self.session.force_reconnect(generation);
                 }
             }
@@ -267,7 +279,7 @@ fn proxy_settings(cfg: &IotHubSinkConfig) -> anyhow::Result<Option<session::Prox
     let basic_auth = match &cfg.proxy_credentials {
         None => None,
         Some(src) => {
-            let raw = src.resolve().context("cannot read the proxy credentials")?;
+            let raw = src.resolve().context("cannot read the proxy credentials (sink.iothub.proxy_credentials)")?;
             let (user, password) = raw
                 .split_once(':')
                 .context("the proxy credentials must be `user:password`")?;

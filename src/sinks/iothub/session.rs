@@ -124,6 +124,8 @@ pub trait IdentitySource: Send + Sync {
     /// The hub refused the identity: the next `current()` should look again
     /// (re-read the secret, re-provision).
     async fn rejected(&self) {}
+    /// The hub accepted the identity (CONNACK): a refusal episode is over.
+    fn connected(&self) {}
 }
 
 /// An [`IdentitySource`] error meaning the credentials themselves were
@@ -475,6 +477,11 @@ async fn run(
     let mut generation: u64 = 0;
     let mut renew_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut token_ttl = opts.token_ttl;
+    // Said once per episode (issue 11): the first failure at warn/error, the
+    // retries at debug, the recovery at info.
+    let mut link_down = crate::logging::Episode::default();
+    let mut refused = crate::logging::Episode::default();
+    let mut ack_stall = crate::logging::Episode::default();
     loop {
         if shared.closing.load(Ordering::SeqCst) {
             break;
@@ -485,7 +492,12 @@ async fn run(
                 Ok(id) => id,
                 Err(e) if e.downcast_ref::<IdentityRefused>().is_some() => {
                     shared.stats.refusals.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("{e:#}; retrying in {:.0?}", opts.tuning.auth_retry);
+                    let e = crate::logging::anyhow_chain(&e);
+                    if refused.occurred() {
+                        tracing::error!("{e}; retrying every {:.0?} (logged once until it connects)", opts.tuning.auth_retry);
+                    } else {
+                        tracing::debug!("{e}; retrying in {:.0?}", opts.tuning.auth_retry);
+                    }
                     shared.state.send_replace(LinkState::Refused { detail: format!("{e:#}") });
                     sleep_or_close(&shared, opts.tuning.auth_retry).await;
                     continue;
@@ -493,7 +505,12 @@ async fn run(
                 Err(e) => {
                     failures += 1;
                     let retry_in = backoff(&opts.tuning, failures).max(opts.tuning.backoff_min);
-                    tracing::warn!("IoT Hub identity unavailable: {e:#}; retrying in {:.0?}", retry_in);
+                    let e = crate::logging::anyhow_chain(&e);
+                    if link_down.occurred() {
+                        tracing::warn!("IoT Hub identity unavailable: {e}; retrying with backoff (further failures are logged at debug level until it connects)");
+                    } else {
+                        tracing::debug!("IoT Hub identity unavailable: {e}; retrying in {:.0?}", retry_in);
+                    }
                     shared.state.send_replace(LinkState::Down { detail: format!("{e:#}"), server_closed: false, retry_in });
                     sleep_or_close(&shared, retry_in).await;
                     continue;
@@ -528,7 +545,12 @@ async fn run(
                     rumqttc::SubscribeFilter::new("$iothub/twin/PATCH/properties/desired/#".into(), QoS::AtLeastOnce),
                     rumqttc::SubscribeFilter::new("$iothub/methods/POST/#".into(), QoS::AtLeastOnce),
                 ]);
-                tracing::info!("connected to IoT Hub (connection {generation})");
+                source.connected();
+                let down = link_down.end().or(refused.end());
+                match down {
+                    Some(end) => tracing::info!("connected to IoT Hub again (connection {generation}), {end}"),
+                    None => tracing::info!("connected to IoT Hub (connection {generation})"),
+                }
                 shared.state.send_replace(LinkState::Connected { generation });
                 if let Some(t) = renew_task.take() {
                     t.abort();
@@ -544,6 +566,9 @@ async fn run(
                 }
             }
             Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                if let Some(end) = ack_stall.end() {
+                    tracing::info!("the hub confirms messages again, {end}");
+                }
                 let tx = shared.window().acks.remove(&ack.pkid);
                 if let Some(tx) = tx {
                     let _ = tx.send(());
@@ -555,7 +580,11 @@ async fn run(
                 }
             }
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                tracing::warn!("packet id {pkid} still awaits its PUBACK; reconnecting to resend");
+                if ack_stall.occurred() {
+                    tracing::warn!("packet id {pkid} still awaits its PUBACK; reconnecting to resend (logged once until the hub confirms again)");
+                } else {
+                    tracing::debug!("packet id {pkid} still awaits its PUBACK; reconnecting to resend");
+                }
                 drop_window(&shared, &mut eventloop);
                 connected = false;
             }
@@ -580,7 +609,14 @@ async fn run(
                 let (auth, detail) = describe(&e);
                 if auth {
                     shared.stats.refusals.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("{detail}; check the device key or connection string; retrying in {:.0?}", opts.tuning.auth_retry);
+                    if refused.occurred() {
+                        tracing::error!(
+                            "{detail}; check the device key or connection string; retrying every {:.0?} (logged once until it connects)",
+                            opts.tuning.auth_retry
+                        );
+                    } else {
+                        tracing::debug!("{detail}; retrying in {:.0?}", opts.tuning.auth_retry);
+                    }
                     shared.state.send_replace(LinkState::Refused { detail });
                     source.rejected().await;
                     sleep_or_close(&shared, opts.tuning.auth_retry).await;
@@ -592,7 +628,15 @@ async fn run(
                 failures += 1;
                 // First retry after a drop is immediate (as the C SDK does), then exponential with jitter.
                 let retry_in = if was_connected && failures == 1 { Duration::ZERO } else { backoff(&opts.tuning, failures) };
-                tracing::warn!("IoT Hub connection {}: {detail}; retrying in {:.1?}", if was_connected { "lost" } else { "failed" }, retry_in);
+                let how = if was_connected { "lost" } else { "failed" };
+                if link_down.occurred() {
+                    tracing::warn!(
+                        "IoT Hub connection {how}: {detail}; retrying with backoff, readings stay in the outbox \
+                         (further failures are logged at debug level until it connects)"
+                    );
+                } else {
+                    tracing::debug!("IoT Hub connection {how}: {detail}; retrying in {:.1?}", retry_in);
+                }
                 shared.state.send_replace(LinkState::Down { detail, server_closed: was_connected, retry_in });
                 sleep_or_close(&shared, retry_in).await;
             }
