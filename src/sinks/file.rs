@@ -66,13 +66,22 @@ impl FileSink {
         let at = path.to_path_buf();
         std::thread::Builder::new().name("file-sink".into()).spawn(move || {
             let started = std::time::Instant::now();
-            let file = SinkFile::open(&at);
-            if file.is_ok() && started.elapsed() >= OPEN_WAIT {
-                tracing::info!("the file sink's file {} is open now", at.display());
-            }
-            let failed = file.as_ref().err().map(|e| std::io::Error::new(e.kind(), e.to_string()));
-            let _ = opened_tx.send(failed.map_or(Ok(()), Err));
-            writer(&at, file.ok(), rx)
+            let file = match SinkFile::open(&at) {
+                Ok(f) => {
+                    if started.elapsed() >= OPEN_WAIT {
+                        tracing::info!("the file sink's file {} is open now", at.display());
+                    }
+                    let _ = opened_tx.send(Ok(()));
+                    Some(f)
+                }
+                Err(e) => {
+                    // Told to `open` if it still waits; else the writer
+                    // tries again at the first message.
+                    let _ = opened_tx.send(Err(e));
+                    None
+                }
+            };
+            writer(&at, file, rx)
         })?;
         match opened.recv_timeout(OPEN_WAIT) {
             Ok(Ok(())) => {}
