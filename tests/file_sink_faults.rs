@@ -12,6 +12,11 @@
 //!   file (rename over it) and renames it away, over and over. Every committed
 //!   reading must end up in a file someone can reach by name (the archives and
 //!   the current file), none only in a deleted inode.
+//! - `a_usb_stick_swapped_under_the_sink_loses_nothing`: the sink folder is a
+//!   tmpfs (the stick) that the test unmounts (lazily: the gateway holds the
+//!   file open) and replaces with a new one, four times. Every committed
+//!   reading is on a stick: what the old one held when it was pulled, or the
+//!   one in place. Needs root, as the first test.
 //! - `sigterm_stops_in_time_while_a_sink_write_hangs`: the sink path is a FIFO
 //!   nobody reads, so once its buffer is full a write blocks for good (as on a
 //!   hung network mount). SIGTERM must still end the gateway within the stop
@@ -72,6 +77,28 @@ path = "{out}"
     let path = dir.join("gateway.toml");
     std::fs::write(&path, cfg).unwrap();
     path
+}
+
+/// Kills the gateway if the test fails while it runs (no stray process).
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let pid = self.0 as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: waitpid and kill on a pid; only a child of ours that is
+        // still running (waitpid answers 0) is signalled, never a reaped one
+        // whose number may have been reused.
+        unsafe {
+            if libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
+    }
 }
 
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
@@ -184,6 +211,7 @@ fn a_full_sink_disk_leaves_whole_lines_and_loses_nothing() {
     let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let _kill_on_panic_1 = KillOnPanic(child.id());
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
 
@@ -255,6 +283,7 @@ fn a_sink_file_removed_or_replaced_while_running_loses_nothing() {
     let config = write_config(dir.path(), &dir.path().join("state"), &out, 20);
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let _kill_on_panic_2 = KillOnPanic(child.id());
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let mut archives: Vec<PathBuf> = Vec::new();
@@ -338,6 +367,82 @@ fn a_sink_file_removed_or_replaced_while_running_loses_nothing() {
     );
 }
 
+#[test]
+fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
+    let test = "a_usb_stick_swapped_under_the_sink_loses_nothing";
+    let dir = tempfile::tempdir().unwrap();
+    let usb = dir.path().join("usb");
+    // The first stick. Each stick is unmounted by hand below; the guard only
+    // cleans up after a failure.
+    let Some(first) = Tmpfs::mount_or_skip(test, &usb, "4m") else { return };
+    let out = usb.join("delivered.ndjson");
+    let log = dir.path().join("gateway.log");
+    let config = write_config(dir.path(), &dir.path().join("state"), &out, 20);
+    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let _kill_on_panic_3 = KillOnPanic(child.id());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+
+    let mut archives = Vec::new();
+    let mut sticks = vec![first];
+    for n in 0..4 {
+        wait_for("deliveries onto the stick", 30, || size() > 4 * 1024);
+        // Pulled out (the gateway keeps its file open, so the unmount is a
+        // lazy one: the old stick lives on, detached, where no one can reach
+        // it) and a fresh stick put in at the same place. The operator has
+        // what the old stick held when it was pulled.
+        let held = std::fs::File::open(&out).unwrap();
+        assert!(Command::new("umount").arg("-l").arg(&usb).status().unwrap().success());
+        let mut bytes = Vec::new();
+        let len = held.metadata().unwrap().len() as usize;
+        std::io::Read::read_to_end(&mut &held, &mut bytes).unwrap();
+        bytes.truncate(len);
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let archive = dir.path().join(format!("stick-{n}.ndjson"));
+        std::fs::write(&archive, &bytes[..whole]).unwrap();
+        archives.push(archive);
+        drop(held);
+        // A while with no stick at all.
+        std::thread::sleep(Duration::from_millis(600));
+        let next = Tmpfs::mount_or_skip(test, &usb, "4m").expect("a tmpfs mounted before");
+        // The old guard must not unmount the new stick.
+        std::mem::forget(std::mem::replace(&mut sticks[0], next));
+    }
+    let files = || {
+        let mut f = archives.clone();
+        f.push(out.clone());
+        f
+    };
+    let snapshot = committed.lock().unwrap().clone();
+    let waited = Instant::now();
+    while !missing(&snapshot, &read_delivered(&files()).0).is_empty() && waited.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&child);
+    let stopped = wait_exit(&mut child, STOP_DEADLINE + Duration::from_secs(5));
+    reader.join().unwrap();
+    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway:\n{}", log_text()));
+    assert!(status.success(), "{status:?}:\n{}", log_text());
+
+    let all = committed.lock().unwrap().clone();
+    let (d, bad) = read_delivered(&files());
+    assert!(bad.is_empty(), "{} line(s) are not whole JSON messages, e.g. {}", bad.len(), bad[0]);
+    let lost = missing(&all, &d);
+    assert!(
+        lost.is_empty(),
+        "{} of {} committed readings are on no stick anyone has (written to a stick already pulled), e.g. {:?}",
+        lost.len(),
+        all.len(),
+        &lost[..lost.len().min(5)]
+    );
+    d.check(&all);
+    let text = log_text();
+    assert!(text.contains("nothing is mounted at"), "the wait for a stick is said in plain words: {text}");
+    assert!(!text.contains("panicked"), "{text}");
+    eprintln!("4 sticks swapped: {} readings committed, all on a stick; {} resent under the same id", all.len(), d.duplicated());
+}
+
 // ---------------------------------------------------------------------------
 // Item: SIGTERM while a sink write hangs.
 
@@ -365,6 +470,7 @@ fn sigterm_stops_in_time_while_a_sink_write_hangs() {
     let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let _kill_on_panic_4 = KillOnPanic(child.id());
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The sink accepts bytes until the FIFO's buffer is full (its fsync fails,
@@ -395,6 +501,7 @@ fn sigterm_stops_in_time_while_a_sink_write_hangs() {
     let all = committed.lock().unwrap().clone();
     assert!(!all.is_empty());
     let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let _kill_on_panic_5 = KillOnPanic(child.id());
     let files = [out.clone()];
     let waited = Instant::now();
     while !missing(&all, &read_delivered(&files).0).is_empty() && waited.elapsed() < Duration::from_secs(60) {

@@ -18,6 +18,10 @@
 //!   the path names now and writes the message there. A line written into a
 //!   file that was cut off from its path during the write is written again
 //!   (a duplicate under the same message id, never a loss).
+//! - When the file's folder was a mount point (a USB stick) and nothing is
+//!   mounted there any more, the sink waits (the send fails and is retried)
+//!   rather than create the file on the disk under the empty mount point,
+//!   where the next stick mounted would hide it.
 //! - All file operations run on one thread of its own, not on the async
 //!   runtime's blocking pool: a write that hangs (a hung network mount) holds
 //!   only that thread. The send waiting for it can be cancelled, and the
@@ -66,7 +70,7 @@ impl FileSink {
         let at = path.to_path_buf();
         std::thread::Builder::new().name("file-sink".into()).spawn(move || {
             let started = std::time::Instant::now();
-            let file = match SinkFile::open(&at) {
+            let file = match SinkFile::open(&at, false) {
                 Ok(f) => {
                     if started.elapsed() >= OPEN_WAIT {
                         tracing::info!("the file sink's file {} is open now", at.display());
@@ -112,7 +116,7 @@ fn writer(path: &Path, mut file: Option<SinkFile>, jobs: mpsc::Receiver<Job>) {
         }
         let out = match file.take() {
             Some(f) => Ok(f),
-            None => SinkFile::open(path),
+            None => SinkFile::open(path, false),
         };
         let result = out.and_then(|mut f| {
             let r = f.append(&job.line);
@@ -135,22 +139,35 @@ struct SinkFile {
     /// The length a failed write must still be cut back to, when the cut
     /// itself failed: nothing is written until it succeeds.
     cut_to: Option<u64>,
+    /// The file's folder was a mount point (a USB stick, a network share).
+    /// Then the file is only ever created again while something is mounted
+    /// there, never on the disk under an empty mount point, where the next
+    /// stick mounted would hide it.
+    on_mount: bool,
 }
 
 impl SinkFile {
-    fn open(path: &Path) -> std::io::Result<SinkFile> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+    /// Opens or creates the file; `on_mount`: its folder was a mount point
+    /// before, and must be one now.
+    fn open(path: &Path, on_mount: bool) -> std::io::Result<SinkFile> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if on_mount && !is_mount_point(dir).unwrap_or(false) {
+            return Err(std::io::Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "nothing is mounted at {} any more (a USB stick pulled out, a share gone?); waiting until something is",
+                    dir.display()
+                ),
+            ));
         }
+        std::fs::create_dir_all(dir)?;
+        let on_mount = on_mount || is_mount_point(dir).unwrap_or(false);
         let existed = path.exists();
         let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
         if !existed {
             // A new file's name must survive a power cut too, or the lines
             // confirmed into it vanish with it.
             file.sync_all()?;
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             File::open(dir)?.sync_all()?;
         }
         let meta = file.metadata()?;
@@ -158,7 +175,7 @@ impl SinkFile {
         if regular {
             repair_tail(&mut file)?;
         }
-        Ok(SinkFile { path: path.to_path_buf(), file, id: (meta.dev(), meta.ino()), regular, cut_to: None })
+        Ok(SinkFile { path: path.to_path_buf(), file, id: (meta.dev(), meta.ino()), regular, cut_to: None, on_mount })
     }
 
     /// Whether the path still names the open file. `false` when it names
@@ -176,7 +193,7 @@ impl SinkFile {
         // Best effort: leave no half line in the file we leave behind (it
         // may be an operator's archive).
         let _ = self.finish_cut();
-        let fresh = SinkFile::open(&self.path)?;
+        let fresh = SinkFile::open(&self.path, self.on_mount)?;
         tracing::info!(
             "the file sink's file {} was moved, removed or replaced; writing on into the file now at that path",
             self.path.display()
@@ -229,6 +246,14 @@ impl SinkFile {
             "the file was moved or replaced during each of {MAX_MOVES_PER_MESSAGE} writes"
         )))
     }
+}
+
+/// Whether `dir` is a mount point: its device differs from its parent's (or
+/// it is `/`).
+fn is_mount_point(dir: &Path) -> std::io::Result<bool> {
+    let here = std::fs::metadata(dir)?;
+    let parent = std::fs::metadata(dir.join(".."))?;
+    Ok(here.dev() != parent.dev() || here.ino() == parent.ino())
 }
 
 /// Truncates a trailing partial line (no final newline).
@@ -331,7 +356,7 @@ mod tests {
     fn a_half_line_left_by_a_failed_write_is_cut_before_the_next_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ndjson");
-        let mut f = SinkFile::open(&path).unwrap();
+        let mut f = SinkFile::open(&path, false).unwrap();
         f.append(b"{\"a\":1}\n").unwrap();
         // A write that failed half-way, and whose cut failed too.
         f.file.write_all(b"{\"half").unwrap();
