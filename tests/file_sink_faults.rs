@@ -22,8 +22,14 @@
 //!   hung network mount). SIGTERM must still end the gateway within the stop
 //!   deadline with status 0, and a restart with a working sink delivers every
 //!   committed reading.
+//! - `a_sink_on_a_hung_share_neither_stops_storing_nor_stopping`: the sink
+//!   file is on a FUSE share (tests/powercut_fs) that hangs before the gateway
+//!   starts, so opening the file never returns. The gateway must still start
+//!   and store readings, stop on SIGTERM within the deadline, and deliver
+//!   everything once the share answers. Needs root and /dev/fuse.
 
 mod gateway_common;
+mod powercut_fs;
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::BTreeMap;
@@ -517,6 +523,57 @@ fn sigterm_stops_in_time_while_a_sink_write_hangs() {
     assert!(bad.is_empty(), "{} bad line(s), e.g. {}", bad.len(), bad[0]);
     let lost = missing(&all, &d);
     assert!(lost.is_empty(), "{} committed readings were not delivered after the restart, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    d.check(&all);
+    assert!(!log_text().contains("panicked"), "{}", log_text());
+}
+
+#[test]
+fn a_sink_on_a_hung_share_neither_stops_storing_nor_stopping() {
+    let test = "a_sink_on_a_hung_share_neither_stops_storing_nor_stopping";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(share) = powercut_fs::mount_or_skip(test, &dir.path().join("share")) else { return };
+    let out = share.path().join("delivered.ndjson");
+    let log = dir.path().join("gateway.log");
+    let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
+    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The server stops answering before the gateway starts.
+    share.stall();
+    {
+        let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+        let _kill_on_panic = KillOnPanic(child.id());
+        wait_for("readings to be stored while the share hangs", 30, || committed.lock().unwrap().len() > 100);
+        assert!(log_text().contains("does not answer"), "the hung share is named: {}", log_text());
+        terminate(&child);
+        let stopped = wait_exit(&mut child, STOP_DEADLINE);
+        reader.join().unwrap();
+        let (status, took) =
+            stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway within {STOP_DEADLINE:?} while its share hung:\n{}", log_text()));
+        assert!(status.success(), "{status:?}:\n{}", log_text());
+        eprintln!("stopped in {:.1} s with the sink's share hanging", took.as_secs_f64());
+    }
+
+    // The share answers again: a restart delivers everything stored.
+    share.resume();
+    let all = committed.lock().unwrap().clone();
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let _kill_on_panic = KillOnPanic(child.id());
+    let files = [out.clone()];
+    let waited = Instant::now();
+    while !missing(&all, &read_delivered(&files).0).is_empty() && waited.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&child);
+    let stopped = wait_exit(&mut child, STOP_DEADLINE);
+    reader.join().unwrap();
+    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the restarted gateway:\n{}", log_text()));
+    assert!(status.success(), "{status:?}:\n{}", log_text());
+    let all = committed.lock().unwrap().clone();
+    let (d, bad) = read_delivered(&files);
+    assert!(bad.is_empty(), "{} bad line(s), e.g. {}", bad.len(), bad[0]);
+    let lost = missing(&all, &d);
+    assert!(lost.is_empty(), "{} committed readings were not delivered after the share came back, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
     d.check(&all);
     assert!(!log_text().contains("panicked"), "{}", log_text());
 }
