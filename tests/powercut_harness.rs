@@ -231,3 +231,32 @@ fn a_cut_is_real_and_drop_leaves_no_mount() {
     assert!(!mounted(&mnt), "unmounted while unwinding, even with a file still open");
     drop(held);
 }
+
+#[test]
+fn a_stall_hangs_every_operation_until_resumed_and_a_blocked_process_can_be_killed() {
+    let Some((_dir, fs)) = harness("a_stall_hangs_every_operation_until_resumed_and_a_blocked_process_can_be_killed") else {
+        return;
+    };
+    let path = fs.path().join("f");
+    std::fs::write(&path, b"before").unwrap();
+    fs.stall();
+    // A reader in this process waits as long as the stall lasts.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    let reader = std::thread::spawn(move || tx.send(std::fs::read(p).map_err(|e| e.to_string())).unwrap());
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "a read answered while the share hangs");
+    // Another process blocked on it dies at SIGKILL (its request was never read).
+    let mut cat = std::process::Command::new("cat").arg(&path).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(cat.try_wait().unwrap().is_none(), "cat finished while the share hangs");
+    cat.kill().unwrap();
+    let started = std::time::Instant::now();
+    while cat.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "a process blocked on the hung share could not be killed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fs.resume();
+    let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the read answers after resume");
+    assert_eq!(got.unwrap(), b"before");
+    reader.join().unwrap();
+}

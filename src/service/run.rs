@@ -279,21 +279,36 @@ pub async fn run(
     }
 
     // Orderly stop: adapters first, then let the committer drain and flush,
-    // then give in-flight sends a moment, then flush the outbox.
+    // then give in-flight sends a moment, then flush the outbox. Every stage
+    // has a bound (STOP_ADAPTERS + STOP_COMMITTER + STOP_FORWARDER +
+    // STOP_SINK = 27 s, under the unit's TimeoutStopSec=30s), and no stage
+    // waits for a sink that hangs: a send that never returns (a hung network
+    // mount under the file sink) is given up after the forwarder's grace
+    // period and its readings stay in the outbox for the next start.
     notify::stopping();
     tracing::info!("stopping: committing what adapters handed over");
     adapter_stop.cancel();
+    let adapters_until = tokio::time::Instant::now() + STOP_ADAPTERS;
     for t in adapter_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        if tokio::time::timeout_at(adapters_until, t).await.is_err() {
+            tracing::warn!("an adapter did not stop in time");
+            break;
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), committer_task).await;
+    let _ = tokio::time::timeout(STOP_COMMITTER, committer_task).await;
     forwarder_stop.cancel();
-    match tokio::time::timeout(Duration::from_secs(8), forwarder_task).await {
+    match tokio::time::timeout(STOP_FORWARDER, &mut forwarder_task).await {
         Ok(Ok(Err(e))) => tracing::error!("forwarder: {}", crate::logging::anyhow_chain(&e)),
         Ok(_) => {}
-        Err(_) => tracing::warn!("the forwarder did not stop in time"),
+        Err(_) => {
+            // It must not touch the outbox once it is closed below.
+            forwarder_task.abort();
+            tracing::warn!("the forwarder did not stop in time; unconfirmed readings stay in the outbox");
+        }
     }
-    sink.close().await;
+    if tokio::time::timeout(STOP_SINK, sink.close()).await.is_err() {
+        tracing::warn!("closing the {} sink took too long; stopping without it", sink_name);
+    }
     let ob = outbox.clone();
     tokio::task::spawn_blocking(move || {
         ob.flush()?;
@@ -336,6 +351,17 @@ fn log_previous_stop(report: &crate::outbox::OpenReport) {
 
 /// How often the running daemon rewrites its status file.
 const STATUS_FILE_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the adapters have, together, to stop after SIGTERM.
+const STOP_ADAPTERS: Duration = Duration::from_secs(5);
+/// How long the committer has to store what the adapters handed over.
+const STOP_COMMITTER: Duration = Duration::from_secs(10);
+/// How long the forwarder has to stop: its grace period for confirmations
+/// (5 s, [`ForwarderSettings::shutdown_grace`]) and a margin.
+const STOP_FORWARDER: Duration = Duration::from_secs(8);
+/// How long a sink may take to close (the IoT Hub sink bounds its MQTT
+/// DISCONNECT at 3 s itself).
+const STOP_SINK: Duration = Duration::from_secs(4);
 
 /// What SIGHUP means to a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

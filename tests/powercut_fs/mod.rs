@@ -457,6 +457,37 @@ fn write_durable(file: &File, d: &Dirty) -> io::Result<(u64, u64)> {
 struct CutFs {
     inner: Arc<Mutex<Inner>>,
     counters: Arc<SharedCounters>,
+    stall: Arc<Stall>,
+}
+
+/// The name whose lookup parks the filesystem's only request thread while
+/// [`PowerCutFs::stall`] is on.
+const STALL_NAME: &str = ".iomt-stall";
+
+/// A hung server: while on, the request thread sits in the lookup of
+/// [`STALL_NAME`] (made by the test itself) and reads no other request. The
+/// requests of other processes queue in the kernel unanswered; since none of
+/// them was read, a process waiting on one can still be killed (as on a hung
+/// NFS mount), which a request read and never answered would not allow.
+#[derive(Default)]
+struct Stall {
+    /// (stalled, the request thread is parked)
+    state: Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Stall {
+    /// Called in the lookup of STALL_NAME: waits while stalled.
+    fn park(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 = true;
+        self.changed.notify_all();
+        while g.0 {
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.1 = false;
+        self.changed.notify_all();
+    }
 }
 
 impl CutFs {
@@ -482,6 +513,10 @@ macro_rules! try_or_reply {
 
 impl Filesystem for CutFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        if name == STALL_NAME {
+            self.stall.park();
+            return reply.error(libc::ENOENT);
+        }
         let mut g = try_or_reply!(reply, self.lock());
         let path = try_or_reply!(reply, g.child(parent, name));
         let attr = try_or_reply!(reply, g.entry(path));
@@ -776,6 +811,9 @@ pub struct PowerCutFs {
     mountpoint: PathBuf,
     counters: Arc<SharedCounters>,
     torn: AtomicBool,
+    stall: Arc<Stall>,
+    /// The test's own lookup that parks the request thread, while stalled.
+    staller: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The live mount: its state and its session thread.
     live: Mutex<Option<(Arc<Mutex<Inner>>, fuser::BackgroundSession)>>,
 }
@@ -793,6 +831,8 @@ impl PowerCutFs {
             mountpoint: mountpoint.canonicalize()?,
             counters: Arc::new(SharedCounters::default()),
             torn: AtomicBool::new(false),
+            stall: Arc::new(Stall::default()),
+            staller: Mutex::new(None),
             live: Mutex::new(None),
         };
         fs.mount_fresh()?;
@@ -801,7 +841,7 @@ impl PowerCutFs {
 
     fn mount_fresh(&self) -> io::Result<()> {
         let inner = Arc::new(Mutex::new(Inner::new(&self.backing)?));
-        let fs = CutFs { inner: inner.clone(), counters: self.counters.clone() };
+        let fs = CutFs { inner: inner.clone(), counters: self.counters.clone(), stall: self.stall.clone() };
         let options = [MountOption::FSName("iomt-powercut".into()), MountOption::NoAtime];
         let session = fuser::spawn_mount2(fs, &self.mountpoint, &options)?;
         *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some((inner, session));
@@ -824,6 +864,40 @@ impl PowerCutFs {
         self.torn.store(on, Ordering::Relaxed);
     }
 
+    /// Hangs the filesystem, as a network share whose server stopped
+    /// answering: from now on no request is read, so every operation on it
+    /// (open, stat, write, fsync...) blocks until [`PowerCutFs::resume`]. A
+    /// process blocked on it can still be killed. Returns once the request
+    /// thread is parked.
+    pub fn stall(&self) {
+        let mut staller = self.staller.lock().unwrap_or_else(|p| p.into_inner());
+        if staller.is_some() {
+            return;
+        }
+        self.stall.state.lock().unwrap_or_else(|p| p.into_inner()).0 = true;
+        let probe = self.mountpoint.join(STALL_NAME);
+        *staller = Some(std::thread::spawn(move || {
+            let _ = std::fs::symlink_metadata(probe);
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut g = self.stall.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !g.1 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "the FUSE request thread did not park within 10 s");
+            g = self.stall.changed.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Ends a [`PowerCutFs::stall`]: the queued requests are answered.
+    pub fn resume(&self) {
+        let staller = self.staller.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.stall.state.lock().unwrap_or_else(|p| p.into_inner()).0 = false;
+        self.stall.changed.notify_all();
+        if let Some(t) = staller {
+            let _ = t.join();
+        }
+    }
+
     pub fn counters(&self) -> Counters {
         self.counters.snapshot()
     }
@@ -843,6 +917,7 @@ impl PowerCutFs {
 
     /// Discards the live mount's volatile state and unmounts it.
     fn take_down(&self) -> u64 {
+        self.resume();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some((inner, session)) = live else { return 0 };
         let lost = inner.lock().unwrap_or_else(|p| p.into_inner()).cut(self.torn.load(Ordering::Relaxed));
