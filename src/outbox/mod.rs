@@ -977,7 +977,10 @@ impl Outbox {
     /// Drops readings committed longer ago than `max_age`; returns how many.
     pub fn expire(&self) -> Result<u64, OutboxError> {
         self.guarded(|| {
-            let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+            // Saturating: a max_age longer than the clock's age expires nothing
+            // (a plain `as u64` wrapped 18446744073709552 s to 384 ms).
+            let max_age_ms = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
+            let cutoff = now_ms().saturating_sub(max_age_ms);
             let st = self.store()?;
             let mut c = self.counters();
             let mut b = sled::Batch::default();
