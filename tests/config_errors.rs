@@ -100,6 +100,13 @@ fn refusal(name: &'static str, text: String, at: &'static str, words: &'static [
     Refusal { name, prepare: |_| {}, text, at, words, unprivileged: false }
 }
 
+/// A state folder anybody can write, for the cases run as an unprivileged user.
+fn writable_state(d: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(d.join("state")).unwrap();
+    std::fs::set_permissions(d.join("state"), std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
 const IOTHUB_GOOD: &str = "connection_string = { value = \"HostName=hub.azure-devices.net;DeviceId=d;SharedAccessKey=a2V5\" }";
 
 fn with_sink(sink: &str) -> String {
@@ -147,6 +154,36 @@ fn refusals() -> Vec<Refusal> {
                 with_sink("[sink.iothub]\nconnection_string = { file = \"{D}/empty.secret\" }"),
                 "connection_string =",
                 &["empty.secret is empty"],
+            )
+        },
+        Refusal {
+            prepare: |d| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(d.join("locked.secret"), "HostName=h;DeviceId=d;SharedAccessKey=a2V5").unwrap();
+                std::fs::set_permissions(d.join("locked.secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+                writable_state(d);
+            },
+            unprivileged: true,
+            ..refusal(
+                "secret file not readable by the service user",
+                with_sink("[sink.iothub]\nconnection_string = { file = \"{D}/locked.secret\" }"),
+                "connection_string =",
+                &["cannot read the IoT Hub connection string file", "Permission denied", "must be readable by user", "chown"],
+            )
+        },
+        Refusal {
+            prepare: |d| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(d.join("out.ndjson"), "").unwrap();
+                std::fs::set_permissions(d.join("out.ndjson"), std::fs::Permissions::from_mode(0o444)).unwrap();
+                writable_state(d);
+            },
+            unprivileged: true,
+            ..refusal(
+                "sink file not writable by the service user",
+                with_sink("[sink.file]\npath = \"{D}/out.ndjson\""),
+                "path =",
+                &["the sink file", "not writable by user", "chown"],
             )
         },
         refusal(

@@ -138,8 +138,8 @@ fn read_secret(src: &SecretSource, what: &str) -> Result<String, String> {
             let hint = match source.kind() {
                 ErrorKind::NotFound => format!("write the {what} into it (chmod 600) or fix the path"),
                 ErrorKind::PermissionDenied => {
-                    let (user, _) = current_user();
-                    format!("it must be readable by user {user}, which runs the gateway: `sudo chown {user}: {}` and `chmod 600`", path.display())
+                    let (who, owner) = subject();
+                    format!("it must be readable by {who}: `sudo chown {owner}: {}` and `chmod 600`", path.display())
                 }
                 _ => "check the file".into(),
             };
@@ -208,18 +208,48 @@ fn current_user() -> (String, u32) {
     }
 }
 
+/// The user the service runs as (`User=` in systemd/iomt-edge.service).
+const SERVICE_USER: &str = "iomt-edge";
+
+/// Whether a user of this name exists.
+fn user_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: getpwnam_r writes only into the buffers given; `c` outlives the call.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) == 0 && !result.is_null()
+    }
+}
+
+/// Who could not do it, in words, and whom to give the file to. Checked as
+/// the service user (as `ExecStartPre=` does), that is the user itself; checked
+/// as someone else on a machine that has the service user, the advice is to
+/// check as the service user, and to give the file to it.
+fn subject() -> (String, String) {
+    let (user, uid) = current_user();
+    if user != SERVICE_USER && user_exists(SERVICE_USER) {
+        (
+            format!(
+                "user {user} (uid {uid}), the user this check runs as (the service runs as {SERVICE_USER}: \
+                 check as that user with `sudo -u {SERVICE_USER} iomt-edge check-config` and this file)"
+            ),
+            SERVICE_USER.to_string(),
+        )
+    } else {
+        (format!("user {user} (uid {uid}), which runs the gateway"), user)
+    }
+}
+
 /// A sentence for a folder or file the current user cannot write.
 fn not_writable(p: &Path, what: &str, e: &std::io::Error, is_dir: bool) -> String {
     if e.raw_os_error() == Some(libc::EROFS) {
         return format!("{what} {} is on a read-only file system; remount it read-write or choose another place", p.display());
     }
-    let (user, uid) = current_user();
-    let chown = if is_dir { format!("sudo chown -R {user}: {}", p.display()) } else { format!("sudo chown {user}: {}", p.display()) };
-    format!(
-        "{what} {} is not writable by user {user} (uid {uid}), which runs the gateway ({}); run `{chown}` or choose another place",
-        p.display(),
-        os_error(e)
-    )
+    let (who, owner) = subject();
+    let chown = if is_dir { format!("sudo chown -R {owner}: {}", p.display()) } else { format!("sudo chown {owner}: {}", p.display()) };
+    format!("{what} {} is not writable by {who} ({}); run `{chown}` or choose another place", p.display(), os_error(e))
 }
 
 /// `dir` is a folder the current user can create files in, or does not exist
@@ -242,10 +272,10 @@ fn folder_usable(dir: &Path, what: &str) -> Result<(), String> {
                             if e.raw_os_error() == Some(libc::EROFS) {
                                 return format!("{what} {} cannot be created: {} is on a read-only file system", dir.display(), a.display());
                             }
-                            let (user, uid) = current_user();
+                            let (who, owner) = subject();
                             format!(
-                                "{what} {} does not exist, and user {user} (uid {uid}), which runs the gateway, cannot create it in {} ({}); \
-                                 create it with `sudo install -d -o {user} {}` or choose another place",
+                                "{what} {} does not exist, and {who}, cannot create it in {} ({}); \
+                                 create it with `sudo install -d -o {owner} {}` or choose another place",
                                 dir.display(),
                                 a.display(),
                                 os_error(&e),
