@@ -321,3 +321,50 @@ fn syntax_only_skips_this_machine() {
     let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).arg("check-config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Unmounts a bind mount when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A state folder on a read-only file system (a read-only bind mount, which
+/// needs root; elsewhere the case is reported as not run).
+#[test]
+fn a_read_only_state_folder_is_refused_by_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("ro"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["--bind", "-o", "ro"]).arg(&src).arg(&mnt).status().is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("not run: cannot make a read-only bind mount here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(mnt.clone());
+    // Some kernels ignore `ro` on the first bind; remount to be sure.
+    let _ = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(&mnt).status();
+    if std::fs::write(mnt.join("probe"), "").is_ok() {
+        eprintln!("not run: the bind mount is writable");
+        return;
+    }
+    for state in [mnt.clone(), mnt.join("sub")] {
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, GOOD.replace("state_dir = \"/tmp/x\"", &format!("state_dir = \"{}\"", state.display()))).unwrap();
+        for cmd in ["check-config", "run"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_iomt-edge"));
+            if cmd == "run" {
+                c.arg("run").arg("--config").arg(&path);
+            } else {
+                c.arg("check-config").arg(&path);
+            }
+            let out = c.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {}: {err}", state.display());
+            assert!(err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("read-only file system"), "{cmd}: {err}");
+        }
+    }
+}
