@@ -134,15 +134,7 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
     range("forwarder.batch_max_age_ms", f.batch_max_age_ms.into(), 0, 600_000, Unit::Millis, "1000", "");
     range("forwarder.retry_initial_ms", f.retry_initial_ms.into(), 1, 3_600_000, Unit::Millis, "500", "");
     range("forwarder.retry_max_ms", f.retry_max_ms.into(), 1, 3_600_000, Unit::Millis, "60000", "");
-    range(
-        "forwarder.auth_retry_ms",
-        f.auth_retry_ms.into(),
-        1000,
-        86_400_000,
-        Unit::Millis,
-        "300000",
-        "a refused credential is retried at this pace",
-    );
+    range("forwarder.auth_retry_ms", f.auth_retry_ms.into(), 1000, 86_400_000, Unit::Millis, "300000", "");
     for (i, d) in c.devices.iter().enumerate() {
         if let Some(s) = &d.simulated {
             range(&format!("device.{i}.simulated.interval_ms"), s.interval_ms.into(), 10, 86_400_000, Unit::Millis, "1000", "");
@@ -195,9 +187,6 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
             ));
         }
         if let Some(s) = &d.simulated {
-            if s.interval_ms < 10 {
-                errs.push((format!("device.{i}.simulated.interval_ms"), "interval_ms must be at least 10".into()));
-            }
             if !(0.0..=1.0).contains(&s.dropout_probability) {
                 errs.push((format!("device.{i}.simulated.dropout_probability"), "dropout_probability must be between 0 and 1".into()));
             }
