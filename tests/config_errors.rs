@@ -225,7 +225,7 @@ fn refusals() -> Vec<Refusal> {
             "ack_timeout = 0s",
             with_sink(&format!("[sink.iothub]\n{IOTHUB_GOOD}\nack_timeout = \"0s\"")),
             "ack_timeout =",
-            &["ack_timeout must be 1s to 10min"],
+            &["ack_timeout must be 500ms to 10min"],
         ),
         refusal("max_age that wrapped to 384 ms", good.replace("[gateway]", "[outbox]\nmax_age = 18446744073709552\n[gateway]"), "max_age =", &["max_age must be 1min to 3650d"]),
         refusal("a control character in a device id", good.replace("id = \"strap\"", "id = \"strap\\u001b[2J\""), "id = \"strap", &["control characters"]),

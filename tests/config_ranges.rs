@@ -82,7 +82,7 @@ fn options() -> Vec<Opt> {
         o("ble", "reconnect_max", Kind::Duration, 500, 3_600_000, |c| c.devices[1].ble.as_ref().unwrap().reconnect_max.as_millis()),
         o("iothub", "token_ttl", Kind::Duration, 2000, 365 * DAY_MS, |c| c.sink.iothub.as_ref().unwrap().token_ttl.as_millis()),
         o("iothub", "keep_alive", Kind::Duration, 5000, 1_177_000, |c| c.sink.iothub.as_ref().unwrap().keep_alive.as_millis()),
-        o("iothub", "ack_timeout", Kind::Duration, 1000, 600_000, |c| c.sink.iothub.as_ref().unwrap().ack_timeout.as_millis()),
+        o("iothub", "ack_timeout", Kind::Duration, 500, 600_000, |c| c.sink.iothub.as_ref().unwrap().ack_timeout.as_millis()),
         o("iothub", "max_in_flight", Kind::Int, 1, 1000, |c| c.sink.iothub.as_ref().unwrap().max_in_flight as u128),
     ]
 }

@@ -191,7 +191,7 @@ impl IotHubSinkConfig {
         if let Some(m) = units::out_of_range("token_ttl", self.token_ttl.as_millis(), 2000, 365 * DAY, units::Unit::Duration, "1h") {
             push("token_ttl", &m);
         }
-        if let Some(m) = units::out_of_range("ack_timeout", self.ack_timeout.as_millis(), 1000, 600_000, units::Unit::Duration, "30s") {
+        if let Some(m) = units::out_of_range("ack_timeout", self.ack_timeout.as_millis(), 500, 600_000, units::Unit::Duration, "30s") {
             push("ack_timeout", &format!("{m} (a message without PUBACK is resent after this long)"));
         }
         if let Some(m) = units::out_of_range("max_in_flight", self.max_in_flight as u128, 1, 1000, units::Unit::Count, "16") {
