@@ -34,9 +34,11 @@ fn the_good_file_passes() {
 
 #[test]
 fn shipped_example_configs_pass() {
-    for f in ["config/iomt-edge.toml", "config/demo.toml"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["check-config", f]).output().unwrap();
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+    // The example is meant for a gateway (its state_dir is /var/lib/iomt-edge):
+    // its file alone is checked here; the demo's is checked on this machine too.
+    for args in [&["check-config", "--syntax-only", "config/iomt-edge.toml"][..], &["check-config", "config/demo.toml"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -79,4 +81,290 @@ fn missing_file_is_a_sentence_not_a_panic() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read the config file"), "{err}");
+}
+
+/// One input of the table below: a config (with `{D}` for a scratch folder),
+/// what to prepare in that folder, the text on the line the error must name,
+/// and words the message must contain.
+struct Refusal {
+    name: &'static str,
+    prepare: fn(&std::path::Path),
+    text: String,
+    at: &'static str,
+    words: &'static [&'static str],
+    /// Run both commands as an unprivileged user (when the tests run as root).
+    unprivileged: bool,
+}
+
+fn refusal(name: &'static str, text: String, at: &'static str, words: &'static [&'static str]) -> Refusal {
+    Refusal { name, prepare: |_| {}, text, at, words, unprivileged: false }
+}
+
+/// A state folder anybody can write, for the cases run as an unprivileged user.
+fn writable_state(d: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(d.join("state")).unwrap();
+    std::fs::set_permissions(d.join("state"), std::fs::Permissions::from_mode(0o777)).unwrap();
+}
+
+const IOTHUB_GOOD: &str = "connection_string = { value = \"HostName=hub.azure-devices.net;DeviceId=d;SharedAccessKey=a2V5\" }";
+
+fn with_sink(sink: &str) -> String {
+    GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", sink).replace("/tmp/x", "{D}/state")
+}
+
+fn refusals() -> Vec<Refusal> {
+    let good = GOOD.replace("/tmp/x", "{D}/state");
+    vec![
+        Refusal {
+            prepare: |d| std::fs::write(d.join("statefile"), "").unwrap(),
+            ..refusal("state_dir is a file", good.replace("{D}/state\"", "{D}/statefile\""), "state_dir =", &["is a file, not a folder"])
+        },
+        Refusal {
+            prepare: |d| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::create_dir(d.join("ro")).unwrap();
+                std::fs::set_permissions(d.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+            },
+            unprivileged: true,
+            ..refusal("state_dir not writable by the service user", good.replace("{D}/state\"", "{D}/ro\""), "state_dir =", &["not writable by user", "chown -R"])
+        },
+        Refusal {
+            prepare: |d| std::fs::write(d.join("state"), "").unwrap(),
+            ..refusal("state_dir's parent is a file", good.replace("{D}/state\"", "{D}/state/sub\""), "state_dir =", &["cannot be created", "is a file"])
+        },
+        Refusal {
+            prepare: |d| {
+                std::fs::create_dir(d.join("state")).unwrap();
+                std::fs::write(d.join("state/outbox"), "").unwrap();
+            },
+            ..refusal("the outbox folder is a file", good.clone(), "state_dir =", &["outbox folder", "is a file"])
+        },
+        refusal("state_dir empty", good.replace("\"{D}/state\"", "\"\""), "state_dir =", &["state_dir must not be empty"]),
+        refusal(
+            "secret file missing",
+            with_sink("[sink.iothub]\nconnection_string = { file = \"{D}/missing.secret\" }"),
+            "connection_string =",
+            &["cannot read the IoT Hub connection string file", "missing.secret", "No such file"],
+        ),
+        Refusal {
+            prepare: |d| std::fs::write(d.join("empty.secret"), "\n").unwrap(),
+            ..refusal(
+                "secret file empty",
+                with_sink("[sink.iothub]\nconnection_string = { file = \"{D}/empty.secret\" }"),
+                "connection_string =",
+                &["empty.secret is empty"],
+            )
+        },
+        Refusal {
+            prepare: |d| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(d.join("locked.secret"), "HostName=h;DeviceId=d;SharedAccessKey=a2V5").unwrap();
+                std::fs::set_permissions(d.join("locked.secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+                writable_state(d);
+            },
+            unprivileged: true,
+            ..refusal(
+                "secret file not readable by the service user",
+                with_sink("[sink.iothub]\nconnection_string = { file = \"{D}/locked.secret\" }"),
+                "connection_string =",
+                &["cannot read the IoT Hub connection string file", "Permission denied", "must be readable by user", "chown"],
+            )
+        },
+        Refusal {
+            prepare: |d| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(d.join("out.ndjson"), "").unwrap();
+                std::fs::set_permissions(d.join("out.ndjson"), std::fs::Permissions::from_mode(0o444)).unwrap();
+                writable_state(d);
+            },
+            unprivileged: true,
+            ..refusal(
+                "sink file not writable by the service user",
+                with_sink("[sink.file]\npath = \"{D}/out.ndjson\""),
+                "path =",
+                &["the sink file", "not writable by user", "chown"],
+            )
+        },
+        refusal(
+            "environment variable unset",
+            with_sink("[sink.iothub]\nconnection_string = { env = \"IOMT_EDGE_TEST_SURELY_UNSET\" }"),
+            "connection_string =",
+            &["environment variable IOMT_EDGE_TEST_SURELY_UNSET", "not set"],
+        ),
+        refusal(
+            "bad connection string",
+            with_sink("[sink.iothub]\nconnection_string = { value = \"HostName=hub.azure-devices.net;SharedAccessKey=a2V5\" }"),
+            "connection_string =",
+            &["malformed", "DeviceId"],
+        ),
+        refusal(
+            "CA file missing",
+            with_sink(&format!("[sink.iothub]\n{IOTHUB_GOOD}\nca_file = \"{{D}}/nope.pem\"")),
+            "ca_file =",
+            &["cannot read certificate file", "nope.pem"],
+        ),
+        refusal(
+            "proxy credentials without a colon",
+            with_sink(&format!("[sink.iothub]\n{IOTHUB_GOOD}\ntransport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = {{ value = \"nurse\" }}")),
+            "proxy_credentials =",
+            &["user:password"],
+        ),
+        Refusal {
+            prepare: |d| std::fs::create_dir_all(d.join("sinkdir")).unwrap(),
+            ..refusal("sink path is a folder", with_sink("[sink.file]\npath = \"{D}/sinkdir\""), "path =", &["is a folder", "path of a file"])
+        },
+        refusal(
+            "retry_initial_ms = i64::MAX",
+            good.replace("[gateway]", "[forwarder]\nretry_initial_ms = 9223372036854775807\nretry_max_ms = 9223372036854775807\n[gateway]"),
+            "retry_initial_ms =",
+            &["retry_initial_ms must be 1 to 3600000 ms"],
+        ),
+        refusal("auth_retry_ms = 0", good.replace("[gateway]", "[forwarder]\nauth_retry_ms = 0\n[gateway]"), "auth_retry_ms =", &["auth_retry_ms must be 1000 to 86400000 ms"]),
+        refusal(
+            "ack_timeout = 0s",
+            with_sink(&format!("[sink.iothub]\n{IOTHUB_GOOD}\nack_timeout = \"0s\"")),
+            "ack_timeout =",
+            &["ack_timeout must be 500ms to 10min"],
+        ),
+        refusal("max_age that wrapped to 384 ms", good.replace("[gateway]", "[outbox]\nmax_age = 18446744073709552\n[gateway]"), "max_age =", &["max_age must be 1min to 3650d"]),
+        refusal("a control character in a device id", good.replace("id = \"strap\"", "id = \"strap\\u001b[2J\""), "id = \"strap", &["control characters"]),
+        refusal("a newline in a patient id", good.replace("kind = \"heart_rate_strap\"", "kind = \"heart_rate_strap\"\npatient_id = \"MRN\\n1\""), "patient_id =", &["control characters"]),
+        refusal(
+            "a BLE address that is not one",
+            good.replace("[device.simulated]\ninterval_ms = 1000", "[device.ble]\naddress = \"AA:BB:CC:DD:EE\""),
+            "address =",
+            &["six two-digit hex numbers", "AA:BB:CC:DD:EE:FF"],
+        ),
+        refusal(
+            "a BLE bedside monitor",
+            good.replace("kind = \"heart_rate_strap\"\n[device.simulated]\ninterval_ms = 1000", "kind = \"bedside_monitor\"\n[device.ble]\nname_pattern = \"X*\""),
+            "kind =",
+            &["heart_rate_strap or a pulse_oximeter"],
+        ),
+        refusal(
+            "a BLE silence timeout run refused at start",
+            good.replace("[device.simulated]\ninterval_ms = 1000", "[device.ble]\nname_pattern = \"X*\"\nsilence_timeout = \"100ms\""),
+            "silence_timeout =",
+            &["silence_timeout must be 200ms to 10min"],
+        ),
+    ]
+}
+
+/// Runs `iomt-edge ARGS` (as nobody when asked and running as root), killing
+/// it after `limit`; `None` when it was still running then.
+fn run_cli(args: &[&std::ffi::OsStr], unprivileged: bool, limit: std::time::Duration) -> Option<(i32, String)> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iomt-edge"));
+    cmd.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    // SAFETY: geteuid has no preconditions.
+    if unprivileged && unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return Some((status.code().unwrap_or(-1), err));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whatever `run` refuses at start, `check-config` refuses too, with the same
+/// sentence naming file, line and column, and exit 2 (they share one check).
+#[test]
+fn check_config_refuses_what_run_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    for case in refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        (case.prepare)(dir.path());
+        let text = case.text.replace("{D}", &dir.path().display().to_string());
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, &text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let line = text.lines().position(|l| l.starts_with(case.at)).unwrap_or_else(|| panic!("{}: no line {:?}", case.name, case.at)) + 1;
+        let prefix = format!("{}:{line}:1: ", path.display());
+
+        let run = run_cli(&["run".as_ref(), "--config".as_ref(), path.as_os_str()], case.unprivileged, std::time::Duration::from_secs(20));
+        let (run_code, run_err) = run.unwrap_or_else(|| panic!("{}: `run` started with this config:\n{text}", case.name));
+        let (code, err) = run_cli(&["check-config".as_ref(), path.as_os_str()], case.unprivileged, std::time::Duration::from_secs(20)).unwrap();
+        assert_eq!(code, 2, "{}: check-config must refuse what run refuses (run said: {run_err})\n{text}\ncheck-config said: {err}", case.name);
+        // The error is the last line (a warning about a secret file's mode may come first).
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with(&prefix), "{}: expected {prefix}... got: {err}", case.name);
+        for w in case.words {
+            assert!(err.contains(w), "{}: expected {w:?} in: {err}", case.name);
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(run_code, 2, "{}: run refuses a bad config with exit 2: {run_err}", case.name);
+        assert!(run_err.contains(last), "{}: run and check-config say the same:\nrun: {run_err}\ncheck-config: {err}", case.name);
+        assert!(!dir.path().join("state/outbox").is_dir(), "{}: a refused start created an outbox", case.name);
+    }
+}
+
+#[test]
+fn syntax_only_skips_this_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, with_sink("[sink.iothub]\nconnection_string = { env = \"IOMT_EDGE_TEST_SURELY_UNSET\" }").replace("{D}", "/tmp/x")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).arg("check-config").arg("--syntax-only").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Unmounts a bind mount when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A state folder on a read-only file system (a read-only bind mount, which
+/// needs root; elsewhere the case is reported as not run).
+#[test]
+fn a_read_only_state_folder_is_refused_by_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("ro"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["--bind", "-o", "ro"]).arg(&src).arg(&mnt).status().is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("not run: cannot make a read-only bind mount here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(mnt.clone());
+    // Some kernels ignore `ro` on the first bind; remount to be sure.
+    let _ = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(&mnt).status();
+    if std::fs::write(mnt.join("probe"), "").is_ok() {
+        eprintln!("not run: the bind mount is writable");
+        return;
+    }
+    for state in [mnt.clone(), mnt.join("sub")] {
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, GOOD.replace("state_dir = \"/tmp/x\"", &format!("state_dir = \"{}\"", state.display()))).unwrap();
+        for cmd in ["check-config", "run"] {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_iomt-edge"));
+            if cmd == "run" {
+                c.arg("run").arg("--config").arg(&path);
+            } else {
+                c.arg("check-config").arg(&path);
+            }
+            let out = c.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {}: {err}", state.display());
+            assert!(err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("read-only file system"), "{cmd}: {err}");
+        }
+    }
 }

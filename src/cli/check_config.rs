@@ -1,29 +1,317 @@
 //! `iomt-edge check-config FILE`: validate a config file and say what it sets up.
+//!
+//! [`load_for_run`] is also what `iomt-edge run` calls before it starts
+//! anything, so the two refuse the same files: what `run` would refuse at
+//! start, `check-config` refuses too (with file, line and column, exit 2), and
+//! the systemd unit runs `check-config` as the service user before every start
+//! (`ExecStartPre=`). It checks the file ([`crate::config::load`]: syntax,
+//! types, ranges, exclusive choices) and then this machine, as the user it runs
+//! as: the state folder and the outbox in it, the file sink's path, secrets
+//! (files and environment variables), the connection string's shape, and the
+//! TLS files. Hand-written because these checks need the file system and the
+//! sink's own parsers, which the config module must not depend on.
 
 use super::out::{errln, outln};
 use super::EXIT_USAGE;
-use std::path::PathBuf;
+use crate::config::{Config, ConfigError, SecretSource};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The TOML config file to check.
     pub file: PathBuf,
+    /// Check only the file itself, not this machine (folders, secrets,
+    /// certificates): for a file meant for another machine.
+    #[arg(long)]
+    pub syntax_only: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    match crate::config::load(&a.file) {
+    let loaded = if a.syntax_only { crate::config::load(&a.file) } else { load_for_run(&a.file) };
+    match loaded {
         Ok(c) => {
             // As `run` does: an inline secret in a file others can read.
             crate::config::secret::warn_if_config_world_readable(&a.file, &c);
             outln!("{}: OK", a.file.display())?;
             outln!("  gateway {} (state in {})", c.gateway.id, c.gateway.state_dir.display())?;
             outln!("  {} device(s), outbox bounded to {}", c.devices.len(), c.outbox.max_bytes)?;
+            if !a.syntax_only {
+                outln!("  checked as user {}: state folder, sink and secrets are usable", current_user().0)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             errln!("{e}");
             Ok(ExitCode::from(EXIT_USAGE))
         }
+    }
+}
+
+/// Loads `path` as `run` needs it: the file is valid, and this machine lets the
+/// current user use what it names. The error names the file, and the line and
+/// column of the option at fault (or of its table when the value is a default).
+pub(crate) fn load_for_run(path: &Path) -> Result<Config, ConfigError> {
+    let (config, text) = crate::config::load_with_text(path)?;
+    match check_machine(&config) {
+        Ok(()) => Ok(config),
+        Err((key, message)) => Err(ConfigError::at_key(path, &text, &key, message)),
+    }
+}
+
+/// (key path, message) of the first problem found.
+type Problem = (String, String);
+
+fn problem(key: &str, message: String) -> Problem {
+    // Name the option, so the message says which secret or path it is about.
+    let message = if message.contains(key) { message } else { format!("`{key}`: {message}") };
+    (key.to_string(), message)
+}
+
+/// What the config asks of this machine, in the order `run` needs it.
+fn check_machine(c: &Config) -> Result<(), Problem> {
+    let state = &c.gateway.state_dir;
+    folder_usable(state, "the state folder (state_dir)").map_err(|m| problem("gateway.state_dir", m))?;
+    // The outbox's own files, when they exist (run creates them otherwise).
+    let outbox = state.join("outbox");
+    if exists(&outbox) {
+        folder_usable(&outbox, "the outbox folder").map_err(|m| problem("gateway.state_dir", m))?;
+        for f in [outbox.join("db"), outbox.join("conf")] {
+            if exists(&f) {
+                file_usable(&f, "the outbox file").map_err(|m| problem("gateway.state_dir", m))?;
+            }
+        }
+    }
+    let lock = state.join("outbox.lock");
+    if exists(&lock) {
+        file_usable(&lock, "the outbox lock file").map_err(|m| problem("gateway.state_dir", m))?;
+    }
+    if let Some(f) = &c.sink.file {
+        if f.path.as_os_str().is_empty() {
+            return Err(problem("sink.file.path", "the sink's path is empty: give a file such as \"/var/lib/iomt-edge/delivered.ndjson\"".into()));
+        }
+        file_usable(&f.path, "the sink file").map_err(|m| problem("sink.file.path", m))?;
+    }
+    if let Some(h) = &c.sink.iothub {
+        check_iothub(h)?;
+    }
+    Ok(())
+}
+
+fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Problem> {
+    use crate::sinks::iothub::{connection_string::ConnectionString, sas, tls};
+    if let Some(cs) = &h.connection_string {
+        let key = "sink.iothub.connection_string";
+        let raw = read_secret(cs, "IoT Hub connection string").map_err(|m| problem(key, m))?;
+        ConnectionString::parse(&raw)
+            .map_err(|e| problem(key, format!("the IoT Hub connection string is malformed: {e}; copy it again from the Azure portal (device, Primary connection string)")))?;
+    }
+    if let Some(d) = &h.dps {
+        for (field, src) in [("symmetric_key", &d.symmetric_key), ("group_key", &d.group_key)] {
+            let Some(src) = src else { continue };
+            let key = format!("sink.iothub.dps.{field}");
+            let raw = read_secret(src, &format!("DPS {}", field.replace('_', " "))).map_err(|m| problem(&key, m))?;
+            if sas::hmac_b64(&raw, b"check").is_err() {
+                return Err(problem(&key, format!("the DPS {} is not valid base64; copy it again from the enrollment", field.replace('_', " "))));
+            }
+        }
+    }
+    if let Some(p) = &h.proxy_credentials {
+        let key = "sink.iothub.proxy_credentials";
+        let raw = read_secret(p, "proxy credentials").map_err(|m| problem(key, m))?;
+        if !raw.contains(':') {
+            return Err(problem(key, "the proxy credentials must be `user:password`".into()));
+        }
+    }
+    // The same TLS set-up the sink makes at start: trust roots, then the client certificate.
+    let ca = h.ca_file.as_deref();
+    tls::client_config(true, ca, None)
+        .map_err(|e| problem(if ca.is_some() { "sink.iothub.ca_file" } else { "sink.iothub" }, format!("{e:#}")))?;
+    if let (Some(cert), Some(k)) = (&h.cert_file, &h.key_file) {
+        tls::client_config(true, ca, Some((cert, k))).map_err(|e| problem("sink.iothub.cert_file", format!("{e:#}")))?;
+    }
+    Ok(())
+}
+
+/// Reads a secret as the sink will, with a message that names it and says
+/// what to do.
+fn read_secret(src: &SecretSource, what: &str) -> Result<String, String> {
+    use crate::config::secret::SecretError;
+    src.resolve().map_err(|e| match e {
+        SecretError::File { path, error: source } => {
+            let hint = match source.kind() {
+                ErrorKind::NotFound => format!("write the {what} into it (chmod 600) or fix the path"),
+                ErrorKind::PermissionDenied => {
+                    let (who, owner) = subject();
+                    format!("it must be readable by {who}: `sudo chown {owner}: {}` and `chmod 600`", path.display())
+                }
+                _ => "check the file".into(),
+            };
+            format!("cannot read the {what} file {}: {}; {hint}", path.display(), os_error(&source))
+        }
+        SecretError::Env(var) => format!(
+            "environment variable {var} (the {what}) is not set in this environment; under systemd set it with \
+             Environment= or EnvironmentFile= in the unit (check-config runs there before every start)"
+        ),
+        SecretError::Empty(_) => match (&src.file, &src.env) {
+            (Some(p), _) => format!("the {what} file {} is empty; write the {what} into it", p.display()),
+            (_, Some(v)) => format!("environment variable {v} (the {what}) is empty"),
+            _ => format!("the {what} is empty"),
+        },
+        SecretError::Ambiguous(_) => format!("set exactly one of `file`, `env` or `value` for the {what}"),
+    })
+}
+
+/// The path does not exist (or a part of it is a file: `ENOTDIR`).
+fn missing(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// The OS error in plain words, without Rust's `(os error N)` suffix.
+fn os_error(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Whether the current (effective) user may access `p` in `mode` (`libc::W_OK`...).
+fn access(p: &Path, mode: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The effective user's name (its number if it has none) and number.
+fn current_user() -> (String, u32) {
+    // SAFETY: geteuid cannot fail; getpwuid_r writes only into the buffers
+    // given, and `pw_name` points into `buf`, which lives until the copy.
+    unsafe {
+        let uid = libc::geteuid();
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
+        let name = if rc == 0 && !result.is_null() && !pwd.pw_name.is_null() {
+            std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned()
+        } else {
+            uid.to_string()
+        };
+        (name, uid)
+    }
+}
+
+/// The user the service runs as (`User=` in systemd/iomt-edge.service).
+const SERVICE_USER: &str = "iomt-edge";
+
+/// Whether a user of this name exists.
+fn user_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: getpwnam_r writes only into the buffers given; `c` outlives the call.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) == 0 && !result.is_null()
+    }
+}
+
+/// Who could not do it, in words, and whom to give the file to. Checked as
+/// the service user (as `ExecStartPre=` does), that is the user itself; checked
+/// as someone else on a machine that has the service user, the advice is to
+/// check as the service user, and to give the file to it.
+fn subject() -> (String, String) {
+    let (user, uid) = current_user();
+    if user != SERVICE_USER && user_exists(SERVICE_USER) {
+        (
+            format!(
+                "user {user} (uid {uid}), the user this check runs as (the service runs as {SERVICE_USER}: \
+                 check as that user with `sudo -u {SERVICE_USER} iomt-edge check-config` and this file)"
+            ),
+            SERVICE_USER.to_string(),
+        )
+    } else {
+        (format!("user {user} (uid {uid}), which runs the gateway"), user)
+    }
+}
+
+/// A sentence for a folder or file the current user cannot write.
+fn not_writable(p: &Path, what: &str, e: &std::io::Error, is_dir: bool) -> String {
+    if e.raw_os_error() == Some(libc::EROFS) {
+        return format!("{what} {} is on a read-only file system; remount it read-write or choose another place", p.display());
+    }
+    let (who, owner) = subject();
+    let chown = if is_dir { format!("sudo chown -R {owner}: {}", p.display()) } else { format!("sudo chown {owner}: {}", p.display()) };
+    format!("{what} {} is not writable by {who} ({}); run `{chown}` or choose another place", p.display(), os_error(e))
+}
+
+/// `dir` is a folder the current user can create files in, or does not exist
+/// yet and can be created (as `run` does).
+fn folder_usable(dir: &Path, what: &str) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format!("{what} {} is a file, not a folder; move the file away or choose another place", dir.display())),
+        Ok(_) => access(dir, libc::W_OK | libc::X_OK).map_err(|e| not_writable(dir, what, &e, true)),
+        Err(e) if missing(&e) => {
+            // Created at start: the nearest folder that exists must let us.
+            let mut up = dir.parent();
+            while let Some(a) = up {
+                let a = if a.as_os_str().is_empty() { Path::new(".") } else { a };
+                match std::fs::metadata(a) {
+                    Ok(m) if !m.is_dir() => {
+                        return Err(format!("{what} {} cannot be created: {} is a file, not a folder", dir.display(), a.display()))
+                    }
+                    Ok(_) => {
+                        return access(a, libc::W_OK | libc::X_OK).map_err(|e| {
+                            if e.raw_os_error() == Some(libc::EROFS) {
+                                return format!("{what} {} cannot be created: {} is on a read-only file system", dir.display(), a.display());
+                            }
+                            let (who, owner) = subject();
+                            format!(
+                                "{what} {} does not exist, and {who}, cannot create it in {} ({}); \
+                                 create it with `sudo install -d -o {owner} {}` or choose another place",
+                                dir.display(),
+                                a.display(),
+                                os_error(&e),
+                                dir.display()
+                            )
+                        });
+                    }
+                    Err(e) if missing(&e) => up = a.parent(),
+                    Err(e) => return Err(format!("cannot look into {} for {what} {}: {}", a.display(), dir.display(), os_error(&e))),
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot use {what} {}: {}", dir.display(), os_error(&e))),
+    }
+}
+
+/// `path` is a file the current user can read and append to, or does not exist
+/// and its folder can be made to hold it.
+fn file_usable(path: &Path, what: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(format!(
+            "{what} {} is a folder; give the path of a file, such as {}",
+            path.display(),
+            path.join("delivered.ndjson").display()
+        )),
+        Ok(_) => access(path, libc::R_OK | libc::W_OK).map_err(|e| not_writable(path, what, &e, false)),
+        Err(e) if missing(&e) => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            folder_usable(dir, &format!("the folder of {what}"))
+        }
+        Err(e) => Err(format!("cannot use {what} {}: {}", path.display(), os_error(&e))),
     }
 }

@@ -223,10 +223,17 @@ fn read_inputs(inputs: &[PathBuf]) -> Result<(Vec<Value>, Vec<Skip>), ExitCode> 
 
 /// Reads queued readings and groups consecutive ones of the same device and
 /// patient into messages, as the forwarder batches them.
-fn outbox_messages(dir: &Path, limit: usize) -> anyhow::Result<Vec<Value>> {
-    let (outbox, _report) = crate::outbox::Outbox::inspect(dir, &crate::config::OutboxConfig::default())
-        .map_err(|e| anyhow::anyhow!("cannot open outbox {}: {e}", dir.display()))?;
-    let readings = outbox.read_range(0, u64::MAX, limit).map_err(|e| anyhow::anyhow!("cannot read outbox {}: {e}", dir.display()))?;
+/// Opens the outbox for inspection only: a path that holds no outbox (a typo)
+/// fails with exit 2 and creates nothing; a damaged one fails with exit 3.
+fn outbox_messages(dir: &Path, limit: usize) -> Result<Vec<Value>, ExitCode> {
+    let fail = |what: &str, e: crate::outbox::OutboxError| {
+        // Name the outbox, not the private copy it is read from.
+        let e = if e.is_damage() { crate::outbox::OutboxError::Damaged(dir.to_path_buf()) } else { e };
+        let _ = super::out::errln!("error: cannot {what} outbox {}: {e}", dir.display());
+        ExitCode::from(super::outbox::inspect_exit_code(&e))
+    };
+    let (outbox, _report) = crate::outbox::Outbox::inspect(dir, &crate::config::OutboxConfig::default()).map_err(|e| fail("open", e))?;
+    let readings = outbox.read_range(0, u64::MAX, limit).map_err(|e| fail("read", e))?;
     let mut out = Vec::new();
     let mut batch: Vec<crate::model::Reading> = Vec::new();
     let flush = |batch: &mut Vec<crate::model::Reading>, out: &mut Vec<Value>| {
@@ -261,7 +268,10 @@ fn preview(a: PreviewArgs) -> anyhow::Result<ExitCode> {
         Err(c) => return Ok(c),
     };
     if let Some(dir) = &a.outbox {
-        msgs.extend(outbox_messages(dir, a.limit)?);
+        match outbox_messages(dir, a.limit) {
+            Ok(m) => msgs.extend(m),
+            Err(code) => return Ok(code),
+        }
     }
     let mut p: Preview = engine.preview(&msgs, &opts);
     p.skipped.splice(0..0, bad);

@@ -1,6 +1,9 @@
 //! `iomt-edge outbox stats|peek --state-dir DIR`: look into a gateway's outbox.
 //!
 //! The outbox is locked while the gateway runs; stop the service first.
+//! Looking changes nothing: a state folder without an outbox is an error
+//! (exit 2), not a new outbox, and a damaged outbox is reported (exit 3), not
+//! moved aside; the gateway salvages it at its next start.
 
 use super::out::{errln, outln};
 use std::path::PathBuf;
@@ -57,16 +60,36 @@ pub enum OutboxCommand {
     },
 }
 
-fn open(state_dir: &std::path::Path) -> anyhow::Result<crate::outbox::Outbox> {
+/// Opens the outbox in `state_dir` for inspection: never creates one, never
+/// moves a damaged one aside ([`crate::outbox::Outbox::inspect`]). On failure,
+/// says why on stderr and gives the exit code ([`inspect_exit_code`]).
+fn open(state_dir: &std::path::Path) -> Result<crate::outbox::Outbox, ExitCode> {
     let dir = state_dir.join("outbox");
-    if !dir.exists() {
-        anyhow::bail!("no outbox in {} (is --state-dir right?)", state_dir.display());
+    match crate::outbox::Outbox::inspect(&dir, &crate::config::OutboxConfig::default()) {
+        Ok((ob, _report)) => Ok(ob),
+        Err(e @ crate::outbox::OutboxError::NotFound(_)) => {
+            let _ = errln!(
+                "error: there is no outbox in {} (no `outbox` folder with a `db` file); is --state-dir right? It is the gateway's state_dir (default /var/lib/iomt-edge)",
+                state_dir.display()
+            );
+            Err(ExitCode::from(inspect_exit_code(&e)))
+        }
+        Err(e) => {
+            let _ = errln!("error: {e}");
+            Err(ExitCode::from(inspect_exit_code(&e)))
+        }
     }
-    let (ob, report) = crate::outbox::Outbox::inspect(&dir, &crate::config::OutboxConfig::default())?;
-    if let Some(p) = report.moved_aside {
-        errln!("note: the outbox was corrupt and was moved to {}", p.display());
+}
+
+/// The exit code of an inspection that failed: 2 (bad usage) when the path
+/// holds no outbox, 3 (a problem found) when the outbox is damaged, 1 otherwise
+/// (locked by a running gateway, a disk error).
+pub(super) fn inspect_exit_code(e: &crate::outbox::OutboxError) -> u8 {
+    match e {
+        crate::outbox::OutboxError::NotFound(_) => super::EXIT_USAGE,
+        e if e.is_damage() => super::EXIT_PROBLEMS,
+        _ => super::EXIT_FAILURE,
     }
-    Ok(ob)
 }
 
 /// Scans a damaged outbox folder and says what it found on stderr.
@@ -112,12 +135,15 @@ fn previous_stop(p: crate::outbox::PreviousStop) -> String {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.command {
         OutboxCommand::Stats { state_dir, json } => {
-            let ob = open(&state_dir)?;
+            let ob = match open(&state_dir) {
+                Ok(ob) => ob,
+                Err(code) => return Ok(code),
+            };
             let s = ob.stats();
             if json {
                 outln!("{}", serde_json::to_string_pretty(&s)?)?;
             } else {
-                outln!("outbox in {}", ob.dir().display())?;
+                outln!("outbox in {}", state_dir.join("outbox").display())?;
                 outln!("  queued readings     {}", s.queued)?;
                 outln!("  queued size         {}", crate::config::units::ByteSize(s.queued_bytes))?;
                 outln!("  batches in flight   {}", s.in_flight_batches)?;
@@ -170,11 +196,21 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             outln!("queued {queued} readings from {} into {} under new sequence numbers", from.display(), dir.display())?;
         }
         OutboxCommand::Peek { state_dir, count } => {
-            let ob = open(&state_dir)?;
-            for r in ob.read_range(0, u64::MAX, count)? {
-                if super::out::stdout_gone() {
-                    break; // the reader stopped early (`| head`)
+            let ob = match open(&state_dir) {
+                Ok(ob) => ob,
+                Err(code) => return Ok(code),
+            };
+            let readings = match ob.read_range(0, u64::MAX, count) {
+                Ok(r) => r,
+                Err(e) => {
+                    let dir = state_dir.join("outbox");
+                    // Name the outbox, not the private copy it was read from.
+                    let e = if e.is_damage() { crate::outbox::OutboxError::Damaged(dir.clone()) } else { e };
+                    let _ = errln!("error: cannot read the outbox in {}: {e}", dir.display());
+                    return Ok(ExitCode::from(inspect_exit_code(&e)));
                 }
+            };
+            for r in readings {
                 outln!("{}", serde_json::to_string(&r)?)?;
             }
         }

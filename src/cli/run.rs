@@ -21,7 +21,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let config = match crate::config::load(&a.config) {
+    // The same checks as `check-config` (file and machine), so the two never disagree.
+    let config = match super::check_config::load_for_run(&a.config) {
         Ok(c) => c,
         Err(e) => {
             errln!("{e}");

@@ -181,14 +181,21 @@ impl IotHubSinkConfig {
                 push("proxy_credentials", "set exactly one of `file`, `env` or `value` for the proxy credentials");
             }
         }
-        if self.keep_alive > MAX_KEEP_ALIVE || self.keep_alive < Duration::from_secs(5) {
-            push("keep_alive", "keep_alive must be between 5 s and 1177 s (IoT Hub's limit)");
+        let max_keep_alive = MAX_KEEP_ALIVE.as_millis();
+        if let Some(m) = units::out_of_range("keep_alive", self.keep_alive.as_millis(), 5000, max_keep_alive, units::Unit::Duration, "60s") {
+            push("keep_alive", &format!("{m} (1177s is IoT Hub's limit)"));
         }
-        if self.token_ttl < Duration::from_secs(2) {
-            push("token_ttl", "token_ttl must be at least 2 s");
+        // Ranges (see config/iomt-edge.toml); the upper bounds also keep token
+        // expiry times and PUBACK deadlines far from overflowing.
+        const DAY: u128 = 86_400_000;
+        if let Some(m) = units::out_of_range("token_ttl", self.token_ttl.as_millis(), 2000, 365 * DAY, units::Unit::Duration, "1h") {
+            push("token_ttl", &m);
         }
-        if self.max_in_flight == 0 || self.max_in_flight > 1000 {
-            push("max_in_flight", "max_in_flight must be between 1 and 1000");
+        if let Some(m) = units::out_of_range("ack_timeout", self.ack_timeout.as_millis(), 500, 600_000, units::Unit::Duration, "30s") {
+            push("ack_timeout", &format!("{m} (a message without PUBACK is resent after this long)"));
+        }
+        if let Some(m) = units::out_of_range("max_in_flight", self.max_in_flight as u128, 1, 1000, units::Unit::Count, "16") {
+            push("max_in_flight", &m);
         }
         for (k, v) in &self.application_properties {
             if !k.is_ascii() || !v.is_ascii() || k.is_empty() {

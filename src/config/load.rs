@@ -1,5 +1,6 @@
 //! Reading and validating the config file, with errors that point at the line.
 
+use super::units::{self, Unit};
 use super::Config;
 use std::collections::HashSet;
 use std::fmt;
@@ -28,15 +29,32 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    /// An error about `key` (a key path such as `sink.iothub.connection_string`
+    /// or `device.0.ble.address`), placed at that key in `text`, or at the
+    /// deepest table of it that the file has (a default taken from no line).
+    pub fn at_key(file: &Path, text: &str, key: &str, message: String) -> ConfigError {
+        let (line, column) = line_col(text, locate(text, key).unwrap_or(0));
+        ConfigError { file: file.to_path_buf(), line, column, message }
+    }
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_text(path).map(|(c, _)| c)
+}
+
+/// Like [`load`], and also returns the file's text, so that checks made later
+/// (of files, folders and secrets on this machine) can name the line too.
+pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         column: 0,
         message: format!("cannot read the config file: {e}"),
     })?;
-    parse_str(&text, path)
+    let config = parse_str(&text, path)?;
+    Ok((config, text))
 }
 
 /// Parses and validates config text; `path` is only used in messages.
@@ -108,38 +126,72 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
     } else if !c.gateway.id.chars().all(|ch| ch.is_ascii_graphic()) {
         errs.push(("gateway.id".into(), "gateway id must be printable ASCII without spaces (it goes into message ids)".into()));
     }
-    if c.outbox.flush_interval_ms > 10_000 {
-        errs.push((
-            "outbox.flush_interval_ms".into(),
-            "flush_interval_ms above 10000 would leave readings uncommitted for too long; use 0 to 10000 (default 100)".into(),
-        ));
-    }
-    if c.outbox.max_bytes.bytes() < 1024 * 1024 {
-        errs.push(("outbox.max_bytes".into(), "max_bytes must be at least 1MiB".into()));
-    }
-    if c.outbox.max_age.as_secs() < 60 {
-        errs.push(("outbox.max_age".into(), "max_age must be at least 1 minute (default 7d)".into()));
-    }
-    if c.outbox.cache_bytes.bytes() < 256 * 1024 || c.outbox.cache_bytes.bytes() > 1024 * 1024 * 1024 {
-        errs.push(("outbox.cache_bytes".into(), "cache_bytes must be between 256KiB and 1GiB (default 4MiB)".into()));
-    }
+    // Every number, size and duration has a documented range (config/iomt-edge.toml
+    // repeats them). Besides catching typos, the upper bounds keep every sum and
+    // product the gateway makes of them (deadlines, backoff, expiry cut-offs)
+    // far from overflowing: `max_age = 18446744073709552` (seconds) is more
+    // milliseconds than a u64 holds.
+    let mut range = |key: &str, value: u128, lo: u128, hi: u128, unit: Unit, default: &str, why: &str| {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        if let Some(m) = units::out_of_range(name, value, lo, hi, unit, default) {
+            errs.push((key.to_string(), if why.is_empty() { m } else { format!("{m} ({why})") }));
+        }
+    };
+    const MIB: u128 = 1 << 20;
+    const SEC: u128 = 1000;
+    const DAY: u128 = 86_400 * SEC;
+    let o = &c.outbox;
+    range(
+        "outbox.flush_interval_ms",
+        o.flush_interval_ms.into(),
+        0,
+        10_000,
+        Unit::Millis,
+        "100",
+        "a longer window would leave readings uncommitted for too long",
+    );
+    range("outbox.max_bytes", o.max_bytes.bytes().into(), MIB, 1024 * 1024 * MIB, Unit::Bytes, "256MiB", "");
+    range("outbox.max_age", o.max_age.as_millis(), 60 * SEC, 3650 * DAY, Unit::Duration, "7d", "3650d is 10 years");
+    range("outbox.cache_bytes", o.cache_bytes.bytes().into(), MIB / 4, 1024 * MIB, Unit::Bytes, "4MiB", "");
     let f = &c.forwarder;
-    if f.batch_max_readings == 0 || f.batch_max_readings > 100_000 {
-        errs.push(("forwarder.batch_max_readings".into(), "batch_max_readings must be between 1 and 100000 (default 500)".into()));
+    range("forwarder.batch_max_readings", f.batch_max_readings as u128, 1, 100_000, Unit::Count, "500", "");
+    range("forwarder.batch_max_bytes", f.batch_max_bytes.bytes().into(), 1024, 16 * MIB, Unit::Bytes, "64KiB", "");
+    range("forwarder.batch_max_age_ms", f.batch_max_age_ms.into(), 0, 600_000, Unit::Millis, "1000", "");
+    range("forwarder.retry_initial_ms", f.retry_initial_ms.into(), 1, 3_600_000, Unit::Millis, "500", "");
+    range("forwarder.retry_max_ms", f.retry_max_ms.into(), 1, 3_600_000, Unit::Millis, "60000", "");
+    range("forwarder.auth_retry_ms", f.auth_retry_ms.into(), 1000, 86_400_000, Unit::Millis, "300000", "");
+    for (i, d) in c.devices.iter().enumerate() {
+        if let Some(s) = &d.simulated {
+            range(&format!("device.{i}.simulated.interval_ms"), s.interval_ms.into(), 10, 86_400_000, Unit::Millis, "1000", "");
+        }
+        if let Some(b) = &d.ble {
+            let silence = b.silence_timeout.as_millis();
+            range(&format!("device.{i}.ble.silence_timeout"), silence, 200, 600 * SEC, Unit::Duration, "5s", "");
+            let reconnect = b.reconnect_max.as_millis();
+            range(&format!("device.{i}.ble.reconnect_max"), reconnect, 500, 3600 * SEC, Unit::Duration, "30s", "");
+        }
     }
-    if f.batch_max_bytes.bytes() < 1024 {
-        errs.push(("forwarder.batch_max_bytes".into(), "batch_max_bytes must be at least 1KiB (default 64KiB)".into()));
-    }
-    if f.retry_initial_ms == 0 || f.retry_initial_ms > f.retry_max_ms {
+    if f.retry_initial_ms > f.retry_max_ms {
         errs.push((
             "forwarder.retry_initial_ms".into(),
-            "retry_initial_ms must be at least 1 and no more than retry_max_ms".into(),
+            format!("retry_initial_ms ({} ms) must not be more than retry_max_ms ({} ms)", f.retry_initial_ms, f.retry_max_ms),
+        ));
+    }
+    if c.gateway.state_dir.as_os_str().is_empty() {
+        errs.push((
+            "gateway.state_dir".into(),
+            "state_dir must not be empty: give the folder for the outbox, such as \"/var/lib/iomt-edge\"".into(),
         ));
     }
     let mut ids = HashSet::new();
     for (i, d) in c.devices.iter().enumerate() {
         if d.id.trim().is_empty() {
             errs.push((format!("device.{i}.id"), "device id must not be empty".into()));
+        } else if d.id.chars().any(char::is_control) {
+            errs.push((
+                format!("device.{i}.id"),
+                "device id must not contain control characters (tab, newline, escape, NUL...): it goes into messages, logs and the outbox's keys".into(),
+            ));
         } else if !ids.insert(d.id.clone()) {
             errs.push((format!("device.{i}.id"), format!("device id \"{}\" is used twice; every device needs its own id", d.id)));
         }
@@ -160,12 +212,12 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
             ));
         }
         if let Some(s) = &d.simulated {
-            if s.interval_ms < 10 {
-                errs.push((format!("device.{i}.simulated.interval_ms"), "interval_ms must be at least 10".into()));
-            }
             if !(0.0..=1.0).contains(&s.dropout_probability) {
                 errs.push((format!("device.{i}.simulated.dropout_probability"), "dropout_probability must be between 0 and 1".into()));
             }
+        }
+        if d.patient_id.as_deref().is_some_and(|p| p.chars().any(char::is_control)) {
+            errs.push((format!("device.{i}.patient_id"), "patient_id must not contain control characters (tab, newline, escape, NUL...)".into()));
         }
         if let Some(b) = &d.ble {
             let n = b.address.is_some() as u8 + b.name_pattern.is_some() as u8 + b.any_device as u8;
@@ -174,6 +226,17 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
                     format!("device.{i}.ble"),
                     "set exactly one of `address`, `name_pattern` or `any_device = true`".into(),
                 ));
+            }
+            if let Some(a) = &b.address {
+                if !is_ble_address(a) {
+                    errs.push((
+                        format!("device.{i}.ble.address"),
+                        "a BLE address is six two-digit hex numbers separated by colons, like \"AA:BB:CC:DD:EE:FF\" (`iomt-edge scan ble` lists the devices in range)".into(),
+                    ));
+                }
+            }
+            if !matches!(d.kind, super::DeviceKindConfig::HeartRateStrap | super::DeviceKindConfig::PulseOximeter) {
+                errs.push((format!("device.{i}.kind"), "a [device.ble] device is a heart_rate_strap or a pulse_oximeter".into()));
             }
         }
     }
@@ -186,6 +249,12 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.iothub.{k}"), m)));
     }
     errs
+}
+
+/// `AA:BB:CC:DD:EE:FF` (either case): the form BlueZ reports addresses in.
+fn is_ble_address(a: &str) -> bool {
+    let parts: Vec<&str> = a.trim().split(':').collect();
+    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Finds the byte offset of a key path in the text (the deepest part that exists).

@@ -43,7 +43,7 @@ impl LiveBatching {
     pub fn new(max_readings: usize, max_age: Duration) -> Arc<LiveBatching> {
         Arc::new(LiveBatching {
             max_readings: std::sync::atomic::AtomicUsize::new(max_readings.max(1)),
-            max_age_ms: AtomicU64::new(max_age.as_millis() as u64),
+            max_age_ms: AtomicU64::new(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)),
         })
     }
 
@@ -242,7 +242,8 @@ impl Forwarder {
                     tracing::debug!("reopening the outbox failed: {e}");
                 }
             }
-            let until = Instant::now() + backoff.delay(failures - 1);
+            // At most an hour, as the config allows: no deadline can overflow.
+            let until = Instant::now() + backoff.delay(failures - 1).min(Duration::from_secs(3600));
             // Keep telling the health check we are alive: this is a wait, not
             // a hang. Except when the store is damaged beyond what a salvage
             // could fix while running: then the watchdog restarts the service,
@@ -435,7 +436,7 @@ impl Forwarder {
             let next_due = queues
                 .iter()
                 .filter(|(k, q)| !q.readings.is_empty() && !busy.contains(*k))
-                .map(|(_, q)| q.oldest + max_age)
+                .filter_map(|(_, q)| q.oldest.checked_add(max_age))
                 .min();
             tokio::select! {
                 Some((key, rec, outcome, readings)) = tasks.next() => {

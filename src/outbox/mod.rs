@@ -32,6 +32,7 @@
 //! - A corrupt store is moved aside, kept for recovery, and replaced by a new one.
 
 pub mod committer;
+mod inspect_copy;
 mod lock;
 pub mod salvage;
 
@@ -83,6 +84,10 @@ pub enum OutboxError {
     /// ([`Outbox::repair`]); an inspection command only reports it.
     #[error("the outbox in {0} is damaged and cannot be read as it is; the gateway salvages what it can at its next start, or run `iomt-edge outbox salvage --from {0}`")]
     Damaged(PathBuf),
+    /// [`Outbox::inspect`] found no outbox at the path (no folder, or no
+    /// `db` file in it): inspecting never creates one.
+    #[error("there is no outbox in {0} (no folder with a `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir")]
+    NotFound(PathBuf),
 }
 
 impl OutboxError {
@@ -302,6 +307,9 @@ pub struct Outbox {
     /// Opened for inspection: no run record is written, nothing is recounted.
     inspect: bool,
     _lock: lock::DirLock,
+    /// The private copy an inspected outbox was opened from (removed after
+    /// the store is closed: fields drop in order).
+    _scratch: Option<inspect_copy::ScratchCopy>,
 }
 
 fn reading_key(seq: u64) -> [u8; 9] {
@@ -364,8 +372,31 @@ impl Outbox {
     /// Opens an existing outbox to look into it (`outbox stats`, `peek`,
     /// `medtech preview --outbox`): no run record is written and the epoch is
     /// not renewed, so what it reports about the last life stays true.
+    ///
+    /// Inspecting changes nothing it inspects: a path that holds no outbox
+    /// (a typo) is [`OutboxError::NotFound`], never a new store; the store is
+    /// opened from a private copy in the temporary folder, made while holding
+    /// the gateway's lock (sled writes to any store it opens; see
+    /// `inspect_copy`), so a damaged store ([`OutboxError::Damaged`]) stays
+    /// byte for byte as it was for the salvage. Only the lock file beside an
+    /// existing outbox is created if it is missing. [`Outbox::dir`] is then
+    /// the copy's folder; errors name `dir`.
     pub fn inspect(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
-        Self::open_with(dir, cfg, true)
+        if !dir.is_dir() || !dir.join("db").is_file() {
+            return Err(OutboxError::NotFound(dir.to_path_buf()));
+        }
+        let copy = {
+            let _lock = lock::DirLock::acquire(dir)?;
+            inspect_copy::ScratchCopy::of(dir)?
+        };
+        match Self::open_with(&copy.outbox(), cfg, true) {
+            Ok((mut outbox, report)) => {
+                outbox._scratch = Some(copy);
+                Ok((outbox, report))
+            }
+            Err(OutboxError::Damaged(_)) => Err(OutboxError::Damaged(dir.to_path_buf())),
+            Err(e) => Err(e),
+        }
     }
 
     fn open_with(dir: &Path, cfg: &OutboxConfig, inspect: bool) -> Result<(Outbox, OpenReport), OutboxError> {
@@ -487,6 +518,7 @@ impl Outbox {
             started_ms,
             inspect,
             _lock: lock,
+            _scratch: None,
         };
         Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount, salvaged }))
     }
@@ -1024,7 +1056,10 @@ impl Outbox {
     /// Drops readings committed longer ago than `max_age`; returns how many.
     pub fn expire(&self) -> Result<u64, OutboxError> {
         self.guarded(|| {
-            let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+            // Saturating: a max_age longer than the clock's age expires nothing
+            // (a plain `as u64` wrapped 18446744073709552 s to 384 ms).
+            let max_age_ms = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
+            let cutoff = now_ms().saturating_sub(max_age_ms);
             let st = self.store()?;
             let mut c = self.counters();
             let mut b = sled::Batch::default();

@@ -423,7 +423,7 @@ async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterCont
             _ = session.cancel.cancelled() => return run,
             _ = tokio::time::sleep(run.backoff) => {}
         }
-        run.backoff = (run.backoff * 2).min(run.dev.config.reconnect_max.max(BACKOFF_START));
+        run.backoff = run.backoff.saturating_mul(2).min(run.dev.config.reconnect_max.max(BACKOFF_START));
     }
 }
 
@@ -661,7 +661,8 @@ async fn connect_and_stream(
     ctx.registry.set_state(&run.device_id, LinkState::Streaming);
 
     // Streaming.
-    let silence = run.dev.config.silence_timeout;
+    // At most 10 min, as the config allows: `last_data + silence` cannot overflow.
+    let silence = run.dev.config.silence_timeout.min(Duration::from_secs(600));
     let mut last_data = Instant::now();
     let mut link_check = tokio::time::interval(LINK_POLL);
     link_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -516,7 +516,7 @@ async fn run(
                     continue;
                 }
             };
-            let expiry = sas::now_unix() + token_ttl.as_secs().max(1);
+            let expiry = sas::now_unix().saturating_add(token_ttl.as_secs().max(1));
             let password = match id.password(expiry) {
                 Ok(p) => p,
                 Err(e) => {
