@@ -451,7 +451,9 @@ ack_timeout = "2s"
         let committed = committed.clone();
         let emu = &emu;
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            // Generous: on a loaded 2-core machine the resends after lost
+            // PUBACKs (ack timeout, backoff, proxy) once took just over 30 s.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             loop {
                 let c = committed.lock().unwrap().clone();
                 let d = delivered(emu);
