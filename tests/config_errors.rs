@@ -251,14 +251,34 @@ fn refusals() -> Vec<Refusal> {
     ]
 }
 
+/// A copy of the binary in a folder every user may enter (made once).
+fn unprivileged_copy() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("iomt-edge-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.join("iomt-edge");
+        std::fs::copy(env!("CARGO_BIN_EXE_iomt-edge"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    })
+    .clone()
+}
+
 /// Runs `iomt-edge ARGS` (as nobody when asked and running as root), killing
 /// it after `limit`; `None` when it was still running then.
 fn run_cli(args: &[&std::ffi::OsStr], unprivileged: bool, limit: std::time::Duration) -> Option<(i32, String)> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iomt-edge"));
-    cmd.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
     // SAFETY: geteuid has no preconditions.
-    if unprivileged && unsafe { libc::geteuid() } == 0 {
+    let drop_privileges = unprivileged && unsafe { libc::geteuid() } == 0;
+    // The build folder may sit under a folder only root can enter (a clone in
+    // a `mktemp -d` folder): run a copy that the unprivileged user can reach.
+    let exe = if drop_privileges { unprivileged_copy() } else { std::path::PathBuf::from(env!("CARGO_BIN_EXE_iomt-edge")) };
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    if drop_privileges {
         cmd.uid(65534).gid(65534);
     }
     let mut child = cmd.spawn().unwrap();
