@@ -201,3 +201,77 @@ async fn x509_identity_connects_without_a_key() {
     check_delivery(&sent, &emu.messages());
     assert!(emu.messages().iter().all(|m| m.device_id == "x509-gw"));
 }
+
+/// A confirmation must belong to the message it confirms: when `send` returns
+/// Ok, the hub has that message (the emulator records a message before it
+/// sends its PUBACK). Eight devices keep the MQTT window full while the hub
+/// drops the connection over and over, so publishes are often in rumqttc's
+/// hands when a connection dies (written but not flushed, queued, or
+/// unacknowledged). A PUBACK matched to the wrong waiter would confirm a
+/// message the hub never got, and the forwarder would remove its readings
+/// from the outbox: a silent loss (the stalled-delivery flake of the
+/// websocket + proxy gateway test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_always_belongs_to_a_message_the_hub_received() {
+    let emu = std::sync::Arc::new(emulator().await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&emu, "gw-1", dir.path());
+    cfg.max_in_flight = 16;
+    let (sink, _) = sink(&cfg, dir.path());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kicker = {
+        let (emu, done) = (emu.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut kicks = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 50 + 10)).await;
+                if emu.is_connected("gw-1") {
+                    emu.disconnect("gw-1");
+                    kicks += 1;
+                }
+            }
+            kicks
+        })
+    };
+    let mut senders = Vec::new();
+    for d in 0..8u64 {
+        let (sink, emu) = (sink.clone(), emu.clone());
+        senders.push(tokio::spawn(async move {
+            let msgs = messages(&format!("strap-{d}"), 1 + d * 1000, 150);
+            let mut wrong = Vec::new();
+            for m in &msgs {
+                let mut tries = 0;
+                while let Err(e) = sink.send(m).await {
+                    tries += 1;
+                    assert!(tries < 300, "message {} never confirmed: {e}", m.message_id);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if !emu.messages().iter().any(|g| g.property("$.mid") == Some(m.message_id.as_str())) {
+                    wrong.push(m.message_id.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 10)).await;
+            }
+            (msgs, wrong)
+        }));
+    }
+    let mut sent = Vec::new();
+    let mut wrong = Vec::new();
+    for s in senders {
+        let (m, w) = s.await.unwrap();
+        sent.extend(m);
+        wrong.extend(w);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kicks = kicker.await.unwrap();
+    assert!(kicks >= 10, "the hub dropped the connection only {kicks} times");
+    assert!(wrong.is_empty(), "{} message(s) confirmed before the hub had them (after {kicks} drops): {wrong:?}", wrong.len());
+    // Per device, first arrivals in order and every message delivered.
+    let got = emu.messages();
+    for d in 0..8u64 {
+        let dev = format!("strap-{d}");
+        let mine: Vec<Message> = sent.iter().filter(|m| m.device_id == dev).cloned().collect();
+        let ids: std::collections::HashSet<&str> = mine.iter().map(|m| m.message_id.as_str()).collect();
+        let theirs: Vec<_> = got.iter().filter(|g| g.property("$.mid").is_some_and(|id| ids.contains(id))).cloned().collect();
+        check_delivery(&mine, &theirs);
+    }
+}

@@ -428,11 +428,21 @@ fn backoff(t: &Tuning, failures: u32) -> Duration {
 }
 
 /// Forgets the connection's in-flight window: waiters are dropped (their
-/// callers republish), rumqttc's replay queue is cleared.
+/// callers republish), rumqttc's replay queue is cleared, and so are the
+/// events rumqttc had queued for the dead connection.
+///
+/// The last part matters: rumqttc queues `Outgoing::Publish(pkid)` before it
+/// flushes the packet, and `EventLoop::clean` leaves `state.events` alone. A
+/// flush that fails as the connection dies leaves that event behind; handed
+/// out after the reconnection, it would pair the *next* publish's waiter
+/// with a dead packet id and shift every later waiter by one, so a PUBACK
+/// would confirm a message the hub has not received yet (and may never
+/// receive). Measured with `a_confirmation_always_belongs_to_a_message_the_hub_received`.
 fn drop_window(shared: &Shared, eventloop: &mut EventLoop) {
     let mut w = shared.window();
     eventloop.clean();
     eventloop.pending.clear();
+    eventloop.state.events.clear();
     eventloop.state.collision = None;
     w.fifo.clear();
     w.acks.clear();
@@ -685,6 +695,32 @@ async fn renew(shared: Arc<Shared>, generation: u64, after: Duration, drain: Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever rumqttc queued for a dead connection is forgotten with it: a
+    /// stale `Outgoing::Publish` handed out after the reconnection would pair
+    /// the next waiter with a dead packet id.
+    #[test]
+    fn a_dead_connection_leaves_no_events_behind() {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 8883), 8);
+        let (state, _) = watch::channel(LinkState::Connecting);
+        let shared = Shared {
+            client,
+            window: Mutex::new(Window::default()),
+            state,
+            closing: AtomicBool::new(false),
+            wake: Notify::new(),
+            identity: Mutex::new(None),
+            stats: SessionStats::default(),
+        };
+        let (tx, mut rx) = oneshot::channel();
+        shared.window().fifo.push_back(tx);
+        eventloop.state.events.push_back(Event::Outgoing(Outgoing::Publish(7)));
+        eventloop.state.events.push_back(Event::Incoming(Incoming::PubAck(rumqttc::PubAck::new(7))));
+        drop_window(&shared, &mut eventloop);
+        assert!(eventloop.state.events.is_empty(), "stale events: {:?}", eventloop.state.events);
+        assert!(shared.window().fifo.is_empty() && shared.window().acks.is_empty());
+        assert!(rx.try_recv().is_err(), "the waiter learns its connection ended");
+    }
 
     #[test]
     fn renewal_is_well_before_expiry() {
