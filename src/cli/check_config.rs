@@ -29,16 +29,20 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let loaded = if a.syntax_only { crate::config::load(&a.file) } else { load_for_run(&a.file) };
+    let loaded = if a.syntax_only { crate::config::load(&a.file).map(|c| (c, Vec::new())) } else { load_checked(&a.file) };
     match loaded {
-        Ok(c) => {
+        Ok((c, warnings)) => {
             // As `run` does: an inline secret in a file others can read.
             crate::config::secret::warn_if_config_world_readable(&a.file, &c);
             outln!("{}: OK", a.file.display())?;
             outln!("  gateway {} (state in {})", c.gateway.id, c.gateway.state_dir.display())?;
             outln!("  {} device(s), outbox bounded to {}", c.devices.len(), c.outbox.max_bytes)?;
             if !a.syntax_only {
-                outln!("  checked as user {}: state folder, sink and secrets are usable", current_user().0)?;
+                if warnings.is_empty() {
+                    outln!("  checked as user {}: state folder, sink and secrets are usable", current_user().0)?;
+                } else {
+                    outln!("  checked as user {}: state folder and secrets are usable; the sink could not be checked (see the warning)", current_user().0)?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -53,11 +57,39 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 /// current user use what it names. The error names the file, and the line and
 /// column of the option at fault (or of its table when the value is a default).
 pub(crate) fn load_for_run(path: &Path) -> Result<Config, ConfigError> {
+    load_checked(path).map(|(c, _)| c)
+}
+
+/// [`load_for_run`], also returning the warnings (each already logged).
+fn load_checked(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
     let (config, text) = crate::config::load_with_text(path)?;
     match check_machine(&config) {
-        Ok(()) => Ok(config),
+        Ok(warnings) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            Ok((config, warnings))
+        }
         Err((key, message)) => Err(ConfigError::at_key(path, &text, &key, message)),
     }
+}
+
+/// How long the check of the sink's file may take before it is treated as a
+/// folder that does not answer (not as an error).
+const SHARE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `f` on its own thread and returns its result if it finishes within
+/// `wait`. A thread that does not (blocked in the kernel on a hung share) is
+/// left behind; it ends when the share answers or the process exits.
+fn answers_within<T: Send + 'static>(wait: std::time::Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("check-share".into()).spawn(move || {
+        let _ = tx.send(f());
+    });
+    if spawned.is_err() {
+        return None;
+    }
+    rx.recv_timeout(wait).ok()
 }
 
 /// (key path, message) of the first problem found.
@@ -70,7 +102,9 @@ fn problem(key: &str, message: String) -> Problem {
 }
 
 /// What the config asks of this machine, in the order `run` needs it.
-fn check_machine(c: &Config) -> Result<(), Problem> {
+/// Returns the warnings: what could not be checked but does not stop `run`.
+fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
+    let mut warnings = Vec::new();
     let state = &c.gateway.state_dir;
     folder_usable(state, "the state folder (state_dir)").map_err(|m| problem("gateway.state_dir", m))?;
     // The outbox's own files, when they exist (run creates them otherwise).
@@ -91,12 +125,24 @@ fn check_machine(c: &Config) -> Result<(), Problem> {
         if f.path.as_os_str().is_empty() {
             return Err(problem("sink.file.path", "the sink's path is empty: give a file such as \"/var/lib/iomt-edge/delivered.ndjson\"".into()));
         }
-        file_usable(&f.path, "the sink file").map_err(|m| problem("sink.file.path", m))?;
+        // The sink's file may be on a network share that hangs: a check that
+        // never returns would keep the gateway from starting and storing
+        // readings. After a bound, say so and go on; the sink retries.
+        let path = f.path.clone();
+        match answers_within(SHARE_ANSWER_WAIT, move || file_usable(&path, "the sink file")) {
+            Some(r) => r.map_err(|m| problem("sink.file.path", m))?,
+            None => warnings.push(format!(
+                "the sink file {} did not answer within {} s (a hung network share or USB stick?); \
+                 the gateway starts anyway: readings are stored in the outbox and the sink retries until it answers",
+                f.path.display(),
+                SHARE_ANSWER_WAIT.as_secs()
+            )),
+        }
     }
     if let Some(h) = &c.sink.iothub {
         check_iothub(h)?;
     }
-    Ok(())
+    Ok(warnings)
 }
 
 fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Problem> {

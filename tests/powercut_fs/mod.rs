@@ -512,6 +512,21 @@ macro_rules! try_or_reply {
 }
 
 impl Filesystem for CutFs {
+    /// Asks for parallel lookups (`FUSE_PARALLEL_DIROPS`, protocol 7.25, in
+    /// the kernel's fuse.h), as network filesystems have: without it the
+    /// kernel holds a folder's lock for each lookup in it, so while one
+    /// lookup is parked by [`PowerCutFs::stall`] every other lookup in that
+    /// folder would wait on the lock, uninterruptibly (a process that cannot
+    /// even be killed), instead of waiting for the server's answer, which a
+    /// kill ends. A hung NFS or CIFS share behaves like the latter.
+    fn init(&mut self, _req: &Request<'_>, config: &mut fuser::KernelConfig) -> Result<(), libc::c_int> {
+        const FUSE_PARALLEL_DIROPS: u32 = 1 << 18;
+        if let Err(missing) = config.add_capabilities(FUSE_PARALLEL_DIROPS) {
+            eprintln!("powercut_fs: the kernel does not offer parallel lookups ({missing:#x}); a stall blocks lookups in its folder uninterruptibly");
+        }
+        Ok(())
+    }
+
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         if name == STALL_NAME {
             self.stall.park();
