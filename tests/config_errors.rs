@@ -281,7 +281,19 @@ fn run_cli(args: &[&std::ffi::OsStr], unprivileged: bool, limit: std::time::Dura
     if drop_privileges {
         cmd.uid(65534).gid(65534);
     }
-    let mut child = cmd.spawn().unwrap();
+    // While the copy is written, another test thread's fork may briefly hold
+    // its write handle (until that child's exec closes it): exec then fails
+    // with "Text file busy" for a moment. Retry, as Go's os/exec does.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
