@@ -1,5 +1,5 @@
 //! The values a body can have: one range per reading type, and the rule that a
-//! reading holding a number outside it is flagged [`Flag::OutOfRange`].
+//! reading holding a number outside it is flagged [`super::Flag::OutOfRange`].
 //!
 //! Why this exists: a decoder checks lengths and special values, not meaning. A
 //! PLX oximeter that sends SpO2 1000 % and pulse rate -1 /min, or a strap that
@@ -19,7 +19,7 @@
 //! the most extreme value documented in a living person. docs/message-format.md
 //! ("Plausible ranges") shows the same table; a test keeps the two equal.
 
-use super::{Flag, ReadingType};
+use super::ReadingType;
 
 /// The plausible range of every value name of one reading type (all value
 /// names of a type share one unit), inclusive at both ends, in the type's unit.
@@ -65,9 +65,9 @@ pub struct PlausibleRange {
 ///   survived are about 13.7 Cel (accidental hypothermia, Gilbert et al.,
 ///   Lancet 2000) and 46.5 Cel (heat stroke, Guinness World Records); a
 ///   thermometer reading below 10 or above 50 is not measuring a body.
-/// * `bloodPressure` (`systolic`, `diastolic`, `mean`), 0..=500 mm[Hg]: no
+/// * `bloodPressure` (`systolic`, `diastolic`, `mean`), 0..=500 `mm[Hg]`: no
 ///   arterial pressure is below atmospheric; the highest arterial pressures
-///   measured in people, 480/350 mm[Hg] intra-arterially during maximal leg
+///   measured in people, 480/350 `mm[Hg]` intra-arterially during maximal leg
 ///   presses (MacDougall et al., J Appl Physiol 1985), stay below 500.
 /// * `batteryLevel`, 0..=100 %: Battery Service 1.0, Battery Level (the
 ///   decoder already rejects 101-255, which the SIG reserves).
@@ -91,7 +91,7 @@ pub fn plausible_range(kind: ReadingType) -> Option<PlausibleRange> {
 
 /// Whether `value` (in `kind`'s unit) is one a body, or the device, can have:
 /// inside [`PLAUSIBLE_RANGES`], inclusive. Not finite is never plausible (such
-/// values never reach a reading: they become [`Flag::ValueUnavailable`]). A
+/// values never reach a reading: they become [`super::Flag::ValueUnavailable`]). A
 /// type without a range has no values, so nothing is implausible for it.
 pub fn is_plausible(kind: ReadingType, value: f64) -> bool {
     if !value.is_finite() {
@@ -106,7 +106,7 @@ pub fn is_plausible(kind: ReadingType, value: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DeviceKind, Reading};
+    use crate::model::{DeviceKind, Flag, Reading};
 
     /// Every type with values has exactly one range, and every range is sane.
     #[test]
