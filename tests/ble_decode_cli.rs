@@ -126,3 +126,29 @@ fn stray_byte_keeps_heart_rate_and_rr() {
         assert_eq!(v["extraBytes"], serde_json::json!({"count": 1, "cutField": "rrInterval"}));
     }
 }
+
+/// Issue 11 item 14: values no body can have (SpO2 1000 %, pulse rate -1
+/// /min, heart rate 65535 /min) are kept as sent and flagged `outOfRange`, so
+/// they do not pass as normal readings.
+#[test]
+fn values_no_body_can_have_are_flagged_out_of_range() {
+    let (code, out, err) = run(&["2a5f", "00", "E8", "03", "FF", "0F"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let readings = v["readings"].as_array().unwrap();
+    assert_eq!(readings.len(), 2, "{out}");
+    for (r, (kind, value)) in readings.iter().zip([("spo2", 1000.0), ("pulseRate", -1.0)]) {
+        assert_eq!(r["type"], kind, "{out}");
+        assert_eq!(r["values"][kind].as_f64(), Some(value), "kept as sent, not clamped: {out}");
+        assert_eq!(r["flags"], serde_json::json!(["outOfRange"]), "{out}");
+    }
+    let (code, out, err) = run(&["2a37", "01", "FF", "FF"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["readings"][0]["values"]["heartRate"].as_f64(), Some(65535.0), "{out}");
+    assert_eq!(v["readings"][0]["flags"], serde_json::json!(["outOfRange"]), "{out}");
+    // A normal value carries no flag.
+    let (_, out, _) = run(&["2a5f", "00", "62", "00", "48", "00"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["readings"].as_array().unwrap().iter().all(|r| r.get("flags").is_none()), "{out}");
+}

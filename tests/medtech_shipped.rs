@@ -35,9 +35,18 @@ fn reading(kind: ReadingType, secs: i64) -> Reading {
         Reading::event("strap-1", DeviceKind::HeartRateStrap, iomt_edge::model::DeviceEvent::Disconnected)
     } else {
         let mut r = Reading::new("strap-1", DeviceKind::HeartRateStrap, kind);
+        // A plausible value of each type (model::PLAUSIBLE_RANGES): an
+        // implausible one is flagged `outOfRange` and kept off the chart.
+        let base = match kind {
+            ReadingType::RrInterval => 800.0,
+            ReadingType::BodyTemperature => 36.0,
+            ReadingType::Spo2 => 90.0,
+            _ => 70.0,
+        };
         for (i, (name, _)) in kind.value_units().iter().enumerate() {
-            r.set_value(name, 70.0 + i as f64 + secs as f64 / 10.0);
+            r.set_value(name, base + i as f64 + secs as f64 / 10.0);
         }
+        assert!(r.flags.is_empty(), "{kind}: the fixture must be plausible: {r:?}");
         r
     };
     r.time = Utc.with_ymd_and_hms(2026, 1, 15, 10, 0, 0).unwrap() + chrono::Duration::seconds(secs);

@@ -272,6 +272,43 @@ fn decoded_ble_inputs_through_the_cli_are_excluded_not_skipped() {
     assert!(out.contains("nothing would be dropped") && out.contains("excluded by device status"), "{out}");
 }
 
+/// Issue 11 item 14: a value no body can have (`decode ble 2a5f 00 E8 03 FF
+/// 0F`: SpO2 1000 %, pulse rate -1 /min) is flagged `outOfRange`, which is not
+/// in the shipped allowlist: counted as excluded by device status, never
+/// charted, and not a loss.
+#[test]
+fn out_of_range_values_are_excluded_by_device_status() {
+    assert!(!CHARTABLE_FLAGS.contains(&Flag::OutOfRange));
+    let (code, out, err) = cli(&["decode", "ble", "2a5f", "00", "E8", "03", "FF", "0F"], "");
+    assert_eq!(code, 0, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let readings = doc["readings"].as_array().unwrap().clone();
+    let msg = message_json("decoded", "pulseOximeter", &readings).to_string();
+    let (code, out, err) = cli(&["medtech", "preview", "--summary", "-"], &msg);
+    assert_eq!(code, 0, "excluded readings are not a loss: {out}{err}");
+    assert!(!out.contains("-> Observation"), "no Observation: {out}");
+    assert!(!out.contains("skipped"), "{out}");
+    assert!(out.contains("excluded by device status: 1 spo2 reading(s) flagged outOfRange"), "{out}");
+    assert!(out.contains("excluded by device status: 1 pulseRate reading(s) flagged outOfRange"), "{out}");
+    // The same through the library, batched with an in-range reading that is charted.
+    let engine = MedTech::shipped().unwrap();
+    let t = "2026-01-15T10:00:00.000Z";
+    let m = message_json(
+        "ox-1",
+        "pulseOximeter",
+        &[
+            reading_json("spo2", t, json!({"spo2": 1000}), &["outOfRange"], false),
+            reading_json("pulseRate", t, json!({"pulseRate": 72}), &[], false),
+        ],
+    );
+    let p = engine.preview(&[m], &opts());
+    assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
+    assert_eq!(p.excluded.len(), 1, "{:#?}", p.excluded);
+    assert_eq!((p.excluded[0].type_name.as_str(), p.excluded[0].flags.clone()), ("spo2", vec!["outOfRange".to_string()]));
+    assert!(p.observations.iter().all(|o| o["code"]["text"] != "spo2"), "not charted: {:#?}", p.observations);
+    assert!(p.observations.iter().any(|o| o["code"]["text"] == "pulseRate"));
+}
+
 // ---- item 6: no value lost to a slot, an identifier or a burst ----
 
 fn hr(time: DateTime<Utc>, value: f64) -> Reading {
@@ -341,10 +378,13 @@ fn bursts_of_any_length_lose_nothing() {
             // A steady 1-per-slot stream, a radio gap, then `burst` readings close together,
             // straddling an hour boundary (two SampledData windows), then the stream again.
             let mut rs = Vec::new();
-            let mut v = 40.0;
+            // Distinct values, all plausible (model::PLAUSIBLE_RANGES: up to 308
+            // of them must fit in SpO2's 0-100 %), exact in binary and decimal.
+            let mut v = iomt_edge::model::plausible_range(kind).unwrap().min + 5.0;
             let mut push = |t: DateTime<Utc>, rs: &mut Vec<Reading>| {
-                v += 1.0;
+                v += 0.25;
                 let mut r = Reading::new("dev-1", DeviceKind::BedsideMonitor, kind).with_value(name, v).at(t);
+                assert!(r.flags.is_empty(), "the fixture must be plausible: {r:?}");
                 r.patient_id = Some("patient-7".into());
                 rs.push(r);
             };
@@ -461,9 +501,12 @@ fn per_reading_observations_in_one_second_are_all_kept() {
                 Reading::event("dev-1", DeviceKind::BedsideMonitor, if j == 1 { iomt_edge::model::DeviceEvent::Disconnected } else { iomt_edge::model::DeviceEvent::Connected })
             } else {
                 let mut r = Reading::new("dev-1", DeviceKind::BedsideMonitor, kind);
+                // Distinct and plausible values (model::PLAUSIBLE_RANGES).
+                let base = [90.0, 36.0, 110.0, 95.0][i];
                 for (k, (n, _)) in kind.value_units().iter().enumerate() {
-                    r.set_value(n, 90.0 + (i * 10 + j) as f64 + k as f64 * 0.5);
+                    r.set_value(n, base + j as f64 + k as f64 * 0.5);
                 }
+                assert!(r.flags.is_empty(), "the fixture must be plausible: {r:?}");
                 r
             };
             r.spot_check = kind == ReadingType::Spo2;

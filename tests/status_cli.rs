@@ -64,6 +64,8 @@ fn status_follows_the_running_gateway() {
     for d in v["devices"].as_array().unwrap() {
         assert_eq!(d["stateText"], "streaming", "{d}");
         assert_eq!((d["inputErrors"].as_u64(), d["extraBytes"].as_u64()), (Some(0), Some(0)), "{d}");
+        // The simulated devices send only values a body can have (issue 11 item 14).
+        assert_eq!(d["outOfRange"].as_u64(), Some(0), "{d}");
     }
     let (code, text) = status(&state, false);
     assert_eq!(code, Some(0), "{text}");

@@ -6,7 +6,7 @@
 use crate::model::{Flag, Reading, ReadingType};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 /// How many of a device's most recent values the undecodable share covers: a
@@ -50,6 +50,15 @@ pub struct DeviceStatus {
     /// Bytes the decoder could not use in values it otherwise decoded (a stray
     /// byte after the last complete RR interval...); the complete fields were kept.
     pub extra_bytes: u64,
+    /// Stored readings holding a value no body can have (flagged
+    /// [`Flag::OutOfRange`], see [`crate::model::PLAUSIBLE_RANGES`]); they were
+    /// kept and forwarded, flagged.
+    pub out_of_range: u64,
+    /// The reading types of this device whose latest value was out of range
+    /// (an episode: logged once when it starts, quiet until a value of that
+    /// type is back in range).
+    #[serde(skip)]
+    pub out_of_range_now: BTreeSet<ReadingType>,
     /// Whether each of the last [`RECENT_VALUES`] values was undecodable.
     #[serde(skip)]
     pub recent: VecDeque<bool>,
@@ -116,6 +125,8 @@ impl DeviceRegistry {
             values: 0,
             input_errors: 0,
             extra_bytes: 0,
+            out_of_range: 0,
+            out_of_range_now: BTreeSet::new(),
             recent: VecDeque::new(),
         });
         f(entry)
@@ -133,8 +144,25 @@ impl DeviceRegistry {
     /// Records a stored reading: its values become the device's latest and it
     /// is counted. The committer calls this once per reading, after the flush,
     /// so counts are of durable readings (adapters do not call it).
+    ///
+    /// A reading flagged [`Flag::OutOfRange`] is counted in
+    /// [`DeviceStatus::out_of_range`] and, when it starts an episode for its
+    /// type (the device's previous value of that type was in range), logged
+    /// once at warn: device id redacted, no value (a vital sign is patient
+    /// data). The episode ends at the next in-range value of that type.
     pub fn observe(&self, reading: &Reading) {
-        self.with(&reading.device_id, |d| {
+        let started = self.with(&reading.device_id, |d| {
+            let mut started = false;
+            if reading.flags.contains(&Flag::OutOfRange) {
+                d.out_of_range += 1;
+                started = d.out_of_range_now.insert(reading.kind);
+            } else if !reading.values.is_empty() && d.out_of_range_now.remove(&reading.kind) {
+                tracing::info!(
+                    device = %crate::redact::device(&reading.device_id),
+                    "{} values are in the plausible range again",
+                    reading.kind
+                );
+            }
             d.readings += 1;
             d.last_seen = Some(reading.time);
             if reading.kind == ReadingType::BatteryLevel {
@@ -145,7 +173,21 @@ impl DeviceRegistry {
             if reading.kind != ReadingType::DeviceEvent {
                 d.last_values.insert(reading.kind, (reading.primary_value(), reading.flags.clone()));
             }
+            started
         });
+        if started {
+            let range = crate::model::plausible_range(reading.kind)
+                .map(|r| format!(" ({} to {} {})", r.min, r.max, reading.kind.value_units().first().map(|(_, u)| *u).unwrap_or("")))
+                .unwrap_or_default();
+            tracing::warn!(
+                device = %crate::redact::device(&reading.device_id),
+                "the device sent a {} value no body can have, outside the plausible range{range}; \
+                 the reading is kept and forwarded, flagged outOfRange, and kept off the chart; \
+                 further ones are only counted (`iomt-edge status`, OUT OF RANGE) until its {} values are plausible again",
+                reading.kind,
+                reading.kind
+            );
+        }
     }
 
     /// A value from this device could not be decoded at all.
@@ -180,6 +222,71 @@ impl DeviceRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DeviceKind;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    /// Log lines written while `f` runs (warn and above, no colours).
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone)]
+        struct Capture(Arc<StdMutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Capture(Arc::new(StdMutex::new(Vec::new())));
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, f);
+        let bytes = buf.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Readings with a value no body can have are counted per device and
+    /// logged once per episode and type, in plain words, without the value or
+    /// a device address.
+    #[test]
+    fn out_of_range_readings_are_counted_and_logged_once_per_episode() {
+        let r = DeviceRegistry::new();
+        let id = "C0:FF:EE:00:00:01";
+        let hr = |v: f64| Reading::new(id, DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", v);
+        let rr = |v: f64| Reading::new(id, DeviceKind::HeartRateStrap, ReadingType::RrInterval).with_value("rrInterval", v);
+        let d = |r: &DeviceRegistry| r.snapshot().into_iter().next().expect("one device");
+        let logs = logs_of(|| {
+            r.observe(&hr(72.0));
+            r.observe(&hr(65535.0));
+            r.observe(&hr(65534.0));
+            // Another type in range does not end the heart-rate episode...
+            r.observe(&rr(800.0));
+            // ...nor does a reading without a value.
+            r.observe(&Reading::new(id, DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_flag(Flag::ValueUnavailable));
+            r.observe(&hr(400.0));
+        });
+        assert_eq!(d(&r).out_of_range, 3);
+        assert_eq!(d(&r).readings, 6);
+        assert_eq!(logs.matches("no body can have").count(), 1, "one warning for one episode: {logs}");
+        assert!(logs.contains("WARN") && logs.contains("heartRate") && logs.contains("15 to 350 /min"), "{logs}");
+        assert!(logs.contains("kept and forwarded, flagged outOfRange"), "{logs}");
+        assert!(!logs.contains("65535") && !logs.contains("400"), "no value in the log: {logs}");
+        assert!(!logs.contains(id), "the device address is redacted: {logs}");
+        // Back in range ends the episode; the next implausible value warns again.
+        let logs = logs_of(|| {
+            r.observe(&hr(71.0));
+            r.observe(&hr(0.5));
+            r.observe(&rr(10.0));
+        });
+        assert_eq!(logs.matches("no body can have").count(), 2, "a new heart-rate episode and a first RR one: {logs}");
+        assert_eq!(d(&r).out_of_range, 5);
+    }
 
     #[test]
     fn undecodable_share_shows_in_the_state() {

@@ -158,19 +158,20 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
     let state_of = |d: &Value| d["stateText"].as_str().or(d["state"].as_str()).unwrap_or("?").to_string();
     let width = devices.iter().map(|d| state_of(d).len()).max().unwrap_or(0).max(11);
     out.push_str(&format!(
-        "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11}\n",
-        "DEVICE", "STATE", "BATTERY", "LAST SEEN", "READINGS", "ERRORS", "EXTRA BYTES"
+        "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11} {:>12}\n",
+        "DEVICE", "STATE", "BATTERY", "LAST SEEN", "READINGS", "ERRORS", "EXTRA BYTES", "OUT OF RANGE"
     ));
     for d in devices {
         out.push_str(&format!(
-            "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11}\n",
+            "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11} {:>12}\n",
             d["id"].as_str().unwrap_or("?"),
             state_of(d),
             d["battery"].as_f64().map(|b| format!("{b:.0}%")).unwrap_or_else(|| "-".into()),
             ago(&d["lastSeen"], now),
             d["readings"].as_u64().unwrap_or(0),
             d["inputErrors"].as_u64().unwrap_or(0),
-            d["extraBytes"].as_u64().unwrap_or(0)
+            d["extraBytes"].as_u64().unwrap_or(0),
+            d["outOfRange"].as_u64().unwrap_or(0)
         ));
     }
     out
@@ -211,14 +212,16 @@ mod tests {
                 {"id": "strap-1", "state": "streaming", "stateText": "streaming, 100% undecodable",
                  "readings": 0, "inputErrors": 40, "extraBytes": 0},
                 {"id": "strap-2", "state": "streaming", "stateText": "streaming", "readings": 90,
-                 "inputErrors": 0, "extraBytes": 30}
+                 "inputErrors": 0, "extraBytes": 30, "outOfRange": 7}
             ]
         });
         let t = render(&doc, true, now);
         let line = |id: &str| t.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_string();
         assert!(line("strap-1").contains("streaming, 100% undecodable"), "{t}");
         assert!(line("strap-1").split_whitespace().any(|w| w == "40"), "{t}");
-        assert!(line("strap-2").trim_end().ends_with(" 30"), "{t}");
-        assert!(t.contains("EXTRA BYTES"), "{t}");
+        let cols = |id: &str| line(id).split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(cols("strap-2")[cols("strap-2").len() - 2..], ["30", "7"], "extra bytes, then out of range: {t}");
+        assert_eq!(cols("strap-1").last().map(String::as_str), Some("0"), "an older status file without the count: {t}");
+        assert!(t.contains("EXTRA BYTES") && t.contains("OUT OF RANGE"), "{t}");
     }
 }

@@ -38,7 +38,9 @@ pub fn sample_messages() -> Vec<Value> {
         } else {
             let mut r = Reading::new("sample-device", dk, kind);
             for (j, (name, _)) in kind.value_units().iter().enumerate() {
-                r.set_value(name, sample_value(kind) + j as f64 * 10.0);
+                // Distinct per value name, and plausible (model::PLAUSIBLE_RANGES):
+                // `spo2Fast` 95, `spo2Slow` 93 rather than over 100 %.
+                r.set_value(name, sample_value(kind) - j as f64 * 2.0);
             }
             r
         };

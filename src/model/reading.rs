@@ -160,11 +160,15 @@ pub enum Flag {
     /// measurement storage") without a usable device time. `time` is then only the
     /// arrival time and must not be charted as the measurement time.
     TimeUnknown,
+    /// A value is outside what a body (or the device) can have, e.g. a heart
+    /// rate of 65535 /min or an SpO2 of 1000 % ([`crate::model::PLAUSIBLE_RANGES`],
+    /// with the source of each bound). The value is kept as sent, not clamped.
+    OutOfRange,
 }
 
 impl Flag {
     /// Every flag, for exhaustive checks (schema, docs, mappings).
-    pub const ALL: [Flag; 13] = [
+    pub const ALL: [Flag; 14] = [
         Flag::SensorContactLost,
         Flag::SensorDisconnected,
         Flag::ValueUnavailable,
@@ -178,6 +182,7 @@ impl Flag {
         Flag::CalibrationOngoing,
         Flag::DeviceMalfunction,
         Flag::TimeUnknown,
+        Flag::OutOfRange,
     ];
 }
 
@@ -366,17 +371,24 @@ impl Reading {
     }
 
     /// Sets a value by its name; the unit comes from the reading type's table.
-    /// A non-finite number is recorded as unavailable instead.
+    /// A non-finite number is recorded as unavailable instead; a number no
+    /// body can have is kept and flagged [`Flag::OutOfRange`].
     pub fn with_value(mut self, name: &str, value: f64) -> Reading {
         self.set_value(name, value);
         self
     }
 
-    /// See [`Reading::with_value`].
+    /// See [`Reading::with_value`]. A number outside the type's plausible
+    /// range ([`crate::model::PLAUSIBLE_RANGES`]) is kept as given and the
+    /// reading is flagged [`Flag::OutOfRange`] (the flag stays if the value is
+    /// later replaced: the device did send it).
     pub fn set_value(&mut self, name: &str, value: f64) {
         if !value.is_finite() {
             self.add_flag(Flag::ValueUnavailable);
             return;
+        }
+        if !crate::model::is_plausible(self.kind, value) {
+            self.add_flag(Flag::OutOfRange);
         }
         let unit = self.kind.unit_of(name).unwrap_or("1");
         self.values.insert(name.to_string(), value);
@@ -492,9 +504,10 @@ mod tests {
             | Flag::TestData
             | Flag::CalibrationOngoing
             | Flag::DeviceMalfunction
-            | Flag::TimeUnknown => 1,
+            | Flag::TimeUnknown
+            | Flag::OutOfRange => 1,
         };
-        assert_eq!(Flag::ALL.iter().map(|f| count(*f)).sum::<usize>(), 13);
+        assert_eq!(Flag::ALL.iter().map(|f| count(*f)).sum::<usize>(), 14);
     }
 
     #[test]

@@ -56,7 +56,8 @@ use std::collections::{BTreeSet, HashMap};
 /// impaired), `earlyEstimate` (PLX Measurement Status bit 6: a provisional
 /// value, which FHIR would call `preliminary`, while MedTech can only write
 /// `final`), `testData` (PLX Measurement Status bits 10-12: demonstration,
-/// testing, calibration), and every flag not listed.
+/// testing, calibration), `outOfRange` (a value no body can have, see
+/// [`super::PLAUSIBLE_RANGES`]), and every flag not listed.
 pub const CHARTABLE_FLAGS: [Flag; 2] = [Flag::LowPerfusion, Flag::DeviceClockNotSet];
 
 /// Whether the device-status rule lets `r` into a clinical template: every

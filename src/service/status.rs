@@ -33,7 +33,9 @@ pub fn file_path(state_dir: &Path) -> PathBuf {
 /// recent values that could not be decoded, e.g. `streaming, 100% undecodable`),
 /// `values` (received), `inputErrors` (undecodable values), `undecodablePercent`
 /// (of the last [`crate::adapters::registry::RECENT_VALUES`] values; null before
-/// the first) and `extraBytes` (bytes ignored after complete fields).
+/// the first), `extraBytes` (bytes ignored after complete fields) and
+/// `outOfRange` (stored readings flagged `outOfRange`: a value no body can
+/// have, see [`crate::model::PLAUSIBLE_RANGES`]).
 pub fn document(outbox: &Outbox, registry: &DeviceRegistry, stats: &ForwarderStats) -> Value {
     let s = outbox.stats();
     let devices: Vec<Value> = registry
@@ -52,6 +54,7 @@ pub fn document(outbox: &Outbox, registry: &DeviceRegistry, stats: &ForwarderSta
                 "inputErrors": d.input_errors,
                 "undecodablePercent": d.undecodable_percent(),
                 "extraBytes": d.extra_bytes,
+                "outOfRange": d.out_of_range,
             })
         })
         .collect();

@@ -14,6 +14,10 @@
 //! - Sentinels: a heart rate of 0 means "no signal", an Energy Expended of
 //!   0xFFFF means "at least 65535 kJ, reset needed" (HRS 1.0, Energy Expended),
 //!   an RR interval of 0 is not a beat: all become [`Flag::ValueUnavailable`].
+//! - Plausibility: a well-formed number no body can have (SpO2 1000 %, pulse
+//!   rate -1 /min, heart rate 65535 /min) is kept as sent and its reading is
+//!   flagged [`Flag::OutOfRange`] by [`Reading::set_value`] (table and sources:
+//!   [`crate::model::PLAUSIBLE_RANGES`]).
 //! - What a cut-off or over-long value keeps (the table in docs/ble.md): a cut
 //!   core field (flags, heart rate, SpO2/PR pair) or a cut field that qualifies
 //!   the values (a status word, a timestamp, a PLX Features support field) rejects

@@ -260,6 +260,8 @@ mod tests {
             let s = a.sample();
             assert_eq!(s, b.sample());
             assert!((40..=180).contains(&s.heart_rate));
+            // Only values a body can have (model::PLAUSIBLE_RANGES): the demo charts them all.
+            assert!(strap_readings("strap", &s).iter().all(|r| !r.flags.contains(&Flag::OutOfRange)), "{s:?}");
             if s.contact {
                 assert!(!s.rr_ms.is_empty());
                 for rr in &s.rr_ms {
@@ -281,6 +283,7 @@ mod tests {
             let s = m.sample();
             let rs = oximeter_readings("ox", &s);
             assert_eq!(rs.len(), 3);
+            assert!(rs.iter().all(|r| !r.flags.contains(&Flag::OutOfRange)), "{s:?}");
             if s.spo2.is_none() {
                 saw = true;
                 assert!(rs[0].values.is_empty());

@@ -81,6 +81,22 @@ mod tests {
             let s = decode_plx_spot_check(&plx_spot_check(t, false)).unwrap();
             assert!(s.measurement.spo2.value().is_some());
         }
+        // The simulated peripherals send only values a body can have, so the
+        // demo's readings are all charted (model::PLAUSIBLE_RANGES).
+        use crate::adapters::ble::gatt::{decode, Characteristic};
+        use crate::adapters::device_clock::{GatewayZone, TimeContext};
+        use crate::model::{DeviceKind, Flag};
+        let ctx = TimeContext::new(chrono::Utc::now(), GatewayZone::Local);
+        for t in 0..70_000 {
+            for (c, b) in [
+                (Characteristic::HeartRateMeasurement, heart_rate(t)),
+                (Characteristic::PlxContinuous, plx_continuous(t, false)),
+                (Characteristic::PlxSpotCheck, plx_spot_check(t, false)),
+            ] {
+                let rs = decode(c, &b).unwrap().to_readings("sim", DeviceKind::Other, &ctx);
+                assert!(rs.iter().all(|r| !r.flags.contains(&Flag::OutOfRange)), "tick {t}: {rs:?}");
+            }
+        }
         let c = decode_plx_continuous(&plx_continuous(3, true)).unwrap();
         assert_eq!(c.normal.spo2, SFloat::Nan);
         assert_eq!(c.device_and_sensor_status.map(|s| s.raw), Some(0x8000));

@@ -428,6 +428,74 @@ fn plx_sfloat_sentinels_give_no_value() {
     }
 }
 
+/// Every SFLOAT special value (IEEE 11073-20601: 0x07FF NaN, 0x0800 NRes,
+/// 0x07FE +INF, 0x0802 -INF, 0x0801 reserved) in every SFLOAT field of both
+/// PLX measurements gives no number: the normal SpO2 or pulse rate and PAI
+/// become `valueUnavailable`; a Fast/Slow value is left out of `values` (the
+/// normal value it accompanies stays); never `outOfRange`.
+#[test]
+fn every_sfloat_special_value_in_every_field_is_unavailable() {
+    let good = ["62 00", "48 00"];
+    for raw in ["FF 07", "00 08", "FE 07", "02 08", "01 08"] {
+        for (ch, flags, n_fields) in [(Characteristic::PlxContinuous, "13", 7), (Characteristic::PlxSpotCheck, "08", 3)] {
+            for bad in 0..n_fields {
+                // Fields in order: spo2, pulseRate, [spo2Fast, prFast, spo2Slow, prSlow,] PAI.
+                let fields: Vec<&str> = (0..n_fields).map(|i| if i == bad { raw } else { good[i % 2] }).collect();
+                let d = decode(ch, &hx(&format!("{flags} {}", fields.join(" ")))).unwrap();
+                let rs = d.to_readings("ox", DeviceKind::PulseOximeter, &at(t0()));
+                let all: Vec<(&str, f64)> = rs.iter().flat_map(|r| r.values.iter().map(|(n, v)| (n.as_str(), *v))).collect();
+                assert_eq!(all.len(), n_fields - 1, "{ch} {raw} in field {bad}: {all:?}");
+                assert!(all.iter().all(|(_, v)| *v == 98.0 || *v == 72.0), "{ch} {raw} in field {bad}: {all:?}");
+                assert!(rs.iter().all(|r| !r.flags.contains(&Flag::OutOfRange)), "{ch} {raw} in field {bad}");
+                let main = match bad {
+                    0 => Some(0),
+                    1 => Some(1),
+                    b if b == n_fields - 1 => Some(2),
+                    _ => None,
+                };
+                for (i, r) in rs.iter().enumerate() {
+                    assert_eq!(r.flags.contains(&Flag::ValueUnavailable), main == Some(i), "{ch} {raw} in field {bad}: {r:?}");
+                }
+            }
+        }
+    }
+}
+
+/// The oximeter (SpO2 1000 %, pulse rate -1 /min) and strap (65535
+/// /min): the values are kept as sent and flagged `outOfRange`, in every
+/// field that carries a number.
+#[test]
+fn values_no_body_can_have_are_flagged_out_of_range() {
+    let d = decode(Characteristic::PlxContinuous, &hx("00 E8 03 FF 0F")).unwrap();
+    let rs = d.to_readings("ox", DeviceKind::PulseOximeter, &at(t0()));
+    assert_eq!(
+        values(&rs),
+        vec![(ReadingType::Spo2, Some(1000.0), vec![Flag::OutOfRange]), (ReadingType::PulseRate, Some(-1.0), vec![Flag::OutOfRange])]
+    );
+    let d = decode(Characteristic::HeartRateMeasurement, &hx("19 FF FF 10 00 00 01 00 80")).unwrap();
+    let rs = d.to_readings("strap", DeviceKind::HeartRateStrap, &at(t0()));
+    assert_eq!(
+        values(&rs),
+        vec![
+            (ReadingType::HeartRate, Some(65535.0), vec![Flag::OutOfRange]),
+            (ReadingType::EnergyExpended, Some(16.0), vec![]),
+            (ReadingType::RrInterval, Some(250.0), vec![]),
+            (ReadingType::RrInterval, Some(32000.0), vec![Flag::OutOfRange]),
+        ]
+    );
+    // A Fast or Slow value out of range flags its reading; PAI too (101 %).
+    let d = decode(Characteristic::PlxContinuous, &hx("13 62 00 48 00 62 00 48 00 65 00 48 00 F5 F3")).unwrap();
+    let rs = d.to_readings("ox", DeviceKind::PulseOximeter, &at(t0()));
+    assert_eq!(rs[0].values.get("spo2Slow"), Some(&101.0));
+    assert_eq!((rs[0].flags.clone(), rs[1].flags.clone()), (vec![Flag::OutOfRange], vec![]));
+    assert_eq!((rs[2].kind, rs[2].primary_value(), rs[2].flags.clone()), (ReadingType::PerfusionIndex, Some(101.3), vec![Flag::OutOfRange]));
+    // A spot-check too, beside the device's own flags.
+    let d = decode(Characteristic::PlxSpotCheck, &hx("02 E8 03 48 00 00 40")).unwrap();
+    let rs = d.to_readings("ox", DeviceKind::PulseOximeter, &at(t0()));
+    assert_eq!(rs[0].flags, vec![Flag::OutOfRange, Flag::Questionable]);
+    assert_eq!(rs[1].flags, vec![Flag::Questionable]);
+}
+
 /// Date Time fields 0 mean "not known" (GATT Specification Supplement, Date
 /// Time); out-of-range fields cannot be a time either: the clock is not set.
 #[test]
@@ -634,6 +702,11 @@ proptest! {
                         prop_assert!(v.is_finite());
                         prop_assert!(r.units.contains_key(name));
                     }
+                    prop_assert_eq!(
+                        r.flags.contains(&Flag::OutOfRange),
+                        r.values.values().any(|v| !crate::model::is_plausible(r.kind, *v)),
+                        "outOfRange exactly when a value is outside the table: {:?}", r
+                    );
                     if r.values.is_empty() {
                         prop_assert!(r.flags.contains(&Flag::ValueUnavailable));
                     }
@@ -654,6 +727,44 @@ proptest! {
                 }
             }
         }
+    }
+
+    /// Whatever numbers a device puts in the fields that carry them (heart
+    /// rate uint8/uint16, Energy Expended, RR intervals, every PLX SFLOAT:
+    /// normal, Fast and Slow pairs, PAI, in both PLX measurements), a reading
+    /// holds a value outside [`crate::model::PLAUSIBLE_RANGES`] if and only if
+    /// it is flagged `outOfRange`, and the value is the one sent (not clamped).
+    #[test]
+    fn no_value_outside_the_table_lacks_the_flag(hr in any::<u16>(), ee in any::<u16>(), rr in proptest::collection::vec(any::<u16>(), 0..6),
+                                                 sf in proptest::collection::vec(any::<u16>(), 7), status in any::<u16>()) {
+        let mut strap = vec![0x19];
+        strap.extend(hr.to_le_bytes());
+        strap.extend(ee.to_le_bytes());
+        for r in &rr { strap.extend(r.to_le_bytes()); }
+        let mut cont = vec![0x17];
+        for v in &sf[..6] { cont.extend(v.to_le_bytes()); }
+        cont.extend(status.to_le_bytes());
+        cont.extend(sf[6].to_le_bytes());
+        let mut spot = vec![0x0A];
+        for v in &sf[..2] { spot.extend(v.to_le_bytes()); }
+        spot.extend(status.to_le_bytes());
+        spot.extend(sf[6].to_le_bytes());
+        let mut numbers = 0;
+        for (c, b) in [(Characteristic::HeartRateMeasurement, strap), (Characteristic::PlxContinuous, cont), (Characteristic::PlxSpotCheck, spot)] {
+            let d = decode(c, &b).unwrap();
+            for r in d.to_readings("x", DeviceKind::Other, &at(t0())) {
+                let outside = r.values.values().any(|v| !crate::model::is_plausible(r.kind, *v));
+                prop_assert_eq!(r.flags.contains(&Flag::OutOfRange), outside, "{} {:?}", c, r);
+                numbers += r.values.len();
+            }
+        }
+        // Values are kept as sent: the SFLOATs that are numbers all appear.
+        let sent = |raw: u16| SFloat::from_raw(raw).value();
+        let d = decode(Characteristic::PlxContinuous, &{ let mut b = vec![0x01]; for v in &sf[..4] { b.extend(v.to_le_bytes()); } b }).unwrap();
+        let rs = d.to_readings("x", DeviceKind::Other, &at(t0()));
+        if let Some(v) = sent(sf[0]) { prop_assert_eq!(rs[0].values.get("spo2"), Some(&v)); }
+        if let Some(v) = sent(sf[3]) { prop_assert_eq!(rs[1].values.get("pulseRateFast"), Some(&v)); }
+        prop_assert!(numbers > 0 || hr == 0);
     }
 
     /// A complete heart-rate value followed by one stray byte keeps every field
