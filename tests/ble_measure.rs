@@ -151,7 +151,7 @@ async fn notification_to_committed_latency() {
         report: CommitReport(false),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);
-    let (committer_task, mut committed) = committer.spawn(rx);
+    let (committer_task, mut committed, _group_sync) = committer.spawn(rx);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let ctx = AdapterContext { readings: ReadingSender::new(tx), registry, shutdown: shutdown.clone() };
     let strap = device("strap-1", DeviceKind::HeartRateStrap, Selector::Address("C0:FF:EE:00:00:01".into()));

@@ -431,7 +431,7 @@ async fn the_committer_marks_bursts_before_storing() {
         report: CommitReport(false),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1000);
-    let (task, _) = committer.spawn(rx);
+    let (task, _, _) = committer.spawn(rx);
     // Live readings: timed after the committer started.
     let t0 = (Utc::now() + Duration::seconds(5)).duration_trunc(Duration::seconds(1)).unwrap() + Duration::milliseconds(400);
     let mut sent = Vec::new();

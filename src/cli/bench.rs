@@ -2,7 +2,7 @@
 //! installer can see what the SD card and CPU allow. Figures go in
 //! docs/performance.md with the command that produced them.
 
-use super::out::outln;
+use super::out::{errln, outln};
 use anyhow::Context;
 use crate::adapters::DeviceRegistry;
 use crate::config::{OutboxConfig, units::ByteSize};
@@ -98,7 +98,7 @@ async fn ingest(dir: &Path, window_ms: u64, n: u64, durable: bool) -> anyhow::Re
         health: Arc::new(Health::new()),
         report: CommitReport(false),
     };
-    let (task, mut committed) = c.spawn(rx);
+    let (task, mut committed, _group_sync) = c.spawn(rx);
     let start = Instant::now();
     let producer = tokio::spawn(async move {
         for i in 0..n {
@@ -147,6 +147,7 @@ async fn forward(dir: &Path, n: u64) -> anyhow::Result<(f64, f64)> {
         stats: stats.clone(),
         health: Arc::new(Health::new()),
         flush: FlushHandle::default(),
+        group_sync: None,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let start = Instant::now();
@@ -240,7 +241,66 @@ struct Wear {
     readings: u64,
     groups: u64,
     write_bytes: u64,
+    /// Bytes the filesystem sent to its block device (data, metadata and
+    /// journal), when the state folder is on a [`WearFs`].
+    device_bytes: Option<u64>,
     secs: f64,
+}
+
+/// A fresh ext4 filesystem on a loop device (4 KiB blocks, journal, as on a
+/// Raspberry Pi's SD card), so that what reaches the card can be counted:
+/// `/sys/block/loopN/stat` counts every sector the filesystem writes, its
+/// journal and metadata included. `/proc/PID/io` `write_bytes` cannot stand
+/// in for it on kernels with large page-cache folios: there, dirtying 200
+/// bytes of a file read or written in large chunks is counted as a whole
+/// folio (up to megabytes), and journal writes are not counted at all.
+/// Needs root, `losetup`, `mkfs.ext4` and `mount`; unmounted when dropped.
+struct WearFs {
+    image: PathBuf,
+    mount: PathBuf,
+    device: String,
+}
+
+impl WearFs {
+    fn create(dir: &Path) -> anyhow::Result<WearFs> {
+        use std::process::Command;
+        let run = |cmd: &mut Command| -> anyhow::Result<String> {
+            let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+            anyhow::ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let image = dir.join("wear-ext4.img");
+        let mount = dir.join("wear-ext4");
+        std::fs::File::create(&image)?.set_len(512 << 20)?;
+        // No lazy initialisation: its background writes would be counted.
+        run(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"]).arg(&image))?;
+        let device = run(Command::new("losetup").args(["-f", "--show"]).arg(&image))?;
+        std::fs::create_dir_all(&mount)?;
+        if let Err(e) = run(Command::new("mount").arg(&device).arg(&mount)) {
+            let _ = Command::new("losetup").args(["-d", &device]).status();
+            let _ = std::fs::remove_file(&image);
+            return Err(e);
+        }
+        let device = device.trim_start_matches("/dev/").to_string();
+        Ok(WearFs { image, mount, device })
+    }
+
+    /// Bytes written to the block device so far.
+    fn device_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/sys/block/{}/stat", self.device))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(6)?.parse::<u64>().ok())
+            .map_or(0, |sectors| sectors * 512)
+    }
+}
+
+impl Drop for WearFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mount).status();
+        let _ = std::process::Command::new("losetup").args(["-d", &format!("/dev/{}", self.device)]).status();
+        let _ = std::fs::remove_file(&self.image);
+        let _ = std::fs::remove_dir(&self.mount);
+    }
 }
 
 /// The floor: every group commit must write at least one 4 KiB page.
@@ -248,10 +308,19 @@ const PAGE: f64 = 4096.0;
 
 fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this program's own path to start it again")?;
+    let fs = match WearFs::create(dir) {
+        Ok(fs) => Some(fs),
+        Err(e) => {
+            errln!("note: no ext4 on a loop device for the wear runs ({e:#}); only /proc/PID/io write_bytes is shown, which overstates small writes on kernels with large folios");
+            None
+        }
+    };
+    let state_root = fs.as_ref().map_or(dir.to_path_buf(), |f| f.mount.clone());
     outln!(
-        "storage wear: bytes the daemon sent to storage (/proc/PID/io write_bytes) over {} after a 5 s warm-up, simulated devices at 1 Hz, sink on {}",
+        "storage wear over {} after a 5 s warm-up, simulated devices at 1 Hz, sink on {}; state folder on {}",
         humantime::format_duration(time),
-        wear_sink_dir(dir).display()
+        wear_sink_dir(dir).display(),
+        if fs.is_some() { "a fresh ext4 on a loop device (device = bytes written to it, journal included)" } else { "DIR" }
     )?;
     let cases = [
         ("one bed (strap + oximeter)", 2usize, 100u64, false),
@@ -263,17 +332,23 @@ fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
     ];
     for (label, devices, window_ms, outage) in cases {
         {
-            let w = wear(&exe, dir, devices, window_ms, outage, time)?;
-            let per_reading = w.write_bytes as f64 / w.readings.max(1) as f64;
-            let per_day = w.write_bytes as f64 / w.secs * 86_400.0;
+            let w = wear(&exe, dir, &state_root, fs.as_ref(), devices, window_ms, outage, time)?;
+            // The device's count when there is one (what the card sees).
+            let bytes = w.device_bytes.unwrap_or(w.write_bytes);
+            let per_reading = bytes as f64 / w.readings.max(1) as f64;
+            let per_day = bytes as f64 / w.secs * 86_400.0;
             let floor = w.groups as f64 * PAGE;
+            let process = match w.device_bytes {
+                Some(_) => format!(" (write_bytes {:.0} B/reading)", w.write_bytes as f64 / w.readings.max(1) as f64),
+                None => String::new(),
+            };
             outln!(
-                "  {label:<27} window {window_ms:>4} ms: {:>6.0} B/reading, {:>6.1} MB/day, {:>5.2} commits/s, {:>5.1} readings/s, {:.2}x the page floor",
+                "  {label:<29} window {window_ms:>4} ms: {:>6.0} B/reading, {:>6.1} MB/day, {:>5.2} commits/s, {:>5.1} readings/s, {:.2}x the page floor{process}",
                 per_reading,
                 per_day / 1e6,
                 w.groups as f64 / w.secs,
                 w.readings as f64 / w.secs,
-                w.write_bytes as f64 / floor.max(1.0)
+                bytes as f64 / floor.max(1.0)
             )?;
         }
     }
@@ -295,11 +370,21 @@ fn io_write_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, outage: bool, time: Duration) -> anyhow::Result<Wear> {
+#[allow(clippy::too_many_arguments)]
+fn wear(
+    exe: &Path,
+    dir: &Path,
+    state_root: &Path,
+    fs: Option<&WearFs>,
+    devices: usize,
+    window_ms: u64,
+    outage: bool,
+    time: Duration,
+) -> anyhow::Result<Wear> {
     use std::io::BufRead;
     use std::sync::atomic::AtomicU64;
     let tag = format!("wear-{devices}-{window_ms}-{outage}-{}", std::process::id());
-    let state = dir.join(&tag);
+    let state = state_root.join(&tag);
     // An outage: every write of the file sink fails ("no space"), as a cloud
     // that cannot be reached; readings pile up in the outbox.
     let sink = if outage { PathBuf::from("/dev/full") } else { wear_sink_dir(dir).join(format!("{tag}.ndjson")) };
@@ -342,10 +427,12 @@ fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, outage: bool, ti
         }
     });
     std::thread::sleep(Duration::from_secs(5));
+    let d0 = fs.map(WearFs::device_bytes);
     let (w0, r0, g0, t0) = (io_write_bytes(child.id()), readings.load(Ordering::Relaxed), groups.load(Ordering::Relaxed), Instant::now());
     std::thread::sleep(time);
     let (w1, r1, g1, secs) =
         (io_write_bytes(child.id()), readings.load(Ordering::Relaxed), groups.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+    let device_bytes = fs.map(WearFs::device_bytes).zip(d0).map(|(d1, d0)| d1.saturating_sub(d0));
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait()?;
@@ -357,7 +444,8 @@ fn wear(exe: &Path, dir: &Path, devices: usize, window_ms: u64, outage: bool, ti
     if r1 == r0 {
         anyhow::bail!("the wear run with {devices} devices committed nothing; is the daemon failing? (config {})", path.display());
     }
-    Ok(Wear { readings: r1 - r0, groups: g1 - g0, write_bytes: w1.saturating_sub(w0), secs })
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(Wear { readings: r1 - r0, groups: g1 - g0, write_bytes: w1.saturating_sub(w0), device_bytes, secs })
 }
 
 fn daemon_rss(exe: &Path, dir: &Path, devices: usize, time: Duration) -> anyhow::Result<(u64, u64)> {

@@ -79,6 +79,7 @@ fn forwarder(ob: Arc<Outbox>, sink: Arc<ScriptedSink>, settings: ForwarderSettin
         stats: stats.clone(),
         health: Arc::new(Health::new()),
         flush: FlushHandle::default(),
+        group_sync: None,
     };
     (f, tx, stats)
 }
@@ -234,4 +235,71 @@ async fn a_live_reading_leaves_at_its_batch_age_not_at_the_next_idle_tick() {
     stop.cancel();
     task.await.unwrap().unwrap();
     check_delivery(&sink, &rs);
+}
+
+/// In-flight records ride along with the group commits: with devices that
+/// report in step (as a bed's strap and oximeter at 1 Hz), each cycle costs
+/// one sync of the store, not one for the readings and one for the batch
+/// record. Without the group sync the same run costs about two per cycle.
+#[tokio::test]
+async fn in_flight_records_ride_along_with_group_commits() {
+    use crate::outbox::committer::{CommitReport, Committer};
+    async fn run(with_group_sync: bool) -> (u64, u64, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ob, _) = Outbox::open(dir.path(), &OutboxConfig::default()).unwrap();
+        let ob = Arc::new(ob);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let committer = Committer {
+            outbox: ob.clone(),
+            window: Duration::from_millis(20),
+            registry: Arc::new(crate::adapters::DeviceRegistry::new()),
+            associations: Arc::new(crate::service::associations::Associations::load(&[], None)),
+            health: Arc::new(Health::new()),
+            report: CommitReport(false),
+        };
+        let (ctask, committed, group_sync) = committer.spawn(rx);
+        let sink = Arc::new(ScriptedSink::default());
+        let mut s = settings();
+        s.batching = LiveBatching::new(50, Duration::from_millis(200));
+        let stats = Arc::new(ForwarderStats::default());
+        let f = Forwarder {
+            outbox: ob.clone(),
+            sink: sink.clone(),
+            settings: s,
+            committed,
+            stats: stats.clone(),
+            health: Arc::new(Health::new()),
+            flush: FlushHandle::default(),
+            group_sync: with_group_sync.then_some(group_sync),
+        };
+        let stop = CancellationToken::new();
+        let ftask = tokio::spawn(f.run(stop.clone()));
+        // Two devices in step, every 150 ms, for 20 cycles.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let cycles = 20u64;
+        for i in 0..cycles {
+            for d in ["strap", "oxi"] {
+                let r = Reading::new(d, DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", 60.0 + i as f64);
+                tx.send(r).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let syncs_during = ob.syncs();
+        drop(tx);
+        ctask.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stats.delivered_readings.load(Ordering::Relaxed) < 2 * cycles {
+            assert!(Instant::now() < deadline, "not all delivered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        ftask.await.unwrap().unwrap();
+        let messages = sink.accepted.lock().unwrap().len();
+        (syncs_during, cycles, messages)
+    }
+    let (with, cycles, m_with) = run(true).await;
+    let (without, _, m_without) = run(false).await;
+    eprintln!("syncs over {cycles} cycles: {with} with the group sync ({m_with} messages), {without} without ({m_without} messages)");
+    assert!(with <= cycles + 3, "in-flight records cost syncs of their own: {with} syncs for {cycles} group commits");
+    assert!(without >= with + cycles / 4, "the run without the group sync should show the extra syncs: {without} vs {with}");
 }

@@ -5,13 +5,21 @@
 //! waits for company; 0 flushes every reading on its own. While a flush is under
 //! way new readings queue in the channel, so under load groups grow by themselves.
 //!
+//! The forwarder's in-flight records (a batch and its message id, made durable
+//! before the batch is sent) ride along with these groups ([`GroupSync`]): when
+//! a group opens, the forwarder forms the batches that would fall due before
+//! the next one and hands their records over; they are stored with the group
+//! and made durable by its one `fdatasync`. On an SD card every `fdatasync`
+//! rewrites at least one page, so a sync of its own per forwarder pass about
+//! doubled the bytes written per reading (docs/performance.md, SD-card wear).
+//!
 //! Before storing, each reading is stamped with its patient and checked against
 //! the SampledData slots of its series ([`SeriesSlots`]): every adapter's
 //! readings pass here in commit order, so one place marks a reading whose MedTech
 //! slot is already taken, and the mark is stored with the reading (a resend
 //! carries it unchanged).
 
-use super::Outbox;
+use super::{InFlight, Outbox};
 use crate::adapters::DeviceRegistry;
 use crate::model::{Reading, SeriesSlots, SlotOutcome};
 use crate::service::associations::Associations;
@@ -19,8 +27,9 @@ use crate::service::health::Health;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Largest group committed at once.
 const MAX_GROUP: usize = 4096;
@@ -32,6 +41,55 @@ const MAX_GROUP: usize = 4096;
 /// reached the pipe names readings that are durable.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CommitReport(pub bool);
+
+/// In-flight records to make durable with the next group commit, or by
+/// `deadline` on their own if no group comes.
+struct RecordRequest {
+    records: Vec<InFlight>,
+    deadline: Instant,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The forwarder's handle to the committer's group commits.
+#[derive(Clone)]
+pub struct GroupSync {
+    tx: mpsc::Sender<RecordRequest>,
+    opened: watch::Receiver<u64>,
+}
+
+/// Why [`GroupSync::record`] did not store the records (the caller then
+/// stores them itself with [`Outbox::put_in_flight_many`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupSyncError {
+    #[error("the committer has stopped")]
+    Closed,
+    #[error("the outbox write failed: {0}")]
+    Failed(String),
+    #[error("no group commit within the wait")]
+    TimedOut,
+}
+
+impl GroupSync {
+    /// Stores `records` durably with the group being committed now (or the
+    /// next one), at the latest by `deadline`. Returns once they are durable.
+    /// Waits at most until `deadline` plus a few seconds.
+    pub async fn record(&self, records: Vec<InFlight>, deadline: Instant) -> Result<(), GroupSyncError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(RecordRequest { records, deadline, done }).await.map_err(|_| GroupSyncError::Closed)?;
+        match tokio::time::timeout_at(deadline.max(Instant::now()) + Duration::from_secs(5), rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(GroupSyncError::Failed(e)),
+            Ok(Err(_)) => Err(GroupSyncError::Closed),
+            Err(_) => Err(GroupSyncError::TimedOut),
+        }
+    }
+
+    /// Changes each time a group opens (its first reading arrived; it is
+    /// committed within the commit window).
+    pub fn opened(&self) -> watch::Receiver<u64> {
+        self.opened.clone()
+    }
+}
 
 /// Everything the committer needs.
 pub struct Committer {
@@ -45,25 +103,68 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer. The returned watch carries the highest committed
-    /// sequence number. The task ends when every sender has been dropped and
-    /// the channel is drained.
-    pub fn spawn(self, mut rx: mpsc::Receiver<Reading>) -> (JoinHandle<()>, watch::Receiver<u64>) {
+    /// sequence number; the [`GroupSync`] lets the forwarder's in-flight
+    /// records ride along with the groups. The task ends when every sender of
+    /// readings has been dropped and the channel is drained (records still
+    /// waiting are stored first).
+    pub fn spawn(self, mut rx: mpsc::Receiver<Reading>) -> (JoinHandle<()>, watch::Receiver<u64>, GroupSync) {
         let (tx, committed) = watch::channel(self.outbox.last_seq());
+        let (opened_tx, opened) = watch::channel(0u64);
+        let (rec_tx, mut rec_rx) = mpsc::channel::<RecordRequest>(64);
+        let group_sync = GroupSync { tx: rec_tx, opened };
         let handle = tokio::spawn(async move {
             let mut failing_since: Option<u64> = None;
             let mut dropping = 0u64;
             let mut slots = SeriesSlots::new(chrono::Utc::now());
-            while let Some(first) = rx.recv().await {
-                let mut group = vec![first];
-                if !self.window.is_zero() {
-                    let deadline = tokio::time::Instant::now() + self.window;
-                    while group.len() < MAX_GROUP {
-                        match tokio::time::timeout_at(deadline, rx.recv()).await {
-                            Ok(Some(r)) => group.push(r),
-                            Ok(None) | Err(_) => break,
+            let mut waiting: Vec<RecordRequest> = Vec::new();
+            let mut readings_open = true;
+            loop {
+                // A reading opens a group; records alone are stored when their
+                // deadline comes (or when the readings' channel has closed).
+                if !readings_open && waiting.is_empty() {
+                    break;
+                }
+                let earliest = if readings_open { waiting.iter().map(|r| r.deadline).min() } else { Some(Instant::now()) };
+                let first = tokio::select! {
+                    r = rx.recv(), if readings_open => match r {
+                        Some(r) => Some(r),
+                        None => {
+                            readings_open = false;
+                            None
+                        }
+                    },
+                    Some(req) = rec_rx.recv() => {
+                        waiting.push(req);
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(earliest.unwrap_or_else(Instant::now)), if earliest.is_some() => None,
+                };
+                if first.is_none() && waiting.is_empty() {
+                    continue;
+                }
+                let mut group: Vec<Reading> = first.into_iter().collect();
+                if !group.is_empty() {
+                    opened_tx.send_modify(|n| *n = n.wrapping_add(1));
+                    if !self.window.is_zero() {
+                        let deadline = Instant::now() + self.window;
+                        while group.len() < MAX_GROUP {
+                            tokio::select! {
+                                r = rx.recv() => match r {
+                                    Some(r) => group.push(r),
+                                    None => break,
+                                },
+                                Some(req) = rec_rx.recv() => waiting.push(req),
+                                _ = tokio::time::sleep_until(deadline) => break,
+                            }
                         }
                     }
+                    // Records the forwarder sent in answer to the opening.
+                    while let Ok(req) = rec_rx.try_recv() {
+                        waiting.push(req);
+                    }
                 }
+                let mut requests = std::mem::take(&mut waiting);
+                let mut records: Arc<Vec<InFlight>> = Arc::new(requests.iter().flat_map(|r| r.records.iter().cloned()).collect());
                 for r in &mut group {
                     self.associations.stamp(r);
                     if slots.assign(r) == SlotOutcome::Taken {
@@ -74,13 +175,14 @@ impl Committer {
                 loop {
                     self.health.commit_started();
                     let outbox = self.outbox.clone();
+                    let recs = records.clone();
                     let joined = tokio::task::spawn_blocking(move || {
                         // A panic inside the storage engine must not take the
                         // group with it: keep the readings and retry like any
                         // other write error.
                         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let err = match outbox.append(&mut group) {
-                                Ok(outcome) => return Ok(outcome),
+                            let err = match outbox.append_with_records(&mut group, &recs) {
+                                Ok(outcome) => return Ok((outcome, true)),
                                 Err(e) => e,
                             };
                             // sled refuses all writes after one I/O error until
@@ -88,11 +190,13 @@ impl Committer {
                             // once there is room again. If the group reached
                             // the disk after all, it is committed: don't store
                             // it twice.
+                            // (Whether in-flight records got through is not
+                            // known then: the forwarder stores them itself.)
                             match outbox.recover(&mut group) {
-                                Ok(true) => Ok(super::AppendOutcome {
-                                    seqs: group.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(),
-                                    ..Default::default()
-                                }),
+                                Ok(true) => Ok((
+                                    super::AppendOutcome { seqs: group.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(), ..Default::default() },
+                                    false,
+                                )),
                                 Ok(false) => Err(err.to_string()),
                                 Err(reopen) => Err(format!("{err}; reopening it failed too: {reopen}")),
                             }
@@ -111,7 +215,14 @@ impl Committer {
                         Ok(r) => r,
                         Err(_) => Err("the storage engine failed unexpectedly (panic)".to_string()),
                     };
-                    match res {
+                    // The in-flight records' fate, told to the forwarder:
+                    // durable, or not known (it then stores them itself).
+                    let records_stored = matches!(res, Ok((_, true)));
+                    for req in requests.drain(..) {
+                        let _ = req.done.send(if records_stored { Ok(()) } else { Err("stored without them".into()) });
+                    }
+                    records = Arc::new(Vec::new());
+                    match res.map(|(outcome, _)| outcome) {
                         Ok(outcome) => {
                             if let Some(n) = failing_since.take() {
                                 tracing::warn!("outbox writes work again after {n} failed attempts; nothing was lost");
@@ -136,12 +247,13 @@ impl Committer {
                             for r in group.iter().filter(|r| r.seq != 0) {
                                 self.registry.observe(r);
                             }
-                            if self.report.0 {
+                            if self.report.0 && !group.is_empty() {
                                 report_commits(&group);
                             }
                             let _ = tx.send(self.outbox.last_seq());
                             break;
                         }
+                        Err(_) if group.is_empty() => break,
                         Err(e) => {
                             attempt += 1;
                             let n = failing_since.get_or_insert(0);
@@ -159,7 +271,7 @@ impl Committer {
                 }
             }
         });
-        (handle, committed)
+        (handle, committed, group_sync)
     }
 }
 

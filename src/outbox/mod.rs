@@ -41,6 +41,7 @@ use crate::model::Reading;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -268,6 +269,8 @@ struct Store {
     log: std::fs::File,
     /// `false` only in `iomt-edge bench`, to measure what the `fdatasync` costs.
     fdatasync: bool,
+    /// Syncs made since this store was opened (tests, bench).
+    syncs: AtomicU64,
 }
 
 impl Store {
@@ -278,6 +281,7 @@ impl Store {
         if self.fdatasync {
             self.log.sync_data().map_err(OutboxError::Disk)?;
         }
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }
@@ -697,7 +701,7 @@ impl Outbox {
             Ok(Ok((db, tree))) => {
                 let log = std::fs::File::open(dir.join("db"))
                     .map_err(|source| OpenFailure::Io(OutboxError::Io { path: dir.join("db"), source }))?;
-                Ok(Store { db, tree, log, fdatasync: true })
+                Ok(Store { db, tree, log, fdatasync: true, syncs: AtomicU64::new(0) })
             }
             Ok(Err(sled::Error::Io(e))) => Err(OpenFailure::Io(OutboxError::Io { path: dir.to_path_buf(), source: e })),
             Ok(Err(e)) => Err(OpenFailure::Corrupt(e.to_string())),
@@ -974,6 +978,13 @@ impl Outbox {
         })
     }
 
+    /// How many times the store was made durable (sled flush + `fdatasync`)
+    /// since it was opened or last reopened: each costs at least one page on
+    /// the SD card.
+    pub fn syncs(&self) -> u64 {
+        self.store.read().as_ref().map_or(0, |st| st.syncs.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Records (and flushes) a batch before it is sent.
     pub fn put_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
         self.put_in_flight_many(std::slice::from_ref(batch))
@@ -983,16 +994,38 @@ impl Outbox {
     /// `fdatasync` for all of them.
     pub fn put_in_flight_many(&self, batches: &[InFlight]) -> Result<(), OutboxError> {
         self.guarded(|| {
-            let mut b = sled::Batch::default();
-            for batch in batches {
-                let first = batch.seqs.iter().copied().min().unwrap_or(0);
-                b.insert(&inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
-            }
             let st = self.store()?;
-            st.tree.apply_batch(b)?;
+            Self::apply_in_flight(&st, batches)?;
             st.sync()?;
             Ok(())
         })
+    }
+
+    /// Stores `records` (batches about to be sent) and `readings` with one
+    /// `fdatasync` for both: the group commit the in-flight records of the
+    /// forwarder ride along with ([`committer::GroupSync`]), so a forwarder
+    /// pass does not cost a sync (and a page on the SD card) of its own.
+    /// On success both are durable; on error, as [`Outbox::append`].
+    pub fn append_with_records(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
+        self.guarded(|| {
+            let st = self.store()?;
+            if !records.is_empty() {
+                Self::apply_in_flight(&st, records)?;
+            }
+            let outcome = if readings.is_empty() { AppendOutcome::default() } else { self.append_to(&st, readings)? };
+            st.sync()?;
+            Ok(outcome)
+        })
+    }
+
+    fn apply_in_flight(st: &Store, batches: &[InFlight]) -> Result<(), OutboxError> {
+        let mut b = sled::Batch::default();
+        for batch in batches {
+            let first = batch.seqs.iter().copied().min().unwrap_or(0);
+            b.insert(&inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
+        }
+        st.tree.apply_batch(b)?;
+        Ok(())
     }
 
     /// Batches recorded as in flight, oldest first.

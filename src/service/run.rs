@@ -158,7 +158,7 @@ pub async fn run(
         health: health.clone(),
         report: CommitReport(opts.report_commits),
     };
-    let (committer_task, committed) = committer.spawn(rx);
+    let (committer_task, committed, group_sync) = committer.spawn(rx);
 
     let forwarder = Forwarder {
         outbox: outbox.clone(),
@@ -168,6 +168,7 @@ pub async fn run(
         stats: stats.clone(),
         health: health.clone(),
         flush: flush.clone(),
+        group_sync: Some(group_sync),
     };
     let forwarder_stop = CancellationToken::new();
     let forwarder_task = tokio::spawn(forwarder.run(forwarder_stop.clone()));
