@@ -35,6 +35,8 @@ pub mod committer;
 mod inspect_copy;
 mod lock;
 pub mod salvage;
+mod snapshots;
+pub mod space;
 
 use crate::config::{OutboxConfig, WhenFull};
 use crate::model::Reading;
@@ -143,6 +145,9 @@ pub struct OutboxStats {
     /// When the current (or, for an inspected outbox, the last) life started,
     /// Unix ms; 0 if not recorded.
     pub started_ms: u64,
+    /// The bound in force: `max_bytes`, or less when the state filesystem
+    /// cannot hold that much ([`space`]).
+    pub bound: space::Bound,
 }
 
 /// How the outbox came up.
@@ -259,6 +264,16 @@ impl Counters {
     }
 }
 
+/// The bound in force ([`space::Bound`]) and when it was computed.
+struct BoundState {
+    bound: space::Bound,
+    checked: Option<Instant>,
+}
+
+/// How often the bound is checked against the filesystem (one `statvfs` and a
+/// `stat` of the store's few files).
+const BOUND_RECHECK: Duration = Duration::from_secs(1);
+
 /// The open sled database, the outbox tree in it, and its log file.
 struct Store {
     db: sled::Db,
@@ -299,6 +314,11 @@ pub struct Outbox {
     epoch: String,
     cache_bytes: u64,
     max_bytes: u64,
+    /// The bound in force and when it was last checked ([`Outbox::bound`]).
+    bound: Mutex<BoundState>,
+    /// The folder whose filesystem bounds the outbox: `dir`, except for an
+    /// inspected outbox (opened from a copy elsewhere).
+    space_dir: PathBuf,
     max_age: Duration,
     when_full: WhenFull,
     counters: Mutex<Counters>,
@@ -392,6 +412,7 @@ impl Outbox {
         match Self::open_with(&copy.outbox(), cfg, true) {
             Ok((mut outbox, report)) => {
                 outbox._scratch = Some(copy);
+                outbox.space_dir = dir.to_path_buf();
                 Ok((outbox, report))
             }
             Err(OutboxError::Damaged(_)) => Err(OutboxError::Damaged(dir.to_path_buf())),
@@ -414,9 +435,25 @@ impl Outbox {
         // queue is small, which it is unless the cloud has been away long).
         let pre_open = pre_open_path(dir);
         let _ = std::fs::remove_file(&pre_open);
-        if !inspect && !created && std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() <= PRE_OPEN_COPY_MAX) {
-            if let Err(e) = std::fs::copy(dir.join("db"), &pre_open) {
-                tracing::debug!("no copy of the outbox log before opening it ({e})");
+        let log_len = std::fs::metadata(dir.join("db")).map(|m| m.len()).unwrap_or(0);
+        if !inspect && !created && log_len <= PRE_OPEN_COPY_MAX {
+            // On a small state filesystem the copy must not be what fills it
+            // (sled needs room to open, and the reserve is for that): skip it
+            // when it would eat into the reserve.
+            let room = space::fs_space(parent).map(|(total, free)| free.saturating_sub(space::reserve_for(total)));
+            match room {
+                Ok(room) if room >= log_len => {
+                    if let Err(e) = std::fs::copy(dir.join("db"), &pre_open) {
+                        let _ = std::fs::remove_file(&pre_open);
+                        tracing::info!("no copy of the outbox log before opening it ({e}); opening it without one");
+                    }
+                }
+                Ok(room) => tracing::info!(
+                    "no copy of the outbox log before opening it: it needs {} and the state filesystem has {} free above its reserve; opening it without one",
+                    crate::config::units::ByteSize(log_len),
+                    crate::config::units::ByteSize(room)
+                ),
+                Err(e) => tracing::debug!("no copy of the outbox log before opening it (free space unknown: {e})"),
             }
         }
         let mut store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
@@ -511,6 +548,8 @@ impl Outbox {
             epoch,
             cache_bytes: cfg.cache_bytes.bytes(),
             max_bytes: cfg.max_bytes.bytes(),
+            bound: Mutex::new(BoundState { bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()), checked: None }),
+            space_dir: dir.to_path_buf(),
             max_age: cfg.max_age,
             when_full: cfg.when_full,
             counters: Mutex::new(counters),
@@ -520,6 +559,11 @@ impl Outbox {
             _lock: lock,
             _scratch: None,
         };
+        if !inspect {
+            // Check the bound now, so a filesystem too small for max_bytes is
+            // reported at start.
+            outbox.bound();
+        }
         Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount, salvaged }))
     }
 
@@ -683,6 +727,16 @@ impl Outbox {
             // what may wait (acks, expiry) rides along with the next of
             // those. sled's once-a-second flush would only add SD-card writes.
             .flush_every_ms(None);
+        // An unfinished or damaged snapshot (a full disk or a crash while
+        // sled wrote it) would make sled refuse the whole store.
+        let set_aside = snapshots::set_aside_bad(dir);
+        if !set_aside.is_empty() {
+            tracing::warn!(
+                "the outbox in {} had {} unfinished or damaged index snapshot(s) (left by a full disk or a crash); set aside, the store is read from its log",
+                dir.display(),
+                set_aside.len()
+            );
+        }
         // sled 0.34 can panic on some corrupt files instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = sled_cfg.open()?;
@@ -838,6 +892,7 @@ impl Outbox {
     }
 
     fn append_to(&self, st: &Store, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
+        let max_bytes = self.bound().bytes;
         let mut c = self.counters();
         let mut batch = sled::Batch::default();
         let mut outcome = AppendOutcome::default();
@@ -857,10 +912,10 @@ impl Outbox {
         }
         let mut evicted = Vec::new();
         let mut admit = readings.len();
-        if c.bytes + incoming > self.max_bytes {
+        if c.bytes.saturating_add(incoming) > max_bytes {
             match self.when_full {
                 WhenFull::DropOldest => {
-                    let need = c.bytes + incoming - self.max_bytes;
+                    let need = c.bytes.saturating_add(incoming) - max_bytes;
                     let mut freed = 0u64;
                     for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
                         if freed >= need {
@@ -872,7 +927,7 @@ impl Outbox {
                     }
                 }
                 WhenFull::RefuseNewest => {
-                    let room = self.max_bytes.saturating_sub(c.bytes);
+                    let room = max_bytes.saturating_sub(c.bytes);
                     let mut used = 0u64;
                     admit = 0;
                     for value in &encoded {
@@ -1120,7 +1175,41 @@ impl Outbox {
             disk_bytes,
             previous_stop: self.previous_stop,
             started_ms: self.started_ms,
+            bound: self.bound(),
         }
+    }
+
+    /// The bound in force: the smaller of `max_bytes` and what the state
+    /// filesystem can hold ([`space::effective_bound`]), checked again when
+    /// the last check is older than a second. When the filesystem, not
+    /// `max_bytes`, starts to bound the outbox, one warning says so; one line
+    /// says when that episode ends.
+    pub fn bound(&self) -> space::Bound {
+        let mut st = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        if st.checked.is_some_and(|t| t.elapsed() < BOUND_RECHECK) {
+            return st.bound;
+        }
+        let new = space::bound_for(&self.space_dir, self.max_bytes);
+        let state_fs = self.space_dir.parent().unwrap_or(&self.space_dir);
+        if !self.inspect {
+            match (st.checked.is_some().then_some(st.bound.by), new.by) {
+                (None | Some(space::BoundBy::MaxBytes), space::BoundBy::FreeSpace) => tracing::warn!(
+                    "{}; when it is full, {}",
+                    new.describe(state_fs),
+                    match self.when_full {
+                        WhenFull::DropOldest => "the oldest readings are dropped to make room (counted in `outbox stats`)",
+                        WhenFull::RefuseNewest => "new readings are refused (counted in `outbox stats`)",
+                    }
+                ),
+                (Some(space::BoundBy::FreeSpace), space::BoundBy::MaxBytes) => {
+                    tracing::info!("the state filesystem has room again: {}", new.describe(state_fs))
+                }
+                _ => {}
+            }
+        }
+        st.bound = new;
+        st.checked = Some(Instant::now());
+        new
     }
 }
 
