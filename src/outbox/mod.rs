@@ -98,6 +98,17 @@ impl OutboxError {
     pub fn is_damage(&self) -> bool {
         matches!(self, OutboxError::Damaged(_) | OutboxError::Storage(sled::Error::Corruption { .. }) | OutboxError::Storage(sled::Error::ReportableBug(_)))
     }
+
+    /// Whether this error means the disk has no room (ENOSPC, or the
+    /// service user's quota, EDQUOT): waiting for room can cure it.
+    pub fn is_no_space(&self) -> bool {
+        let io = match self {
+            OutboxError::Disk(e) | OutboxError::Io { source: e, .. } => e,
+            OutboxError::Storage(sled::Error::Io(e)) => e,
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) || io.kind() == std::io::ErrorKind::StorageFull
+    }
 }
 
 impl From<sled::Error> for OutboxError {
@@ -572,6 +583,12 @@ impl Outbox {
     /// every salvaged reading under its own sequence number and every
     /// salvaged in-flight batch under its message id. Logs one line in plain
     /// words; the storage engine's own message goes to the debug log.
+    ///
+    /// All or nothing: if the new store cannot be built (typically: the
+    /// state filesystem has no room for a second copy of the readings), the
+    /// partial new store is removed and the damaged one is put back where it
+    /// was, so no reading leaves the pipeline and the next try (a retry while
+    /// running, or the next start) starts from the same place.
     fn salvage_into_new(dir: &Path, cache_bytes: u64, why: &str) -> Result<(Store, SalvageReport), OutboxError> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         let aside = aside_path(dir);
@@ -581,6 +598,29 @@ impl Outbox {
         let _ = std::fs::rename(pre_open_path(dir), aside.join("db.before-open"));
         let _ = sync_dir(parent);
         tracing::debug!("the storage engine reported: {why}");
+        match Self::build_from_salvage(dir, &aside, cache_bytes) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                let _ = std::fs::rename(aside.join("db.before-open"), pre_open_path(dir));
+                if let Err(back) = std::fs::rename(&aside, dir) {
+                    tracing::error!(
+                        "cannot put the damaged outbox back from {} ({back}); its readings stay there: `iomt-edge outbox salvage --from {}` queues them again",
+                        aside.display(),
+                        aside.display()
+                    );
+                }
+                let _ = sync_dir(parent);
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half of [`Outbox::salvage_into_new`]: scan `aside`, build
+    /// the new store in `dir`.
+    fn build_from_salvage(dir: &Path, aside: &Path, cache_bytes: u64) -> Result<(Store, SalvageReport), OutboxError> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let aside = aside.to_path_buf();
         let (found, skipped) =
             salvage::scan_dir(&aside).map_err(|source| OutboxError::Io { path: aside.clone(), source })?;
         for f in &skipped {
@@ -732,7 +772,7 @@ impl Outbox {
         let set_aside = snapshots::set_aside_bad(dir);
         if !set_aside.is_empty() {
             tracing::warn!(
-                "the outbox in {} had {} unfinished or damaged index snapshot(s) (left by a full disk or a crash); set aside, the store is read from its log",
+                "the outbox in {} had {} damaged index snapshot(s) (left by a full disk or a crash); set aside as unused-snap.*, the store is read from its log",
                 dir.display(),
                 set_aside.len()
             );
@@ -1177,6 +1217,19 @@ impl Outbox {
             started_ms: self.started_ms,
             bound: self.bound(),
         }
+    }
+
+    /// How many readings one write may store: the committer splits a larger
+    /// group (a backlog held in memory while the disk was full, up to 4096
+    /// readings) into writes of at most a sixteenth of the bound each. sled
+    /// writes the whole batch before it can reuse the space of what the batch
+    /// evicts, so one write much larger than that could take the reserve,
+    /// and on a small state filesystem fill it. At least 1.
+    pub fn group_limit(&self) -> usize {
+        let bound = self.bound().bytes;
+        let c = self.counters();
+        let per_reading = if c.count > 0 { (c.bytes / c.count).max(64) } else { 256 };
+        usize::try_from((bound / 16) / per_reading).unwrap_or(usize::MAX).clamp(1, 4096)
     }
 
     /// The bound in force: the smaller of `max_bytes` and what the state

@@ -15,14 +15,16 @@
 //!
 //! What counts as bad is what sled's `read_snapshot` rejects: 12 bytes or
 //! fewer, or a CRC-32 (IEEE, little-endian, over all but the last 12 bytes)
-//! that does not match. Bad files are renamed `unused-snap.*` (kept for a
-//! post-mortem; sled ignores them, salvage still scans them).
+//! that does not match. Unfinished files are removed; complete but damaged
+//! ones are renamed `unused-snap.*` (kept for a post-mortem; sled ignores
+//! them, salvage still scans them).
 
 use std::path::{Path, PathBuf};
 
-/// Sets aside, in `dir`, every `snap.*.generating` file and then, newest
-/// first, every complete snapshot sled would reject, until the newest one
-/// left is valid (or none is left). Returns the names set aside.
+/// Removes, in `dir`, every `snap.*.generating` file (never finished, so
+/// never usable) and then sets aside, newest first, every complete snapshot
+/// sled would reject, until the newest one left is valid (or none is left).
+/// Returns the names of the complete snapshots set aside.
 pub(super) fn set_aside_bad(dir: &Path) -> Vec<String> {
     let mut moved = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return moved };
@@ -38,6 +40,15 @@ pub(super) fn set_aside_bad(dir: &Path) -> Vec<String> {
         let unfinished = name.ends_with(".generating");
         if !unfinished && std::fs::read(&newest).is_ok_and(|b| valid(&b)) {
             break;
+        }
+        if unfinished {
+            // Never a snapshot sled could use: removed. (sled leaves a new
+            // one at every open that fails on a full disk.)
+            if std::fs::remove_file(&newest).is_err() {
+                break;
+            }
+            tracing::debug!("removed an unfinished sled snapshot {}", newest.display());
+            continue;
         }
         let to = dir.join(format!("unused-{name}"));
         match std::fs::rename(&newest, &to) {
@@ -101,7 +112,8 @@ mod tests {
         std::fs::write(d.path().join("snap.0000000000000300.generating"), b"").unwrap();
         std::fs::write(d.path().join("db"), b"log").unwrap();
         let moved = set_aside_bad(d.path());
-        assert_eq!(moved, vec!["snap.0000000000000300.generating", "snap.0000000000000200"]);
+        assert_eq!(moved, vec!["snap.0000000000000200"]);
+        assert!(!d.path().join("snap.0000000000000300.generating").exists());
         assert!(d.path().join("snap.0000000000000100").exists());
         assert!(d.path().join("unused-snap.0000000000000200").exists());
         assert!(d.path().join("db").exists());
