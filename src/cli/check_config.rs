@@ -36,7 +36,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             crate::config::secret::warn_if_config_world_readable(&a.file, &c);
             outln!("{}: OK", a.file.display())?;
             outln!("  gateway {} (state in {})", c.gateway.id, c.gateway.state_dir.display())?;
-            outln!("  {} device(s), outbox bounded to {}", c.devices.len(), c.outbox.max_bytes)?;
+            if a.syntax_only {
+                outln!("  {} device(s), outbox bounded to {} (max_bytes)", c.devices.len(), c.outbox.max_bytes)?;
+            } else {
+                // What this machine's state filesystem allows now (the running
+                // gateway checks it again every second).
+                let outbox = c.gateway.state_dir.join("outbox");
+                let bound = crate::outbox::space::bound_for(&outbox, c.outbox.max_bytes.bytes());
+                outln!("  {} device(s), {}", c.devices.len(), bound.describe(&c.gateway.state_dir))?;
+            }
             if !a.syntax_only {
                 if warnings.is_empty() {
                     outln!("  checked as user {}: state folder, sink and secrets are usable", current_user().0)?;

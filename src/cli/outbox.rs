@@ -152,6 +152,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 outln!("  dropped (too old)   {}", s.dropped_age)?;
                 outln!("  refused (full)      {}", s.refused)?;
                 outln!("  size on disk        {}", crate::config::units::ByteSize(s.disk_bytes))?;
+                outln!("  bound               {}", s.bound.describe(&state_dir))?;
                 outln!("  epoch               {}", s.epoch)?;
                 outln!("  last start          {}", when(s.started_ms))?;
                 outln!("  last stop           {}", previous_stop(s.previous_stop))?;

@@ -135,7 +135,7 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
     let n = |p: &str| doc.pointer(p).and_then(Value::as_u64).unwrap_or(0);
     let dropped = n("/dropped/full") + n("/dropped/tooOld") + n("/dropped/refused") + n("/dropped/rejectedBySink");
     out.push_str(&format!(
-        "outbox: {} readings queued ({}); delivered {} readings in {} messages; dropped {}\n\n",
+        "outbox: {} readings queued ({}); delivered {} readings in {} messages; dropped {}\n{}\n",
         n("/outboxDepth"),
         crate::config::units::ByteSize(n("/outboxBytes")),
         n("/delivered/readings"),
@@ -150,7 +150,9 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
                 n("/dropped/refused"),
                 n("/dropped/rejectedBySink")
             )
-        }
+        },
+        // Older status files have no bound.
+        doc["outboxBoundText"].as_str().map(|t| format!("{t}\n")).unwrap_or_default()
     ));
     let devices = doc["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
     // `stateText` says "streaming, 100% undecodable" when a device sends only

@@ -171,103 +171,115 @@ impl Committer {
                         tracing::debug!(kind = r.kind.name(), "a reading shares its SampledData slot with an earlier one; it becomes its own Observation");
                     }
                 }
-                let mut attempt = 0u32;
+                // A group larger than one write may store (a small state
+                // filesystem) is committed in parts, each atomic on its own
+                // (the in-flight records go with the first part).
+                let limit = self.outbox.group_limit().max(1);
+                let mut rest = if group.len() > limit { group.split_off(limit) } else { Vec::new() };
                 loop {
-                    self.health.commit_started();
-                    let outbox = self.outbox.clone();
-                    let recs = records.clone();
-                    let joined = tokio::task::spawn_blocking(move || {
-                        // A panic inside the storage engine must not take the
-                        // group with it: keep the readings and retry like any
-                        // other write error.
-                        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let err = match outbox.append_with_records(&mut group, &recs) {
-                                Ok(outcome) => return Ok((outcome, true)),
-                                Err(e) => e,
-                            };
-                            // sled refuses all writes after one I/O error until
-                            // it is reopened; reopen now, so the retry can work
-                            // once there is room again. If the group reached
-                            // the disk after all, it is committed: don't store
-                            // it twice.
-                            // (Whether in-flight records got through is not
-                            // known then: the forwarder stores them itself.)
-                            match outbox.recover(&mut group) {
-                                Ok(true) => Ok((
-                                    super::AppendOutcome { seqs: group.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(), ..Default::default() },
-                                    false,
-                                )),
-                                Ok(false) => Err(err.to_string()),
-                                Err(reopen) => Err(format!("{err}; reopening it failed too: {reopen}")),
-                            }
-                        }));
-                        (group, res)
-                    })
-                    .await;
-                    self.health.commit_finished();
-                    let Ok((g, res)) = joined else {
-                        // Only when the runtime is shutting down before the write ran.
-                        tracing::error!("the outbox writer thread was cancelled; readings of this group are lost");
-                        break;
-                    };
-                    group = g;
-                    let res = match res {
-                        Ok(r) => r,
-                        Err(_) => Err("the storage engine failed unexpectedly (panic)".to_string()),
-                    };
-                    // The in-flight records' fate, told to the forwarder:
-                    // durable, or not known (it then stores them itself).
-                    let records_stored = matches!(res, Ok((_, true)));
-                    for req in requests.drain(..) {
-                        let _ = req.done.send(if records_stored { Ok(()) } else { Err("stored without them".into()) });
-                    }
-                    records = Arc::new(Vec::new());
-                    match res.map(|(outcome, _)| outcome) {
-                        Ok(outcome) => {
-                            if let Some(n) = failing_since.take() {
-                                tracing::warn!("outbox writes work again after {n} failed attempts; nothing was lost");
-                            }
-                            if outcome.dropped_oldest > 0 {
-                                if dropping == 0 {
+                    let mut attempt = 0u32;
+                    loop {
+                        self.health.commit_started();
+                        let outbox = self.outbox.clone();
+                        let recs = records.clone();
+                        let joined = tokio::task::spawn_blocking(move || {
+                            // A panic inside the storage engine must not take the
+                            // group with it: keep the readings and retry like any
+                            // other write error.
+                            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                let err = match outbox.append_with_records(&mut group, &recs) {
+                                    Ok(outcome) => return Ok((outcome, true)),
+                                    Err(e) => e,
+                                };
+                                // sled refuses all writes after one I/O error until
+                                // it is reopened; reopen now, so the retry can work
+                                // once there is room again. If the group reached
+                                // the disk after all, it is committed: don't store
+                                // it twice.
+                                // (Whether in-flight records got through is not
+                                // known then: the forwarder stores them itself.)
+                                match outbox.recover(&mut group) {
+                                    Ok(true) => Ok((
+                                        super::AppendOutcome { seqs: group.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(), ..Default::default() },
+                                        false,
+                                    )),
+                                    Ok(false) => Err(err.to_string()),
+                                    Err(reopen) => Err(format!("{err}; reopening it failed too: {reopen}")),
+                                }
+                            }));
+                            (group, res)
+                        })
+                        .await;
+                        self.health.commit_finished();
+                        let Ok((g, res)) = joined else {
+                            // Only when the runtime is shutting down before the write ran.
+                            tracing::error!("the outbox writer thread was cancelled; readings of this group are lost");
+                            break;
+                        };
+                        group = g;
+                        let res = match res {
+                            Ok(r) => r,
+                            Err(_) => Err("the storage engine failed unexpectedly (panic)".to_string()),
+                        };
+                        // The in-flight records' fate, told to the forwarder:
+                        // durable, or not known (it then stores them itself).
+                        let records_stored = matches!(res, Ok((_, true)));
+                        for req in requests.drain(..) {
+                            let _ = req.done.send(if records_stored { Ok(()) } else { Err("stored without them".into()) });
+                        }
+                        records = Arc::new(Vec::new());
+                        match res.map(|(outcome, _)| outcome) {
+                            Ok(outcome) => {
+                                if let Some(n) = failing_since.take() {
+                                    tracing::warn!("outbox writes work again after {n} failed attempts; nothing was lost");
+                                }
+                                if outcome.dropped_oldest > 0 {
+                                    if dropping == 0 {
+                                        tracing::warn!(
+                                            "the outbox is full: dropping the oldest readings to make room (policy drop_oldest); is the destination reachable?"
+                                        );
+                                    }
+                                    dropping += outcome.dropped_oldest;
+                                } else if dropping > 0 {
+                                    tracing::warn!("the outbox has room again; {dropping} oldest readings were dropped while it was full");
+                                    dropping = 0;
+                                }
+                                if outcome.refused > 0 {
                                     tracing::warn!(
-                                        "the outbox is full: dropping the oldest readings to make room (policy drop_oldest); is the destination reachable?"
+                                        "the outbox is full: {} new readings refused (policy refuse_newest)",
+                                        outcome.refused
                                     );
                                 }
-                                dropping += outcome.dropped_oldest;
-                            } else if dropping > 0 {
-                                tracing::warn!("the outbox has room again; {dropping} oldest readings were dropped while it was full");
-                                dropping = 0;
+                                for r in group.iter().filter(|r| r.seq != 0) {
+                                    self.registry.observe(r);
+                                }
+                                if self.report.0 && !group.is_empty() {
+                                    report_commits(&group);
+                                }
+                                let _ = tx.send(self.outbox.last_seq());
+                                break;
                             }
-                            if outcome.refused > 0 {
-                                tracing::warn!(
-                                    "the outbox is full: {} new readings refused (policy refuse_newest)",
-                                    outcome.refused
-                                );
+                            Err(_) if group.is_empty() => break,
+                            Err(e) => {
+                                attempt += 1;
+                                let n = failing_since.get_or_insert(0);
+                                *n += 1;
+                                if *n == 1 {
+                                    tracing::error!(
+                                        "cannot store readings in the outbox ({e}); holding {} readings in memory and retrying until it works again",
+                                        group.len()
+                                    );
+                                }
+                                let delay = Duration::from_millis((100u64 << attempt.min(6)).min(5000));
+                                tokio::time::sleep(delay).await;
                             }
-                            for r in group.iter().filter(|r| r.seq != 0) {
-                                self.registry.observe(r);
-                            }
-                            if self.report.0 && !group.is_empty() {
-                                report_commits(&group);
-                            }
-                            let _ = tx.send(self.outbox.last_seq());
-                            break;
-                        }
-                        Err(_) if group.is_empty() => break,
-                        Err(e) => {
-                            attempt += 1;
-                            let n = failing_since.get_or_insert(0);
-                            *n += 1;
-                            if *n == 1 {
-                                tracing::error!(
-                                    "cannot store readings in the outbox ({e}); holding {} readings in memory and retrying until it works again",
-                                    group.len()
-                                );
-                            }
-                            let delay = Duration::from_millis((100u64 << attempt.min(6)).min(5000));
-                            tokio::time::sleep(delay).await;
                         }
                     }
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let tail = if rest.len() > limit { rest.split_off(limit) } else { Vec::new() };
+                    group = std::mem::replace(&mut rest, tail);
                 }
             }
         });

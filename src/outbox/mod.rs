@@ -35,6 +35,8 @@ pub mod committer;
 mod inspect_copy;
 mod lock;
 pub mod salvage;
+mod snapshots;
+pub mod space;
 
 use crate::config::{OutboxConfig, WhenFull};
 use crate::model::Reading;
@@ -97,6 +99,17 @@ impl OutboxError {
     pub fn is_damage(&self) -> bool {
         matches!(self, OutboxError::Damaged(_) | OutboxError::Storage(sled::Error::Corruption { .. }) | OutboxError::Storage(sled::Error::ReportableBug(_)))
     }
+
+    /// Whether this error means the disk has no room (ENOSPC, or the
+    /// service user's quota, EDQUOT): waiting for room can cure it.
+    pub fn is_no_space(&self) -> bool {
+        let io = match self {
+            OutboxError::Disk(e) | OutboxError::Io { source: e, .. } => e,
+            OutboxError::Storage(sled::Error::Io(e)) => e,
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) || io.kind() == std::io::ErrorKind::StorageFull
+    }
 }
 
 impl From<sled::Error> for OutboxError {
@@ -144,6 +157,9 @@ pub struct OutboxStats {
     /// When the current (or, for an inspected outbox, the last) life started,
     /// Unix ms; 0 if not recorded.
     pub started_ms: u64,
+    /// The bound in force: `max_bytes`, or less when the state filesystem
+    /// cannot hold that much ([`space`]).
+    pub bound: space::Bound,
 }
 
 /// How the outbox came up.
@@ -260,6 +276,16 @@ impl Counters {
     }
 }
 
+/// The bound in force ([`space::Bound`]) and when it was computed.
+struct BoundState {
+    bound: space::Bound,
+    checked: Option<Instant>,
+}
+
+/// How often the bound is checked against the filesystem (one `statvfs` and a
+/// `stat` of the store's few files).
+const BOUND_RECHECK: Duration = Duration::from_secs(1);
+
 /// The open sled database, the outbox tree in it, and its log file.
 struct Store {
     db: sled::Db,
@@ -303,6 +329,11 @@ pub struct Outbox {
     epoch: String,
     cache_bytes: u64,
     max_bytes: u64,
+    /// The bound in force and when it was last checked ([`Outbox::bound`]).
+    bound: Mutex<BoundState>,
+    /// The folder whose filesystem bounds the outbox: `dir`, except for an
+    /// inspected outbox (opened from a copy elsewhere).
+    space_dir: PathBuf,
     max_age: Duration,
     when_full: WhenFull,
     counters: Mutex<Counters>,
@@ -396,6 +427,7 @@ impl Outbox {
         match Self::open_with(&copy.outbox(), cfg, true) {
             Ok((mut outbox, report)) => {
                 outbox._scratch = Some(copy);
+                outbox.space_dir = dir.to_path_buf();
                 Ok((outbox, report))
             }
             Err(OutboxError::Damaged(_)) => Err(OutboxError::Damaged(dir.to_path_buf())),
@@ -418,9 +450,25 @@ impl Outbox {
         // queue is small, which it is unless the cloud has been away long).
         let pre_open = pre_open_path(dir);
         let _ = std::fs::remove_file(&pre_open);
-        if !inspect && !created && std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() <= PRE_OPEN_COPY_MAX) {
-            if let Err(e) = std::fs::copy(dir.join("db"), &pre_open) {
-                tracing::debug!("no copy of the outbox log before opening it ({e})");
+        let log_len = std::fs::metadata(dir.join("db")).map(|m| m.len()).unwrap_or(0);
+        if !inspect && !created && log_len <= PRE_OPEN_COPY_MAX {
+            // On a small state filesystem the copy must not be what fills it
+            // (sled needs room to open, and the reserve is for that): skip it
+            // when it would eat into the reserve.
+            let room = space::fs_space(parent).map(|(total, free)| free.saturating_sub(space::reserve_for(total)));
+            match room {
+                Ok(room) if room >= log_len => {
+                    if let Err(e) = std::fs::copy(dir.join("db"), &pre_open) {
+                        let _ = std::fs::remove_file(&pre_open);
+                        tracing::info!("no copy of the outbox log before opening it ({e}); opening it without one");
+                    }
+                }
+                Ok(room) => tracing::info!(
+                    "no copy of the outbox log before opening it: it needs {} and the state filesystem has {} free above its reserve; opening it without one",
+                    crate::config::units::ByteSize(log_len),
+                    crate::config::units::ByteSize(room)
+                ),
+                Err(e) => tracing::debug!("no copy of the outbox log before opening it (free space unknown: {e})"),
             }
         }
         let mut store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
@@ -515,6 +563,8 @@ impl Outbox {
             epoch,
             cache_bytes: cfg.cache_bytes.bytes(),
             max_bytes: cfg.max_bytes.bytes(),
+            bound: Mutex::new(BoundState { bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()), checked: None }),
+            space_dir: dir.to_path_buf(),
             max_age: cfg.max_age,
             when_full: cfg.when_full,
             counters: Mutex::new(counters),
@@ -524,6 +574,11 @@ impl Outbox {
             _lock: lock,
             _scratch: None,
         };
+        if !inspect {
+            // Check the bound now, so a filesystem too small for max_bytes is
+            // reported at start.
+            outbox.bound();
+        }
         Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount, salvaged }))
     }
 
@@ -532,6 +587,12 @@ impl Outbox {
     /// every salvaged reading under its own sequence number and every
     /// salvaged in-flight batch under its message id. Logs one line in plain
     /// words; the storage engine's own message goes to the debug log.
+    ///
+    /// All or nothing: if the new store cannot be built (typically: the
+    /// state filesystem has no room for a second copy of the readings), the
+    /// partial new store is removed and the damaged one is put back where it
+    /// was, so no reading leaves the pipeline and the next try (a retry while
+    /// running, or the next start) starts from the same place.
     fn salvage_into_new(dir: &Path, cache_bytes: u64, why: &str) -> Result<(Store, SalvageReport), OutboxError> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         let aside = aside_path(dir);
@@ -541,6 +602,29 @@ impl Outbox {
         let _ = std::fs::rename(pre_open_path(dir), aside.join("db.before-open"));
         let _ = sync_dir(parent);
         tracing::debug!("the storage engine reported: {why}");
+        match Self::build_from_salvage(dir, &aside, cache_bytes) {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(dir);
+                let _ = std::fs::rename(aside.join("db.before-open"), pre_open_path(dir));
+                if let Err(back) = std::fs::rename(&aside, dir) {
+                    tracing::error!(
+                        "cannot put the damaged outbox back from {} ({back}); its readings stay there: `iomt-edge outbox salvage --from {}` queues them again",
+                        aside.display(),
+                        aside.display()
+                    );
+                }
+                let _ = sync_dir(parent);
+                Err(e)
+            }
+        }
+    }
+
+    /// The second half of [`Outbox::salvage_into_new`]: scan `aside`, build
+    /// the new store in `dir`.
+    fn build_from_salvage(dir: &Path, aside: &Path, cache_bytes: u64) -> Result<(Store, SalvageReport), OutboxError> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let aside = aside.to_path_buf();
         let (found, skipped) =
             salvage::scan_dir(&aside).map_err(|source| OutboxError::Io { path: aside.clone(), source })?;
         for f in &skipped {
@@ -687,6 +771,16 @@ impl Outbox {
             // what may wait (acks, expiry) rides along with the next of
             // those. sled's once-a-second flush would only add SD-card writes.
             .flush_every_ms(None);
+        // An unfinished or damaged snapshot (a full disk or a crash while
+        // sled wrote it) would make sled refuse the whole store.
+        let set_aside = snapshots::set_aside_bad(dir);
+        if !set_aside.is_empty() {
+            tracing::warn!(
+                "the outbox in {} had {} damaged index snapshot(s) (left by a full disk or a crash); set aside as unused-snap.*, the store is read from its log",
+                dir.display(),
+                set_aside.len()
+            );
+        }
         // sled 0.34 can panic on some corrupt files instead of returning an error.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let db = sled_cfg.open()?;
@@ -842,6 +936,7 @@ impl Outbox {
     }
 
     fn append_to(&self, st: &Store, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
+        let max_bytes = self.bound().bytes;
         let mut c = self.counters();
         let mut batch = sled::Batch::default();
         let mut outcome = AppendOutcome::default();
@@ -861,10 +956,10 @@ impl Outbox {
         }
         let mut evicted = Vec::new();
         let mut admit = readings.len();
-        if c.bytes + incoming > self.max_bytes {
+        if c.bytes.saturating_add(incoming) > max_bytes {
             match self.when_full {
                 WhenFull::DropOldest => {
-                    let need = c.bytes + incoming - self.max_bytes;
+                    let need = c.bytes.saturating_add(incoming) - max_bytes;
                     let mut freed = 0u64;
                     for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
                         if freed >= need {
@@ -876,7 +971,7 @@ impl Outbox {
                     }
                 }
                 WhenFull::RefuseNewest => {
-                    let room = self.max_bytes.saturating_sub(c.bytes);
+                    let room = max_bytes.saturating_sub(c.bytes);
                     let mut used = 0u64;
                     admit = 0;
                     for value in &encoded {
@@ -1153,7 +1248,54 @@ impl Outbox {
             disk_bytes,
             previous_stop: self.previous_stop,
             started_ms: self.started_ms,
+            bound: self.bound(),
         }
+    }
+
+    /// How many readings one write may store: the committer splits a larger
+    /// group (a backlog held in memory while the disk was full, up to 4096
+    /// readings) into writes of at most a sixteenth of the bound each. sled
+    /// writes the whole batch before it can reuse the space of what the batch
+    /// evicts, so one write much larger than that could take the reserve,
+    /// and on a small state filesystem fill it. At least 1.
+    pub fn group_limit(&self) -> usize {
+        let bound = self.bound().bytes;
+        let c = self.counters();
+        let per_reading = if c.count > 0 { (c.bytes / c.count).max(64) } else { 256 };
+        usize::try_from((bound / 16) / per_reading).unwrap_or(usize::MAX).clamp(1, 4096)
+    }
+
+    /// The bound in force: the smaller of `max_bytes` and what the state
+    /// filesystem can hold ([`space::effective_bound`]), checked again when
+    /// the last check is older than a second. When the filesystem, not
+    /// `max_bytes`, starts to bound the outbox, one warning says so; one line
+    /// says when that episode ends.
+    pub fn bound(&self) -> space::Bound {
+        let mut st = self.bound.lock().unwrap_or_else(|p| p.into_inner());
+        if st.checked.is_some_and(|t| t.elapsed() < BOUND_RECHECK) {
+            return st.bound;
+        }
+        let new = space::bound_for(&self.space_dir, self.max_bytes);
+        let state_fs = self.space_dir.parent().unwrap_or(&self.space_dir);
+        if !self.inspect {
+            match (st.checked.is_some().then_some(st.bound.by), new.by) {
+                (None | Some(space::BoundBy::MaxBytes), space::BoundBy::FreeSpace) => tracing::warn!(
+                    "{}; when it is full, {}",
+                    new.describe(state_fs),
+                    match self.when_full {
+                        WhenFull::DropOldest => "the oldest readings are dropped to make room (counted in `outbox stats`)",
+                        WhenFull::RefuseNewest => "new readings are refused (counted in `outbox stats`)",
+                    }
+                ),
+                (Some(space::BoundBy::FreeSpace), space::BoundBy::MaxBytes) => {
+                    tracing::info!("the state filesystem has room again: {}", new.describe(state_fs))
+                }
+                _ => {}
+            }
+        }
+        st.bound = new;
+        st.checked = Some(Instant::now());
+        new
     }
 }
 

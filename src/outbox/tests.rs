@@ -420,3 +420,46 @@ fn inspection_reports_damage_and_moves_nothing() {
     let siblings: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!siblings.iter().any(|n| n.to_string_lossy().contains("corrupt")), "{siblings:?}");
 }
+
+#[test]
+fn an_unfinished_or_torn_index_snapshot_does_not_make_the_store_damaged() {
+    // A full disk (or a crash) while sled writes its snapshot leaves a
+    // `snap.*.generating` file, or a short one; sled then refused the whole
+    // store and the backlog was moved aside as damaged.
+    for (name, bytes) in [("snap.7FFFFFFFFFFFFFFF.generating", &b""[..]), ("snap.7FFFFFFFFFFFFFFF", &b"\x01\x02\x03\x04\x05"[..])] {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("outbox");
+        {
+            let ob = open(d.path(), &OutboxConfig::default());
+            let mut rs: Vec<Reading> = (0..100).map(|i| reading("a", i as f64)).collect();
+            ob.append(&mut rs).unwrap();
+            ob.close_clean().unwrap();
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+        let (ob, report) = Outbox::open(&dir, &OutboxConfig::default()).unwrap();
+        assert!(report.moved_aside.is_none(), "{name}: the store was declared damaged and moved aside");
+        assert!(report.salvaged.is_none(), "{name}");
+        assert_eq!(ob.len(), 100, "{name}");
+        assert_eq!(ob.read_range(0, u64::MAX, 1000).unwrap().len(), 100, "{name}");
+        assert!(matches!(report.previous_stop, PreviousStop::Clean { .. }), "{name}: {:?}", report.previous_stop);
+        assert!(!dir.join(name).exists(), "{name}");
+        if !name.ends_with(".generating") {
+            assert!(dir.join(format!("unused-{name}")).exists(), "{name}: kept for a post-mortem");
+        }
+        assert!(!std::fs::read_dir(d.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("corrupt")));
+    }
+}
+
+#[test]
+fn stats_show_the_bound_in_force() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = open(d.path(), &cfg(1 << 20, WhenFull::DropOldest));
+    let b = ob.stats().bound;
+    assert_eq!(b.max_bytes, 1 << 20);
+    assert!(b.bytes <= 1 << 20);
+    assert!(b.fs_bytes > 0, "the state filesystem was asked");
+    match b.by {
+        space::BoundBy::MaxBytes => assert_eq!(b.bytes, 1 << 20),
+        space::BoundBy::FreeSpace => assert!(b.bytes < 1 << 20),
+    }
+}

@@ -116,8 +116,10 @@ pub async fn run(
         .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
 
     let outbox_dir = state_dir.join("outbox");
-    let ob_cfg = config.outbox.clone();
-    let (outbox, report) = tokio::task::spawn_blocking(move || Outbox::open(&outbox_dir, &ob_cfg)).await??;
+    let Some((outbox, report)) = open_outbox_waiting_for_room(&outbox_dir, &config.outbox, &shutdown).await? else {
+        tracing::info!("stopped while waiting for room on the state filesystem; the outbox was not opened and is as it was");
+        return Ok(());
+    };
     let outbox = Arc::new(outbox);
     tracing::info!(
         "outbox open in {:.0} ms: {} readings queued, {} batches to resend",
@@ -312,13 +314,76 @@ pub async fn run(
     }
     let ob = outbox.clone();
     tokio::task::spawn_blocking(move || {
-        ob.flush()?;
-        ob.close_clean()
+        let closed = ob.flush().and_then(|_| ob.close_clean());
+        let Err(first) = closed else { return };
+        // The store can be closed after a write error (a full disk): try
+        // once to reopen it. Either way every reading reported committed is
+        // on disk already (each commit was synced); only the record of a
+        // clean stop is missing, and the next start recounts.
+        let again = ob.recover(&mut []).and_then(|_| ob.flush()).and_then(|_| ob.close_clean());
+        if let Err(e) = again {
+            tracing::warn!(
+                "cannot record a clean stop in the outbox ({first}; {e}); every committed reading is on disk, and the next start recounts them"
+            );
+        }
     })
-    .await??;
+    .await?;
     write_status(&gateway, false);
     tracing::info!("stopped: {}", gateway.status_line());
     Ok(())
+}
+
+/// How often a start that found no room for its outbox tries again.
+const OPEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Opens the outbox; when the state filesystem has no room for that (sled
+/// writes when it opens; a damaged store needs room for its salvage), says so
+/// once in plain words and tries again every [`OPEN_RETRY`] instead of
+/// exiting, which under systemd was a restart loop. While it waits, nothing is
+/// taken from the devices (there is nowhere to commit it), the stored
+/// readings stay as they are, systemd is told READY with a status line saying
+/// why, and the watchdog is fed (the process is doing what it should).
+/// `None` if asked to stop while waiting.
+async fn open_outbox_waiting_for_room(
+    dir: &std::path::Path,
+    cfg: &crate::config::OutboxConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(Outbox, crate::outbox::OpenReport)>> {
+    let mut waiting_since: Option<std::time::Instant> = None;
+    loop {
+        let (d, c) = (dir.to_path_buf(), cfg.clone());
+        match tokio::task::spawn_blocking(move || Outbox::open(&d, &c)).await? {
+            Ok(opened) => {
+                if let Some(t) = waiting_since {
+                    tracing::warn!("the state filesystem has room again after {} s; the outbox is open", t.elapsed().as_secs());
+                }
+                return Ok(Some(opened));
+            }
+            Err(e) if e.is_no_space() => {
+                if waiting_since.is_none() {
+                    waiting_since = Some(std::time::Instant::now());
+                    let state_fs = dir.parent().unwrap_or(dir);
+                    let free = crate::outbox::space::fs_space(state_fs).map(|(_, f)| crate::config::units::ByteSize(f).to_string());
+                    tracing::error!(
+                        "cannot open the outbox: the state filesystem {} is full ({} free; {e}); the stored readings are kept as they are; \
+                         waiting for room and trying again every {} s, without taking readings from the devices until then. Free space on {} (or remove what fills it)",
+                        state_fs.display(),
+                        free.unwrap_or_else(|_| "unknown".into()),
+                        OPEN_RETRY.as_secs(),
+                        state_fs.display()
+                    );
+                    notify::ready();
+                    notify::status("waiting for room on the state filesystem to open the outbox");
+                }
+                notify::watchdog();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(OPEN_RETRY) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// One line on what the previous stop left behind: after a power cut, a crash

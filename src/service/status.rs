@@ -62,6 +62,9 @@ pub fn document(outbox: &Outbox, registry: &DeviceRegistry, stats: &ForwarderSta
         "gatewayVersion": env!("CARGO_PKG_VERSION"),
         "outboxDepth": s.queued,
         "outboxBytes": s.queued_bytes,
+        // The bound in force (max_bytes, or less on a small state filesystem).
+        "outboxBound": s.bound,
+        "outboxBoundText": s.bound.describe(outbox.dir().parent().unwrap_or(outbox.dir())),
         "dropped": { "full": s.dropped_full, "tooOld": s.dropped_age, "refused": s.refused,
                      "rejectedBySink": stats.rejected_readings.load(Ordering::Relaxed) },
         "delivered": { "readings": stats.delivered_readings.load(Ordering::Relaxed),

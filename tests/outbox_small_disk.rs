@@ -1,0 +1,302 @@
+//! A small state filesystem, for real: the gateway runs as a process with its
+//! state folder on a 3 MiB tmpfs and the default `max_bytes = 256MiB`.
+//!
+//! 1. Filled and freed under the running gateway (a ballast file), then a
+//!    stop (SIGTERM, and `kill -9`) and a restart: before, sled left an
+//!    unfinished index snapshot on the full disk, the next start (or the
+//!    running gateway's reopen) declared the store damaged and moved it aside,
+//!    and the new store could not be created (exit 1, a restart loop). Now
+//!    every committed reading is delivered after the restart, or was dropped
+//!    oldest-first by the bound and counted; nothing is moved aside.
+//! 2. The destination away for long: before, the outbox filled its own disk
+//!    (256 MiB was never reached), stopped storing, never reopened, SIGTERM
+//!    exited 1 and a restart failed. Now the bound is what the filesystem can
+//!    hold (said once in the log and in `outbox stats`), the oldest readings
+//!    are dropped and counted, delivery resumes when the destination comes
+//!    back, SIGTERM exits 0, and a restart works.
+//!
+//! Needs root (mount -t tmpfs). Without it the tests say SKIPPED (a failure
+//! under `IOMT_REQUIRE_ALL=1`).
+
+mod gateway_common;
+
+use gateway_common::{start_logging_to, terminate, Committed, Delivered};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().ok()?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            assert!(!std::env::var("IOMT_REQUIRE_ALL").is_ok_and(|v| v == "1"), "cannot mount a tmpfs (needs root) and IOMT_REQUIRE_ALL is set: {why}");
+            eprintln!("SKIPPED: cannot mount a tmpfs (needs root): {why}");
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes a file until the filesystem is full.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0xA5u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
+                break;
+            }
+        }
+    }
+    let _ = f.sync_all();
+}
+
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Default `[outbox]` (so `max_bytes = 256MiB`), two simulated devices at
+/// 100 readings/s each, the file sink at `sink`.
+fn write_config(dir: &Path, state: &Path, sink: &Path, name: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+[gateway]
+id = "small-disk-test"
+state_dir = "{state}"
+
+[outbox]
+flush_interval_ms = 50
+
+[forwarder]
+batch_max_readings = 50
+batch_max_age_ms = 100
+retry_initial_ms = 50
+retry_max_ms = 500
+
+[[device]]
+id = "strap-a"
+kind = "heart_rate_strap"
+[device.simulated]
+interval_ms = 10
+seed = 7
+
+[[device]]
+id = "oxi-b"
+kind = "pulse_oximeter"
+[device.simulated]
+interval_ms = 10
+seed = 2
+
+[sink.file]
+path = "{sink}"
+"#,
+        state = state.display(),
+        sink = sink.display()
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+/// `iomt-edge outbox stats --json` of a stopped gateway.
+fn stats(state: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["outbox", "stats", "--json", "--state-dir"]).arg(state).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every committed reading was delivered, or dropped by the bound: the ones
+/// missing are exactly the oldest `dropped_full` sequence numbers (drop
+/// oldest, in order, counted). Delivered under one id each, in order per
+/// device, and no message id was used for two different sets of readings.
+fn check_delivered_or_counted(committed: &BTreeMap<u64, String>, out: &Path, dropped_full: u64, log: &str) {
+    let d = Delivered::from_ndjson(out);
+    let missing: Vec<u64> = committed.keys().copied().filter(|s| !d.ids.contains_key(s)).collect();
+    assert!(
+        missing.iter().copied().eq(1..=missing.len() as u64),
+        "readings missing that are not the oldest ones: {:?}...\n{log}",
+        &missing[..missing.len().min(20)]
+    );
+    assert!(missing.len() as u64 <= dropped_full, "{} committed readings neither delivered nor counted as dropped ({dropped_full} counted)\n{log}", missing.len());
+    let delivered: BTreeMap<u64, String> = committed.iter().filter(|(s, _)| d.ids.contains_key(s)).map(|(s, v)| (*s, v.clone())).collect();
+    d.check(&delivered);
+    let mut by_id: HashMap<String, BTreeSet<u64>> = HashMap::new();
+    for line in std::fs::read_to_string(out).unwrap().lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let seqs: BTreeSet<u64> = m["readings"].as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        let id = m["messageId"].as_str().unwrap().to_string();
+        if let Some(before) = by_id.insert(id.clone(), seqs.clone()) {
+            assert_eq!(before, seqs, "message id {id} used for different readings");
+        }
+    }
+}
+
+/// Whether every committed reading up to `upto` has been delivered, except
+/// a run of the oldest ones (those the bound dropped).
+fn drained(committed: &Committed, out: &Path, upto: u64) -> bool {
+    let d = Delivered::from_ndjson(out);
+    let c = committed.lock().unwrap();
+    let missing: Vec<u64> = c.keys().copied().filter(|s| *s <= upto && !d.ids.contains_key(s)).collect();
+    missing.iter().copied().eq(1..=missing.len() as u64) && d.ids.keys().any(|s| *s > upto)
+}
+
+fn no_quarantined_store(state: &Path) {
+    let aside: Vec<String> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("corrupt"))
+        .collect();
+    assert!(aside.is_empty(), "the store was declared damaged and moved aside: {aside:?}");
+}
+
+fn filled_and_freed_then(kill: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tmpfs) = Tmpfs::mount(&dir.path().join("state"), "3m") else { return };
+    let state = tmpfs.0.clone();
+    let out = dir.path().join("delivered.ndjson");
+    let log1 = dir.path().join("run1.log");
+    let log2 = dir.path().join("run2.log");
+    let text = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    // 1. The destination is away (/dev/full: every write fails); the state
+    //    filesystem is filled and freed under the running gateway.
+    let config = write_config(dir.path(), &state, Path::new("/dev/full"), "away.toml");
+    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log1));
+    wait_for("readings to be committed", 30, || committed.lock().unwrap().len() > 1000);
+    fill(&state.join("ballast"));
+    wait_for("the gateway to notice the full disk", 30, || text(&log1).contains("cannot store readings in the outbox"));
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::remove_file(state.join("ballast")).unwrap();
+    // Until what it held in memory is stored (the moment sled used to leave
+    // its unfinished snapshot behind), and a little longer.
+    wait_for("writes to work again", 30, || text(&log1).contains("outbox writes work again"));
+    std::thread::sleep(Duration::from_secs(2));
+    if kill {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    } else {
+        terminate(&child);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "SIGTERM after a full disk must exit 0, got {status:?}:\n{}", text(&log1));
+    }
+    reader.join().unwrap();
+    no_quarantined_store(&state);
+    let first_run = committed.lock().unwrap().len();
+
+    // 2. Restart with the destination back: everything arrives.
+    let config = write_config(dir.path(), &state, &out, "back.toml");
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log2));
+    let newest_before = *committed.lock().unwrap().keys().last().unwrap();
+    wait_for("the backlog and new readings to be delivered", 60, || drained(&committed, &out, newest_before));
+    terminate(&child);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = format!("{}\n--- restart ---\n{}", text(&log1), text(&log2));
+    assert!(status.success(), "the restarted gateway must stop with exit 0, got {status:?}:\n{log}");
+    no_quarantined_store(&state);
+    assert!(!log.contains("damaged"), "{log}");
+    assert!(!log.contains("cannot open the outbox"), "{log}");
+    let dropped = stats(&state)["dropped_full"].as_u64().unwrap();
+    let c: BTreeMap<u64, String> = committed.lock().unwrap().iter().filter(|(s, _)| **s <= newest_before).map(|(s, v)| (*s, v.clone())).collect();
+    check_delivered_or_counted(&c, &out, dropped, &log);
+    eprintln!("filled and freed ({}): {first_run} committed in the first run, {dropped} dropped oldest by the bound", if kill { "kill -9" } else { "SIGTERM" });
+}
+
+#[test]
+fn a_small_state_filesystem_filled_and_freed_keeps_its_backlog_after_sigterm() {
+    filled_and_freed_then(false);
+}
+
+#[test]
+fn a_small_state_filesystem_filled_and_freed_keeps_its_backlog_after_kill_9() {
+    filled_and_freed_then(true);
+}
+
+#[test]
+fn default_max_bytes_on_a_small_disk_is_bounded_by_the_disk_and_keeps_delivering() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), "3m") else { return };
+    let Some(sink_fs) = Tmpfs::mount(&dir.path().join("sink"), "32m") else { return };
+    let state = state_fs.0.clone();
+    let out = sink_fs.0.join("delivered.ndjson");
+    let log = dir.path().join("run1.log");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let config = write_config(dir.path(), &state, &out, "gateway.toml");
+
+    // The destination's disk is full: every delivery fails, for long enough
+    // that the backlog would take several times the state filesystem.
+    let ballast = sink_fs.0.join("ballast");
+    std::fs::File::create(&out).unwrap();
+    fill(&ballast);
+    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    let count = || committed.lock().unwrap().len();
+    wait_for("a backlog bigger than the state filesystem can hold", 90, || count() > 6000);
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("the gateway exited ({status:?}):\n{}", text());
+    }
+    let before = count();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(count() > before + 100, "commits go on at the bound:\n{}", text());
+
+    // The destination comes back: delivery resumes without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let newest = *committed.lock().unwrap().keys().last().unwrap();
+    wait_for("new readings to be delivered after the destination came back", 60, || {
+        Delivered::from_ndjson(&out).ids.keys().any(|s| *s > newest + 100)
+    });
+    terminate(&child);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let t = text();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}:\n{t}");
+    assert!(!t.contains("cannot store readings in the outbox"), "the outbox filled its disk:\n{t}");
+    assert_eq!(t.matches("by free space on").count(), 1, "one warning for the episode:\n{t}");
+    assert!(t.contains("max_bytes 256.0 MiB"), "{t}");
+
+    // The bound and its reason, in `outbox stats`.
+    let s = stats(&state);
+    assert_eq!(s["bound"]["by"], "freeSpace", "{s}");
+    assert!(s["bound"]["bytes"].as_u64().unwrap() < 3 << 20, "{s}");
+    let dropped = s["dropped_full"].as_u64().unwrap();
+    assert!(dropped > 0, "the oldest readings were dropped and counted: {s}");
+    let text_stats = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["outbox", "stats", "--state-dir"]).arg(&state).output().unwrap();
+    let text_stats = String::from_utf8_lossy(&text_stats.stdout);
+    assert!(text_stats.contains("by free space on") && text_stats.contains("(max_bytes 256.0 MiB"), "{text_stats}");
+
+    // A restart works, and delivers under new ids only.
+    let log2 = dir.path().join("run2.log");
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log2));
+    let newest = *committed.lock().unwrap().keys().last().unwrap();
+    wait_for("the backlog and readings of the restarted gateway to be delivered", 60, || drained(&committed, &out, newest));
+    terminate(&child);
+    assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(&log2).unwrap_or_default());
+    reader.join().unwrap();
+    let c: BTreeMap<u64, String> = committed.lock().unwrap().iter().filter(|(q, _)| **q <= newest).map(|(q, v)| (*q, v.clone())).collect();
+    let dropped = stats(&state)["dropped_full"].as_u64().unwrap();
+    check_delivered_or_counted(&c, &out, dropped, &std::fs::read_to_string(&log2).unwrap_or_default());
+    no_quarantined_store(&state);
+    eprintln!("bounded by the disk: {} committed, {dropped} dropped oldest, bound {}", c.len(), s["bound"]["bytes"]);
+}
