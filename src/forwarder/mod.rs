@@ -79,6 +79,10 @@ impl LiveBatching {
     }
 }
 
+/// How long acknowledgements may wait for a group commit to ride along with
+/// before they are written on their own.
+const ACK_HOLD: Duration = Duration::from_secs(2);
+
 /// Default for [`ForwarderSettings::idle_tick`].
 pub const IDLE_TICK: Duration = Duration::from_millis(500);
 
@@ -478,9 +482,15 @@ impl Forwarder {
                     busy.remove(&key);
                     match outcome {
                         Outcome::Delivered => {
-                            let outbox = self.outbox.clone();
                             let n = rec.seqs.len() as u64;
-                            tokio::task::spawn_blocking(move || outbox.ack(&rec)).await??;
+                            if self.group_sync.is_some() {
+                                // Written with the next group commit (one
+                                // write to sled's log instead of two).
+                                self.outbox.ack_deferred(rec);
+                            } else {
+                                let outbox = self.outbox.clone();
+                                tokio::task::spawn_blocking(move || outbox.ack(&rec)).await??;
+                            }
                             self.stats.delivered_readings.fetch_add(n, Ordering::Relaxed);
                             self.stats.delivered_messages.fetch_add(1, Ordering::Relaxed);
                         }
@@ -538,9 +548,18 @@ impl Forwarder {
                     shutting_down = Some(Instant::now());
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {}
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    // No group commit came for a while (quiet devices): write
+                    // the held acknowledgements on their own.
+                    if self.outbox.pending_acks_age().is_some_and(|age| age >= ACK_HOLD) {
+                        let outbox = self.outbox.clone();
+                        tokio::task::spawn_blocking(move || outbox.apply_pending_acks()).await??;
+                    }
+                }
             }
         }
+        let outbox = self.outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.apply_pending_acks()).await??;
         Ok(())
     }
 

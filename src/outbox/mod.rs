@@ -297,7 +297,20 @@ struct Store {
     fdatasync: bool,
     /// Syncs made since this store was opened (tests, bench).
     syncs: AtomicU64,
+    /// The log file's length after we last wrote zeros ahead of sled's
+    /// writes ([`Store::keep_zeros_ahead`]); 0 before the first time.
+    zero_end: AtomicU64,
+    /// The store's folder (for the free space check of the zeros ahead).
+    dir: Option<PathBuf>,
 }
+
+/// How far the log file is kept written (with zeros) beyond sled's writes:
+/// two of sled's 512 KiB segments.
+const ZEROS_AHEAD: u64 = 1 << 20;
+/// sled's segment size (its default, which the outbox does not change).
+const SLED_SEGMENT: u64 = 512 * 1024;
+/// Zeros are written ahead only with at least this much free space.
+const ZEROS_MIN_FREE: u64 = 64 << 20;
 
 impl Store {
     /// Makes everything written so far durable: sled's flush, then an
@@ -305,10 +318,57 @@ impl Store {
     fn sync(&self) -> Result<(), OutboxError> {
         self.db.flush()?;
         if self.fdatasync {
+            self.keep_zeros_ahead();
             self.log.sync_data().map_err(OutboxError::Disk)?;
         }
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Keeps the log file written with zeros a little beyond sled's writes,
+    /// so that a commit writes inside the file instead of growing it.
+    ///
+    /// Why: on ext4 (and other journalling filesystems) an `fdatasync` that
+    /// follows a write past the end of the file must also commit the new
+    /// size and the newly allocated blocks to the journal: measured on ext4
+    /// with 4 KiB blocks, about 19-25 KB reach the device per commit of 0.6-3
+    /// KB that grows the file, against 5-7 KB when the same commit lands on
+    /// blocks already written (docs/performance.md, SD-card wear). sled
+    /// appends its log, so without this every group commit grows the file.
+    /// Zeros at the end are what sled itself leaves after a crash: it reads
+    /// a segment whose header is not valid as unused (sled's
+    /// `pagecache/iterator.rs`), and it may truncate free segments at the end
+    /// of the file; the zeros are then written again at the next commit.
+    /// Best effort: a failure (a full disk) only costs the saving.
+    fn keep_zeros_ahead(&self) {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::Ordering::Relaxed;
+        let Ok(len) = self.log.metadata().map(|m| m.len()) else { return };
+        if len == self.zero_end.load(Relaxed) {
+            return;
+        }
+        // Not on a small or nearly full filesystem: there the zeros would
+        // take room the outbox's bound counts on (docs/design.md).
+        let Some(dir) = self.dir.as_deref() else { return };
+        match space::fs_space(dir) {
+            Ok((_, free)) if free >= ZEROS_MIN_FREE => {}
+            _ => return,
+        }
+        // sled wrote past the zeros (or truncated the file): write zeros from
+        // its end up to the next segment boundary and one more stretch.
+        let target = len.div_ceil(SLED_SEGMENT).saturating_mul(SLED_SEGMENT).saturating_add(ZEROS_AHEAD);
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = len;
+        while at < target {
+            let n = (target - at).min(zeros.len() as u64) as usize;
+            if self.log.write_at(&zeros[..n], at).is_err() {
+                // Leave the file as sled made it: a short zero tail is harmless,
+                // and we try again at the next commit.
+                return;
+            }
+            at += n as u64;
+        }
+        self.zero_end.store(target, Relaxed);
     }
 }
 
@@ -337,6 +397,9 @@ pub struct Outbox {
     max_age: Duration,
     when_full: WhenFull,
     counters: Mutex<Counters>,
+    /// Acknowledgements held for the next group commit
+    /// ([`Outbox::ack_deferred`]), and when the oldest arrived.
+    pending_acks: Mutex<(Vec<InFlight>, Option<std::time::Instant>)>,
     previous_stop: PreviousStop,
     started_ms: u64,
     /// Opened for inspection: no run record is written, nothing is recounted.
@@ -568,6 +631,7 @@ impl Outbox {
             max_age: cfg.max_age,
             when_full: cfg.when_full,
             counters: Mutex::new(counters),
+            pending_acks: Mutex::new((Vec::new(), None)),
             previous_stop,
             started_ms,
             inspect,
@@ -729,6 +793,10 @@ impl Outbox {
             return Ok(());
         }
         let st = self.store()?;
+        let acks = self.take_pending_acks();
+        if !acks.is_empty() {
+            self.append_to(&st, &mut [], &acks, &[])?;
+        }
         let run = RunRecord { started_ms: self.started_ms, clean_stop_ms: Some(now_ms()) };
         st.tree.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default())?;
         st.sync()
@@ -793,9 +861,15 @@ impl Outbox {
         }));
         match opened {
             Ok(Ok((db, tree))) => {
-                let log = std::fs::File::open(dir.join("db"))
+                // Writable for the zeros ahead of sled's writes; read-only
+                // (no zeros, syncs still work) where that is refused.
+                let log = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join("db"))
+                    .or_else(|_| std::fs::File::open(dir.join("db")))
                     .map_err(|source| OpenFailure::Io(OutboxError::Io { path: dir.join("db"), source }))?;
-                Ok(Store { db, tree, log, fdatasync: true, syncs: AtomicU64::new(0) })
+                Ok(Store { db, tree, log, fdatasync: true, syncs: AtomicU64::new(0), zero_end: AtomicU64::new(0), dir: Some(dir.to_path_buf()) })
             }
             Ok(Err(sled::Error::Io(e))) => Err(OpenFailure::Io(OutboxError::Io { path: dir.to_path_buf(), source: e })),
             Ok(Err(e)) => Err(OpenFailure::Corrupt(e.to_string())),
@@ -920,7 +994,8 @@ impl Outbox {
             // One guard for both steps: a reopen (`recover`) between them would
             // throw away the unflushed batch while we reported it committed.
             let st = self.store()?;
-            let outcome = self.append_to(&st, readings)?;
+            let acks = self.take_pending_acks();
+            let outcome = self.append_to(&st, readings, &acks, &[])?;
             st.sync()?;
             Ok(outcome)
         })
@@ -931,15 +1006,27 @@ impl Outbox {
     pub fn append_unflushed(&self, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
-            self.append_to(&st, readings)
+            let acks = self.take_pending_acks();
+            self.append_to(&st, readings, &acks, &[])
         })
     }
 
-    fn append_to(&self, st: &Store, readings: &mut [Reading]) -> Result<AppendOutcome, OutboxError> {
+    /// Stores `readings` in one sled batch, together with the removals of
+    /// the batches in `acks` (delivered) and the `records` of batches about
+    /// to be sent: one write to sled's log instead of one per kind (sled
+    /// writes each batch as log messages of its own, each costing a page on
+    /// the SD card, docs/performance.md).
+    fn append_to(&self, st: &Store, readings: &mut [Reading], acks: &[InFlight], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
         let max_bytes = self.bound().bytes;
         let mut c = self.counters();
         let mut batch = sled::Batch::default();
         let mut outcome = AppendOutcome::default();
+        let mut delivered: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for a in acks {
+            Self::ack_into(st, &mut c, &mut batch, a)?;
+            delivered.extend(a.seqs.iter().copied());
+        }
+        Self::in_flight_into(&mut batch, records);
         let commit_ms = now_ms();
         // Serialize once, with the sequence numbers the readings will get if
         // admitted (admission keeps a prefix, so these are the final numbers).
@@ -966,6 +1053,10 @@ impl Outbox {
                             break;
                         }
                         let (k, v) = item?;
+                        // Removed by an ack in this same batch already.
+                        if seq_of(&k).is_some_and(|s| delivered.contains(&s)) {
+                            continue;
+                        }
                         freed += v.len() as u64 + PER_READING_OVERHEAD;
                         evicted.push((k, v.len() as u64 + PER_READING_OVERHEAD));
                     }
@@ -1011,7 +1102,13 @@ impl Outbox {
         c.next_seq += admit as u64;
         Self::put_counters(&mut batch, &c);
         if let Err(e) = st.tree.apply_batch(batch) {
-            // Nothing was applied: give the sequence numbers back.
+            // Nothing was applied: give the sequence numbers back, and keep
+            // the acknowledgements for the next try.
+            if !acks.is_empty() {
+                let mut p = self.pending_acks.lock().unwrap_or_else(|p| p.into_inner());
+                p.0.extend(acks.iter().cloned());
+                p.1.get_or_insert_with(std::time::Instant::now);
+            }
             *c = Counters::load(&st.tree)?;
             for r in readings.iter_mut() {
                 r.seq = 0;
@@ -1025,8 +1122,47 @@ impl Outbox {
     /// `fdatasync` of its log).
     pub fn flush(&self) -> Result<(), OutboxError> {
         self.guarded(|| {
-            self.store()?.sync()
+            let st = self.store()?;
+            let acks = self.take_pending_acks();
+            if !acks.is_empty() {
+                self.append_to(&st, &mut [], &acks, &[])?;
+            }
+            st.sync()
         })
+    }
+
+    /// Applies the acknowledgements [`Outbox::ack_deferred`] is holding (not
+    /// made durable: they go with the next sync, as acks always did).
+    pub fn apply_pending_acks(&self) -> Result<(), OutboxError> {
+        self.guarded(|| {
+            let st = self.store()?;
+            let acks = self.take_pending_acks();
+            if !acks.is_empty() {
+                self.append_to(&st, &mut [], &acks, &[])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// How long the oldest held acknowledgement has waited (None: none held).
+    pub fn pending_acks_age(&self) -> Option<std::time::Duration> {
+        self.pending_acks.lock().unwrap_or_else(|p| p.into_inner()).1.map(|t| t.elapsed())
+    }
+
+    /// The destination confirmed this batch; its removal is held in memory
+    /// and written with the next group commit (or by
+    /// [`Outbox::apply_pending_acks`]). Lost in a crash, it means a resend
+    /// under the same id, which at-least-once allows, as for [`Outbox::ack`].
+    pub fn ack_deferred(&self, batch: InFlight) {
+        let mut p = self.pending_acks.lock().unwrap_or_else(|p| p.into_inner());
+        p.0.push(batch);
+        p.1.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn take_pending_acks(&self) -> Vec<InFlight> {
+        let mut p = self.pending_acks.lock().unwrap_or_else(|p| p.into_inner());
+        p.1 = None;
+        std::mem::take(&mut p.0)
     }
 
     /// Up to `limit` readings with seq > `after` and seq <= `up_to`, in seq order.
@@ -1090,7 +1226,8 @@ impl Outbox {
     pub fn put_in_flight_many(&self, batches: &[InFlight]) -> Result<(), OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
-            Self::apply_in_flight(&st, batches)?;
+            let acks = self.take_pending_acks();
+            self.append_to(&st, &mut [], &acks, batches)?;
             st.sync()?;
             Ok(())
         })
@@ -1104,23 +1241,18 @@ impl Outbox {
     pub fn append_with_records(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
-            if !records.is_empty() {
-                Self::apply_in_flight(&st, records)?;
-            }
-            let outcome = if readings.is_empty() { AppendOutcome::default() } else { self.append_to(&st, readings)? };
+            let acks = self.take_pending_acks();
+            let outcome = self.append_to(&st, readings, &acks, records)?;
             st.sync()?;
             Ok(outcome)
         })
     }
 
-    fn apply_in_flight(st: &Store, batches: &[InFlight]) -> Result<(), OutboxError> {
-        let mut b = sled::Batch::default();
+    fn in_flight_into(b: &mut sled::Batch, batches: &[InFlight]) {
         for batch in batches {
             let first = batch.seqs.iter().copied().min().unwrap_or(0);
             b.insert(&inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
         }
-        st.tree.apply_batch(b)?;
-        Ok(())
     }
 
     /// Batches recorded as in flight, oldest first.
@@ -1146,29 +1278,36 @@ impl Outbox {
             let st = self.store()?;
             let mut c = self.counters();
             let mut b = sled::Batch::default();
-            let mut sample = None;
-            for s in &batch.seqs {
-                if let Some(v) = st.tree.get(reading_key(*s))? {
-                    b.remove(&reading_key(*s));
-                    c.count = c.count.saturating_sub(1);
-                    c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
-                    sample.get_or_insert(v);
-                }
-            }
-            let first = batch.seqs.iter().copied().min().unwrap_or(0);
-            b.remove(&inflight_key(first));
-            // A batch holds one device's readings for one patient, delivered in
-            // sequence order: remember how far that delivery got, for salvage.
-            if let Some((key, mark)) = sample.and_then(|v| decode_value(&v)).map(|(_, r)| {
-                let last = batch.seqs.iter().copied().max().unwrap_or(0);
-                (ack_key(&r.device_id, r.patient_id.as_deref()), salvage::AckMark { acked_through: last, device_id: r.device_id, patient_id: r.patient_id })
-            }) {
-                b.insert(key, serde_json::to_vec(&mark).unwrap_or_default());
-            }
+            Self::ack_into(&st, &mut c, &mut b, batch)?;
             Self::put_counters(&mut b, &c);
             st.tree.apply_batch(b)?;
             Ok(())
         })
+    }
+
+    /// Adds the removal of a delivered batch (its readings, its record) and
+    /// its delivery watermark to `b`, and counts it in `c`.
+    fn ack_into(st: &Store, c: &mut Counters, b: &mut sled::Batch, batch: &InFlight) -> Result<(), OutboxError> {
+        let mut sample = None;
+        for s in &batch.seqs {
+            if let Some(v) = st.tree.get(reading_key(*s))? {
+                b.remove(&reading_key(*s));
+                c.count = c.count.saturating_sub(1);
+                c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
+                sample.get_or_insert(v);
+            }
+        }
+        let first = batch.seqs.iter().copied().min().unwrap_or(0);
+        b.remove(&inflight_key(first));
+        // A batch holds one device's readings for one patient, delivered in
+        // sequence order: remember how far that delivery got, for salvage.
+        if let Some((key, mark)) = sample.and_then(|v| decode_value(&v)).map(|(_, r)| {
+            let last = batch.seqs.iter().copied().max().unwrap_or(0);
+            (ack_key(&r.device_id, r.patient_id.as_deref()), salvage::AckMark { acked_through: last, device_id: r.device_id, patient_id: r.patient_id })
+        }) {
+            b.insert(key, serde_json::to_vec(&mark).unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// Forgets an in-flight record without removing its readings (used when a
