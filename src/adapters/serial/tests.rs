@@ -138,6 +138,9 @@ fn masimo_lines_cut_garbled_or_unknown_are_bad_input_not_readings() {
     let r = records(&out)[0];
     assert!(r.device_status.contains(&"EXC:unknown:0x100".to_string()), "{r:?}");
     assert!(r.readings.iter().all(|rd| rd.flags == vec![Flag::Questionable]));
+    // A rainbow value the gateway has no type for is visible, not silent.
+    let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 SPCO=05.0% SPMET=--.-% EXC=000800\n"]);
+    assert_eq!(records(&out)[0].device_status, vec!["set", "rainbowValueNotRead"]);
     // Low perfusion alone is still a valid, charted value.
     let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 EXC=000804\n"]);
     assert!(records(&out)[0].readings.iter().all(|rd| rd.flags == vec![Flag::LowPerfusion] && is_chartable(rd)));
