@@ -671,7 +671,10 @@ impl Decoder for Hl7Decoder {
             }
             Mode::Bare { .. } => {
                 for &b in rest {
-                    if b == b'\r' || b == b'\n' {
+                    // MLLP block bytes never occur in HL7 text: a stream taken
+                    // for bare segments (noise before its first 0x0B) still
+                    // splits right.
+                    if matches!(b, b'\r' | b'\n' | super::framing::MLLP_START | super::framing::MLLP_END) {
                         self.bare_line(arrival, out);
                     } else if let Mode::Bare { line, .. } = &mut self.mode {
                         // A line longer than a message cannot belong to one.

@@ -504,6 +504,12 @@ fn hl7_sample_decodes_to_the_stated_values_bare_and_mllp() {
         assert_eq!(records(&out).len(), 1);
         check_comen(records(&out)[0]);
     }
+    // Noise before the first block: taken for bare segments, still right.
+    let mut late = b"xx".to_vec();
+    late.extend_from_slice(&mllp);
+    let out = run(&d, &[&late]);
+    assert_eq!(bad_kinds(&out), vec!["noise"]);
+    check_comen(records(&out)[0]);
     let mut twice = mllp.clone();
     twice.extend_from_slice(b"noise");
     twice.extend_from_slice(&mllp);
