@@ -7,6 +7,7 @@
 pub mod ble;
 pub mod device_clock;
 pub mod registry;
+pub mod serial;
 pub mod simulated;
 
 pub use registry::{DeviceRegistry, DeviceStatus, LinkState};

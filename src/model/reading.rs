@@ -203,6 +203,11 @@ pub enum TimeFrom {
     /// time that does not exist or is ambiguous in the gateway's zone, or a result
     /// later than the arrival time); the reading carries [`Flag::TimeUnknown`].
     Unknown,
+    /// The device sent its clock with its UTC offset (an HL7 v2 DTM with a
+    /// `+ZZZZ` zone, e.g. OBX-14 `20250610015127+0800`): `time` = that
+    /// instant in UTC, the measurement time. `utcOffsetSeconds` = the offset
+    /// sent.
+    DeviceZone,
 }
 
 /// The device's own clock reading, labelled for what it is. A BLE Date Time has
