@@ -36,7 +36,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let signals = crate::service::handle_signals(shutdown.clone(), crate::service::Hangup::Reload);
-        let opts = crate::service::RunOptions { report_commits: a.report_commits, config_file: Some((a.config.clone(), text)), signals };
+        let opts = crate::service::RunOptions {
+            report_commits: a.report_commits,
+            config_file: Some((a.config.clone(), text)),
+            signals,
+            // SIGHUP judges an edited file as the next start will.
+            check_config: Some(|p| super::check_config::load_for_run(p).map(|_| ()).map_err(|e| e.to_string())),
+        };
         crate::service::run(config, opts, shutdown, |_| {}).await
     })?;
     Ok(ExitCode::SUCCESS)
