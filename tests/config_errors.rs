@@ -1,6 +1,7 @@
 //! Bad config files, each with the exact line and column the error must name,
 //! through the real `iomt-edge check-config` command.
 
+use std::path::Path;
 use std::process::Command;
 
 const GOOD: &str = r#"[gateway]
@@ -442,4 +443,41 @@ fn a_state_filesystem_too_small_for_an_outbox_is_refused_by_both() {
         assert!(err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("1.6 MiB"), "{cmd}: {err}");
     }
     assert!(!state.join("outbox").exists(), "a refused start created an outbox");
+}
+
+/// A config path that names a FIFO, a folder or a device: refused at once
+/// (exit 2, saying what it is) by every command that reads a config. Before,
+/// a FIFO made `check-config`, `run` (and the unit's `ExecStartPre=`) and
+/// `status --config` wait for a writer for good.
+#[test]
+fn a_config_that_is_a_fifo_a_folder_or_a_device_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gw.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    for (path, what) in [(fifo.as_path(), "FIFO"), (dir.path(), "folder"), (Path::new("/dev/zero"), "device")] {
+        for args in [&["check-config"][..], &["run", "--config"], &["status", "--config"]] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+                .args(args)
+                .arg(path)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{args:?} {} waited instead of refusing it", path.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {}: {err}", path.display());
+            assert!(err.contains(what) && err.contains(&path.display().to_string()), "{args:?}: {err}");
+        }
+    }
 }

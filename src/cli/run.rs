@@ -30,7 +30,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     // The text the gateway starts from, for SIGHUP's "did the file change?".
-    let text = std::fs::read_to_string(&a.config).unwrap_or_default();
+    let text = crate::config::read_text(&a.config).unwrap_or_default();
     crate::config::secret::warn_if_config_world_readable(&a.config, &config);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {

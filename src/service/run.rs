@@ -536,7 +536,7 @@ pub fn reload_report(
     let Some((path, old)) = started_from else {
         return Ok("nothing to re-read (no config file)".into());
     };
-    let now = match std::fs::read_to_string(path) {
+    let now = match crate::config::read_text(path) {
         Ok(t) => t,
         Err(e) => {
             return Err(format!(
