@@ -152,3 +152,24 @@ fn values_no_body_can_have_are_flagged_out_of_range() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["readings"].as_array().unwrap().iter().all(|r| r.get("flags").is_none()), "{out}");
 }
+
+#[test]
+fn an_absurd_clock_offset_or_a_misplaced_option_is_a_sentence_not_a_panic() {
+    let spot = ["2a5e", "03", "62", "00", "48", "00", "E9", "07", "03", "04", "05", "06", "07", "00", "02"];
+    for offset in ["-9223372036854775808", "9223372036854775807", "-9223372036854775"] {
+        let mut args = vec!["--arrival", "2025-03-04T09:00:00Z", "--device-clock-offset", offset];
+        args.extend(spot);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "offset {offset}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for r in v["readings"].as_array().unwrap() {
+            assert_eq!(r["time"], "2025-03-04T09:00:00.000Z", "{out}");
+            assert!(r["flags"].as_array().unwrap().contains(&serde_json::json!("timeUnknown")), "{out}");
+        }
+    }
+    // An option after the value bytes is named, not read as a hex digit.
+    let (code, out, err) = run(&["2a37", "16", "4B", "--arrival", "2025-03-04T09:00:00Z"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("`--arrival`") && err.contains("before"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Bad config files, each with the exact line and column the error must name,
 //! through the real `iomt-edge check-config` command.
 
+use std::path::Path;
 use std::process::Command;
 
 const GOOD: &str = r#"[gateway]
@@ -210,6 +211,15 @@ fn refusals() -> Vec<Refusal> {
             "proxy_credentials =",
             &["user:password"],
         ),
+        refusal(
+            "sink path ending in a slash, nothing there yet",
+            with_sink("[sink.file]\npath = \"{D}/new/\""),
+            "path =",
+            &["ends with a slash", "path of a file", "new/delivered.ndjson"],
+        ),
+        refusal("sink file on /proc", with_sink("[sink.file]\npath = \"/proc/version\""), "path =", &["kernel's proc filesystem"]),
+        refusal("state_dir on /proc, not there yet", good.replace("\"{D}/state\"", "\"/proc/iomt-edge-test\""), "state_dir =", &["kernel's proc filesystem"]),
+        refusal("state_dir on /sys", good.replace("\"{D}/state\"", "\"/sys/kernel\""), "state_dir =", &["kernel's sysfs filesystem"]),
         Refusal {
             prepare: |d| std::fs::create_dir_all(d.join("sinkdir")).unwrap(),
             ..refusal("sink path is a folder", with_sink("[sink.file]\npath = \"{D}/sinkdir\""), "path =", &["is a folder", "path of a file"])
@@ -397,6 +407,77 @@ fn a_read_only_state_folder_is_refused_by_both() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{cmd} {}: {err}", state.display());
             assert!(err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("read-only file system"), "{cmd}: {err}");
+        }
+    }
+}
+
+/// A state folder on a filesystem too small for any outbox (a 1 MiB tmpfs,
+/// which needs root; elsewhere the case is reported as not run): before, both
+/// accepted it with the outbox "bounded to 0 B", and the gateway dropped every
+/// reading as soon as the next one was committed, with the destination up.
+#[test]
+fn a_state_filesystem_too_small_for_an_outbox_is_refused_by_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(std::env::var("IOMT_REQUIRE_ALL").is_err(), "cannot mount a tmpfs (needs root)");
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(mnt.clone());
+    let path = dir.path().join("gw.toml");
+    let state = mnt.join("state");
+    std::fs::write(&path, GOOD.replace("/tmp/x", &state.display().to_string())).unwrap();
+    for cmd in ["check-config", "run"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iomt-edge"));
+        if cmd == "run" {
+            c.arg("run").arg("--config").arg(&path);
+        } else {
+            c.arg("check-config").arg(&path);
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("1.6 MiB"), "{cmd}: {err}");
+    }
+    assert!(!state.join("outbox").exists(), "a refused start created an outbox");
+}
+
+/// A config path that names a FIFO, a folder or a device: refused at once
+/// (exit 2, saying what it is) by every command that reads a config. Before,
+/// a FIFO made `check-config`, `run` (and the unit's `ExecStartPre=`) and
+/// `status --config` wait for a writer for good.
+#[test]
+fn a_config_that_is_a_fifo_a_folder_or_a_device_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gw.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    for (path, what) in [(fifo.as_path(), "FIFO"), (dir.path(), "folder"), (Path::new("/dev/zero"), "device")] {
+        for args in [&["check-config"][..], &["run", "--config"], &["status", "--config"]] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+                .args(args)
+                .arg(path)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{args:?} {} waited instead of refusing it", path.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {}: {err}", path.display());
+            assert!(err.contains(what) && err.contains(&path.display().to_string()), "{args:?}: {err}");
         }
     }
 }

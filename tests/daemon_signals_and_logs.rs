@@ -96,7 +96,17 @@ fn hup_and_usr1_are_answered_and_never_stop_the_daemon() {
     wait_for("the broken-config answer", 10, || log_text(&log).contains("is NOT valid"));
     let line = log_text(&log).lines().find(|l| l.contains("is NOT valid")).unwrap().to_string();
     assert!(line.contains(&format!("{}:13:13:", cfg.display())), "{line}");
+    assert!(line.contains("WARN"), "a config the next start would refuse is a warning: {line}");
     still_committing(&mut gw, "commits after a SIGHUP with a broken config");
+    // Well-formed, but this machine cannot run it (the check `run` makes at
+    // start, not the file's syntax alone): NOT valid either, not "restart
+    // applies it".
+    std::fs::write(&cfg, text.replace(&state.display().to_string(), "/proc/iomt-edge-hup")).unwrap();
+    signal(&gw, libc::SIGHUP);
+    wait_for("the unusable-config answer", 20, || log_text(&log).matches("is NOT valid").count() >= 2);
+    let line = log_text(&log).lines().filter(|l| l.contains("is NOT valid")).nth(1).unwrap().to_string();
+    assert!(line.contains("WARN") && line.contains("state_dir") && line.contains("proc"), "{line}");
+    still_committing(&mut gw, "commits after a SIGHUP with a config this machine cannot run");
 
     signal(&gw, libc::SIGUSR1);
     still_committing(&mut gw, "commits after SIGUSR1");

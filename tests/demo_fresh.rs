@@ -44,3 +44,76 @@ fn fresh_clears_only_the_demos_own_folder() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("running gateway"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(mine.join("state").join("outbox").exists());
 }
+
+/// The queued readings of the outbox in `state`, as `outbox stats` counts them.
+fn queued(state: &std::path::Path) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["outbox", "stats", "--state-dir"]).arg(state).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.trim_start().starts_with("queued readings")).unwrap_or_else(|| panic!("no count in {text:?}"));
+    line.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_demo_never_clears_or_uses_another_gateways_outbox() {
+    // A gateway whose state_dir is `<folder>/state`, stopped with readings
+    // queued (its sink, /dev/full, takes none): the folder then holds only
+    // `state`, as a demo folder from before the mark did.
+    let d = tempfile::tempdir().unwrap();
+    let srv = d.path().join("srv");
+    let state = srv.join("state");
+    let config = d.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nid = \"ward3-bed12\"\nstate_dir = \"{}\"\n[[device]]\nid = \"ox\"\nkind = \"pulse_oximeter\"\n\
+             [device.simulated]\ninterval_ms = 20\n[sink.file]\npath = \"/dev/full\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let mut gw = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };
+    assert!(gw.wait().unwrap().success());
+    let before = queued(&state);
+    assert!(before > 0, "the gateway queued readings");
+
+    // --fresh: refused, nothing removed.
+    let out = demo(&srv, true);
+    assert!(!out.status.success(), "--fresh cleared another gateway's outbox");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway `ward3-bed12`"), "{err}");
+    assert_eq!(queued(&state), before, "the gateway's readings are all still queued");
+    // Without --fresh: refused too, rather than delivering that gateway's
+    // readings into the demo's file.
+    let out = demo(&srv, false);
+    assert!(!out.status.success(), "the demo used another gateway's outbox");
+    assert_eq!(queued(&state), before);
+    assert!(!srv.join("delivered.ndjson").exists());
+
+    // A folder marked as the demo's whose state folder a gateway took over:
+    // refused as well.
+    let mine = d.path().join("demo");
+    assert!(demo(&mine, false).status.success());
+    std::fs::remove_dir_all(mine.join("state")).unwrap();
+    std::fs::rename(&state, mine.join("state")).unwrap();
+    let out = demo(&mine, true);
+    assert!(!out.status.success());
+    assert_eq!(queued(&mine.join("state")), before);
+
+    // An unmarked folder holding only `state` that names no gateway (no
+    // status file): not provably the demo's, so --fresh refuses it.
+    let bare = d.path().join("bare");
+    std::fs::create_dir_all(bare.join("state").join("outbox")).unwrap();
+    std::fs::write(bare.join("state").join("outbox").join("db"), "keep").unwrap();
+    let out = demo(&bare, true);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not made by `iomt-edge demo`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(bare.join("state").join("outbox").join("db")).unwrap(), "keep");
+}

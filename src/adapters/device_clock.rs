@@ -142,12 +142,19 @@ pub fn resolve(clock: &DeviceClock, ctx: &TimeContext) -> Timing {
         let device_time = DeviceTime { local, time_from: TimeFrom::Arrival, utc_offset_seconds: measured_offset(clock, arrival) };
         return Timing { time: arrival, device_time: Some(device_time), flags };
     }
+    // Checked: an offset or a time outside chrono's range (an absurd offset
+    // given to `decode ble`) makes the time unknown, never a panic.
     let converted = match ctx.measured_offset {
-        Some(offset) => Some((local.and_utc() - chrono::Duration::seconds(offset), offset, TimeFrom::MeasuredOffset)),
-        None => ctx.zone.to_utc(local).map(|(t, offset)| (t, offset, TimeFrom::GatewayZone)),
+        Some(offset) => Some((
+            chrono::TimeDelta::try_seconds(offset).and_then(|d| local.and_utc().checked_sub_signed(d)),
+            offset,
+            TimeFrom::MeasuredOffset,
+        )),
+        None => ctx.zone.to_utc(local).map(|(t, offset)| (Some(t), offset, TimeFrom::GatewayZone)),
     };
+    let latest = arrival.checked_add_signed(chrono::TimeDelta::seconds(FUTURE_TOLERANCE_SECONDS)).unwrap_or(arrival);
     match converted {
-        Some((t, offset, from)) if t <= arrival + chrono::Duration::seconds(FUTURE_TOLERANCE_SECONDS) => Timing {
+        Some((Some(t), offset, from)) if t <= latest => Timing {
             time: t,
             device_time: Some(DeviceTime { local, time_from: from, utc_offset_seconds: Some(offset) }),
             flags,
@@ -230,6 +237,18 @@ mod tests {
         let arrival = utc("2025-03-04T04:06:05.500Z");
         let t = resolve(&stored(Some(local(2025, 3, 4, 5, 6, 7))), &TimeContext::new(arrival, plus_one()));
         assert!(t.flags.is_empty(), "{:?}", t.flags);
+    }
+
+    #[test]
+    fn an_offset_beyond_any_calendar_gives_an_unknown_time_not_a_panic() {
+        let arrival = utc("2025-03-04T09:00:00.000Z");
+        let clock = stored(Some(local(2025, 3, 4, 5, 6, 7)));
+        for offset in [i64::MIN, i64::MIN / 1000, -(i64::MAX / 1000), i64::MAX / 1000, i64::MAX] {
+            let t = resolve(&clock, &TimeContext::new(arrival, plus_one()).with_offset(Some(offset)));
+            assert_eq!(t.time, arrival, "offset {offset}");
+            assert_eq!(t.flags, vec![Flag::TimeUnknown], "offset {offset}");
+            assert_eq!(t.device_time.map(|d| d.time_from), Some(TimeFrom::Unknown));
+        }
     }
 
     #[test]

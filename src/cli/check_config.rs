@@ -115,6 +115,7 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
     let mut warnings = Vec::new();
     let state = &c.gateway.state_dir;
     folder_usable(state, "the state folder (state_dir)").map_err(|m| problem("gateway.state_dir", m))?;
+    state_fs_big_enough(state, c.outbox.max_bytes.bytes()).map_err(|m| problem("gateway.state_dir", m))?;
     // The outbox's own files, when they exist (run creates them otherwise).
     let outbox = state.join("outbox");
     if exists(&outbox) {
@@ -311,9 +312,87 @@ fn not_writable(p: &Path, what: &str, e: &std::io::Error, is_dir: bool) -> Strin
     format!("{what} {} is not writable by {who} ({}); run `{chown}` or choose another place", p.display(), os_error(e))
 }
 
+/// `p` itself if it exists, else its nearest parent that does.
+fn nearest_existing(p: &Path) -> &Path {
+    let mut probe = p;
+    while std::fs::symlink_metadata(probe).is_err() {
+        match probe.parent() {
+            Some(a) if !a.as_os_str().is_empty() => probe = a,
+            _ => return Path::new("."),
+        }
+    }
+    probe
+}
+
+/// The name of the kernel filesystem holding `p` (or its nearest existing
+/// parent) when it is one that holds no ordinary files (`/proc`, `/sys`...):
+/// root passes every permission check there, and `run` then fails to create
+/// the outbox or the sink's file. `statfs(2)` `f_type`, values from
+/// `linux/magic.h`.
+fn kernel_fs(p: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    const KERNEL_FS: [(u64, &str); 16] = [
+        (0x9fa0, "proc"),
+        (0x6265_6572, "sysfs"),
+        (0x0027_e0eb, "cgroup"),
+        (0x6367_7270, "cgroup2"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0x1cd1, "devpts"),
+        (0x6265_6570, "configfs"),
+        (0xcafe_4a11, "bpf"),
+        (0x6165_676c, "pstore"),
+        (0xde5e_81e4, "efivarfs"),
+        (0x1980_0202, "mqueue"),
+        (0x6573_5543, "fusectl"),
+        (0x4249_4e4d, "binfmt_misc"),
+        (0xf97c_ff8c, "selinuxfs"),
+    ];
+    let c = std::ffi::CString::new(nearest_existing(p).as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into the zeroed struct we own; `c` is a valid C string.
+    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    // f_type is 32 bits wide on 32-bit ARM and may come sign-extended.
+    let magic = (s.f_type as u64) & 0xffff_ffff;
+    KERNEL_FS.iter().find(|(m, _)| *m == magic).map(|(_, name)| *name)
+}
+
+/// The state filesystem can hold an outbox at all: empty, it gives at least
+/// [`crate::outbox::space::MIN_BOUND`] (or `max_bytes`, if smaller). A
+/// smaller one would bound the outbox near 0, dropping readings as fast as
+/// they come. A filesystem that reports no size is not judged.
+fn state_fs_big_enough(state: &Path, max_bytes: u64) -> Result<(), String> {
+    use crate::config::units::ByteSize;
+    use crate::outbox::space;
+    let Ok((total, _)) = space::fs_space(nearest_existing(state)) else { return Ok(()) };
+    let least = space::MIN_BOUND.min(max_bytes);
+    if total == 0 || space::effective_bound(max_bytes, 0, total, total).bytes >= least {
+        return Ok(());
+    }
+    Err(format!(
+        "the state folder (state_dir) {} is on a filesystem of {}, too small for an outbox: sled needs {} and up to {}x the readings' size, \
+         and {} is kept free, so it needs at least {}; give the state folder a larger filesystem",
+        state.display(),
+        ByteSize(total),
+        ByteSize(space::SLED_FIXED_BYTES),
+        space::SLED_AMPLIFICATION,
+        ByteSize(space::reserve_for(total)),
+        ByteSize(space::smallest_filesystem())
+    ))
+}
+
 /// `dir` is a folder the current user can create files in, or does not exist
 /// yet and can be created (as `run` does).
 fn folder_usable(dir: &Path, what: &str) -> Result<(), String> {
+    if let Some(fs) = kernel_fs(dir) {
+        return Err(format!(
+            "{what} {} is on the kernel's {fs} filesystem, which holds no files of ours; choose a folder on a disk, such as /var/lib/iomt-edge",
+            dir.display()
+        ));
+    }
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => Err(format!("{what} {} is a file, not a folder; move the file away or choose another place", dir.display())),
         Ok(_) => access(dir, libc::W_OK | libc::X_OK).map_err(|e| not_writable(dir, what, &e, true)),
@@ -355,6 +434,20 @@ fn folder_usable(dir: &Path, what: &str) -> Result<(), String> {
 /// `path` is a file the current user can read and append to, or does not exist
 /// and its folder can be made to hold it.
 fn file_usable(path: &Path, what: &str) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    // `open` refuses a path ending in `/` (or `/.`) as a folder even when
+    // nothing is there yet.
+    let raw = path.as_os_str().as_bytes();
+    if raw.ends_with(b"/") || path.file_name().is_none() {
+        let file = path.file_name().map(|n| path.with_file_name(n)).unwrap_or_else(|| path.to_path_buf()).join("delivered.ndjson");
+        return Err(format!("{what} {} ends with a slash, so it names a folder; give the path of a file, such as {}", path.display(), file.display()));
+    }
+    if let Some(fs) = kernel_fs(path) {
+        return Err(format!(
+            "{what} {} is on the kernel's {fs} filesystem, which holds no files of ours; choose a file on a disk",
+            path.display()
+        ));
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Err(format!(
             "{what} {} is a folder; give the path of a file, such as {}",

@@ -194,6 +194,14 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
         errln!("error: unknown characteristic `{}`; known: {}", b.characteristic, known.join(", "));
         return Ok(ExitCode::from(EXIT_PROBLEMS));
     };
+    // The value bytes take every argument after the characteristic (a byte
+    // may look like an option to clap), so an option given after them lands
+    // here: name it rather than call its letters bad hex digits.
+    if let Some(opt) = b.hex.iter().find(|h| h.starts_with("--")) {
+        let name = opt.split('=').next().unwrap_or(opt);
+        errln!("error: `{name}` comes after the value bytes; give options before the characteristic, e.g. `iomt-edge decode ble {name} … {} …`", b.characteristic);
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let bytes = match gatt::parse_hex(&b.hex) {
         Ok(v) => v,
         Err(e) => {

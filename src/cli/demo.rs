@@ -23,10 +23,12 @@ pub struct Args {
     /// Stop after this long (e.g. `30s`, `5m`); default: run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Folder for the demo's outbox and delivered messages.
+    /// Folder for the demo's outbox and delivered messages (refused when its
+    /// `state` folder belongs to another gateway).
     #[arg(long, default_value = "./iomt-edge-demo")]
     pub dir: PathBuf,
-    /// Start from an empty outbox and an empty delivered file.
+    /// Start from an empty outbox and an empty delivered file (only in a
+    /// folder the demo made).
     #[arg(long)]
     pub fresh: bool,
     /// Print plain status lines instead of redrawing the screen.
@@ -57,17 +59,44 @@ fn use_ble(config: &mut crate::config::Config) {
 /// Marks a folder the demo made, so `--fresh` never clears anything else.
 const DEMO_MARK: &str = ".iomt-edge-demo";
 
+/// The gateway id that the status file of the state folder `state` names
+/// (`gatewayId`, written by every gateway run and demo), if there is one.
+fn gateway_of_state(state: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(state.join("status.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v.get("gatewayId")?.as_str().map(str::to_string)
+}
+
+/// Refuses a `--dir` whose `state` folder belongs to another gateway (its
+/// status file names another gateway id): the demo would deliver that
+/// gateway's queued readings into its own file, or `--fresh` remove them.
+fn refuse_foreign_outbox(dir: &std::path::Path, demo_id: &str) -> anyhow::Result<()> {
+    let state = dir.join("state");
+    match gateway_of_state(&state) {
+        Some(other) if other != demo_id => anyhow::bail!(
+            "the demo refuses {}: {} holds the outbox of gateway `{other}`, not the demo's; pick another --dir",
+            dir.display(),
+            state.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// What `--fresh` removes: only what the demo itself creates in its folder
-/// (its state folder and its delivered file), only in a folder the demo made,
-/// and never while a gateway uses that outbox.
-fn clear_demo_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    // A folder from a demo before the mark existed holds only what it made.
+/// (its state folder and its delivered file), only in a folder the demo made
+/// (`demo_id` is the demo's gateway id), and never while a gateway uses that
+/// outbox.
+fn clear_demo_dir(dir: &std::path::Path, demo_id: &str) -> anyhow::Result<()> {
+    // A folder from a demo before the mark existed holds only what it made,
+    // and its state folder says it is the demo's (a gateway whose state_dir
+    // is `…/state` leaves the same two names).
     let only_demo_files = std::fs::read_dir(dir)
         .map(|entries| {
             entries.filter_map(Result::ok).all(|e| matches!(e.file_name().to_str(), Some("state" | "delivered.ndjson")))
         })
         .unwrap_or(false);
-    if !dir.join(DEMO_MARK).exists() && !only_demo_files {
+    let demo_state = gateway_of_state(&dir.join("state")).is_some_and(|g| g == demo_id);
+    if !dir.join(DEMO_MARK).exists() && !(only_demo_files && demo_state) {
         anyhow::bail!(
             "--fresh refuses to clear {}: it was not made by `iomt-edge demo` (no {DEMO_MARK} file in it); pick another --dir",
             dir.display()
@@ -96,8 +125,9 @@ fn clear_demo_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mut config = crate::config::parse_str(DEMO_CONFIG, std::path::Path::new("config/demo.toml"))
         .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid: {e}"))?;
+    refuse_foreign_outbox(&a.dir, &config.gateway.id)?;
     if a.fresh && a.dir.exists() {
-        clear_demo_dir(&a.dir)?;
+        clear_demo_dir(&a.dir, &config.gateway.id)?;
     }
     std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create the demo folder {} (--dir)", a.dir.display()))?;
     let marker = a.dir.join(DEMO_MARK);

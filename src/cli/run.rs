@@ -30,13 +30,19 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
     };
     // The text the gateway starts from, for SIGHUP's "did the file change?".
-    let text = std::fs::read_to_string(&a.config).unwrap_or_default();
+    let text = crate::config::read_text(&a.config).unwrap_or_default();
     crate::config::secret::warn_if_config_world_readable(&a.config, &config);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let signals = crate::service::handle_signals(shutdown.clone(), crate::service::Hangup::Reload);
-        let opts = crate::service::RunOptions { report_commits: a.report_commits, config_file: Some((a.config.clone(), text)), signals };
+        let opts = crate::service::RunOptions {
+            report_commits: a.report_commits,
+            config_file: Some((a.config.clone(), text)),
+            signals,
+            // SIGHUP judges an edited file as the next start will.
+            check_config: Some(|p| super::check_config::load_for_run(p).map(|_| ()).map_err(|e| e.to_string())),
+        };
         crate::service::run(config, opts, shutdown, |_| {}).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -47,7 +47,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Like [`load`], and also returns the file's text, so that checks made later
 /// (of files, folders and secrets on this machine) can name the line too.
 pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read_text(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         column: 0,
@@ -55,6 +55,29 @@ pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     })?;
     let config = parse_str(&text, path)?;
     Ok((config, text))
+}
+
+/// The text of a config file. Only a regular file (or a link to one) is
+/// read: reading a FIFO would wait for a writer for good (`check-config`,
+/// the unit's `ExecStartPre=`, `run` and SIGHUP would hang), and a folder or
+/// a device is never a config file.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let what = if t.is_dir() {
+            "a folder"
+        } else if t.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it is {what}, not a file; give the path of the TOML file")));
+    }
+    std::fs::read_to_string(path)
 }
 
 /// Parses and validates config text; `path` is only used in messages.

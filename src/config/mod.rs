@@ -11,7 +11,7 @@ pub mod units;
 pub mod ble;
 pub mod iothub;
 
-pub use load::{load, load_with_text, parse_str, ConfigError};
+pub use load::{load, load_with_text, parse_str, read_text, ConfigError};
 pub use secret::SecretSource;
 
 use crate::model::DeviceKind;

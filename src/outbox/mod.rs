@@ -489,6 +489,19 @@ impl Outbox {
         };
         match Self::open_with(&copy.outbox(), cfg, true) {
             Ok((mut outbox, report)) => {
+                // As a start would (see open_with): after an unclean stop,
+                // sled may have kept only the part of the log before a
+                // damaged page. If the numbering in the raw log (the
+                // original's, which sled did not touch) went further, the
+                // store is damaged: the gateway salvages it at its next start.
+                if matches!(report.previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
+                    let kept_next = outbox.counters.lock().unwrap_or_else(|p| p.into_inner()).next_seq;
+                    let raw_next = std::fs::read(dir.join("db")).ok().and_then(|b| salvage::highest_next_seq(&b));
+                    if raw_next.is_some_and(|n| n > kept_next && n <= kept_next.saturating_add(1_000_000_000)) {
+                        tracing::debug!("sled kept numbering up to {kept_next}, the raw log shows {raw_next:?}");
+                        return Err(OutboxError::Damaged(dir.to_path_buf()));
+                    }
+                }
                 outbox._scratch = Some(copy);
                 outbox.space_dir = dir.to_path_buf();
                 Ok((outbox, report))

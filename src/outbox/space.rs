@@ -43,6 +43,19 @@ pub const SLED_FIXED_BYTES: u64 = 1 << 20;
 /// module docs for the measurement).
 pub const SLED_AMPLIFICATION: u64 = 5;
 
+/// The least bound a state filesystem must give when it is empty: about 300
+/// readings. A filesystem smaller than [`smallest_filesystem`] would bound the
+/// outbox below this (to 0 on 1 MiB), so every reading would be dropped as
+/// soon as the next one is committed, even with the destination up;
+/// `check-config` and `run` refuse such a state folder instead.
+pub const MIN_BOUND: u64 = 64 << 10;
+
+/// The smallest state filesystem (bytes) that holds [`MIN_BOUND`] of records:
+/// sled's fixed part, the amplification and the (minimum) reserve.
+pub fn smallest_filesystem() -> u64 {
+    MIN_BOUND * SLED_AMPLIFICATION + SLED_FIXED_BYTES + RESERVE_MIN
+}
+
 /// The reserve kept free on a filesystem of `total` bytes.
 pub fn reserve_for(total: u64) -> u64 {
     (total / 20).clamp(RESERVE_MIN, RESERVE_MAX)
@@ -159,6 +172,9 @@ pub fn bound_for(dir: &Path, max_bytes: u64) -> Bound {
         }
     }
     match fs_space(probe) {
+        // A filesystem that reports no size (a FUSE filesystem without
+        // statfs) cannot tell its free space: as when it cannot be asked.
+        Ok((0, _)) => Bound::max_bytes_only(max_bytes),
         Ok((total, free)) => effective_bound(max_bytes, disk_usage(dir), total, free),
         Err(e) => {
             tracing::debug!("cannot ask the filesystem of {} for its free space ({e})", dir.display());
@@ -230,6 +246,21 @@ mod tests {
         assert!(s.starts_with("outbox bounded to ") && s.contains("by free space on /var/lib/iomt-edge (max_bytes 256.0 MiB"), "{s}");
         let b = effective_bound(256 * MIB, 0, 32 << 30, 20 << 30);
         assert_eq!(b.describe(Path::new("/x")), "outbox bounded to 256.0 MiB by max_bytes");
+    }
+
+    #[test]
+    fn the_smallest_filesystem_gives_the_least_bound() {
+        let min = smallest_filesystem();
+        assert_eq!(effective_bound(256 * MIB, 0, min, min).bytes, MIN_BOUND);
+        assert!(effective_bound(256 * MIB, 0, min - 1, min - 1).bytes < MIN_BOUND);
+        assert_eq!(effective_bound(256 * MIB, 0, MIB, MIB).bytes, 0, "1 MiB holds no outbox at all");
+    }
+
+    #[test]
+    fn a_filesystem_that_reports_no_size_leaves_max_bytes_in_charge() {
+        // /proc reports 0 blocks, as a FUSE filesystem without statfs does.
+        let b = bound_for(Path::new("/proc/self"), 256 * MIB);
+        assert_eq!((b.bytes, b.by), (256 * MIB, BoundBy::MaxBytes));
     }
 
     #[test]

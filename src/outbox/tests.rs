@@ -422,6 +422,41 @@ fn inspection_reports_damage_and_moves_nothing() {
 }
 
 #[test]
+fn inspection_reports_a_log_cut_short_as_damage_as_the_start_would() {
+    // A log cut short (a copy to a full card, a restored image written only
+    // in part): sled opens what is left and, when the cut tears a message,
+    // keeps less than the log holds. Inspection must call damaged exactly
+    // what the next start salvages, and change nothing.
+    let d = tempfile::tempdir().unwrap();
+    let original = d.path().join("original");
+    store_with_history(&original);
+    let len = std::fs::metadata(original.join("db")).unwrap().len();
+    let mut damaged = 0;
+    for k in 0..12u64 {
+        let dir = d.path().join(format!("cut{k}")).join("outbox");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["db", "conf"] {
+            std::fs::copy(original.join(f), dir.join(f)).unwrap();
+        }
+        let db = dir.join("db");
+        std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 3 + k * 7919).unwrap();
+        let before = std::fs::read(&db).unwrap();
+        let inspected = match Outbox::inspect(&dir, &OutboxConfig::default()) {
+            Err(e) => {
+                assert!(e.is_damage(), "{e}");
+                true
+            }
+            Ok(_) => false,
+        };
+        assert_eq!(std::fs::read(&db).unwrap(), before, "inspection left the store as it was");
+        let (_ob, report) = Outbox::open(&dir, &OutboxConfig::default()).unwrap();
+        assert_eq!(inspected, report.salvaged.is_some(), "cut at {}: inspection says damaged exactly when the start salvages", len / 3 + k * 7919);
+        damaged += inspected as usize;
+    }
+    assert!(damaged > 0, "no cut tore a message: the test shows nothing");
+}
+
+#[test]
 fn an_unfinished_or_torn_index_snapshot_does_not_make_the_store_damaged() {
     // A full disk (or a crash) while sled writes its snapshot leaves a
     // `snap.*.generating` file, or a short one; sled then refused the whole

@@ -32,6 +32,10 @@ pub struct RunOptions {
     pub config_file: Option<(std::path::PathBuf, String)>,
     /// Requests that came in as signals (SIGHUP, SIGUSR1, SIGUSR2).
     pub signals: ControlSignals,
+    /// The check `run` makes of a config file before it starts (the file and
+    /// this machine; `cli::check_config`), for SIGHUP's "is it valid?"; when
+    /// `None`, the file alone is checked.
+    pub check_config: Option<fn(&std::path::Path) -> Result<(), String>>,
 }
 
 /// Shared handles on a running gateway, for status views (demo, twin, STATUS=).
@@ -243,10 +247,16 @@ pub async fn run(
             _ = opts.signals.reload.notified() => {
                 // SIGHUP: re-read what can be re-read; never stop.
                 let file = opts.config_file.clone();
-                let said = tokio::task::spawn_blocking(move || reload_report(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str()))))
+                let check = opts.check_config;
+                let said = tokio::task::spawn_blocking(move || reload_report(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())), check))
                     .await
-                    .unwrap_or_else(|e| format!("checking the config file failed ({e})"));
-                tracing::info!("SIGHUP: {said}; {}", gateway.status_line());
+                    .unwrap_or_else(|e| Err(format!("checking the config file failed ({e})")));
+                // A file the next start would refuse is a warning: a restart
+                // (a reboot, a crash) would not come back up.
+                match said {
+                    Ok(said) => tracing::info!("SIGHUP: {said}; {}", gateway.status_line()),
+                    Err(said) => tracing::warn!("SIGHUP: {said}; {}", gateway.status_line()),
+                }
                 write_status(&gateway, true);
                 last_status = Some(tokio::time::Instant::now());
             }
@@ -516,26 +526,40 @@ pub fn cancel_on_signals(token: CancellationToken) -> ControlSignals {
 /// applied only by a restart: outbox, devices and sink are set up at start);
 /// secrets in files or the environment are read again at every connection
 /// anyway, and the file sink follows a moved or removed file by itself.
-pub fn reload_report(started_from: Option<(&std::path::Path, &str)>) -> String {
+/// `check` is the check `run` makes at start (the file and this machine);
+/// without it the file alone is checked. `Err` when the next start would
+/// fail (the file cannot be read or is not valid).
+pub fn reload_report(
+    started_from: Option<(&std::path::Path, &str)>,
+    check: Option<fn(&std::path::Path) -> Result<(), String>>,
+) -> Result<String, String> {
     let Some((path, old)) = started_from else {
-        return "nothing to re-read (no config file)".into();
+        return Ok("nothing to re-read (no config file)".into());
     };
-    let now = match std::fs::read_to_string(path) {
+    let now = match crate::config::read_text(path) {
         Ok(t) => t,
         Err(e) => {
-            return format!("cannot read the config file {} ({e}); the gateway keeps running with the settings it started with", path.display())
+            return Err(format!(
+                "cannot read the config file {} ({e}); the gateway keeps running with the settings it started with; \
+                 put the file back before the next restart",
+                path.display()
+            ))
         }
     };
     if now == old {
-        return format!("the config file {} is unchanged; secrets are re-read at each connection", path.display());
+        return Ok(format!("the config file {} is unchanged; secrets are re-read at each connection", path.display()));
     }
-    match crate::config::load(path) {
-        Ok(_) => format!(
+    let checked = match check {
+        Some(check) => check(path),
+        None => crate::config::load(path).map(|_| ()).map_err(|e| e.to_string()),
+    };
+    match checked {
+        Ok(()) => Ok(format!(
             "the config file {} changed and is valid; `systemctl restart iomt-edge` applies it (the gateway keeps running with the settings it started with)",
             path.display()
-        ),
-        Err(e) => format!(
+        )),
+        Err(e) => Err(format!(
             "the config file changed and is NOT valid: {e}; the gateway keeps running with the settings it started with; fix the file before the next restart"
-        ),
+        )),
     }
 }
