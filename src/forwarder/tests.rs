@@ -251,7 +251,7 @@ async fn in_flight_records_ride_along_with_group_commits() {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let committer = Committer {
             outbox: ob.clone(),
-            window: Duration::from_millis(20),
+            window: Duration::from_millis(100),
             registry: Arc::new(crate::adapters::DeviceRegistry::new()),
             associations: Arc::new(crate::service::associations::Associations::load(&[], None)),
             health: Arc::new(Health::new()),
@@ -260,7 +260,7 @@ async fn in_flight_records_ride_along_with_group_commits() {
         let (ctask, committed, group_sync) = committer.spawn(rx);
         let sink = Arc::new(ScriptedSink::default());
         let mut s = settings();
-        s.batching = LiveBatching::new(50, Duration::from_millis(200));
+        s.batching = LiveBatching::new(50, Duration::from_millis(600));
         let stats = Arc::new(ForwarderStats::default());
         let f = Forwarder {
             outbox: ob.clone(),
@@ -274,7 +274,7 @@ async fn in_flight_records_ride_along_with_group_commits() {
         };
         let stop = CancellationToken::new();
         let ftask = tokio::spawn(f.run(stop.clone()));
-        // Two devices in step, every 150 ms, for 20 cycles.
+        // Two devices in step, every 300 ms, for 20 cycles.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let cycles = 20u64;
         for i in 0..cycles {
@@ -282,7 +282,7 @@ async fn in_flight_records_ride_along_with_group_commits() {
                 let r = Reading::new(d, DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", 60.0 + i as f64);
                 tx.send(r).await.unwrap();
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let syncs_during = ob.syncs();
         drop(tx);
@@ -300,6 +300,8 @@ async fn in_flight_records_ride_along_with_group_commits() {
     let (with, cycles, m_with) = run(true).await;
     let (without, _, m_without) = run(false).await;
     let _ = (m_with, m_without);
-    assert!(with <= cycles + 3, "in-flight records cost syncs of their own: {with} syncs for {cycles} group commits");
+    // A loaded machine may answer a group's opening after the group closed:
+    // that record then costs a sync of its own, hence the margin.
+    assert!(with <= cycles + cycles / 4, "in-flight records cost syncs of their own: {with} syncs for {cycles} group commits");
     assert!(without >= with + cycles / 4, "the run without the group sync should show the extra syncs: {without} vs {with}");
 }
