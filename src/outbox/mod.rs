@@ -174,6 +174,9 @@ pub struct OpenReport {
     pub recount: Option<Recount>,
     /// When the store was damaged: what was salvaged into the new one.
     pub salvaged: Option<SalvageReport>,
+    /// When a power cut had interrupted a write (part of it on disk): how
+    /// many complete readings of it were kept.
+    pub interrupted_write_kept: Option<u64>,
 }
 
 /// The file in a quarantined store that says its readings were already
@@ -309,6 +312,9 @@ struct Store {
 const ZEROS_AHEAD: u64 = 1 << 20;
 /// sled's segment size (its default, which the outbox does not change).
 const SLED_SEGMENT: u64 = 512 * 1024;
+/// The most numbers one write (a group commit) can hand out: a counter this
+/// far beyond sled's is taken as a write a power cut interrupted.
+const MAX_INTERRUPTED_WRITE: u64 = 4096;
 /// Zeros are written ahead only with at least this much free space.
 const ZEROS_MIN_FREE: u64 = 64 << 20;
 
@@ -496,8 +502,8 @@ impl Outbox {
                 // store is damaged: the gateway salvages it at its next start.
                 if matches!(report.previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
                     let kept_next = outbox.counters.lock().unwrap_or_else(|p| p.into_inner()).next_seq;
-                    let raw_next = std::fs::read(dir.join("db")).ok().and_then(|b| salvage::highest_next_seq(&b));
-                    if raw_next.is_some_and(|n| n > kept_next && n <= kept_next.saturating_add(1_000_000_000)) {
+                    let verdict = std::fs::read(dir.join("db")).ok().map(|b| salvage::log_verdict(&b, kept_next, MAX_INTERRUPTED_WRITE));
+                    if let Some(salvage::LogVerdict::CutShort { raw_next }) = verdict {
                         tracing::debug!("sled kept numbering up to {kept_next}, the raw log shows {raw_next:?}");
                         return Err(OutboxError::Damaged(dir.to_path_buf()));
                     }
@@ -518,6 +524,7 @@ impl Outbox {
         let lock = lock::DirLock::acquire(dir)?;
         let mut moved_aside = None;
         let mut salvaged = None;
+        let mut interrupted_write_kept = None;
         let created = !dir.join("db").exists();
         // sled 0.34's recovery stops at the first damaged message of its log
         // and then writes over what follows, so a damaged store loses more
@@ -587,11 +594,22 @@ impl Outbox {
             // silently drops everything after it. The counters in the raw log
             // tell how far numbering really got: if they went further than
             // what sled kept, committed readings were cut off, so salvage.
-            let raw_next = std::fs::read(&pre_open)
-                .or_else(|_| std::fs::read(dir.join("db")))
-                .ok()
-                .and_then(|b| salvage::highest_next_seq(&b));
+            let raw = std::fs::read(&pre_open).or_else(|_| std::fs::read(dir.join("db"))).ok();
             let kept_next = counters.next_seq;
+            let verdict = raw.as_deref().map_or(salvage::LogVerdict::Intact, |b| salvage::log_verdict(b, kept_next, MAX_INTERRUPTED_WRITE));
+            if let (salvage::LogVerdict::Interrupted { next }, Some(bytes)) = (verdict, raw.as_deref()) {
+                // The write the power cut interrupted (never synced, so never
+                // reported committed), part of which reached the disk (a torn
+                // page): not damage. Its complete readings are kept, and
+                // numbering goes on after it.
+                let kept = Self::keep_interrupted_write(&store, &mut counters, bytes, next)?;
+                interrupted_write_kept = Some(kept);
+                tracing::info!("the power cut interrupted a write to the outbox: {kept} reading(s) from it were complete and are kept; numbering goes on at {next}");
+            }
+            let raw_next = match verdict {
+                salvage::LogVerdict::CutShort { raw_next } => Some(raw_next),
+                _ => None,
+            };
             if raw_next.is_some_and(|n| n > kept_next && n <= kept_next.saturating_add(1_000_000_000)) {
                 tracing::debug!("sled kept numbering up to {kept_next}, the raw log shows {raw_next:?}");
                 drop(store);
@@ -656,7 +674,7 @@ impl Outbox {
             // reported at start.
             outbox.bound();
         }
-        Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount, salvaged }))
+        Ok((outbox, OpenReport { moved_aside, took: started.elapsed(), previous_stop, recount, salvaged, interrupted_write_kept }))
     }
 
     /// Moves the damaged store in `dir` aside, scans its raw files for what
@@ -752,6 +770,33 @@ impl Outbox {
         }
         tracing::error!("the outbox in {} was damaged and could not be read as it was; {report}", dir.display());
         Ok((store, report))
+    }
+
+    /// Keeps the complete readings of a write a power cut interrupted (those
+    /// with sequence numbers from `c.next_seq` up to `next`), and moves the
+    /// numbering on to `next`, so no number of that write is given again.
+    /// Returns how many readings were kept.
+    fn keep_interrupted_write(store: &Store, c: &mut Counters, raw: &[u8], next: u64) -> Result<u64, OutboxError> {
+        let found = salvage::scan(&[raw]);
+        let mut batch = sled::Batch::default();
+        let mut kept = 0u64;
+        for (seq, (commit_ms, r)) in found.readings.range(c.next_seq..next) {
+            if store.tree.get(reading_key(*seq))?.is_some() {
+                continue;
+            }
+            let mut value = Vec::with_capacity(256);
+            value.extend_from_slice(&commit_ms.to_be_bytes());
+            let _ = serde_json::to_writer(&mut value, r);
+            c.count += 1;
+            c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
+            batch.insert(&reading_key(*seq), value);
+            kept += 1;
+        }
+        c.next_seq = c.next_seq.max(next);
+        Self::put_counters(&mut batch, c);
+        store.tree.apply_batch(batch)?;
+        store.sync()?;
+        Ok(kept)
     }
 
     /// Replaces a damaged store while the gateway runs: what a read or write

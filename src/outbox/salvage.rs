@@ -230,6 +230,42 @@ pub fn highest_next_seq(bytes: &[u8]) -> Option<u64> {
         .max()
 }
 
+/// What the counters in a raw log say about the store sled recovered from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogVerdict {
+    /// sled kept numbering as far as the log went.
+    Intact,
+    /// One write beyond what sled kept (at most `max_write` numbers): the
+    /// write a power cut interrupted before its sync, part of which reached
+    /// the disk. Never reported committed; numbering goes on at `next`.
+    Interrupted { next: u64 },
+    /// The log went several writes (or one impossible jump) further: sled
+    /// stopped at damage and dropped committed readings after it: salvage.
+    CutShort { raw_next: u64 },
+}
+
+/// Compares the counters in the raw log `bytes` with `kept_next`, the next
+/// sequence number of the store sled recovered.
+pub fn log_verdict(bytes: &[u8], kept_next: u64, max_write: u64) -> LogVerdict {
+    let ahead: Vec<u64> = next_seq_values(bytes).into_iter().filter(|n| *n > kept_next && *n <= kept_next.saturating_add(1_000_000_000)).collect();
+    match ahead.as_slice() {
+        [] => LogVerdict::Intact,
+        [only] if *only <= kept_next.saturating_add(max_write) => LogVerdict::Interrupted { next: *only },
+        more => LogVerdict::CutShort { raw_next: more.iter().copied().max().unwrap_or(kept_next) },
+    }
+}
+
+/// Every distinct counter value in a raw log (see [`highest_next_seq`]).
+pub fn next_seq_values(bytes: &[u8]) -> std::collections::BTreeSet<u64> {
+    find_all(bytes, NEXT_SEQ_MARK)
+        .filter_map(|at| {
+            let v = at + NEXT_SEQ_MARK.len();
+            bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+        })
+        .filter(|n| *n < SEQ_LIMIT)
+        .collect()
+}
+
 /// Sequence numbers stay far below this (2^48: a million readings a second
 /// for nine years); larger "counters" are misreadings of other bytes.
 const SEQ_LIMIT: u64 = 1 << 48;
