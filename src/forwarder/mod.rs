@@ -9,17 +9,27 @@
 //!   after a crash those batches are resent first, with the same id.
 //! - Failures are retried forever with exponential backoff and jitter; nothing
 //!   is dropped on a send error. "Too large" splits the batch.
+//!
+//! The delivery decisions (per-device queues, one batch in flight per device,
+//! round-robin, the age/size/count limits, the "too large" split, the next
+//! deadline) live in [`batcher`], a synchronous state machine with no I/O and
+//! no clock of its own, tested there with property tests. This file is the
+//! async loop around it: it reads the outbox, asks the batcher, records the
+//! batches in flight (with a group commit when one is open), calls the sink,
+//! and acknowledges.
 
 pub mod backoff;
+pub mod batcher;
 
-use crate::model::{Message, Reading, WireReading};
+use crate::model::{Message, Reading};
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox};
 use crate::service::health::Health;
 use crate::sinks::{Sink, SinkError};
 use backoff::Backoff;
+use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};
 use futures::stream::{FuturesUnordered, StreamExt};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +37,6 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How many readings the forwarder holds in memory at most (bounded memory
-/// during a large backlog drain).
-const BUFFER_CAP: usize = 20_000;
 /// Bytes of a message besides its readings (ids, schema, brackets).
 const MESSAGE_OVERHEAD: usize = 512;
 
@@ -142,16 +149,6 @@ impl FlushHandle {
     pub fn flush_now(&self) {
         self.0.notify_one();
     }
-}
-
-type Key = (String, Option<String>);
-
-struct Queue {
-    readings: VecDeque<(Reading, usize)>,
-    bytes: usize,
-    oldest: Instant,
-    /// Lowered after "too large" answers.
-    byte_cap: usize,
 }
 
 /// At most this many batches recorded in flight and waiting for the sink
@@ -272,23 +269,22 @@ impl Forwarder {
 
     /// One life of the forwarder: returns on shutdown, or with the first
     /// outbox error.
+    ///
+    /// The decisions (what goes into which message, and when) are the
+    /// [`Batcher`]'s; this loop does the I/O around it: it reads the outbox
+    /// into the batcher, records the batches it forms in flight, hands them to
+    /// the sink, reports each outcome back and sleeps until the next deadline.
     async fn run_once(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let sink_cap = self.sink.max_message_bytes().saturating_sub(MESSAGE_OVERHEAD).max(256);
         let byte_cap = self.settings.batch_max_bytes.min(sink_cap);
         let max_in_flight = self.sink.max_in_flight().max(1);
         let send_cancel = CancellationToken::new();
 
-        let mut queues: BTreeMap<Key, Queue> = BTreeMap::new();
-        let mut busy: HashSet<Key> = HashSet::new();
+        let mut batcher = Batcher::new(byte_cap, BUFFER_CAP);
         let mut tasks = FuturesUnordered::new();
         // Batches recorded in flight (durably) but not handed to the sink yet,
         // because the sink takes fewer at once than were recorded together.
         let mut recorded: VecDeque<(Key, InFlight, Message, Vec<Reading>)> = VecDeque::new();
-        let mut buffered = 0usize;
-        let mut cursor = 0u64;
-        let mut excluded: HashSet<u64> = HashSet::new();
-        let mut flush_requested = false;
-        let mut last_served: Option<Key> = None;
         let mut shutting_down: Option<Instant> = None;
 
         // Batches that were in flight when the gateway stopped go first, unchanged.
@@ -298,14 +294,14 @@ impl Forwarder {
         }
         for rec in leftovers {
             let readings = self.outbox.get_many(&rec.seqs)?;
-            excluded.extend(rec.seqs.iter().copied());
             let Some(mut msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &readings) else {
+                // None of its readings is left: nothing to resend.
                 self.outbox.cancel_in_flight(&rec)?;
                 continue;
             };
             msg.message_id = rec.message_id.clone();
             let key: Key = (msg.device_id.clone(), msg.patient_id.clone());
-            busy.insert(key.clone());
+            batcher.resume(key.clone(), &rec.seqs);
             tasks.push(self.deliver(key, rec, msg, readings, send_cancel.clone()));
         }
 
@@ -320,123 +316,56 @@ impl Forwarder {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.health.forwarder_tick();
-            // 1. Pull committed readings into per-device queues (bounded).
+            // 1. Pull committed readings into the batcher (bounded).
             let committed = *self.committed.borrow_and_update();
             let draining = shutting_down.is_some();
             let grace_over = shutting_down.is_some_and(|t| t.elapsed() >= self.settings.shutdown_grace);
-            while !grace_over && buffered < BUFFER_CAP && cursor < committed {
-                let chunk = self.outbox.read_range(cursor, committed, (BUFFER_CAP - buffered).min(2000))?;
+            while let Some(n) = batcher.wants(committed).filter(|_| !grace_over) {
+                let chunk = self.outbox.read_range(batcher.cursor(), committed, n)?;
                 if chunk.is_empty() {
-                    cursor = committed;
+                    batcher.caught_up(committed);
                     break;
                 }
+                let now = Instant::now().into_std();
                 for r in chunk {
-                    cursor = r.seq;
-                    if excluded.remove(&r.seq) {
-                        continue;
-                    }
-                    let size = serde_json::to_vec(&WireReading::from(&r)).map(|v| v.len() + 1).unwrap_or(256);
-                    let key: Key = (r.device_id.clone(), r.patient_id.clone());
-                    let q = queues.entry(key).or_insert_with(|| Queue {
-                        readings: VecDeque::new(),
-                        bytes: 0,
-                        oldest: Instant::now(),
-                        byte_cap,
-                    });
-                    if q.readings.is_empty() {
-                        q.oldest = Instant::now();
-                    }
-                    q.bytes += size;
-                    q.readings.push_back((r, size));
-                    buffered += 1;
+                    batcher.admit(r, now);
                 }
             }
-            let backlog = cursor < committed;
 
-            let max_readings = self.settings.batching.max_readings();
-            let max_age = self.settings.batching.max_age();
+            let limits = Limits { max_readings: self.settings.batching.max_readings(), max_age: self.settings.batching.max_age() };
             // 2. Send what is ready, one message per device at a time. When
             //    stopping, everything is ready (best effort within the grace period).
             if !grace_over {
-                // Round-robin from the device after the last one served, so that
-                // during a backlog every device gets full batches in turn.
-                let mut keys: Vec<Key> = match &last_served {
-                    Some(k) => queues.range::<Key, _>((std::ops::Bound::Excluded(k.clone()), std::ops::Bound::Unbounded)).map(|(k, _)| k.clone()).collect(),
-                    None => Vec::new(),
-                };
-                let wrapped: Vec<Key> = queues.keys().filter(|k| !keys.contains(k)).cloned().collect();
-                keys.extend(wrapped);
-                // Every batch costs an in-flight record made durable (an
-                // fdatasync, a page on the SD card) before it is sent. Batches
-                // made in one pass share one record write; and when one
-                // device's batch is due by age, the others whose oldest reading
-                // is at least half that old go along, so N devices cost about
-                // one sync per `max_age`, not N.
-                let age_due = queues.iter().any(|(k, q)| !busy.contains(k) && !q.readings.is_empty() && q.oldest.elapsed() >= max_age);
-                // And when a group of readings is being committed, batches
-                // that would fall due before the next group (half their age
-                // or more) are formed now, so that their records ride along
-                // with that group's `fdatasync` instead of costing their own.
+                // When a group of readings is being committed, batches that
+                // would fall due before the next group (half their age or
+                // more) are formed now, so that their records ride along with
+                // that group's `fdatasync` instead of costing their own.
                 let group_open = std::mem::take(&mut group_opened) || opened.as_mut().is_some_and(|o| o.has_changed().unwrap_or(false));
                 if group_open {
                     if let Some(o) = opened.as_mut() {
                         o.borrow_and_update();
                     }
                 }
+                let pass = Pass { committed, draining, group_open, room: MAX_RECORDED.saturating_sub(recorded.len()) };
                 let mut pending: Vec<(Key, InFlight, Message, Vec<Reading>)> = Vec::new();
-                for key in keys {
-                    if recorded.len() + pending.len() >= MAX_RECORDED {
-                        break;
-                    }
-                    if busy.contains(&key) {
-                        continue;
-                    }
-                    let Some(q) = queues.get_mut(&key) else { continue };
-                    if q.readings.is_empty() {
-                        continue;
-                    }
-                    let ready = q.readings.len() >= max_readings
-                        || q.bytes >= q.byte_cap
-                        || q.oldest.elapsed() >= max_age
-                        || ((age_due || group_open) && q.oldest.elapsed() >= max_age / 2)
-                        || backlog
-                        || draining
-                        || flush_requested;
-                    if !ready {
-                        continue;
-                    }
-                    let mut batch = Vec::new();
-                    let mut bytes = 0usize;
-                    while let Some((_, size)) = q.readings.front() {
-                        if !batch.is_empty()
-                            && (batch.len() >= max_readings || bytes + size > q.byte_cap)
-                        {
-                            break;
-                        }
-                        bytes += *size;
-                        if let Some((r, _)) = q.readings.pop_front() {
-                            batch.push(r);
-                        }
-                    }
-                    q.bytes = q.bytes.saturating_sub(bytes);
-                    q.oldest = Instant::now();
-                    buffered -= batch.len();
-                    let Some(msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &batch) else {
+                for Batch { key, readings } in batcher.take_ready(limits, pass, Instant::now().into_std()) {
+                    let Some(msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &readings) else {
+                        // Batches are never empty; should one be, nothing is in flight.
+                        batcher.finished(&key);
                         continue;
                     };
-                    let rec = InFlight { message_id: msg.message_id.clone(), seqs: batch.iter().map(|r| r.seq).collect() };
-                    busy.insert(key.clone());
-                    last_served = Some(key.clone());
-                    pending.push((key, rec, msg, batch));
+                    let rec = InFlight { message_id: msg.message_id.clone(), seqs: readings.iter().map(|r| r.seq).collect() };
+                    pending.push((key, rec, msg, readings));
                 }
                 if !pending.is_empty() {
+                    // All batches of one pass share one record write.
                     let recs: Vec<InFlight> = pending.iter().map(|(_, rec, _, _)| rec.clone()).collect();
                     let mut stored = false;
                     if let (true, Some(gs)) = (group_open, self.group_sync.as_ref()) {
                         // Committed with the open group (within its window);
                         // should it be missed, with the next group or alone
                         // within half the batch age.
-                        let deadline = Instant::now() + (max_age / 2).min(Duration::from_millis(500));
+                        let deadline = Instant::now() + (limits.max_age / 2).min(Duration::from_millis(500));
                         match gs.record(recs.clone(), deadline).await {
                             Ok(()) => stored = true,
                             Err(e) => tracing::debug!("in-flight records not stored with a group ({e}); storing them on their own"),
@@ -453,14 +382,10 @@ impl Forwarder {
                     let Some((key, rec, msg, batch)) = recorded.pop_front() else { break };
                     tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
                 }
-                if queues.values().all(|q| q.readings.is_empty()) {
-                    flush_requested = false;
-                }
-                queues.retain(|k, q| !q.readings.is_empty() || busy.contains(k));
             }
 
-            if draining && tasks.is_empty() && (grace_over || (recorded.is_empty() && buffered == 0 && cursor >= committed)) {
-                if grace_over && (buffered > 0 || cursor < committed || !recorded.is_empty()) {
+            if draining && tasks.is_empty() && (grace_over || (recorded.is_empty() && batcher.is_idle(committed))) {
+                if grace_over && (!batcher.is_idle(committed) || !recorded.is_empty()) {
                     tracing::info!("stopping with readings still queued; they stay in the outbox and are sent on the next start");
                 }
                 break;
@@ -472,16 +397,12 @@ impl Forwarder {
 
             // 3. Wait for something to happen, or for the oldest waiting
             //    reading of an idle device to reach `max_age`.
-            let next_due = queues
-                .iter()
-                .filter(|(k, q)| !q.readings.is_empty() && !busy.contains(*k))
-                .filter_map(|(_, q)| q.oldest.checked_add(max_age))
-                .min();
+            let next_due = batcher.next_deadline(limits.max_age).map(Instant::from_std);
             tokio::select! {
                 Some((key, rec, outcome, readings)) = tasks.next() => {
-                    busy.remove(&key);
                     match outcome {
                         Outcome::Delivered => {
+                            batcher.finished(&key);
                             let n = rec.seqs.len() as u64;
                             if self.group_sync.is_some() {
                                 // Written with the next group commit (one
@@ -496,32 +417,21 @@ impl Forwarder {
                         }
                         Outcome::TooLarge(detail) => {
                             self.outbox.cancel_in_flight(&rec)?;
-                            if readings.len() <= 1 {
-                                tracing::error!(
-                                    "a single reading (seq {:?}) is larger than the destination accepts ({detail}); it is removed from the outbox",
-                                    rec.seqs.first()
-                                );
-                                self.stats.rejected_readings.fetch_add(readings.len() as u64, Ordering::Relaxed);
-                                self.outbox.ack(&rec)?;
-                            } else {
-                                let q = queues.entry(key).or_insert_with(|| Queue {
-                                    readings: VecDeque::new(),
-                                    bytes: 0,
-                                    oldest: Instant::now(),
-                                    byte_cap,
-                                });
-                                let total: usize = readings.iter().map(|r| serde_json::to_vec(&WireReading::from(r)).map(|v| v.len() + 1).unwrap_or(256)).sum();
-                                q.byte_cap = (total / 2).max(256);
-                                tracing::warn!("the destination said a message was too large ({detail}); splitting it");
-                                for r in readings.into_iter().rev() {
-                                    let size = serde_json::to_vec(&WireReading::from(&r)).map(|v| v.len() + 1).unwrap_or(256);
-                                    q.bytes += size;
-                                    q.readings.push_front((r, size));
-                                    buffered += 1;
+                            match batcher.too_large(key, readings, Instant::now().into_std()) {
+                                TooLarge::Rejected(readings) => {
+                                    tracing::error!(
+                                        "a single reading (seq {:?}) is larger than the destination accepts ({detail}); it is removed from the outbox",
+                                        rec.seqs.first()
+                                    );
+                                    self.stats.rejected_readings.fetch_add(readings.len() as u64, Ordering::Relaxed);
+                                    self.outbox.ack(&rec)?;
+                                }
+                                TooLarge::Split => {
+                                    tracing::warn!("the destination said a message was too large ({detail}); splitting it");
                                 }
                             }
                         }
-                        Outcome::Cancelled => {}
+                        Outcome::Cancelled => batcher.finished(&key),
                     }
                 }
                 res = self.committed.changed(), if shutting_down.is_none() => {
@@ -530,7 +440,7 @@ impl Forwarder {
                         shutting_down.get_or_insert_with(Instant::now);
                     }
                 }
-                _ = self.flush.0.notified() => { flush_requested = true; }
+                _ = self.flush.0.notified() => batcher.request_flush(),
                 changed = async {
                     match opened.as_mut() {
                         Some(o) => o.changed().await.is_ok(),
@@ -547,7 +457,7 @@ impl Forwarder {
                 _ = shutdown.cancelled(), if shutting_down.is_none() => {
                     shutting_down = Some(Instant::now());
                 }
-                _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)), if next_due.is_some() => {}
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
                 _ = tick.tick() => {
                     // No group commit came for a while (quiet devices): write
                     // the held acknowledgements on their own.
