@@ -13,6 +13,7 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod health;
 pub mod logging;
 pub mod medtech;
 pub mod model;
@@ -22,3 +23,6 @@ pub mod simulate;
 pub mod sinks;
 pub mod forwarder;
 pub mod service;
+
+#[cfg(test)]
+mod layering;

@@ -15,7 +15,7 @@ pub mod backoff;
 use crate::model::{Message, Reading, WireReading};
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox};
-use crate::service::health::Health;
+use crate::health::Health;
 use crate::sinks::{Sink, SinkError};
 use backoff::Backoff;
 use futures::stream::{FuturesUnordered, StreamExt};

@@ -13,17 +13,16 @@
 //! rewrites at least one page, so a sync of its own per forwarder pass about
 //! doubled the bytes written per reading (docs/performance.md, SD-card wear).
 //!
-//! Before storing, each reading is stamped with its patient and checked against
+//! Before storing, each reading passes the stamp hook (the service stamps its
+//! patient there) and is checked against
 //! the SampledData slots of its series ([`SeriesSlots`]): every adapter's
 //! readings pass here in commit order, so one place marks a reading whose MedTech
 //! slot is already taken, and the mark is stored with the reading (a resend
 //! carries it unchanged).
 
 use super::{InFlight, Outbox};
-use crate::adapters::DeviceRegistry;
+use crate::health::Health;
 use crate::model::{Reading, SeriesSlots, SlotOutcome};
-use crate::service::associations::Associations;
-use crate::service::health::Health;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,12 +90,28 @@ impl GroupSync {
     }
 }
 
+/// Called on each reading just before it is stored (in commit order, on the
+/// committer's task: keep it short and non-blocking).
+pub type StampHook = Arc<dyn Fn(&mut Reading) + Send + Sync>;
+
+/// Called on each reading once it is durable (it has its sequence number).
+pub type CommittedHook = Arc<dyn Fn(&Reading) + Send + Sync>;
+
+/// What the stage above plugs into the committer, so the outbox knows
+/// nothing of patients or devices: the service stamps each reading with its
+/// patient association before the commit, and tells the device registry
+/// about each reading after it. `None`: nothing to do.
+#[derive(Clone, Default)]
+pub struct CommitHooks {
+    pub stamp: Option<StampHook>,
+    pub committed: Option<CommittedHook>,
+}
+
 /// Everything the committer needs.
 pub struct Committer {
     pub outbox: Arc<Outbox>,
     pub window: Duration,
-    pub registry: Arc<DeviceRegistry>,
-    pub associations: Arc<Associations>,
+    pub hooks: CommitHooks,
     pub health: Arc<Health>,
     pub report: CommitReport,
 }
@@ -166,7 +181,9 @@ impl Committer {
                 let mut requests = std::mem::take(&mut waiting);
                 let mut records: Arc<Vec<InFlight>> = Arc::new(requests.iter().flat_map(|r| r.records.iter().cloned()).collect());
                 for r in &mut group {
-                    self.associations.stamp(r);
+                    if let Some(stamp) = &self.hooks.stamp {
+                        stamp(r);
+                    }
                     if slots.assign(r) == SlotOutcome::Taken {
                         tracing::debug!(kind = r.kind.name(), "a reading shares its SampledData slot with an earlier one; it becomes its own Observation");
                     }
@@ -250,8 +267,10 @@ impl Committer {
                                         outcome.refused
                                     );
                                 }
-                                for r in group.iter().filter(|r| r.seq != 0) {
-                                    self.registry.observe(r);
+                                if let Some(committed) = &self.hooks.committed {
+                                    for r in group.iter().filter(|r| r.seq != 0) {
+                                        committed(r);
+                                    }
                                 }
                                 if self.report.0 && !group.is_empty() {
                                     report_commits(&group);
