@@ -8,11 +8,18 @@
 //!
 //! Each stage is a folder under `src/`. Side tools (`decode`, `medtech`,
 //! `simulate`) read the same [`model`].
+//!
+//! Imports follow the same direction: `model` and the leaves at the bottom,
+//! then `config`; `adapters`, `outbox`, `sinks` (and `medtech`, `simulate`)
+//! use only those; `forwarder` above them, `service` wires everything, `cli`
+//! drives it. The unit test in `src/layering.rs` holds the table and fails
+//! when an import goes up or sideways.
 
 pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod fsutil;
+pub mod health;
 pub mod logging;
 pub mod medtech;
 pub mod model;
@@ -22,3 +29,6 @@ pub mod simulate;
 pub mod sinks;
 pub mod forwarder;
 pub mod service;
+
+#[cfg(test)]
+mod layering;

@@ -145,9 +145,8 @@ async fn notification_to_committed_latency() {
     let committer = Committer {
         outbox: outbox.clone(),
         window: Duration::from_millis(cfg.flush_interval_ms),
-        registry: registry.clone(),
-        associations: Arc::new(iomt_edge::service::associations::Associations::load(&[], None)),
-        health: Arc::new(iomt_edge::service::health::Health::new()),
+        hooks: iomt_edge::service::commit_hooks(&Arc::new(iomt_edge::service::associations::Associations::load(&[], None)), &registry),
+        health: Arc::new(iomt_edge::health::Health::new()),
         report: CommitReport(false),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);

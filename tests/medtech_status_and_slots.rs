@@ -417,6 +417,7 @@ fn bursts_of_any_length_lose_nothing() {
 async fn the_committer_marks_bursts_before_storing() {
     use iomt_edge::adapters::DeviceRegistry;
     use iomt_edge::outbox::committer::{CommitReport, Committer};
+    use iomt_edge::service::associations::Associations;
     use iomt_edge::outbox::Outbox;
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
@@ -425,9 +426,8 @@ async fn the_committer_marks_bursts_before_storing() {
     let committer = Committer {
         outbox: outbox.clone(),
         window: std::time::Duration::from_millis(20),
-        registry: Arc::new(DeviceRegistry::new()),
-        associations: Arc::new(iomt_edge::service::associations::Associations::load(&[], None)),
-        health: Arc::new(iomt_edge::service::health::Health::new()),
+        hooks: iomt_edge::service::commit_hooks(&Arc::new(Associations::load(&[], None)), &Arc::new(DeviceRegistry::new())),
+        health: Arc::new(iomt_edge::health::Health::new()),
         report: CommitReport(false),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(1000);

@@ -11,7 +11,7 @@ use crate::model::{DeviceKind, Reading, ReadingType};
 use crate::outbox::committer::{CommitReport, Committer};
 use crate::outbox::Outbox;
 use crate::service::associations::Associations;
-use crate::service::health::Health;
+use crate::health::Health;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -93,8 +93,7 @@ async fn ingest(dir: &Path, window_ms: u64, n: u64, durable: bool) -> anyhow::Re
     let c = Committer {
         outbox: ob.clone(),
         window: Duration::from_millis(window_ms),
-        registry: Arc::new(DeviceRegistry::new()),
-        associations: Arc::new(Associations::load(&[], None)),
+        hooks: crate::service::commit_hooks(&Arc::new(Associations::load(&[], None)), &Arc::new(DeviceRegistry::new())),
         health: Arc::new(Health::new()),
         report: CommitReport(false),
     };

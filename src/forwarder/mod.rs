@@ -24,7 +24,7 @@ pub mod batcher;
 use crate::model::{Message, Reading};
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox};
-use crate::service::health::Health;
+use crate::health::Health;
 use crate::sinks::{Sink, SinkError};
 use backoff::Backoff;
 use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};

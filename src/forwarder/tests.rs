@@ -243,7 +243,7 @@ async fn a_live_reading_leaves_at_its_batch_age_not_at_the_next_idle_tick() {
 /// record. Without the group sync the same run costs about two per cycle.
 #[tokio::test]
 async fn in_flight_records_ride_along_with_group_commits() {
-    use crate::outbox::committer::{CommitReport, Committer};
+    use crate::outbox::committer::{CommitHooks, CommitReport, Committer};
     async fn run(with_group_sync: bool) -> (u64, u64, usize) {
         let dir = tempfile::tempdir().unwrap();
         let (ob, _) = Outbox::open(dir.path(), &OutboxConfig::default()).unwrap();
@@ -252,8 +252,7 @@ async fn in_flight_records_ride_along_with_group_commits() {
         let committer = Committer {
             outbox: ob.clone(),
             window: Duration::from_millis(100),
-            registry: Arc::new(crate::adapters::DeviceRegistry::new()),
-            associations: Arc::new(crate::service::associations::Associations::load(&[], None)),
+            hooks: CommitHooks::default(),
             health: Arc::new(Health::new()),
             report: CommitReport(false),
         };

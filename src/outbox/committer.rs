@@ -13,17 +13,16 @@
 //! rewrites at least one page, so a sync of its own per forwarder pass about
 //! doubled the bytes written per reading (docs/performance.md, SD-card wear).
 //!
-//! Before storing, each reading is stamped with its patient and checked against
+//! Before storing, each reading passes the stamp hook (the service stamps its
+//! patient there) and is checked against
 //! the SampledData slots of its series ([`SeriesSlots`]): every adapter's
 //! readings pass here in commit order, so one place marks a reading whose MedTech
 //! slot is already taken, and the mark is stored with the reading (a resend
 //! carries it unchanged).
 
-use super::{InFlight, Outbox};
-use crate::adapters::DeviceRegistry;
+use super::{GroupOutcome, InFlight, Outbox};
+use crate::health::Health;
 use crate::model::{Reading, SeriesSlots, SlotOutcome};
-use crate::service::associations::Associations;
-use crate::service::health::Health;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,12 +90,28 @@ impl GroupSync {
     }
 }
 
+/// Called on each reading just before it is stored (in commit order, on the
+/// committer's task: keep it short and non-blocking).
+pub type StampHook = Arc<dyn Fn(&mut Reading) + Send + Sync>;
+
+/// Called on each reading once it is durable (it has its sequence number).
+pub type CommittedHook = Arc<dyn Fn(&Reading) + Send + Sync>;
+
+/// What the stage above plugs into the committer, so the outbox knows
+/// nothing of patients or devices: the service stamps each reading with its
+/// patient association before the commit, and tells the device registry
+/// about each reading after it. `None`: nothing to do.
+#[derive(Clone, Default)]
+pub struct CommitHooks {
+    pub stamp: Option<StampHook>,
+    pub committed: Option<CommittedHook>,
+}
+
 /// Everything the committer needs.
 pub struct Committer {
     pub outbox: Arc<Outbox>,
     pub window: Duration,
-    pub registry: Arc<DeviceRegistry>,
-    pub associations: Arc<Associations>,
+    pub hooks: CommitHooks,
     pub health: Arc<Health>,
     pub report: CommitReport,
 }
@@ -166,7 +181,9 @@ impl Committer {
                 let mut requests = std::mem::take(&mut waiting);
                 let mut records: Arc<Vec<InFlight>> = Arc::new(requests.iter().flat_map(|r| r.records.iter().cloned()).collect());
                 for r in &mut group {
-                    self.associations.stamp(r);
+                    if let Some(stamp) = &self.hooks.stamp {
+                        stamp(r);
+                    }
                     if slots.assign(r) == SlotOutcome::Taken {
                         tracing::debug!(kind = r.kind.name(), "a reading shares its SampledData slot with an earlier one; it becomes its own Observation");
                     }
@@ -186,26 +203,12 @@ impl Committer {
                             // A panic inside the storage engine must not take the
                             // group with it: keep the readings and retry like any
                             // other write error.
+                            // On a write error the store is reopened, so the
+                            // retry can work once there is room again; a group
+                            // that reached the disk after all is committed and
+                            // not stored twice (see `append_or_recover`).
                             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                let err = match outbox.append_with_records(&mut group, &recs) {
-                                    Ok(outcome) => return Ok((outcome, true)),
-                                    Err(e) => e,
-                                };
-                                // sled refuses all writes after one I/O error until
-                                // it is reopened; reopen now, so the retry can work
-                                // once there is room again. If the group reached
-                                // the disk after all, it is committed: don't store
-                                // it twice.
-                                // (Whether in-flight records got through is not
-                                // known then: the forwarder stores them itself.)
-                                match outbox.recover(&mut group) {
-                                    Ok(true) => Ok((
-                                        super::AppendOutcome { seqs: group.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(), ..Default::default() },
-                                        false,
-                                    )),
-                                    Ok(false) => Err(err.to_string()),
-                                    Err(reopen) => Err(format!("{err}; reopening it failed too: {reopen}")),
-                                }
+                                outbox.append_or_recover(&mut group, &recs).map_err(|e| e.to_string())
                             }));
                             (group, res)
                         })
@@ -223,12 +226,12 @@ impl Committer {
                         };
                         // The in-flight records' fate, told to the forwarder:
                         // durable, or not known (it then stores them itself).
-                        let records_stored = matches!(res, Ok((_, true)));
+                        let records_stored = matches!(res, Ok(GroupOutcome { records_stored: true, .. }));
                         for req in requests.drain(..) {
                             let _ = req.done.send(if records_stored { Ok(()) } else { Err("stored without them".into()) });
                         }
                         records = Arc::new(Vec::new());
-                        match res.map(|(outcome, _)| outcome) {
+                        match res.map(|done| done.appended) {
                             Ok(outcome) => {
                                 if let Some(n) = failing_since.take() {
                                     tracing::warn!("outbox writes work again after {n} failed attempts; nothing was lost");
@@ -250,11 +253,17 @@ impl Committer {
                                         outcome.refused
                                     );
                                 }
-                                for r in group.iter().filter(|r| r.seq != 0) {
-                                    self.registry.observe(r);
+                                // The readings stored, with their numbers (a
+                                // refused one has none).
+                                let stored: Vec<(u64, &Reading)> =
+                                    group.iter().zip(&outcome.seqs).filter_map(|(r, s)| s.map(|s| (s, r))).collect();
+                                if let Some(committed) = &self.hooks.committed {
+                                    for (_, r) in &stored {
+                                        committed(r);
+                                    }
                                 }
                                 if self.report.0 && !group.is_empty() {
-                                    report_commits(&group);
+                                    report_commits(&stored);
                                 }
                                 let _ = tx.send(self.outbox.last_seq());
                                 break;
@@ -287,11 +296,10 @@ impl Committer {
     }
 }
 
-fn report_commits(group: &[Reading]) {
-    let items: Vec<serde_json::Value> = group
+fn report_commits(stored: &[(u64, &Reading)]) {
+    let items: Vec<serde_json::Value> = stored
         .iter()
-        .filter(|r| r.seq != 0)
-        .map(|r| serde_json::json!([r.seq, r.device_id, crate::model::time::format(&r.time), r.kind]))
+        .map(|(seq, r)| serde_json::json!([seq, r.device_id, crate::model::time::format(&r.time), r.kind]))
         .collect();
     // One write for the whole line: written piecewise (stdout's line buffer
     // is 1 KiB), a kill could leave half a line in the pipe.

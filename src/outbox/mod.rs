@@ -140,6 +140,33 @@ pub struct AppendOutcome {
     pub refused: u64,
 }
 
+/// What [`Outbox::append_or_recover`] did with a group it stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupOutcome {
+    /// As from [`Outbox::append`]: `seqs[i]` is the number `readings[i]` is
+    /// stored under, `None` when it was refused (`refuse_newest`). After a
+    /// recovery the drop and refusal counts are not known (0).
+    pub appended: AppendOutcome,
+    /// Whether the in-flight records are durable with the group: true when
+    /// the append worked; false when it failed and the group turned out to be
+    /// on disk after the reopen (the records' fate is not known then: the
+    /// forwarder stores them itself).
+    pub records_stored: bool,
+}
+
+/// Why [`Outbox::append_or_recover`] did not store a group. The readings'
+/// numbers are cleared: append the group again (nothing of it is on disk).
+#[derive(Debug, thiserror::Error)]
+pub enum GroupCommitError {
+    /// The append failed; the store was reopened for the retry.
+    #[error("{0}")]
+    NotStored(OutboxError),
+    /// The append failed and the store could not be reopened either (the
+    /// retry reopens it again).
+    #[error("{append}; reopening it failed too: {reopen}")]
+    ReopenFailed { append: OutboxError, reopen: OutboxError },
+}
+
 /// Counters and sizes, as `outbox stats` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxStats {
@@ -995,6 +1022,30 @@ impl Outbox {
             r.seq = 0;
         }
         Ok(false)
+    }
+
+    /// The committer's write: stores `readings` and `records` with one
+    /// `fdatasync` ([`Outbox::append_with_records`]); when that fails, reopens
+    /// the store ([`Outbox::recover`]: sled refuses every write after one I/O
+    /// error until then) and tells whether the group reached the disk after
+    /// all, so it is neither lost nor stored twice. `Ok`: the readings numbered
+    /// in [`GroupOutcome::appended`] are committed. `Err`: none of the group is
+    /// stored; append it again later.
+    pub fn append_or_recover(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<GroupOutcome, GroupCommitError> {
+        let append = match self.append_with_records(readings, records) {
+            Ok(appended) => return Ok(GroupOutcome { appended, records_stored: true }),
+            Err(e) => e,
+        };
+        match self.recover(readings) {
+            // A reading refused by the failed append kept no number (0:
+            // not assigned, see `Reading::seq`); the others are on disk.
+            Ok(true) => Ok(GroupOutcome {
+                appended: AppendOutcome { seqs: readings.iter().map(|r| (r.seq != 0).then_some(r.seq)).collect(), ..Default::default() },
+                records_stored: false,
+            }),
+            Ok(false) => Err(GroupCommitError::NotStored(append)),
+            Err(reopen) => Err(GroupCommitError::ReopenFailed { append, reopen }),
+        }
     }
 
     /// Closes and reopens the store, reloading the counters from disk.

@@ -587,3 +587,37 @@ fn a_torn_write_after_the_last_sync_keeps_the_store_and_its_complete_readings() 
     ob.append(&mut more).unwrap();
     assert!(more[0].seq > torn_seq, "numbering goes on after the interrupted write");
 }
+
+/// The committer's write: on success every reading's number comes back in
+/// input order (`None` for one refused under `refuse_newest`, never a 0 to
+/// filter out), and the in-flight records are stored with the group.
+#[test]
+fn append_or_recover_numbers_each_reading_or_says_it_was_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = open(d.path(), &cfg(32 * 1024, WhenFull::RefuseNewest));
+    let record = InFlight { message_id: "m1".into(), seqs: vec![1, 2] };
+    let mut first: Vec<Reading> = (0..3).map(|i| reading("a", i as f64)).collect();
+    let done = ob.append_or_recover(&mut first, std::slice::from_ref(&record)).unwrap();
+    assert!(done.records_stored);
+    assert_eq!(done.appended.seqs, vec![Some(1), Some(2), Some(3)]);
+    assert_eq!(ob.in_flight().unwrap(), vec![record]);
+    // Fill the bound: the group that no longer fits is refused in part.
+    let mut refused_seen = false;
+    for _ in 0..40 {
+        let mut rs: Vec<Reading> = (0..10).map(|i| reading("b", i as f64)).collect();
+        let done = ob.append_or_recover(&mut rs, &[]).unwrap();
+        assert_eq!(done.appended.seqs.len(), rs.len());
+        let numbered = done.appended.seqs.iter().filter(|s| s.is_some()).count() as u64;
+        assert_eq!(numbered + done.appended.refused, 10);
+        for (r, s) in rs.iter().zip(&done.appended.seqs) {
+            match s {
+                Some(s) => {
+                    let got = ob.get_many(&[*s]).unwrap();
+                    assert_eq!(got.iter().map(|g| (g.seq, &g.values)).collect::<Vec<_>>(), vec![(*s, &r.values)]);
+                }
+                None => refused_seen = true,
+            }
+        }
+    }
+    assert!(refused_seen, "the bound was never reached");
+}

@@ -4,9 +4,10 @@
 
 pub mod associations;
 pub mod control;
-pub mod health;
+mod gateway;
 pub mod notify;
 mod run;
 pub mod status;
 
-pub use run::{build_sink, cancel_on_signals, handle_signals, reload_report, run, ControlSignals, Gateway, Hangup, RunOptions};
+pub use run::{build_sink, cancel_on_signals, commit_hooks, handle_signals, reload_report, run, ControlSignals, Hangup, RunOptions};
+pub use gateway::Gateway;

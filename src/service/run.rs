@@ -2,19 +2,19 @@
 
 use super::associations::Associations;
 use super::control::RuntimeControl;
+use super::gateway::Gateway;
 use crate::sinks::iothub::control::GatewayControl;
-use super::health::Health;
 use super::notify;
 use crate::adapters::simulated::SimulatedDevice;
 use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
 use crate::config::Config;
 use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats};
 use crate::model::{DeviceEvent, Reading};
-use crate::outbox::committer::{CommitReport, Committer};
+use crate::health::Health;
+use crate::outbox::committer::{CommitHooks, CommitReport, Committer};
 use crate::outbox::Outbox;
 use crate::sinks::Sink;
 use anyhow::Context;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -38,36 +38,15 @@ pub struct RunOptions {
     pub check_config: Option<fn(&std::path::Path) -> Result<(), String>>,
 }
 
-/// Shared handles on a running gateway, for status views (demo, twin, STATUS=).
-#[derive(Clone)]
-pub struct Gateway {
-    pub config: Arc<Config>,
-    pub outbox: Arc<Outbox>,
-    pub registry: Arc<DeviceRegistry>,
-    pub associations: Arc<Associations>,
-    pub forwarder: Arc<ForwarderStats>,
-    pub flush: FlushHandle,
-    pub sink_name: &'static str,
-}
-
-impl Gateway {
-    /// One line for `systemctl status` and logs (no patient data).
-    pub fn status_line(&self) -> String {
-        let devices = self.registry.snapshot();
-        let streaming = devices.iter().filter(|d| d.state == crate::adapters::LinkState::Streaming).count();
-        let delivered = self.forwarder.delivered_readings.load(Ordering::Relaxed);
-        let mut line = format!(
-            "{}/{} devices streaming, outbox {} readings, {} delivered to {}",
-            streaming,
-            devices.len(),
-            self.outbox.len(),
-            delivered,
-            self.sink_name
-        );
-        if self.forwarder.failing.load(Ordering::Relaxed) {
-            line.push_str(", delivery failing (retrying)");
-        }
-        line
+/// The committer's hooks in the running gateway: each reading is stamped
+/// with its device's patient association before it is stored, and counted in
+/// the device registry (readings, last seen, out-of-range) once it is durable.
+pub fn commit_hooks(associations: &Arc<Associations>, registry: &Arc<DeviceRegistry>) -> CommitHooks {
+    let associations = associations.clone();
+    let registry = registry.clone();
+    CommitHooks {
+        stamp: Some(Arc::new(move |r: &mut Reading| associations.stamp(r))),
+        committed: Some(Arc::new(move |r: &Reading| registry.observe(r))),
     }
 }
 
@@ -159,8 +138,7 @@ pub async fn run(
     let committer = Committer {
         outbox: outbox.clone(),
         window: Duration::from_millis(config.outbox.flush_interval_ms),
-        registry: registry.clone(),
-        associations: associations.clone(),
+        hooks: commit_hooks(&associations, &registry),
         health: health.clone(),
         report: CommitReport(opts.report_commits),
     };

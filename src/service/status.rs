@@ -5,7 +5,7 @@
 //! No patient ids: the association lives in the desired properties the ward
 //! system wrote, and in each message body.
 
-use super::run::Gateway;
+use super::gateway::Gateway;
 use crate::adapters::{DeviceRegistry, LinkState};
 use crate::forwarder::ForwarderStats;
 use crate::outbox::Outbox;

@@ -1,5 +1,7 @@
 //! Liveness of the pipeline, for the systemd watchdog: the watchdog is fed only
-//! while the forwarder loop turns and no outbox write is stuck.
+//! while the forwarder loop turns and no outbox write is stuck. A leaf (it uses
+//! nothing of the crate) so that the committer and the forwarder can beat it
+//! without depending on `service`, which reads it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
