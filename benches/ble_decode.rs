@@ -15,12 +15,7 @@ fn bench(c: &mut Criterion) {
             &[0x19, 0xB4, 0x00, 0x2C, 0x01, 0x55, 0x01, 0x55, 0x01, 0x55, 0x01, 0x55, 0x01],
             DeviceKind::HeartRateStrap,
         ),
-        (
-            "2a5f_status_pai",
-            Characteristic::PlxContinuous,
-            &[0x14, 0xCF, 0xF3, 0xD0, 0xF2, 0x20, 0x00, 0x22, 0xF0],
-            DeviceKind::PulseOximeter,
-        ),
+        ("2a5f_status_pai", Characteristic::PlxContinuous, &[0x14, 0xCF, 0xF3, 0xD0, 0xF2, 0x20, 0x00, 0x22, 0xF0], DeviceKind::PulseOximeter),
         (
             "2a5f_fast_slow",
             Characteristic::PlxContinuous,

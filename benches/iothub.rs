@@ -64,10 +64,14 @@ async fn client(cs: String, ca: String, n: u64, batch: u64) {
             per_dev[d as usize].push(m);
         }
     }
-    let units: u64 = per_dev.iter().flatten().map(|m| {
-        let props: usize = sink.properties(m).iter().map(|(k, v)| if k.starts_with("$.") { v.len() } else { k.len() + v.len() }).sum();
-        (m.to_json().len() + props).div_ceil(4096) as u64
-    }).sum();
+    let units: u64 = per_dev
+        .iter()
+        .flatten()
+        .map(|m| {
+            let props: usize = sink.properties(m).iter().map(|(k, v)| if k.starts_with("$.") { v.len() } else { k.len() + v.len() }).sum();
+            (m.to_json().len() + props).div_ceil(4096) as u64
+        })
+        .sum();
     let msgs: usize = per_dev.iter().map(Vec::len).sum();
     // Warm up the connection.
     sink.send(&Message::from_batch("bench-gw", "0000beef", &readings(1)).unwrap()).await.unwrap();
@@ -139,7 +143,8 @@ fn main() {
             .output()
             .await
             .unwrap();
-        let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("client failed: {}", String::from_utf8_lossy(&out.stderr)));
+        let ours: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("client failed: {}", String::from_utf8_lossy(&out.stderr)));
         println!("iomt-edge sink : {ours}");
         let got = emu.messages().len();
         println!("emulator received {got} messages from the sink");
@@ -159,13 +164,17 @@ fn main() {
         let cs_py = emu.add_device("bench-python");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/iothub_bench_sdk.py");
         let out = tokio::process::Command::new(py).args([script, &cs_py, ca.to_str().unwrap(), bodies.to_str().unwrap()]).output().await.unwrap();
-        let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("python failed: {}", String::from_utf8_lossy(&out.stderr)));
+        let theirs: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("python failed: {}", String::from_utf8_lossy(&out.stderr)));
         println!("python SDK     : {theirs}");
         let py_units: u64 = emu
             .messages()
             .iter()
             .filter(|m| m.device_id == "bench-python")
-            .map(|m| (m.body.len() + m.properties.iter().map(|(k, v)| if k.starts_with("$.") { v.len() } else { k.len() + v.len() }).sum::<usize>()).div_ceil(4096) as u64)
+            .map(|m| {
+                (m.body.len() + m.properties.iter().map(|(k, v)| if k.starts_with("$.") { v.len() } else { k.len() + v.len() }).sum::<usize>())
+                    .div_ceil(4096) as u64
+            })
             .sum();
         println!("python units per 1000 readings: {:.1}", py_units as f64 * 1000.0 / py_n as f64);
         let ratio = ours["readings_per_s"].as_f64().unwrap_or(0.0) / theirs["msgs_per_s"].as_f64().unwrap_or(1.0);

@@ -35,9 +35,7 @@ fn bench(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("message");
     g.throughput(Throughput::Elements(500));
-    g.bench_function("build + serialize a 500-reading message", |b| {
-        b.iter(|| Message::from_batch("gw", "00000000", &rs).unwrap().to_json().len())
-    });
+    g.bench_function("build + serialize a 500-reading message", |b| b.iter(|| Message::from_batch("gw", "00000000", &rs).unwrap().to_json().len()));
     g.finish();
 }
 

@@ -48,9 +48,7 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// `dir/<name>.tmp` for `dir/<name>`.
 fn temp_path(path: &Path) -> std::io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
+    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
     let mut tmp = name.to_os_string();
     tmp.push(".tmp");
     Ok(parent(path).join(tmp))

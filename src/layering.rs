@@ -113,7 +113,10 @@ fn code_only(src: &str) -> String {
                     i += 1;
                 }
             }
-        } else if c[i] == 'r' && (next == Some('"') || next == Some('#')) && !c.get(i.wrapping_sub(1)).is_some_and(|p| p.is_alphanumeric() || *p == '_') {
+        } else if c[i] == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !c.get(i.wrapping_sub(1)).is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
             // Raw string r"..." or r#"..."#.
             let mut j = i + 1;
             let mut hashes = 0;

@@ -18,6 +18,7 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod forwarder;
 pub mod fsutil;
 pub mod health;
 pub mod logging;
@@ -25,10 +26,9 @@ pub mod medtech;
 pub mod model;
 pub mod outbox;
 pub mod redact;
+pub mod service;
 pub mod simulate;
 pub mod sinks;
-pub mod forwarder;
-pub mod service;
 
 #[cfg(test)]
 mod layering;

@@ -42,7 +42,7 @@ pub fn init(level: Option<&str>) {
 /// Whether log lines get ANSI colours: only on a terminal, and not when
 /// `NO_COLOR` is set to anything but the empty string.
 pub fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stderr_is_terminal && no_color.map_or(true, |v| v.is_empty())
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// An error and its causes in one line, `outer: inner: root`, leaving out a

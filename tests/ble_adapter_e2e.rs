@@ -2,6 +2,10 @@
 //! simulated BlueZ on a private dbus-daemon: readings that reach the adapter's
 //! ReadingSender (values, units, flags, order), nothing lost or invented.
 
+// The tests share one simulated BlueZ; a std Mutex guard held for a whole
+// test (across its awaits) is how they take turns, on purpose.
+#![allow(clippy::await_holding_lock)]
+
 mod ble_common;
 
 use ble_common::*;
@@ -77,10 +81,7 @@ async fn streams_heart_rate_and_spo2_readings() {
 }
 
 fn strap_only() -> (SimConfig, Vec<iomt_edge::adapters::ble::BleDevice>) {
-    let config = SimConfig {
-        devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::strap(STRAP, "SN0001")],
-        interval: Duration::from_millis(100),
-    };
+    let config = SimConfig { devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::strap(STRAP, "SN0001")], interval: Duration::from_millis(100) };
     (config, vec![device("strap-1", DeviceKind::HeartRateStrap, Selector::Address(STRAP.into()))])
 }
 
@@ -100,8 +101,7 @@ async fn link_loss_reconnects_without_losing_readings() {
     let mut rig = Rig::start(config, devices).await;
     rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
     rig.sim.link_loss(STRAP, Duration::from_millis(4000)).await.unwrap();
-    rig.wait_for("disconnected event", Duration::from_secs(5), |rs| events(rs, "strap-1").contains(&DeviceEvent::Disconnected))
-        .await;
+    rig.wait_for("disconnected event", Duration::from_secs(5), |rs| events(rs, "strap-1").contains(&DeviceEvent::Disconnected)).await;
     assert_eq!(rig.registry.streaming(), 0);
     let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
     let took = rig
@@ -132,9 +132,7 @@ async fn silent_strap_is_detected_and_reconnected() {
     rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
     rig.sim.mute(STRAP).unwrap();
     assert!(rig.sim.is_connected(STRAP));
-    let took = rig
-        .wait_for("silent event", Duration::from_secs(5), |rs| events(rs, "strap-1").contains(&DeviceEvent::Silent))
-        .await;
+    let took = rig.wait_for("silent event", Duration::from_secs(5), |rs| events(rs, "strap-1").contains(&DeviceEvent::Silent)).await;
     assert!(took >= Duration::from_millis(1000), "silence declared after {took:?}, timeout is 1.5 s");
     let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
     rig.wait_for("reconnect and 5 more heart rates", Duration::from_secs(10), |rs| {
@@ -170,8 +168,7 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     })
     .await;
     let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
-    rig.wait_for("5 more heart rates", Duration::from_secs(5), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= before + 5)
-        .await;
+    rig.wait_for("5 more heart rates", Duration::from_secs(5), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= before + 5).await;
     // (finish() stops the simulator, which ends the link; look before that.)
     assert_eq!(events(&rig.readings, "strap-1"), vec![DeviceEvent::Connected], "no reconnect for bad bytes");
     let (rs, sent, registry) = rig.finish().await;
@@ -182,8 +179,7 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
     assert_eq!(status.extra_bytes, 2, "one stray byte in each of two notifications");
     assert!(status.undecodable_percent().is_some_and(|p| p > 0 && p < 100), "{:?}", status.undecodable_percent());
     assert_eq!(status.battery, Some(15.0));
-    let heart_rates: Vec<f64> =
-        rs.iter().filter(|r| r.kind == ReadingType::HeartRate).filter_map(|r| r.primary_value()).collect();
+    let heart_rates: Vec<f64> = rs.iter().filter(|r| r.kind == ReadingType::HeartRate).filter_map(|r| r.primary_value()).collect();
     // (The simulator's own values may also hit 62 /min or an RR of 945/1024 s.)
     assert!(heart_rates.iter().filter(|v| **v == 62.0).count() >= 2, "both 62 /min kept: {heart_rates:?}");
     let rr_kept = rs.iter().filter(|r| r.kind == ReadingType::RrInterval && r.values.get("rrInterval") == Some(&(945.0 * 1000.0 / 1024.0)));
@@ -202,18 +198,12 @@ async fn finger_out_gives_flagged_readings_not_numbers() {
     }
     let _turn = serial();
     const OX: &str = "C0:FF:EE:00:00:02";
-    let config = SimConfig {
-        devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")],
-        interval: Duration::from_millis(100),
-    };
+    let config = SimConfig { devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")], interval: Duration::from_millis(100) };
     let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
     rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
     rig.sim.set_finger_out(OX, true).unwrap();
-    let unavailable = |rs: &[iomt_edge::model::Reading]| {
-        rs.iter()
-            .filter(|r| r.kind == ReadingType::Spo2 && r.flags.contains(&Flag::SensorDisconnected))
-            .count()
-    };
+    let unavailable =
+        |rs: &[iomt_edge::model::Reading]| rs.iter().filter(|r| r.kind == ReadingType::Spo2 && r.flags.contains(&Flag::SensorDisconnected)).count();
     rig.wait_for("3 finger-out readings", Duration::from_secs(5), |rs| unavailable(rs) >= 3).await;
     rig.sim.set_finger_out(OX, false).unwrap();
     let n = rig.readings.len();
@@ -240,10 +230,7 @@ async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
     }
     let _turn = serial();
     const OX: &str = "C0:FF:EE:00:00:02";
-    let config = SimConfig {
-        devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")],
-        interval: Duration::from_millis(100),
-    };
+    let config = SimConfig { devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")], interval: Duration::from_millis(100) };
     let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
     rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
     let date_time = |t: chrono::NaiveDateTime| {
@@ -266,8 +253,7 @@ async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
     let spot = |rs: &[iomt_edge::model::Reading], v: f64| {
         rs.iter().find(|r| r.kind == ReadingType::Spo2 && r.spot_check && r.values.get("spo2") == Some(&v)).cloned()
     };
-    rig.wait_for("both spot-checks", Duration::from_secs(5), move |rs| spot(rs, 91.0).is_some() && spot(rs, 93.0).is_some())
-        .await;
+    rig.wait_for("both spot-checks", Duration::from_secs(5), move |rs| spot(rs, 91.0).is_some() && spot(rs, 93.0).is_some()).await;
     let (rs, _, _) = rig.finish().await;
     let live = spot(&rs, 91.0).unwrap();
     let lt = live.device_time.unwrap();
@@ -278,8 +264,7 @@ async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
     let stored = spot(&rs, 93.0).unwrap();
     let st = stored.device_time.unwrap();
     assert_eq!((st.time_from, st.utc_offset_seconds), (iomt_edge::model::TimeFrom::MeasuredOffset, Some(offset)));
-    let want = chrono::NaiveDate::from_ymd_opt(2025, 3, 4).unwrap().and_hms_opt(5, 6, 7).unwrap().and_utc()
-        - chrono::Duration::seconds(offset);
+    let want = chrono::NaiveDate::from_ymd_opt(2025, 3, 4).unwrap().and_hms_opt(5, 6, 7).unwrap().and_utc() - chrono::Duration::seconds(offset);
     assert_eq!(stored.time, want, "the stored value is charted when it was measured");
     assert!(stored.flags.is_empty(), "{:?}", stored.flags);
 }
@@ -319,9 +304,8 @@ async fn seven_devices_at_once() {
         return;
     }
     let _turn = serial();
-    let specs: Vec<_> = (1..=7)
-        .map(|i| iomt_edge::simulate::bluez::SimDeviceSpec::strap(&format!("C0:FF:EE:00:02:{i:02X}"), &format!("SN2{i:03}")))
-        .collect();
+    let specs: Vec<_> =
+        (1..=7).map(|i| iomt_edge::simulate::bluez::SimDeviceSpec::strap(&format!("C0:FF:EE:00:02:{i:02X}"), &format!("SN2{i:03}"))).collect();
     let devices: Vec<_> = specs
         .iter()
         .enumerate()

@@ -15,17 +15,12 @@ async fn bleak_scans_connects_reads_and_gets_notifications() {
         return;
     }
     let Some(py) = ble_common::python_with(test, "bleak") else { return };
-    let mut config = SimConfig::default();
-    config.interval = Duration::from_millis(100);
+    let config = SimConfig { interval: Duration::from_millis(100), ..SimConfig::default() };
     let h = spawn_private(config).await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/bleak_fidelity.py");
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(&py)
-            .arg(script)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", h.address())
-            .kill_on_drop(true)
-            .output(),
+        tokio::process::Command::new(&py).arg(script).env("DBUS_SYSTEM_BUS_ADDRESS", h.address()).kill_on_drop(true).output(),
     )
     .await
     .expect("bleak finished within 60 s")
@@ -42,10 +37,7 @@ async fn bleak_scans_connects_reads_and_gets_notifications() {
     assert_eq!(strap["serial"], "SN0001");
     assert_eq!(strap["battery"], 90);
     let services: Vec<&str> = strap["services"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    assert_eq!(
-        services,
-        ["0000180a-0000-1000-8000-00805f9b34fb", "0000180d-0000-1000-8000-00805f9b34fb", "0000180f-0000-1000-8000-00805f9b34fb"]
-    );
+    assert_eq!(services, ["0000180a-0000-1000-8000-00805f9b34fb", "0000180d-0000-1000-8000-00805f9b34fb", "0000180f-0000-1000-8000-00805f9b34fb"]);
     let ox = &v["oximeter"];
     assert_eq!(ox["serial"], "SN0002");
     assert_eq!(ox["model"], "OX-200");
@@ -57,8 +49,7 @@ async fn bleak_scans_connects_reads_and_gets_notifications() {
         (strap, "C0:FF:EE:00:00:01", 0x2A37u16, Characteristic::HeartRateMeasurement),
         (ox, "C0:FF:EE:00:00:02", 0x2A5F, Characteristic::PlxContinuous),
     ] {
-        let got: Vec<Vec<u8>> =
-            dev["notifications"].as_array().unwrap().iter().map(|h| hex::decode(h.as_str().unwrap()).unwrap()).collect();
+        let got: Vec<Vec<u8>> = dev["notifications"].as_array().unwrap().iter().map(|h| hex::decode(h.as_str().unwrap()).unwrap()).collect();
         assert!(got.len() >= 3, "{got:?}");
         let ours: Vec<Vec<u8>> = sent.iter().filter(|s| s.address == addr && s.uuid16 == uuid).map(|s| s.bytes.clone()).collect();
         let start = ours.iter().position(|b| *b == got[0]).expect("first notification bleak saw was sent by the simulator");

@@ -89,8 +89,7 @@ fn stored_spot_check_is_timed_when_it_was_measured() {
         assert!(r.get("flags").is_none(), "{r}");
     }
     // With an offset measured on live readings: device clock 2 h ahead of UTC.
-    let (code, v, err) =
-        run_env(&["--arrival", "2025-03-06T12:00:00Z", "--device-clock-offset", "7200", "2a5e", STORED], "CET-1");
+    let (code, v, err) = run_env(&["--arrival", "2025-03-06T12:00:00Z", "--device-clock-offset", "7200", "2a5e", STORED], "CET-1");
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["readings"][0]["time"], "2025-03-04T03:06:07.000Z");
     assert_eq!(v["readings"][0]["deviceTime"]["timeFrom"], "measuredOffset");

@@ -3,6 +3,10 @@
 //!
 //! `cargo test --release --test ble_measure -- --ignored --nocapture --test-threads=1`
 
+// The tests share one simulated BlueZ; a std Mutex guard held for a whole
+// test (across its awaits) is how they take turns, on purpose.
+#![allow(clippy::await_holding_lock)]
+
 mod ble_common;
 
 use ble_common::*;
@@ -102,8 +106,7 @@ async fn notification_to_reading_latency() {
         }
     }
     let sent: Vec<_> = rig.sim.sent().into_iter().filter(|s| s.uuid16 == 0x2A37).collect();
-    let mut lat: Vec<f64> =
-        sent.iter().zip(arrivals.iter()).map(|(s, a)| a.saturating_duration_since(s.at).as_secs_f64() * 1000.0).collect();
+    let mut lat: Vec<f64> = sent.iter().zip(arrivals.iter()).map(|(s, a)| a.saturating_duration_since(s.at).as_secs_f64() * 1000.0).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
     eprintln!(
@@ -125,7 +128,10 @@ async fn notification_to_reading_latency() {
 #[ignore]
 async fn notification_to_committed_latency() {
     use iomt_edge::config::OutboxConfig;
-    use iomt_edge::outbox::{committer::{CommitReport, Committer}, Outbox};
+    use iomt_edge::outbox::{
+        committer::{CommitReport, Committer},
+        Outbox,
+    };
     if !have_dbus_daemon("notification_to_committed_latency") {
         return;
     }

@@ -96,8 +96,7 @@ fn the_demo_stops_cleanly_when_nobody_reads_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("demo");
     let started = Instant::now();
-    let (code, stderr) =
-        closed_pipe(&["demo", "--in-process", "--plain", "--duration", "90s", "--dir", d.to_str().unwrap()], None);
+    let (code, stderr) = closed_pipe(&["demo", "--in-process", "--plain", "--duration", "90s", "--dir", d.to_str().unwrap()], None);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60), "the demo noticed the closed pipe and stopped early");
@@ -110,10 +109,8 @@ fn the_demo_stops_cleanly_when_nobody_reads_it() {
 #[test]
 fn the_iothub_emulator_keeps_serving_when_nobody_reads_its_banner() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, stderr) = closed_pipe(
-        &["simulate", "iothub", "--port", "0", "--dir", dir.path().to_str().unwrap()],
-        Some((libc::SIGINT, Duration::from_secs(3))),
-    );
+    let (code, stderr) =
+        closed_pipe(&["simulate", "iothub", "--port", "0", "--dir", dir.path().to_str().unwrap()], Some((libc::SIGINT, Duration::from_secs(3))));
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(code, Some(0), "served until Ctrl-C, then stopped: {stderr}");
 }

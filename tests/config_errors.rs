@@ -58,12 +58,32 @@ fn bad_files_name_line_column_and_fix() {
         (GOOD.replace("id = \"gw-1\"", "id = \"gw 1\""), "FILE:2:1:", &["printable ASCII"]),
         (format!("{GOOD}\n[[device]]\nid = \"strap\"\nkind = \"pulse_oximeter\"\n[device.simulated]\n"), "FILE:15:1:", &["used twice"]),
         (GOOD.replace("[device.simulated]\ninterval_ms = 1000\n", ""), "FILE:5:1:", &["exactly one adapter table"]),
-        (GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.ble]\nname_pattern = \"H10*\"\naddress = \"AA:BB:CC:DD:EE:FF\""), "FILE:8:9:", &["exactly one of `address`"]),
-        (GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.serial]\nport = \"/dev/ttyUSB0\"\nprotocol = \"ivy\""), "FILE:8:9:", &["serial adapter is planned", "[device.ble]"]),
-        (GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""), "FILE:11:2:", &["exactly one destination"]),
-        (GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.iothub]\nconnection_string = { file = \"/a\", env = \"B\" }"), "FILE:12:1:", &["exactly one of `file`, `env` or `value`"]),
+        (
+            GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.ble]\nname_pattern = \"H10*\"\naddress = \"AA:BB:CC:DD:EE:FF\""),
+            "FILE:8:9:",
+            &["exactly one of `address`"],
+        ),
+        (
+            GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.serial]\nport = \"/dev/ttyUSB0\"\nprotocol = \"ivy\""),
+            "FILE:8:9:",
+            &["serial adapter is planned", "[device.ble]"],
+        ),
+        (
+            GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""),
+            "FILE:11:2:",
+            &["exactly one destination"],
+        ),
+        (
+            GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.iothub]\nconnection_string = { file = \"/a\", env = \"B\" }"),
+            "FILE:12:1:",
+            &["exactly one of `file`, `env` or `value`"],
+        ),
         (GOOD.replace("[gateway]", "[gateway\n"), "FILE:1:9:", &["unclosed table", "expected `]`"]),
-        (GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.simulated]\ninterval_ms = 1000\ndropout_probability = 1.5"), "FILE:10:1:", &["between 0 and 1"]),
+        (
+            GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.simulated]\ninterval_ms = 1000\ndropout_probability = 1.5"),
+            "FILE:10:1:",
+            &["between 0 and 1"],
+        ),
     ];
     for (text, prefix, words) in cases {
         let (code, err) = check(&text);
@@ -128,11 +148,21 @@ fn refusals() -> Vec<Refusal> {
                 std::fs::set_permissions(d.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
             },
             unprivileged: true,
-            ..refusal("state_dir not writable by the service user", good.replace("{D}/state\"", "{D}/ro\""), "state_dir =", &["not writable by user", "chown -R"])
+            ..refusal(
+                "state_dir not writable by the service user",
+                good.replace("{D}/state\"", "{D}/ro\""),
+                "state_dir =",
+                &["not writable by user", "chown -R"],
+            )
         },
         Refusal {
             prepare: |d| std::fs::write(d.join("state"), "").unwrap(),
-            ..refusal("state_dir's parent is a file", good.replace("{D}/state\"", "{D}/state/sub\""), "state_dir =", &["cannot be created", "is a file"])
+            ..refusal(
+                "state_dir's parent is a file",
+                good.replace("{D}/state\"", "{D}/state/sub\""),
+                "state_dir =",
+                &["cannot be created", "is a file"],
+            )
         },
         Refusal {
             prepare: |d| {
@@ -207,7 +237,9 @@ fn refusals() -> Vec<Refusal> {
         ),
         refusal(
             "proxy credentials without a colon",
-            with_sink(&format!("[sink.iothub]\n{IOTHUB_GOOD}\ntransport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = {{ value = \"nurse\" }}")),
+            with_sink(&format!(
+                "[sink.iothub]\n{IOTHUB_GOOD}\ntransport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = {{ value = \"nurse\" }}"
+            )),
             "proxy_credentials =",
             &["user:password"],
         ),
@@ -218,7 +250,12 @@ fn refusals() -> Vec<Refusal> {
             &["ends with a slash", "path of a file", "new/delivered.ndjson"],
         ),
         refusal("sink file on /proc", with_sink("[sink.file]\npath = \"/proc/version\""), "path =", &["kernel's proc filesystem"]),
-        refusal("state_dir on /proc, not there yet", good.replace("\"{D}/state\"", "\"/proc/iomt-edge-test\""), "state_dir =", &["kernel's proc filesystem"]),
+        refusal(
+            "state_dir on /proc, not there yet",
+            good.replace("\"{D}/state\"", "\"/proc/iomt-edge-test\""),
+            "state_dir =",
+            &["kernel's proc filesystem"],
+        ),
         refusal("state_dir on /sys", good.replace("\"{D}/state\"", "\"/sys/kernel\""), "state_dir =", &["kernel's sysfs filesystem"]),
         Refusal {
             prepare: |d| std::fs::create_dir_all(d.join("sinkdir")).unwrap(),
@@ -230,16 +267,36 @@ fn refusals() -> Vec<Refusal> {
             "retry_initial_ms =",
             &["retry_initial_ms must be 1 to 3600000 ms"],
         ),
-        refusal("auth_retry_ms = 0", good.replace("[gateway]", "[forwarder]\nauth_retry_ms = 0\n[gateway]"), "auth_retry_ms =", &["auth_retry_ms must be 1000 to 86400000 ms"]),
+        refusal(
+            "auth_retry_ms = 0",
+            good.replace("[gateway]", "[forwarder]\nauth_retry_ms = 0\n[gateway]"),
+            "auth_retry_ms =",
+            &["auth_retry_ms must be 1000 to 86400000 ms"],
+        ),
         refusal(
             "ack_timeout = 0s",
             with_sink(&format!("[sink.iothub]\n{IOTHUB_GOOD}\nack_timeout = \"0s\"")),
             "ack_timeout =",
             &["ack_timeout must be 500ms to 10min"],
         ),
-        refusal("max_age that wrapped to 384 ms", good.replace("[gateway]", "[outbox]\nmax_age = 18446744073709552\n[gateway]"), "max_age =", &["max_age must be 1min to 3650d"]),
-        refusal("a control character in a device id", good.replace("id = \"strap\"", "id = \"strap\\u001b[2J\""), "id = \"strap", &["control characters"]),
-        refusal("a newline in a patient id", good.replace("kind = \"heart_rate_strap\"", "kind = \"heart_rate_strap\"\npatient_id = \"MRN\\n1\""), "patient_id =", &["control characters"]),
+        refusal(
+            "max_age that wrapped to 384 ms",
+            good.replace("[gateway]", "[outbox]\nmax_age = 18446744073709552\n[gateway]"),
+            "max_age =",
+            &["max_age must be 1min to 3650d"],
+        ),
+        refusal(
+            "a control character in a device id",
+            good.replace("id = \"strap\"", "id = \"strap\\u001b[2J\""),
+            "id = \"strap",
+            &["control characters"],
+        ),
+        refusal(
+            "a newline in a patient id",
+            good.replace("kind = \"heart_rate_strap\"", "kind = \"heart_rate_strap\"\npatient_id = \"MRN\\n1\""),
+            "patient_id =",
+            &["control characters"],
+        ),
         refusal(
             "a BLE address that is not one",
             good.replace("[device.simulated]\ninterval_ms = 1000", "[device.ble]\naddress = \"AA:BB:CC:DD:EE\""),
@@ -248,7 +305,10 @@ fn refusals() -> Vec<Refusal> {
         ),
         refusal(
             "a BLE bedside monitor",
-            good.replace("kind = \"heart_rate_strap\"\n[device.simulated]\ninterval_ms = 1000", "kind = \"bedside_monitor\"\n[device.ble]\nname_pattern = \"X*\""),
+            good.replace(
+                "kind = \"heart_rate_strap\"\n[device.simulated]\ninterval_ms = 1000",
+                "kind = \"bedside_monitor\"\n[device.ble]\nname_pattern = \"X*\"",
+            ),
             "kind =",
             &["heart_rate_strap or a pulse_oximeter"],
         ),
@@ -357,7 +417,8 @@ fn check_config_refuses_what_run_refuses() {
 fn syntax_only_skips_this_machine() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");
-    std::fs::write(&path, with_sink("[sink.iothub]\nconnection_string = { env = \"IOMT_EDGE_TEST_SURELY_UNSET\" }").replace("{D}", "/tmp/x")).unwrap();
+    std::fs::write(&path, with_sink("[sink.iothub]\nconnection_string = { env = \"IOMT_EDGE_TEST_SURELY_UNSET\" }").replace("{D}", "/tmp/x"))
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).arg("check-config").arg("--syntax-only").arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).arg("check-config").arg(&path).output().unwrap();
@@ -440,7 +501,10 @@ fn a_state_filesystem_too_small_for_an_outbox_is_refused_by_both() {
         let out = c.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
-        assert!(err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("1.6 MiB"), "{cmd}: {err}");
+        assert!(
+            err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("1.6 MiB"),
+            "{cmd}: {err}"
+        );
     }
     assert!(!state.join("outbox").exists(), "a refused start created an outbox");
 }

@@ -74,7 +74,10 @@ fn options() -> Vec<Opt> {
         o("forwarder", "batch_max_readings", Kind::Int, 1, 100_000, |c| c.forwarder.batch_max_readings as u128),
         o("forwarder", "batch_max_bytes", Kind::Bytes, 1024, 16 * MIB, |c| c.forwarder.batch_max_bytes.bytes().into()),
         o("forwarder", "batch_max_age_ms", Kind::Int, 0, 600_000, |c| c.forwarder.batch_max_age_ms.into()),
-        Opt { extra: "retry_max_ms = 3600000", ..o("forwarder", "retry_initial_ms", Kind::Int, 1, 3_600_000, |c| c.forwarder.retry_initial_ms.into()) },
+        Opt {
+            extra: "retry_max_ms = 3600000",
+            ..o("forwarder", "retry_initial_ms", Kind::Int, 1, 3_600_000, |c| c.forwarder.retry_initial_ms.into())
+        },
         Opt { extra: "retry_initial_ms = 1", ..o("forwarder", "retry_max_ms", Kind::Int, 1, 3_600_000, |c| c.forwarder.retry_max_ms.into()) },
         o("forwarder", "auth_retry_ms", Kind::Int, 1000, DAY_MS, |c| c.forwarder.auth_retry_ms.into()),
         o("simulated", "interval_ms", Kind::Int, 10, DAY_MS, |c| c.devices[0].simulated.as_ref().unwrap().interval_ms.into()),

@@ -115,11 +115,7 @@ fn kill9_cycle(flush_interval_ms: u64, kills: usize, seed: u64) {
     assert!(t.elapsed() < Duration::from_secs(15), "SIGTERM took {:?}", t.elapsed());
     reader.join().unwrap();
     let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        log.matches("the last stop was not clean").count(),
-        1,
-        "one line on what the unclean stop left behind, got:\n{log}"
-    );
+    assert_eq!(log.matches("the last stop was not clean").count(), 1, "one line on what the unclean stop left behind, got:\n{log}");
     assert!(log.contains("nothing had to be discarded"), "{log}");
     assert_eq!(last_stop(&state), "clean", "after SIGTERM");
 

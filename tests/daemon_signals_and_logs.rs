@@ -179,10 +179,7 @@ fn a_readable_config_with_an_inline_secret_gets_the_secret_file_warning() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = check(0o644);
-    assert!(
-        err.contains("readable by other users") && err.contains("chmod 600") && err.contains("sink.iothub.connection_string"),
-        "{err}"
-    );
+    assert!(err.contains("readable by other users") && err.contains("chmod 600") && err.contains("sink.iothub.connection_string"), "{err}");
     assert!(!err.contains("a2V5"), "the warning never shows the secret: {err}");
     let err = check(0o600);
     assert!(!err.contains("readable by other users"), "{err}");

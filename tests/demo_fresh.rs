@@ -71,12 +71,8 @@ fn the_demo_never_clears_or_uses_another_gateways_outbox() {
         ),
     )
     .unwrap();
-    let mut gw = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut gw =
+        Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["run", "--config"]).arg(&config).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: kill(2) on the child we spawned.
     unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };

@@ -213,8 +213,7 @@ fn fill(path: &Path) -> u64 {
 #[test]
 fn a_full_sink_disk_leaves_whole_lines_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount_or_skip("a_full_sink_disk_leaves_whole_lines_and_loses_nothing", &dir.path().join("sinkfs"), "2m")
-    else {
+    let Some(fs) = Tmpfs::mount_or_skip("a_full_sink_disk_leaves_whole_lines_and_loses_nothing", &dir.path().join("sinkfs"), "2m") else {
         return;
     };
     let out = fs.0.join("delivered.ndjson");
@@ -302,7 +301,11 @@ fn a_sink_file_removed_or_replaced_while_running_loses_nothing() {
     let started = Instant::now();
     let mut n = 0usize;
     while started.elapsed() < Duration::from_secs(10) || done.iter().any(|c| *c < 3) {
-        assert!(started.elapsed() < Duration::from_secs(30), "no file appeared at the path again after {done:?} removals/replacements/renames: the gateway writes into a file nobody can reach\n{}", log_text());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no file appeared at the path again after {done:?} removals/replacements/renames: the gateway writes into a file nobody can reach\n{}",
+            log_text()
+        );
         std::thread::sleep(Duration::from_millis(150 + (n as u64 * 37) % 200));
         if !out.exists() || std::fs::metadata(&out).unwrap().len() == 0 {
             continue;
@@ -396,7 +399,7 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
     let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
 
     let mut archives = Vec::new();
-    let mut sticks = vec![first];
+    let mut sticks = [first];
     for n in 0..4 {
         wait_for("deliveries onto the stick", 30, || size() > 4 * 1024);
         // Pulled out (the gateway keeps its file open, so the unmount is a

@@ -289,11 +289,9 @@ async fn a_stale_twin_patch_never_reassigns_a_device_in_the_running_gateway() {
     emu.go_away(Duration::from_secs(1));
     wait_until("the gateway did not drop", 10, || !emu.is_connected("race-gw")).await;
     assert_eq!(emu.patch_desired("race-gw", serde_json::json!({"patients": {"strap-1": "PAT-NEW"}})), 3);
-    wait_until(
-        "the held patch was never delivered",
-        30,
-        || emu.events().iter().any(|e| matches!(e, EmulatorEvent::HeldPatchDelivered { version: 2, .. })),
-    )
+    wait_until("the held patch was never delivered", 30, || {
+        emu.events().iter().any(|e| matches!(e, EmulatorEvent::HeldPatchDelivered { version: 2, .. }))
+    })
     .await;
     // Patch 4 is a barrier: once the gateway reports it applied, patch 2 was handled.
     assert_eq!(emu.patch_desired("race-gw", serde_json::json!({"batching": {"maxReadings": 50}})), 4);

@@ -5,9 +5,9 @@
 mod iothub_support;
 
 use iomt_edge::simulate::iothub::{Emulator, EmulatorConfig, EmulatorEvent};
+use iothub_support::SdkClient;
 use serde_json::json;
 use std::net::SocketAddr;
-use iothub_support::SdkClient;
 use std::process::Command;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ async fn azure_iot_device_sdk_talks_to_the_emulator() {
     let cs = emu.add_device("py-device");
     assert!(cs.contains("GatewayHostName=127."));
     let mut sdk = SdkClient::start(&py, &[&cs, ca.to_str().unwrap(), "3"]);
-    sdk.wait_ready(|| String::new()).await;
+    sdk.wait_ready(String::new).await;
     let lines = sdk.seen.clone();
     // Telemetry arrived with the SDK's properties, decoded.
     let msgs = emu.messages();

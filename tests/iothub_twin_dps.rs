@@ -38,7 +38,9 @@ async fn twin_assigns_patients_live_and_methods_answer() {
     assert!(emu.reported("gw-1")["iothub"]["connects"].as_u64() >= Some(1));
     // A live patch re-assigns and removes.
     emu.patch_desired("gw-1", json!({"patients": {"strap-1": null, "strap-2": "PAT-002"}}));
-    assert!(eventually(|| control.patients().get("strap-2").map(String::as_str) == Some("PAT-002") && !control.patients().contains_key("strap-1")).await);
+    assert!(
+        eventually(|| control.patients().get("strap-2").map(String::as_str) == Some("PAT-002") && !control.patients().contains_key("strap-1")).await
+    );
     // Persisted in the state directory.
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("iothub-desired.json")).unwrap()).unwrap();
     assert_eq!(saved["patients"], json!({"strap-2": "PAT-002"}));
@@ -166,9 +168,8 @@ async fn reordered_desired_patches_never_reassign_a_device() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&emu, "gw-race", dir.path());
     let strap = |c: &iomt_edge::sinks::iothub::SimpleControl| c.patients().get("strap-1").cloned();
-    let saved = |dir: &std::path::Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.join("iothub-desired.json")).unwrap()).unwrap()
-    };
+    let saved =
+        |dir: &std::path::Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.join("iothub-desired.json")).unwrap()).unwrap() };
     let delivered = |emu: &iomt_edge::simulate::iothub::Emulator, v: u64| {
         emu.events().iter().any(|e| matches!(e, EmulatorEvent::HeldPatchDelivered { version, .. } if *version == v))
     };
@@ -200,7 +201,8 @@ async fn reordered_desired_patches_never_reassign_a_device() {
     assert_eq!((s["version"].as_u64(), s["patients"]["strap-1"].as_str()), (Some(7), Some("PAT-NEW")), "{s}");
     // The cloud sees the applied version and the ignored patch.
     assert!(
-        eventually(|| emu.reported("gw-race")["iothub"]["desiredVersion"] == 7 && emu.reported("gw-race")["iothub"]["desiredIgnored"]["stale"] == 1).await,
+        eventually(|| emu.reported("gw-race")["iothub"]["desiredVersion"] == 7 && emu.reported("gw-race")["iothub"]["desiredIgnored"]["stale"] == 1)
+            .await,
         "{}",
         emu.reported("gw-race")
     );

@@ -149,7 +149,8 @@ async fn upgrade_rules_and_packets_split_across_frames() {
     // Two PUBLISHes and a PINGREQ in one frame, the second PUBLISH's tail in the next.
     let mut out = BytesMut::new();
     for (pkid, mid) in [(1u16, "raw-a"), (2, "raw-b")] {
-        let mut p = Publish::new(format!("devices/raw-1/messages/events/%24.mid={mid}&%24.ct=application%2Fjson"), QoS::AtLeastOnce, b"{\"n\":1}".to_vec());
+        let mut p =
+            Publish::new(format!("devices/raw-1/messages/events/%24.mid={mid}&%24.ct=application%2Fjson"), QoS::AtLeastOnce, b"{\"n\":1}".to_vec());
         p.pkid = pkid;
         p.write(&mut out).unwrap();
     }
@@ -604,7 +605,10 @@ async fn module_identity_publishes_on_its_module_topic() {
         assert_eq!(m.module_id.as_deref(), Some("iomt"));
         assert!(m.topic.starts_with("devices/edge-gw/modules/iomt/messages/events/"), "{}", m.topic);
     }
-    assert_eq!(got.iter().map(|m| m.transport).collect::<Vec<_>>(), vec![Transport::Mqtt, Transport::Mqtt, Transport::WebSocket, Transport::WebSocket]);
+    assert_eq!(
+        got.iter().map(|m| m.transport).collect::<Vec<_>>(),
+        vec![Transport::Mqtt, Transport::Mqtt, Transport::WebSocket, Transport::WebSocket]
+    );
     let clients: Vec<_> = emu
         .events()
         .iter()

@@ -98,7 +98,8 @@ fn comma_decimal_is_stored_as_366_and_preview_says_so() {
 fn check_flags_the_comma_loudly_with_field_and_message() {
     let (dir, d, f) = files();
     let p = dir.path().join("msgs.ndjson");
-    std::fs::write(&p, format!("{}\n{}\n", msg(json!({"temperature": "36.6"})), msg(json!({"temperature": "36,6", "time": "2026-01-15T10:01:00Z"})))).unwrap();
+    std::fs::write(&p, format!("{}\n{}\n", msg(json!({"temperature": "36.6"})), msg(json!({"temperature": "36,6", "time": "2026-01-15T10:01:00Z"}))))
+        .unwrap();
     let (code, out, err) = cli(&["medtech", "check", "--device-mapping", &d, "--fhir-mapping", &f, p.to_str().unwrap()], "");
     assert_eq!(code, 3, "{out}{err}");
     assert!(out.contains("nothing would be dropped"), "{out}");

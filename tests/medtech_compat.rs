@@ -3,9 +3,7 @@
 //! into tests/data/medtech/ (see its README for sources and the one fix made).
 
 use chrono::{TimeZone, Utc};
-use iomt_edge::medtech::{
-    ids, DeviceMapping, FhirMapping, IdentityMode, MedTech, PreviewOptions, SkipKind,
-};
+use iomt_edge::medtech::{ids, DeviceMapping, FhirMapping, IdentityMode, MedTech, PreviewOptions, SkipKind};
 use serde_json::{json, Value};
 
 fn data(name: &str) -> String {
@@ -54,7 +52,18 @@ fn workshop_messages_give_the_services_observations() {
     let types: Vec<&str> = p.measurements.iter().map(|m| m.type_name.as_str()).collect();
     assert_eq!(
         types,
-        ["heartrate", "Spo2", "BloodPerfusion", "Steps", "BloodPulseWave", "RespirationRate", "SkinTemp", "BloodPressureDiastolic", "BloodPressureSystolic", "Weight"]
+        [
+            "heartrate",
+            "Spo2",
+            "BloodPerfusion",
+            "Steps",
+            "BloodPulseWave",
+            "RespirationRate",
+            "SkinTemp",
+            "BloodPressureDiastolic",
+            "BloodPressureSystolic",
+            "Weight"
+        ]
     );
     let mj = serde_json::to_value(&p.measurements).unwrap();
     assert_eq!(
@@ -215,18 +224,26 @@ fn calculated_content_jsonpath_and_jmespath() {
     let p = normalize(jmes, json_data("iomt-fhir-test-data_Documentation_CalculatedFunction_MultipleMeasurements_FromArray_Payload.json"));
     let vals: Vec<&str> = p.measurements.iter().map(|m| m.properties[0].1.as_str()).collect();
     assert_eq!(vals, ["79", "82", "73"]);
-    let times: Vec<String> = p.measurements.iter().map(|m| serde_json::to_value(m).unwrap()["OccurrenceTimeUtc"].as_str().unwrap().to_string()).collect();
+    let times: Vec<String> =
+        p.measurements.iter().map(|m| serde_json::to_value(m).unwrap()["OccurrenceTimeUtc"].as_str().unwrap().to_string()).collect();
     assert_eq!(times, ["2019-02-01T20:46:01.875Z", "2019-02-01T21:46:01.875Z", "2019-02-01T22:46:01.875Z"]);
 
     // The same payload with a JSONPath scan: three matches, one per element.
     let scan = mapping.replace("@systolic && @diastolic", "@heartRate").replace("systolic\"}", "x\"}");
     let m2 = MedTech::new(
-        &scan.replace(r#"{"required": "true", "valueExpression": "$.matchedToken.diastolic", "valueName": "diastolic"}"#, r#"{"required": "false", "valueExpression": "$.matchedToken.heartRate", "valueName": "hr"}"#)
+        &scan
+            .replace(
+                r#"{"required": "true", "valueExpression": "$.matchedToken.diastolic", "valueName": "diastolic"}"#,
+                r#"{"required": "false", "valueExpression": "$.matchedToken.heartRate", "valueName": "hr"}"#,
+            )
             .replace(r#"{"required": "true", "valueExpression": "$.matchedToken.systolic", "valueName": "x"},"#, ""),
         EMPTY_FHIR,
     )
     .unwrap();
-    let p = m2.preview(&[json_data("iomt-fhir-test-data_Documentation_CalculatedFunction_MultipleMeasurements_FromArray_Payload.json")], &PreviewOptions { inputs_are_envelopes: true, ..opts() });
+    let p = m2.preview(
+        &[json_data("iomt-fhir-test-data_Documentation_CalculatedFunction_MultipleMeasurements_FromArray_Payload.json")],
+        &PreviewOptions { inputs_are_envelopes: true, ..opts() },
+    );
     assert_eq!(p.measurements.len(), 3, "{:#?}", p.skipped);
 }
 

@@ -239,8 +239,17 @@ fn shipped_observations_validate_with_fhir_resources() {
     }
     let p = engine.preview(&[message(readings)], &opts());
     assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
-    assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("SpotCheck"))).count(), 3);
-    assert_eq!(p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("Single"))).count(), 6);
+    assert_eq!(
+        p.observations
+            .iter()
+            .filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("SpotCheck")))
+            .count(),
+        3
+    );
+    assert_eq!(
+        p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("Single"))).count(),
+        6
+    );
     assert!(p.observations.len() >= ReadingType::ALL.len() - UNMAPPED_READING_TYPES.len());
     let (ok, text) = validate(&p.observations);
     assert!(ok, "{text}");
@@ -289,7 +298,12 @@ fn cli_preview_and_check() {
     assert!(out.contains("nothing would be dropped"), "{out}");
 
     // The workshop mapping drops BloodPulseWave: exit 3 and the reason.
-    let ws = ["--device-mapping", "tests/data/medtech/ahds-workshop-ch09-devicecontent.json", "--fhir-mapping", "tests/data/medtech/ahds-workshop-ch09-fhirmapping.json"];
+    let ws = [
+        "--device-mapping",
+        "tests/data/medtech/ahds-workshop-ch09-devicecontent.json",
+        "--fhir-mapping",
+        "tests/data/medtech/ahds-workshop-ch09-fhirmapping.json",
+    ];
     let mut args = vec!["medtech", "check"];
     args.extend(ws);
     args.push("tests/data/medtech/ahds-workshop-ch09-messages.fixed.json");

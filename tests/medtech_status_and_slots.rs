@@ -9,9 +9,7 @@
 
 use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
 use iomt_edge::medtech::{check, shipped_mappings, MedTech, Preview, PreviewOptions, SkipKind};
-use iomt_edge::model::{
-    time, DeviceKind, Flag, Message, Reading, ReadingType, SeriesSlots, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS,
-};
+use iomt_edge::model::{time, DeviceKind, Flag, Message, Reading, ReadingType, SeriesSlots, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS};
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -157,7 +155,9 @@ fn the_flag_rule_is_an_allowlist() {
         (&["earlyEstimate"], false),
         (&["signalIrregular"], false),
     ];
-    for (kind, value, spot) in [("spo2", "spo2", false), ("spo2", "spo2", true), ("heartRate", "heartRate", false), ("perfusionIndex", "perfusionIndex", false)] {
+    for (kind, value, spot) in
+        [("spo2", "spo2", false), ("spo2", "spo2", true), ("heartRate", "heartRate", false), ("perfusionIndex", "perfusionIndex", false)]
+    {
         for (flags, charted_expected) in cases {
             let m = message_json("dev-1", "pulseOximeter", &[reading_json(kind, T, json!({ value: 97.0 }), flags, spot)]);
             let p = engine.preview(&[m], &opts());
@@ -205,7 +205,15 @@ fn the_mapping_allowlist_matches_the_gateway() {
     }
     assert_eq!(clinical, 18);
     // The allowlist names real flags; the excluded ones are excluded.
-    for f in [Flag::SensorContactLost, Flag::SensorDisconnected, Flag::ValueUnavailable, Flag::Questionable, Flag::EarlyEstimate, Flag::SignalIrregular, Flag::TestData] {
+    for f in [
+        Flag::SensorContactLost,
+        Flag::SensorDisconnected,
+        Flag::ValueUnavailable,
+        Flag::Questionable,
+        Flag::EarlyEstimate,
+        Flag::SignalIrregular,
+        Flag::TestData,
+    ] {
         assert!(!CHARTABLE_FLAGS.contains(&f), "{f:?}");
     }
 }
@@ -296,10 +304,7 @@ fn out_of_range_values_are_excluded_by_device_status() {
     let m = message_json(
         "ox-1",
         "pulseOximeter",
-        &[
-            reading_json("spo2", t, json!({"spo2": 1000}), &["outOfRange"], false),
-            reading_json("pulseRate", t, json!({"pulseRate": 72}), &[], false),
-        ],
+        &[reading_json("spo2", t, json!({"spo2": 1000}), &["outOfRange"], false), reading_json("pulseRate", t, json!({"pulseRate": 72}), &[], false)],
     );
     let p = engine.preview(&[m], &opts());
     assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
@@ -417,8 +422,8 @@ fn bursts_of_any_length_lose_nothing() {
 async fn the_committer_marks_bursts_before_storing() {
     use iomt_edge::adapters::DeviceRegistry;
     use iomt_edge::outbox::committer::{CommitReport, Committer};
-    use iomt_edge::service::associations::Associations;
     use iomt_edge::outbox::Outbox;
+    use iomt_edge::service::associations::Associations;
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let (outbox, _) = Outbox::open(dir.path(), &iomt_edge::config::OutboxConfig::default()).unwrap();
@@ -495,10 +500,18 @@ fn per_reading_observations_in_one_second_are_all_kept() {
     let engine = MedTech::shipped().unwrap();
     let t0 = time::parse("2026-01-15T10:00:00.100Z").unwrap();
     let mut rs = Vec::new();
-    for (i, kind) in [ReadingType::EnergyExpended, ReadingType::BodyTemperature, ReadingType::BloodPressure, ReadingType::Spo2, ReadingType::DeviceEvent].into_iter().enumerate() {
+    for (i, kind) in
+        [ReadingType::EnergyExpended, ReadingType::BodyTemperature, ReadingType::BloodPressure, ReadingType::Spo2, ReadingType::DeviceEvent]
+            .into_iter()
+            .enumerate()
+    {
         for j in 0..3 {
             let mut r = if kind == ReadingType::DeviceEvent {
-                Reading::event("dev-1", DeviceKind::BedsideMonitor, if j == 1 { iomt_edge::model::DeviceEvent::Disconnected } else { iomt_edge::model::DeviceEvent::Connected })
+                Reading::event(
+                    "dev-1",
+                    DeviceKind::BedsideMonitor,
+                    if j == 1 { iomt_edge::model::DeviceEvent::Disconnected } else { iomt_edge::model::DeviceEvent::Connected },
+                )
             } else {
                 let mut r = Reading::new("dev-1", DeviceKind::BedsideMonitor, kind);
                 // Distinct and plausible values (model::PLAUSIBLE_RANGES).
@@ -540,7 +553,8 @@ fn replaced_observations_in_lookup_mode_are_per_device() {
     let lookup = PreviewOptions { identity: iomt_edge::medtech::IdentityMode::Lookup, ..opts() };
     let t0 = time::parse("2026-01-15T10:00:00.100Z").unwrap();
     let temp = |dev: &str, ms: i64| {
-        let mut r = Reading::new(dev, DeviceKind::BedsideMonitor, ReadingType::BodyTemperature).with_value("bodyTemperature", 36.0 + ms as f64 / 1000.0);
+        let mut r =
+            Reading::new(dev, DeviceKind::BedsideMonitor, ReadingType::BodyTemperature).with_value("bodyTemperature", 36.0 + ms as f64 / 1000.0);
         r.time = t0 + Duration::milliseconds(ms);
         r
     };

@@ -39,10 +39,7 @@ fn cli(args: &[&std::ffi::OsStr]) -> (i32, String) {
 /// Runs the command with `TMPDIR=tmp`; returns (exit code, stderr) and stdout.
 fn cli_with_tmp(args: &[&std::ffi::OsStr], tmp: &Path) -> ((i32, String), String) {
     let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(args).env("TMPDIR", tmp).output().unwrap();
-    (
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    ((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A cleanly closed outbox with 2,000 readings in `dir`.
@@ -155,11 +152,13 @@ fn inspecting_a_healthy_outbox_leaves_it_byte_for_byte() {
     let ((code, err), out) = cli_with_tmp(&["outbox".as_ref(), "stats".as_ref(), "--state-dir".as_ref(), state.as_os_str()], tmp.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("queued readings     2000") && out.contains(&format!("outbox in {}", state.join("outbox").display())), "{out}");
-    let ((code, err), out) = cli_with_tmp(&["outbox".as_ref(), "peek".as_ref(), "-n".as_ref(), "3".as_ref(), "--state-dir".as_ref(), state.as_os_str()], tmp.path());
+    let ((code, err), out) =
+        cli_with_tmp(&["outbox".as_ref(), "peek".as_ref(), "-n".as_ref(), "3".as_ref(), "--state-dir".as_ref(), state.as_os_str()], tmp.path());
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 3, "{out}");
     let outbox = state.join("outbox");
-    let ((code, err), out) = cli_with_tmp(&["medtech".as_ref(), "preview".as_ref(), "--summary".as_ref(), "--outbox".as_ref(), outbox.as_os_str()], tmp.path());
+    let ((code, err), out) =
+        cli_with_tmp(&["medtech".as_ref(), "preview".as_ref(), "--summary".as_ref(), "--outbox".as_ref(), outbox.as_os_str()], tmp.path());
     assert!(code == 0 || code == 3, "{err}");
     assert!(!out.is_empty());
     assert_eq!(snapshot(d.path()), before, "inspection changed the outbox");

@@ -143,14 +143,9 @@ fn trial(num: u64, den: u64) -> bool {
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert!(aside[0].join("SALVAGED.json").exists());
-    let export = std::process::Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
-        .args(["outbox", "export", "--from"])
-        .arg(&aside[0])
-        .output()
-        .unwrap();
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["outbox", "export", "--from"]).arg(&aside[0]).output().unwrap();
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
-    let exported: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let exported: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(exported.len() + unreadable >= before.len(), "export found {} of {} ({unreadable} unreadable)", exported.len(), before.len());
     for r in &exported {
         let seq = r["seq"].as_u64().unwrap();

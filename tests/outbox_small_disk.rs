@@ -37,7 +37,10 @@ impl Tmpfs {
         let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().ok()?;
         if !out.status.success() {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            assert!(!std::env::var("IOMT_REQUIRE_ALL").is_ok_and(|v| v == "1"), "cannot mount a tmpfs (needs root) and IOMT_REQUIRE_ALL is set: {why}");
+            assert!(
+                !std::env::var("IOMT_REQUIRE_ALL").is_ok_and(|v| v == "1"),
+                "cannot mount a tmpfs (needs root) and IOMT_REQUIRE_ALL is set: {why}"
+            );
             eprintln!("SKIPPED: cannot mount a tmpfs (needs root): {why}");
             return None;
         }
@@ -138,7 +141,11 @@ fn check_delivered_or_counted(committed: &BTreeMap<u64, String>, out: &Path, dro
         "readings missing that are not the oldest ones: {:?}...\n{log}",
         &missing[..missing.len().min(20)]
     );
-    assert!(missing.len() as u64 <= dropped_full, "{} committed readings neither delivered nor counted as dropped ({dropped_full} counted)\n{log}", missing.len());
+    assert!(
+        missing.len() as u64 <= dropped_full,
+        "{} committed readings neither delivered nor counted as dropped ({dropped_full} counted)\n{log}",
+        missing.len()
+    );
     let delivered: BTreeMap<u64, String> = committed.iter().filter(|(s, _)| d.ids.contains_key(s)).map(|(s, v)| (*s, v.clone())).collect();
     d.check(&delivered);
     let mut by_id: HashMap<String, BTreeSet<u64>> = HashMap::new();
@@ -162,11 +169,8 @@ fn drained(committed: &Committed, out: &Path, upto: u64) -> bool {
 }
 
 fn no_quarantined_store(state: &Path) {
-    let aside: Vec<String> = std::fs::read_dir(state)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("corrupt"))
-        .collect();
+    let aside: Vec<String> =
+        std::fs::read_dir(state).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains("corrupt")).collect();
     assert!(aside.is_empty(), "the store was declared damaged and moved aside: {aside:?}");
 }
 
@@ -221,7 +225,10 @@ fn filled_and_freed_then(kill: bool) {
     let dropped = stats(&state)["dropped_full"].as_u64().unwrap();
     let c: BTreeMap<u64, String> = committed.lock().unwrap().iter().filter(|(s, _)| **s <= newest_before).map(|(s, v)| (*s, v.clone())).collect();
     check_delivered_or_counted(&c, &out, dropped, &log);
-    eprintln!("filled and freed ({}): {first_run} committed in the first run, {dropped} dropped oldest by the bound", if kill { "kill -9" } else { "SIGTERM" });
+    eprintln!(
+        "filled and freed ({}): {first_run} committed in the first run, {dropped} dropped oldest by the bound",
+        if kill { "kill -9" } else { "SIGTERM" }
+    );
 }
 
 #[test]

@@ -313,10 +313,7 @@ fn read_delivered(path: &Path, strict: bool) -> Vec<Arrival> {
             let seq = r["seq"].as_u64().expect("seq");
             let time = r["time"].as_str().expect("time").to_string();
             let kind = r["type"].as_str().expect("type").to_string();
-            let content = format!(
-                "{device}|{kind}|{time}|{}|{}|{}|{}|{}",
-                r["values"], r["flags"], r["deviceTime"], r["event"], r["spotCheck"]
-            );
+            let content = format!("{device}|{kind}|{time}|{}|{}|{}|{}|{}", r["values"], r["flags"], r["deviceTime"], r["event"], r["spotCheck"]);
             let reading = format!("{seq}|{content}");
             let key = (seq, device.clone(), time, kind);
             out.push(Arrival { line: n, message_id: id.clone(), device: device.clone(), seq, key, content, reading });
@@ -474,9 +471,24 @@ fn case_in_tempdir(case: Case) -> Option<Outcome> {
     Some(outcome)
 }
 
-const SINK_UP: Case = Case { name: "sink up, flush_interval_ms = 100", flush_interval_ms: 100, sink_blocked: false, torn: false, cycles: 8, seed: 0x9E37_79B9_7F4A_7C15 };
-const FLUSH_EVERY: Case = Case { name: "sink up, flush_interval_ms = 0", flush_interval_ms: 0, sink_blocked: false, torn: true, cycles: 7, seed: 0xD1B5_4A32_D192_ED03 };
-const OUTAGE: Case = Case { name: "sink blocked (outage), flush_interval_ms = 100", flush_interval_ms: 100, sink_blocked: true, torn: false, cycles: 7, seed: 0x2545_F491_4F6C_DD1D };
+const SINK_UP: Case = Case {
+    name: "sink up, flush_interval_ms = 100",
+    flush_interval_ms: 100,
+    sink_blocked: false,
+    torn: false,
+    cycles: 8,
+    seed: 0x9E37_79B9_7F4A_7C15,
+};
+const FLUSH_EVERY: Case =
+    Case { name: "sink up, flush_interval_ms = 0", flush_interval_ms: 0, sink_blocked: false, torn: true, cycles: 7, seed: 0xD1B5_4A32_D192_ED03 };
+const OUTAGE: Case = Case {
+    name: "sink blocked (outage), flush_interval_ms = 100",
+    flush_interval_ms: 100,
+    sink_blocked: true,
+    torn: false,
+    cycles: 7,
+    seed: 0x2545_F491_4F6C_DD1D,
+};
 
 #[test]
 fn power_cuts_with_the_sink_up_lose_nothing() {

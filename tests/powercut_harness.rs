@@ -213,9 +213,8 @@ fn a_cut_is_real_and_drop_leaves_no_mount() {
     assert!(f.write_all(b"more").is_err());
     drop(f);
     assert_eq!(read(&path), b"");
-    let mounted = |p: &Path| {
-        std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
-    };
+    let mounted =
+        |p: &Path| std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()));
     assert!(mounted(&mnt));
     drop(fs);
     assert!(!mounted(&mnt), "the harness must unmount on drop");

@@ -58,9 +58,15 @@ fn every_public_capture_decodes_to_its_stated_values() {
     let (code, recs, err) = run(&["--profile", "hl7", &data("hl7_oru_r01_comen_unverified.txt")], None);
     assert_eq!(code, 0, "{err}");
     let r = &recs[0];
-    assert_eq!((value(r, "spo2", "spo2"), value(r, "pulseRate", "pulseRate"), value(r, "respirationRate", "respirationRate")), (Some(97.0), Some(59.0), Some(20.0)));
+    assert_eq!(
+        (value(r, "spo2", "spo2"), value(r, "pulseRate", "pulseRate"), value(r, "respirationRate", "respirationRate")),
+        (Some(97.0), Some(59.0), Some(20.0))
+    );
     assert_eq!(value(r, "bodyTemperature", "bodyTemperature"), Some(37.0));
-    assert_eq!((value(r, "bloodPressure", "systolic"), value(r, "bloodPressure", "diastolic"), value(r, "bloodPressure", "mean")), (Some(120.0), Some(80.0), Some(90.0)));
+    assert_eq!(
+        (value(r, "bloodPressure", "systolic"), value(r, "bloodPressure", "diastolic"), value(r, "bloodPressure", "mean")),
+        (Some(120.0), Some(80.0), Some(90.0))
+    );
     assert_eq!(r["readings"][0]["time"], "2025-06-09T17:51:27.000Z");
     assert_eq!(r["readings"][0]["deviceTime"]["timeFrom"], "deviceZone");
 }
@@ -87,7 +93,11 @@ fn standard_input_bad_input_and_exit_codes() {
     assert!(err.contains("no such profile") && err.contains("masimo-ascii1"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(&p, "name = \"x\"\ndevice_kind = \"pulseOximeter\"\n[parse]\nmode = \"kv\"\n[[reading]]\nfield = \"HR\"\ntype = \"pulseRate\"\nunit = \"bpm\"\n").unwrap();
+    std::fs::write(
+        &p,
+        "name = \"x\"\ndevice_kind = \"pulseOximeter\"\n[parse]\nmode = \"kv\"\n[[reading]]\nfield = \"HR\"\ntype = \"pulseRate\"\nunit = \"bpm\"\n",
+    )
+    .unwrap();
     let (code, _, err) = run(&["--profile", p.to_str().unwrap()], Some(b""));
     assert_eq!(code, 2);
     assert!(err.contains("`reading[0].unit`") && err.contains("/min"), "{err}");

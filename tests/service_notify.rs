@@ -45,7 +45,9 @@ path = "{out}"
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut buf = [0u8; 4096];
     let has = |got: &Vec<String>, p: &str| got.iter().any(|m| m.lines().any(|l| l.starts_with(p)));
-    while Instant::now() < deadline && !(has(&got, "READY=1") && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 && has(&got, "STATUS=1/1 devices streaming")) {
+    while Instant::now() < deadline
+        && !(has(&got, "READY=1") && got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 && has(&got, "STATUS=1/1 devices streaming"))
+    {
         if let Ok(n) = sock.recv(&mut buf) {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }

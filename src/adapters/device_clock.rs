@@ -145,24 +145,19 @@ pub fn resolve(clock: &DeviceClock, ctx: &TimeContext) -> Timing {
     // Checked: an offset or a time outside chrono's range (an absurd offset
     // given to `decode ble`) makes the time unknown, never a panic.
     let converted = match ctx.measured_offset {
-        Some(offset) => Some((
-            chrono::TimeDelta::try_seconds(offset).and_then(|d| local.and_utc().checked_sub_signed(d)),
-            offset,
-            TimeFrom::MeasuredOffset,
-        )),
+        Some(offset) => {
+            Some((chrono::TimeDelta::try_seconds(offset).and_then(|d| local.and_utc().checked_sub_signed(d)), offset, TimeFrom::MeasuredOffset))
+        }
         None => ctx.zone.to_utc(local).map(|(t, offset)| (Some(t), offset, TimeFrom::GatewayZone)),
     };
     let latest = arrival.checked_add_signed(chrono::TimeDelta::seconds(FUTURE_TOLERANCE_SECONDS)).unwrap_or(arrival);
     match converted {
-        Some((Some(t), offset, from)) if t <= latest => Timing {
-            time: t,
-            device_time: Some(DeviceTime { local, time_from: from, utc_offset_seconds: Some(offset) }),
-            flags,
-        },
+        Some((Some(t), offset, from)) if t <= latest => {
+            Timing { time: t, device_time: Some(DeviceTime { local, time_from: from, utc_offset_seconds: Some(offset) }), flags }
+        }
         other => {
             flags.push(Flag::TimeUnknown);
-            let device_time =
-                DeviceTime { local, time_from: TimeFrom::Unknown, utc_offset_seconds: other.map(|(_, o, _)| o) };
+            let device_time = DeviceTime { local, time_from: TimeFrom::Unknown, utc_offset_seconds: other.map(|(_, o, _)| o) };
             Timing { time: arrival, device_time: Some(device_time), flags }
         }
     }

@@ -240,12 +240,8 @@ mod tests {
         }
         let buf = Capture(Arc::new(StdMutex::new(Vec::new())));
         let w = buf.clone();
-        let sub = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .without_time()
-            .with_writer(move || w.clone())
-            .finish();
+        let sub =
+            tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_ansi(false).without_time().with_writer(move || w.clone()).finish();
         tracing::subscriber::with_default(sub, f);
         let bytes = buf.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8_lossy(&bytes).into_owned()

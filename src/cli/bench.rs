@@ -3,15 +3,15 @@
 //! docs/performance.md with the command that produced them.
 
 use super::out::{errln, outln};
-use anyhow::Context;
 use crate::adapters::DeviceRegistry;
-use crate::config::{OutboxConfig, units::ByteSize};
+use crate::config::{units::ByteSize, OutboxConfig};
 use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats, LiveBatching};
+use crate::health::Health;
 use crate::model::{DeviceKind, Reading, ReadingType};
 use crate::outbox::committer::{CommitReport, Committer};
 use crate::outbox::Outbox;
 use crate::service::associations::Associations;
-use crate::health::Health;
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -221,12 +221,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // recounts the store.
     for after in ["a clean stop", "an unclean stop (recount)"] {
         let out = std::process::Command::new(&exe).args(["bench", "--reopen-only"]).arg(&backlog_dir).output()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| anyhow::anyhow!("reopen run failed ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| anyhow::anyhow!("reopen run failed ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
         outln!(
             "reopen with {} queued after {after}: open {:.0} ms, open + first read {:.0} ms, RSS {} KiB (peak {} KiB)",
-            v["queued"], v["open_ms"].as_f64().unwrap_or(0.0), v["open_and_first_read_ms"].as_f64().unwrap_or(0.0),
-            v["rss_kib"], v["peak_rss_kib"]
+            v["queued"],
+            v["open_ms"].as_f64().unwrap_or(0.0),
+            v["open_and_first_read_ms"].as_f64().unwrap_or(0.0),
+            v["rss_kib"],
+            v["peak_rss_kib"]
         )?;
     }
     let (rss, peak) = daemon_rss(&exe, &dir, a.devices, a.daemon_time)?;
@@ -359,7 +362,11 @@ fn wear_report(dir: &Path, time: Duration) -> anyhow::Result<()> {
 /// the cloud, not to its SD card).
 fn wear_sink_dir(dir: &Path) -> PathBuf {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() { shm.to_path_buf() } else { dir.to_path_buf() }
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn io_write_bytes(pid: u32) -> u64 {
@@ -415,10 +422,8 @@ fn wear(
     let (r2, g2) = (readings.clone(), groups.clone());
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let n = serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| v["committed"].as_array().map(|a| a.len() as u64))
-                .unwrap_or(0);
+            let n =
+                serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v["committed"].as_array().map(|a| a.len() as u64)).unwrap_or(0);
             if n > 0 {
                 r2.fetch_add(n, Ordering::Relaxed);
                 g2.fetch_add(1, Ordering::Relaxed);

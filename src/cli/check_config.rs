@@ -49,7 +49,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 if warnings.is_empty() {
                     outln!("  checked as user {}: state folder, sink and secrets are usable", current_user().0)?;
                 } else {
-                    outln!("  checked as user {}: state folder and secrets are usable; the sink could not be checked (see the warning)", current_user().0)?;
+                    outln!(
+                        "  checked as user {}: state folder and secrets are usable; the sink could not be checked (see the warning)",
+                        current_user().0
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -159,8 +162,12 @@ fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Probl
     if let Some(cs) = &h.connection_string {
         let key = "sink.iothub.connection_string";
         let raw = read_secret(cs, "IoT Hub connection string").map_err(|m| problem(key, m))?;
-        ConnectionString::parse(&raw)
-            .map_err(|e| problem(key, format!("the IoT Hub connection string is malformed: {e}; copy it again from the Azure portal (device, Primary connection string)")))?;
+        ConnectionString::parse(&raw).map_err(|e| {
+            problem(
+                key,
+                format!("the IoT Hub connection string is malformed: {e}; copy it again from the Azure portal (device, Primary connection string)"),
+            )
+        })?;
     }
     if let Some(d) = &h.dps {
         for (field, src) in [("symmetric_key", &d.symmetric_key), ("group_key", &d.group_key)] {
@@ -181,8 +188,7 @@ fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Probl
     }
     // The same TLS set-up the sink makes at start: trust roots, then the client certificate.
     let ca = h.ca_file.as_deref();
-    tls::client_config(true, ca, None)
-        .map_err(|e| problem(if ca.is_some() { "sink.iothub.ca_file" } else { "sink.iothub" }, format!("{e:#}")))?;
+    tls::client_config(true, ca, None).map_err(|e| problem(if ca.is_some() { "sink.iothub.ca_file" } else { "sink.iothub" }, format!("{e:#}")))?;
     if let (Some(cert), Some(k)) = (&h.cert_file, &h.key_file) {
         tls::client_config(true, ca, Some((cert, k))).map_err(|e| problem("sink.iothub.cert_file", format!("{e:#}")))?;
     }
@@ -440,20 +446,19 @@ fn file_usable(path: &Path, what: &str) -> Result<(), String> {
     let raw = path.as_os_str().as_bytes();
     if raw.ends_with(b"/") || path.file_name().is_none() {
         let file = path.file_name().map(|n| path.with_file_name(n)).unwrap_or_else(|| path.to_path_buf()).join("delivered.ndjson");
-        return Err(format!("{what} {} ends with a slash, so it names a folder; give the path of a file, such as {}", path.display(), file.display()));
-    }
-    if let Some(fs) = kernel_fs(path) {
         return Err(format!(
-            "{what} {} is on the kernel's {fs} filesystem, which holds no files of ours; choose a file on a disk",
-            path.display()
+            "{what} {} ends with a slash, so it names a folder; give the path of a file, such as {}",
+            path.display(),
+            file.display()
         ));
     }
+    if let Some(fs) = kernel_fs(path) {
+        return Err(format!("{what} {} is on the kernel's {fs} filesystem, which holds no files of ours; choose a file on a disk", path.display()));
+    }
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Err(format!(
-            "{what} {} is a folder; give the path of a file, such as {}",
-            path.display(),
-            path.join("delivered.ndjson").display()
-        )),
+        Ok(m) if m.is_dir() => {
+            Err(format!("{what} {} is a folder; give the path of a file, such as {}", path.display(), path.join("delivered.ndjson").display()))
+        }
         Ok(_) => access(path, libc::R_OK | libc::W_OK).map_err(|e| not_writable(path, what, &e, false)),
         Err(e) if missing(&e) => {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -8,9 +8,9 @@
 
 use super::out::{errln, outln};
 use super::{EXIT_FAILURE, EXIT_PROBLEMS, EXIT_USAGE};
-use crate::adapters::serial::{self, Counts, Driver};
 use crate::adapters::ble::gatt::{self, Characteristic};
 use crate::adapters::device_clock::{GatewayZone, TimeContext};
+use crate::adapters::serial::{self, Counts, Driver};
 use crate::model::DeviceKind;
 use chrono::FixedOffset;
 use std::process::ExitCode;
@@ -189,8 +189,7 @@ fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
 
 fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
     let Some(ch) = Characteristic::parse(&b.characteristic) else {
-        let known: Vec<String> =
-            Characteristic::ALL.iter().map(|c| format!("{} ({:04x})", c.name(), c.uuid16())).collect();
+        let known: Vec<String> = Characteristic::ALL.iter().map(|c| format!("{} ({:04x})", c.name(), c.uuid16())).collect();
         errln!("error: unknown characteristic `{}`; known: {}", b.characteristic, known.join(", "));
         return Ok(ExitCode::from(EXIT_PROBLEMS));
     };
@@ -199,7 +198,10 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
     // here: name it rather than call its letters bad hex digits.
     if let Some(opt) = b.hex.iter().find(|h| h.starts_with("--")) {
         let name = opt.split('=').next().unwrap_or(opt);
-        errln!("error: `{name}` comes after the value bytes; give options before the characteristic, e.g. `iomt-edge decode ble {name} … {} …`", b.characteristic);
+        errln!(
+            "error: `{name}` comes after the value bytes; give options before the characteristic, e.g. `iomt-edge decode ble {name} … {} …`",
+            b.characteristic
+        );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
     let bytes = match gatt::parse_hex(&b.hex) {
@@ -234,9 +236,7 @@ fn run_ble(b: BleArgs) -> anyhow::Result<ExitCode> {
         Ok(gatt::Decoding { decoded, extra_bytes }) => {
             let kind = match ch {
                 Characteristic::HeartRateMeasurement | Characteristic::BodySensorLocation => DeviceKind::HeartRateStrap,
-                Characteristic::PlxContinuous | Characteristic::PlxSpotCheck | Characteristic::PlxFeatures => {
-                    DeviceKind::PulseOximeter
-                }
+                Characteristic::PlxContinuous | Characteristic::PlxSpotCheck | Characteristic::PlxFeatures => DeviceKind::PulseOximeter,
                 _ => DeviceKind::Other,
             };
             let readings = decoded.to_readings("decoded", kind, &time);

@@ -4,10 +4,10 @@
 //! per-device view. Stops on Ctrl-C or after `--duration`.
 
 use super::out::outln;
-use anyhow::Context;
 use crate::adapters::{DeviceStatus, LinkState};
 use crate::model::ReadingType;
 use crate::service::Gateway;
+use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,10 +41,8 @@ pub struct Args {
 }
 
 /// The simulated BlueZ's devices, in the order of the demo config's devices.
-const SIM_ADDRESSES: [(&str, crate::config::DeviceKindConfig); 2] = [
-    ("C0:FF:EE:00:00:01", crate::config::DeviceKindConfig::HeartRateStrap),
-    ("C0:FF:EE:00:00:02", crate::config::DeviceKindConfig::PulseOximeter),
-];
+const SIM_ADDRESSES: [(&str, crate::config::DeviceKindConfig); 2] =
+    [("C0:FF:EE:00:00:01", crate::config::DeviceKindConfig::HeartRateStrap), ("C0:FF:EE:00:00:02", crate::config::DeviceKindConfig::PulseOximeter)];
 
 /// Switches the demo devices to BLE, addressed at the simulated BlueZ's devices.
 fn use_ble(config: &mut crate::config::Config) {
@@ -91,12 +89,10 @@ fn clear_demo_dir(dir: &std::path::Path, demo_id: &str) -> anyhow::Result<()> {
     // and its state folder says it is the demo's (a gateway whose state_dir
     // is `…/state` leaves the same two names).
     let only_demo_files = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.filter_map(Result::ok).all(|e| matches!(e.file_name().to_str(), Some("state" | "delivered.ndjson")))
-        })
+        .map(|entries| entries.filter_map(Result::ok).all(|e| matches!(e.file_name().to_str(), Some("state" | "delivered.ndjson"))))
         .unwrap_or(false);
     let demo_state = gateway_of_state(&dir.join("state")).is_some_and(|g| g == demo_id);
-    if !dir.join(DEMO_MARK).exists() && !(only_demo_files && demo_state) {
+    if !(dir.join(DEMO_MARK).exists() || only_demo_files && demo_state) {
         anyhow::bail!(
             "--fresh refuses to clear {}: it was not made by `iomt-edge demo` (no {DEMO_MARK} file in it); pick another --dir",
             dir.display()
@@ -215,9 +211,7 @@ struct MedtechPanel {
 
 impl MedtechPanel {
     fn new(file: PathBuf) -> MedtechPanel {
-        let engine = crate::medtech::MedTech::shipped()
-            .map_err(|e| tracing::warn!("MedTech preview unavailable: {e}"))
-            .ok();
+        let engine = crate::medtech::MedTech::shipped().map_err(|e| tracing::warn!("MedTech preview unavailable: {e}")).ok();
         MedtechPanel { engine, file, offset: 0, recent: Default::default(), skipped_total: 0, excluded_total: 0 }
     }
 

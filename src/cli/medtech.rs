@@ -121,13 +121,14 @@ fn load(m: &Mappings) -> Load {
             Some(p) => read_text(p).map_err(|e| format!("cannot read {}: {e}", p.display())),
         }
     };
-    let (dev, fhir) = match (read(&m.device_mapping, crate::medtech::SHIPPED_DEVICE_MAPPING), read(&m.fhir_mapping, crate::medtech::SHIPPED_FHIR_MAPPING)) {
-        (Ok(d), Ok(f)) => (d, f),
-        (Err(e), _) | (_, Err(e)) => {
-            errln!("error: {e}");
-            return Load::Exit(ExitCode::from(EXIT_USAGE));
-        }
-    };
+    let (dev, fhir) =
+        match (read(&m.device_mapping, crate::medtech::SHIPPED_DEVICE_MAPPING), read(&m.fhir_mapping, crate::medtech::SHIPPED_FHIR_MAPPING)) {
+            (Ok(d), Ok(f)) => (d, f),
+            (Err(e), _) | (_, Err(e)) => {
+                errln!("error: {e}");
+                return Load::Exit(ExitCode::from(EXIT_USAGE));
+            }
+        };
     let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "shipped mapping".into());
     let device = match crate::medtech::DeviceMapping::parse(&dev) {
         Ok(d) => d,
@@ -229,7 +230,7 @@ fn outbox_messages(dir: &Path, limit: usize) -> Result<Vec<Value>, ExitCode> {
     let fail = |what: &str, e: crate::outbox::OutboxError| {
         // Name the outbox, not the private copy it is read from.
         let e = if e.is_damage() { crate::outbox::OutboxError::Damaged(dir.to_path_buf()) } else { e };
-        let _ = super::out::errln!("error: cannot {what} outbox {}: {e}", dir.display());
+        super::out::errln!("error: cannot {what} outbox {}: {e}", dir.display());
         ExitCode::from(super::outbox::inspect_exit_code(&e))
     };
     let (outbox, _report) = crate::outbox::Outbox::inspect(dir, &crate::config::OutboxConfig::default()).map_err(|e| fail("open", e))?;

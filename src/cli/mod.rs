@@ -12,16 +12,16 @@ mod bench;
 mod check_config;
 mod decode;
 mod demo;
+mod medtech;
+pub mod out;
 mod outbox;
 mod run;
 mod scan;
-mod status;
 pub mod simulate;
-mod medtech;
-pub mod out;
+mod status;
 
-use out::errln;
 use clap::{Parser, Subcommand};
+use out::errln;
 use std::process::ExitCode;
 
 /// Exit code: something failed while running.

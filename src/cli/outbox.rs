@@ -68,14 +68,14 @@ fn open(state_dir: &std::path::Path) -> Result<crate::outbox::Outbox, ExitCode> 
     match crate::outbox::Outbox::inspect(&dir, &crate::config::OutboxConfig::default()) {
         Ok((ob, _report)) => Ok(ob),
         Err(e @ crate::outbox::OutboxError::NotFound(_)) => {
-            let _ = errln!(
+            errln!(
                 "error: there is no outbox in {} (no `outbox` folder with a `db` file); is --state-dir right? It is the gateway's state_dir (default /var/lib/iomt-edge)",
                 state_dir.display()
             );
             Err(ExitCode::from(inspect_exit_code(&e)))
         }
         Err(e) => {
-            let _ = errln!("error: {e}");
+            errln!("error: {e}");
             Err(ExitCode::from(inspect_exit_code(&e)))
         }
     }
@@ -99,9 +99,9 @@ fn scan(from: &std::path::Path) -> anyhow::Result<crate::outbox::salvage::Salvag
     }
     let (found, skipped) = crate::outbox::salvage::scan_dir(from).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
     for f in skipped {
-        let _ = errln!("could not read {f}");
+        errln!("could not read {f}");
     }
-    let _ = errln!(
+    errln!(
         "{}: {} queued readings readable, {} in-flight batches, {} damaged records unreadable, {} old copies of delivered or dropped readings left out",
         from.display(),
         found.readings.len(),
@@ -170,7 +170,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         OutboxCommand::Salvage { from, state_dir, force } => {
             if let Ok(report) = std::fs::read_to_string(from.join(crate::outbox::SALVAGED_MARK)) {
                 if !force {
-                    let _ = errln!(
+                    errln!(
                         "the gateway already salvaged {} when it found it damaged:\n{report}\nits readings are queued already; --force queues them again (they may then be delivered twice, under two message ids)",
                         from.display()
                     );
@@ -189,10 +189,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 let outcome = ob.append(chunk)?;
                 queued += outcome.seqs.iter().flatten().count() as u64;
             }
-            let _ = crate::fsutil::write_durable(
-                &from.join(crate::outbox::SALVAGED_MARK),
-                format!("{{\"queuedByHand\": {queued}}}\n").as_bytes(),
-            );
+            let _ = crate::fsutil::write_durable(&from.join(crate::outbox::SALVAGED_MARK), format!("{{\"queuedByHand\": {queued}}}\n").as_bytes());
             ob.close_clean()?;
             outln!("queued {queued} readings from {} into {} under new sequence numbers", from.display(), dir.display())?;
         }
@@ -207,7 +204,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     let dir = state_dir.join("outbox");
                     // Name the outbox, not the private copy it was read from.
                     let e = if e.is_damage() { crate::outbox::OutboxError::Damaged(dir.clone()) } else { e };
-                    let _ = errln!("error: cannot read the outbox in {}: {e}", dir.display());
+                    errln!("error: cannot read the outbox in {}: {e}", dir.display());
                     return Ok(ExitCode::from(inspect_exit_code(&e)));
                 }
             };

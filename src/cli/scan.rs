@@ -193,10 +193,7 @@ pub fn render(found: &[Found]) -> String {
         let short = if kind == "heart_rate_strap" { "strap" } else { "oximeter" };
         let n = numbers.entry(short).or_insert(0);
         *n += 1;
-        out.push_str(&format!(
-            "\n[[device]]\nid = \"bed-XX-{short}-{n}\"\nkind = \"{kind}\"\n[device.ble]\naddress = \"{}\"\n",
-            f.address
-        ));
+        out.push_str(&format!("\n[[device]]\nid = \"bed-XX-{short}-{n}\"\nkind = \"{kind}\"\n[device.ble]\naddress = \"{}\"\n", f.address));
     }
     out
 }

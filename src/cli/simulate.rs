@@ -4,8 +4,8 @@
 
 use super::out::{errln, outln};
 use super::{EXIT_FAILURE, EXIT_USAGE};
-use anyhow::Context;
 use crate::simulate::bluez::{self, BluezSim, SimConfig, SimDeviceSpec};
+use anyhow::Context;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -68,10 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let Some(path) = newest(&candidates) else {
         let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        errln!(
-            "no status file ({}): the gateway has not run on this machine with this state folder",
-            names.join(" or ")
-        );
+        errln!("no status file ({}): the gateway has not run on this machine with this state folder", names.join(" or "));
         return Ok(ExitCode::from(super::EXIT_FAILURE));
     };
     let doc: Value = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
@@ -96,11 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// The most recently written of the existing files.
 fn newest(paths: &[PathBuf]) -> Option<PathBuf> {
-    paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok().map(|t| (t, p.clone())))
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, p)| p)
+    paths.iter().filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok().map(|t| (t, p.clone()))).max_by_key(|(t, _)| *t).map(|(_, p)| p)
 }
 
 /// A process with this pid exists and is an iomt-edge.

@@ -162,9 +162,7 @@ impl IotHubSinkConfig {
             if d.id_scope.trim().is_empty() {
                 push("dps.id_scope", "the ID scope is empty");
             }
-            if d.registration_id.is_empty()
-                || !d.registration_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
+            if d.registration_id.is_empty() || !d.registration_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
                 push("dps.registration_id", "use lowercase letters, digits and `-` only");
             }
         }
@@ -239,8 +237,7 @@ mod tests {
 
     #[test]
     fn proxy_credentials_need_a_proxy() {
-        let c: IotHubSinkConfig =
-            toml::from_str("connection_string = { env = \"CS\" }\nproxy_credentials = { file = \"/etc/p\" }").unwrap();
+        let c: IotHubSinkConfig = toml::from_str("connection_string = { env = \"CS\" }\nproxy_credentials = { file = \"/etc/p\" }").unwrap();
         assert!(c.validate().iter().any(|(k, _)| k == "proxy_credentials"));
         let c: IotHubSinkConfig = toml::from_str(
             "connection_string = { env = \"CS\" }\ntransport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = { file = \"/etc/p\" }",

@@ -107,10 +107,7 @@ fn explain_duplicate(msg: &str, text: &str, span: std::ops::Range<usize>) -> Opt
     let at = text.get(span.start..)?;
     let line_start = text[..span.start].rfind('\n').map(|p| p + 1).unwrap_or(0);
     let header = text[line_start..span.start].trim_start();
-    let name: String = at
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\''))
-        .collect();
+    let name: String = at.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\'')).collect();
     let name = name.trim_matches(|c| c == '"' || c == '\'');
     if name.is_empty() {
         return None;
@@ -201,10 +198,7 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         ));
     }
     if c.gateway.state_dir.as_os_str().is_empty() {
-        errs.push((
-            "gateway.state_dir".into(),
-            "state_dir must not be empty: give the folder for the outbox, such as \"/var/lib/iomt-edge\"".into(),
-        ));
+        errs.push(("gateway.state_dir".into(), "state_dir must not be empty: give the folder for the outbox, such as \"/var/lib/iomt-edge\"".into()));
     }
     let mut ids = HashSet::new();
     for (i, d) in c.devices.iter().enumerate() {
@@ -213,7 +207,8 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         } else if d.id.chars().any(char::is_control) {
             errs.push((
                 format!("device.{i}.id"),
-                "device id must not contain control characters (tab, newline, escape, NUL...): it goes into messages, logs and the outbox's keys".into(),
+                "device id must not contain control characters (tab, newline, escape, NUL...): it goes into messages, logs and the outbox's keys"
+                    .into(),
             ));
         } else if !ids.insert(d.id.clone()) {
             errs.push((format!("device.{i}.id"), format!("device id \"{}\" is used twice; every device needs its own id", d.id)));
@@ -222,10 +217,7 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         if n != 1 {
             errs.push((
                 format!("device.{i}"),
-                format!(
-                    "device \"{}\" needs exactly one adapter table: [device.simulated], [device.ble] or [device.serial] (found {n})",
-                    d.id
-                ),
+                format!("device \"{}\" needs exactly one adapter table: [device.simulated], [device.ble] or [device.serial] (found {n})", d.id),
             ));
         }
         if d.serial.is_some() {
@@ -245,10 +237,7 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         if let Some(b) = &d.ble {
             let n = b.address.is_some() as u8 + b.name_pattern.is_some() as u8 + b.any_device as u8;
             if n != 1 {
-                errs.push((
-                    format!("device.{i}.ble"),
-                    "set exactly one of `address`, `name_pattern` or `any_device = true`".into(),
-                ));
+                errs.push((format!("device.{i}.ble"), "set exactly one of `address`, `name_pattern` or `any_device = true`".into()));
             }
             if let Some(a) = &b.address {
                 if !is_ble_address(a) {

@@ -143,12 +143,7 @@ pub fn warn_if_world_readable(path: &std::path::Path) -> bool {
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode();
         if mode & 0o044 != 0 {
-            tracing::warn!(
-                "secret file {} is readable by other users (mode {:o}); run `chmod 600 {}`",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            );
+            tracing::warn!("secret file {} is readable by other users (mode {:o}); run `chmod 600 {}`", path.display(), mode & 0o777, path.display());
             return true;
         }
     }

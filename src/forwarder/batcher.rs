@@ -171,8 +171,7 @@ impl Batcher {
     /// How many readings to read from the outbox next, or `None` when the
     /// buffer is full or everything up to `committed` was read.
     pub fn wants(&self, committed: u64) -> Option<usize> {
-        (self.buffered < self.buffer_cap && self.cursor < committed)
-            .then(|| (self.buffer_cap - self.buffered).min(READ_CHUNK))
+        (self.buffered < self.buffer_cap && self.cursor < committed).then(|| (self.buffer_cap - self.buffered).min(READ_CHUNK))
     }
 
     /// Queues one reading read from the outbox (in sequence order).

@@ -21,10 +21,10 @@
 pub mod backoff;
 pub mod batcher;
 
+use crate::health::Health;
 use crate::model::{Message, Reading};
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox};
-use crate::health::Health;
 use crate::sinks::{Sink, SinkError};
 use backoff::Backoff;
 use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};
@@ -116,10 +116,7 @@ impl ForwarderSettings {
             gateway_id: c.gateway.id.clone(),
             batching: LiveBatching::new(f.batch_max_readings, Duration::from_millis(f.batch_max_age_ms)),
             batch_max_bytes: f.batch_max_bytes.bytes() as usize,
-            retry: Backoff {
-                initial: Duration::from_millis(f.retry_initial_ms),
-                max: Duration::from_millis(f.retry_max_ms),
-            },
+            retry: Backoff { initial: Duration::from_millis(f.retry_initial_ms), max: Duration::from_millis(f.retry_max_ms) },
             auth_retry: Duration::from_millis(f.auth_retry_ms),
             shutdown_grace: Duration::from_secs(5),
             idle_tick: IDLE_TICK,

@@ -19,14 +19,11 @@ pub fn sample_messages() -> Vec<Value> {
     let t0: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 1, 15, 10, 0, 0).single().unwrap_or_else(Utc::now);
     let mut out = Vec::new();
     let unmapped: Vec<ReadingType> = super::UNMAPPED_READING_TYPES.iter().map(|(t, _)| *t).collect();
-    let variants = ReadingType::ALL
-        .into_iter()
-        .filter(|t| !unmapped.contains(t))
-        .flat_map(|t| {
-            std::iter::once((t, false, false))
-                .chain(t.has_spot_checks().then_some((t, true, false)))
-                .chain(crate::model::series_period_ms(t).map(|_| (t, false, true)))
-        });
+    let variants = ReadingType::ALL.into_iter().filter(|t| !unmapped.contains(t)).flat_map(|t| {
+        std::iter::once((t, false, false))
+            .chain(t.has_spot_checks().then_some((t, true, false)))
+            .chain(crate::model::series_period_ms(t).map(|_| (t, false, true)))
+    });
     for (i, (kind, spot_check, slot_taken)) in variants.enumerate() {
         let dk = match kind {
             ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex => DeviceKind::PulseOximeter,

@@ -203,7 +203,9 @@ fn compile(v: &Value, path: &str, kind: ContentKind, default_lang: Language) -> 
             let text = o.req_str("value")?;
             let lang = match o.opt_str("language")? {
                 None => default_lang,
-                Some(l) => Language::from_name(&l).ok_or_else(|| err(&o.field_path("language"), format!("{l:?} is neither JsonPath nor JmesPath")))?,
+                Some(l) => {
+                    Language::from_name(&l).ok_or_else(|| err(&o.field_path("language"), format!("{l:?} is neither JsonPath nor JmesPath")))?
+                }
             };
             o.finish()?;
             Expression::compile(&text, lang).map_err(|e| err(path, e))

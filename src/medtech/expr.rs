@@ -114,7 +114,10 @@ fn num_arg(args: &[Rcvar], pos: usize, name: &str, ctx: &Context<'_>) -> Result<
     if let Some(i) = n.as_i64() {
         Ok(Num::Int(i))
     } else if n.is_u64() {
-        Err(fail(ctx, &format!("{name}: argument {pos} ({n}) is larger than a long (Json.NET holds it as a BigInteger, which Value<long>() cannot convert)")))
+        Err(fail(
+            ctx,
+            &format!("{name}: argument {pos} ({n}) is larger than a long (Json.NET holds it as a BigInteger, which Value<long>() cannot convert)"),
+        ))
     } else {
         Ok(Num::Float(n.as_f64().unwrap_or(f64::NAN)))
     }
@@ -135,7 +138,10 @@ fn float_result(name: &str, v: f64) -> Rcvar {
         Some(n) => Rcvar::new(Variable::Number(n)),
         None => {
             let text = dotnet_double(v);
-            note(WarningKind::NotFinite, format!("{name}() gave {text} (a double that is not a finite number); the service stores the text {text:?}"));
+            note(
+                WarningKind::NotFinite,
+                format!("{name}() gave {text} (a double that is not a finite number); the service stores the text {text:?}"),
+            );
             Rcvar::new(Variable::String(text))
         }
     }
@@ -151,7 +157,11 @@ fn int_result(v: i64) -> Rcvar {
 /// otherwise `long` arithmetic, unchecked (C# default: wraps on overflow),
 /// and `long / long` truncates toward zero; an integer divide by zero throws
 /// DivideByZeroException and `long.MinValue / -1` throws OverflowException.
-fn arith(rt: &mut Runtime, name: &'static str, float_op: fn(f64, f64) -> f64, int_op: fn(i64, i64) -> Result<(i64, Option<String>), &'static str>) {
+/// `long` arithmetic: the result and, for a wrap, a note; or the .NET
+/// exception it throws.
+type IntOp = fn(i64, i64) -> Result<(i64, Option<String>), &'static str>;
+
+fn arith(rt: &mut Runtime, name: &'static str, float_op: fn(f64, f64) -> f64, int_op: IntOp) {
     rt.register_function(
         name,
         Box::new(CustomFunction::new(
@@ -197,7 +207,7 @@ fn int_divide(x: i64, y: i64) -> Result<(i64, Option<String>), &'static str> {
 /// OverflowException outside the long range (and for NaN).
 fn int_pow(x: i64, y: i64) -> Result<(i64, Option<String>), &'static str> {
     let p = (x as f64).powf(y as f64);
-    if p.is_nan() || p >= 9_223_372_036_854_775_807.5 || p < -9_223_372_036_854_775_808.5 {
+    if p.is_nan() || !(-9_223_372_036_854_775_808.5..9_223_372_036_854_775_807.5).contains(&p) {
         return Err("OverflowException (Convert.ToInt64 of the result)");
     }
     let r = p.round_ties_even() as i64;
@@ -335,9 +345,7 @@ impl Expression {
     /// `SelectToken`: one token or none; several is an error.
     pub fn select_token(&self, data: &Value) -> Result<Option<Value>, EvalError> {
         match self {
-            Expression::JsonPath(p) => {
-                p.select_token(data).map(|o| o.cloned()).map_err(|e| EvalError::SeveralTokens(e.0))
-            }
+            Expression::JsonPath(p) => p.select_token(data).map(|o| o.cloned()).map_err(|e| EvalError::SeveralTokens(e.0)),
             Expression::JmesPath(_) => match self.jmes(data)? {
                 Value::Null => Ok(None),
                 v => Ok(Some(v)),

@@ -212,10 +212,7 @@ pub fn build_observation(
     o.insert("code".into(), code_concept(&template.type_name, &template.codes));
     o.insert("subject".into(), resolved.subject.clone());
     o.insert("device".into(), resolved.device.clone());
-    o.insert(
-        "effectivePeriod".into(),
-        json!({"start": times::round_trip(&group.start), "end": times::round_trip(&group.end)}),
-    );
+    o.insert("effectivePeriod".into(), json!({"start": times::round_trip(&group.start), "end": times::round_trip(&group.end)}));
     o.insert("issued".into(), json!(issued.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)));
     if let Some(vt) = &template.value {
         if let Some(values) = group.values.get(&vt.value_name) {

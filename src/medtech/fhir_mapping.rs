@@ -221,12 +221,7 @@ fn parse_value(v: &Value, path: &str) -> Result<ValueTemplate, MappingError> {
             let codes = parse_codes(&o, false)?;
             ValueKind::CodeableConcept { text, codes }
         }
-        _ => {
-            return Err(err(
-                &o.field_path("valueType"),
-                format!("{vt:?} is not a value type (SampledData, Quantity, String or CodeableConcept)"),
-            ))
-        }
+        _ => return Err(err(&o.field_path("valueType"), format!("{vt:?} is not a value type (SampledData, Quantity, String or CodeableConcept)"))),
     };
     o.finish()?;
     Ok(ValueTemplate { value_name, kind })

@@ -82,7 +82,10 @@ enum Expr {
 #[derive(Debug, Clone)]
 enum Operand {
     /// `@...` (relative) or `$...` (root) with the path after it.
-    Path { root: bool, segments: Vec<Segment> },
+    Path {
+        root: bool,
+        segments: Vec<Segment>,
+    },
     Value(Value),
 }
 

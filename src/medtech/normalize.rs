@@ -300,9 +300,8 @@ fn extract(
     input: usize,
     w: &mut Warnings<'_>,
 ) -> Result<Measurement, (SkipKind, String)> {
-    let device_id = eval_string(&t.device_id, ctx, "deviceId", w)?.ok_or_else(|| {
-        (SkipKind::RequiredValueMissing, format!("required deviceId is missing, null or blank ({})", exprs_text(&t.device_id)))
-    })?;
+    let device_id = eval_string(&t.device_id, ctx, "deviceId", w)?
+        .ok_or_else(|| (SkipKind::RequiredValueMissing, format!("required deviceId is missing, null or blank ({})", exprs_text(&t.device_id))))?;
     let mut time = None;
     for e in &t.timestamp {
         let tok = e.select_token(ctx).map_err(|er| eval_err(er, "timestamp", e))?;
@@ -331,9 +330,8 @@ fn extract(
             Err(TimeError::NotATime(m)) => return Err((SkipKind::InvalidTimestamp, format!("timestamp {:?}: {m}", e.as_str()))),
         }
     }
-    let occurrence_time = time.ok_or_else(|| {
-        (SkipKind::RequiredValueMissing, format!("required timestamp is missing, null or blank ({})", exprs_text(&t.timestamp)))
-    })?;
+    let occurrence_time =
+        time.ok_or_else(|| (SkipKind::RequiredValueMissing, format!("required timestamp is missing, null or blank ({})", exprs_text(&t.timestamp))))?;
     let mut opt = |e: &Option<Expression>, what: &str| -> Result<Option<String>, (SkipKind, String)> {
         match e {
             Some(e) => eval_string(std::slice::from_ref(e), ctx, what, w),

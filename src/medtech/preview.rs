@@ -125,11 +125,7 @@ impl MedTech {
         };
         let mut p = Preview::default();
         for (i, msg) in messages.iter().enumerate() {
-            let env = if opts.inputs_are_envelopes {
-                msg.clone()
-            } else {
-                envelope(msg.clone(), &opts.properties, &opts.system_properties)
-            };
+            let env = if opts.inputs_are_envelopes { msg.clone() } else { envelope(msg.clone(), &opts.properties, &opts.system_properties) };
             let mut out = normalize_event(&self.device, &env, ingestion, i, Some(&mut stats.device_templates));
             let review = super::status::review(env.get("Body").unwrap_or(&Value::Null), i, &out.matched, &self.device, &self.fhir);
             if review.all_excluded_or_unmapped {
@@ -176,7 +172,9 @@ impl MedTech {
             // Identity first (the service resolves Patient/Device before looking up the template).
             let ids = match opts.identity {
                 IdentityMode::Create => match &first.patient_id {
-                    Some(pid) => Some((ids::patient_resource_id(pid), ids::device_resource_id(opts.device_identifier_system.as_deref(), &first.device_id))),
+                    Some(pid) => {
+                        Some((ids::patient_resource_id(pid), ids::device_resource_id(opts.device_identifier_system.as_deref(), &first.device_id)))
+                    }
                     None => {
                         skipped.push(skip(
                             SkipKind::PatientIdMissing,
@@ -208,7 +206,9 @@ impl MedTech {
                 skipped.push(skip(
                     SkipKind::CorrelationIdMissing,
                     Some(tlabel),
-                    format!("{count} measurement(s): periodInterval -1 groups by correlation id, and these have none (CorrelationIdNotDefinedException)"),
+                    format!(
+                        "{count} measurement(s): periodInterval -1 groups by correlation id, and these have none (CorrelationIdNotDefinedException)"
+                    ),
                 ));
                 continue;
             }
@@ -230,7 +230,11 @@ impl MedTech {
                 });
             }
             let tindex = self.fhir.templates.iter().position(|t| std::ptr::eq(t, template));
-            let value_replaced_on_merge = template.value.iter().chain(template.components.iter().map(|c| &c.value)).any(|v| matches!(v.kind, ValueKind::Quantity { .. } | ValueKind::String));
+            let value_replaced_on_merge = template
+                .value
+                .iter()
+                .chain(template.components.iter().map(|c| &c.value))
+                .any(|v| matches!(v.kind, ValueKind::Quantity { .. } | ValueKind::String));
             for g in groups {
                 let segment = g.id_segment();
                 let resolved = match &ids {
@@ -295,7 +299,9 @@ impl MedTech {
                             if let Some(earlier) = observations.get_mut(prev) {
                                 let lost = short_value(earlier);
                                 let mut merged = obs.clone();
-                                if let (Some(s0), Some(s1)) = (earlier.pointer("/effectivePeriod/start").cloned(), merged.pointer_mut("/effectivePeriod/start")) {
+                                if let (Some(s0), Some(s1)) =
+                                    (earlier.pointer("/effectivePeriod/start").cloned(), merged.pointer_mut("/effectivePeriod/start"))
+                                {
                                     if s0.as_str() < s1.as_str() {
                                         *s1 = s0;
                                     }
@@ -344,7 +350,14 @@ impl MedTech {
                                 ),
                             ),
                         };
-                        skipped.push(Skip { kind, input: first_input, template: Some(tlabel.clone()), type_name: Some(g.type_name.clone()), count: n_values, reason });
+                        skipped.push(Skip {
+                            kind,
+                            input: first_input,
+                            template: Some(tlabel.clone()),
+                            type_name: Some(g.type_name.clone()),
+                            count: n_values,
+                            reason,
+                        });
                     }
                 }
             }
@@ -430,7 +443,12 @@ fn period_number(p: PeriodInterval) -> i32 {
 }
 
 /// One-call preview from mapping texts (see [`MedTech`] to reuse compiled mappings).
-pub fn preview_messages(device_mapping_json: &str, fhir_mapping_json: &str, messages: &[Value], opts: &PreviewOptions) -> Result<Preview, MappingError> {
+pub fn preview_messages(
+    device_mapping_json: &str,
+    fhir_mapping_json: &str,
+    messages: &[Value],
+    opts: &PreviewOptions,
+) -> Result<Preview, MappingError> {
     Ok(MedTech::new(device_mapping_json, fhir_mapping_json)?.preview(messages, opts))
 }
 

@@ -101,14 +101,8 @@ pub fn review(body: &Value, input: usize, matched: &[(usize, Value)], device: &D
             .filter(|t| fhir.lookup(&t.type_name).is_some())
             .map(|t| format!("{} {}", t.path, t.type_name))
             .collect();
-        let entry = StatusExclusion {
-            input,
-            reading: i,
-            type_name,
-            time: r.get("time").and_then(Value::as_str).map(str::to_string),
-            flags: bad,
-            templates,
-        };
+        let entry =
+            StatusExclusion { input, reading: i, type_name, time: r.get("time").and_then(Value::as_str).map(str::to_string), flags: bad, templates };
         if entry.templates.is_empty() {
             out.excluded.push(entry);
         } else {

@@ -16,6 +16,4 @@ pub use distinct_times::DistinctTimes;
 pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
 pub use plausible::{is_plausible, plausible_range, PlausibleRange, PLAUSIBLE_RANGES};
 pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, DeviceTime, Flag, Reading, ReadingType, TimeFrom};
-pub use series::{
-    is_chartable, series_period_ms, SeriesSlots, SlotOutcome, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS, SLOT_MEMORY_MS,
-};
+pub use series::{is_chartable, series_period_ms, SeriesSlots, SlotOutcome, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS, SLOT_MEMORY_MS};

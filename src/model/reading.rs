@@ -83,9 +83,7 @@ impl ReadingType {
             ReadingType::PerfusionIndex => &[("perfusionIndex", "%")],
             ReadingType::RespirationRate => &[("respirationRate", "/min")],
             ReadingType::BodyTemperature => &[("bodyTemperature", "Cel")],
-            ReadingType::BloodPressure => {
-                &[("systolic", "mm[Hg]"), ("diastolic", "mm[Hg]"), ("mean", "mm[Hg]")]
-            }
+            ReadingType::BloodPressure => &[("systolic", "mm[Hg]"), ("diastolic", "mm[Hg]"), ("mean", "mm[Hg]")],
             ReadingType::BatteryLevel => &[("batteryLevel", "%")],
             ReadingType::DeviceEvent => &[],
         }
@@ -475,18 +473,15 @@ mod tests {
     /// the flags the gateway can send.
     #[test]
     fn schema_and_docs_list_every_flag() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../docs/message.schema.json")).expect("schema is JSON");
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../docs/message.schema.json")).expect("schema is JSON");
         let listed: Vec<String> = schema["$defs"]["reading"]["properties"]["flags"]["items"]["enum"]
             .as_array()
             .expect("flag enum")
             .iter()
             .filter_map(|v| v.as_str().map(String::from))
             .collect();
-        let ours: Vec<String> = Flag::ALL
-            .iter()
-            .map(|f| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
-            .collect();
+        let ours: Vec<String> =
+            Flag::ALL.iter().map(|f| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).collect();
         assert_eq!(listed, ours);
         let doc = include_str!("../../docs/message-format.md");
         for f in &ours {

@@ -154,10 +154,7 @@ impl SeriesSlots {
         let t = r.time.timestamp_millis();
         let slot = t.div_euclid(period) * period;
         let since = self.since_ms;
-        let mem = self
-            .series
-            .entry((r.device_id.clone(), r.kind))
-            .or_insert_with(|| Remembered { taken: BTreeSet::new(), floor: since });
+        let mem = self.series.entry((r.device_id.clone(), r.kind)).or_insert_with(|| Remembered { taken: BTreeSet::new(), floor: since });
         if slot < mem.floor {
             r.slot_taken = true;
             return SlotOutcome::Unknown;
@@ -183,9 +180,7 @@ mod tests {
     use crate::model::{time, DeviceKind};
 
     fn hr(t: &str) -> Reading {
-        Reading::new("strap-1", DeviceKind::HeartRateStrap, ReadingType::HeartRate)
-            .with_value("heartRate", 72.0)
-            .at(time::parse(t).expect("time"))
+        Reading::new("strap-1", DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", 72.0).at(time::parse(t).expect("time"))
     }
 
     fn slots() -> SeriesSlots {
@@ -240,7 +235,8 @@ mod tests {
         let mut no_value = Reading::new("strap-1", DeviceKind::HeartRateStrap, ReadingType::HeartRate)
             .at(time::parse(t).expect("time"))
             .with_flag(Flag::ValueUnavailable);
-        let mut spot = Reading::new("strap-1", DeviceKind::PulseOximeter, ReadingType::Spo2).with_value("spo2", 97.0).at(time::parse(t).expect("time"));
+        let mut spot =
+            Reading::new("strap-1", DeviceKind::PulseOximeter, ReadingType::Spo2).with_value("spo2", 97.0).at(time::parse(t).expect("time"));
         spot.spot_check = true;
         let mut low_perfusion = hr(t).with_flag(Flag::LowPerfusion);
         for r in [&mut flagged, &mut unknown_future_flag_stand_in, &mut no_value, &mut spot] {

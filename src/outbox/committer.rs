@@ -185,7 +185,10 @@ impl Committer {
                         stamp(r);
                     }
                     if slots.assign(r) == SlotOutcome::Taken {
-                        tracing::debug!(kind = r.kind.name(), "a reading shares its SampledData slot with an earlier one; it becomes its own Observation");
+                        tracing::debug!(
+                            kind = r.kind.name(),
+                            "a reading shares its SampledData slot with an earlier one; it becomes its own Observation"
+                        );
                     }
                 }
                 // A group larger than one write may store (a small state
@@ -248,15 +251,11 @@ impl Committer {
                                     dropping = 0;
                                 }
                                 if outcome.refused > 0 {
-                                    tracing::warn!(
-                                        "the outbox is full: {} new readings refused (policy refuse_newest)",
-                                        outcome.refused
-                                    );
+                                    tracing::warn!("the outbox is full: {} new readings refused (policy refuse_newest)", outcome.refused);
                                 }
                                 // The readings stored, with their numbers (a
                                 // refused one has none).
-                                let stored: Vec<(u64, &Reading)> =
-                                    group.iter().zip(&outcome.seqs).filter_map(|(r, s)| s.map(|s| (s, r))).collect();
+                                let stored: Vec<(u64, &Reading)> = group.iter().zip(&outcome.seqs).filter_map(|(r, s)| s.map(|s| (s, r))).collect();
                                 if let Some(committed) = &self.hooks.committed {
                                     for (_, r) in &stored {
                                         committed(r);
@@ -297,10 +296,8 @@ impl Committer {
 }
 
 fn report_commits(stored: &[(u64, &Reading)]) {
-    let items: Vec<serde_json::Value> = stored
-        .iter()
-        .map(|(seq, r)| serde_json::json!([seq, r.device_id, crate::model::time::format(&r.time), r.kind]))
-        .collect();
+    let items: Vec<serde_json::Value> =
+        stored.iter().map(|(seq, r)| serde_json::json!([seq, r.device_id, crate::model::time::format(&r.time), r.kind])).collect();
     // One write for the whole line: written piecewise (stdout's line buffer
     // is 1 KiB), a kill could leave half a line in the pipe.
     let mut line = serde_json::json!({ "committed": items }).to_string();

@@ -22,20 +22,15 @@ impl ScratchCopy {
     /// snapshots and blobs) into a new private temporary folder.
     pub(super) fn of(dir: &Path) -> Result<ScratchCopy, OutboxError> {
         let root = std::env::temp_dir().join(format!("iomt-edge-inspect-{}-{:016x}", std::process::id(), rand::random::<u64>()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .map_err(|source| OutboxError::Io { path: root.clone(), source })?;
+        std::fs::DirBuilder::new().mode(0o700).create(&root).map_err(|source| OutboxError::Io { path: root.clone(), source })?;
         // From here on, dropping `copy` removes what was made.
         let copy = ScratchCopy { root };
-        copy_tree(dir, &copy.outbox()).map_err(|(path, source)| {
-            OutboxError::Io {
-                path,
-                source: std::io::Error::new(
-                    source.kind(),
-                    format!("{source}; inspecting works on a copy of the outbox (so that it changes nothing): set TMPDIR to a folder with room"),
-                ),
-            }
+        copy_tree(dir, &copy.outbox()).map_err(|(path, source)| OutboxError::Io {
+            path,
+            source: std::io::Error::new(
+                source.kind(),
+                format!("{source}; inspecting works on a copy of the outbox (so that it changes nothing): set TMPDIR to a folder with room"),
+            ),
         })?;
         Ok(copy)
     }

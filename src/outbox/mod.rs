@@ -40,9 +40,9 @@ pub mod space;
 
 use crate::config::{OutboxConfig, WhenFull};
 use crate::model::Reading;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -89,7 +89,9 @@ pub enum OutboxError {
     Damaged(PathBuf),
     /// [`Outbox::inspect`] found no outbox at the path (no folder, or no
     /// `db` file in it): inspecting never creates one.
-    #[error("there is no outbox in {0} (no folder with a `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir")]
+    #[error(
+        "there is no outbox in {0} (no folder with a `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir"
+    )]
     NotFound(PathBuf),
 }
 
@@ -97,7 +99,10 @@ impl OutboxError {
     /// Whether this error means the store's files are damaged (as opposed to
     /// a full or failing disk, or a lock held by another process).
     pub fn is_damage(&self) -> bool {
-        matches!(self, OutboxError::Damaged(_) | OutboxError::Storage(sled::Error::Corruption { .. }) | OutboxError::Storage(sled::Error::ReportableBug(_)))
+        matches!(
+            self,
+            OutboxError::Damaged(_) | OutboxError::Storage(sled::Error::Corruption { .. }) | OutboxError::Storage(sled::Error::ReportableBug(_))
+        )
     }
 
     /// Whether this error means the disk has no room (ENOSPC, or the
@@ -335,10 +340,12 @@ struct Store {
 }
 
 /// How far the log file is kept written (with zeros) beyond sled's writes:
-/// two of sled's 512 KiB segments.
+/// the file then grows (and ext4 journals its new size) about once per MiB
+/// of log instead of at every commit. (The copy of the log taken at start
+/// leaves the zeros out.)
 const ZEROS_AHEAD: u64 = 1 << 20;
-/// sled's segment size (its default, which the outbox does not change).
-const SLED_SEGMENT: u64 = 512 * 1024;
+/// Zeros are written in whole stretches of this size.
+const ZEROS_STEP: u64 = 64 * 1024;
 /// The most numbers one write (a group commit) can hand out: a counter this
 /// far beyond sled's is taken as a write a power cut interrupted.
 const MAX_INTERRUPTED_WRITE: u64 = 4096;
@@ -388,8 +395,8 @@ impl Store {
             _ => return,
         }
         // sled wrote past the zeros (or truncated the file): write zeros from
-        // its end up to the next segment boundary and one more stretch.
-        let target = len.div_ceil(SLED_SEGMENT).saturating_mul(SLED_SEGMENT).saturating_add(ZEROS_AHEAD);
+        // its end for another stretch.
+        let target = len.saturating_add(ZEROS_AHEAD).div_ceil(ZEROS_STEP).saturating_mul(ZEROS_STEP);
         let zeros = vec![0u8; 64 * 1024];
         let mut at = len;
         while at < target {
@@ -568,7 +575,7 @@ impl Outbox {
             let room = space::fs_space(parent).map(|(total, free)| free.saturating_sub(space::reserve_for(total)));
             match room {
                 Ok(room) if room >= log_len => {
-                    if let Err(e) = std::fs::copy(dir.join("db"), &pre_open) {
+                    if let Err(e) = copy_without_zero_tail(&dir.join("db"), &pre_open) {
                         let _ = std::fs::remove_file(&pre_open);
                         tracing::info!("no copy of the outbox log before opening it ({e}); opening it without one");
                     }
@@ -605,8 +612,7 @@ impl Outbox {
             sync_dir(dir).and_then(|_| sync_dir(parent)).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
         }
         let mut counters = Counters::load(&store.tree)?;
-        let last_run: Option<RunRecord> =
-            store.tree.get(META_RUN)?.and_then(|v| serde_json::from_slice(&v).ok());
+        let last_run: Option<RunRecord> = store.tree.get(META_RUN)?.and_then(|v| serde_json::from_slice(&v).ok());
         let previous_stop = match last_run {
             _ if created => PreviousStop::None,
             Some(RunRecord { clean_stop_ms: Some(at_ms), .. }) => PreviousStop::Clean { at_ms },
@@ -747,17 +753,14 @@ impl Outbox {
     fn build_from_salvage(dir: &Path, aside: &Path, cache_bytes: u64) -> Result<(Store, SalvageReport), OutboxError> {
         let parent = dir.parent().unwrap_or(Path::new("."));
         let aside = aside.to_path_buf();
-        let (found, skipped) =
-            salvage::scan_dir(&aside).map_err(|source| OutboxError::Io { path: aside.clone(), source })?;
+        let (found, skipped) = salvage::scan_dir(&aside).map_err(|source| OutboxError::Io { path: aside.clone(), source })?;
         for f in &skipped {
             tracing::warn!("salvage could not read {f}");
         }
         let store = match Self::open_sled(dir, cache_bytes) {
             Ok(st) => st,
             Err(OpenFailure::Io(e)) => return Err(e),
-            Err(OpenFailure::Corrupt(why)) => {
-                return Err(OutboxError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) })
-            }
+            Err(OpenFailure::Corrupt(why)) => return Err(OutboxError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) }),
         };
         let mut c = Counters { next_seq: found.max_seq + 1, ..Counters::default() };
         let mut batch = sled::Batch::default();
@@ -832,7 +835,7 @@ impl Outbox {
     /// their ids, and this life its epoch.
     pub fn repair(&self) -> Result<SalvageReport, OutboxError> {
         let mut slot = self.store.write();
-        let fdatasync = slot.as_ref().map_or(true, |st| st.fdatasync);
+        let fdatasync = slot.as_ref().is_none_or(|st| st.fdatasync);
         drop(slot.take());
         let (mut store, report) = Self::salvage_into_new(&self.dir, self.cache_bytes, "damage found while running")?;
         store.fdatasync = fdatasync;
@@ -903,9 +906,7 @@ impl Outbox {
         let mut tries = 0;
         loop {
             match Self::open_sled_once(dir, cache_bytes) {
-                Err(OpenFailure::Io(OutboxError::Io { source, .. }))
-                    if tries < 100 && source.to_string().contains("could not acquire lock") =>
-                {
+                Err(OpenFailure::Io(OutboxError::Io { source, .. })) if tries < 100 && source.to_string().contains("could not acquire lock") => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -980,8 +981,7 @@ impl Outbox {
 
     /// The open store, or `Unavailable` while it is closed after a write error.
     fn store(&self) -> Result<MappedRwLockReadGuard<'_, Store>, OutboxError> {
-        RwLockReadGuard::try_map(self.store.read(), Option::as_ref)
-            .map_err(|_| OutboxError::Unavailable("reopening failed; retrying".into()))
+        RwLockReadGuard::try_map(self.store.read(), Option::as_ref).map_err(|_| OutboxError::Unavailable("reopening failed; retrying".into()))
     }
 
     /// Reopens the store after a failed write. sled 0.34 refuses every write
@@ -1053,7 +1053,7 @@ impl Outbox {
         let mut slot = self.store.write();
         // sled's file lock is released when the old handles are gone; open_sled
         // waits for its background flusher to let go.
-        let fdatasync = slot.as_ref().map_or(true, |st| st.fdatasync);
+        let fdatasync = slot.as_ref().is_none_or(|st| st.fdatasync);
         drop(slot.take());
         let mut store = match Self::open_sled(&self.dir, self.cache_bytes) {
             Ok(ok) => ok,
@@ -1412,7 +1412,10 @@ impl Outbox {
         // sequence order: remember how far that delivery got, for salvage.
         if let Some((key, mark)) = sample.and_then(|v| decode_value(&v)).map(|(_, r)| {
             let last = batch.seqs.iter().copied().max().unwrap_or(0);
-            (ack_key(&r.device_id, r.patient_id.as_deref()), salvage::AckMark { acked_through: last, device_id: r.device_id, patient_id: r.patient_id })
+            (
+                ack_key(&r.device_id, r.patient_id.as_deref()),
+                salvage::AckMark { acked_through: last, device_id: r.device_id, patient_id: r.patient_id },
+            )
         }) {
             b.insert(key, serde_json::to_vec(&mark).unwrap_or_default());
         }
@@ -1509,7 +1512,7 @@ impl Outbox {
     pub fn group_limit(&self) -> usize {
         let bound = self.bound().bytes;
         let c = self.counters();
-        let per_reading = if c.count > 0 { (c.bytes / c.count).max(64) } else { 256 };
+        let per_reading = c.bytes.checked_div(c.count).map_or(256, |b| b.max(64));
         usize::try_from((bound / 16) / per_reading).unwrap_or(usize::MAX).clamp(1, 4096)
     }
 
@@ -1563,6 +1566,14 @@ enum OpenFailure {
 
 /// Stores up to this size are copied before sled opens them (see `open_with`).
 const PRE_OPEN_COPY_MAX: u64 = 64 << 20;
+
+/// Copies `from` to `to` without its trailing zeros (the stretch
+/// [`Store::keep_zeros_ahead`] writes past sled's log, which says nothing).
+fn copy_without_zero_tail(from: &Path, to: &Path) -> std::io::Result<()> {
+    let bytes = std::fs::read(from)?;
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    std::fs::write(to, &bytes[..end])
+}
 
 /// `{dir}.pre-open`: the copy of the log taken before sled opened it.
 fn pre_open_path(dir: &Path) -> PathBuf {

@@ -188,10 +188,9 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     // (delivery is in order per device): one that is not found at all sat in
     // a part of the file that is gone. Count those as unreadable too.
     let delivered_below = acked.values().copied().max().unwrap_or(0).max(floor);
-    let gone_entirely = (delivered_below + 1..=out.max_seq)
-        .take(10_000_000)
-        .filter(|q| !out.readings.contains_key(q) && !unreadable_at.contains_key(q))
-        .count() as u64;
+    let gone_entirely =
+        (delivered_below + 1..=out.max_seq).take(10_000_000).filter(|q| !out.readings.contains_key(q) && !unreadable_at.contains_key(q)).count()
+            as u64;
     out.unreadable = unreadable_at.len() as u64 + unparsed + gone_entirely;
     // A batch is resent with its id only if it can be resent unchanged; one
     // per first sequence number (the key it was stored under), and no reading

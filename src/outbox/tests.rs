@@ -357,8 +357,7 @@ fn damage(dir: &Path, offset: u64, len: usize, byte: u8) {
 fn store_with_history(dir: &Path) -> (Vec<u64>, InFlight) {
     let (ob, _) = Outbox::open(dir, &OutboxConfig::default()).unwrap();
     for g in 0..100 {
-        let mut rs: Vec<Reading> =
-            (0..20).map(|i| reading(if i % 2 == 0 { "a" } else { "b" }, (g * 20 + i) as f64)).collect();
+        let mut rs: Vec<Reading> = (0..20).map(|i| reading(if i % 2 == 0 { "a" } else { "b" }, (g * 20 + i) as f64)).collect();
         ob.append(&mut rs).unwrap();
     }
     // Device a's first 300 readings were delivered.
@@ -544,7 +543,11 @@ fn counters_one_write_ahead_are_an_interrupted_write_several_are_a_log_cut_short
     assert_eq!(log_verdict(&log(&[5, 9, 12]), 12, 4096), LogVerdict::Intact);
     assert_eq!(log_verdict(&log(&[5, 9, 12, 13]), 12, 4096), LogVerdict::Interrupted { next: 13 });
     assert_eq!(log_verdict(&log(&[5, 9, 12, 13, 13]), 12, 4096), LogVerdict::Interrupted { next: 13 }, "the same counter twice is one write");
-    assert_eq!(log_verdict(&log(&[5, 9, 12, 13, 20]), 12, 4096), LogVerdict::CutShort { raw_next: 20 }, "two writes beyond: committed data was dropped");
+    assert_eq!(
+        log_verdict(&log(&[5, 9, 12, 13, 20]), 12, 4096),
+        LogVerdict::CutShort { raw_next: 20 },
+        "two writes beyond: committed data was dropped"
+    );
     assert_eq!(log_verdict(&log(&[12, 9000]), 12, 4096), LogVerdict::CutShort { raw_next: 9000 }, "more numbers than one group can take");
 }
 

@@ -47,8 +47,7 @@ pub struct Associations {
 impl Associations {
     /// From the config's device list, then overrides persisted in `state_dir`.
     pub fn load(devices: &[crate::config::DeviceConfig], state_dir: Option<&Path>) -> Associations {
-        let mut map: BTreeMap<String, Option<String>> =
-            devices.iter().map(|d| (d.id.clone(), d.patient_id.clone())).collect();
+        let mut map: BTreeMap<String, Option<String>> = devices.iter().map(|d| (d.id.clone(), d.patient_id.clone())).collect();
         let mut live = BTreeMap::new();
         let file = state_dir.map(|d| d.join("associations.json"));
         if let Some(f) = &file {

@@ -58,11 +58,7 @@ impl GatewayControl for RuntimeControl {
             }
         };
         self.batching.set(num("maxReadings")?, num("maxDelayMs")?)?;
-        tracing::info!(
-            "batching changed from the cloud: {} readings, {} ms",
-            self.batching.max_readings(),
-            self.batching.max_age().as_millis()
-        );
+        tracing::info!("batching changed from the cloud: {} readings, {} ms", self.batching.max_readings(), self.batching.max_age().as_millis());
         Ok(())
     }
 

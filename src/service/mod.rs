@@ -9,5 +9,5 @@ pub mod notify;
 mod run;
 pub mod status;
 
-pub use run::{build_sink, cancel_on_signals, commit_hooks, handle_signals, reload_report, run, ControlSignals, Hangup, RunOptions};
 pub use gateway::Gateway;
+pub use run::{build_sink, cancel_on_signals, commit_hooks, handle_signals, reload_report, run, ControlSignals, Hangup, RunOptions};

@@ -3,16 +3,16 @@
 use super::associations::Associations;
 use super::control::RuntimeControl;
 use super::gateway::Gateway;
-use crate::sinks::iothub::control::GatewayControl;
 use super::notify;
 use crate::adapters::simulated::SimulatedDevice;
 use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
 use crate::config::Config;
 use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats};
-use crate::model::{DeviceEvent, Reading};
 use crate::health::Health;
+use crate::model::{DeviceEvent, Reading};
 use crate::outbox::committer::{CommitHooks, CommitReport, Committer};
 use crate::outbox::Outbox;
+use crate::sinks::iothub::control::GatewayControl;
 use crate::sinks::Sink;
 use anyhow::Context;
 use std::sync::Arc;
@@ -35,8 +35,11 @@ pub struct RunOptions {
     /// The check `run` makes of a config file before it starts (the file and
     /// this machine; `cli::check_config`), for SIGHUP's "is it valid?"; when
     /// `None`, the file alone is checked.
-    pub check_config: Option<fn(&std::path::Path) -> Result<(), String>>,
+    pub check_config: Option<ConfigCheck>,
 }
+
+/// Checks a config file as a start would (file and machine).
+pub type ConfigCheck = fn(&std::path::Path) -> Result<(), String>;
 
 /// The committer's hooks in the running gateway: each reading is stamped
 /// with its device's patient association before it is stored, and counted in
@@ -55,8 +58,7 @@ pub fn commit_hooks(associations: &Arc<Associations>, registry: &Arc<DeviceRegis
 pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> anyhow::Result<Arc<dyn Sink>> {
     let s = &config.sink;
     if let Some(f) = &s.file {
-        let sink = crate::sinks::file::FileSink::open(&f.path)
-            .with_context(|| format!("cannot open the file sink {}", f.path.display()))?;
+        let sink = crate::sinks::file::FileSink::open(&f.path).with_context(|| format!("cannot open the file sink {}", f.path.display()))?;
         return Ok(Arc::new(sink));
     }
     if let Some(o) = &s.stdout {
@@ -86,17 +88,11 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
 
 /// Runs the gateway until `shutdown` is cancelled. `on_start` receives the
 /// handles once everything is up (the demo uses it for its live view).
-pub async fn run(
-    config: Config,
-    opts: RunOptions,
-    shutdown: CancellationToken,
-    on_start: impl FnOnce(Gateway),
-) -> anyhow::Result<()> {
+pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(Gateway)) -> anyhow::Result<()> {
     let config = Arc::new(config);
     crate::redact::init(&config.gateway.id);
     let state_dir = config.gateway.state_dir.clone();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
 
     let outbox_dir = state_dir.join("outbox");
     let Some((outbox, report)) = open_outbox_waiting_for_room(&outbox_dir, &config.outbox, &shutdown).await? else {
@@ -245,7 +241,7 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 notify::status(&gateway.status_line());
-                if !last_status.is_some_and(|t| t.elapsed() < STATUS_FILE_EVERY) {
+                if last_status.is_none_or(|t| t.elapsed() >= STATUS_FILE_EVERY) {
                     last_status = Some(tokio::time::Instant::now());
                     write_status(&gateway, true);
                 }
@@ -507,10 +503,7 @@ pub fn cancel_on_signals(token: CancellationToken) -> ControlSignals {
 /// `check` is the check `run` makes at start (the file and this machine);
 /// without it the file alone is checked. `Err` when the next start would
 /// fail (the file cannot be read or is not valid).
-pub fn reload_report(
-    started_from: Option<(&std::path::Path, &str)>,
-    check: Option<fn(&std::path::Path) -> Result<(), String>>,
-) -> Result<String, String> {
+pub fn reload_report(started_from: Option<(&std::path::Path, &str)>, check: Option<ConfigCheck>) -> Result<String, String> {
     let Some((path, old)) = started_from else {
         return Ok("nothing to re-read (no config file)".into());
     };

@@ -154,10 +154,7 @@ impl SinkFile {
         if on_mount && !is_mount_point(dir).unwrap_or(false) {
             return Err(std::io::Error::new(
                 ErrorKind::NotFound,
-                format!(
-                    "nothing is mounted at {} any more (a USB stick pulled out, a share gone?); waiting until something is",
-                    dir.display()
-                ),
+                format!("nothing is mounted at {} any more (a USB stick pulled out, a share gone?); waiting until something is", dir.display()),
             ));
         }
         std::fs::create_dir_all(dir)?;
@@ -194,10 +191,7 @@ impl SinkFile {
         // may be an operator's archive).
         let _ = self.finish_cut();
         let fresh = SinkFile::open(&self.path, self.on_mount)?;
-        tracing::info!(
-            "the file sink's file {} was moved, removed or replaced; writing on into the file now at that path",
-            self.path.display()
-        );
+        tracing::info!("the file sink's file {} was moved, removed or replaced; writing on into the file now at that path", self.path.display());
         *self = fresh;
         Ok(())
     }
@@ -242,9 +236,7 @@ impl SinkFile {
                 return Ok(());
             }
         }
-        Err(std::io::Error::other(format!(
-            "the file was moved or replaced during each of {MAX_MOVES_PER_MESSAGE} writes"
-        )))
+        Err(std::io::Error::other(format!("the file was moved or replaced during each of {MAX_MOVES_PER_MESSAGE} writes")))
     }
 }
 

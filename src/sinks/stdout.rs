@@ -22,11 +22,7 @@ impl Sink for StdoutSink {
     }
 
     async fn send(&self, message: &Message) -> Result<(), SinkError> {
-        let mut out = if self.pretty {
-            serde_json::to_vec_pretty(message).unwrap_or_default()
-        } else {
-            message.to_json()
-        };
+        let mut out = if self.pretty { serde_json::to_vec_pretty(message).unwrap_or_default() } else { message.to_json() };
         out.push(b'\n');
         let mut stdout = tokio::io::stdout();
         stdout.write_all(&out).await.map_err(|e| SinkError::Retryable(format!("stdout: {e}")))?;

@@ -25,11 +25,7 @@ pub fn have_dbus_daemon(test: &str) -> bool {
 pub fn python_with(test: &str, module: &str) -> Option<String> {
     let py = std::env::var("IOMT_TEST_PYTHON").ok();
     let ok = py.as_ref().is_some_and(|p| {
-        std::process::Command::new(p)
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        std::process::Command::new(p).args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false)
     });
     if ok {
         return py;
@@ -75,11 +71,7 @@ pub fn device(alias: &str, kind: DeviceKind, selector: Selector) -> BleDevice {
         kind,
         patient_id: Some("patient-1".into()),
         selector,
-        config: BleDeviceConfig {
-            silence_timeout: Duration::from_millis(1500),
-            reconnect_max: Duration::from_secs(1),
-            ..BleDeviceConfig::default()
-        },
+        config: BleDeviceConfig { silence_timeout: Duration::from_millis(1500), reconnect_max: Duration::from_secs(1), ..BleDeviceConfig::default() },
     }
 }
 
@@ -111,9 +103,9 @@ impl Rig {
     pub async fn wait_for(&mut self, what: &str, within: Duration, pred: impl Fn(&[Reading]) -> bool) -> Duration {
         let start = Instant::now();
         while !pred(&self.readings) {
-            let left = within.checked_sub(start.elapsed()).unwrap_or_else(|| {
-                panic!("timed out after {within:?} waiting for {what}; got {:#?}", summary(&self.readings))
-            });
+            let left = within
+                .checked_sub(start.elapsed())
+                .unwrap_or_else(|| panic!("timed out after {within:?} waiting for {what}; got {:#?}", summary(&self.readings)));
             if let Ok(Some(r)) = tokio::time::timeout(left, self.rx.recv()).await {
                 // The rig stands in for the committer, which records each
                 // reading in the registry once it is stored.
@@ -168,10 +160,7 @@ pub fn expected(sent: &[Sent], address: &str, kind: DeviceKind) -> Vec<Key> {
 
 /// The measurement readings (not events, not battery) of one device.
 pub fn measurements(rs: &[Reading], device_id: &str) -> Vec<Key> {
-    rs.iter()
-        .filter(|r| r.device_id == device_id && r.kind != ReadingType::DeviceEvent && r.kind != ReadingType::BatteryLevel)
-        .map(key)
-        .collect()
+    rs.iter().filter(|r| r.device_id == device_id && r.kind != ReadingType::DeviceEvent && r.kind != ReadingType::BatteryLevel).map(key).collect()
 }
 
 pub fn count(rs: &[Reading], device_id: &str, kind: ReadingType) -> usize {

@@ -98,7 +98,7 @@ pub fn check_delivery(sent: &[Message], got: &[ReceivedMessage]) -> usize {
     for m in sent {
         let idx = *first_index.get(&m.message_id).unwrap_or_else(|| panic!("message {} was never delivered", m.message_id));
         let prev = last.insert(m.device_id.as_str(), idx);
-        assert!(prev.map_or(true, |p| p < idx), "message {} arrived out of order", m.message_id);
+        assert!(prev.is_none_or(|p| p < idx), "message {} arrived out of order", m.message_id);
     }
     assert_eq!(first_index.len(), sent.len(), "the hub received messages that were never sent");
     dups
@@ -109,9 +109,8 @@ pub fn check_delivery(sent: &[Message], got: &[ReceivedMessage]) -> usize {
 pub fn python_with_sdk() -> Option<String> {
     let py = std::env::var("IOMT_TEST_PYTHON").ok();
     let required = std::env::var("IOMT_REQUIRE_ALL").is_ok_and(|v| v == "1");
-    let ok = py.as_ref().is_some_and(|p| {
-        std::process::Command::new(p).args(["-c", "import azure.iot.device"]).output().is_ok_and(|o| o.status.success())
-    });
+    let ok =
+        py.as_ref().is_some_and(|p| std::process::Command::new(p).args(["-c", "import azure.iot.device"]).output().is_ok_and(|o| o.status.success()));
     if ok {
         return py;
     }

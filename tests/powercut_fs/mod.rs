@@ -38,8 +38,8 @@
 #![allow(dead_code)]
 
 use fuser::{
-    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    FileAttr, FileType, Filesystem, MountOption, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr};
@@ -565,10 +565,7 @@ impl Filesystem for CutFs {
         let mut g = try_or_reply!(reply, self.lock());
         if let Some(mode) = mode {
             let path = try_or_reply!(reply, g.path(ino));
-            try_or_reply!(
-                reply,
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(|e| errno(&e))
-            );
+            try_or_reply!(reply, std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(|e| errno(&e)));
         }
         if let Some(size) = size {
             try_or_reply!(reply, g.truncate(ino, size));
@@ -609,16 +606,7 @@ impl Filesystem for CutFs {
         reply.ok();
     }
 
-    fn rename(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
-        name: &OsStr,
-        newparent: u64,
-        newname: &OsStr,
-        flags: u32,
-        reply: ReplyEmpty,
-    ) {
+    fn rename(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32, reply: ReplyEmpty) {
         if flags != 0 {
             // RENAME_NOREPLACE / RENAME_EXCHANGE: not needed by the gateway.
             return reply.error(libc::EINVAL);
@@ -653,16 +641,7 @@ impl Filesystem for CutFs {
         reply.opened(fh, fuser::consts::FOPEN_DIRECT_IO);
     }
 
-    fn create(
-        &mut self,
-        _req: &Request<'_>,
-        parent: u64,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
+    fn create(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let mut g = try_or_reply!(reply, self.lock());
         let path = try_or_reply!(reply, g.child(parent, name));
         let mut opts = OpenOptions::new();
@@ -688,17 +667,7 @@ impl Filesystem for CutFs {
         reply.created(&TTL, &attr, 0, fh, fuser::consts::FOPEN_DIRECT_IO);
     }
 
-    fn read(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        offset: i64,
-        size: u32,
-        _flags: i32,
-        _lock_owner: Option<u64>,
-        reply: ReplyData,
-    ) {
+    fn read(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, size: u32, _flags: i32, _lock_owner: Option<u64>, reply: ReplyData) {
         let g = try_or_reply!(reply, self.lock());
         let data = try_or_reply!(reply, g.read(ino, offset.max(0) as u64, size as u64));
         reply.data(&data);
@@ -729,16 +698,7 @@ impl Filesystem for CutFs {
         reply.ok();
     }
 
-    fn release(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        fh: u64,
-        _flags: i32,
-        _lock_owner: Option<u64>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn release(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _flags: i32, _lock_owner: Option<u64>, _flush: bool, reply: ReplyEmpty) {
         let mut g = try_or_reply!(reply, self.lock());
         if g.handles.remove(&fh).is_some() {
             if let Some((_, refs)) = g.files.get_mut(&ino) {

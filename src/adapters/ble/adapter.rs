@@ -145,13 +145,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// The device id: the configured alias, unless `id_from_device` asks for
 /// manufacturer+serial from Device Information (else the address).
-pub fn stable_device_id(
-    alias: &str,
-    id_from_device: bool,
-    manufacturer: Option<&str>,
-    serial: Option<&str>,
-    address: &str,
-) -> String {
+pub fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<&str>, serial: Option<&str>, address: &str) -> String {
     if !id_from_device && !alias.trim().is_empty() {
         return alias.to_string();
     }
@@ -365,9 +359,7 @@ async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: Ca
         .context("no Bluetooth adapter")?;
     let info = tokio::time::timeout(CALL_TIMEOUT, adapter.adapter_info()).await.context("adapter info timed out")??;
     let name = info.split_whitespace().next().unwrap_or("hci0").to_string();
-    tokio::time::timeout(CALL_TIMEOUT, adapter.start_scan(ScanFilter { services: services.to_vec() }))
-        .await
-        .context("start_scan timed out")??;
+    tokio::time::timeout(CALL_TIMEOUT, adapter.start_scan(ScanFilter { services: services.to_vec() })).await.context("start_scan timed out")??;
     Ok(Session {
         adapter,
         adapter_path: format!("/org/bluez/{name}"),
@@ -381,9 +373,7 @@ async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: Ca
 /// Whether a btleplug error means bluetoothd itself is gone.
 fn bluez_gone(e: &btleplug::Error) -> bool {
     let s = e.to_string();
-    ["ServiceUnknown", "NameHasNoOwner", "UnknownObject", "NoReply", "Disconnected", "was not provided by any .service"]
-        .iter()
-        .any(|k| s.contains(k))
+    ["ServiceUnknown", "NameHasNoOwner", "UnknownObject", "NoReply", "Disconnected", "was not provided by any .service"].iter().any(|k| s.contains(k))
 }
 
 /// Why a connection attempt or streaming session ended.
@@ -530,13 +520,7 @@ async fn attempt(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext) -
     }
 }
 
-async fn connect_and_stream(
-    run: &mut DeviceRun,
-    session: &Session,
-    ctx: &AdapterContext,
-    p: &Peripheral,
-    addr: &str,
-) -> Ended {
+async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext, p: &Peripheral, addr: &str) -> Ended {
     let shown = redact::address(addr);
     // Connect.
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, p.connect()).await;
@@ -586,14 +570,9 @@ async fn connect_and_stream(
 
     // Device Information and battery.
     let mut dis: [Option<String>; 4] = Default::default();
-    for (i, c) in [
-        Characteristic::ManufacturerName,
-        Characteristic::SerialNumber,
-        Characteristic::ModelNumber,
-        Characteristic::FirmwareRevision,
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, c) in [Characteristic::ManufacturerName, Characteristic::SerialNumber, Characteristic::ModelNumber, Characteristic::FirmwareRevision]
+        .into_iter()
+        .enumerate()
     {
         if let Some(ch) = find_char(c) {
             if let Ok(Ok(bytes)) = tokio::time::timeout(CALL_TIMEOUT, p.read(&ch)).await {

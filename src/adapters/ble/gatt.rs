@@ -242,13 +242,7 @@ impl<'a> Cursor<'a> {
     /// value is rejected with the cut field's error.
     fn qualifier_ok(&self) -> Result<(), GattError> {
         match self.cut {
-            Some(c) => Err(GattError::Truncated {
-                characteristic: self.ch,
-                field: c.field,
-                offset: c.offset,
-                need: c.need,
-                len: self.buf.len(),
-            }),
+            Some(c) => Err(GattError::Truncated { characteristic: self.ch, field: c.field, offset: c.offset, need: c.need, len: self.buf.len() }),
             None => Ok(()),
         }
     }
@@ -337,11 +331,7 @@ impl SFloat {
             exponent -= 0x10;
         }
         // Divide for negative exponents so 975e-1 is exactly 97.5.
-        let value = if exponent < 0 {
-            mantissa as f64 / 10f64.powi(-exponent)
-        } else {
-            mantissa as f64 * 10f64.powi(exponent)
-        };
+        let value = if exponent < 0 { mantissa as f64 / 10f64.powi(-exponent) } else { mantissa as f64 * 10f64.powi(exponent) };
         SFloat::Value(value)
     }
 
@@ -549,13 +539,20 @@ pub struct PlxFeatures {
 #[serde(rename_all = "camelCase", tag = "characteristic")]
 pub enum Decoded {
     HeartRateMeasurement(HeartRateMeasurement),
-    BodySensorLocation { location: BodySensorLocation },
+    BodySensorLocation {
+        location: BodySensorLocation,
+    },
     PlxSpotCheck(PlxSpotCheck),
     PlxContinuous(PlxContinuous),
     PlxFeatures(PlxFeatures),
-    BatteryLevel { percent: u8 },
+    BatteryLevel {
+        percent: u8,
+    },
     /// One of the Device Information strings.
-    DeviceInformation { field: Characteristic, text: String },
+    DeviceInformation {
+        field: Characteristic,
+        text: String,
+    },
 }
 
 /// A decoded value and the bytes it could not use (see [`ExtraBytes`]).
@@ -612,19 +609,11 @@ pub fn decode_value(ch: Characteristic, bytes: &[u8]) -> Result<Decoding, GattEr
             let mut c = Cursor::new(ch, bytes)?;
             let percent = c.u8("batteryLevel")?;
             if percent > 100 {
-                return Err(GattError::OutOfRange {
-                    characteristic: ch,
-                    field: "batteryLevel",
-                    value: percent as u32,
-                    allowed: "0-100 %",
-                });
+                return Err(GattError::OutOfRange { characteristic: ch, field: "batteryLevel", value: percent as u32, allowed: "0-100 %" });
             }
             (Decoded::BatteryLevel { percent }, c.extra())
         }
-        Characteristic::ManufacturerName
-        | Characteristic::ModelNumber
-        | Characteristic::SerialNumber
-        | Characteristic::FirmwareRevision => {
+        Characteristic::ManufacturerName | Characteristic::ModelNumber | Characteristic::SerialNumber | Characteristic::FirmwareRevision => {
             // Strings have no terminating NUL per spec; some devices add one anyway.
             let text = std::str::from_utf8(bytes).map_err(|_| GattError::NotUtf8 { characteristic: ch })?;
             (Decoded::DeviceInformation { field: ch, text: text.trim_end_matches('\0').to_string() }, None)
@@ -678,10 +667,9 @@ pub fn decode_plx_continuous(bytes: &[u8]) -> Result<PlxContinuous, GattError> {
 
 fn opt_pair(c: &mut Cursor<'_>, field: &'static str) -> Option<SpO2Pr> {
     match c.opt(field, 4)? {
-        [a, b, d, e] => Some(SpO2Pr {
-            spo2: SFloat::from_raw(u16::from_le_bytes([*a, *b])),
-            pulse_rate: SFloat::from_raw(u16::from_le_bytes([*d, *e])),
-        }),
+        [a, b, d, e] => {
+            Some(SpO2Pr { spo2: SFloat::from_raw(u16::from_le_bytes([*a, *b])), pulse_rate: SFloat::from_raw(u16::from_le_bytes([*d, *e])) })
+        }
         _ => None,
     }
 }
@@ -737,10 +725,8 @@ fn plx_spot_check_fields(bytes: &[u8]) -> Result<(PlxSpotCheck, Option<ExtraByte
     } else {
         None
     };
-    let measurement_status =
-        if flags & 0x02 != 0 { Some(StatusBits::measurement(c.u16("measurementStatus")?)) } else { None };
-    let device_and_sensor_status =
-        if flags & 0x04 != 0 { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?)) } else { None };
+    let measurement_status = if flags & 0x02 != 0 { Some(StatusBits::measurement(c.u16("measurementStatus")?)) } else { None };
+    let device_and_sensor_status = if flags & 0x04 != 0 { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatus")?)) } else { None };
     let pulse_amplitude_index = if flags & 0x08 != 0 { c.opt_sfloat("pulseAmplitudeIndex") } else { None };
     let m = PlxSpotCheck {
         measurement,
@@ -764,10 +750,8 @@ fn plx_features_fields(bytes: &[u8]) -> Result<(PlxFeatures, Option<ExtraBytes>)
     let mut c = Cursor::new(Characteristic::PlxFeatures, bytes)?;
     let raw = c.u16("supportedFeatures")?;
     let bit = |n: u16| raw & (1 << n) != 0;
-    let supported_measurement_status =
-        if bit(0) { Some(StatusBits::measurement(c.u16("measurementStatusSupport")?)) } else { None };
-    let supported_device_and_sensor_status =
-        if bit(1) { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatusSupport")?)) } else { None };
+    let supported_measurement_status = if bit(0) { Some(StatusBits::measurement(c.u16("measurementStatusSupport")?)) } else { None };
+    let supported_device_and_sensor_status = if bit(1) { Some(StatusBits::device_sensor(c.u24("deviceAndSensorStatusSupport")?)) } else { None };
     let m = PlxFeatures {
         raw,
         measurement_status_support: bit(0),
@@ -858,14 +842,7 @@ fn spot_check_clock(m: &PlxSpotCheck) -> DeviceClock {
 
 /// Builds one reading with an optional number, flags applied; a missing
 /// number (a sentinel, or "measurement unavailable") is flagged.
-fn reading(
-    device_id: &str,
-    kind: DeviceKind,
-    rtype: ReadingType,
-    value: Option<f64>,
-    flags: &[Flag],
-    time: DateTime<Utc>,
-) -> Reading {
+fn reading(device_id: &str, kind: DeviceKind, rtype: ReadingType, value: Option<f64>, flags: &[Flag], time: DateTime<Utc>) -> Reading {
     let mut r = Reading::new(device_id, kind, rtype).at(time);
     let unavailable = flags.contains(&Flag::ValueUnavailable);
     match (value, rtype.value_units().first()) {
@@ -878,14 +855,7 @@ fn reading(
     r
 }
 
-fn pair_readings(
-    out: &mut Vec<Reading>,
-    device_id: &str,
-    kind: DeviceKind,
-    pair: &SpO2Pr,
-    flags: &[Flag],
-    time: DateTime<Utc>,
-) {
+fn pair_readings(out: &mut Vec<Reading>, device_id: &str, kind: DeviceKind, pair: &SpO2Pr, flags: &[Flag], time: DateTime<Utc>) {
     out.push(reading(device_id, kind, ReadingType::Spo2, pair.spo2.value(), flags, time));
     out.push(reading(device_id, kind, ReadingType::PulseRate, pair.pulse_rate.value(), flags, time));
 }
@@ -901,8 +871,7 @@ impl Decoded {
         let mut out = Vec::new();
         match self {
             Decoded::HeartRateMeasurement(m) => {
-                let flags: Vec<Flag> =
-                    if m.sensor_contact == SensorContact::NotDetected { vec![Flag::SensorContactLost] } else { vec![] };
+                let flags: Vec<Flag> = if m.sensor_contact == SensorContact::NotDetected { vec![Flag::SensorContactLost] } else { vec![] };
                 // 0 /min is "no signal" (a strap off the chest), not a heart that stopped.
                 let hr = (m.heart_rate != 0).then_some(m.heart_rate as f64);
                 out.push(reading(device_id, kind, ReadingType::HeartRate, hr, &flags, time));

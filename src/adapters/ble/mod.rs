@@ -5,7 +5,7 @@
 //!   per-device supervision (silence timer, reconnect with backoff, manager
 //!   rebuild when bluetoothd restarts).
 
-pub mod gatt;
 pub mod adapter;
+pub mod gatt;
 
 pub use adapter::{build, set_system_bus_address, BleAdapter, BleDevice, Selector, MAX_CONNECTED};

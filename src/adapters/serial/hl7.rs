@@ -49,16 +49,16 @@ use serde::Deserialize;
 /// IEEE 11073-10101 codes (MDC, partition 2 codes as sent in OBX-3) mapped to
 /// a reading type and value name.
 pub const MDC_CODES: [(&str, ReadingType, &str); 12] = [
-    ("147842", ReadingType::HeartRate, "heartRate"),      // MDC_ECG_HEART_RATE
-    ("149530", ReadingType::PulseRate, "pulseRate"),      // MDC_PULS_OXIM_PULS_RATE
-    ("149522", ReadingType::PulseRate, "pulseRate"),      // MDC_PULS_RATE (generic pulse rate)
-    ("150456", ReadingType::Spo2, "spo2"),                // MDC_PULS_OXIM_SAT_O2
-    ("150021", ReadingType::BloodPressure, "systolic"),   // MDC_PRESS_BLD_NONINV_SYS
-    ("150022", ReadingType::BloodPressure, "diastolic"),  // MDC_PRESS_BLD_NONINV_DIA
-    ("150023", ReadingType::BloodPressure, "mean"),       // MDC_PRESS_BLD_NONINV_MEAN
-    ("150301", ReadingType::BloodPressure, "systolic"),   // MDC_PRESS_CUFF_SYS
-    ("150302", ReadingType::BloodPressure, "diastolic"),  // MDC_PRESS_CUFF_DIA
-    ("150303", ReadingType::BloodPressure, "mean"),       // MDC_PRESS_CUFF_MEAN
+    ("147842", ReadingType::HeartRate, "heartRate"),             // MDC_ECG_HEART_RATE
+    ("149530", ReadingType::PulseRate, "pulseRate"),             // MDC_PULS_OXIM_PULS_RATE
+    ("149522", ReadingType::PulseRate, "pulseRate"),             // MDC_PULS_RATE (generic pulse rate)
+    ("150456", ReadingType::Spo2, "spo2"),                       // MDC_PULS_OXIM_SAT_O2
+    ("150021", ReadingType::BloodPressure, "systolic"),          // MDC_PRESS_BLD_NONINV_SYS
+    ("150022", ReadingType::BloodPressure, "diastolic"),         // MDC_PRESS_BLD_NONINV_DIA
+    ("150023", ReadingType::BloodPressure, "mean"),              // MDC_PRESS_BLD_NONINV_MEAN
+    ("150301", ReadingType::BloodPressure, "systolic"),          // MDC_PRESS_CUFF_SYS
+    ("150302", ReadingType::BloodPressure, "diastolic"),         // MDC_PRESS_CUFF_DIA
+    ("150303", ReadingType::BloodPressure, "mean"),              // MDC_PRESS_CUFF_MEAN
     ("150344", ReadingType::BodyTemperature, "bodyTemperature"), // MDC_TEMP
     ("151562", ReadingType::RespirationRate, "respirationRate"), // MDC_RESP_RATE
 ];
@@ -139,7 +139,7 @@ impl Hl7Options {
 
     fn lookup(&self, code: &str, system: &str) -> Option<(ReadingType, String)> {
         for c in &self.codes {
-            if c.code == code && c.system.as_deref().map_or(true, |s| s == system) {
+            if c.code == code && c.system.as_deref().is_none_or(|s| s == system) {
                 let value = c.value.clone().or_else(|| c.kind.value_units().first().map(|(n, _)| n.to_string()))?;
                 return Some((c.kind, value));
             }
@@ -343,12 +343,19 @@ fn convert_unit(kind: ReadingType, unit_id: &str, unit_text: &str) -> Option<(f6
     let (id, text) = (u(unit_id), u(unit_text));
     let is = |names: &[&str]| names.iter().any(|n| *n == id || (!text.is_empty() && *n == text)) || (id.is_empty() && text.is_empty());
     match kind {
-        ReadingType::Spo2 | ReadingType::PerfusionIndex | ReadingType::BatteryLevel => {
-            is(&["262688", "mdc_dim_percent", "%"]).then_some((1.0, 0.0))
-        }
+        ReadingType::Spo2 | ReadingType::PerfusionIndex | ReadingType::BatteryLevel => is(&["262688", "mdc_dim_percent", "%"]).then_some((1.0, 0.0)),
         ReadingType::HeartRate | ReadingType::PulseRate | ReadingType::RespirationRate => is(&[
-            "264864", "mdc_dim_beat_per_min", "264928", "mdc_dim_resp_per_min", "/min", "1/min", "bpm", "{beats}/min",
-            "{breaths}/min", "rpm", "brpm",
+            "264864",
+            "mdc_dim_beat_per_min",
+            "264928",
+            "mdc_dim_resp_per_min",
+            "/min",
+            "1/min",
+            "bpm",
+            "{beats}/min",
+            "{breaths}/min",
+            "rpm",
+            "brpm",
         ])
         .then_some((1.0, 0.0)),
         ReadingType::BloodPressure => {
@@ -383,10 +390,7 @@ pub fn decode_message(message: &[u8], opts: &Hl7Options, device_id: &str, arriva
     };
     let mtype = (comp(&h.message_type, 0), comp(&h.message_type, 1));
     if mtype.0 != "ORU" || mtype.1 != "R01" {
-        return Err(Hl7Error {
-            code: AckCode::AR,
-            reason: format!("message type {}^{} is not supported (only ORU^R01)", mtype.0, mtype.1),
-        });
+        return Err(Hl7Error { code: AckCode::AR, reason: format!("message type {}^{} is not supported (only ORU^R01)", mtype.0, mtype.1) });
     }
     let msh_zone = parse_dtm(&comp(&h.time, 0)).and_then(|(_, z)| z);
     let mut rec = Record::new(format!("HL7 ORU^R01 {}", h.control_id));
@@ -444,7 +448,7 @@ pub fn decode_message(message: &[u8], opts: &Hl7Options, device_id: &str, arriva
                             && *t == time_text
                             && match value {
                                 // Same value name again: merge only the same number.
-                                Some(v) => rec.readings[*i].values.get(&value_name).map_or(true, |old| *old == v),
+                                Some(v) => rec.readings[*i].values.get(&value_name).is_none_or(|old| *old == v),
                                 None => !rec.readings[*i].values.contains_key(&value_name),
                             }
                     })
@@ -495,11 +499,7 @@ fn timing(text: &str, msh_zone: Option<FixedOffset>, arrival: DateTime<Utc>) -> 
                 Some(t) if t <= arrival + chrono::Duration::seconds(FUTURE_TOLERANCE_SECONDS) => {
                     (t, Some(DeviceTime { local, time_from: TimeFrom::DeviceZone, utc_offset_seconds: Some(offset) }), Vec::new())
                 }
-                _ => (
-                    arrival,
-                    Some(DeviceTime { local, time_from: TimeFrom::Unknown, utc_offset_seconds: Some(offset) }),
-                    vec![Flag::TimeUnknown],
-                ),
+                _ => (arrival, Some(DeviceTime { local, time_from: TimeFrom::Unknown, utc_offset_seconds: Some(offset) }), vec![Flag::TimeUnknown]),
             }
         }
         None => {

@@ -75,14 +75,7 @@ pub struct Record {
 
 impl Record {
     fn new(source: impl Into<String>) -> Record {
-        Record {
-            source: source.into(),
-            readings: Vec::new(),
-            device_status: Vec::new(),
-            serial: None,
-            device_clock: None,
-            ignored: Vec::new(),
-        }
+        Record { source: source.into(), readings: Vec::new(), device_status: Vec::new(), serial: None, device_clock: None, ignored: Vec::new() }
     }
 }
 

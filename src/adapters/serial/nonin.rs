@@ -156,16 +156,7 @@ pub struct NoninDecoder {
 
 impl NoninDecoder {
     pub fn new(format: Format, device_id: &str) -> NoninDecoder {
-        NoninDecoder {
-            format,
-            device_id: device_id.to_string(),
-            buf: Vec::new(),
-            packet: Vec::new(),
-            synced: false,
-            noise: 0,
-            acks: 0,
-            naks: 0,
-        }
+        NoninDecoder { format, device_id: device_id.to_string(), buf: Vec::new(), packet: Vec::new(), synced: false, noise: 0, acks: 0, naks: 0 }
     }
 
     /// Replies seen to commands: (ACKs, NAKs).
@@ -225,10 +216,7 @@ impl NoninDecoder {
                     self.synced = true;
                     if frame.status & SYNC != 0 {
                         if !self.packet.is_empty() {
-                            out.push(Err(BadInput::Truncated(format!(
-                                "a packet of {} frames (SYNC came early)",
-                                self.packet.len()
-                            ))));
+                            out.push(Err(BadInput::Truncated(format!("a packet of {} frames (SYNC came early)", self.packet.len()))));
                         }
                         self.packet.clear();
                     } else if self.packet.is_empty() {
@@ -280,10 +268,9 @@ impl NoninDecoder {
 
     fn finish_record(&self, source: &str, hr: u16, spo2: u16, status: Vec<String>, flags: Vec<Flag>, arrival: DateTime<Utc>) -> Record {
         let mut rec = Record::new(source);
-        for mut r in [
-            self.reading(ReadingType::Spo2, "spo2", spo2, 127, arrival),
-            self.reading(ReadingType::PulseRate, "pulseRate", hr, 511, arrival),
-        ] {
+        for mut r in
+            [self.reading(ReadingType::Spo2, "spo2", spo2, 127, arrival), self.reading(ReadingType::PulseRate, "pulseRate", hr, 511, arrival)]
+        {
             for f in &flags {
                 r.add_flag(*f);
             }

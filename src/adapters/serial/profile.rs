@@ -334,8 +334,7 @@ pub struct Profile {
 
 fn parse_flag(s: &str) -> Result<Flag, String> {
     serde_json::from_value::<Flag>(serde_json::Value::String(s.to_string())).map_err(|_| {
-        let names: Vec<String> =
-            Flag::ALL.iter().filter_map(|f| serde_json::to_value(f).ok()?.as_str().map(String::from)).collect();
+        let names: Vec<String> = Flag::ALL.iter().filter_map(|f| serde_json::to_value(f).ok()?.as_str().map(String::from)).collect();
         format!("unknown flag `{s}`; flags: {}", names.join(", "))
     })
 }
@@ -403,20 +402,14 @@ impl Profile {
         if f.start_byte.is_some() && f.start_byte == f.end_byte {
             return Err(err("framing.end_byte", "must differ from framing.start_byte".into()));
         }
-        let skip = f
-            .skip
-            .iter()
-            .enumerate()
-            .map(|(i, s)| compile(&format!("framing.skip[{i}]"), s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let skip = f.skip.iter().enumerate().map(|(i, s)| compile(&format!("framing.skip[{i}]"), s)).collect::<Result<Vec<_>, _>>()?;
 
         let pr = &raw.parse;
         let pattern = match &pr.pattern {
             Some(s) => Some(compile("parse.pattern", s)?),
             None => None,
         };
-        let group_names: Vec<String> =
-            pattern.as_ref().map(|r| r.capture_names().flatten().map(String::from).collect()).unwrap_or_default();
+        let group_names: Vec<String> = pattern.as_ref().map(|r| r.capture_names().flatten().map(String::from).collect()).unwrap_or_default();
         match pr.mode {
             ParseMode::Regex => {
                 if pattern.is_none() {
@@ -467,12 +460,7 @@ impl Profile {
         if let Some(s) = &pr.serial_field {
             check_field("parse.serial_field", s)?;
         }
-        let invalid = pr
-            .invalid
-            .iter()
-            .enumerate()
-            .map(|(i, s)| compile(&format!("parse.invalid[{i}]"), s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let invalid = pr.invalid.iter().enumerate().map(|(i, s)| compile(&format!("parse.invalid[{i}]"), s)).collect::<Result<Vec<_>, _>>()?;
         if pr.strip.iter().any(|s| s.is_empty()) {
             return Err(err("parse.strip", "holds an empty suffix".into()));
         }
@@ -487,10 +475,7 @@ impl Profile {
                     check_field(&format!("time.fields[{i}]"), f)?;
                 }
                 if t.format.trim().is_empty() || !reads_date_and_time(&t.format) {
-                    return Err(err(
-                        "time.format",
-                        format!("`{}` does not read a whole date and time (example: %m/%d/%y %H:%M:%S)", t.format),
-                    ));
+                    return Err(err("time.format", format!("`{}` does not read a whole date and time (example: %m/%d/%y %H:%M:%S)", t.format)));
                 }
                 Some((t.fields.clone(), t.format.clone()))
             }
@@ -500,13 +485,10 @@ impl Profile {
         for (i, r) in raw.reading.iter().enumerate() {
             let key = |k: &str| format!("reading[{i}].{k}");
             check_field(&key("field"), &r.field)?;
-            let kind = ReadingType::from_name(&r.kind)
-                .filter(|k| *k != ReadingType::DeviceEvent)
-                .ok_or_else(|| {
-                    let names: Vec<&str> =
-                        ReadingType::ALL.iter().filter(|t| **t != ReadingType::DeviceEvent).map(|t| t.name()).collect();
-                    err(&key("type"), format!("unknown reading type `{}`; types: {}", r.kind, names.join(", ")))
-                })?;
+            let kind = ReadingType::from_name(&r.kind).filter(|k| *k != ReadingType::DeviceEvent).ok_or_else(|| {
+                let names: Vec<&str> = ReadingType::ALL.iter().filter(|t| **t != ReadingType::DeviceEvent).map(|t| t.name()).collect();
+                err(&key("type"), format!("unknown reading type `{}`; types: {}", r.kind, names.join(", ")))
+            })?;
             let default_value = kind.value_units().first().map(|(n, _)| n.to_string()).unwrap_or_default();
             let value = r.value.clone().unwrap_or(default_value);
             let Some(unit) = kind.unit_of(&value) else {
@@ -514,10 +496,7 @@ impl Profile {
                 return Err(err(&key("value"), format!("`{value}` is not a value of {kind} (values: {})", names.join(", "))));
             };
             if r.unit != unit {
-                return Err(err(
-                    &key("unit"),
-                    format!("`{}` is not the unit of {kind}.{value} (`{unit}`); convert with scale and offset", r.unit),
-                ));
+                return Err(err(&key("unit"), format!("`{}` is not the unit of {kind}.{value} (`{unit}`); convert with scale and offset", r.unit)));
             }
             if !r.scale.is_finite() || r.scale == 0.0 {
                 return Err(err(&key("scale"), "must be a finite number other than 0".into()));
@@ -742,10 +721,8 @@ impl Profile {
                 StatusSource::Bits { field, radix, bits } => {
                     let Some(raw) = fields.get(field) else { continue };
                     let Some(text) = self.clean(raw) else { continue };
-                    let word = u64::from_str_radix(text, *radix).map_err(|_| BadInput::BadField {
-                        field: field.clone(),
-                        problem: format!("`{raw}` is not a base-{radix} number"),
-                    })?;
+                    let word = u64::from_str_radix(text, *radix)
+                        .map_err(|_| BadInput::BadField { field: field.clone(), problem: format!("`{raw}` is not a base-{radix} number") })?;
                     let mut known = 0u64;
                     for (mask, name, flag) in bits {
                         known |= mask;
@@ -790,11 +767,7 @@ impl Profile {
             let Some(raw) = fields.get(&m.field) else { continue };
             let n = self.number(&m.field, raw)?;
             let n = n.filter(|n| !m.sentinels.contains(n)).map(|n| n * m.scale + m.offset);
-            let name = m
-                .value_if_present
-                .iter()
-                .find(|(f, _)| fields.contains_key(f))
-                .map_or_else(|| m.value.clone(), |(_, alt)| alt.clone());
+            let name = m.value_if_present.iter().find(|(f, _)| fields.contains_key(f)).map_or_else(|| m.value.clone(), |(_, alt)| alt.clone());
             values.push((m, name, n));
         }
 

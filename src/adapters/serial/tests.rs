@@ -440,8 +440,7 @@ fn nonin_df7_and_df8() {
     assert_eq!(value(recs[1], ReadingType::PulseRate, "pulseRate"), Some(132.0));
     assert_eq!(value(recs[1], ReadingType::Spo2, "spo2"), Some(98.0));
     assert!(recs[1].device_status.contains(&"lowBattery".to_string()));
-    assert!(recs[2].readings.iter().all(|r| r.values.is_empty()
-        && r.flags == vec![Flag::ValueUnavailable, Flag::SensorDisconnected, Flag::Invalid]));
+    assert!(recs[2].readings.iter().all(|r| r.values.is_empty() && r.flags == vec![Flag::ValueUnavailable, Flag::SensorDisconnected, Flag::Invalid]));
     // A lone record cannot prove its alignment (no checksum): no reading.
     assert!(records(&run(&d8, &[&stream[..4]])).is_empty());
 }
@@ -602,10 +601,7 @@ fn check_readings(out: &Decoded) -> Result<(), TestCaseError> {
                 prop_assert!(v.is_finite());
                 prop_assert!(r.units.contains_key(name), "{:?}", r);
             }
-            prop_assert_eq!(
-                r.flags.contains(&Flag::OutOfRange),
-                r.values.values().any(|v| !crate::model::is_plausible(r.kind, *v))
-            );
+            prop_assert_eq!(r.flags.contains(&Flag::OutOfRange), r.values.values().any(|v| !crate::model::is_plausible(r.kind, *v)));
         }
     }
     Ok(())

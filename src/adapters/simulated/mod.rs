@@ -143,12 +143,7 @@ impl OximeterModel {
             self.off_left -= 1;
             return OximeterSample { spo2: None, pulse_rate: None, perfusion_index: None, battery };
         }
-        OximeterSample {
-            spo2: Some(spo2.round()),
-            pulse_rate: Some(pr.round()),
-            perfusion_index: Some((pi * 10.0).round() / 10.0),
-            battery,
-        }
+        OximeterSample { spo2: Some(spo2.round()), pulse_rate: Some(pr.round()), perfusion_index: Some((pi * 10.0).round() / 10.0), battery }
     }
 }
 

@@ -45,10 +45,7 @@ impl Default for SimConfig {
     /// (`C0:FF:EE:00:00:02`, SN0002) at 1 Hz.
     fn default() -> Self {
         SimConfig {
-            devices: vec![
-                SimDeviceSpec::strap("C0:FF:EE:00:00:01", "SN0001"),
-                SimDeviceSpec::oximeter("C0:FF:EE:00:00:02", "SN0002"),
-            ],
+            devices: vec![SimDeviceSpec::strap("C0:FF:EE:00:00:01", "SN0001"), SimDeviceSpec::oximeter("C0:FF:EE:00:00:02", "SN0002")],
             interval: Duration::from_secs(1),
         }
     }

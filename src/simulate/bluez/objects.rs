@@ -340,14 +340,7 @@ pub async fn establish_link(st: &Shared, server: &ObjectServer, idx: usize) -> z
 }
 
 /// Exports one GATT service with its characteristics and descriptors.
-async fn export_service(
-    st: &Shared,
-    server: &ObjectServer,
-    path: &str,
-    layout: &Layout,
-    svc: &ServiceLayout,
-    idx: usize,
-) -> zbus::Result<()> {
+async fn export_service(st: &Shared, server: &ObjectServer, path: &str, layout: &Layout, svc: &ServiceLayout, idx: usize) -> zbus::Result<()> {
     let spath = format!("{path}/service{:04x}", svc.handle);
     server.at(spath.as_str(), ServiceIface { uuid16: svc.uuid16, handle: svc.handle, device: path.to_string() }).await?;
     for ci in svc.chars.iter().copied() {
@@ -464,11 +457,7 @@ impl CharIface {
 
 #[zbus::interface(name = "org.bluez.GattCharacteristic1")]
 impl CharIface {
-    async fn read_value(
-        &self,
-        _options: HashMap<String, OwnedValue>,
-        #[zbus(signal_emitter)] em: SignalEmitter<'_>,
-    ) -> Result<Vec<u8>, BluezError> {
+    async fn read_value(&self, _options: HashMap<String, OwnedValue>, #[zbus(signal_emitter)] em: SignalEmitter<'_>) -> Result<Vec<u8>, BluezError> {
         let (connected, readable, value) = self.get(|d, c| (d.connected, c.flags.contains(&"read"), c.value.clone()));
         if !connected {
             return Err(BluezError::Failed("Not connected".into()));
@@ -494,8 +483,7 @@ impl CharIface {
     }
 
     async fn start_notify(&self, #[zbus(signal_emitter)] em: SignalEmitter<'_>) -> Result<(), BluezError> {
-        let (connected, can, already) =
-            self.get(|d, c| (d.connected, c.flags.iter().any(|f| *f == "notify" || *f == "indicate"), c.notifying));
+        let (connected, can, already) = self.get(|d, c| (d.connected, c.flags.iter().any(|f| *f == "notify" || *f == "indicate"), c.notifying));
         if !connected {
             return Err(BluezError::Failed("Not connected".into()));
         }

@@ -28,9 +28,7 @@ pub(crate) fn server_config(server: &super::certs::Issued, ca_der: &[u8]) -> any
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec()))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).allow_unauthenticated().build()?;
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -276,7 +274,9 @@ async fn device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         st.next_connection += 1;
         let n = st.next_connection;
         // One connection per identity: a new one drops the old one (400027).
-        if let Some(old) = st.live.insert(client_id.clone(), super::Live { connection: n, to_device: tx, kill: kill.clone(), subscriptions: subs.clone() }) {
+        if let Some(old) =
+            st.live.insert(client_id.clone(), super::Live { connection: n, to_device: tx, kill: kill.clone(), subscriptions: subs.clone() })
+        {
             old.kill.notify_one();
         }
         st.events.push(EmulatorEvent::Connected { client_id: client_id.clone(), connection: n, transport: link.transport, peer: link.peer_addr });
@@ -290,7 +290,11 @@ async fn device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let expires_in = expiry.map(|e| Duration::from_secs(e.saturating_sub(sas::now_unix())));
         let expiry_sleep = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
         tokio::pin!(expiry_sleep);
-        let ka = if keep_alive == 0 { Duration::from_secs(24 * 3600) } else { Duration::from_millis(keep_alive as u64 * 1500).min(Duration::from_secs(1767)) };
+        let ka = if keep_alive == 0 {
+            Duration::from_secs(24 * 3600)
+        } else {
+            Duration::from_millis(keep_alive as u64 * 1500).min(Duration::from_secs(1767))
+        };
         let mut ka_deadline = tokio::time::Instant::now() + ka;
         loop {
             tokio::select! {
@@ -376,8 +380,8 @@ async fn on_publish<W: AsyncWrite + Unpin>(
             if d != device_id || &m != module_id {
                 return Err("publish to another identity's topic".into());
             }
-            let counted: usize = p.payload.len()
-                + properties.iter().map(|(k, v)| if k.starts_with("$.") { v.len() } else { k.len() + v.len() }).sum::<usize>();
+            let counted: usize =
+                p.payload.len() + properties.iter().map(|(k, v)| if k.starts_with("$.") { v.len() } else { k.len() + v.len() }).sum::<usize>();
             if counted > MAX_MESSAGE {
                 return Err(format!("message of {counted} bytes exceeds 256 KB"));
             }
@@ -445,7 +449,10 @@ async fn on_publish<W: AsyncWrite + Unpin>(
                 r.insert("$version".into(), t.reported_version.into());
                 json!({"desired": d, "reported": r})
             };
-            write(w, |b| Publish::new(format!("$iothub/twin/res/200/?$rid={rid}"), QoS::AtMostOnce, serde_json::to_vec(&body).unwrap_or_default()).write(b)).await?;
+            write(w, |b| {
+                Publish::new(format!("$iothub/twin/res/200/?$rid={rid}"), QoS::AtMostOnce, serde_json::to_vec(&body).unwrap_or_default()).write(b)
+            })
+            .await?;
             // Notifications held in flight arrive after the full twin (the
             // reconnection race of the device twin guide).
             if !subscribed("$iothub/twin/PATCH/properties/desired/") {
@@ -512,7 +519,17 @@ async fn dps<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(mut r: R, mut w: W, mu
         };
         let ok = match p {
             Packet::Subscribe(s) => {
-                let codes = s.filters.iter().map(|f| if f.path == "$dps/registrations/res/#" { SubscribeReasonCode::Success(QoS::AtLeastOnce) } else { SubscribeReasonCode::Failure }).collect();
+                let codes = s
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        if f.path == "$dps/registrations/res/#" {
+                            SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                        } else {
+                            SubscribeReasonCode::Failure
+                        }
+                    })
+                    .collect();
                 write(&mut w, |b| SubAck::new(s.pkid, codes).write(b)).await
             }
             Packet::PingReq => write(&mut w, |b| v4::PingResp.write(b)).await,

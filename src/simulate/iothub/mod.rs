@@ -433,7 +433,12 @@ impl Emulator {
             return v;
         }
         if let Some(l) = st.live.get(device_id) {
-            if l.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/")) {
+            if l.subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/"))
+            {
                 let _ = l.to_device.send((topic, body));
             }
         }
@@ -454,7 +459,13 @@ impl Emulator {
             let mut st = self.shared.state();
             let st = &mut *st;
             let Some(l) = st.live.get(device_id) else { return 0 };
-            if !l.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/")) {
+            if !l
+                .subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|s| broker::topic_matches(s, "$iothub/twin/PATCH/properties/desired/"))
+            {
                 return 0;
             }
             let held = st.twins.get_mut(device_id).map(|t| std::mem::take(&mut t.held)).unwrap_or_default();
@@ -484,7 +495,8 @@ impl Emulator {
             st.next_rid += 1;
             let rid = format!("m{}", st.next_rid);
             let live = st.live.get(device_id).context("device is not connected (404)")?;
-            let subscribed = live.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/methods/POST/x/"));
+            let subscribed =
+                live.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/methods/POST/x/"));
             anyhow::ensure!(subscribed, "device has not subscribed to direct methods (404)");
             live.to_device
                 .send((format!("$iothub/methods/POST/{name}/?$rid={rid}"), serde_json::to_vec(&payload)?))

@@ -174,7 +174,8 @@ mod tests {
 
     #[test]
     fn module_and_gateway() {
-        let cs = ConnectionString::parse("HostName=h.azure-devices.net;DeviceId=d;ModuleId=m;SharedAccessKey=AAAA;GatewayHostName=127.0.0.1:18883").unwrap();
+        let cs = ConnectionString::parse("HostName=h.azure-devices.net;DeviceId=d;ModuleId=m;SharedAccessKey=AAAA;GatewayHostName=127.0.0.1:18883")
+            .unwrap();
         assert_eq!(cs.client_id(), "d/m");
         assert_eq!(cs.resource_uri(), "h.azure-devices.net/devices/d/modules/m");
         assert_eq!(cs.connect_address(8883), ("127.0.0.1".into(), 18883));

@@ -301,7 +301,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = SimpleControl::default();
         let s = DesiredStore::open(dir.path(), &c);
-        let r = s.apply(&json!({"patients": {"strap-1": "P1", "strap-2": "P2"}, "batching": {"maxReadings": 50}, "$version": 2}), Source::FullTwin, &c);
+        let r =
+            s.apply(&json!({"patients": {"strap-1": "P1", "strap-2": "P2"}, "batching": {"maxReadings": 50}, "$version": 2}), Source::FullTwin, &c);
         assert!(r.changed && r.problems.is_empty());
         assert_eq!(c.patients().get("strap-1").map(String::as_str), Some("P1"));
         let r = s.apply(&json!({"patients": {"strap-1": null, "strap-3": 5}, "$version": 3}), PATCH, &c);
@@ -417,7 +418,10 @@ mod tests {
         let c = SimpleControl::default();
         let s = DesiredStore::open(dir.path(), &c);
         s.apply(&json!({"batching": {"maxReadings": 500}, "$version": 1}), Source::FullTwin, &c);
-        assert_eq!(s.apply(&json!({"batching": {"maxReadings": 20, "maxDelayMs": 100}, "$version": 3}), PATCH, &c).outcome, Outcome::Applied { version: 3 });
+        assert_eq!(
+            s.apply(&json!({"batching": {"maxReadings": 20, "maxDelayMs": 100}, "$version": 3}), PATCH, &c).outcome,
+            Outcome::Applied { version: 3 }
+        );
         let r = s.apply(&json!({"batching": {"maxReadings": 200}, "$version": 2}), PATCH, &c);
         assert_eq!(r.outcome, Outcome::Stale { version: 2, applied: 3 });
         assert_eq!(c.batching(), Some(json!({"maxReadings": 20, "maxDelayMs": 100})));

@@ -85,7 +85,10 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
         let e = match ev.poll().await {
             Ok(e) => e,
             Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
-                break Err(IdentityRefused(format!("DPS refused the registration credentials ({code:?}); check the ID scope, registration id and key")).into())
+                break Err(IdentityRefused(format!(
+                    "DPS refused the registration credentials ({code:?}); check the ID scope, registration id and key"
+                ))
+                .into())
             }
             Err(e) => break Err(anyhow::anyhow!("DPS connection failed: {e}")),
         };
@@ -121,7 +124,10 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
                             });
                         }
                         if matches!(st, "failed" | "disabled" | "unassigned") {
-                            break Err(anyhow::anyhow!("DPS registration {st}: {}", body.get("registrationState").and_then(|r| r.get("errorMessage")).and_then(|m| m.as_str()).unwrap_or("no detail")));
+                            break Err(anyhow::anyhow!(
+                                "DPS registration {st}: {}",
+                                body.get("registrationState").and_then(|r| r.get("errorMessage")).and_then(|m| m.as_str()).unwrap_or("no detail")
+                            ));
                         }
                         let Some(op) = op else { break Err(anyhow::anyhow!("DPS answer lacks operationId")) };
                         tokio::time::sleep(wait).await;
@@ -140,14 +146,16 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
                         rid += 1;
                         let body = serde_json::json!({ "registrationId": s.registration_id });
                         client
-                            .publish(format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}"), QoS::AtLeastOnce, false, serde_json::to_vec(&body)?)
+                            .publish(
+                                format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}"),
+                                QoS::AtLeastOnce,
+                                false,
+                                serde_json::to_vec(&body)?,
+                            )
                             .await?;
                     }
                     other => {
-                        break Err(anyhow::anyhow!(
-                            "DPS answered {other}: {}",
-                            body.get("message").and_then(|m| m.as_str()).unwrap_or("no detail")
-                        ))
+                        break Err(anyhow::anyhow!("DPS answered {other}: {}", body.get("message").and_then(|m| m.as_str()).unwrap_or("no detail")))
                     }
                 }
             }
@@ -201,16 +209,26 @@ impl DpsIdentity {
             .ok()
             .and_then(|b| serde_json::from_slice::<Assignment>(&b).ok())
             .filter(|a| a.id_scope == id_scope && a.registration_id == registration_id);
-        DpsIdentity { endpoint, id_scope, registration_id, key, tls, gateway_host_name, default_port, cache_path, cached: Mutex::new(cached), rejected_logged: Default::default() }
+        DpsIdentity {
+            endpoint,
+            id_scope,
+            registration_id,
+            key,
+            tls,
+            gateway_host_name,
+            default_port,
+            cache_path,
+            cached: Mutex::new(cached),
+            rejected_logged: Default::default(),
+        }
     }
 
     fn device_key(&self) -> anyhow::Result<String> {
         Ok(match &self.key {
             KeySource::Individual(s) => s.resolve().context("cannot read the DPS key (sink.iothub.dps.symmetric_key)")?,
-            KeySource::Group(s) => sas::derive_device_key(
-                &s.resolve().context("cannot read the DPS group key (sink.iothub.dps.group_key)")?,
-                &self.registration_id,
-            )?,
+            KeySource::Group(s) => {
+                sas::derive_device_key(&s.resolve().context("cannot read the DPS group key (sink.iothub.dps.group_key)")?, &self.registration_id)?
+            }
         })
     }
 

@@ -219,7 +219,8 @@ impl Sink for IotHubSink {
     async fn send(&self, message: &Message) -> Result<(), SinkError> {
         let body = message.to_json();
         let props = self.properties(message);
-        let counted: usize = body.len() + props.iter().filter(|(k, _)| !k.starts_with("$.")).map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        let counted: usize = body.len()
+            + props.iter().filter(|(k, _)| !k.starts_with("$.")).map(|(k, v)| k.len() + v.len()).sum::<usize>()
             + props.iter().filter(|(k, _)| k.starts_with("$.")).map(|(_, v)| v.len()).sum::<usize>();
         if counted > IOTHUB_MAX_MESSAGE {
             return Err(SinkError::TooLarge(format!("{counted} bytes with properties; IoT Hub accepts {IOTHUB_MAX_MESSAGE}")));
@@ -280,9 +281,7 @@ fn proxy_settings(cfg: &IotHubSinkConfig) -> anyhow::Result<Option<session::Prox
         None => None,
         Some(src) => {
             let raw = src.resolve().context("cannot read the proxy credentials (sink.iothub.proxy_credentials)")?;
-            let (user, password) = raw
-                .split_once(':')
-                .context("the proxy credentials must be `user:password`")?;
+            let (user, password) = raw.split_once(':').context("the proxy credentials must be `user:password`")?;
             Some((user.to_string(), password.to_string()))
         }
     };

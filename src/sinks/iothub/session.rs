@@ -475,13 +475,7 @@ fn describe(e: &ConnectionError) -> (bool, String) {
     }
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    mut eventloop: EventLoop,
-    opts: SessionOptions,
-    source: Arc<dyn IdentitySource>,
-    incoming: mpsc::Sender<Publish>,
-) {
+async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions, source: Arc<dyn IdentitySource>, incoming: mpsc::Sender<Publish>) {
     let mut connected = false;
     let mut failures: u32 = 0;
     let mut generation: u64 = 0;
@@ -517,7 +511,9 @@ async fn run(
                     let retry_in = backoff(&opts.tuning, failures).max(opts.tuning.backoff_min);
                     let e = crate::logging::anyhow_chain(&e);
                     if link_down.occurred() {
-                        tracing::warn!("IoT Hub identity unavailable: {e}; retrying with backoff (further failures are logged at debug level until it connects)");
+                        tracing::warn!(
+                            "IoT Hub identity unavailable: {e}; retrying with backoff (further failures are logged at debug level until it connects)"
+                        );
                     } else {
                         tracing::debug!("IoT Hub identity unavailable: {e}; retrying in {:.0?}", retry_in);
                     }

@@ -31,11 +31,7 @@ pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 ///
 /// `system_roots` adds the operating system's trust store; `extra_ca` a PEM
 /// file; `client_auth` a (certificate chain, key) pair for X.509 identities.
-pub fn client_config(
-    system_roots: bool,
-    extra_ca: Option<&Path>,
-    client_auth: Option<(&Path, &Path)>,
-) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn client_config(system_roots: bool, extra_ca: Option<&Path>, client_auth: Option<(&Path, &Path)>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     if system_roots {
         let native = rustls_native_certs::load_native_certs();
@@ -51,7 +47,9 @@ pub fn client_config(
     anyhow::ensure!(!roots.is_empty(), "no trusted CA certificates (system store empty and no ca_file)");
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let cfg = match client_auth {
-        Some((cert, key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?).context("the client certificate and key do not match")?,
+        Some((cert, key)) => {
+            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?).context("the client certificate and key do not match")?
+        }
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))

@@ -140,10 +140,7 @@ mod tests {
     #[test]
     fn twin_and_method_topics() {
         assert_eq!(parse_device_topic("$iothub/twin/GET/?$rid=7"), Some(DeviceTopic::TwinGet { rid: "7".into() }));
-        assert_eq!(
-            parse_device_topic("$iothub/methods/res/200/?$rid=abc"),
-            Some(DeviceTopic::MethodResponse { status: 200, rid: "abc".into() })
-        );
+        assert_eq!(parse_device_topic("$iothub/methods/res/200/?$rid=abc"), Some(DeviceTopic::MethodResponse { status: 200, rid: "abc".into() }));
         assert_eq!(parse_device_topic("devices/x/other"), None);
         assert_eq!(parse_device_topic("random"), None);
         assert_eq!(
@@ -151,9 +148,6 @@ mod tests {
             HubTopic::TwinResponse { status: 204, rid: "3".into(), version: Some(9) }
         );
         assert_eq!(parse_hub_topic("$iothub/twin/PATCH/properties/desired/?$version=4"), HubTopic::DesiredPatch { version: Some(4) });
-        assert_eq!(
-            parse_hub_topic("$iothub/methods/POST/getStatus/?$rid=1"),
-            HubTopic::MethodRequest { name: "getStatus".into(), rid: "1".into() }
-        );
+        assert_eq!(parse_hub_topic("$iothub/methods/POST/getStatus/?$rid=1"), HubTopic::MethodRequest { name: "getStatus".into(), rid: "1".into() });
     }
 }

@@ -167,10 +167,7 @@ fn plx_spot_check_examples() {
     );
 
     let m = decode_plx_spot_check(&hx("01 61 00 4E 00 E9 07 03 0E 09 1A 35")).unwrap();
-    assert_eq!(
-        m.timestamp,
-        Some(DateTimeFields { year: 2025, month: 3, day: 14, hours: 9, minutes: 26, seconds: 53 })
-    );
+    assert_eq!(m.timestamp, Some(DateTimeFields { year: 2025, month: 3, day: 14, hours: 9, minutes: 26, seconds: 53 }));
     let rs = Decoded::PlxSpotCheck(m).to_readings("ox", ox, &at(t0()));
     assert!(rs.iter().all(|r| r.spot_check), "every reading of a spot-check is marked");
     assert_eq!(rs[0].values.get("spo2"), Some(&97.0));
@@ -187,10 +184,7 @@ fn plx_spot_check_examples() {
     let rs = Decoded::PlxSpotCheck(m).to_readings("ox", ox, &at(t0()));
     assert_eq!(
         values(&rs),
-        vec![
-            (ReadingType::Spo2, Some(95.0), vec![Flag::DeviceClockNotSet]),
-            (ReadingType::PulseRate, Some(88.0), vec![Flag::DeviceClockNotSet])
-        ]
+        vec![(ReadingType::Spo2, Some(95.0), vec![Flag::DeviceClockNotSet]), (ReadingType::PulseRate, Some(88.0), vec![Flag::DeviceClockNotSet])]
     );
     assert!(rs.iter().all(|r| r.device_time.is_none()));
 
@@ -325,12 +319,18 @@ fn demo_and_contact_lost_are_flagged() {
 fn every_plx_status_bit_maps_to_its_flag() {
     use Flag::*;
     let ms: [(u8, Option<Flag>); 16] = [
-        (0, None), (1, None), (2, None), (3, None), (4, None),
+        (0, None),
+        (1, None),
+        (2, None),
+        (3, None),
+        (4, None),
         (5, None), // measurement ongoing: the device is measuring
         (6, Some(EarlyEstimate)),
-        (7, None), (8, None), // validated, fully qualified
-        (9, None),            // from storage: the time rule (no status flag when its time is known)
-        (10, Some(TestData)), (11, Some(TestData)),
+        (7, None),
+        (8, None), // validated, fully qualified
+        (9, None), // from storage: the time rule (no status flag when its time is known)
+        (10, Some(TestData)),
+        (11, Some(TestData)),
         (12, Some(CalibrationOngoing)),
         (13, Some(ValueUnavailable)),
         (14, Some(Questionable)),
@@ -357,17 +357,28 @@ fn every_plx_status_bit_maps_to_its_flag() {
     let dss: [(u8, Option<Flag>); 24] = [
         (0, None), // extended display update: about the display
         (1, Some(DeviceMalfunction)),
-        (2, Some(SignalIrregular)), (3, Some(SignalIrregular)), (4, Some(SignalIrregular)),
+        (2, Some(SignalIrregular)),
+        (3, Some(SignalIrregular)),
+        (4, Some(SignalIrregular)),
         (5, Some(LowPerfusion)),
-        (6, Some(SignalIrregular)), (7, Some(SignalIrregular)),
+        (6, Some(SignalIrregular)),
+        (7, Some(SignalIrregular)),
         (8, Some(Questionable)),
         (9, Some(EarlyEstimate)),
         (10, Some(SignalIrregular)),
         (11, Some(SensorDisconnected)),
-        (12, Some(Questionable)), (13, Some(Questionable)),
+        (12, Some(Questionable)),
+        (13, Some(Questionable)),
         (14, Some(DeviceMalfunction)),
         (15, Some(SensorDisconnected)),
-        (16, None), (17, None), (18, None), (19, None), (20, None), (21, None), (22, None), (23, None),
+        (16, None),
+        (17, None),
+        (18, None),
+        (19, None),
+        (20, None),
+        (21, None),
+        (22, None),
+        (23, None),
     ];
     for (bit, flag) in dss {
         let w = (1u32 << bit).to_le_bytes();
@@ -392,10 +403,7 @@ fn heart_rate_sentinels_give_no_value() {
     // Energy Expended 0xFFFF: "65535 kJ or more" (HRS 1.0), not a value.
     let d = decode(Characteristic::HeartRateMeasurement, &hx("08 48 FF FF")).unwrap();
     let rs = d.to_readings("s", DeviceKind::HeartRateStrap, &at(t0()));
-    assert_eq!(
-        values(&rs),
-        vec![(ReadingType::HeartRate, Some(72.0), vec![]), (ReadingType::EnergyExpended, None, vec![Flag::ValueUnavailable])]
-    );
+    assert_eq!(values(&rs), vec![(ReadingType::HeartRate, Some(72.0), vec![]), (ReadingType::EnergyExpended, None, vec![Flag::ValueUnavailable])]);
     let d = decode(Characteristic::HeartRateMeasurement, &hx("08 48 FE FF")).unwrap();
     assert_eq!(d.to_readings("s", DeviceKind::HeartRateStrap, &at(t0()))[1].primary_value(), Some(65534.0));
     // An RR interval of 0 is not a beat; its neighbours are kept.
@@ -500,9 +508,17 @@ fn values_no_body_can_have_are_flagged_out_of_range() {
 /// Time); out-of-range fields cannot be a time either: the clock is not set.
 #[test]
 fn date_time_sentinels_mean_clock_not_set() {
-    for ts in ["00 00 03 04 05 06 07", "E9 07 00 04 05 06 07", "E9 07 03 00 05 06 07", "E9 07 0D 04 05 06 07",
-               "E9 07 02 1E 05 06 07", "E9 07 03 04 18 06 07", "E9 07 03 04 05 3C 07", "E9 07 03 04 05 06 3C",
-               "2D 06 03 04 05 06 07"] {
+    for ts in [
+        "00 00 03 04 05 06 07",
+        "E9 07 00 04 05 06 07",
+        "E9 07 03 00 05 06 07",
+        "E9 07 0D 04 05 06 07",
+        "E9 07 02 1E 05 06 07",
+        "E9 07 03 04 18 06 07",
+        "E9 07 03 04 05 3C 07",
+        "E9 07 03 04 05 06 3C",
+        "2D 06 03 04 05 06 07",
+    ] {
         // Live spot-check: arrival time, deviceClockNotSet, no device time.
         let d = decode(Characteristic::PlxSpotCheck, &hx(&format!("01 62 00 48 00 {ts}"))).unwrap();
         assert_eq!(d.clock_offset(t0()), None, "{ts}: nothing to measure");
