@@ -43,5 +43,16 @@ if [[ -n "$free_kb" && "$free_kb" -lt 3000000 ]]; then
   echo "warning: only $((free_kb / 1024)) MB free for $target_dir; a cold test build needs about 1.5 GB" >&2
 fi
 
+# Formatting and lints are part of the suite (rustfmt.toml; clippy with every
+# warning an error), so CI fails on them as on a test.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "==> installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
 echo "==> cargo test"
 cargo test --all-targets --no-fail-fast "$@"
