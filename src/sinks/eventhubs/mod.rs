@@ -13,7 +13,7 @@
 //! - [`batch`] — `application/vnd.microsoft.servicebus.json` bodies cut to the tier's size limit.
 //! - [`response`] — what each HTTP answer means ([`crate::sinks::SinkError`]).
 //! - [`entra`] — Microsoft Entra ID client credentials, token cache decisions,
-//!   certificate assertion header/claims, bearer token file re-reads.
+//!   the signed certificate assertion (PS256), bearer token file re-reads.
 //!
 //! Not built yet (see docs/eventhubs.md): the HTTP client loop, the `Sink`
 //! implementation and its configuration, the dead-letter tree, the
