@@ -251,6 +251,33 @@ mod tests {
         assert_eq!(sent, vec![0, 2]);
     }
 
+    proptest::proptest! {
+        /// Any messages and limit: every message is in exactly one batch or
+        /// in `never_fits`, in input order, and no body exceeds the limit.
+        #[test]
+        fn packing_loses_nothing_keeps_order_and_respects_the_limit(
+            sizes in proptest::collection::vec((0usize..3, 1usize..40), 0..40),
+            limit in 50usize..20_000,
+            one_key in proptest::bool::ANY,
+        ) {
+            let ms: Vec<Message> = sizes.iter().enumerate().map(|(i, (d, n))| msg(["a", "bb", "ccc"][*d], 1000 + 100 * i as u64, *n)).collect();
+            let p = pack(&ms, &BTreeMap::new(), PackOptions { max_body_bytes: limit, one_partition_key_per_batch: one_key });
+            let mut seen: Vec<usize> = p.batches.iter().flat_map(|b| b.messages.clone()).chain(p.never_fits.iter().map(|(i, _)| *i)).collect();
+            seen.sort_unstable();
+            proptest::prop_assert_eq!(seen, (0..ms.len()).collect::<Vec<_>>());
+            let sent: Vec<usize> = p.batches.iter().flat_map(|b| b.messages.clone()).collect();
+            proptest::prop_assert!(sent.windows(2).all(|w| w[0] < w[1]));
+            for b in &p.batches {
+                proptest::prop_assert!(b.body.len() <= limit);
+                let arr: Vec<serde_json::Value> = serde_json::from_slice(&b.body).unwrap();
+                proptest::prop_assert_eq!(arr.len(), b.messages.len());
+            }
+            for (i, len) in &p.never_fits {
+                proptest::prop_assert!(*len > limit && *len == body_len([event_json(&ms[*i], &BTreeMap::new()).len()]));
+            }
+        }
+    }
+
     #[test]
     fn tier_limits_and_path() {
         assert_eq!(BASIC_TIER_LIMIT, 262_144);
