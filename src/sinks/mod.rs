@@ -4,6 +4,7 @@
 //! it (fsync, PUBACK, HTTP 201). The forwarder removes readings from the outbox
 //! only after that answer, so a sink must never confirm early.
 
+pub mod eventhubs;
 pub mod file;
 pub mod iothub;
 pub mod stdout;
