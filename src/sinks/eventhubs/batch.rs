@@ -62,11 +62,8 @@ struct WireBroker<'a> {
 /// `user_properties` come from the configuration (string names and values).
 pub fn event_json(message: &Message, user_properties: &BTreeMap<String, String>) -> Vec<u8> {
     let body = String::from_utf8_lossy(&message.to_json()).into_owned();
-    let ev = WireEvent {
-        body: &body,
-        broker: WireBroker { message_id: &message.message_id, partition_key: &message.device_id },
-        user: user_properties,
-    };
+    let ev =
+        WireEvent { body: &body, broker: WireBroker { message_id: &message.message_id, partition_key: &message.device_id }, user: user_properties };
     // Plain strings and string maps always serialize.
     serde_json::to_vec(&ev).unwrap_or_default()
 }
@@ -147,8 +144,7 @@ pub fn pack(messages: &[Message], user_properties: &BTreeMap<String, String>, op
             out.never_fits.push((i, alone));
             continue;
         }
-        let key_changed = opts.one_partition_key_per_batch
-            && cur.last().is_some_and(|(j, _)| messages[*j].device_id != m.device_id);
+        let key_changed = opts.one_partition_key_per_batch && cur.last().is_some_and(|(j, _)| messages[*j].device_id != m.device_id);
         // Adding one event costs its length plus a comma.
         if !cur.is_empty() && (key_changed || cur_len + 1 + ev.len() > opts.max_body_bytes) {
             flush(&mut cur, &mut out);
@@ -216,7 +212,8 @@ mod tests {
             assert!(b.body.len() <= limit, "{} > {limit}", b.body.len());
             let arr: Vec<serde_json::Value> = serde_json::from_slice(&b.body).unwrap();
             assert_eq!(arr.len(), b.messages.len());
-            let keys: std::collections::BTreeSet<_> = arr.iter().map(|e| e["BrokerProperties"]["PartitionKey"].as_str().map(str::to_string)).collect();
+            let keys: std::collections::BTreeSet<_> =
+                arr.iter().map(|e| e["BrokerProperties"]["PartitionKey"].as_str().map(str::to_string)).collect();
             assert_eq!(keys.len(), 1, "one device per batch");
         }
         // 20 of "a" in batches of 4, then 10 of "b": 4,4,4,4,4,4,4,2.

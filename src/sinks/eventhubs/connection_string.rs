@@ -57,7 +57,9 @@ pub enum ConnectionStringError {
     BadEndpoint(&'static str),
     #[error("Event Hubs connection string carries a ready-made SharedAccessSignature; this gateway needs SharedAccessKeyName and SharedAccessKey so it can renew tokens")]
     SignatureOnly,
-    #[error("the event hub name is given twice and differs: EntityPath `{entity_path}` in the connection string, `{configured}` in the configuration")]
+    #[error(
+        "the event hub name is given twice and differs: EntityPath `{entity_path}` in the connection string, `{configured}` in the configuration"
+    )]
     HubNameConflict { entity_path: String, configured: String },
     #[error("no event hub name: add `;EntityPath=HUB` to the connection string or set the hub name in the configuration")]
     NoHubName,
@@ -112,9 +114,7 @@ impl EventHubsConnectionString {
     /// different is an error (a typo would send readings to the wrong hub).
     pub fn hub_name<'a>(&'a self, configured: Option<&'a str>) -> Result<&'a str, ConnectionStringError> {
         match (self.entity_path.as_deref(), configured.filter(|c| !c.is_empty())) {
-            (Some(e), Some(c)) if e != c => {
-                Err(ConnectionStringError::HubNameConflict { entity_path: e.to_string(), configured: c.to_string() })
-            }
+            (Some(e), Some(c)) if e != c => Err(ConnectionStringError::HubNameConflict { entity_path: e.to_string(), configured: c.to_string() }),
             (Some(e), _) => Ok(e),
             (None, Some(c)) => Ok(c),
             (None, None) => Err(ConnectionStringError::NoHubName),
@@ -196,10 +196,8 @@ mod tests {
 
     #[test]
     fn namespace_string_takes_the_hub_from_config_and_an_emulator_port() {
-        let cs = EventHubsConnectionString::parse(&format!(
-            " endpoint=sb://127.0.0.1:5671 ; sharedaccesskeyname=k ; sharedaccesskey={KEY} ;"
-        ))
-        .unwrap();
+        let cs =
+            EventHubsConnectionString::parse(&format!(" endpoint=sb://127.0.0.1:5671 ; sharedaccesskeyname=k ; sharedaccesskey={KEY} ;")).unwrap();
         assert_eq!((cs.namespace_host.as_str(), cs.port), ("127.0.0.1", Some(5671)));
         assert_eq!(cs.hub_name(Some("vitals")), Ok("vitals"));
         assert_eq!(cs.hub_name(None), Err(ConnectionStringError::NoHubName));
@@ -212,7 +210,10 @@ mod tests {
         assert_eq!(p(&format!("Endpoint=sb://a.b/;SharedAccessKey={KEY}")), Err(ConnectionStringError::Missing("SharedAccessKeyName")));
         assert_eq!(p("Endpoint=sb://a.b/;SharedAccessKeyName=k"), Err(ConnectionStringError::Missing("SharedAccessKey")));
         assert_eq!(p("Endpoint=sb://a.b/;SharedAccessKeyName=k;SharedAccessKey="), Err(ConnectionStringError::Empty("SharedAccessKey")));
-        assert_eq!(p(&format!("Endpoint=sb://a.b/;SharedAccessKeyName=k;SharedAccessKey={KEY};EntityPath=")), Err(ConnectionStringError::Empty("EntityPath")));
+        assert_eq!(
+            p(&format!("Endpoint=sb://a.b/;SharedAccessKeyName=k;SharedAccessKey={KEY};EntityPath=")),
+            Err(ConnectionStringError::Empty("EntityPath"))
+        );
         assert_eq!(p("Endpoint=sb://a.b/;Nonsense"), Err(ConnectionStringError::NoEquals(2)));
         assert_eq!(p("Endpoint=sb://a.b/;endpoint=sb://c.d/"), Err(ConnectionStringError::Duplicate("endpoint".into())));
         assert_eq!(p("Endpoint=sb://a.b/;HostName=x"), Err(ConnectionStringError::UnknownKey("HostName".into())));
@@ -220,8 +221,14 @@ mod tests {
         let e = p(&format!("Endpoint=sb://a.b/;SharedAccessKeyName=k;{KEY}")).unwrap_err();
         assert!(matches!(e, ConnectionStringError::UnknownKey(_)) && !e.to_string().contains(KEY.trim_end_matches('=')), "{e}");
         assert!(matches!(p(&format!("Endpoint=a.b;SharedAccessKeyName=k;SharedAccessKey={KEY}")), Err(ConnectionStringError::BadEndpoint(_))));
-        assert!(matches!(p(&format!("Endpoint=sb://a.b/hub;SharedAccessKeyName=k;SharedAccessKey={KEY}")), Err(ConnectionStringError::BadEndpoint(_))));
-        assert!(matches!(p(&format!("Endpoint=sb://a.b:x/;SharedAccessKeyName=k;SharedAccessKey={KEY}")), Err(ConnectionStringError::BadEndpoint(_))));
+        assert!(matches!(
+            p(&format!("Endpoint=sb://a.b/hub;SharedAccessKeyName=k;SharedAccessKey={KEY}")),
+            Err(ConnectionStringError::BadEndpoint(_))
+        ));
+        assert!(matches!(
+            p(&format!("Endpoint=sb://a.b:x/;SharedAccessKeyName=k;SharedAccessKey={KEY}")),
+            Err(ConnectionStringError::BadEndpoint(_))
+        ));
         assert_eq!(p("Endpoint=sb://a.b/;SharedAccessSignature=SharedAccessSignature sr=x"), Err(ConnectionStringError::SignatureOnly));
         // A bad endpoint next to a real key: the message names Endpoint, not the key.
         let e = p(&format!("Endpoint=sb://a b/;SharedAccessKeyName=k;SharedAccessKey={KEY}")).unwrap_err();

@@ -122,7 +122,11 @@ pub struct AccessToken {
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken").field("value", &"<redacted>").field("expires_at", &self.expires_at).field("refresh_at", &self.refresh_at).finish()
+        f.debug_struct("AccessToken")
+            .field("value", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("refresh_at", &self.refresh_at)
+            .finish()
     }
 }
 
@@ -146,7 +150,8 @@ pub fn parse_token_response(status: u16, body: &[u8], now: u64) -> Result<Access
     if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
         let description = v.get("error_description").and_then(|d| d.as_str()).unwrap_or("").lines().next().unwrap_or("");
         let description: String = description.chars().filter(|c| !c.is_control()).take(300).collect();
-        let codes: Vec<u64> = v.get("error_codes").and_then(|c| c.as_array()).map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+        let codes: Vec<u64> =
+            v.get("error_codes").and_then(|c| c.as_array()).map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
         let codes_text = codes.iter().map(|c| format!(", AADSTS{c}")).collect::<String>();
         return Err(EntraError::Refused { error: err.chars().take(64).collect(), codes: codes_text, description, hint: hint_for(err, &codes) });
     }
@@ -304,11 +309,9 @@ pub fn sign_assertion(signing_input: &str, key_pem: &[u8]) -> Result<String, Ent
         Ok(None) => return Err(EntraError::BadPrivateKey("no `BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY` block found")),
         Err(_) => return Err(EntraError::BadPrivateKey("the PEM text is damaged")),
     };
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|_| EntraError::BadPrivateKey("not a key rustls can use"))?;
-    let signer = signing_key
-        .choose_scheme(&[SignatureScheme::RSA_PSS_SHA256])
-        .ok_or(EntraError::BadPrivateKey("not an RSA key (PS256 needs RSA)"))?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| EntraError::BadPrivateKey("not a key rustls can use"))?;
+    let signer =
+        signing_key.choose_scheme(&[SignatureScheme::RSA_PSS_SHA256]).ok_or(EntraError::BadPrivateKey("not an RSA key (PS256 needs RSA)"))?;
     let sig = signer.sign(signing_input.as_bytes()).map_err(|_| EntraError::BadPrivateKey("signing failed"))?;
     Ok(format!("{signing_input}.{}", B64URL.encode(sig)))
 }
@@ -400,7 +403,8 @@ mod tests {
 
     #[test]
     fn token_answer_is_parsed_and_refreshed_five_minutes_early() {
-        let t = parse_token_response(200, br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0.x.y"}"#, 1_000).unwrap();
+        let t = parse_token_response(200, br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0.x.y"}"#, 1_000)
+            .unwrap();
         assert_eq!((t.value.as_str(), t.expires_at, t.refresh_at), ("eyJ0.x.y", 4_599, 4_299));
         assert!(!format!("{t:?}").contains("eyJ0"));
         // Numeric strings (v1 endpoint) and refresh_in.
@@ -421,7 +425,10 @@ mod tests {
         assert!(e.to_string().contains("invalid_client"));
         assert!(matches!(parse_token_response(502, b"<html>", 0), Err(EntraError::Malformed { status: 502, .. })));
         assert!(matches!(parse_token_response(200, br#"{"token_type":"Bearer","access_token":"a"}"#, 0), Err(EntraError::Malformed { .. })));
-        assert!(matches!(parse_token_response(200, br#"{"token_type":"pop","expires_in":1,"access_token":"a"}"#, 0), Err(EntraError::Malformed { .. })));
+        assert!(matches!(
+            parse_token_response(200, br#"{"token_type":"pop","expires_in":1,"access_token":"a"}"#, 0),
+            Err(EntraError::Malformed { .. })
+        ));
         assert!(matches!(parse_token_response(500, br#"{"access_token":"a","expires_in":5}"#, 0), Err(EntraError::Malformed { .. })));
     }
 

@@ -114,9 +114,11 @@ pub fn classify_transport(f: TransportFailure) -> SendOutcome {
 /// What the operator should check after a 401/403, per authentication kind.
 pub fn what_to_check(status: u16, auth: AuthKind) -> String {
     match (auth, status) {
-        (AuthKind::SharedAccessKey, 401) => "check SharedAccessKeyName and SharedAccessKey (the policy must exist on the namespace or event hub), \
+        (AuthKind::SharedAccessKey, 401) => {
+            "check SharedAccessKeyName and SharedAccessKey (the policy must exist on the namespace or event hub), \
             the namespace host and the event hub name (tokens are signed for https://NAMESPACE/HUB), and the gateway's clock (tokens carry an expiry)"
-            .to_string(),
+                .to_string()
+        }
         (AuthKind::SharedAccessKey, _) => "the SAS policy lacks the Send right, or the namespace has local (SAS) authentication disabled: \
             give the policy Send, or use Microsoft Entra ID with the role \"Azure Event Hubs Data Sender\""
             .to_string(),

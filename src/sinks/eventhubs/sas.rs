@@ -50,11 +50,7 @@ pub fn signature(key: &str, encoded_resource: &str, expiry_unix_s: u64) -> Strin
 pub fn token(resource_uri: &str, key_name: &str, key: &str, expiry_unix_s: u64) -> String {
     let sr = urlencoding::encode(resource_uri);
     let sig = signature(key, &sr, expiry_unix_s);
-    format!(
-        "SharedAccessSignature sr={sr}&sig={}&se={expiry_unix_s}&skn={}",
-        urlencoding::encode(&sig),
-        urlencoding::encode(key_name)
-    )
+    format!("SharedAccessSignature sr={sr}&sig={}&se={expiry_unix_s}&skn={}", urlencoding::encode(&sig), urlencoding::encode(key_name))
 }
 
 /// A token in use and when to replace it (all times Unix seconds).
