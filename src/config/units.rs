@@ -17,6 +17,9 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
+        if unit.starts_with(['.', ',']) && unit[1..].starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("`{s}`: sizes are whole numbers; write it in a smaller unit, such as `1536MiB` for 1.5GiB"));
+        }
         let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size; write it like `256MiB` or `65536`"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
@@ -149,6 +152,10 @@ mod tests {
         assert!(ByteSize::parse("4 parsecs").is_err());
         assert!(ByteSize::parse("MiB").is_err());
         assert!(ByteSize::parse("99999999999999GiB").is_err());
+        // A fraction is not taken for a unit named ".5gib".
+        let e = ByteSize::parse("1.5GiB").unwrap_err();
+        assert!(e.contains("whole numbers") && e.contains("1536MiB"), "{e}");
+        assert!(ByteSize::parse("2,5 MB").unwrap_err().contains("whole numbers"));
     }
 
     #[test]
