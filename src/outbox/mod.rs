@@ -881,10 +881,7 @@ impl Outbox {
             return Ok(());
         }
         let st = self.store()?;
-        let acks = self.take_pending_acks();
-        if !acks.is_empty() {
-            self.append_to(&st, &mut [], &acks, &[])?;
-        }
+        self.apply_acks(&st)?;
         let run = RunRecord { started_ms: self.started_ms, clean_stop_ms: Some(now_ms()) };
         st.tree.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default())?;
         st.sync()
@@ -1232,10 +1229,7 @@ impl Outbox {
     pub fn flush(&self) -> Result<(), OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
-            let acks = self.take_pending_acks();
-            if !acks.is_empty() {
-                self.append_to(&st, &mut [], &acks, &[])?;
-            }
+            self.apply_acks(&st)?;
             st.sync()
         })
     }
@@ -1245,10 +1239,7 @@ impl Outbox {
     pub fn apply_pending_acks(&self) -> Result<(), OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
-            let acks = self.take_pending_acks();
-            if !acks.is_empty() {
-                self.append_to(&st, &mut [], &acks, &[])?;
-            }
+            self.apply_acks(&st)?;
             Ok(())
         })
     }
@@ -1266,6 +1257,15 @@ impl Outbox {
         let mut p = self.pending_acks.lock().unwrap_or_else(|p| p.into_inner());
         p.0.push(batch);
         p.1.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Writes the held acknowledgements into `st` (not synced).
+    fn apply_acks(&self, st: &Store) -> Result<(), OutboxError> {
+        let acks = self.take_pending_acks();
+        if !acks.is_empty() {
+            self.append_to(st, &mut [], &acks, &[])?;
+        }
+        Ok(())
     }
 
     fn take_pending_acks(&self) -> Vec<InFlight> {
