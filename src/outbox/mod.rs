@@ -33,6 +33,7 @@
 
 pub mod committer;
 mod inspect_copy;
+mod journal;
 mod lock;
 pub mod salvage;
 mod snapshots;
@@ -299,14 +300,14 @@ struct Counters {
 
 impl Counters {
     /// The counters as stored in `tree`.
-    fn load(tree: &sled::Tree) -> Result<Counters, sled::Error> {
+    fn load(st: &Store) -> Result<Counters, OutboxError> {
         Ok(Counters {
-            next_seq: u64_of(tree.get(META_NEXT_SEQ)?).max(1),
-            count: u64_of(tree.get(META_COUNT)?),
-            bytes: u64_of(tree.get(META_BYTES)?),
-            dropped_full: u64_of(tree.get(META_DROPPED_FULL)?),
-            dropped_age: u64_of(tree.get(META_DROPPED_AGE)?),
-            refused: u64_of(tree.get(META_REFUSED)?),
+            next_seq: u64_of(st.get(META_NEXT_SEQ)?).max(1),
+            count: u64_of(st.get(META_COUNT)?),
+            bytes: u64_of(st.get(META_BYTES)?),
+            dropped_full: u64_of(st.get(META_DROPPED_FULL)?),
+            dropped_age: u64_of(st.get(META_DROPPED_AGE)?),
+            refused: u64_of(st.get(META_REFUSED)?),
         })
     }
 }
@@ -321,17 +322,61 @@ struct BoundState {
 /// `stat` of the store's few files).
 const BOUND_RECHECK: Duration = Duration::from_secs(1);
 
-/// The open sled database, the outbox tree in it, and its log file.
+/// A list of changes to the key space, applied together: what a sled batch
+/// was, kept as plain ops so it can go to the journal ([`journal`]).
+#[derive(Debug, Default)]
+struct Ops(Vec<journal::Op>);
+
+impl Ops {
+    fn insert(&mut self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) {
+        self.0.push(journal::Op::Put(k.as_ref().to_vec(), v.as_ref().to_vec()));
+    }
+
+    fn remove(&mut self, k: impl AsRef<[u8]>) {
+        self.0.push(journal::Op::Remove(k.as_ref().to_vec()));
+    }
+}
+
+/// sled key: the journal generation whose records are all in sled (written
+/// with each checkpoint), so a start after a power cut between a checkpoint
+/// and the journal's reset does not apply them again over newer state.
+const META_JOURNAL: &[u8] = b"mjournal";
+/// The journal's size on a filesystem with room (written with zeros once).
+const JOURNAL_BYTES: u64 = 1 << 20;
+/// The journal's size on a small or nearly full filesystem (not prefilled).
+const JOURNAL_BYTES_SMALL: u64 = 64 * 1024;
+
+/// What is committed but not yet in sled: the changes since the last
+/// checkpoint (`None`: removed), and the encoded ops not yet in the journal.
+#[derive(Default)]
+struct Mem {
+    overlay: std::collections::BTreeMap<Vec<u8>, Option<sled::IVec>>,
+    unsynced: Vec<u8>,
+    unsynced_ops: u32,
+}
+
+/// The open sled database, the outbox tree in it, its log file, and the
+/// commit journal in front of it.
+///
+/// Writes ([`Store::apply`]) go to memory; [`Store::sync`] makes them
+/// durable as one journal record and one `fdatasync`; [`Store::checkpoint`]
+/// moves everything into sled (sled flush, `fdatasync` of its log) and
+/// retires the journal. Reads see sled with the changes since the last
+/// checkpoint on top. Lock order: `journal`, then `mem`.
 struct Store {
     db: sled::Db,
     tree: sled::Tree,
     /// sled's log (`{dir}/db`), opened again so we can `fdatasync` it after
     /// sled's flush. `fdatasync` acts on the file, not the descriptor.
     log: std::fs::File,
+    journal: parking_lot::Mutex<journal::Journal>,
+    mem: parking_lot::Mutex<Mem>,
     /// `false` only in `iomt-edge bench`, to measure what the `fdatasync` costs.
     fdatasync: bool,
     /// Syncs made since this store was opened (tests, bench).
     syncs: AtomicU64,
+    /// Checkpoints made since this store was opened (tests, bench).
+    checkpoints: AtomicU64,
     /// The log file's length after we last wrote zeros ahead of sled's
     /// writes ([`Store::keep_zeros_ahead`]); 0 before the first time.
     zero_end: AtomicU64,
@@ -352,17 +397,176 @@ const MAX_INTERRUPTED_WRITE: u64 = 4096;
 /// Zeros are written ahead only with at least this much free space.
 const ZEROS_MIN_FREE: u64 = 64 << 20;
 
+/// Reads over sled with the uncheckpointed changes on top, in key order.
+struct Merged {
+    sled: std::iter::Peekable<sled::Iter>,
+    over: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<sled::IVec>)>>,
+}
+
+impl Iterator for Merged {
+    type Item = Result<(sled::IVec, sled::IVec), OutboxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_over = match (self.sled.peek(), self.over.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => return self.sled.next().map(|r| r.map_err(OutboxError::from)),
+                (Some(Ok(_)), None) => false,
+                (None, Some(_)) => true,
+                (Some(Ok((sk, _))), Some((ok, _))) => match sk.as_ref().cmp(ok.as_slice()) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => {
+                        // The overlay is newer than sled.
+                        self.sled.next();
+                        true
+                    }
+                    std::cmp::Ordering::Greater => true,
+                },
+            };
+            if !take_over {
+                return self.sled.next().map(|r| r.map_err(OutboxError::from));
+            }
+            match self.over.next() {
+                Some((k, Some(v))) => return Some(Ok((sled::IVec::from(k), v))),
+                Some((_, None)) => continue,
+                None => return None,
+            }
+        }
+    }
+}
+
 impl Store {
-    /// Makes everything written so far durable: sled's flush, then an
-    /// `fdatasync` of its log file.
+    /// The value of `key`: the change since the last checkpoint, else sled's.
+    fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<sled::IVec>, OutboxError> {
+        let mem = self.mem.lock();
+        match mem.overlay.get(key.as_ref()) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(key)?),
+        }
+    }
+
+    /// Keys in `lo..hi`, in order, with their values.
+    fn range(&self, lo: &[u8], hi: &[u8]) -> Merged {
+        use std::ops::Bound::{Excluded, Included};
+        // Both under the lock: a checkpoint (which holds it) moves the
+        // overlay into sled all at once, never while this takes its view.
+        let mem = self.mem.lock();
+        let sled = self.tree.range(lo..hi).peekable();
+        let over: Vec<_> = mem.overlay.range::<[u8], _>((Included(lo), Excluded(hi))).map(|(k, v)| (k.clone(), v.clone())).collect();
+        Merged { sled, over: over.into_iter().peekable() }
+    }
+
+    /// Every key starting with `prefix` (one byte).
+    fn scan_prefix(&self, prefix: u8) -> Merged {
+        if prefix == u8::MAX {
+            return self.range(&[prefix], &[u8::MAX; 64]);
+        }
+        self.range(&[prefix], &[prefix + 1])
+    }
+
+    /// Applies `ops` in memory; durable with the next [`Store::sync`].
+    fn apply(&self, ops: Ops) {
+        let mut mem = self.mem.lock();
+        for op in ops.0 {
+            journal::encode_op(&op, &mut mem.unsynced);
+            mem.unsynced_ops += 1;
+            match op {
+                journal::Op::Put(k, v) => mem.overlay.insert(k, Some(sled::IVec::from(v))),
+                journal::Op::Remove(k) => mem.overlay.insert(k, None),
+            };
+        }
+    }
+
+    /// Makes everything applied so far durable: one journal record and one
+    /// `fdatasync` (or a checkpoint when the journal is full).
     fn sync(&self) -> Result<(), OutboxError> {
+        let mut j = self.journal.lock();
+        let (payload, ops) = {
+            let mut mem = self.mem.lock();
+            (std::mem::take(&mut mem.unsynced), std::mem::take(&mut mem.unsynced_ops))
+        };
+        if ops == 0 {
+            return Ok(());
+        }
+        let mut record = Vec::with_capacity(payload.len() + 4);
+        record.extend_from_slice(&ops.to_le_bytes());
+        record.extend_from_slice(&payload);
+        if !j.fits(record.len()) {
+            return self.checkpoint_locked(&mut j);
+        }
+        if let Err(e) = j.append(&record, self.fdatasync) {
+            // Not durable: keep the ops for the next try (the overlay has
+            // them already; a reopen discards both).
+            let mut mem = self.mem.lock();
+            let newer = std::mem::take(&mut mem.unsynced);
+            mem.unsynced = payload;
+            mem.unsynced.extend_from_slice(&newer);
+            mem.unsynced_ops += ops;
+            return Err(OutboxError::Disk(e));
+        }
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Moves every change since the last checkpoint into sled, makes sled
+    /// durable (its flush, then an `fdatasync` of its log), and retires the
+    /// journal's records.
+    fn checkpoint(&self) -> Result<(), OutboxError> {
+        let mut j = self.journal.lock();
+        self.checkpoint_locked(&mut j)
+    }
+
+    fn checkpoint_locked(&self, j: &mut journal::Journal) -> Result<(), OutboxError> {
+        let mut mem = self.mem.lock();
+        let mut batch = sled::Batch::default();
+        for (k, v) in &mem.overlay {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.clone()),
+                // A reading delivered before it ever reached sled costs
+                // sled nothing.
+                None if self.tree.contains_key(k)? => batch.remove(k.as_slice()),
+                None => {}
+            }
+        }
+        batch.insert(META_JOURNAL, &j.generation().to_be_bytes());
+        let next_seq = match mem.overlay.get(META_NEXT_SEQ) {
+            Some(v) => u64_of(v.clone()),
+            None => u64_of(self.tree.get(META_NEXT_SEQ)?),
+        };
+        self.tree.apply_batch(batch)?;
         self.db.flush()?;
         if self.fdatasync {
             self.keep_zeros_ahead();
             self.log.sync_data().map_err(OutboxError::Disk)?;
         }
+        j.reset(next_seq, self.fdatasync).map_err(OutboxError::Disk)?;
+        mem.overlay.clear();
+        mem.unsynced.clear();
+        mem.unsynced_ops = 0;
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Writes `ops` straight into sled (not durable until the next
+    /// checkpoint): for building a new store from a salvage, where the
+    /// readings may be far more than the journal holds. The overlay must be
+    /// empty.
+    fn apply_to_sled(&self, ops: Ops) -> Result<(), OutboxError> {
+        let mut batch = sled::Batch::default();
+        for op in ops.0 {
+            match op {
+                journal::Op::Put(k, v) => batch.insert(k, v),
+                journal::Op::Remove(k) => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Bytes of the store's files (sled's and the journal's).
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0) + self.journal.lock().file_len()
     }
 
     /// Keeps the log file written with zeros a little beyond sled's writes,
@@ -412,6 +616,20 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    /// Writes what is applied but not yet synced to the journal (without an
+    /// `fdatasync`), as sled flushes its buffers when dropped: a store
+    /// closed without a final sync keeps its last acknowledgements unless
+    /// the power goes too.
+    fn drop(&mut self) {
+        let fdatasync = std::mem::replace(&mut self.fdatasync, false);
+        if let Err(e) = self.sync() {
+            tracing::debug!("closing the outbox: the last unsynced changes were not written ({e})");
+        }
+        self.fdatasync = fdatasync;
+    }
+}
+
 /// `fsync`s a folder, so that files created or renamed in it survive a power cut.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -457,6 +675,18 @@ fn reading_key(seq: u64) -> [u8; 9] {
     k
 }
 
+/// The exclusive upper end of the keys `kind` + seq for seq up to `through`.
+fn key_after(kind: u8, through: u64) -> Vec<u8> {
+    match through.checked_add(1) {
+        Some(next) => {
+            let mut k = reading_key(next).to_vec();
+            k[0] = kind;
+            k
+        }
+        None => vec![kind + 1],
+    }
+}
+
 fn inflight_key(first_seq: u64) -> [u8; 9] {
     let mut k = reading_key(first_seq);
     k[0] = INFLIGHT;
@@ -473,7 +703,7 @@ fn ack_key(device_id: &str, patient_id: Option<&str>) -> Vec<u8> {
 }
 
 /// Everything at or below `highest` has been dropped (oldest first).
-fn put_drop_floor(batch: &mut sled::Batch, highest: u64) {
+fn put_drop_floor(batch: &mut Ops, highest: u64) {
     let floor = salvage::DropFloor { dropped_through: highest };
     batch.insert(META_DROP_FLOOR, serde_json::to_vec(&floor).unwrap_or_default());
 }
@@ -534,9 +764,13 @@ impl Outbox {
                 // damaged page. If the numbering in the raw log (the
                 // original's, which sled did not touch) went further, the
                 // store is damaged: the gateway salvages it at its next start.
-                if matches!(report.previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
+                // A store that reads as new (no run record) from an existing
+                // log lost its first pages: any counter in the log says so.
+                let lost_start = report.previous_stop == PreviousStop::None;
+                if lost_start || matches!(report.previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
                     let kept_next = outbox.counters.lock().unwrap_or_else(|p| p.into_inner()).next_seq;
-                    let verdict = std::fs::read(dir.join("db")).ok().map(|b| salvage::log_verdict(&b, kept_next, MAX_INTERRUPTED_WRITE));
+                    let max_write = if lost_start { 0 } else { MAX_INTERRUPTED_WRITE };
+                    let verdict = std::fs::read(dir.join("db")).ok().map(|b| salvage::log_verdict(&b, kept_next, max_write));
                     if let Some(salvage::LogVerdict::CutShort { raw_next }) = verdict {
                         tracing::debug!("sled kept numbering up to {kept_next}, the raw log shows {raw_next:?}");
                         return Err(OutboxError::Damaged(dir.to_path_buf()));
@@ -605,31 +839,54 @@ impl Outbox {
         if created || moved_aside.is_some() {
             // The new store's files must be findable after a power cut too,
             // sled's `conf` (written once, never synced by sled) included.
-            store.sync()?;
+            store.checkpoint()?;
             if let Ok(conf) = std::fs::File::open(dir.join("conf")) {
                 conf.sync_all().map_err(OutboxError::Disk)?;
             }
             sync_dir(dir).and_then(|_| sync_dir(parent)).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
         }
-        let mut counters = Counters::load(&store.tree)?;
-        let last_run: Option<RunRecord> = store.tree.get(META_RUN)?.and_then(|v| serde_json::from_slice(&v).ok());
+        let mut counters = Counters::load(&store)?;
+        let last_run: Option<RunRecord> = store.get(META_RUN)?.and_then(|v| serde_json::from_slice(&v).ok());
         let previous_stop = match last_run {
             _ if created => PreviousStop::None,
             Some(RunRecord { clean_stop_ms: Some(at_ms), .. }) => PreviousStop::Clean { at_ms },
             Some(RunRecord { started_ms, clean_stop_ms: None }) => PreviousStop::Unclean { started_ms },
             None if salvaged.is_some() => PreviousStop::Unknown,
-            None if counters.next_seq <= 1 && store.tree.get(META_EPOCH)?.is_none() => PreviousStop::None,
+            None if counters.next_seq <= 1 && store.get(META_EPOCH)?.is_none() => PreviousStop::None,
             None => PreviousStop::Unknown,
         };
         let mut previous_stop = previous_stop;
-        if !inspect && salvaged.is_none() && matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
+        // A store that reads as new (no run record) although its log existed
+        // lost its first pages (sled then reads the whole log as unused):
+        // any counter in the raw log means committed readings were there.
+        let lost_start = !created && previous_stop == PreviousStop::None;
+        // The journal's header says how far sled's numbering got at the last
+        // checkpoint: less now means sled lost part of its log, after a clean
+        // stop too (a restored copy written only in part).
+        let journal_next = store.journal.lock().sled_next();
+        let lost_tail = !created && salvaged.is_none() && counters.next_seq < journal_next;
+        if !inspect && lost_tail {
+            tracing::debug!("sled kept numbering up to {}, the journal's last checkpoint had {journal_next}", counters.next_seq);
+            drop(store);
+            let (st, report) = Self::salvage_into_new(dir, cfg.cache_bytes.bytes(), "log shorter than at the last checkpoint")?;
+            moved_aside = Some(report.moved_to.clone());
+            salvaged = Some(report);
+            store = st;
+            counters = Counters::load(&store)?;
+            previous_stop = PreviousStop::Unknown;
+        }
+        if inspect && lost_tail {
+            return Err(OutboxError::Damaged(dir.to_path_buf()));
+        }
+        if !inspect && salvaged.is_none() && (lost_start || matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown)) {
             // sled 0.34 recovers its log up to the first damaged message and
             // silently drops everything after it. The counters in the raw log
             // tell how far numbering really got: if they went further than
             // what sled kept, committed readings were cut off, so salvage.
             let raw = std::fs::read(&pre_open).or_else(|_| std::fs::read(dir.join("db"))).ok();
             let kept_next = counters.next_seq;
-            let verdict = raw.as_deref().map_or(salvage::LogVerdict::Intact, |b| salvage::log_verdict(b, kept_next, MAX_INTERRUPTED_WRITE));
+            let max_write = if lost_start { 0 } else { MAX_INTERRUPTED_WRITE };
+            let verdict = raw.as_deref().map_or(salvage::LogVerdict::Intact, |b| salvage::log_verdict(b, kept_next, max_write));
             if let (salvage::LogVerdict::Interrupted { next }, Some(bytes)) = (verdict, raw.as_deref()) {
                 // The write the power cut interrupted (never synced, so never
                 // reported committed), part of which reached the disk (a torn
@@ -650,17 +907,17 @@ impl Outbox {
                 moved_aside = Some(report.moved_to.clone());
                 salvaged = Some(report);
                 store = st;
-                counters = Counters::load(&store.tree)?;
+                counters = Counters::load(&store)?;
                 previous_stop = PreviousStop::Unknown;
             }
         }
         let mut recount = None;
         let (epoch, started_ms) = if inspect {
-            let epoch = store.tree.get(META_EPOCH)?.map(|e| String::from_utf8_lossy(&e).into_owned()).unwrap_or_default();
+            let epoch = store.get(META_EPOCH)?.map(|e| String::from_utf8_lossy(&e).into_owned()).unwrap_or_default();
             (epoch, last_run.map(|r| r.started_ms).unwrap_or(0))
         } else {
             if salvaged.is_none() && matches!(previous_stop, PreviousStop::Unclean { .. } | PreviousStop::Unknown) {
-                let found = Self::recount(&store.tree)?;
+                let found = Self::recount(&store)?;
                 let before = counters.count;
                 if found.count != counters.count || found.bytes != counters.bytes {
                     counters.count = found.count;
@@ -675,11 +932,11 @@ impl Outbox {
             let epoch = format!("{:016x}", rand::random::<u64>());
             let started_ms = now_ms();
             let run = RunRecord { started_ms, clean_stop_ms: None };
-            let mut batch = sled::Batch::default();
+            let mut batch = Ops::default();
             batch.insert(META_EPOCH, epoch.as_bytes());
             batch.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default());
             Self::put_counters(&mut batch, &counters);
-            store.tree.apply_batch(batch)?;
+            store.apply(batch);
             store.sync()?;
             (epoch, started_ms)
         };
@@ -763,7 +1020,7 @@ impl Outbox {
             Err(OpenFailure::Corrupt(why)) => return Err(OutboxError::Io { path: dir.to_path_buf(), source: std::io::Error::other(why) }),
         };
         let mut c = Counters { next_seq: found.max_seq + 1, ..Counters::default() };
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         let mut pending = 0;
         for (seq, (commit_ms, r)) in &found.readings {
             let mut value = Vec::with_capacity(256);
@@ -774,7 +1031,7 @@ impl Outbox {
             batch.insert(&reading_key(*seq), value);
             pending += 1;
             if pending == 10_000 {
-                store.tree.apply_batch(std::mem::take(&mut batch))?;
+                store.apply_to_sled(std::mem::take(&mut batch))?;
                 pending = 0;
             }
         }
@@ -783,8 +1040,8 @@ impl Outbox {
             batch.insert(&inflight_key(first), serde_json::to_vec(b).unwrap_or_default());
         }
         Self::put_counters(&mut batch, &c);
-        store.tree.apply_batch(batch)?;
-        store.sync()?;
+        store.apply_to_sled(batch)?;
+        store.checkpoint()?;
         sync_dir(dir).and_then(|_| sync_dir(parent)).map_err(|source| OutboxError::Io { path: dir.to_path_buf(), source })?;
         let report = SalvageReport {
             moved_to: aside,
@@ -808,10 +1065,10 @@ impl Outbox {
     /// Returns how many readings were kept.
     fn keep_interrupted_write(store: &Store, c: &mut Counters, raw: &[u8], next: u64) -> Result<u64, OutboxError> {
         let found = salvage::scan(&[raw]);
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         let mut kept = 0u64;
         for (seq, (commit_ms, r)) in found.readings.range(c.next_seq..next) {
-            if store.tree.get(reading_key(*seq))?.is_some() {
+            if store.get(reading_key(*seq))?.is_some() {
                 continue;
             }
             let mut value = Vec::with_capacity(256);
@@ -824,8 +1081,8 @@ impl Outbox {
         }
         c.next_seq = c.next_seq.max(next);
         Self::put_counters(&mut batch, c);
-        store.tree.apply_batch(batch)?;
-        store.sync()?;
+        store.apply(batch);
+        store.checkpoint()?;
         Ok(kept)
     }
 
@@ -839,7 +1096,7 @@ impl Outbox {
         drop(slot.take());
         let (mut store, report) = Self::salvage_into_new(&self.dir, self.cache_bytes, "damage found while running")?;
         store.fdatasync = fdatasync;
-        let mut c = Counters::load(&store.tree)?;
+        let mut c = Counters::load(&store)?;
         {
             let old = self.counters();
             // Never go back: numbers handed out before the damage stay used.
@@ -848,13 +1105,13 @@ impl Outbox {
             c.dropped_age = old.dropped_age;
             c.refused = old.refused;
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         batch.insert(META_EPOCH, self.epoch.as_bytes());
         let run = RunRecord { started_ms: self.started_ms, clean_stop_ms: None };
         batch.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default());
         Self::put_counters(&mut batch, &c);
-        store.tree.apply_batch(batch)?;
-        store.sync()?;
+        store.apply(batch);
+        store.checkpoint()?;
         *self.counters() = c;
         *slot = Some(store);
         Ok(report)
@@ -862,15 +1119,15 @@ impl Outbox {
 
     /// Counts what the store really holds (readings, their bytes as the bound
     /// counts them, in-flight records, the highest sequence number).
-    fn recount(tree: &sled::Tree) -> Result<Found, OutboxError> {
+    fn recount(st: &Store) -> Result<Found, OutboxError> {
         let mut found = Found::default();
-        for item in tree.scan_prefix([READING]) {
+        for item in st.scan_prefix(READING) {
             let (k, v) = item?;
             found.count += 1;
             found.bytes += v.len() as u64 + PER_READING_OVERHEAD;
             found.max_seq = found.max_seq.max(seq_of(&k).unwrap_or(0));
         }
-        found.in_flight = tree.scan_prefix([INFLIGHT]).count() as u64;
+        found.in_flight = st.scan_prefix(INFLIGHT).count() as u64;
         Ok(found)
     }
 
@@ -883,8 +1140,11 @@ impl Outbox {
         let st = self.store()?;
         self.apply_acks(&st)?;
         let run = RunRecord { started_ms: self.started_ms, clean_stop_ms: Some(now_ms()) };
-        st.tree.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default())?;
-        st.sync()
+        let mut batch = Ops::default();
+        batch.insert(META_RUN, serde_json::to_vec(&run).unwrap_or_default());
+        st.apply(batch);
+        // Everything into sled: the next start has no journal to read.
+        st.checkpoint()
     }
 
     /// Turns the `fdatasync` after sled's flush off, for `iomt-edge bench`
@@ -952,7 +1212,7 @@ impl Outbox {
                     .open(dir.join("db"))
                     .or_else(|_| std::fs::File::open(dir.join("db")))
                     .map_err(|source| OpenFailure::Io(OutboxError::Io { path: dir.join("db"), source }))?;
-                Ok(Store { db, tree, log, fdatasync: true, syncs: AtomicU64::new(0), zero_end: AtomicU64::new(0), dir: Some(dir.to_path_buf()) })
+                Self::with_journal(dir, db, tree, log).map_err(OpenFailure::Io)
             }
             Ok(Err(sled::Error::Io(e))) => Err(OpenFailure::Io(OutboxError::Io { path: dir.to_path_buf(), source: e })),
             Ok(Err(e)) => Err(OpenFailure::Corrupt(e.to_string())),
@@ -965,6 +1225,43 @@ impl Outbox {
                 Err(OpenFailure::Corrupt(what))
             }
         }
+    }
+
+    /// Opens the commit journal beside sled's files and brings sled up to
+    /// date with what it holds: its committed records are applied and
+    /// checkpointed, unless sled already has them (a power cut between a
+    /// checkpoint and the journal's reset).
+    fn with_journal(dir: &Path, db: sled::Db, tree: sled::Tree, log: std::fs::File) -> Result<Store, OutboxError> {
+        let io = |source| OutboxError::Io { path: dir.join(journal::FILE_NAME), source };
+        let (capacity, prefill) = match space::fs_space(dir) {
+            Ok((_, free)) if free >= ZEROS_MIN_FREE => (JOURNAL_BYTES, true),
+            _ => (JOURNAL_BYTES_SMALL, false),
+        };
+        let (j, batches) = journal::Journal::open(dir, capacity, prefill).map_err(io)?;
+        let in_sled = u64_of(tree.get(META_JOURNAL)?) == j.generation();
+        let store = Store {
+            db,
+            tree,
+            log,
+            journal: parking_lot::Mutex::new(j),
+            mem: parking_lot::Mutex::new(Mem::default()),
+            fdatasync: true,
+            syncs: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            zero_end: AtomicU64::new(0),
+            dir: Some(dir.to_path_buf()),
+        };
+        if in_sled {
+            let next = u64_of(store.tree.get(META_NEXT_SEQ)?);
+            store.journal.lock().reset(next, true).map_err(io)?;
+        } else if !batches.is_empty() {
+            tracing::debug!("applying {} committed group(s) from the outbox journal", batches.len());
+            for b in batches {
+                store.apply(Ops(b));
+            }
+            store.checkpoint()?;
+        }
+        Ok(store)
     }
 
     /// The random id of this outbox's life, part of every message id.
@@ -1005,7 +1302,7 @@ impl Outbox {
             let st = self.store()?;
             let mut n = 0;
             for q in &seqs {
-                if st.tree.contains_key(reading_key(*q))? {
+                if st.get(reading_key(*q))?.is_some() {
                     n += 1;
                 }
             }
@@ -1061,10 +1358,10 @@ impl Outbox {
             }
         };
         store.fdatasync = fdatasync;
-        let reloaded = Counters::load(&store.tree)?;
-        // What sled read back may still be only in the page cache: make it
-        // durable before anyone calls it committed.
-        store.sync()?;
+        let reloaded = Counters::load(&store)?;
+        // What sled and the journal read back may still be only in the page
+        // cache: make it durable before anyone calls it committed.
+        store.checkpoint()?;
         *self.counters() = reloaded;
         *slot = Some(store);
         Ok(())
@@ -1084,7 +1381,7 @@ impl Outbox {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put_counters(batch: &mut sled::Batch, c: &Counters) {
+    fn put_counters(batch: &mut Ops, c: &Counters) {
         batch.insert(META_NEXT_SEQ, &c.next_seq.to_be_bytes());
         batch.insert(META_COUNT, &c.count.to_be_bytes());
         batch.insert(META_BYTES, &c.bytes.to_be_bytes());
@@ -1125,7 +1422,7 @@ impl Outbox {
     fn append_to(&self, st: &Store, readings: &mut [Reading], acks: &[InFlight], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
         let max_bytes = self.bound().bytes;
         let mut c = self.counters();
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         let mut outcome = AppendOutcome::default();
         let mut delivered: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for a in acks {
@@ -1154,7 +1451,7 @@ impl Outbox {
                 WhenFull::DropOldest => {
                     let need = c.bytes.saturating_add(incoming) - max_bytes;
                     let mut freed = 0u64;
-                    for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+                    for item in st.range(&reading_key(0), &reading_key(u64::MAX)) {
                         if freed >= need {
                             break;
                         }
@@ -1207,20 +1504,7 @@ impl Outbox {
         }
         c.next_seq += admit as u64;
         Self::put_counters(&mut batch, &c);
-        if let Err(e) = st.tree.apply_batch(batch) {
-            // Nothing was applied: give the sequence numbers back, and keep
-            // the acknowledgements for the next try.
-            if !acks.is_empty() {
-                let mut p = self.pending_acks.lock().unwrap_or_else(|p| p.into_inner());
-                p.0.extend(acks.iter().cloned());
-                p.1.get_or_insert_with(std::time::Instant::now);
-            }
-            *c = Counters::load(&st.tree)?;
-            for r in readings.iter_mut() {
-                r.seq = 0;
-            }
-            return Err(e.into());
-        }
+        st.apply(batch);
         Ok(outcome)
     }
 
@@ -1282,7 +1566,7 @@ impl Outbox {
             }
             let st = self.store()?;
             let mut out = Vec::new();
-            for item in st.tree.range(reading_key(after.saturating_add(1))..=reading_key(up_to)) {
+            for item in st.range(&reading_key(after.saturating_add(1)), &key_after(READING, up_to)) {
                 if out.len() >= limit {
                     break;
                 }
@@ -1308,7 +1592,7 @@ impl Outbox {
             let st = self.store()?;
             let mut out = Vec::with_capacity(seqs.len());
             for s in seqs {
-                if let Some(v) = st.tree.get(reading_key(*s))? {
+                if let Some(v) = st.get(reading_key(*s))? {
                     if let Some((_, r)) = decode_value(&v) {
                         out.push(r);
                     }
@@ -1323,6 +1607,12 @@ impl Outbox {
     /// the SD card.
     pub fn syncs(&self) -> u64 {
         self.store.read().as_ref().map_or(0, |st| st.syncs.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// How many times the changes held in the journal were moved into
+    /// sled since the store was opened (each costs sled's writes).
+    pub fn checkpoints(&self) -> u64 {
+        self.store.read().as_ref().map_or(0, |st| st.checkpoints.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Records (and flushes) a batch before it is sent.
@@ -1357,7 +1647,7 @@ impl Outbox {
         })
     }
 
-    fn in_flight_into(b: &mut sled::Batch, batches: &[InFlight]) {
+    fn in_flight_into(b: &mut Ops, batches: &[InFlight]) {
         for batch in batches {
             let first = batch.seqs.iter().copied().min().unwrap_or(0);
             b.insert(&inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
@@ -1369,7 +1659,7 @@ impl Outbox {
         self.guarded(|| {
             let st = self.store()?;
             let mut out = Vec::new();
-            for item in st.tree.range(inflight_key(0)..=inflight_key(u64::MAX)) {
+            for item in st.scan_prefix(INFLIGHT) {
                 let (_, v) = item?;
                 if let Ok(b) = serde_json::from_slice::<InFlight>(&v) {
                     out.push(b);
@@ -1386,21 +1676,21 @@ impl Outbox {
         self.guarded(|| {
             let st = self.store()?;
             let mut c = self.counters();
-            let mut b = sled::Batch::default();
+            let mut b = Ops::default();
             Self::ack_into(&st, &mut c, &mut b, batch)?;
             Self::put_counters(&mut b, &c);
-            st.tree.apply_batch(b)?;
+            st.apply(b);
             Ok(())
         })
     }
 
     /// Adds the removal of a delivered batch (its readings, its record) and
     /// its delivery watermark to `b`, and counts it in `c`.
-    fn ack_into(st: &Store, c: &mut Counters, b: &mut sled::Batch, batch: &InFlight) -> Result<(), OutboxError> {
+    fn ack_into(st: &Store, c: &mut Counters, b: &mut Ops, batch: &InFlight) -> Result<(), OutboxError> {
         let mut sample = None;
         for s in &batch.seqs {
-            if let Some(v) = st.tree.get(reading_key(*s))? {
-                b.remove(&reading_key(*s));
+            if let Some(v) = st.get(reading_key(*s))? {
+                b.remove(reading_key(*s));
                 c.count = c.count.saturating_sub(1);
                 c.bytes = c.bytes.saturating_sub(v.len() as u64 + PER_READING_OVERHEAD);
                 sample.get_or_insert(v);
@@ -1427,7 +1717,9 @@ impl Outbox {
     pub fn cancel_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
         self.guarded(|| {
             let first = batch.seqs.iter().copied().min().unwrap_or(0);
-            self.store()?.tree.remove(inflight_key(first))?;
+            let mut b = Ops::default();
+            b.remove(inflight_key(first));
+            self.store()?.apply(b);
             Ok(())
         })
     }
@@ -1441,10 +1733,10 @@ impl Outbox {
             let cutoff = now_ms().saturating_sub(max_age_ms);
             let st = self.store()?;
             let mut c = self.counters();
-            let mut b = sled::Batch::default();
+            let mut b = Ops::default();
             let mut n = 0u64;
             let mut highest = None;
-            for item in st.tree.range(reading_key(0)..reading_key(u64::MAX)) {
+            for item in st.range(&reading_key(0), &reading_key(u64::MAX)) {
                 let (k, v) = item?;
                 let committed = v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
                 if committed >= cutoff || n >= 10_000 {
@@ -1462,7 +1754,7 @@ impl Outbox {
                     put_drop_floor(&mut b, h);
                 }
                 Self::put_counters(&mut b, &c);
-                st.tree.apply_batch(b)?;
+                st.apply(b);
             }
             Ok(n)
         })
@@ -1484,8 +1776,8 @@ impl Outbox {
 
     pub fn stats(&self) -> OutboxStats {
         let st = self.store().ok();
-        let in_flight = st.as_ref().map(|st| st.tree.scan_prefix([INFLIGHT]).count() as u64).unwrap_or(0);
-        let disk_bytes = st.as_ref().and_then(|st| st.db.size_on_disk().ok()).unwrap_or(0);
+        let in_flight = st.as_ref().map(|st| st.scan_prefix(INFLIGHT).count() as u64).unwrap_or(0);
+        let disk_bytes = st.as_ref().map(|st| st.size_on_disk()).unwrap_or(0);
         let c = self.counters();
         OutboxStats {
             queued: c.count,
