@@ -25,8 +25,12 @@
 //! op count (u32), then each op: tag (1 = put, 2 = remove), key length (u32),
 //! key, and for a put value length (u32) and value.
 //!
-//! Recovery reads records from 4096 while magic, generation and CRC match and
-//! stops at the first that does not: a record a power cut tore was never
+//! A record that fits in one page but would straddle two starts at the next
+//! page instead, so a group commit of up to a page writes one page on the
+//! SD card, not two. Recovery reads records from 4096 while magic,
+//! generation and CRC match (where one does not, it looks once more at the
+//! next page boundary, where such a record may start) and stops at the first
+//! that does not: a record a power cut tore was never
 //! synced, so never reported committed. A checkpoint makes sled durable
 //! first, then writes the header with the next generation, which retires
 //! every record at once (old ones still in the file no longer match). Values
@@ -171,29 +175,58 @@ pub fn replay(bytes: &[u8]) -> Replayed {
     let mut out = Replayed { generation, sled_next, batches: Vec::new(), end: RECORDS_START };
     let Some(generation) = generation else { return out };
     let mut at = RECORDS_START as usize;
-    while let Some(head) = bytes.get(at..at + RECORD_HEADER) {
-        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        if word(0) != RECORD_MAGIC {
-            break;
-        }
-        let len = word(4) as usize;
-        let record_gen = u64::from_le_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
-        if record_gen != generation {
-            break;
-        }
-        let Some(payload) = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + len) else { break };
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[4..16]);
-        h.update(payload);
-        if h.finalize() != word(16) {
-            break;
-        }
-        let Some(ops) = decode_ops(payload) else { break };
+    loop {
+        let found = record_at(bytes, at, generation).or_else(|| {
+            // Not here: a record that would have straddled a page starts at
+            // the next one.
+            let page = PAGE as usize;
+            let next = at.next_multiple_of(page);
+            (next != at).then(|| record_at(bytes, next, generation).map(|(ops, end)| (ops, end))).flatten()
+        });
+        let Some((ops, end)) = found else { break };
         out.batches.push(ops);
-        at += RECORD_HEADER + len;
+        at = end;
         out.end = at as u64;
     }
     out
+}
+
+/// The page size records are placed by.
+const PAGE: u64 = 4096;
+
+/// The record of `generation` at `at`, with where it ends; `None` if there
+/// is no whole, valid one there.
+fn record_at(bytes: &[u8], at: usize, generation: u64) -> Option<(Vec<Op>, usize)> {
+    let head = bytes.get(at..at.checked_add(RECORD_HEADER)?)?;
+    let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    if word(0) != RECORD_MAGIC {
+        return None;
+    }
+    let len = word(4) as usize;
+    let record_gen = u64::from_le_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
+    if record_gen != generation {
+        return None;
+    }
+    let start = at + RECORD_HEADER;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[4..16]);
+    h.update(payload);
+    if h.finalize() != word(16) {
+        return None;
+    }
+    Some((decode_ops(payload)?, start + len))
+}
+
+/// Where a record of `len` bytes goes when the last one ended at `end`: at
+/// `end`, or at the next page when it fits in a page but would straddle two.
+fn place(end: u64, len: u64) -> u64 {
+    let in_page = end % PAGE;
+    if in_page != 0 && in_page + len > PAGE && len <= PAGE {
+        end - in_page + PAGE
+    } else {
+        end
+    }
 }
 
 /// The open journal file and where the next record goes.
@@ -283,7 +316,8 @@ impl Journal {
 
     /// Whether a record with a payload of `payload_len` bytes fits.
     pub fn fits(&self, payload_len: usize) -> bool {
-        self.end.saturating_add((RECORD_HEADER + payload_len) as u64) <= self.capacity
+        let len = (RECORD_HEADER + payload_len) as u64;
+        place(self.end, len).saturating_add(len) <= self.capacity
     }
 
     /// Appends one record and (with `sync`) `fdatasync`s the file: when this
@@ -291,11 +325,12 @@ impl Journal {
     /// when [`Journal::fits`].
     pub fn append(&mut self, payload: &[u8], sync: bool) -> io::Result<()> {
         let rec = record(self.generation, payload);
-        self.file.write_all_at(&rec, self.end)?;
+        let at = place(self.end, rec.len() as u64);
+        self.file.write_all_at(&rec, at)?;
         if sync {
             self.file.sync_data()?;
         }
-        self.end += rec.len() as u64;
+        self.end = at + rec.len() as u64;
         Ok(())
     }
 
@@ -329,9 +364,42 @@ mod tests {
         for b in batches {
             let mut p = Vec::new();
             encode_ops(b, &mut p);
-            f.extend(record(generation, &p));
+            let rec = record(generation, &p);
+            let at = place(f.len() as u64, rec.len() as u64) as usize;
+            f.resize(at, 0xAA);
+            f.extend(rec);
         }
         f
+    }
+
+    fn big(n: u8, len: usize) -> Vec<Op> {
+        vec![Op::Put(vec![b'r', n], vec![n; len])]
+    }
+
+    #[test]
+    fn a_record_that_would_straddle_a_page_starts_at_the_next_and_is_replayed() {
+        // 1,500-byte records: the third would straddle the first page's end.
+        let batches: Vec<Vec<Op>> = (0..8).map(|i| big(i, 1500)).collect();
+        let f = file_with(9, &batches);
+        let r = replay(&f);
+        assert!(r.batches == batches, "replayed {} batches, want 8", r.batches.len());
+        // Each page holds two records; the third starts a page.
+        let rec_len = (RECORD_HEADER + 4 + 1 + 4 + 2 + 4 + 1500) as u64;
+        assert_eq!(place(RECORDS_START + 2 * rec_len, rec_len), RECORDS_START + PAGE);
+        // Larger than a page: written where it is, straddling.
+        assert_eq!(place(RECORDS_START + 100, 5000), RECORDS_START + 100);
+        // The last record torn (the write a power cut interrupted), with an
+        // older generation's record at the next page: the replay stops.
+        let three = file_with(9, &batches[..3]);
+        let mut torn = three.clone();
+        let n = torn.len();
+        torn[n - 30] ^= 1;
+        let stale = file_with(8, &[big(7, 1500)]);
+        torn.resize(RECORDS_START as usize + 2 * PAGE as usize, 0);
+        torn.extend_from_slice(&stale[RECORDS_START as usize..]);
+        let r = replay(&torn);
+        assert!(r.batches == batches[..2], "replayed {} batches, want 2", r.batches.len());
+        assert_eq!(r.end, RECORDS_START + 2 * rec_len);
     }
 
     #[test]

@@ -1,23 +1,29 @@
 //! The durable outbox: every reading is stored here before anything is sent.
 //!
-//! Storage is sled 0.34.7, kept behind this one type so the engine is one file to
-//! read and, if measurements ever demand it, one file to replace. Everything lives
-//! in a single tree, and every change is one atomic `Batch`:
+//! Storage is sled 0.34.7 with a commit journal of our own in front of it
+//! ([`journal`]), both kept behind this one type so the engine is one file to
+//! read and, if measurements ever demand it, one file to replace. Everything
+//! lives in a single key space, and every change is one atomic list of puts
+//! and removals:
 //!
 //! | key                    | value                                     |
 //! |------------------------|-------------------------------------------|
 //! | `r` + seq (u64 BE)     | commit time (ms, u64 BE) + reading JSON    |
 //! | `f` + first seq (BE)   | an in-flight batch: message id + its seqs  |
+//! | `a` + device + patient | how far that device's delivery got         |
 //! | `m` + name             | counters (next seq, count, bytes, drops)   |
 //!
 //! Guarantees:
 //! - [`Outbox::append`] returns only after the readings are on stable storage:
-//!   sled writes its log (`pwrite` + `sync_file_range`), then we `fdatasync` the
-//!   log file ourselves. `sync_file_range` alone persists neither a growing
-//!   file's size nor the device's write cache (see its man page), so without the
-//!   `fdatasync` a power cut loses what was "committed" since sled's last own
-//!   `fsync` (about once a second), and the next start hands out the same
-//!   sequence numbers again. The caller may call them committed when it returns.
+//!   the group's changes are one record appended to the journal (`outbox/journal`,
+//!   a file written to its full size once, so a commit never grows it), then
+//!   `fdatasync`. One group commit of up to a page of records writes one page on
+//!   the SD card. The changes are also held in memory over sled, and moved into
+//!   sled at a checkpoint (journal full, clean stop, every start): sled's flush,
+//!   an `fdatasync` of its log, then the journal's records are retired. A start
+//!   applies the journal's committed records to sled first, so a power cut
+//!   anywhere loses nothing that was reported committed, and the next start
+//!   never hands out the same sequence numbers again.
 //! - Every life of the outbox (every [`Outbox::open`]) gets a fresh random
 //!   64-bit epoch, part of every message id made in that life, so a message id
 //!   is never used for other readings even if the state folder loses its tail
