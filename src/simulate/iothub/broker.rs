@@ -3,8 +3,7 @@
 //! TLS directly (8883) or a WebSocket inside TLS (443, see `super::ws`).
 
 use super::{DeviceAuth, EmulatorEvent, ReceivedMessage, Shared, Transport};
-use crate::sinks::iothub::sas;
-use crate::sinks::iothub::topics::{decode_bag, parse_device_topic, DeviceTopic};
+use super::oracle::{self, Published};
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{self, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
@@ -152,16 +151,16 @@ fn authenticate(shared: &Shared, c: &v4::Connect, peer: Option<&[u8]>) -> Result
         if scope != shared.cfg.dps_id_scope || !api.starts_with("api-version=") || reg != c.client_id {
             return Err((4, "DPS username or client id do not match the scope and registration id".into()));
         }
-        let tok = sas::parse_token(pass).map_err(|e| (4, format!("DPS password: {e}")))?;
-        if tok.resource != format!("{scope}/registrations/{reg}") || tok.skn.as_deref() != Some("registration") {
+        let tok = oracle::read_token(pass).map_err(|e| (4, format!("DPS password: {e}")))?;
+        if tok.resource != format!("{scope}/registrations/{reg}") || tok.policy.as_deref() != Some("registration") {
             return Err((4, "DPS token resource or skn is wrong".into()));
         }
-        if tok.expiry <= sas::now_unix() {
+        if tok.expires <= oracle::unix_now() {
             return Err((5, "DPS token expired".into()));
         }
         let mut keys: Vec<String> = st.individual_enrollments.get(reg).cloned().into_iter().collect();
-        keys.extend(st.group_keys.iter().filter_map(|g| sas::derive_device_key(g, reg).ok()));
-        let key = keys.into_iter().find(|k| sas::verify(&tok, k)).ok_or((5, "no enrollment matches this registration's signature".to_string()))?;
+        keys.extend(st.group_keys.iter().filter_map(|g| oracle::group_device_key(g, reg)));
+        let key = keys.into_iter().find(|k| oracle::signed_with(&tok, k)).ok_or((5, "no enrollment matches this registration's signature".to_string()))?;
         return Ok(Who::Dps { registration_id: reg.to_string(), device_key: key });
     }
     // IoT Hub: {hub}/{deviceId}[/{moduleId}]/?api-version=...
@@ -184,8 +183,8 @@ fn authenticate(shared: &Shared, c: &v4::Connect, peer: Option<&[u8]>) -> Result
     let auth = st.devices.get(&c.client_id).ok_or((5, format!("identity `{}` is not registered", c.client_id)))?;
     match auth {
         DeviceAuth::Key(key) => {
-            let tok = sas::parse_token(pass).map_err(|e| (4, format!("password: {e}")))?;
-            if tok.skn.is_some() {
+            let tok = oracle::read_token(pass).map_err(|e| (4, format!("password: {e}")))?;
+            if tok.policy.is_some() {
                 return Err((5, "hub policy tokens are not supported by the emulator".into()));
             }
             let mut want = format!("{}/devices/{}", shared.cfg.hub_name, device_id);
@@ -201,13 +200,13 @@ fn authenticate(shared: &Shared, c: &v4::Connect, peer: Option<&[u8]>) -> Result
             if !prefix_ok {
                 return Err((5, format!("token resource `{}` does not cover this identity", tok.resource)));
             }
-            if !sas::verify(&tok, key) {
+            if !oracle::signed_with(&tok, key) {
                 return Err((4, "SAS signature does not match the device key".into()));
             }
-            if tok.expiry <= sas::now_unix() {
+            if tok.expires <= oracle::unix_now() {
                 return Err((5, "SAS token expired".into()));
             }
-            Ok(Who::Device { device_id, module_id, expiry: Some(tok.expiry) })
+            Ok(Who::Device { device_id, module_id, expiry: Some(tok.expires) })
         }
         DeviceAuth::X509(der) => {
             if peer != Some(der.as_slice()) {
@@ -287,7 +286,7 @@ async fn device<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if write(&mut w, |b| ConnAck::new(ConnectReturnCode::Success, false).write(b)).await.is_err() {
             break 'conn "write failed".to_string();
         }
-        let expires_in = expiry.map(|e| Duration::from_secs(e.saturating_sub(sas::now_unix())));
+        let expires_in = expiry.map(|e| Duration::from_secs(e.saturating_sub(oracle::unix_now())));
         let expiry_sleep = tokio::time::sleep(expires_in.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
         tokio::pin!(expiry_sleep);
         let ka = if keep_alive == 0 {
@@ -375,8 +374,8 @@ async fn on_publish<W: AsyncWrite + Unpin>(
         return Err("QoS 2 publish (IoT Hub supports QoS 0 and 1)".into());
     }
     let subscribed = |prefix: &str| subs.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| topic_matches(s, prefix));
-    match parse_device_topic(&p.topic) {
-        Some(DeviceTopic::Telemetry { device_id: d, module_id: m, properties }) => {
+    match oracle::read_topic(&p.topic) {
+        Some(Published::Telemetry { device_id: d, module_id: m, properties }) => {
             if d != device_id || &m != module_id {
                 return Err("publish to another identity's topic".into());
             }
@@ -433,7 +432,7 @@ async fn on_publish<W: AsyncWrite + Unpin>(
             }
             Ok(())
         }
-        Some(DeviceTopic::TwinGet { rid }) => {
+        Some(Published::TwinGet { rid }) => {
             puback(w, &p).await?;
             shared.state().events.push(EmulatorEvent::TwinRequested { device_id: device_id.to_string(), connection });
             shared.changed.notify_waiters();
@@ -472,7 +471,7 @@ async fn on_publish<W: AsyncWrite + Unpin>(
             shared.changed.notify_waiters();
             Ok(())
         }
-        Some(DeviceTopic::TwinReported { rid }) => {
+        Some(Published::TwinReported { rid }) => {
             puback(w, &p).await?;
             let (status, version) = match serde_json::from_slice::<Value>(&p.payload) {
                 Ok(Value::Object(patch)) if p.payload.len() <= 32 * 1024 => {
@@ -494,7 +493,7 @@ async fn on_publish<W: AsyncWrite + Unpin>(
             };
             write(w, |b| Publish::new(topic, QoS::AtMostOnce, Vec::new()).write(b)).await
         }
-        Some(DeviceTopic::MethodResponse { status, rid }) => {
+        Some(Published::MethodResponse { status, rid }) => {
             puback(w, &p).await?;
             let tx = shared.state().pending_methods.remove(&rid);
             if let Some(tx) = tx {
@@ -539,7 +538,7 @@ async fn dps<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(mut r: R, mut w: W, mu
                     return;
                 }
                 let Some((path, q)) = p.topic.split_once("/?") else { return };
-                let bag = decode_bag(q).unwrap_or_default();
+                let bag = oracle::property_bag(q).unwrap_or_default();
                 let rid = bag.iter().find(|(k, _)| k == "$rid").map(|(_, v)| v.clone()).unwrap_or_default();
                 let (status, body, retry) = match path {
                     "$dps/registrations/PUT/iotdps-register" => {

@@ -23,6 +23,7 @@
 //! same crates rumqttc's own websocket transport uses).
 
 mod broker;
+mod oracle;
 pub mod certs;
 pub mod ws;
 
