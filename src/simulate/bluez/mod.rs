@@ -343,27 +343,18 @@ pub async fn spawn_private(config: SimConfig) -> anyhow::Result<SimHandle> {
     Ok(SimHandle { sim, bus })
 }
 
-/// A BLE adapter for the devices of [`SimConfig::default`] on `handle`'s bus
-/// (for the demo): strap `C0:FF:EE:00:00:01` as `ble-strap-1`, oximeter
-/// `C0:FF:EE:00:00:02` as `ble-oximeter-1`, both with `patient_id`.
-///
-/// Fails if btleplug already connected to another system bus in this process
-/// (libdbus fixes the address at the first connection).
-pub fn demo_adapter(handle: &SimHandle, patient_id: Option<String>) -> anyhow::Result<crate::adapters::ble::BleAdapter> {
-    use crate::adapters::ble::{BleAdapter, BleDevice, Selector};
-    use crate::config::ble::BleDeviceConfig;
-    use crate::model::DeviceKind;
-    crate::adapters::ble::set_system_bus_address(handle.address())?;
-    let dev = |alias: &str, kind, addr: &str| BleDevice {
-        alias: alias.into(),
-        kind,
-        patient_id: patient_id.clone(),
-        selector: Selector::Address(addr.into()),
-        config: BleDeviceConfig { address: Some(addr.into()), ..BleDeviceConfig::default() },
-    };
-    Ok(BleAdapter::new(vec![
-        dev("ble-strap-1", DeviceKind::HeartRateStrap, "C0:FF:EE:00:00:01"),
-        dev("ble-oximeter-1", DeviceKind::PulseOximeter, "C0:FF:EE:00:00:02"),
-    ])
-    .with_system_bus(handle.address()))
+/// The 128-bit UUID of a 16-bit Bluetooth SIG number, as BlueZ writes it
+/// (`0000xxxx-0000-1000-8000-00805f9b34fb`: the Bluetooth Base UUID, Core
+/// Specification Vol 3 Part B §2.5.1). The emulator's own, not the adapter's.
+pub(crate) fn sig_uuid_string(short: u16) -> String {
+    format!("0000{short:04x}-0000-1000-8000-00805f9b34fb")
+}
+
+#[cfg(test)]
+mod uuid_tests {
+    #[test]
+    fn a_sig_number_becomes_the_base_uuid_form_bluez_shows() {
+        assert_eq!(super::sig_uuid_string(0x180D), "0000180d-0000-1000-8000-00805f9b34fb");
+        assert_eq!(super::sig_uuid_string(0x2A37), "00002a37-0000-1000-8000-00805f9b34fb");
+    }
 }

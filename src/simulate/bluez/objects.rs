@@ -411,7 +411,7 @@ pub struct ServiceIface {
 impl ServiceIface {
     #[zbus(property, name = "UUID")]
     fn uuid(&self) -> String {
-        crate::adapters::ble::gatt::sig_uuid(self.uuid16).to_string()
+        super::sig_uuid_string(self.uuid16)
     }
     #[zbus(property)]
     fn primary(&self) -> bool {
@@ -509,7 +509,7 @@ impl CharIface {
 
     #[zbus(property, name = "UUID")]
     fn uuid(&self) -> String {
-        self.get(|_, c| crate::adapters::ble::gatt::sig_uuid(c.uuid16).to_string())
+        self.get(|_, c| super::sig_uuid_string(c.uuid16))
     }
     #[zbus(property)]
     fn service(&self) -> OwnedObjectPath {
@@ -553,7 +553,7 @@ impl DescIface {
     }
     #[zbus(property, name = "UUID")]
     fn uuid(&self) -> String {
-        crate::adapters::ble::gatt::sig_uuid(0x2902).to_string()
+        super::sig_uuid_string(0x2902)
     }
     #[zbus(property)]
     fn characteristic(&self) -> OwnedObjectPath {

@@ -202,7 +202,7 @@ impl DevState {
 
     /// The advertised service UUIDs (lowercase 128-bit).
     pub fn uuids(&self) -> Vec<String> {
-        [self.spec.kind.service16(), 0x180F, 0x180A].iter().map(|u| crate::adapters::ble::gatt::sig_uuid(*u).to_string()).collect()
+        [self.spec.kind.service16(), 0x180F, 0x180A].iter().map(|u| super::sig_uuid_string(*u)).collect()
     }
 
     /// In range (not in a scripted outage).
