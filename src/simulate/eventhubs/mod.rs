@@ -99,7 +99,7 @@ pub struct Faults {
     pub server_busy: u32,
     /// Answer 413 for request bodies larger than this.
     pub too_large_above: Option<usize>,
-    /// Wait this long before each batch answer.
+    /// Wait this long before each batch answer (after storing the batch).
     pub delay_ms: u64,
     /// Close the connection after reading the request, before storing it.
     pub resets: u32,
@@ -130,6 +130,8 @@ pub struct Stats {
     pub accepted_batches: u64,
     pub events: u64,
     pub tokens_issued: u64,
+    /// Different `Authorization` values accepted (each renewal is a new one).
+    pub distinct_tokens: u64,
     /// Answers other than 201 by status (`"401": 3`), and faults by name.
     pub refused: BTreeMap<String, u64>,
 }
@@ -161,6 +163,7 @@ struct State {
     stats: Stats,
     events: Vec<Recorded>,
     next_sequence: u64,
+    tokens_seen: std::collections::HashSet<u64>,
 }
 
 /// A running emulator; stops when dropped.
@@ -611,9 +614,6 @@ async fn batch(req: &Request, shared: &Arc<Shared>) -> Reply {
         shared.count_refusal("down");
         return Reply::Close;
     }
-    if faults.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
-    }
     // Counted faults, one per request, in this order.
     let take = |pick: fn(&mut Faults) -> &mut u32| {
         let mut st = shared.lock();
@@ -643,6 +643,14 @@ async fn batch(req: &Request, shared: &Arc<Shared>) -> Reply {
     if let Err((code, why)) = checked {
         shared.count_refusal(&format!("401:{code}"));
         return Reply::Answer(Answer::xml(401, &format!("{code}: {why}")));
+    }
+    {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        auth.hash(&mut h);
+        let mut st = shared.lock();
+        st.tokens_seen.insert(h.finish());
+        st.stats.distinct_tokens = st.tokens_seen.len() as u64;
     }
     if take(|f| &mut f.unauthorized) {
         shared.count_refusal("401:injected");
@@ -689,6 +697,11 @@ async fn batch(req: &Request, shared: &Arc<Shared>) -> Reply {
     if let Err(e) = record(shared, events) {
         shared.count_refusal("500");
         return Reply::Answer(Answer::xml(500, &format!("the emulator cannot record events: {e}")));
+    }
+    // A slow answer: the batch is stored, the 201 comes late (a sender
+    // killed meanwhile sends it again under the same id).
+    if faults.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.delay_ms)).await;
     }
     if take(|f| &mut f.lost_answers) {
         shared.count_refusal("lost-answer");
