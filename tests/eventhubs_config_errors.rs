@@ -50,7 +50,7 @@ fn at(text: &str, needle: &str) -> String {
 #[test]
 fn good_event_hubs_tables_pass() {
     for sink in [
-        format!("[sink.eventhubs]\nconnection_string = {{ file = \"{{D}}/cs\" }}\nuser_properties = {{ site = \"ward-3\" }}\ntier = \"basic\""),
+        "[sink.eventhubs]\nconnection_string = { file = \"{D}/cs\" }\nuser_properties = { site = \"ward-3\" }\ntier = \"basic\"".to_string(),
         "[sink.eventhubs]\nconnection_string = { file = \"{D}/cs-nohub\" }\nevent_hub = \"vitals\"".to_string(),
         "[sink.eventhubs]\nnamespace = \"ns.servicebus.windows.net\"\nevent_hub = \"vitals\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret = { value = \"s3cret\" }".to_string(),
     ] {

@@ -43,10 +43,13 @@ impl Emu {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the emulator");
+        // Owned from here on, so a failed wait below still kills it.
+        let mut emu = Emu { child, dir: dir.to_path_buf(), desc: Value::Null };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(desc) = std::fs::read(&json).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
-                return Emu { child, dir: dir.to_path_buf(), desc };
+                emu.desc = desc;
+                return emu;
             }
             assert!(Instant::now() < deadline, "the emulator did not write {}", json.display());
             std::thread::sleep(Duration::from_millis(50));

@@ -340,20 +340,20 @@ fn run_eventhubs(a: EventhubsArgs) -> anyhow::Result<ExitCode> {
         outln!("Events are recorded per device in {}; see what MedTech would make of them:", record.display())?;
         outln!("  iomt-edge medtech preview --envelope --summary {}/*.ndjson", record.display())?;
         outln!("Press Ctrl-C to stop.")?;
-        let mut seen = 0;
+        let mut seen = 0u64;
         loop {
             tokio::select! {
                 _ = wait_for_stop() => break,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                    let events = emu.events();
+                    let total = emu.stats().events;
                     if a.verbose {
-                        for e in events.iter().skip(seen) {
+                        for e in emu.events().iter().filter(|e| e.sequence_number > seen) {
                             outln!("{} {} {} bytes", e.partition_key.as_deref().unwrap_or("-"), e.message_id.as_deref().unwrap_or("-"), e.body.len())?;
                         }
-                    } else if events.len() > seen {
-                        outln!("{} event(s) received", events.len())?;
+                    } else if total > seen {
+                        outln!("{total} event(s) received")?;
                     }
-                    seen = events.len();
+                    seen = total;
                 }
             }
         }

@@ -44,6 +44,8 @@ use tokio_rustls::rustls;
 
 /// Longest request head (request line and headers).
 const MAX_HEAD: usize = 32 * 1024;
+/// Events kept in memory for [`Emulator::events`] (the oldest are dropped).
+const MAX_KEPT_EVENTS: usize = 100_000;
 
 /// Emulator settings.
 #[derive(Debug, Clone)]
@@ -311,7 +313,7 @@ impl Emulator {
         self.shared.lock().stats.clone()
     }
 
-    /// Every event recorded since start, in arrival order.
+    /// The events recorded since start (the latest 100 000), in arrival order.
     pub fn events(&self) -> Vec<Recorded> {
         self.shared.lock().events.clone()
     }
@@ -766,6 +768,11 @@ fn record(shared: &Arc<Shared>, events: Vec<checks::Event>) -> std::io::Result<(
     st.stats.accepted_batches += 1;
     st.stats.events += recorded.len() as u64;
     st.events.extend(recorded);
+    // The files are the record; memory keeps the latest events only.
+    if st.events.len() > MAX_KEPT_EVENTS {
+        let extra = st.events.len() - MAX_KEPT_EVENTS;
+        st.events.drain(..extra);
+    }
     Ok(())
 }
 
