@@ -16,6 +16,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A gateway process, killed if a failed assertion leaves it running.
+struct Gw(Child);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The emulator as a separate process; killed when dropped.
 struct Emu {
     child: Child,
@@ -176,7 +188,8 @@ async fn gateway_to_event_hubs_survives_every_fault_kill9_outage_and_token_renew
     let committed: Committed = Default::default();
 
     // 1. Live streaming.
-    let (mut gw, reader) = start(&cfg, committed.clone());
+    let (gw, reader) = start(&cfg, committed.clone());
+    let mut gw = Gw(gw);
     wait_delivered(&emu, &committed, "live", Duration::from_secs(30)).await;
 
     // 2. Every fault at once: 401, ServerBusy (>= 4 s wait), 413 above 1500
@@ -199,8 +212,8 @@ async fn gateway_to_event_hubs_survives_every_fault_kill9_outage_and_token_renew
     // 3. kill -9 with batches in flight (stored, answered 1.5 s later).
     emu.set_faults(serde_json::json!({"delay_ms": 1500})).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    gw.kill().unwrap();
-    gw.wait().unwrap();
+    gw.0.kill().unwrap();
+    gw.0.wait().unwrap();
     reader.join().unwrap();
     let before_restart = committed.lock().unwrap().len();
 
@@ -208,13 +221,13 @@ async fn gateway_to_event_hubs_survives_every_fault_kill9_outage_and_token_renew
     //    buffers; the event hub comes back on the same port with the same keys.
     drop(emu);
     let (gw, reader) = start(&cfg, committed.clone());
+    let mut gw = Gw(gw);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let emu = Emu::start(&emu_dir, port, &[]);
     wait_delivered(&emu, &committed, "after kill -9 and outage", Duration::from_secs(60)).await;
     let s = emu.stats().await;
-    terminate(&gw);
-    let mut gw = gw;
-    let status = gw.wait().unwrap();
+    terminate(&gw.0);
+    let status = gw.0.wait().unwrap();
     assert!(status.success(), "clean stop expected, got {status:?}");
     reader.join().unwrap();
 
@@ -258,6 +271,7 @@ async fn entra_id_client_credentials_with_expiring_tokens_and_a_corrected_secret
     );
     let committed: Committed = Default::default();
     let (gw, reader) = start(&cfg, committed.clone());
+    let mut gw = Gw(gw);
     // Refused: readings are committed and kept.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let s = emu.stats().await;
@@ -270,9 +284,8 @@ async fn entra_id_client_credentials_with_expiring_tokens_and_a_corrected_secret
     wait_delivered(&emu, &committed, "after the secret was corrected", Duration::from_secs(40)).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     wait_delivered(&emu, &committed, "with renewed tokens", Duration::from_secs(30)).await;
-    terminate(&gw);
-    let mut gw = gw;
-    assert!(gw.wait().unwrap().success());
+    terminate(&gw.0);
+    assert!(gw.0.wait().unwrap().success());
     reader.join().unwrap();
     let s = emu.stats().await;
     assert!(s["tokens_issued"].as_u64().unwrap_or(0) >= 2, "tokens must have been renewed: {s}");
