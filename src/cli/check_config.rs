@@ -154,6 +154,52 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
     if let Some(h) = &c.sink.iothub {
         check_iothub(h)?;
     }
+    // Event Hubs sink (issue 14).
+    if let Some(h) = &c.sink.eventhubs {
+        warnings.extend(check_eventhubs(h)?);
+    }
+    Ok(warnings)
+}
+
+/// The Event Hubs identity as the sink will read it at start: the connection
+/// string parses and names one event hub, the client secret, certificate and
+/// key can be read and used, the CA file loads. A missing token file is a
+/// warning (its helper may write it after the gateway starts).
+fn check_eventhubs(h: &crate::config::eventhubs::EventHubsSinkConfig) -> Result<Vec<String>, Problem> {
+    use crate::sinks::eventhubs::{connection_string::EventHubsConnectionString, entra};
+    let mut warnings = Vec::new();
+    if let Some(cs) = &h.connection_string {
+        let key = "sink.eventhubs.connection_string";
+        let raw = read_secret(cs, "Event Hubs connection string").map_err(|m| problem(key, m))?;
+        let parsed = EventHubsConnectionString::parse(&raw).map_err(|e| {
+            problem(key, format!("{e}; copy it again from the Azure portal (event hub or namespace, Shared access policies, a policy with Send)"))
+        })?;
+        parsed
+            .hub_name(h.event_hub.as_deref())
+            .map_err(|e| problem(if h.event_hub.is_some() { "sink.eventhubs.event_hub" } else { key }, e.to_string()))?;
+    }
+    if let Some(s) = &h.client_secret {
+        read_secret(s, "Entra ID client secret").map_err(|m| problem("sink.eventhubs.client_secret", m))?;
+    }
+    if let (Some(c), Some(k)) = (&h.client_certificate_file, &h.client_key_file) {
+        let cert = std::fs::read(c)
+            .map_err(|e| problem("sink.eventhubs.client_certificate_file", format!("cannot read {}: {}", c.display(), os_error(&e))))?;
+        entra::certificate_der(&cert).map_err(|e| problem("sink.eventhubs.client_certificate_file", format!("{}: {e}", c.display())))?;
+        let key =
+            std::fs::read(k).map_err(|e| problem("sink.eventhubs.client_key_file", format!("cannot read {}: {}", k.display(), os_error(&e))))?;
+        entra::sign_assertion("check.check", &key).map_err(|e| problem("sink.eventhubs.client_key_file", format!("{}: {e}", k.display())))?;
+    }
+    if let Some(t) = &h.token_file {
+        if std::fs::metadata(t).is_err() {
+            warnings.push(format!(
+                "the bearer token file {} (sink.eventhubs.token_file) does not exist yet; readings are stored and sent once its helper writes it",
+                t.display()
+            ));
+        }
+    }
+    if let Some(ca) = &h.ca_file {
+        crate::sinks::iothub::tls::read_certs(ca).map_err(|e| problem("sink.eventhubs.ca_file", format!("{e:#}")))?;
+    }
     Ok(warnings)
 }
 

@@ -30,6 +30,15 @@ Devices: straps C0:FF:EE:00:00:01.. (serial SN0001..), oximeters C0:FF:EE:00:01:
     /// Run a local Azure IoT Hub (and DPS) emulator on loopback and print a
     /// device connection string and the CA file to trust.
     Iothub(IothubArgs),
+    /// Run a local Azure Event Hubs emulator (HTTPS batch sends, SAS and
+    /// Microsoft Entra ID tokens from its own token endpoint) on loopback; print
+    /// a connection string, the CA file to trust and config snippets. Events
+    /// are recorded per partition key (device) as NDJSON that
+    /// `iomt-edge medtech preview --envelope` reads.
+    #[command(after_help = "Faults can also be changed while it runs:\n  \
+curl --cacert DIR/eventhubs-emulator-ca.pem -X PUT https://127.0.0.1:8443/\\$emulator/faults -d '{\"server_busy\":2}'\n\
+Fields: unauthorized, server_busy, too_large_above, delay_ms, resets, lost_answers, down_ms. Counters: GET /$emulator/stats.")]
+    Eventhubs(EventhubsArgs),
 }
 
 #[derive(clap::Args)]
@@ -64,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.what {
         SimulateCommand::Bluez(b) => run_bluez(b),
         SimulateCommand::Iothub(x) => run_iothub(x),
+        SimulateCommand::Eventhubs(x) => run_eventhubs(x),
     }
 }
 
@@ -204,6 +214,146 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
                         outln!("{} message(s) received", msgs.len())?;
                     }
                     seen = msgs.len();
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+// Event Hubs emulator (issue 14).
+
+#[derive(clap::Args)]
+pub struct EventhubsArgs {
+    /// Address to listen on (loopback only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// HTTPS port (443 is what Azure clients dial and needs root; 0 picks a free port).
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// Folder for the CA certificate, the emulator's keys (reused by the next
+    /// start, so a restarted emulator accepts a running gateway) and
+    /// emulator.json (everything a client needs, for scripts).
+    #[arg(long, default_value = "/tmp/iomt-edge-eventhubs-emulator")]
+    pub dir: PathBuf,
+    /// Folder for the recorded events (default: DIR/events).
+    #[arg(long, value_name = "FOLDER")]
+    pub record: Option<PathBuf>,
+    /// The event hub's name.
+    #[arg(long, default_value = "vitals")]
+    pub hub: String,
+    /// Lifetime of the tokens the token endpoint issues (e.g. 1h, 30s).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_lifetime: Duration,
+    /// Largest request accepted, in bytes (1048576: Standard; 262144: Basic).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Answer 401 to the next N batch requests.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub unauthorized: u32,
+    /// Answer 503 ServerBusy to the next N batch requests.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub server_busy: u32,
+    /// Answer 413 to batch requests larger than this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub too_large_above: Option<usize>,
+    /// Wait this long before each batch answer.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Close the connection without answering or storing, for the next N batch requests.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub resets: u32,
+    /// Store, then close without answering, for the next N batch requests.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub lost_answers: u32,
+    /// Print every event received.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+fn run_eventhubs(a: EventhubsArgs) -> anyhow::Result<ExitCode> {
+    use crate::simulate::eventhubs::{Emulator, EmulatorConfig, Faults};
+    if !a.bind.is_loopback() {
+        errln!("error: the emulator listens on loopback addresses only (got {})", a.bind);
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    if a.hub.is_empty() || a.hub.contains(['/', '?', '#']) {
+        errln!("error: --hub is an event hub name (letters, digits, `.`, `_`, `-`)");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create the emulator's folder {} (--dir)", a.dir.display()))?;
+        let record = a.record.clone().unwrap_or_else(|| a.dir.join("events"));
+        let faults = Faults {
+            unauthorized: a.unauthorized,
+            server_busy: a.server_busy,
+            too_large_above: a.too_large_above,
+            delay_ms: a.delay_ms,
+            resets: a.resets,
+            lost_answers: a.lost_answers,
+            down_ms: 0,
+        };
+        let emu = Emulator::start(EmulatorConfig {
+            bind: SocketAddr::new(a.bind, a.port),
+            hub: a.hub.clone(),
+            token_lifetime: a.token_lifetime,
+            max_request_bytes: a.max_request_bytes,
+            record_dir: Some(record.clone()),
+            state_dir: Some(a.dir.clone()),
+            faults,
+            ..Default::default()
+        })
+        .await?;
+        let ca = emu.write_ca(&a.dir).with_context(|| format!("cannot write the CA certificate into {} (--dir)", a.dir.display()))?;
+        let desc = emu.description(&ca);
+        let json_path = a.dir.join("emulator.json");
+        let tmp = a.dir.join(".emulator.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&desc)?).and_then(|_| std::fs::rename(&tmp, &json_path))
+            .with_context(|| format!("cannot write {}", json_path.display()))?;
+        let cs = emu.connection_string();
+        let c = emu.config();
+        outln!("Event Hubs emulator listening on {} (event hub {}); token endpoint {}/{}/oauth2/v2.0/token", emu.base_url(), c.hub, emu.base_url(), c.tenant)?;
+        outln!()?;
+        outln!("Connection string (SAS key):")?;
+        outln!("  {cs}")?;
+        outln!("CA certificate to trust:")?;
+        outln!("  {}", ca.display())?;
+        outln!("Everything above as JSON: {}", json_path.display())?;
+        outln!()?;
+        outln!("In the gateway config, with the SAS key:")?;
+        outln!("  [sink.eventhubs]")?;
+        outln!("  connection_string = {{ value = \"{cs}\" }}")?;
+        outln!("  ca_file = \"{}\"", ca.display())?;
+        outln!()?;
+        outln!("Or with Microsoft Entra ID (client credentials against the emulator's token endpoint):")?;
+        outln!("  [sink.eventhubs]")?;
+        outln!("  namespace = \"{}\"", emu.addr())?;
+        outln!("  event_hub = \"{}\"", c.hub)?;
+        outln!("  authority_host = \"{}\"", emu.base_url())?;
+        outln!("  tenant = \"{}\"", c.tenant)?;
+        outln!("  client_id = \"{}\"", c.client_id)?;
+        outln!("  client_secret = {{ value = \"{}\" }}", emu.client_secret())?;
+        outln!("  ca_file = \"{}\"", ca.display())?;
+        outln!()?;
+        outln!("Events are recorded per device in {}; see what MedTech would make of them:", record.display())?;
+        outln!("  iomt-edge medtech preview --envelope --summary {}/*.ndjson", record.display())?;
+        outln!("Press Ctrl-C to stop.")?;
+        let mut seen = 0u64;
+        loop {
+            tokio::select! {
+                _ = wait_for_stop() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    let total = emu.stats().events;
+                    if a.verbose {
+                        for e in emu.events().iter().filter(|e| e.sequence_number > seen) {
+                            outln!("{} {} {} bytes", e.partition_key.as_deref().unwrap_or("-"), e.message_id.as_deref().unwrap_or("-"), e.body.len())?;
+                        }
+                    } else if total > seen {
+                        outln!("{total} event(s) received")?;
+                    }
+                    seen = total;
                 }
             }
         }

@@ -253,12 +253,19 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         }
     }
     let s = &c.sink;
-    let n = s.file.is_some() as u8 + s.stdout.is_some() as u8 + s.iothub.is_some() as u8;
+    let n = s.file.is_some() as u8 + s.stdout.is_some() as u8 + s.iothub.is_some() as u8 + s.eventhubs.is_some() as u8;
     if n != 1 {
-        errs.push(("sink".into(), format!("[sink] needs exactly one destination table: [sink.file], [sink.stdout] or [sink.iothub] (found {n})")));
+        errs.push((
+            "sink".into(),
+            format!("[sink] needs exactly one destination table: [sink.file], [sink.stdout], [sink.iothub] or [sink.eventhubs] (found {n})"),
+        ));
     }
     if let Some(h) = &s.iothub {
         errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.iothub.{k}"), m)));
+    }
+    // Event Hubs sink (issue 14).
+    if let Some(h) = &s.eventhubs {
+        errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.eventhubs.{k}"), m)));
     }
     errs
 }

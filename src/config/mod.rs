@@ -9,6 +9,8 @@ pub mod secret;
 pub mod units;
 
 pub mod ble;
+// Event Hubs sink (issue 14)
+pub mod eventhubs;
 pub mod iothub;
 
 pub use load::{load, load_with_text, parse_str, read_text, ConfigError};
@@ -199,6 +201,9 @@ pub struct SinkConfig {
     pub stdout: Option<StdoutSinkConfig>,
     #[serde(default)]
     pub iothub: Option<iothub::IotHubSinkConfig>,
+    /// `[sink.eventhubs]` (issue 14).
+    #[serde(default)]
+    pub eventhubs: Option<eventhubs::EventHubsSinkConfig>,
 }
 
 /// `[sink.file]`: NDJSON, one message per line, fsync'd before confirming.

@@ -67,6 +67,10 @@ pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> an
     if let Some(h) = &s.iothub {
         return crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await;
     }
+    // Event Hubs sink (issue 14).
+    if let Some(h) = &s.eventhubs {
+        return crate::sinks::eventhubs::build(h).await;
+    }
     anyhow::bail!("no sink configured")
 }
 

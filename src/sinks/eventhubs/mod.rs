@@ -1,4 +1,4 @@
-//! Azure Event Hubs sink over HTTPS (issue 14): the pure parts.
+//! Azure Event Hubs sink over HTTPS (issue 14).
 //!
 //! MedTech ingests from an event hub, so a gateway can send there directly
 //! instead of through IoT Hub. The REST "Send batch events" operation is used
@@ -6,8 +6,9 @@
 //! yet released), and one HTTPS POST per batch is simple to emulate and to
 //! run on a Raspberry Pi holding a SAS key.
 //!
-//! What is here is pure (no I/O, no clock; time is passed in), so each
-//! protocol rule is tested on its own:
+//! [`sink`] is the [`crate::sinks::Sink`] (HTTPS requests, token renewal).
+//! The rest is pure (no I/O, no clock; time is passed in), so each protocol
+//! rule is tested on its own:
 //! - [`connection_string`] — `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…[;EntityPath=…]`.
 //! - [`sas`] — SAS tokens (key used as UTF-8 bytes) and their renewal time.
 //! - [`batch`] — `application/vnd.microsoft.servicebus.json` bodies cut to the tier's size limit.
@@ -15,12 +16,14 @@
 //! - [`entra`] — Microsoft Entra ID client credentials, token cache decisions,
 //!   the signed certificate assertion (PS256), bearer token file re-reads.
 //!
-//! Not built yet (see docs/eventhubs.md): the HTTP client loop, the `Sink`
-//! implementation and its configuration, the dead-letter tree, the
-//! `simulate eventhubs` emulator.
+//! Not built yet (see docs/eventhubs.md): the dead-letter tree for a message
+//! that can never fit.
 
 pub mod batch;
 pub mod connection_string;
 pub mod entra;
 pub mod response;
 pub mod sas;
+pub mod sink;
+
+pub use sink::{build, EventHubsSink};

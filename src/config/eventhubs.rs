@@ -1,0 +1,354 @@
+//! `[sink.eventhubs]`: Azure Event Hubs over HTTPS (see src/sinks/eventhubs/
+//! and docs/eventhubs.md).
+//!
+//! Exactly one identity:
+//! - `connection_string` (SAS: `Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…[;EntityPath=…]`);
+//! - Microsoft Entra ID client credentials: `namespace`, `tenant`,
+//!   `client_id` and either `client_secret` or `client_certificate_file` +
+//!   `client_key_file` (for namespaces with local authentication disabled);
+//! - `token_file`: a bearer token another process (a managed identity
+//!   helper) keeps current, with `namespace`.
+//!
+//! Secrets come from a file, an environment variable or (for trials) the
+//! file itself, as for IoT Hub ([`SecretSource`]).
+
+use super::secret::SecretSource;
+use super::units::{self, ByteSize};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `[sink.eventhubs]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHubsSinkConfig {
+    /// SAS identity: a namespace or event hub connection string with a
+    /// SharedAccessKey (policy with the Send right).
+    #[serde(default)]
+    pub connection_string: Option<SecretSource>,
+    /// The namespace host (`contoso.servicebus.windows.net`, optionally
+    /// `host:port`); needed for Entra ID and `token_file`, taken from the
+    /// connection string otherwise.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The event hub name, when the connection string has no `EntityPath`
+    /// (both given and different is an error).
+    #[serde(default)]
+    pub event_hub: Option<String>,
+    /// Entra ID: the tenant (id or domain).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Entra ID: the application (client) id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Entra ID: a client secret.
+    #[serde(default)]
+    pub client_secret: Option<SecretSource>,
+    /// Entra ID: the certificate (PEM) uploaded to the app registration.
+    #[serde(default)]
+    pub client_certificate_file: Option<PathBuf>,
+    /// Entra ID: the certificate's RSA private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Entra ID authority host: `https://login.microsoftonline.com` by
+    /// default; `https://login.microsoftonline.us` and others for sovereign clouds.
+    #[serde(default = "default_authority_host")]
+    pub authority_host: String,
+    /// A file holding a current Entra ID access token (re-read when it changes).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An extra CA certificate file (PEM) to trust besides the system roots
+    /// (a TLS-inspecting proxy's CA, or the local emulator's CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The namespace's tier, which sets the publication limit: `standard`
+    /// (also premium and dedicated: 1 MB) or `basic` (256 KB).
+    #[serde(default)]
+    pub tier: EventHubsTier,
+    /// A lower limit on one request's body than the tier's.
+    #[serde(default)]
+    pub max_request_bytes: Option<ByteSize>,
+    /// Application properties (`UserProperties`) added to every event.
+    #[serde(default)]
+    pub user_properties: BTreeMap<String, String>,
+    /// Lifetime of each SAS token; a new one is made at 80 % of it (and at
+    /// least 2 min before expiry for long tokens).
+    #[serde(default = "default_token_ttl", with = "units::duration")]
+    pub token_ttl: Duration,
+    /// How long one request may take before it is abandoned and retried.
+    #[serde(default = "default_request_timeout", with = "units::duration")]
+    pub request_timeout: Duration,
+    /// Requests awaiting their answer at once (each on its own kept-alive
+    /// connection; 1 keeps one connection).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// The namespace tier (Azure docs "Event Hubs quotas and limits").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventHubsTier {
+    /// Standard, Premium, Dedicated: 1 MB per publication.
+    #[default]
+    Standard,
+    /// Basic: 256 KB per publication.
+    Basic,
+}
+
+/// Which identity a valid table describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventHubsAuth {
+    SharedAccessKey,
+    EntraSecret,
+    EntraCertificate,
+    TokenFile,
+}
+
+/// Microsoft Entra ID's authority host in the public cloud.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+/// Publication limits (Azure docs "Event Hubs quotas and limits").
+pub const STANDARD_TIER_LIMIT: usize = 1024 * 1024;
+pub const BASIC_TIER_LIMIT: usize = 256 * 1024;
+
+fn default_authority_host() -> String {
+    DEFAULT_AUTHORITY_HOST.to_string()
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_in_flight() -> usize {
+    1
+}
+
+impl EventHubsSinkConfig {
+    /// A config around one SAS connection string (for tests and tools).
+    pub fn with_connection_string(cs: &str) -> EventHubsSinkConfig {
+        EventHubsSinkConfig {
+            connection_string: Some(SecretSource { value: Some(cs.to_string()), ..Default::default() }),
+            namespace: None,
+            event_hub: None,
+            tenant: None,
+            client_id: None,
+            client_secret: None,
+            client_certificate_file: None,
+            client_key_file: None,
+            authority_host: default_authority_host(),
+            token_file: None,
+            ca_file: None,
+            tier: EventHubsTier::Standard,
+            max_request_bytes: None,
+            user_properties: BTreeMap::new(),
+            token_ttl: default_token_ttl(),
+            request_timeout: default_request_timeout(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+
+    /// The identity this table describes (after [`Self::validate`] found no problem).
+    pub fn auth(&self) -> EventHubsAuth {
+        if self.connection_string.is_some() {
+            EventHubsAuth::SharedAccessKey
+        } else if self.token_file.is_some() {
+            EventHubsAuth::TokenFile
+        } else if self.client_secret.is_some() {
+            EventHubsAuth::EntraSecret
+        } else {
+            EventHubsAuth::EntraCertificate
+        }
+    }
+
+    /// The largest request body: the tier's limit, or `max_request_bytes`.
+    pub fn max_request_bytes(&self) -> usize {
+        let tier = match self.tier {
+            EventHubsTier::Standard => STANDARD_TIER_LIMIT,
+            EventHubsTier::Basic => BASIC_TIER_LIMIT,
+        };
+        self.max_request_bytes.map_or(tier, |b| (b.bytes() as usize).min(tier))
+    }
+
+    /// Problems with this table, as `(key path relative to sink.eventhubs, explanation)`.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut push = |k: &str, m: String| errs.push((k.to_string(), m));
+        let entra = self.tenant.is_some() || self.client_id.is_some() || self.client_secret.is_some() || self.client_certificate_file.is_some();
+        let identities = self.connection_string.is_some() as u8 + entra as u8 + self.token_file.is_some() as u8;
+        if identities == 0 {
+            push(
+                "connection_string",
+                "set one identity: `connection_string` (SAS key), `tenant` + `client_id` + `client_secret` or `client_certificate_file` \
+                 (Microsoft Entra ID), or `token_file`"
+                    .into(),
+            );
+        } else if identities > 1 {
+            let at = if self.token_file.is_some() { "token_file" } else { "tenant" };
+            push(at, "set only one identity: `connection_string`, the Entra ID keys (`tenant`, `client_id`, ...) or `token_file`".into());
+        }
+        if let Some(cs) = &self.connection_string {
+            if cs.check_shape().is_err() {
+                push("connection_string", "set exactly one of `file`, `env` or `value` for the connection string".into());
+            }
+            if self.namespace.is_some() {
+                push("namespace", "the namespace comes from the connection string's Endpoint; remove `namespace`".into());
+            }
+        }
+        if (entra || self.token_file.is_some()) && self.connection_string.is_none() {
+            match &self.namespace {
+                None => push(
+                    if self.token_file.is_some() { "token_file" } else { "tenant" },
+                    "Microsoft Entra ID and `token_file` need `namespace` (such as \"contoso.servicebus.windows.net\")".into(),
+                ),
+                Some(n) if !valid_namespace(n) => push(
+                    "namespace",
+                    "the namespace is a host name such as \"contoso.servicebus.windows.net\" (optionally with `:port`), without scheme or path"
+                        .into(),
+                ),
+                _ => {}
+            }
+            if self.event_hub.as_deref().is_none_or(|h| h.trim().is_empty()) {
+                push("event_hub", "set `event_hub`, the event hub's name".into());
+            }
+        }
+        if entra && identities == 1 {
+            if self.tenant.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                push("tenant", "Microsoft Entra ID needs `tenant` (the directory id or domain)".into());
+            }
+            if self.client_id.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                push("client_id", "Microsoft Entra ID needs `client_id` (the app registration's application id)".into());
+            }
+            match (&self.client_secret, &self.client_certificate_file) {
+                (Some(_), Some(_)) => push("client_secret", "set either `client_secret` or `client_certificate_file`, not both".into()),
+                (None, None) => push("client_id", "Microsoft Entra ID needs `client_secret` or `client_certificate_file` + `client_key_file`".into()),
+                (Some(s), None) => {
+                    if s.check_shape().is_err() {
+                        push("client_secret", "set exactly one of `file`, `env` or `value` for the client secret".into());
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            if let Some(t) = &self.tenant {
+                if !t.trim().is_empty() && !t.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+                    push("tenant", "a tenant is a directory id (GUID) or a domain: letters, digits, `-` and `.`".into());
+                }
+            }
+            let host = self.authority_host.trim().trim_end_matches('/');
+            if host.strip_prefix("https://").is_none_or(|h| !valid_namespace(h)) {
+                push(
+                    "authority_host",
+                    "the authority host is `https://` and a host name only, such as \"https://login.microsoftonline.com\" \
+                     (\"https://login.microsoftonline.us\" for US Government)"
+                        .into(),
+                );
+            }
+        }
+        if self.client_certificate_file.is_some() != self.client_key_file.is_some() {
+            push("client_certificate_file", "a certificate credential needs both `client_certificate_file` and `client_key_file`".into());
+        }
+        if let Some(h) = &self.event_hub {
+            if h.trim().is_empty() || h.len() > 256 || h.chars().any(|c| c.is_control() || c == '/' || c == '?' || c == '#') {
+                push("event_hub", "an event hub name is letters, digits, `.`, `_` and `-` (no `/`)".into());
+            }
+        }
+        if let Some(b) = self.max_request_bytes {
+            let (tier, name) = match self.tier {
+                EventHubsTier::Basic => (256 * 1024, "basic"),
+                EventHubsTier::Standard => (1024 * 1024, "standard"),
+            };
+            let default = units::format_bytes(tier);
+            if let Some(m) = units::out_of_range("max_request_bytes", b.bytes().into(), 4096, tier, units::Unit::Bytes, &default) {
+                push("max_request_bytes", format!("{m} (the {name} tier accepts at most {default} per request)"));
+            }
+        }
+        const DAY: u128 = 86_400_000;
+        if let Some(m) = units::out_of_range("token_ttl", self.token_ttl.as_millis(), 2000, 365 * DAY, units::Unit::Duration, "1h") {
+            push("token_ttl", m);
+        }
+        if let Some(m) = units::out_of_range("request_timeout", self.request_timeout.as_millis(), 1000, 600_000, units::Unit::Duration, "60s") {
+            push("request_timeout", m);
+        }
+        if let Some(m) = units::out_of_range("max_in_flight", self.max_in_flight as u128, 1, 64, units::Unit::Count, "1") {
+            push("max_in_flight", m);
+        }
+        for (k, v) in &self.user_properties {
+            if k.is_empty() || k.chars().chain(v.chars()).any(char::is_control) {
+                push("user_properties", "user property names must be non-empty, and names and values without control characters".into());
+                break;
+            }
+        }
+        errs
+    }
+}
+
+/// `host` or `host:port`: letters, digits, `-`, `.`.
+fn valid_namespace(n: &str) -> bool {
+    let (host, port) = match n.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (n, None),
+    };
+    !host.is_empty()
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> EventHubsSinkConfig {
+        toml::from_str(s).unwrap()
+    }
+    fn keys(c: &EventHubsSinkConfig) -> Vec<String> {
+        c.validate().into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn each_identity_validates_alone() {
+        let sas = parse("connection_string = { env = \"EH_CS\" }\nevent_hub = \"vitals\"\ntier = \"basic\"\nuser_properties = { site = \"ward-3\" }");
+        assert!(sas.validate().is_empty(), "{:?}", sas.validate());
+        assert_eq!((sas.auth(), sas.max_request_bytes()), (EventHubsAuth::SharedAccessKey, 256 * 1024));
+        let secret = parse(
+            "namespace = \"ns.servicebus.windows.net\"\nevent_hub = \"vitals\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret = { file = \"/etc/s\" }",
+        );
+        assert!(secret.validate().is_empty(), "{:?}", secret.validate());
+        assert_eq!(secret.auth(), EventHubsAuth::EntraSecret);
+        let cert = parse(
+            "namespace = \"ns.servicebus.windows.net\"\nevent_hub = \"v\"\ntenant = \"t\"\nclient_id = \"app\"\nclient_certificate_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"\nauthority_host = \"https://login.microsoftonline.us\"",
+        );
+        assert!(cert.validate().is_empty(), "{:?}", cert.validate());
+        assert_eq!(cert.auth(), EventHubsAuth::EntraCertificate);
+        let file = parse("namespace = \"127.0.0.1:8443\"\nevent_hub = \"v\"\ntoken_file = \"/run/t\"\nmax_request_bytes = \"64KiB\"");
+        assert!(file.validate().is_empty(), "{:?}", file.validate());
+        assert_eq!((file.auth(), file.max_request_bytes()), (EventHubsAuth::TokenFile, 65536));
+    }
+
+    #[test]
+    fn mistakes_are_named_by_key() {
+        assert_eq!(keys(&parse("event_hub = \"v\"")), ["connection_string"]);
+        assert!(keys(&parse("connection_string = { env = \"A\" }\ntoken_file = \"/t\"\nnamespace = \"n\"\nevent_hub = \"v\""))
+            .contains(&"token_file".into()));
+        assert_eq!(keys(&parse("token_file = \"/t\"\nevent_hub = \"v\"")), ["token_file"]);
+        assert_eq!(keys(&parse("token_file = \"/t\"\nnamespace = \"sb://n/\"\nevent_hub = \"v\"")), ["namespace"]);
+        assert_eq!(keys(&parse("namespace = \"n\"\nevent_hub = \"v\"\ntenant = \"t\"\nclient_id = \"c\"")), ["client_id"]);
+        assert_eq!(
+            keys(&parse("namespace = \"n\"\nevent_hub = \"v\"\ntenant = \"t\"\nclient_id = \"c\"\nclient_secret = { env = \"S\" }\nauthority_host = \"http://x\"")),
+            ["authority_host"]
+        );
+        assert_eq!(
+            keys(&parse("namespace = \"n\"\nevent_hub = \"v\"\ntenant = \"t\"\nclient_id = \"c\"\nclient_certificate_file = \"/c\"")),
+            ["client_certificate_file"]
+        );
+        let cs = "connection_string = { value = \"Endpoint=sb://n.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=a2V5\" }";
+        assert!(parse(&format!("{cs}\nevent_hub = \"v\"")).validate().is_empty());
+        assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nmax_request_bytes = \"2MiB\""))), ["max_request_bytes"]);
+        assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nmax_in_flight = 0"))), ["max_in_flight"]);
+        assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\ntoken_ttl = \"1s\""))), ["token_ttl"]);
+        assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nrequest_timeout = \"20min\""))), ["request_timeout"]);
+        assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"a/b\""))), ["event_hub"]);
+        assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nuser_properties = {{ \"\" = \"x\" }}"))), ["user_properties"]);
+        assert!(toml::from_str::<EventHubsSinkConfig>("tier = \"gold\"").is_err());
+        assert!(toml::from_str::<EventHubsSinkConfig>("bogus = 1").is_err());
+    }
+}
