@@ -63,11 +63,16 @@ fn bad_files_name_line_column_and_fix() {
             "FILE:8:9:",
             &["exactly one of `address`"],
         ),
-        (
-            GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.serial]\nport = \"/dev/ttyUSB0\"\nprotocol = \"ivy\""),
-            "FILE:8:9:",
-            &["serial adapter is planned", "[device.ble]"],
-        ),
+        // [device.serial]: the driver must exist and read this kind of device;
+        // line settings, timers and init/poll bytes are checked (issue 13).
+        (serial("driver = \"ivy\""), "FILE:10:1:", &["ivy", "no such profile", "masimo-ascii1", "hl7"]),
+        (serial("driver = \"masimo-ascii1\"").replace("pulse_oximeter", "heart_rate_strap"), "FILE:10:1:", &["set kind = \"pulse_oximeter\""]),
+        (serial("driver = \"nonin-df7\"\ninit = \"02 7\""), "FILE:11:1:", &["init", "`7` is not hex", "02 70 02 02 07 03"]),
+        (serial("driver = \"nonin-ascii\"\nquiet_timeout = \"50ms\""), "FILE:11:1:", &["quiet_timeout must be 200ms to 10min", "default 5s"]),
+        (serial("driver = \"nonin-ascii\"\nparity = \"mark\""), "FILE:11:10:", &["unknown variant `mark`", "even"]),
+        (serial("driver = \"nonin-ascii\"\nstop_bits = 3"), "FILE:11:1:", &["stop_bits must be 1 or 2"]),
+        (serial("driver = \"nonin-ascii\"\ncode_map = \"/x.toml\""), "FILE:11:1:", &["code_map is for the hl7 driver only"]),
+        (serial("driver = \"hl7\"\ncode_map = \"/nonexistent/codes.toml\"").replace("pulse_oximeter", "bedside_monitor"), "FILE:11:1:", &["cannot read the code map"]),
         (
             GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""),
             "FILE:11:2:",
@@ -94,6 +99,19 @@ fn bad_files_name_line_column_and_fix() {
         }
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     }
+}
+
+/// GOOD with its device read over a serial port: `[device.serial]` on line
+/// 8, `port` on 9, `rest` from line 10.
+fn serial(rest: &str) -> String {
+    GOOD.replace("kind = \"heart_rate_strap\"", "kind = \"pulse_oximeter\"")
+        .replace("[device.simulated]\ninterval_ms = 1000", &format!("[device.serial]\nport = \"/dev/ttyUSB0\"\n{rest}"))
+}
+
+#[test]
+fn a_serial_device_passes() {
+    let (code, err) = check(&serial("driver = \"masimo-ascii1\"\nbaud = 19200\ninit = \"0d 0a\"\npoll = \"05\"\npoll_interval = \"2s\""));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -220,11 +220,9 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
                 format!("device \"{}\" needs exactly one adapter table: [device.simulated], [device.ble] or [device.serial] (found {n})", d.id),
             ));
         }
-        if d.serial.is_some() {
-            errs.push((
-                format!("device.{i}.serial"),
-                "the serial adapter is planned but not in this version of iomt-edge; use [device.ble] or [device.simulated]".into(),
-            ));
+        // [device.serial] (issue 13): its own checks live in config/serial.rs.
+        if let Some(s) = &d.serial {
+            errs.extend(super::serial::validate(&format!("device.{i}.serial"), s));
         }
         if let Some(s) = &d.simulated {
             if !(0.0..=1.0).contains(&s.dropout_probability) {

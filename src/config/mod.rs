@@ -10,6 +10,7 @@ pub mod units;
 
 pub mod ble;
 pub mod iothub;
+pub mod serial;
 
 pub use load::{load, load_with_text, parse_str, read_text, ConfigError};
 pub use secret::SecretSource;
@@ -135,7 +136,7 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub ble: Option<ble::BleDeviceConfig>,
     #[serde(default)]
-    pub serial: Option<SerialDeviceConfig>,
+    pub serial: Option<serial::SerialDeviceConfig>,
 }
 
 /// Device kinds as written in the config (snake_case).
@@ -173,20 +174,6 @@ impl Default for SimulatedDeviceConfig {
     fn default() -> Self {
         SimulatedDeviceConfig { interval_ms: 1000, seed: None, dropout_probability: 0.01 }
     }
-}
-
-/// `[device.serial]` (adapter to come; the settings are validated already).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialDeviceConfig {
-    pub port: PathBuf,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    pub protocol: String,
-}
-
-fn default_baud() -> u32 {
-    9600
 }
 
 /// `[sink]`: exactly one destination table.
