@@ -72,7 +72,15 @@ fn bad_files_name_line_column_and_fix() {
         (serial("driver = \"nonin-ascii\"\nparity = \"mark\""), "FILE:11:10:", &["unknown variant `mark`", "even"]),
         (serial("driver = \"nonin-ascii\"\nstop_bits = 3"), "FILE:11:1:", &["stop_bits must be 1 or 2"]),
         (serial("driver = \"nonin-ascii\"\ncode_map = \"/x.toml\""), "FILE:11:1:", &["code_map is for the hl7 driver only"]),
-        (serial("driver = \"hl7\"\ncode_map = \"/nonexistent/codes.toml\"").replace("pulse_oximeter", "bedside_monitor"), "FILE:11:1:", &["cannot read the code map"]),
+        (
+            serial("driver = \"hl7\"\ncode_map = \"/nonexistent/codes.toml\"").replace("pulse_oximeter", "bedside_monitor"),
+            "FILE:11:1:",
+            &["cannot read the code map"],
+        ),
+        // [device.hl7_tcp]: an HL7 feed over TCP.
+        (hl7_tcp("listen = \"2575\"", "bedside_monitor"), "FILE:9:1:", &["not an address and port", "0.0.0.0:2575"]),
+        (hl7_tcp("listen = \"0.0.0.0:2575\"", "pulse_oximeter"), "FILE:7:1:", &["[device.hl7_tcp] device is a bedside_monitor"]),
+        (hl7_tcp("listen = \"0.0.0.0:2575\"\nack_timeout = \"1h\"", "bedside_monitor"), "FILE:10:1:", &["ack_timeout must be 1s to 10min"]),
         (
             GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""),
             "FILE:11:2:",
@@ -106,6 +114,12 @@ fn bad_files_name_line_column_and_fix() {
 fn serial(rest: &str) -> String {
     GOOD.replace("kind = \"heart_rate_strap\"", "kind = \"pulse_oximeter\"")
         .replace("[device.simulated]\ninterval_ms = 1000", &format!("[device.serial]\nport = \"/dev/ttyUSB0\"\n{rest}"))
+}
+
+/// GOOD with its device an HL7 TCP listener: `[device.hl7_tcp]` on line 8.
+fn hl7_tcp(rest: &str, kind: &str) -> String {
+    GOOD.replace("kind = \"heart_rate_strap\"", &format!("kind = \"{kind}\""))
+        .replace("[device.simulated]\ninterval_ms = 1000", &format!("[device.hl7_tcp]\n{rest}"))
 }
 
 #[test]

@@ -18,8 +18,7 @@ mod gateway_common;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use iomt_edge::simulate::serial::{
-    hl7_oru, masimo_line, mllp, nonin_ascii_line, nonin_packet, NoninBinary, Pty, Vitals, MASIMO_EXC_SENSOR_OFF, MASIMO_EXC_SET,
-    NONIN_STATUS_OK,
+    hl7_oru, masimo_line, mllp, nonin_ascii_line, nonin_packet, NoninBinary, Pty, Vitals, MASIMO_EXC_SENSOR_OFF, MASIMO_EXC_SET, NONIN_STATUS_OK,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -94,9 +93,8 @@ async fn masimo(link: PathBuf) -> (Expected, Pty) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut pty = plug(&link);
     wait_for_init(&mut pty, "masimo after the replug").await;
-    for (i, vit) in [Vitals { pi: Some(1.5), ..v(94, 88) }, Vitals { pi: Some(1.25), ..v(93, 87) }, Vitals { pi: Some(1.0), ..v(92, 86) }]
-        .iter()
-        .enumerate()
+    for (i, vit) in
+        [Vitals { pi: Some(1.5), ..v(94, 88) }, Vitals { pi: Some(1.25), ..v(93, 87) }, Vitals { pi: Some(1.0), ..v(92, 86) }].iter().enumerate()
     {
         tick.tick().await;
         pty.send(masimo_line(clock + chrono::Duration::seconds(10 + i as i64), vit, MASIMO_EXC_SET).as_bytes()).await;
@@ -114,8 +112,7 @@ async fn nonin_ascii(link: PathBuf) -> (Expected, Vec<u8>, Pty) {
     let mut pty = plug(&link);
     let mut received = wait_for_init(&mut pty, "nonin-ascii").await;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let script: Vec<Option<Vitals>> =
-        vec![Some(v(97, 72)), Some(Vitals::NONE), None, Some(v(96, 75)), Some(v(99, 61)), Some(v(100, 159))];
+    let script: Vec<Option<Vitals>> = vec![Some(v(97, 72)), Some(Vitals::NONE), None, Some(v(96, 75)), Some(v(99, 61)), Some(v(100, 159))];
     for (i, s) in script.iter().enumerate() {
         tick.tick().await;
         if i == 4 {

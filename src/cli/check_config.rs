@@ -141,6 +141,9 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
             crate::adapters::serial::adapter::resolve(&d.id, d.kind.into(), None, s)
                 .map_err(|(k, m)| problem(&format!("device.{i}.serial.{k}"), m))?;
         }
+        if let Some(h) = &d.hl7_tcp {
+            crate::adapters::serial::tcp::resolve(&d.id, None, h).map_err(|(k, m)| problem(&format!("device.{i}.hl7_tcp.{k}"), m))?;
+        }
     }
     if let Some(f) = &c.sink.file {
         if f.path.as_os_str().is_empty() {

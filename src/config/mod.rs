@@ -121,7 +121,7 @@ impl Default for ForwarderConfig {
 }
 
 /// `[[device]]`: one device and the adapter that reads it. Exactly one of the
-/// adapter tables (`simulated`, `ble`, `serial`) must be present.
+/// adapter tables (`simulated`, `ble`, `serial`, `hl7_tcp`) must be present.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
@@ -137,6 +137,9 @@ pub struct DeviceConfig {
     pub ble: Option<ble::BleDeviceConfig>,
     #[serde(default)]
     pub serial: Option<serial::SerialDeviceConfig>,
+    /// An HL7 feed over TCP (MLLP listener).
+    #[serde(default)]
+    pub hl7_tcp: Option<serial::Hl7TcpConfig>,
 }
 
 /// Device kinds as written in the config (snake_case).

@@ -68,6 +68,45 @@ pub struct SerialDeviceConfig {
     pub code_map: Option<PathBuf>,
 }
 
+/// `[device.hl7_tcp]`: a monitor or central station that pushes HL7 v2
+/// ORU^R01 over TCP, MLLP-framed (HL7 v2 Transport Specification, MLLP
+/// Release 2). The gateway listens; each message is acknowledged `AA` only
+/// after its readings are committed to the outbox, `AE`/`AR` with the reason
+/// otherwise, so the sender's own retry covers whatever was not stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7TcpConfig {
+    /// `address:port` to listen on, e.g. `0.0.0.0:2575` (2575 is the port
+    /// IANA registered for HL7 over MLLP).
+    pub listen: String,
+    /// Extra OBX-3 code mappings, as for the serial `hl7` driver.
+    #[serde(default)]
+    pub code_map: Option<PathBuf>,
+    /// A message whose readings are not committed within this time gets
+    /// `AE` (the sender resends it). Default `10s`.
+    #[serde(default = "default_ack_timeout", with = "units::duration")]
+    pub ack_timeout: Duration,
+}
+
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Checks a `[device.hl7_tcp]` table at `prefix` (`device.3.hl7_tcp`).
+pub(crate) fn validate_hl7_tcp(prefix: &str, h: &Hl7TcpConfig) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    if h.listen.trim().parse::<std::net::SocketAddr>().is_err() {
+        errs.push((
+            format!("{prefix}.listen"),
+            format!("listen = \"{}\" is not an address and port; write it like \"0.0.0.0:2575\" or \"127.0.0.1:2575\"", h.listen),
+        ));
+    }
+    if let Some(m) = units::out_of_range("ack_timeout", h.ack_timeout.as_millis(), 1000, 600_000, Unit::Duration, "10s") {
+        errs.push((format!("{prefix}.ack_timeout"), m));
+    }
+    errs
+}
+
 /// Parity as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

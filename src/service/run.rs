@@ -80,6 +80,7 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
     }
     // [device.serial] (issue 13): one adapter per device.
     out.extend(crate::adapters::serial::adapter::build(&config.devices)?);
+    out.extend(crate::adapters::serial::tcp::build(&config.devices)?);
     if let Some(ble) = crate::adapters::ble::build(&config.devices)? {
         out.push(ble);
     }

@@ -135,9 +135,7 @@ pub fn nonin_df8_record(v: &Vitals, status: u8) -> [u8; 4] {
 /// OBX-11 `X`. No patient identification (PID-3 is a test id).
 pub fn hl7_oru(control_id: &str, time: DateTime<FixedOffset>, v: &Vitals) -> String {
     let ts = time.format("%Y%m%d%H%M%S%z").to_string();
-    let mut s = format!(
-        "MSH|^~\\&|SIM_MONITOR|BED12|||{ts}||ORU^R01^ORU_R01|{control_id}|P|2.6\rPID|||SIM-0001\rOBR|1|||1^MON_PARAM^99SIM|||{ts}\r"
-    );
+    let mut s = format!("MSH|^~\\&|SIM_MONITOR|BED12|||{ts}||ORU^R01^ORU_R01|{control_id}|P|2.6\rPID|||SIM-0001\rOBR|1|||1^MON_PARAM^99SIM|||{ts}\r");
     let mut n = 0;
     let mut obx = |code: &str, value: Option<String>, unit: &str| {
         n += 1;
@@ -311,11 +309,8 @@ pub async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Ve
     let interval = monitor.interval();
     if let Some(bytes) = capture {
         let text = !bytes.iter().any(|b| *b == 0 || *b >= 0x80) && monitor != Monitor::Hl7 && bytes.contains(&b'\n');
-        let pieces: Vec<Vec<u8>> = if text {
-            bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
-        } else {
-            bytes.chunks(13).map(<[u8]>::to_vec).collect()
-        };
+        let pieces: Vec<Vec<u8>> =
+            if text { bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect() } else { bytes.chunks(13).map(<[u8]>::to_vec).collect() };
         let every = if text { interval } else { Duration::from_micros(1_000_000 / 75) };
         let mut tick = tokio::time::interval(every);
         for p in pieces {

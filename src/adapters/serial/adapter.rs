@@ -68,7 +68,8 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
         let Driver::Hl7(opts) = &driver else {
             return Err(("code_map".into(), "code_map is for the hl7 driver only".into()));
         };
-        let text = std::fs::read_to_string(path).map_err(|e| ("code_map".to_string(), format!("cannot read the code map {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ("code_map".to_string(), format!("cannot read the code map {}: {e}", path.display())))?;
         let opts = opts.clone().with_code_map(&text).map_err(|e| ("code_map".to_string(), format!("code map {}: {e}", path.display())))?;
         driver = Driver::Hl7(opts);
     }
@@ -134,8 +135,7 @@ pub fn build(devices: &[DeviceConfig]) -> anyhow::Result<Vec<Box<dyn Adapter>>> 
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
         let Some(s) = &d.serial else { continue };
-        let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s)
-            .map_err(|(k, m)| anyhow::anyhow!("device \"{}\": serial.{k}: {m}", d.id))?;
+        let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s).map_err(|(k, m)| anyhow::anyhow!("device \"{}\": serial.{k}: {m}", d.id))?;
         out.push(Box::new(SerialAdapter { dev }));
     }
     Ok(out)

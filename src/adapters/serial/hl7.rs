@@ -36,8 +36,8 @@
 //!   serial lines.
 //!
 //! ACK (chapter 2, "Acknowledgment messages"; MSA-1 codes AA/AE/AR):
-//! [`build_ack`] makes the message; the adapter to come sends AA only after
-//! the readings are committed, AE/AR with the reason otherwise.
+//! [`build_ack`] makes the message; the TCP listener ([`super::tcp`]) sends
+//! AA only after the readings are committed, AE/AR with the reason otherwise.
 
 use super::framing::MllpFramer;
 use super::{BadInput, Decoded, Decoder, Record};

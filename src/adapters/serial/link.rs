@@ -91,10 +91,7 @@ impl Link {
     pub fn opened(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = vec![State(LinkState::Connecting)];
         if self.away_logged {
-            steps.push(Info(format!(
-                "serial port {} is open again (after {} failed attempt(s)); waiting for data",
-                self.port, self.failed_opens
-            )));
+            steps.push(Info(format!("serial port {} is open again (after {} failed attempt(s)); waiting for data", self.port, self.failed_opens)));
         }
         self.away_logged = false;
         self.failed_opens = 0;

@@ -29,6 +29,7 @@
 //! - [`adapter`]: the only I/O, on tokio-serial: opens the port with the
 //!   profile's line settings and the device's overrides, feeds the decoder,
 //!   sends init/poll bytes, and acts on what [`link`] decides.
+//! - [`tcp`]: the HL7 TCP (MLLP) listener, ACK after commit.
 //!
 //! Time rule (docs/message-format.md, "Times"): a live line is timed by the
 //! gateway on arrival (UTC) and the monitor's own clock, when the line carries
@@ -42,6 +43,7 @@ pub mod hl7;
 pub mod link;
 pub mod nonin;
 pub mod profile;
+pub mod tcp;
 
 #[cfg(test)]
 mod tests;
