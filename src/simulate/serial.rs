@@ -233,7 +233,7 @@ impl Patient {
     }
 
     /// The next second's values.
-    pub fn next(&mut self) -> Vitals {
+    pub fn sample(&mut self) -> Vitals {
         if self.off == 0 && self.rng.gen_bool(0.01) {
             self.off = self.rng.gen_range(3..8);
         }
@@ -333,7 +333,7 @@ pub async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Ve
             _ = tick.tick() => {}
         }
         n += 1;
-        let v = patient.next();
+        let v = patient.sample();
         let exc = if v.spo2.is_some() { MASIMO_EXC_SET } else { MASIMO_EXC_SET | MASIMO_EXC_SENSOR_OFF };
         let received = pty.take_received();
         match monitor {
