@@ -63,11 +63,24 @@ fn bad_files_name_line_column_and_fix() {
             "FILE:8:9:",
             &["exactly one of `address`"],
         ),
+        // [device.serial]: the driver must exist and read this kind of device;
+        // line settings, timers and init/poll bytes are checked (issue 13).
+        (serial("driver = \"ivy\""), "FILE:10:1:", &["ivy", "no such profile", "masimo-ascii1", "hl7"]),
+        (serial("driver = \"masimo-ascii1\"").replace("pulse_oximeter", "heart_rate_strap"), "FILE:10:1:", &["set kind = \"pulse_oximeter\""]),
+        (serial("driver = \"nonin-df7\"\ninit = \"02 7\""), "FILE:11:1:", &["init", "`7` is not hex", "02 70 02 02 07 03"]),
+        (serial("driver = \"nonin-ascii\"\nquiet_timeout = \"50ms\""), "FILE:11:1:", &["quiet_timeout must be 200ms to 10min", "default 5s"]),
+        (serial("driver = \"nonin-ascii\"\nparity = \"mark\""), "FILE:11:10:", &["unknown variant `mark`", "even"]),
+        (serial("driver = \"nonin-ascii\"\nstop_bits = 3"), "FILE:11:1:", &["stop_bits must be 1 or 2"]),
+        (serial("driver = \"nonin-ascii\"\ncode_map = \"/x.toml\""), "FILE:11:1:", &["code_map is for the hl7 driver only"]),
         (
-            GOOD.replace("[device.simulated]\ninterval_ms = 1000", "[device.serial]\nport = \"/dev/ttyUSB0\"\nprotocol = \"ivy\""),
-            "FILE:8:9:",
-            &["serial adapter is planned", "[device.ble]"],
+            serial("driver = \"hl7\"\ncode_map = \"/nonexistent/codes.toml\"").replace("pulse_oximeter", "bedside_monitor"),
+            "FILE:11:1:",
+            &["cannot read the code map"],
         ),
+        // [device.hl7_tcp]: an HL7 feed over TCP.
+        (hl7_tcp("listen = \"2575\"", "bedside_monitor"), "FILE:9:1:", &["not an address and port", "0.0.0.0:2575"]),
+        (hl7_tcp("listen = \"0.0.0.0:2575\"", "pulse_oximeter"), "FILE:7:1:", &["[device.hl7_tcp] device is a bedside_monitor"]),
+        (hl7_tcp("listen = \"0.0.0.0:2575\"\nack_timeout = \"1h\"", "bedside_monitor"), "FILE:10:1:", &["ack_timeout must be 1s to 10min"]),
         (
             GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""),
             "FILE:11:2:",
@@ -94,6 +107,25 @@ fn bad_files_name_line_column_and_fix() {
         }
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     }
+}
+
+/// GOOD with its device read over a serial port: `[device.serial]` on line
+/// 8, `port` on 9, `rest` from line 10.
+fn serial(rest: &str) -> String {
+    GOOD.replace("kind = \"heart_rate_strap\"", "kind = \"pulse_oximeter\"")
+        .replace("[device.simulated]\ninterval_ms = 1000", &format!("[device.serial]\nport = \"/dev/ttyUSB0\"\n{rest}"))
+}
+
+/// GOOD with its device an HL7 TCP listener: `[device.hl7_tcp]` on line 8.
+fn hl7_tcp(rest: &str, kind: &str) -> String {
+    GOOD.replace("kind = \"heart_rate_strap\"", &format!("kind = \"{kind}\""))
+        .replace("[device.simulated]\ninterval_ms = 1000", &format!("[device.hl7_tcp]\n{rest}"))
+}
+
+#[test]
+fn a_serial_device_passes() {
+    let (code, err) = check(&serial("driver = \"masimo-ascii1\"\nbaud = 19200\ninit = \"0d 0a\"\npoll = \"05\"\npoll_interval = \"2s\""));
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

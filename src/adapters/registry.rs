@@ -106,6 +106,38 @@ impl DeviceStatus {
 #[derive(Debug, Default)]
 pub struct DeviceRegistry {
     devices: Mutex<BTreeMap<String, DeviceStatus>>,
+    /// Adapters waiting for their readings to be committed (the HL7 listener
+    /// acknowledges a message only then).
+    commit_waits: Mutex<Vec<std::sync::Weak<CommitWait>>>,
+}
+
+/// A reading's identity until it is committed: device, type and time. One
+/// device never has two recent readings of a type at the same millisecond
+/// ([`crate::model::DistinctTimes`]), so this names one reading.
+type CommitKey = (String, ReadingType, DateTime<Utc>);
+
+/// Readings an adapter handed to the outbox and waits to see committed; see
+/// [`DeviceRegistry::expect_commits`].
+#[derive(Debug)]
+pub struct CommitWait {
+    pending: Mutex<std::collections::HashSet<CommitKey>>,
+    done: tokio::sync::Notify,
+}
+
+impl CommitWait {
+    /// Waits until every reading is committed (true), or `timeout` (false).
+    pub async fn wait(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.done.notified();
+            if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            }
+        }
+    }
 }
 
 impl DeviceRegistry {
@@ -151,6 +183,7 @@ impl DeviceRegistry {
     /// once at warn: device id redacted, no value (a vital sign is patient
     /// data). The episode ends at the next in-range value of that type.
     pub fn observe(&self, reading: &Reading) {
+        self.tick_commit(reading);
         let started = self.with(&reading.device_id, |d| {
             let mut started = false;
             if reading.flags.contains(&Flag::OutOfRange) {
@@ -187,6 +220,35 @@ impl DeviceRegistry {
                 reading.kind,
                 reading.kind
             );
+        }
+    }
+
+    /// Registers readings about to be sent to the outbox (their final times:
+    /// after [`crate::model::DistinctTimes::assign`]) and returns what to wait
+    /// on: [`DeviceRegistry::observe`], which the committer calls after the
+    /// flush, ticks them off. Register before sending, or a fast commit is missed.
+    pub fn expect_commits(&self, readings: &[Reading]) -> std::sync::Arc<CommitWait> {
+        let w = std::sync::Arc::new(CommitWait {
+            pending: Mutex::new(readings.iter().map(|r| (r.device_id.clone(), r.kind, r.time)).collect()),
+            done: tokio::sync::Notify::new(),
+        });
+        let mut waits = self.commit_waits.lock().unwrap_or_else(|p| p.into_inner());
+        waits.retain(|x| x.strong_count() > 0);
+        waits.push(std::sync::Arc::downgrade(&w));
+        w
+    }
+
+    fn tick_commit(&self, r: &Reading) {
+        let waits = self.commit_waits.lock().unwrap_or_else(|p| p.into_inner());
+        if waits.is_empty() {
+            return;
+        }
+        let key = (r.device_id.clone(), r.kind, r.time);
+        for w in waits.iter().filter_map(std::sync::Weak::upgrade) {
+            let mut pending = w.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.remove(&key) && pending.is_empty() {
+                w.done.notify_waiters();
+            }
         }
     }
 
@@ -282,6 +344,25 @@ mod tests {
         });
         assert_eq!(logs.matches("no body can have").count(), 2, "a new heart-rate episode and a first RR one: {logs}");
         assert_eq!(d(&r).out_of_range, 5);
+    }
+
+    /// A wait ends when every registered reading is observed (committed), and
+    /// not before: another device's or another time's reading does not count.
+    #[tokio::test]
+    async fn commit_waits_end_when_every_reading_is_committed() {
+        let r = DeviceRegistry::new();
+        let t = crate::model::time::parse("2026-01-01T00:00:00.000Z").unwrap();
+        let spo2 = |id: &str, ms: i64| {
+            Reading::new(id, DeviceKind::BedsideMonitor, ReadingType::Spo2).with_value("spo2", 97.0).at(t + chrono::Duration::milliseconds(ms))
+        };
+        let w = r.expect_commits(&[spo2("m", 0), spo2("m", 1)]);
+        r.observe(&spo2("m", 0));
+        r.observe(&spo2("other", 1));
+        r.observe(&spo2("m", 2));
+        assert!(!w.wait(std::time::Duration::from_millis(50)).await, "one of two is not committed yet");
+        r.observe(&spo2("m", 1));
+        assert!(w.wait(std::time::Duration::from_millis(50)).await);
+        assert!(r.expect_commits(&[]).wait(std::time::Duration::ZERO).await, "nothing to wait for");
     }
 
     #[test]

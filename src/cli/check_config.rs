@@ -133,6 +133,18 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
     if exists(&lock) {
         file_usable(&lock, "the outbox lock file").map_err(|m| problem("gateway.state_dir", m))?;
     }
+    // [device.serial] (issue 13): the driver or profile (and HL7 code map) must
+    // load. The port itself may be absent now (a USB-serial adapter plugged in
+    // later): the gateway waits for it.
+    for (i, d) in c.devices.iter().enumerate() {
+        if let Some(s) = &d.serial {
+            crate::adapters::serial::adapter::resolve(&d.id, d.kind.into(), None, s)
+                .map_err(|(k, m)| problem(&format!("device.{i}.serial.{k}"), m))?;
+        }
+        if let Some(h) = &d.hl7_tcp {
+            crate::adapters::serial::tcp::resolve(&d.id, None, h).map_err(|(k, m)| problem(&format!("device.{i}.hl7_tcp.{k}"), m))?;
+        }
+    }
     if let Some(f) = &c.sink.file {
         if f.path.as_os_str().is_empty() {
             return Err(problem("sink.file.path", "the sink's path is empty: give a file such as \"/var/lib/iomt-edge/delivered.ndjson\"".into()));

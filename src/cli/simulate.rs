@@ -39,6 +39,35 @@ Devices: straps C0:FF:EE:00:00:01.. (serial SN0001..), oximeters C0:FF:EE:00:01:
 curl --cacert DIR/eventhubs-emulator-ca.pem -X PUT https://127.0.0.1:8443/\\$emulator/faults -d '{\"server_busy\":2}'\n\
 Fields: unauthorized, server_busy, too_large_above, delay_ms, resets, lost_answers, down_ms. Counters: GET /$emulator/stats.")]
     Eventhubs(EventhubsArgs),
+    /// A simulated serial monitor on a pseudo-terminal: prints the terminal's
+    /// path (the gateway's `port`) on the first line of stdout, then plays the
+    /// monitor at its real rate (or a capture) until Ctrl-C.
+    #[command(after_help = "Example:\n  iomt-edge simulate serial --profile masimo-ascii1 --link /tmp/ttyMasimo &\n  \
+# in the config: [device.serial] port = \"/tmp/ttyMasimo\"  driver = \"masimo-ascii1\"  (kind = \"pulse_oximeter\")\n  \
+iomt-edge run --config my.toml\n\n\
+Profiles: masimo-ascii1, nonin-ascii, nonin-df2, nonin-df7, nonin-df8, hl7 (MLLP-framed ORU^R01 every 5 s).")]
+    Serial(SerialArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SerialArgs {
+    /// The monitor to play: masimo-ascii1, nonin-ascii, nonin-df2, nonin-df7, nonin-df8 or hl7.
+    #[arg(long)]
+    pub profile: String,
+    /// Play this capture instead of a simulated patient: a text capture one
+    /// line per record interval (1 s; hl7: 5 s), raw bytes at 9600 baud.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// The capture is in the text hex format of the `.hex` samples.
+    #[arg(long)]
+    pub hex: bool,
+    /// Also make this symbolic link to the terminal (a stable path for the
+    /// config, as udev's /dev/serial/by-id/ links are); removed at exit.
+    #[arg(long, value_name = "PATH")]
+    pub link: Option<PathBuf>,
+    /// Seed of the simulated patient.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -74,6 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         SimulateCommand::Bluez(b) => run_bluez(b),
         SimulateCommand::Iothub(x) => run_iothub(x),
         SimulateCommand::Eventhubs(x) => run_eventhubs(x),
+        SimulateCommand::Serial(s) => run_serial(s),
     }
 }
 
@@ -111,6 +141,70 @@ fn run_bluez(b: BluezArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     });
     Ok(code)
+}
+
+fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
+    use crate::simulate::serial::{self, Monitor, Pty};
+    let Some(monitor) = Monitor::by_name(&a.profile) else {
+        errln!("error: --profile `{}` is not one the simulator plays; use one of {}", a.profile, Monitor::NAMES.join(", "));
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let capture = match &a.capture {
+        None => None,
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read the capture {}", p.display()))?;
+            if a.hex {
+                match parse_hex(&String::from_utf8_lossy(&bytes)) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        errln!("error: {}: {e}", p.display());
+                        return Ok(ExitCode::from(super::EXIT_PROBLEMS));
+                    }
+                }
+            } else {
+                Some(bytes)
+            }
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut pty = Pty::open().context("cannot create a pseudo-terminal")?;
+        if let Some(link) = &a.link {
+            let _ = std::fs::remove_file(link);
+            std::os::unix::fs::symlink(pty.path(), link).with_context(|| format!("cannot create the link {}", link.display()))?;
+        }
+        outln!("{}", pty.path())?;
+        errln!(
+            "simulated {} on {}{}; in the gateway config: [device.serial] port = \"{}\", driver = \"{}\" (device kind \"{}\"). Ctrl-C to stop.",
+            a.profile,
+            pty.path(),
+            a.link.as_ref().map(|l| format!(" (link {})", l.display())).unwrap_or_default(),
+            a.link.as_ref().map(|l| l.display().to_string()).unwrap_or_else(|| pty.path().to_string()),
+            a.profile,
+            monitor.config_kind()
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let player_stop = stop.clone();
+        let done_with_capture = capture.is_some();
+        tokio::select! {
+            _ = serial::play(monitor, &mut pty, a.seed, capture, player_stop) => {
+                if done_with_capture {
+                    errln!("the capture has been played");
+                }
+            }
+            _ = wait_for_stop() => stop.cancel(),
+        }
+        if let Some(link) = &a.link {
+            let _ = std::fs::remove_file(link);
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text hex format of the `.hex` samples (`01 81 01 00 83`, `#` comments).
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    crate::adapters::serial::parse_hex_capture(text)
 }
 
 async fn wait_for_stop() {

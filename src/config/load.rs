@@ -213,18 +213,25 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
         } else if !ids.insert(d.id.clone()) {
             errs.push((format!("device.{i}.id"), format!("device id \"{}\" is used twice; every device needs its own id", d.id)));
         }
-        let n = d.simulated.is_some() as u8 + d.ble.is_some() as u8 + d.serial.is_some() as u8;
+        let n = d.simulated.is_some() as u8 + d.ble.is_some() as u8 + d.serial.is_some() as u8 + d.hl7_tcp.is_some() as u8;
         if n != 1 {
             errs.push((
                 format!("device.{i}"),
-                format!("device \"{}\" needs exactly one adapter table: [device.simulated], [device.ble] or [device.serial] (found {n})", d.id),
+                format!(
+                    "device \"{}\" needs exactly one adapter table: [device.simulated], [device.ble], [device.serial] or [device.hl7_tcp] (found {n})",
+                    d.id
+                ),
             ));
         }
-        if d.serial.is_some() {
-            errs.push((
-                format!("device.{i}.serial"),
-                "the serial adapter is planned but not in this version of iomt-edge; use [device.ble] or [device.simulated]".into(),
-            ));
+        // [device.serial] (issue 13): its own checks live in config/serial.rs.
+        if let Some(s) = &d.serial {
+            errs.extend(super::serial::validate(&format!("device.{i}.serial"), s));
+        }
+        if let Some(h) = &d.hl7_tcp {
+            errs.extend(super::serial::validate_hl7_tcp(&format!("device.{i}.hl7_tcp"), h));
+            if d.kind != super::DeviceKindConfig::BedsideMonitor {
+                errs.push((format!("device.{i}.kind"), "an [device.hl7_tcp] device is a bedside_monitor".into()));
+            }
         }
         if let Some(s) = &d.simulated {
             if !(0.0..=1.0).contains(&s.dropout_probability) {

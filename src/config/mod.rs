@@ -12,6 +12,7 @@ pub mod ble;
 // Event Hubs sink (issue 14)
 pub mod eventhubs;
 pub mod iothub;
+pub mod serial;
 
 pub use load::{load, load_with_text, parse_str, read_text, ConfigError};
 pub use secret::SecretSource;
@@ -122,7 +123,7 @@ impl Default for ForwarderConfig {
 }
 
 /// `[[device]]`: one device and the adapter that reads it. Exactly one of the
-/// adapter tables (`simulated`, `ble`, `serial`) must be present.
+/// adapter tables (`simulated`, `ble`, `serial`, `hl7_tcp`) must be present.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
@@ -137,7 +138,10 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub ble: Option<ble::BleDeviceConfig>,
     #[serde(default)]
-    pub serial: Option<SerialDeviceConfig>,
+    pub serial: Option<serial::SerialDeviceConfig>,
+    /// An HL7 feed over TCP (MLLP listener).
+    #[serde(default)]
+    pub hl7_tcp: Option<serial::Hl7TcpConfig>,
 }
 
 /// Device kinds as written in the config (snake_case).
@@ -175,20 +179,6 @@ impl Default for SimulatedDeviceConfig {
     fn default() -> Self {
         SimulatedDeviceConfig { interval_ms: 1000, seed: None, dropout_probability: 0.01 }
     }
-}
-
-/// `[device.serial]` (adapter to come; the settings are validated already).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialDeviceConfig {
-    pub port: PathBuf,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    pub protocol: String,
-}
-
-fn default_baud() -> u32 {
-    9600
 }
 
 /// `[sink]`: exactly one destination table.

@@ -80,10 +80,11 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
     for d in &config.devices {
         if let Some(sim) = &d.simulated {
             out.push(Box::new(SimulatedDevice { device_id: d.id.clone(), kind: d.kind.into(), cfg: sim.clone() }));
-        } else if d.serial.is_some() {
-            anyhow::bail!("device \"{}\": the serial adapter is not available in this version", d.id);
         }
     }
+    // [device.serial] (issue 13): one adapter per device.
+    out.extend(crate::adapters::serial::adapter::build(&config.devices)?);
+    out.extend(crate::adapters::serial::tcp::build(&config.devices)?);
     if let Some(ble) = crate::adapters::ble::build(&config.devices)? {
         out.push(ble);
     }

@@ -36,8 +36,8 @@
 //!   serial lines.
 //!
 //! ACK (chapter 2, "Acknowledgment messages"; MSA-1 codes AA/AE/AR):
-//! [`build_ack`] makes the message; the adapter to come sends AA only after
-//! the readings are committed, AE/AR with the reason otherwise.
+//! [`build_ack`] makes the message; the TCP listener ([`super::tcp`]) sends
+//! AA only after the readings are committed, AE/AR with the reason otherwise.
 
 use super::framing::MllpFramer;
 use super::{BadInput, Decoded, Decoder, Record};
@@ -718,6 +718,40 @@ impl Decoder for Hl7Decoder {
                 }
             }
             Mode::Undecided => {}
+        }
+    }
+
+    /// Like `finish`, except that a bare message is never decoded: its last
+    /// segment, or whole segments after it, may be missing.
+    fn abort(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+        match &mut self.mode {
+            Mode::Bare { line, message, noise, too_long } => {
+                if *noise > 0 {
+                    out.push(Err(BadInput::Noise { bytes: *noise }));
+                }
+                if *too_long {
+                    out.push(Err(BadInput::TooLong { max: self.opts.max_length }));
+                }
+                if !message.is_empty() || (!line.is_empty() && !String::from_utf8_lossy(line).trim().is_empty()) {
+                    out.push(Err(BadInput::Truncated("the stream broke inside a bare HL7 message".into())));
+                }
+                *line = Vec::new();
+                *message = Vec::new();
+                *noise = 0;
+                *too_long = false;
+            }
+            _ => self.finish(arrival, out),
+        }
+    }
+
+    /// Ends a bare message whose last segment was ended (no partial line
+    /// pending); a message whose last segment is still open keeps waiting.
+    fn idle(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+        if let Mode::Bare { line, message, .. } = &mut self.mode {
+            if line.is_empty() && !message.is_empty() {
+                let m = std::mem::take(message);
+                self.decode(&m, arrival, out);
+            }
         }
     }
 }

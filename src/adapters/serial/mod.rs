@@ -22,10 +22,14 @@
 //! - [`nonin`]: DF2, DF7, DF8 decoders and the format-select command.
 //!
 //! Every decoder implements [`Decoder`]: feed it byte chunks as they arrive,
-//! with the arrival time, and collect `Result<Record, BadInput>`s. The serial
-//! adapter (tokio-serial I/O, reconnect, quiet-time watchdog, HL7 TCP listener)
-//! is not built yet: it will feed these decoders and count [`BadInput::kind`]
-//! per device (docs/serial.md, "Not done yet").
+//! with the arrival time, and collect `Result<Record, BadInput>`s.
+//!
+//! - [`link`]: the pure supervision of one port (reopen backoff, quiet-time
+//!   watchdog, device-link events, one log line per episode).
+//! - [`adapter`]: the only I/O, on tokio-serial: opens the port with the
+//!   profile's line settings and the device's overrides, feeds the decoder,
+//!   sends init/poll bytes, and acts on what [`link`] decides.
+//! - [`tcp`]: the HL7 TCP (MLLP) listener, ACK after commit.
 //!
 //! Time rule (docs/message-format.md, "Times"): a live line is timed by the
 //! gateway on arrival (UTC) and the monitor's own clock, when the line carries
@@ -33,10 +37,13 @@
 //! measured offset); an HL7 observation time with a zone (OBX-14) is the
 //! measurement time (`timeFrom: deviceZone`).
 
+pub mod adapter;
 pub mod framing;
 pub mod hl7;
+pub mod link;
 pub mod nonin;
 pub mod profile;
+pub mod tcp;
 
 #[cfg(test)]
 mod tests;
@@ -175,7 +182,28 @@ pub trait Decoder: Send {
     /// End of input (end of a capture file, port closed, or an idle gap that
     /// ends a bare HL7 message): completes or reports what is still pending.
     fn finish(&mut self, arrival: DateTime<Utc>, out: &mut Decoded);
+
+    /// The stream broke (the port went away, the gateway stops): a record
+    /// still pending is reported as [`BadInput::Truncated`] and **never
+    /// decoded**, so a line cut mid-number (`HR=07` of `HR=072`) cannot give a
+    /// value. The default is [`Decoder::finish`], right for every decoder
+    /// whose `finish` already refuses an unfinished record (line framing,
+    /// MLLP, Nonin); a decoder whose `finish` completes a pending record must
+    /// override it.
+    fn abort(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+        self.finish(arrival, out);
+    }
+
+    /// The line has been idle for a while (the adapter calls this after
+    /// [`IDLE_GAP`] without bytes). Ends a record that has no end marker of its
+    /// own, when it is complete (a bare HL7 message whose last segment ended
+    /// with CR); does nothing for the others.
+    fn idle(&mut self, _arrival: DateTime<Utc>, _out: &mut Decoded) {}
 }
+
+/// The gap after which [`Decoder::idle`] is called: senders write a message in
+/// one go, so half a second of silence after a CR ends a bare HL7 message.
+pub const IDLE_GAP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How a device's stream is decoded: a profile or a built-in driver. The
 /// future `[device.serial]` config names one (`driver = "masimo-ascii1"`, a

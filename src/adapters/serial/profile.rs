@@ -10,7 +10,7 @@
 //! format, enum maps) showed that data is enough. A profile here says:
 //!
 //! - `[port]`: serial settings (baud, data bits, parity, stop bits, flow
-//!   control), for the adapter to come;
+//!   control), with which the adapter opens the port;
 //! - `[framing]`: terminator, start/end bytes, maximum length, lines to skip
 //!   (power-up headers, column headings);
 //! - `[parse]`: how fields are found: `regex` (named groups), `kv`
@@ -99,8 +99,8 @@ struct RawProfile {
     status: Vec<RawStatus>,
 }
 
-/// `[port]`: serial line settings the monitor uses (the adapter to come opens
-/// the port with them; a device's config may override them).
+/// `[port]`: serial line settings the monitor uses (the adapter opens the
+/// port with them; a device's `[device.serial]` may override each).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PortSettings {

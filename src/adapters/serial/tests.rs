@@ -681,3 +681,70 @@ proptest! {
         }
     }
 }
+
+// ---- A broken stream, an idle line (what the adapter calls) ---------------------
+
+/// The port goes away mid-record: `abort` reports the cut record as
+/// truncated and never decodes it, for every driver. A bare HL7 message cut
+/// inside the SpO2 value (`...|9`) would otherwise give SpO2 9 %, and a
+/// Nonin ASCII line cut after `HR=07` a pulse of 7.
+#[test]
+fn abort_never_decodes_a_cut_record() {
+    let masimo = sample("masimo_rad8_ascii1_yahnatan.txt");
+    let first = masimo.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let hl7 = hl7_sample_cr();
+    let spo2_at = String::from_utf8_lossy(&hl7).find("|97|").unwrap() + 2;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("nonin-ascii", b"SPO2=097 HR=072\r\nSPO2=098 HR=07".to_vec()),
+        ("masimo-ascii1", [&masimo[..first], &masimo[first..first + 60]].concat()),
+        ("hl7", hl7[..spo2_at].to_vec()),
+        ("hl7", framing::mllp_wrap(&hl7)[..spo2_at + 1].to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let mut d = driver(name).decoder("dev-1");
+        let mut out = Vec::new();
+        d.push(&bytes, t0(), &mut out);
+        let before = records(&out).len();
+        d.abort(t0(), &mut out);
+        assert_eq!(records(&out).len(), before, "{name}: abort decoded a cut record: {out:#?}");
+        assert_eq!(bad_kinds(&out).last(), Some(&"truncated"), "{name}: {out:#?}");
+        // The decoder starts clean: the next whole record reads normally.
+        let mut again = Vec::new();
+        d.push(b"SPO2=099 HR=070\r\n", t0(), &mut again);
+        if name == "nonin-ascii" {
+            assert_eq!(value(records(&again)[0], ReadingType::PulseRate, "pulseRate"), Some(70.0));
+        }
+    }
+    // DF2: a packet cut after its SpO2 frame.
+    let df2 = parse_hex_capture(&String::from_utf8(sample("nonin_df2_packet_pufferfish_testvector.hex")).unwrap()).unwrap();
+    let mut d = driver("nonin-df2").decoder("dev-1");
+    let mut out = Vec::new();
+    d.push(&df2[..5 * 10], t0(), &mut out);
+    d.abort(t0(), &mut out);
+    assert!(records(&out).is_empty());
+    assert_eq!(bad_kinds(&out), vec!["truncated"]);
+}
+
+/// An idle line ends a bare HL7 message whose last segment was ended (CR);
+/// a message whose last segment is still open waits (for its CR or the next
+/// MSH); line profiles are not affected by idle.
+#[test]
+fn idle_ends_a_finished_bare_hl7_message_only() {
+    let hl7 = hl7_sample_cr();
+    let mut d = driver("hl7").decoder("dev-1");
+    let mut out = Vec::new();
+    d.push(&hl7[..hl7.len() - 1], t0(), &mut out);
+    d.idle(t0(), &mut out);
+    assert!(out.is_empty(), "last segment still open: {out:#?}");
+    d.push(b"\r", t0(), &mut out);
+    d.idle(t0(), &mut out);
+    assert_eq!(records(&out).len(), 1);
+    check_comen(records(&out)[0]);
+    d.idle(t0(), &mut out);
+    assert_eq!(out.len(), 1, "idle twice decodes once");
+    let mut d = driver("nonin-ascii").decoder("dev-1");
+    let mut out = Vec::new();
+    d.push(b"SPO2=098 HR=07", t0(), &mut out);
+    d.idle(t0(), &mut out);
+    assert!(out.is_empty());
+}

@@ -1,0 +1,392 @@
+//! The serial adapter: the I/O loop on tokio-serial, one task per configured
+//! `[device.serial]`.
+//!
+//! Everything that decides is pure and lives elsewhere: the decoders
+//! ([`super::Driver`]) turn bytes into records, [`super::link::Link`] decides
+//! events, states, backoff and what to log. This loop only opens the port,
+//! reads, writes init/poll bytes, and carries out those decisions:
+//!
+//! 1. open the port with the driver's line settings (a profile's `[port]`,
+//!    else 9600 8N1) and the device's overrides, in exclusive mode (TIOCEXCL:
+//!    a second reader would steal bytes); set DTR/RTS if configured; send the
+//!    init bytes;
+//! 2. read: every chunk goes to the decoder with its arrival time (gateway
+//!    UTC); each record's readings go to the outbox, each bad input is counted
+//!    in the registry (`inputErrors`) and logged once per open port;
+//! 3. quiet for `quiet_timeout`: a `silent` event, the init bytes again;
+//!    idle for [`super::IDLE_GAP`]: [`super::Decoder::idle`] (ends a bare HL7
+//!    message); every `poll_interval`: the poll bytes;
+//! 4. a read error or end of file (USB-serial adapter unplugged: the device
+//!    node goes away) ends the port: [`super::Decoder::abort`] reports a record
+//!    cut mid-way as truncated (never decoded), a `disconnected` event, and
+//!    the port is reopened by path with backoff until the node is back (use
+//!    the stable `/dev/serial/by-id/...` link: udev recreates it on replug).
+
+use super::link::{Link, Step};
+use super::profile::{FlowControl, Parity, PortSettings};
+use super::{BadInput, Decoded, Driver, IDLE_GAP};
+use crate::adapters::{Adapter, AdapterContext, OutboxClosed};
+use crate::config::serial::{parse_hex_bytes, SerialDeviceConfig, SerialFlowControl, SerialParity};
+use crate::config::DeviceConfig;
+use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
+use crate::redact;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_serial::{SerialPort, SerialPortBuilderExt};
+
+/// A write (init, poll bytes) that cannot complete in this time is dropped:
+/// with hardware flow control a monitor that is off never lets it through.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One configured serial device, resolved: driver loaded, settings merged.
+#[derive(Debug, Clone)]
+pub struct SerialDevice {
+    /// The configured id: the device id readings carry.
+    pub id: String,
+    pub kind: DeviceKind,
+    pub patient_id: Option<String>,
+    pub port: PathBuf,
+    pub driver: Driver,
+    /// The profile's `[port]` with the device's overrides applied.
+    pub settings: PortSettings,
+    pub dtr: Option<bool>,
+    pub rts: Option<bool>,
+    pub quiet_timeout: Duration,
+    pub reopen_max: Duration,
+    pub init: Option<Vec<u8>>,
+    pub poll: Option<(Vec<u8>, Duration)>,
+}
+
+/// Loads the driver a `[device.serial]` table names and merges its line
+/// settings with the table's overrides. Errors: (key under the table, such
+/// as `driver` or `code_map`, and a sentence that says how to fix it).
+pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &SerialDeviceConfig) -> Result<SerialDevice, (String, String)> {
+    let mut driver = Driver::by_name(s.driver.trim()).map_err(|e| ("driver".to_string(), e.to_string()))?;
+    if let Some(path) = &s.code_map {
+        let Driver::Hl7(opts) = &driver else {
+            return Err(("code_map".into(), "code_map is for the hl7 driver only".into()));
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ("code_map".to_string(), format!("cannot read the code map {}: {e}", path.display())))?;
+        let opts = opts.clone().with_code_map(&text).map_err(|e| ("code_map".to_string(), format!("code map {}: {e}", path.display())))?;
+        driver = Driver::Hl7(opts);
+    }
+    let driver_kind = driver.device_kind();
+    if driver_kind != kind && driver_kind != DeviceKind::Other {
+        let want = match driver_kind {
+            DeviceKind::HeartRateStrap => "heart_rate_strap",
+            DeviceKind::PulseOximeter => "pulse_oximeter",
+            _ => "bedside_monitor",
+        };
+        return Err(("driver".into(), format!("driver `{}` reads a {}; set kind = \"{want}\" for this device", s.driver.trim(), driver_kind.name())));
+    }
+    let mut settings = match &driver {
+        Driver::Profile(p) => p.port.clone(),
+        _ => PortSettings::default(),
+    };
+    if let Some(b) = s.baud {
+        settings.baud = b;
+    }
+    if let Some(d) = s.data_bits {
+        settings.data_bits = d;
+    }
+    if let Some(p) = s.parity {
+        settings.parity = match p {
+            SerialParity::None => Parity::None,
+            SerialParity::Odd => Parity::Odd,
+            SerialParity::Even => Parity::Even,
+        };
+    }
+    if let Some(d) = s.stop_bits {
+        settings.stop_bits = d;
+    }
+    if let Some(f) = s.flow_control {
+        settings.flow_control = match f {
+            SerialFlowControl::None => FlowControl::None,
+            SerialFlowControl::Hardware => FlowControl::Hardware,
+            SerialFlowControl::Software => FlowControl::Software,
+        };
+    }
+    let hex = |k: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, (String, String)> {
+        v.as_deref().map(parse_hex_bytes).transpose().map_err(|m| (k.to_string(), format!("{k}: {m}")))
+    };
+    let init = hex("init", &s.init)?;
+    let poll = hex("poll", &s.poll)?.map(|b| (b, s.poll_interval));
+    Ok(SerialDevice {
+        id: id.to_string(),
+        kind,
+        patient_id,
+        port: s.port.clone(),
+        driver,
+        settings,
+        dtr: s.dtr,
+        rts: s.rts,
+        quiet_timeout: s.quiet_timeout,
+        reopen_max: s.reopen_max,
+        init,
+        poll,
+    })
+}
+
+/// One adapter per `[[device]]` with a `serial` table.
+pub fn build(devices: &[DeviceConfig]) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+    let mut out: Vec<Box<dyn Adapter>> = Vec::new();
+    for d in devices {
+        let Some(s) = &d.serial else { continue };
+        let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s).map_err(|(k, m)| anyhow::anyhow!("device \"{}\": serial.{k}: {m}", d.id))?;
+        out.push(Box::new(SerialAdapter { dev }));
+    }
+    Ok(out)
+}
+
+/// The adapter of one serial device.
+pub struct SerialAdapter {
+    pub dev: SerialDevice,
+}
+
+fn builder(dev: &SerialDevice) -> tokio_serial::SerialPortBuilder {
+    let s = &dev.settings;
+    let data_bits = match s.data_bits {
+        5 => tokio_serial::DataBits::Five,
+        6 => tokio_serial::DataBits::Six,
+        7 => tokio_serial::DataBits::Seven,
+        _ => tokio_serial::DataBits::Eight,
+    };
+    let parity = match s.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Odd => tokio_serial::Parity::Odd,
+        Parity::Even => tokio_serial::Parity::Even,
+    };
+    let stop_bits = if s.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+    let flow = match s.flow_control {
+        FlowControl::None => tokio_serial::FlowControl::None,
+        FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
+        FlowControl::Software => tokio_serial::FlowControl::Software,
+    };
+    tokio_serial::new(dev.port.to_string_lossy(), s.baud).data_bits(data_bits).parity(parity).stop_bits(stop_bits).flow_control(flow)
+}
+
+/// Per-device state across port openings.
+struct Run<'a> {
+    dev: &'a SerialDevice,
+    ctx: &'a AdapterContext,
+    link: Link,
+    times: DistinctTimes,
+    /// Bad input was logged since the port was opened.
+    bad_logged: bool,
+    /// A failed DTR/RTS/write was logged (once per device).
+    control_logged: bool,
+}
+
+impl Run<'_> {
+    async fn steps(&mut self, steps: Vec<Step>) -> Result<(), OutboxClosed> {
+        for s in steps {
+            match s {
+                Step::Event(e) => self.event(e).await?,
+                Step::State(st) => self.ctx.registry.set_state(&self.dev.id, st),
+                Step::Warn(m) => tracing::warn!(device = %redact::device(&self.dev.id), "{m}"),
+                Step::Info(m) => tracing::info!(device = %redact::device(&self.dev.id), "{m}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn event(&mut self, e: DeviceEvent) -> Result<(), OutboxClosed> {
+        self.send(Reading::event(self.dev.id.clone(), self.dev.kind, e)).await
+    }
+
+    async fn send(&mut self, mut r: Reading) -> Result<(), OutboxClosed> {
+        r.patient_id = self.dev.patient_id.clone();
+        // Two lines in one read share an arrival time; MedTech keeps one value
+        // per time and type, so the second moves on by a millisecond.
+        self.times.assign(&mut r);
+        self.ctx.readings.send(r).await
+    }
+
+    /// Sends the readings of decoded records, counts and logs bad input.
+    async fn decoded(&mut self, out: Decoded) -> Result<(), OutboxClosed> {
+        for item in out {
+            match item {
+                Ok(rec) => {
+                    self.ctx.registry.value_decoded(&self.dev.id, 0);
+                    for r in rec.readings {
+                        self.send(r).await?;
+                    }
+                }
+                Err(e) => {
+                    self.ctx.registry.input_error(&self.dev.id);
+                    self.bad(&e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bad(&mut self, e: &BadInput) {
+        // The error text may quote the line (vital signs): kind only above debug.
+        if !std::mem::replace(&mut self.bad_logged, true) {
+            tracing::warn!(
+                device = %redact::device(&self.dev.id),
+                "serial: ignoring input the {} driver cannot read ({}); further bad input on this port is only counted \
+                 (`iomt-edge status`, INPUT ERRORS) until it is reopened",
+                driver_name(&self.dev.driver),
+                e.kind()
+            );
+        }
+        tracing::debug!(device = %redact::device(&self.dev.id), "serial bad input: {e}");
+    }
+
+    async fn write(&mut self, port: &mut tokio_serial::SerialStream, bytes: &[u8], what: &str) {
+        let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, port.write_all(bytes)).await, Ok(Ok(())));
+        if !ok && !std::mem::replace(&mut self.control_logged, true) {
+            tracing::warn!(device = %redact::device(&self.dev.id), "serial: could not send the {what} bytes within {WRITE_TIMEOUT:?} (logged once)");
+        }
+    }
+}
+
+fn driver_name(d: &Driver) -> String {
+    match d {
+        Driver::Profile(p) => p.name.clone(),
+        Driver::Hl7(_) => "hl7".into(),
+        Driver::Nonin(f) => f.name().into(),
+    }
+}
+
+/// How a port session ended.
+enum Ended {
+    Shutdown,
+    Lost(String),
+}
+
+#[async_trait]
+impl Adapter for SerialAdapter {
+    fn describe(&self) -> String {
+        format!("serial ({}): {} on {}", driver_name(&self.dev.driver), redact::device(&self.dev.id), self.dev.port.display())
+    }
+
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()> {
+        let dev = &self.dev;
+        ctx.registry.register(&dev.id);
+        let mut run = Run {
+            dev,
+            ctx: &ctx,
+            link: Link::new(&dev.port.display().to_string(), dev.quiet_timeout, dev.reopen_max),
+            times: DistinctTimes::new(),
+            bad_logged: false,
+            control_logged: false,
+        };
+        while !ctx.shutdown.is_cancelled() {
+            let delay = match builder(dev).open_native_async() {
+                Ok(port) => {
+                    let steps = run.link.opened(Instant::now());
+                    if run.steps(steps).await.is_err() {
+                        return Ok(());
+                    }
+                    match session(&mut run, port).await {
+                        Ok(Ended::Shutdown) => return Ok(()),
+                        Ok(Ended::Lost(why)) => {
+                            let (steps, delay) = run.link.lost(&why);
+                            if run.steps(steps).await.is_err() {
+                                return Ok(());
+                            }
+                            delay
+                        }
+                        Err(OutboxClosed) => return Ok(()),
+                    }
+                }
+                Err(e) => {
+                    let (steps, delay) = run.link.open_failed(&e.to_string());
+                    if run.steps(steps).await.is_err() {
+                        return Ok(());
+                    }
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One open port: reads until it fails or the gateway stops.
+async fn session(run: &mut Run<'_>, mut port: tokio_serial::SerialStream) -> Result<Ended, OutboxClosed> {
+    let dev = run.dev;
+    for (what, level) in [("DTR", dev.dtr), ("RTS", dev.rts)] {
+        let Some(level) = level else { continue };
+        let r = if what == "DTR" { port.write_data_terminal_ready(level) } else { port.write_request_to_send(level) };
+        if let Err(e) = r {
+            if !std::mem::replace(&mut run.control_logged, true) {
+                tracing::warn!(device = %redact::device(&dev.id), "serial: cannot set {what} on {} ({e}); reading anyway (logged once)", dev.port.display());
+            }
+        }
+    }
+    run.bad_logged = false;
+    let mut decoder = dev.driver.decoder(&dev.id);
+    if let Some(init) = &dev.init {
+        run.write(&mut port, init, "init").await;
+    }
+    let mut poll = dev.poll.as_ref().map(|(bytes, every)| {
+        let mut i = tokio::time::interval(*every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (bytes.clone(), i)
+    });
+    let mut buf = vec![0u8; 4096];
+    // When the line went idle after bytes (for Decoder::idle), if it has not been called since.
+    let mut idle_at: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        let quiet_at = run.link.deadline().map(tokio::time::Instant::from_std).unwrap_or(far);
+        tokio::select! {
+            biased;
+            _ = run.ctx.shutdown.cancelled() => {
+                // A record cut by the stop is dropped unread and uncounted: it
+                // is no reading, and the monitor did nothing wrong.
+                return Ok(Ended::Shutdown);
+            }
+            r = port.read(&mut buf) => {
+                let why = match r {
+                    Ok(0) => "end of file".to_string(),
+                    Ok(n) => {
+                        let arrival = crate::model::time::now_ms();
+                        let steps = run.link.data(Instant::now());
+                        run.steps(steps).await?;
+                        let mut out = Vec::new();
+                        decoder.push(&buf[..n], arrival, &mut out);
+                        run.decoded(out).await?;
+                        idle_at = Some(tokio::time::Instant::now() + IDLE_GAP);
+                        continue;
+                    }
+                    Err(e) => e.to_string(),
+                };
+                let mut out = Vec::new();
+                decoder.abort(crate::model::time::now_ms(), &mut out);
+                run.decoded(out).await?;
+                return Ok(Ended::Lost(why));
+            }
+            _ = tokio::time::sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {
+                idle_at = None;
+                let mut out = Vec::new();
+                decoder.idle(crate::model::time::now_ms(), &mut out);
+                run.decoded(out).await?;
+            }
+            _ = tokio::time::sleep_until(quiet_at) => {
+                let steps = run.link.quiet(Instant::now());
+                run.steps(steps).await?;
+                if let Some(init) = &dev.init {
+                    run.write(&mut port, init, "init").await;
+                }
+            }
+            _ = async { match poll.as_mut() { Some((_, i)) => { i.tick().await; } None => std::future::pending().await } } => {
+                if let Some((bytes, _)) = &poll {
+                    let bytes = bytes.clone();
+                    run.write(&mut port, &bytes, "poll").await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! `[device.serial]`: a monitor on a serial port (RS-232, USB-serial) and how
+//! it is read.
+//!
+//! The port's line settings come from the driver's device profile
+//! (`devices/serial/*.toml`, `[port]`); every one of them can be overridden
+//! here. Which drivers and profiles exist is checked when the gateway starts
+//! (and by `iomt-edge check-config`), not here: the config module does not
+//! know the adapters.
+
+use super::units::{self, Unit};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One serial device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialDeviceConfig {
+    /// The device node, best a stable `/dev/serial/by-id/...` link (udev
+    /// creates it when the adapter is plugged in and removes it when it is
+    /// unplugged; `/dev/ttyUSB0` may become `ttyUSB1` after a replug).
+    pub port: PathBuf,
+    /// A shipped profile (`masimo-ascii1`, `nonin-ascii`, `nellcor-n595`), a
+    /// built-in driver (`hl7`, `nonin-df2`, `nonin-df7`, `nonin-df8`) or the
+    /// path of a profile file.
+    pub driver: String,
+    /// Line settings; each overrides the profile's `[port]` value.
+    #[serde(default)]
+    pub baud: Option<u32>,
+    #[serde(default)]
+    pub data_bits: Option<u8>,
+    #[serde(default)]
+    pub parity: Option<SerialParity>,
+    #[serde(default)]
+    pub stop_bits: Option<u8>,
+    #[serde(default)]
+    pub flow_control: Option<SerialFlowControl>,
+    /// Set (true) or clear (false) the DTR / RTS lines after opening; unset
+    /// leaves them as the driver of the port sets them. Some monitors and
+    /// isolated RS-232 adapters take their power from DTR/RTS.
+    #[serde(default)]
+    pub dtr: Option<bool>,
+    #[serde(default)]
+    pub rts: Option<bool>,
+    /// Nothing received for this long: the monitor is marked silent (a
+    /// `silent` device event, state `lost`) until it sends again. Default `5s`.
+    #[serde(default = "default_quiet", with = "units::duration")]
+    pub quiet_timeout: Duration,
+    /// Upper bound of the backoff between attempts to reopen a port that
+    /// disappeared (starts at 0.5 s, doubles). Default `30s`.
+    #[serde(default = "default_reopen_max", with = "units::duration")]
+    pub reopen_max: Duration,
+    /// Bytes sent after every open, and again after every quiet timeout (a
+    /// monitor that was switched off needs them again), in hex:
+    /// `"02 70 02 02 07 03"` (Nonin's select-Data-Format-7 command).
+    #[serde(default)]
+    pub init: Option<String>,
+    /// Bytes sent every `poll_interval` while the port is open (monitors that
+    /// only answer when asked, keep-alives), in hex.
+    #[serde(default)]
+    pub poll: Option<String>,
+    /// Default `1s`.
+    #[serde(default = "default_poll_interval", with = "units::duration")]
+    pub poll_interval: Duration,
+    /// `hl7` only: a TOML file of extra OBX-3 code mappings (`[[code]]`), tried
+    /// before the built-in IEEE 11073 MDC table.
+    #[serde(default)]
+    pub code_map: Option<PathBuf>,
+}
+
+/// `[device.hl7_tcp]`: a monitor or central station that pushes HL7 v2
+/// ORU^R01 over TCP, MLLP-framed (HL7 v2 Transport Specification, MLLP
+/// Release 2). The gateway listens; each message is acknowledged `AA` only
+/// after its readings are committed to the outbox, `AE`/`AR` with the reason
+/// otherwise, so the sender's own retry covers whatever was not stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7TcpConfig {
+    /// `address:port` to listen on, e.g. `0.0.0.0:2575` (2575 is the port
+    /// IANA registered for HL7 over MLLP).
+    pub listen: String,
+    /// Extra OBX-3 code mappings, as for the serial `hl7` driver.
+    #[serde(default)]
+    pub code_map: Option<PathBuf>,
+    /// A message whose readings are not committed within this time gets
+    /// `AE` (the sender resends it). Default `10s`.
+    #[serde(default = "default_ack_timeout", with = "units::duration")]
+    pub ack_timeout: Duration,
+}
+
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Checks a `[device.hl7_tcp]` table at `prefix` (`device.3.hl7_tcp`).
+pub(crate) fn validate_hl7_tcp(prefix: &str, h: &Hl7TcpConfig) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    if h.listen.trim().parse::<std::net::SocketAddr>().is_err() {
+        errs.push((
+            format!("{prefix}.listen"),
+            format!("listen = \"{}\" is not an address and port; write it like \"0.0.0.0:2575\" or \"127.0.0.1:2575\"", h.listen),
+        ));
+    }
+    if let Some(m) = units::out_of_range("ack_timeout", h.ack_timeout.as_millis(), 1000, 600_000, Unit::Duration, "10s") {
+        errs.push((format!("{prefix}.ack_timeout"), m));
+    }
+    errs
+}
+
+/// Parity as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialParity {
+    None,
+    Odd,
+    Even,
+}
+
+/// Flow control as written in the config: `hardware` is RTS/CTS, `software`
+/// XON/XOFF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialFlowControl {
+    None,
+    Hardware,
+    Software,
+}
+
+fn default_quiet() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_reopen_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Parses the hex form of `init` / `poll`: pairs of hex digits, separated by
+/// spaces, commas or nothing, each optionally `0x`-prefixed. At most 256 bytes.
+pub fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for token in text.split(|c: char| c.is_whitespace() || c == ',') {
+        let t = token.trim_start_matches("0x").trim_start_matches("0X");
+        if t.is_empty() {
+            continue;
+        }
+        if t.len() % 2 != 0 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("`{token}` is not hex bytes; write the bytes as hex pairs such as \"02 70 02 02 07 03\""));
+        }
+        for i in (0..t.len()).step_by(2) {
+            out.push(u8::from_str_radix(&t[i..i + 2], 16).map_err(|e| e.to_string())?);
+        }
+    }
+    if out.is_empty() {
+        return Err("no bytes given; remove the option or write the bytes as hex pairs such as \"02 70 02 02 07 03\"".into());
+    }
+    if out.len() > 256 {
+        return Err(format!("{} bytes; at most 256 are sent at once", out.len()));
+    }
+    Ok(out)
+}
+
+/// Checks what the types cannot, for the device at `prefix`
+/// (`device.3.serial`): (key path, message) of each problem.
+pub(crate) fn validate(prefix: &str, s: &SerialDeviceConfig) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    let key = |k: &str| format!("{prefix}.{k}");
+    if s.port.as_os_str().is_empty() {
+        errs.push((key("port"), "port is empty: give the device node, best its /dev/serial/by-id/... link".into()));
+    }
+    if s.driver.trim().is_empty() {
+        errs.push((key("driver"), "driver is empty: name a profile (masimo-ascii1, nonin-ascii, nellcor-n595), a built-in driver (hl7, nonin-df2, nonin-df7, nonin-df8) or a profile file".into()));
+    }
+    if let Some(b) = s.baud {
+        if !(50..=4_000_000).contains(&b) {
+            errs.push((key("baud"), format!("baud must be 50 to 4000000; {b} is out of range")));
+        }
+    }
+    if let Some(d) = s.data_bits {
+        if !(5..=8).contains(&d) {
+            errs.push((key("data_bits"), format!("data_bits must be 5, 6, 7 or 8; {d} is not")));
+        }
+    }
+    if let Some(d) = s.stop_bits {
+        if !(1..=2).contains(&d) {
+            errs.push((key("stop_bits"), format!("stop_bits must be 1 or 2; {d} is not")));
+        }
+    }
+    let mut range = |k: &str, value: u128, lo: u128, hi: u128, default: &str| {
+        if let Some(m) = units::out_of_range(k, value, lo, hi, Unit::Duration, default) {
+            errs.push((key(k), m));
+        }
+    };
+    range("quiet_timeout", s.quiet_timeout.as_millis(), 200, 600_000, "5s");
+    range("reopen_max", s.reopen_max.as_millis(), 500, 3_600_000, "30s");
+    range("poll_interval", s.poll_interval.as_millis(), 50, 3_600_000, "1s");
+    for (k, v) in [("init", &s.init), ("poll", &s.poll)] {
+        if let Some(text) = v {
+            if let Err(m) = parse_hex_bytes(text) {
+                errs.push((key(k), format!("{k}: {m}")));
+            }
+        }
+    }
+    if s.code_map.is_some() && s.driver.trim() != "hl7" {
+        errs.push((key("code_map"), "code_map is for the hl7 driver only; remove it or set driver = \"hl7\"".into()));
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_bytes() {
+        assert_eq!(parse_hex_bytes("02 70 02 02 07 03"), Ok(vec![2, 0x70, 2, 2, 7, 3]));
+        assert_eq!(parse_hex_bytes("0x0D,0x0a"), Ok(vec![0x0D, 0x0A]));
+        assert_eq!(parse_hex_bytes("0270"), Ok(vec![2, 0x70]));
+        assert!(parse_hex_bytes("027").unwrap_err().contains("`027` is not hex"));
+        assert!(parse_hex_bytes("zz").is_err());
+        assert!(parse_hex_bytes("  ").unwrap_err().contains("no bytes"));
+        assert!(parse_hex_bytes(&"00 ".repeat(257)).unwrap_err().contains("at most 256"));
+    }
+}
