@@ -14,18 +14,7 @@ use std::sync::Mutex;
 /// stops showing it.
 pub const RECENT_VALUES: usize = 100;
 
-/// Where a device is in its life cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum LinkState {
-    /// Configured, not yet seen.
-    Scanning,
-    Connecting,
-    /// Connected and sending data.
-    Streaming,
-    /// Was streaming, now gone or silent; the adapter is trying to get it back.
-    Lost,
-}
+pub use crate::model::status::LinkState;
 
 /// The latest known state of one device.
 #[derive(Debug, Clone, Serialize)]

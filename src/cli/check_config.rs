@@ -133,7 +133,7 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
     if exists(&lock) {
         file_usable(&lock, "the outbox lock file").map_err(|m| problem("gateway.state_dir", m))?;
     }
-    // [device.serial] (issue 13): the driver or profile (and HL7 code map) must
+    // [device.serial]: the driver or profile (and HL7 code map) must
     // load. The port itself may be absent now (a USB-serial adapter plugged in
     // later): the gateway waits for it.
     for (i, d) in c.devices.iter().enumerate() {
@@ -166,7 +166,6 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
     if let Some(h) = &c.sink.iothub {
         check_iothub(h)?;
     }
-    // Event Hubs sink (issue 14).
     if let Some(h) = &c.sink.eventhubs {
         warnings.extend(check_eventhubs(h)?);
     }

@@ -6,7 +6,7 @@
 use super::out::outln;
 use crate::adapters::{DeviceStatus, LinkState};
 use crate::model::ReadingType;
-use crate::service::Gateway;
+use crate::service::GatewayHandle;
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -174,7 +174,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        let (gw_tx, gw_rx) = tokio::sync::oneshot::channel::<Gateway>();
+        let (gw_tx, gw_rx) = tokio::sync::oneshot::channel::<GatewayHandle>();
         let view_stop = shutdown.clone();
         let view = tokio::spawn(async move {
             let Ok(gw) = gw_rx.await else { return None };
@@ -264,7 +264,7 @@ impl MedtechPanel {
     }
 }
 
-async fn live_view(gw: Gateway, stop: CancellationToken, fancy: bool) {
+async fn live_view(gw: GatewayHandle, stop: CancellationToken, fancy: bool) {
     let started = Instant::now();
     let delivered = gw.config.sink.file.as_ref().map(|f| f.path.clone()).unwrap_or_default();
     let mut medtech = MedtechPanel::new(delivered);
@@ -306,7 +306,7 @@ fn value(d: &DeviceStatus, t: ReadingType, unit: &str) -> String {
 }
 
 /// The closing line: what this run took, delivered and left queued.
-fn summary(gw: &Gateway) -> String {
+fn summary(gw: &GatewayHandle) -> String {
     let devices = gw.registry.snapshot();
     let taken: u64 = devices.iter().map(|d| d.readings).sum();
     let queued = gw.outbox.stats().queued;
@@ -320,9 +320,9 @@ fn summary(gw: &Gateway) -> String {
 }
 
 /// The live table (also used by tests through `--plain`).
-pub fn render(gw: &Gateway, elapsed: Duration) -> String {
+pub fn render(gw: &GatewayHandle, elapsed: Duration) -> String {
     let mut s = String::new();
-    s.push_str(&format!("iomt-edge demo   running {}s   sink: {}\n\n", elapsed.as_secs(), gw.sink_name));
+    s.push_str(&format!("iomt-edge demo   running {}s   sink: {}\n\n", elapsed.as_secs(), gw.sink_name()));
     s.push_str(&format!(
         "{:<16} {:<10} {:>10} {:>9} {:>8} {:>10} {:>6} {:>6} {:>9}\n",
         "DEVICE", "STATE", "HR", "RR", "SpO2", "PULSE", "PI", "BATT", "READINGS"

@@ -316,7 +316,6 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-// Event Hubs emulator (issue 14).
 
 #[derive(clap::Args)]
 pub struct EventhubsArgs {

@@ -9,6 +9,7 @@
 //! column, is printed).
 
 use super::out::{errln, out, outln};
+use crate::model::status::{DeviceReport, GatewayStatus};
 use crate::service::status::FILE_NAME;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -71,16 +72,23 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         errln!("no status file ({}): the gateway has not run on this machine with this state folder", names.join(" or "));
         return Ok(ExitCode::from(super::EXIT_FAILURE));
     };
-    let doc: Value = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+    // The raw document for --json (fields of a newer version pass through),
+    // the typed one for the text view.
+    let read = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
+        let raw: Value = serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+        let typed: GatewayStatus = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+        Ok((raw, typed))
+    });
+    let (raw, doc) = match read {
         Ok(v) => v,
         Err(e) => {
             errln!("cannot read {}: {e}", path.display());
             return Ok(ExitCode::from(super::EXIT_FAILURE));
         }
     };
-    let alive = doc["running"].as_bool() == Some(true) && doc["pid"].as_u64().is_some_and(process_is_gateway);
+    let alive = doc.running == Some(true) && doc.pid.is_some_and(|p| process_is_gateway(u64::from(p)));
     if a.json {
-        let mut out = doc.clone();
+        let mut out = raw;
         if let Some(o) = out.as_object_mut() {
             o.insert("alive".into(), Value::Bool(alive));
         }
@@ -102,8 +110,8 @@ fn process_is_gateway(pid: u64) -> bool {
 }
 
 /// "3 s ago", "2 min ago"... from an RFC 3339 time.
-fn ago(t: &Value, now: chrono::DateTime<chrono::Utc>) -> String {
-    let Some(t) = t.as_str().and_then(|s| crate::model::time::parse(s).ok()) else { return "-".into() };
+fn ago(t: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(t) = t.and_then(|s| crate::model::time::parse(s).ok()) else { return "-".into() };
     let s = (now - t).num_seconds().max(0);
     match s {
         0..=119 => format!("{s} s ago"),
@@ -113,60 +121,61 @@ fn ago(t: &Value, now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// The text form.
-pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> String {
+pub fn render(doc: &GatewayStatus, alive: bool, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut out = String::new();
-    let id = doc["gatewayId"].as_str().unwrap_or("?");
-    let written = ago(&doc["writtenAt"], now);
+    let id = doc.gateway_id.as_deref().unwrap_or("?");
+    let written = ago(doc.written_at.as_deref(), now);
     let state = if alive {
-        format!("running (pid {})", doc["pid"])
-    } else if doc["running"].as_bool() == Some(false) {
+        format!("running (pid {})", doc.pid.map_or("?".to_string(), |p| p.to_string()))
+    } else if doc.running == Some(false) {
         "stopped cleanly".to_string()
     } else {
         "NOT RUNNING: it did not stop cleanly (killed or crashed); `systemctl status iomt-edge` and `journalctl -u iomt-edge` say why".to_string()
     };
-    out.push_str(&format!("iomt-edge {id}: {state}; status written {written}; sink {}\n", doc["sink"].as_str().unwrap_or("?")));
-    let n = |p: &str| doc.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-    let dropped = n("/dropped/full") + n("/dropped/tooOld") + n("/dropped/refused") + n("/dropped/rejectedBySink");
+    out.push_str(&format!("iomt-edge {id}: {state}; status written {written}; sink {}\n", doc.sink.as_deref().unwrap_or("?")));
+    let d = &doc.dropped;
     out.push_str(&format!(
         "outbox: {} readings queued ({}); delivered {} readings in {} messages; dropped {}\n{}\n",
-        n("/outboxDepth"),
-        crate::config::units::ByteSize(n("/outboxBytes")),
-        n("/delivered/readings"),
-        n("/delivered/messages"),
-        if dropped == 0 {
+        doc.outbox_depth,
+        crate::config::units::ByteSize(doc.outbox_bytes),
+        doc.delivered.readings,
+        doc.delivered.messages,
+        if d.total() == 0 {
             "none".to_string()
         } else {
             format!(
-                "{dropped} (outbox full {}, too old {}, refused {}, rejected by the destination {})",
-                n("/dropped/full"),
-                n("/dropped/tooOld"),
-                n("/dropped/refused"),
-                n("/dropped/rejectedBySink")
+                "{} (outbox full {}, too old {}, refused {}, rejected by the destination {})",
+                d.total(),
+                d.full,
+                d.too_old,
+                d.refused,
+                d.rejected_by_sink
             )
         },
         // Older status files have no bound.
-        doc["outboxBoundText"].as_str().map(|t| format!("{t}\n")).unwrap_or_default()
+        doc.outbox_bound_text.as_deref().map(|t| format!("{t}\n")).unwrap_or_default()
     ));
-    let devices = doc["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
     // `stateText` says "streaming, 100% undecodable" when a device sends only
     // values that cannot be decoded; older status files have only `state`.
-    let state_of = |d: &Value| d["stateText"].as_str().or(d["state"].as_str()).unwrap_or("?").to_string();
-    let width = devices.iter().map(|d| state_of(d).len()).max().unwrap_or(0).max(11);
+    let state_of = |d: &DeviceReport| {
+        d.state_text.clone().or_else(|| d.state.and_then(|s| serde_json::to_value(s).ok()?.as_str().map(str::to_string))).unwrap_or_else(|| "?".into())
+    };
+    let width = doc.devices.iter().map(|d| state_of(d).len()).max().unwrap_or(0).max(11);
     out.push_str(&format!(
         "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11} {:>12}\n",
         "DEVICE", "STATE", "BATTERY", "LAST SEEN", "READINGS", "ERRORS", "EXTRA BYTES", "OUT OF RANGE"
     ));
-    for d in devices {
+    for d in &doc.devices {
         out.push_str(&format!(
             "{:<24} {:<width$} {:>7}  {:<12} {:>9} {:>7} {:>11} {:>12}\n",
-            d["id"].as_str().unwrap_or("?"),
+            d.id,
             state_of(d),
-            d["battery"].as_f64().map(|b| format!("{b:.0}%")).unwrap_or_else(|| "-".into()),
-            ago(&d["lastSeen"], now),
-            d["readings"].as_u64().unwrap_or(0),
-            d["inputErrors"].as_u64().unwrap_or(0),
-            d["extraBytes"].as_u64().unwrap_or(0),
-            d["outOfRange"].as_u64().unwrap_or(0)
+            d.battery.map(|b| format!("{b:.0}%")).unwrap_or_else(|| "-".into()),
+            ago(d.last_seen.as_deref(), now),
+            d.readings,
+            d.input_errors,
+            d.extra_bytes,
+            d.out_of_range
         ));
     }
     out
@@ -176,6 +185,10 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn typed(v: &Value) -> GatewayStatus {
+        serde_json::from_value(v.clone()).expect("a status document")
+    }
 
     #[test]
     fn renders_running_stopped_and_killed() {
@@ -187,14 +200,14 @@ mod tests {
             "dropped": {"full": 0, "tooOld": 0, "refused": 0, "rejectedBySink": 0},
             "devices": [{"id": "strap-1", "state": "streaming", "battery": 87, "lastSeen": "2026-11-21T10:00:09Z", "readings": 100, "inputErrors": 0}]
         });
-        let t = render(&doc, true, now);
+        let t = render(&typed(&doc), true, now);
         assert!(t.contains("ward3-bed12: running (pid 42); status written 3 s ago; sink iothub"), "{t}");
         assert!(t.contains("3 readings queued (2.0 KiB); delivered 100 readings in 4 messages; dropped none"), "{t}");
         assert!(t.contains("strap-1") && t.contains("streaming") && t.contains("87%") && t.contains("1 s ago"), "{t}");
-        assert!(render(&doc, false, now).contains("NOT RUNNING"));
+        assert!(render(&typed(&doc), false, now).contains("NOT RUNNING"));
         doc["running"] = json!(false);
         doc["dropped"]["full"] = json!(5);
-        let t = render(&doc, false, now);
+        let t = render(&typed(&doc), false, now);
         assert!(t.contains("stopped cleanly") && t.contains("dropped 5 (outbox full 5"), "{t}");
     }
 
@@ -210,7 +223,7 @@ mod tests {
                  "inputErrors": 0, "extraBytes": 30, "outOfRange": 7}
             ]
         });
-        let t = render(&doc, true, now);
+        let t = render(&typed(&doc), true, now);
         let line = |id: &str| t.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_string();
         assert!(line("strap-1").contains("streaming, 100% undecodable"), "{t}");
         assert!(line("strap-1").split_whitespace().any(|w| w == "40"), "{t}");

@@ -223,7 +223,7 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
                 ),
             ));
         }
-        // [device.serial] (issue 13): its own checks live in config/serial.rs.
+        // [device.serial]: its own checks live in config/serial.rs.
         if let Some(s) = &d.serial {
             errs.extend(super::serial::validate(&format!("device.{i}.serial"), s));
         }
@@ -270,7 +270,6 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
     if let Some(h) = &s.iothub {
         errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.iothub.{k}"), m)));
     }
-    // Event Hubs sink (issue 14).
     if let Some(h) = &s.eventhubs {
         errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.eventhubs.{k}"), m)));
     }

@@ -9,7 +9,6 @@ pub mod secret;
 pub mod units;
 
 pub mod ble;
-// Event Hubs sink (issue 14)
 pub mod eventhubs;
 pub mod iothub;
 pub mod serial;
@@ -191,7 +190,7 @@ pub struct SinkConfig {
     pub stdout: Option<StdoutSinkConfig>,
     #[serde(default)]
     pub iothub: Option<iothub::IotHubSinkConfig>,
-    /// `[sink.eventhubs]` (issue 14).
+    /// `[sink.eventhubs]`.
     #[serde(default)]
     pub eventhubs: Option<eventhubs::EventHubsSinkConfig>,
 }

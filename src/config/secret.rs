@@ -109,7 +109,6 @@ pub fn inline_secrets(config: &super::Config) -> Vec<&'static str> {
             }
         }
     }
-    // Event Hubs sink (issue 14).
     if let Some(h) = &config.sink.eventhubs {
         if h.connection_string.as_ref().is_some_and(SecretSource::is_inline) {
             keys.push("sink.eventhubs.connection_string");

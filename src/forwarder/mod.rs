@@ -185,7 +185,7 @@ impl Forwarder {
         let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) };
         let mut failures = 0u32;
         // A salvage that keeps failing is logged once until one succeeds or the
-        // pipeline runs a minute without error (issue 11).
+        // pipeline runs a minute without error.
         let mut salvage_failed_logged = false;
         loop {
             let started = Instant::now();

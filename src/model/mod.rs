@@ -10,6 +10,7 @@ mod message;
 mod plausible;
 mod reading;
 mod series;
+pub mod status;
 pub mod time;
 
 pub use distinct_times::DistinctTimes;

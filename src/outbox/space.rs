@@ -29,7 +29,6 @@
 //! bound. The copy of the log taken before sled opens it is skipped when it
 //! would eat into the reserve.
 
-use serde::Serialize;
 use std::path::Path;
 
 /// Free space kept on the state filesystem: 5 % of its size, at least
@@ -61,34 +60,7 @@ pub fn reserve_for(total: u64) -> u64 {
     (total / 20).clamp(RESERVE_MIN, RESERVE_MAX)
 }
 
-/// What bounds the outbox.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum BoundBy {
-    /// `max_bytes` from the config.
-    #[default]
-    MaxBytes,
-    /// The free space on the state filesystem (minus the reserve).
-    FreeSpace,
-}
-
-/// The effective bound and why, as `outbox stats`, `status` and
-/// `check-config` show it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Bound {
-    /// Bytes of stored records the outbox may hold (what `max_bytes` counts).
-    pub bytes: u64,
-    pub by: BoundBy,
-    /// `max_bytes` from the config.
-    pub max_bytes: u64,
-    /// Size of the state filesystem, bytes (0 if unknown).
-    pub fs_bytes: u64,
-    /// Free space on it for the service (f_bavail), bytes.
-    pub fs_free: u64,
-    /// The reserve kept free, bytes.
-    pub reserve: u64,
-}
+pub use crate::model::status::{Bound, BoundBy};
 
 impl Bound {
     /// A bound by `max_bytes` alone (the filesystem could not be asked).

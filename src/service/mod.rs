@@ -3,11 +3,10 @@
 //! are answered, never fatal: see [`handle_signals`]).
 
 pub mod associations;
-pub mod control;
-mod gateway;
+pub mod gateway;
 pub mod notify;
 mod run;
 pub mod status;
 
-pub use gateway::Gateway;
+pub use gateway::GatewayHandle;
 pub use run::{build_sink, cancel_on_signals, commit_hooks, handle_signals, reload_report, run, ControlSignals, Hangup, RunOptions};

@@ -1,8 +1,7 @@
 //! Starting, running and stopping the whole pipeline.
 
 use super::associations::Associations;
-use super::control::RuntimeControl;
-use super::gateway::Gateway;
+use super::gateway::GatewayHandle;
 use super::notify;
 use crate::adapters::simulated::SimulatedDevice;
 use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
@@ -67,7 +66,6 @@ pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> an
     if let Some(h) = &s.iothub {
         return crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await;
     }
-    // Event Hubs sink (issue 14).
     if let Some(h) = &s.eventhubs {
         return crate::sinks::eventhubs::build(h).await;
     }
@@ -82,7 +80,7 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
             out.push(Box::new(SimulatedDevice { device_id: d.id.clone(), kind: d.kind.into(), cfg: sim.clone() }));
         }
     }
-    // [device.serial] (issue 13): one adapter per device.
+    // [device.serial] and [device.hl7_tcp]: one adapter per device.
     out.extend(crate::adapters::serial::adapter::build(&config.devices)?);
     out.extend(crate::adapters::serial::tcp::build(&config.devices)?);
     if let Some(ble) = crate::adapters::ble::build(&config.devices)? {
@@ -92,17 +90,56 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
 }
 
 /// Runs the gateway until `shutdown` is cancelled. `on_start` receives the
-/// handles once everything is up (the demo uses it for its live view).
-pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(Gateway)) -> anyhow::Result<()> {
+/// handle once everything is up (the demo uses it for its live view).
+///
+/// Three stages, as in tokio's mini-redis: [`start`] opens the outbox and
+/// starts every task, [`supervise`] answers signals, feeds the watchdog and
+/// keeps the status file until `shutdown`, [`stop`] stops the tasks in
+/// pipeline order within bounded times.
+pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(GatewayHandle)) -> anyhow::Result<()> {
+    let Some(mut running) = start(config, &opts, &shutdown).await? else {
+        tracing::info!("stopped while waiting for room on the state filesystem; the outbox was not opened and is as it was");
+        return Ok(());
+    };
+    on_start(running.gateway.clone());
+    notify::ready();
+    let config = &running.gateway.config;
+    tracing::info!(
+        "iomt-edge {} running: gateway {}, {} device(s), sink {}",
+        env!("CARGO_PKG_VERSION"),
+        config.gateway.id,
+        config.devices.len(),
+        running.gateway.sink_name()
+    );
+    supervise(&mut running, &opts, &shutdown).await?;
+    stop(running).await
+}
+
+/// A started gateway: its handle and the tasks [`stop`] stops.
+struct Running {
+    gateway: GatewayHandle,
+    sink: Arc<dyn Sink>,
+    health: Arc<Health>,
+    adapter_stop: CancellationToken,
+    adapter_tasks: Vec<tokio::task::JoinHandle<()>>,
+    committer_task: tokio::task::JoinHandle<()>,
+    forwarder_stop: CancellationToken,
+    forwarder_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    status: StatusWriter,
+}
+
+/// Opens the outbox (waiting for room if the state filesystem has none; `None`
+/// when `shutdown` came first), builds the sink and the adapters, and starts
+/// the committer, the forwarder and the adapters.
+async fn start(config: Config, opts: &RunOptions, shutdown: &CancellationToken) -> anyhow::Result<Option<Running>> {
     let config = Arc::new(config);
     crate::redact::init(&config.gateway.id);
     let state_dir = config.gateway.state_dir.clone();
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
 
     let outbox_dir = state_dir.join("outbox");
-    let Some((outbox, report)) = open_outbox_waiting_for_room(&outbox_dir, &config.outbox, &shutdown).await? else {
-        tracing::info!("stopped while waiting for room on the state filesystem; the outbox was not opened and is as it was");
-        return Ok(());
+    let Some((outbox, report)) = open_outbox_waiting_for_room(&outbox_dir, &config.outbox, shutdown).await? else {
+        return Ok(None);
     };
     let outbox = Arc::new(outbox);
     tracing::info!(
@@ -123,16 +160,17 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, 
     let stats = Arc::new(ForwarderStats::default());
     let flush = FlushHandle::default();
     let settings = ForwarderSettings::from_config(&config);
-    let control = Arc::new(RuntimeControl {
-        outbox: outbox.clone(),
-        registry: registry.clone(),
-        associations: associations.clone(),
-        stats: stats.clone(),
-        flush: flush.clone(),
-        batching: settings.batching.clone(),
-    });
-    let sink = build_sink(&config, control).await?;
-    let sink_name = sink.name();
+    let gateway = GatewayHandle::new(
+        config.clone(),
+        outbox.clone(),
+        registry.clone(),
+        associations.clone(),
+        stats.clone(),
+        flush.clone(),
+        settings.batching.clone(),
+    );
+    let sink = build_sink(&config, Arc::new(gateway.clone())).await?;
+    gateway.set_sink_name(sink.name());
     let adapters = build_adapters(&config)?;
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Reading>(INTAKE_CAPACITY);
@@ -150,9 +188,9 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, 
         sink: sink.clone(),
         settings,
         committed,
-        stats: stats.clone(),
+        stats,
         health: health.clone(),
-        flush: flush.clone(),
+        flush,
         group_sync: Some(group_sync),
     };
     let forwarder_stop = CancellationToken::new();
@@ -175,53 +213,66 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, 
         }));
     }
     drop(sender);
+    let status = StatusWriter::new(super::status::file_path(&config.gateway.state_dir));
+    Ok(Some(Running { gateway, sink, health, adapter_stop, adapter_tasks, committer_task, forwarder_stop, forwarder_task, status }))
+}
 
-    let gateway = Gateway {
-        config: config.clone(),
-        outbox: outbox.clone(),
-        registry: registry.clone(),
-        associations: associations.clone(),
-        forwarder: stats.clone(),
-        flush,
-        sink_name,
-    };
-    on_start(gateway.clone());
-    notify::ready();
-    tracing::info!(
-        "iomt-edge {} running: gateway {}, {} device(s), sink {}",
-        env!("CARGO_PKG_VERSION"),
-        config.gateway.id,
-        config.devices.len(),
-        sink_name
-    );
+/// The status file `iomt-edge status` reads, and whether writing it failed
+/// (said once).
+struct StatusWriter {
+    path: std::path::PathBuf,
+    last: Option<tokio::time::Instant>,
+    failed: bool,
+}
 
-    // Status, watchdog and outbox housekeeping until asked to stop.
-    let watchdog = notify::watchdog_interval();
-    let health_limit = watchdog.map(|w| (w.as_millis() as u64 / 2).max(2000)).unwrap_or(30_000);
-    let mut tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(Duration::from_secs(2)).max(Duration::from_millis(200)));
-    let mut last_expire = tokio::time::Instant::now();
-    let mut unhealthy_logged = false;
-    // The status file `iomt-edge status` reads.
-    let status_path = super::status::file_path(&config.gateway.state_dir);
-    let mut last_status: Option<tokio::time::Instant> = None;
-    let mut status_failed = false;
-    let mut write_status = move |gw: &Gateway, running: bool| {
-        if let Err(e) = super::status::write_file(&status_path, gw, running) {
-            if !status_failed {
-                tracing::warn!("cannot write the status file {} ({e}); `iomt-edge status` will not see this gateway", status_path.display());
-                status_failed = true;
+impl StatusWriter {
+    fn new(path: std::path::PathBuf) -> StatusWriter {
+        StatusWriter { path, last: None, failed: false }
+    }
+
+    fn write(&mut self, gw: &GatewayHandle, running: bool) {
+        self.last = Some(tokio::time::Instant::now());
+        if let Err(e) = super::status::write_file(&self.path, gw, running) {
+            if !self.failed {
+                tracing::warn!("cannot write the status file {} ({e}); `iomt-edge status` will not see this gateway", self.path.display());
+                self.failed = true;
             }
         }
-    };
-    let mut forwarder_task = forwarder_task;
+    }
+
+    fn due(&self) -> bool {
+        self.last.is_none_or(|t| t.elapsed() >= STATUS_FILE_EVERY)
+    }
+}
+
+/// How often readings older than `max_age` are dropped.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// The watchdog is fed every third of its interval; without a watchdog the
+/// health and status tick is this.
+const TICK_WITHOUT_WATCHDOG: Duration = Duration::from_secs(2);
+/// The shortest tick, however short the watchdog interval.
+const TICK_MIN: Duration = Duration::from_millis(200);
+/// A stage that has not reported for this long is unhealthy when there is no
+/// watchdog (with one: half its interval, at least 2 s).
+const HEALTH_LIMIT_WITHOUT_WATCHDOG_MS: u64 = 30_000;
+
+/// Status, watchdog, signals and outbox housekeeping until `shutdown`. An
+/// error means the forwarder ended by itself (a bug: it rides out outbox
+/// errors); the gateway then exits without the orderly stop.
+async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let watchdog = notify::watchdog_interval();
+    let health_limit = watchdog.map(|w| (w.as_millis() as u64 / 2).max(2000)).unwrap_or(HEALTH_LIMIT_WITHOUT_WATCHDOG_MS);
+    let mut tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(TICK_WITHOUT_WATCHDOG).max(TICK_MIN));
+    let mut last_expire = tokio::time::Instant::now();
+    let mut unhealthy_logged = false;
+    let gateway = r.gateway.clone();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = opts.signals.status.notified() => {
                 // SIGUSR1/SIGUSR2: one status line in the log, the status file now.
                 tracing::info!("status (SIGUSR1/SIGUSR2): {}", gateway.status_line());
-                write_status(&gateway, true);
-                last_status = Some(tokio::time::Instant::now());
+                r.status.write(&gateway, true);
             }
             _ = opts.signals.reload.notified() => {
                 // SIGHUP: re-read what can be re-read; never stop.
@@ -236,47 +287,48 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, 
                     Ok(said) => tracing::info!("SIGHUP: {said}; {}", gateway.status_line()),
                     Err(said) => tracing::warn!("SIGHUP: {said}; {}", gateway.status_line()),
                 }
-                write_status(&gateway, true);
-                last_status = Some(tokio::time::Instant::now());
+                r.status.write(&gateway, true);
             }
-            res = &mut forwarder_task => {
+            res = &mut r.forwarder_task => {
                 // The forwarder rides out outbox errors itself; ending early is a bug.
                 let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => crate::logging::anyhow_chain(&e), Err(e) => e.to_string() };
                 anyhow::bail!("the forwarder stopped: {why}");
             }
             _ = tick.tick() => {
                 notify::status(&gateway.status_line());
-                if last_status.is_none_or(|t| t.elapsed() >= STATUS_FILE_EVERY) {
-                    last_status = Some(tokio::time::Instant::now());
-                    write_status(&gateway, true);
+                if r.status.due() {
+                    r.status.write(&gateway, true);
                 }
-                match health.check(health_limit) {
+                match r.health.check(health_limit) {
                     Ok(()) => { notify::watchdog(); unhealthy_logged = false; }
                     Err(why) => if !unhealthy_logged {
                         tracing::error!("not feeding the watchdog: {why}");
                         unhealthy_logged = true;
                     }
                 }
-                if last_expire.elapsed() >= Duration::from_secs(60) {
+                if last_expire.elapsed() >= EXPIRE_EVERY {
                     last_expire = tokio::time::Instant::now();
-                    let ob = outbox.clone();
+                    let ob = gateway.outbox.clone();
                     if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || ob.expire()).await {
                         if n > 0 {
-                            tracing::warn!("dropped {n} readings older than max_age ({})", humantime::format_duration(config.outbox.max_age));
+                            tracing::warn!("dropped {n} readings older than max_age ({})", humantime::format_duration(gateway.config.outbox.max_age));
                         }
                     }
                 }
             }
         }
     }
+}
 
-    // Orderly stop: adapters first, then let the committer drain and flush,
-    // then give in-flight sends a moment, then flush the outbox. Every stage
-    // has a bound (STOP_ADAPTERS + STOP_COMMITTER + STOP_FORWARDER +
-    // STOP_SINK = 27 s, under the unit's TimeoutStopSec=30s), and no stage
-    // waits for a sink that hangs: a send that never returns (a hung network
-    // mount under the file sink) is given up after the forwarder's grace
-    // period and its readings stay in the outbox for the next start.
+/// Orderly stop: adapters first, then let the committer drain and flush,
+/// then give in-flight sends a moment, then flush the outbox. Every stage
+/// has a bound (STOP_ADAPTERS + STOP_COMMITTER + STOP_FORWARDER + STOP_SINK
+/// = 27 s, under the unit's TimeoutStopSec=30s), and no stage waits for a
+/// sink that hangs: a send that never returns (a hung network mount under the
+/// file sink) is given up after the forwarder's grace period and its readings
+/// stay in the outbox for the next start.
+async fn stop(r: Running) -> anyhow::Result<()> {
+    let Running { gateway, sink, adapter_stop, adapter_tasks, committer_task, forwarder_stop, mut forwarder_task, mut status, .. } = r;
     notify::stopping();
     tracing::info!("stopping: committing what adapters handed over");
     adapter_stop.cancel();
@@ -299,9 +351,9 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, 
         }
     }
     if tokio::time::timeout(STOP_SINK, sink.close()).await.is_err() {
-        tracing::warn!("closing the {} sink took too long; stopping without it", sink_name);
+        tracing::warn!("closing the {} sink took too long; stopping without it", gateway.sink_name());
     }
-    let ob = outbox.clone();
+    let ob = gateway.outbox.clone();
     tokio::task::spawn_blocking(move || {
         let closed = ob.flush().and_then(|_| ob.close_clean());
         let Err(first) = closed else { return };
@@ -317,7 +369,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, 
         }
     })
     .await?;
-    write_status(&gateway, false);
+    status.write(&gateway, false);
     tracing::info!("stopped: {}", gateway.status_line());
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! gateway without an Azure subscription.
 //!
 //! A loopback MQTT 3.1.1-over-TLS broker that enforces the IoT Hub device
-//! contract (docs: /work/shared/reference, "IoT Hub MQTT"): client id and
+//! contract (Azure IoT Hub documentation, "Communicate with an IoT hub using the MQTT protocol"): client id and
 //! username format, SAS signature and expiry (the connection is closed at
 //! expiry), X.509 client certificates, QoS <= 1, the 256 KB message limit,
 //! topic grammar, one connection per identity, at most 5 subscriptions. It

@@ -1,4 +1,4 @@
-//! Azure Event Hubs sink over HTTPS (issue 14).
+//! Azure Event Hubs sink over HTTPS.
 //!
 //! MedTech ingests from an event hub, so a gateway can send there directly
 //! instead of through IoT Hub. The REST "Send batch events" operation is used

@@ -4,6 +4,7 @@
 //! tests and the emulator demo (it records versions but does not enforce
 //! them: [`super::desired::DesiredStore`] does).
 
+use crate::model::status::{DeviceReport, GatewayStatus};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -13,10 +14,9 @@ use std::sync::Mutex;
 /// The gateway as the cloud sees it through the twin and direct methods.
 #[async_trait]
 pub trait GatewayControl: Send + Sync {
-    /// A snapshot for reported properties and `getStatus`: a JSON object such as
-    /// `{"gatewayVersion", "outboxDepth", "dropped": {...}, "devices": [{"id",
-    /// "battery", "lastSeen", "connected"}]}`. Keys must not contain `.`, `$` or spaces.
-    fn status(&self) -> Value;
+    /// A snapshot for reported properties and `getStatus` (its JSON keys
+    /// contain no `.`, `$` or spaces, as twin property names must not).
+    fn status(&self) -> GatewayStatus;
 
     /// Associates a device with a patient (`None` removes the association).
     /// Readings taken from now on carry this patient id. `twin_version` is the
@@ -41,8 +41,6 @@ pub struct SimpleControl {
     versions: Mutex<BTreeMap<String, Option<u64>>>,
     batching: Mutex<Option<Value>>,
     flushes: AtomicU64,
-    /// Extra fields merged into `status()` (tests set outbox depth etc.).
-    pub extra: Mutex<serde_json::Map<String, Value>>,
 }
 
 impl SimpleControl {
@@ -66,20 +64,12 @@ impl SimpleControl {
 
 #[async_trait]
 impl GatewayControl for SimpleControl {
-    fn status(&self) -> Value {
-        let patients = self.patients();
-        let mut v = json!({
-            "gatewayVersion": env!("CARGO_PKG_VERSION"),
-            "outboxDepth": 0,
-            "dropped": {},
-            "devices": patients.keys().map(|d| json!({"id": d, "battery": null, "lastSeen": null, "connected": false})).collect::<Vec<_>>(),
-        });
-        if let Some(obj) = v.as_object_mut() {
-            for (k, x) in self.extra.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                obj.insert(k.clone(), x.clone());
-            }
+    fn status(&self) -> GatewayStatus {
+        GatewayStatus {
+            gateway_version: env!("CARGO_PKG_VERSION").to_string(),
+            devices: self.patients().into_keys().map(|id| DeviceReport { id, ..DeviceReport::default() }).collect(),
+            ..GatewayStatus::default()
         }
-        v
     }
 
     fn set_patient(&self, device_id: &str, patient_id: Option<&str>, twin_version: Option<u64>) {

@@ -81,7 +81,7 @@ pub struct IotHubSink {
     twin_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     max_body: usize,
     /// A PUBACK timeout was logged and no message was confirmed since: the
-    /// concurrent sends that time out with it are logged at debug (issue 11).
+    /// concurrent sends that time out with it are logged at debug (one line per episode).
     ack_timeout_logged: std::sync::atomic::AtomicBool,
 }
 

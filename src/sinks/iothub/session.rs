@@ -481,7 +481,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
     let mut generation: u64 = 0;
     let mut renew_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut token_ttl = opts.token_ttl;
-    // Said once per episode (issue 11): the first failure at warn/error, the
+    // Said once per episode: the first failure at warn/error, the
     // retries at debug, the recovery at info.
     let mut link_down = crate::logging::Episode::default();
     let mut refused = crate::logging::Episode::default();

@@ -13,6 +13,7 @@ use super::control::GatewayControl;
 use super::desired::{DesiredStore, Outcome, Source};
 use super::session::{LinkState, Session};
 use super::topics::{parse_hub_topic, HubTopic};
+use crate::model::status::{DesiredIgnored, GatewayStatus, IotHubLink};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
                     },
                     HubTopic::MethodRequest { name, rid: r } => {
                         let (status, body) = match name.as_str() {
-                            "getStatus" => (200, status_doc(&session, &control, &store)),
+                            "getStatus" => (200, serde_json::to_value(status_doc(&session, &control, &store)).unwrap_or_default()),
                             "flush" => (200, control.flush_now().await),
                             other => (404, json!({"message": format!("unknown method `{other}`; this gateway offers getStatus and flush")})),
                         };
@@ -108,27 +109,23 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
 /// The status document: the gateway's status plus the link counters and the
 /// desired-properties version applied (`desiredVersion`, `null` before any)
 /// with the count of desired documents ignored as stale or unversioned.
-pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> Value {
-    let mut v = control.status();
+pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> GatewayStatus {
     let s = session.stats();
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "iothub".into(),
-            json!({
-                "connects": s.connects.load(Ordering::Relaxed),
-                "refusals": s.refusals.load(Ordering::Relaxed),
-                "drops": s.drops.load(Ordering::Relaxed),
-                "tokenRenewals": s.renewals.load(Ordering::Relaxed),
-                "inFlight": session.in_flight(),
-                "desiredVersion": store.state().version,
-                "desiredIgnored": {
-                    "stale": store.counters().stale.load(Ordering::Relaxed),
-                    "unversioned": store.counters().unversioned.load(Ordering::Relaxed),
-                },
-            }),
-        );
+    GatewayStatus {
+        iothub: Some(IotHubLink {
+            connects: s.connects.load(Ordering::Relaxed),
+            refusals: s.refusals.load(Ordering::Relaxed),
+            drops: s.drops.load(Ordering::Relaxed),
+            token_renewals: s.renewals.load(Ordering::Relaxed),
+            in_flight: session.in_flight() as u64,
+            desired_version: store.state().version,
+            desired_ignored: DesiredIgnored {
+                stale: store.counters().stale.load(Ordering::Relaxed),
+                unversioned: store.counters().unversioned.load(Ordering::Relaxed),
+            },
+        }),
+        ..control.status()
     }
-    v
 }
 
 fn report(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore, rid: u64) {

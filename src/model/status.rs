@@ -1,0 +1,251 @@
+//! The gateway's status as one typed document: the status file that
+//! `iomt-edge status` reads, the twin's reported properties and the
+//! `getStatus` direct method all carry a [`GatewayStatus`] (JSON,
+//! camelCase). It lives in `model` because every stage that shows it (the
+//! IoT Hub sink, the service, the CLI) sits above it.
+//!
+//! No patient ids: the association lives in the desired properties the ward
+//! system wrote, and in each message body.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a device is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LinkState {
+    /// Configured, not yet seen.
+    Scanning,
+    Connecting,
+    /// Connected and sending data.
+    Streaming,
+    /// Was streaming, now gone or silent; the adapter is trying to get it back.
+    Lost,
+}
+
+/// What bounds the outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BoundBy {
+    /// `max_bytes` from the config.
+    #[default]
+    MaxBytes,
+    /// The free space on the state filesystem (minus the reserve).
+    FreeSpace,
+}
+
+/// The status document. Fields marked "file only" are set in the status file
+/// (they say which process wrote it) and absent from the twin and
+/// `getStatus`; `batching` is the other way round. Every field a newer
+/// version added is optional or defaulted, so `iomt-edge status` reads the
+/// files of older versions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    /// The crate version of the gateway that wrote it.
+    #[serde(default)]
+    pub gateway_version: String,
+    /// File only: `[gateway] id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+    /// File only: the sink's name (`iothub`, `eventhubs`, `file`, `stdout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    /// File only: the daemon's process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// File only: false in the last write, at a clean stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    /// File only: when it was written (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<String>,
+    /// Readings queued in the outbox.
+    #[serde(default)]
+    pub outbox_depth: u64,
+    /// Bytes they take, as the bound counts them.
+    #[serde(default)]
+    pub outbox_bytes: u64,
+    /// The bound in force (max_bytes, or less on a small state filesystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_bound: Option<Bound>,
+    /// The bound as one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_bound_text: Option<String>,
+    #[serde(default)]
+    pub dropped: Dropped,
+    #[serde(default)]
+    pub delivered: Delivered,
+    #[serde(default)]
+    pub devices: Vec<DeviceReport>,
+    /// The twin and `getStatus` only: the batching in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
+    /// The twin and `getStatus` only: the IoT Hub link's counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iothub: Option<IotHubLink>,
+}
+
+/// The IoT Hub sink's link, as the twin reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IotHubLink {
+    /// Successful MQTT connections since the start.
+    pub connects: u64,
+    /// Connections the hub refused.
+    pub refusals: u64,
+    /// Connections that dropped.
+    pub drops: u64,
+    /// SAS tokens renewed.
+    pub token_renewals: u64,
+    /// Messages sent and not yet confirmed.
+    pub in_flight: u64,
+    /// The `$version` of the desired properties applied (`None` before any).
+    pub desired_version: Option<u64>,
+    pub desired_ignored: DesiredIgnored,
+}
+
+/// Desired-properties documents not applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredIgnored {
+    /// Older than the version in force.
+    pub stale: u64,
+    /// Without a `$version`.
+    pub unversioned: u64,
+}
+
+/// The outbox's bound and why, as `outbox stats`, `status` and
+/// `check-config` show it (computed in `outbox::space`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bound {
+    /// Bytes of stored records the outbox may hold (what `max_bytes` counts).
+    pub bytes: u64,
+    pub by: BoundBy,
+    /// `max_bytes` from the config.
+    pub max_bytes: u64,
+    /// Size of the state filesystem, bytes (0 if unknown).
+    pub fs_bytes: u64,
+    /// Free space on it for the service (f_bavail), bytes.
+    pub fs_free: u64,
+    /// The reserve kept free, bytes.
+    pub reserve: u64,
+}
+
+/// Readings that left the outbox without being delivered, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dropped {
+    /// `drop_oldest` made room.
+    #[serde(default)]
+    pub full: u64,
+    /// Older than `max_age`.
+    #[serde(default)]
+    pub too_old: u64,
+    /// `refuse_newest` refused them.
+    #[serde(default)]
+    pub refused: u64,
+    /// The destination refused them for good.
+    #[serde(default)]
+    pub rejected_by_sink: u64,
+}
+
+impl Dropped {
+    pub fn total(&self) -> u64 {
+        self.full + self.too_old + self.refused + self.rejected_by_sink
+    }
+}
+
+/// What the destination confirmed since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivered {
+    #[serde(default)]
+    pub readings: u64,
+    #[serde(default)]
+    pub messages: u64,
+}
+
+/// One device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceReport {
+    /// The configured device id.
+    pub id: String,
+    /// `state` is `streaming`.
+    #[serde(default)]
+    pub connected: bool,
+    /// The link state; `None` in documents that do not say.
+    #[serde(default)]
+    pub state: Option<LinkState>,
+    /// The state with the share of recent values that could not be decoded,
+    /// e.g. `streaming, 100% undecodable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_text: Option<String>,
+    /// Battery level, percent.
+    #[serde(default)]
+    pub battery: Option<f64>,
+    /// When the last value arrived (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    /// Readings stored.
+    #[serde(default)]
+    pub readings: u64,
+    /// Values received (decodable or not).
+    #[serde(default)]
+    pub values: u64,
+    /// Values that gave no reading at all.
+    #[serde(default)]
+    pub input_errors: u64,
+    /// Percent of the last values that could not be decoded (`None` before the first).
+    #[serde(default)]
+    pub undecodable_percent: Option<u8>,
+    /// Bytes ignored after complete fields.
+    #[serde(default)]
+    pub extra_bytes: u64,
+    /// Stored readings flagged `outOfRange` (see [`crate::model::PLAUSIBLE_RANGES`]).
+    #[serde(default)]
+    pub out_of_range: u64,
+}
+
+/// The batching in force (changed by the twin's desired `batching`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Batching {
+    pub max_readings: u64,
+    pub max_delay_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_round_trips_and_keeps_its_camel_case_names() {
+        let doc = GatewayStatus {
+            gateway_version: "0.1.0".into(),
+            gateway_id: Some("gw-1".into()),
+            running: Some(true),
+            outbox_depth: 3,
+            dropped: Dropped { rejected_by_sink: 2, ..Dropped::default() },
+            devices: vec![DeviceReport { id: "strap-1".into(), state: Some(LinkState::Streaming), connected: true, ..DeviceReport::default() }],
+            ..GatewayStatus::default()
+        };
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["outboxDepth"], 3);
+        assert_eq!(v["dropped"]["rejectedBySink"], 2);
+        assert_eq!(v["devices"][0]["state"], "streaming");
+        assert!(v.get("batching").is_none(), "absent, not null");
+        assert_eq!(serde_json::from_value::<GatewayStatus>(v).unwrap(), doc);
+    }
+
+    #[test]
+    fn an_older_file_without_the_newer_fields_is_read() {
+        let old = r#"{"gatewayVersion":"0.0.9","gatewayId":"gw","running":false,"pid":42,
+            "outboxDepth":1,"outboxBytes":200,"devices":[{"id":"d","state":"lost"}]}"#;
+        let s: GatewayStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(s.outbox_bound, None);
+        assert_eq!(s.devices[0].state, Some(LinkState::Lost));
+        assert_eq!(s.dropped.total(), 0);
+    }
+}
