@@ -88,9 +88,10 @@ pub enum OutboxError {
     #[error("the outbox in {0} is damaged and cannot be read as it is; the gateway salvages what it can at its next start, or run `iomt-edge outbox salvage --from {0}`")]
     Damaged(PathBuf),
     /// [`Outbox::inspect`] found no outbox at the path (no folder, or no
-    /// `db` file in it): inspecting never creates one.
+    /// `db` file in it, or an empty one): inspecting never creates one, nor
+    /// anything beside it.
     #[error(
-        "there is no outbox in {0} (no folder with a `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir"
+        "there is no outbox in {0} (no folder with a non-empty `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir"
     )]
     NotFound(PathBuf),
 }
@@ -315,11 +316,17 @@ impl Counters {
 struct BoundState {
     bound: space::Bound,
     checked: Option<Instant>,
+    /// Tightens the modelled bound when the store grows past it
+    /// ([`space::Feedback`]).
+    feedback: space::Feedback,
 }
 
 /// How often the bound is checked against the filesystem (one `statvfs` and a
 /// `stat` of the store's few files).
 const BOUND_RECHECK: Duration = Duration::from_secs(1);
+/// As [`BOUND_RECHECK`], when the free space is within two sled segments of
+/// the reserve.
+const BOUND_RECHECK_NEAR: Duration = Duration::from_millis(100);
 
 /// The open sled database, the outbox tree in it, and its log file.
 struct Store {
@@ -520,7 +527,9 @@ impl Outbox {
     /// existing outbox is created if it is missing. [`Outbox::dir`] is then
     /// the copy's folder; errors name `dir`.
     pub fn inspect(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
-        if !dir.is_dir() || !dir.join("db").is_file() {
+        // An empty `db` (sled had not written its first segment yet) holds
+        // no readings: no outbox either, and nothing is created beside it.
+        if !dir.is_dir() || std::fs::metadata(dir.join("db")).map_or(true, |m| !m.is_file() || m.len() == 0) {
             return Err(OutboxError::NotFound(dir.to_path_buf()));
         }
         let copy = {
@@ -690,7 +699,11 @@ impl Outbox {
             epoch,
             cache_bytes: cfg.cache_bytes.bytes(),
             max_bytes: cfg.max_bytes.bytes(),
-            bound: Mutex::new(BoundState { bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()), checked: None }),
+            bound: Mutex::new(BoundState {
+                bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()),
+                checked: None,
+                feedback: space::Feedback::default(),
+            }),
             space_dir: dir.to_path_buf(),
             max_age: cfg.max_age,
             when_full: cfg.when_full,
@@ -901,11 +914,27 @@ impl Outbox {
         // lock can still be held for a moment by a previous instance in this
         // process whose background flusher has not finished: wait for it.
         let mut tries = 0;
+        let mut spare_given = false;
         loop {
             match Self::open_sled_once(dir, cache_bytes) {
                 Err(OpenFailure::Io(OutboxError::Io { source, .. })) if tries < 100 && source.to_string().contains("could not acquire lock") => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(50));
+                }
+                // sled must write to open (its snapshot, a new log segment):
+                // with no room, give back the spare file kept for this
+                // (`space::keep_spare`) and try once more.
+                Err(OpenFailure::Io(e)) if !spare_given && e.is_no_space() => {
+                    spare_given = true;
+                    let freed = space::release_spare(dir);
+                    if freed == 0 {
+                        return Err(OpenFailure::Io(e));
+                    }
+                    tracing::warn!(
+                        "no room on the state filesystem to open the outbox in {} ({e}); gave back the {} spare file kept for this and trying again",
+                        dir.display(),
+                        crate::config::units::ByteSize(freed)
+                    );
                 }
                 other => return other,
             }
@@ -1052,6 +1081,19 @@ impl Outbox {
         // waits for its background flusher to let go.
         let fdatasync = slot.as_ref().is_none_or(|st| st.fdatasync);
         drop(slot.take());
+        // A write failed: with less than a segment free, sled cannot go on
+        // writing its log (it may be the store that filled the disk, beyond
+        // the model): give it the spare file now, as an open without room
+        // would. The bound recreates it when there is room again.
+        if space::fs_space(&self.dir).is_ok_and(|(_, free)| free < space::SLED_SEGMENT) {
+            let freed = space::release_spare(&self.dir);
+            if freed > 0 {
+                tracing::warn!(
+                    "the state filesystem is nearly full after a failed outbox write; gave the outbox the {} spare file kept for this",
+                    crate::config::units::ByteSize(freed)
+                );
+            }
+        }
         let mut store = match Self::open_sled(&self.dir, self.cache_bytes) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
@@ -1486,6 +1528,8 @@ impl Outbox {
         let st = self.store().ok();
         let in_flight = st.as_ref().map(|st| st.tree.scan_prefix([INFLIGHT]).count() as u64).unwrap_or(0);
         let disk_bytes = st.as_ref().and_then(|st| st.db.size_on_disk().ok()).unwrap_or(0);
+        // Before the counters: `bound` takes them itself (lock order).
+        let bound = self.bound();
         let c = self.counters();
         OutboxStats {
             queued: c.count,
@@ -1499,7 +1543,7 @@ impl Outbox {
             disk_bytes,
             previous_stop: self.previous_stop,
             started_ms: self.started_ms,
-            bound: self.bound(),
+            bound,
         }
     }
 
@@ -1517,18 +1561,44 @@ impl Outbox {
     }
 
     /// The bound in force: the smaller of `max_bytes` and what the state
-    /// filesystem can hold ([`space::effective_bound`]), checked again when
-    /// the last check is older than a second. When the filesystem, not
-    /// `max_bytes`, starts to bound the outbox, one warning says so; one line
-    /// says when that episode ends.
+    /// filesystem can hold ([`space::effective_bound`]), tightened further
+    /// when the store's files grow while the free space is under the reserve
+    /// ([`space::Feedback`]), checked again when the last check is older than
+    /// a second (a tenth of a second near the reserve). When the filesystem, not `max_bytes`, starts to bound the
+    /// outbox, one warning says so; one line says when that episode ends; the
+    /// same for a tightening. A gateway's outbox also keeps its spare file
+    /// ([`space::keep_spare`]) at each check.
+    ///
+    /// Lock order: takes the bound, then the counters; call it without
+    /// holding the counters.
     pub fn bound(&self) -> space::Bound {
         let mut st = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        if st.checked.is_some_and(|t| t.elapsed() < BOUND_RECHECK) {
+        // Near the reserve, sled's log can take a segment (512 KiB) in less
+        // than a second of churn: look more often there.
+        let near = st.bound.fs_bytes > 0 && st.bound.fs_free < st.bound.reserve.saturating_add(2 * space::SLED_SEGMENT);
+        let every = if near { BOUND_RECHECK_NEAR } else { BOUND_RECHECK };
+        if st.checked.is_some_and(|t| t.elapsed() < every) {
             return st.bound;
         }
-        let new = space::bound_for(&self.space_dir, self.max_bytes);
+        let (model, store_disk) = space::bound_and_usage(&self.space_dir, self.max_bytes);
         let state_fs = self.space_dir.parent().unwrap_or(&self.space_dir);
-        if !self.inspect {
+        let new = if self.inspect {
+            model
+        } else {
+            let was_tightened = st.feedback.is_tightened();
+            let queued = self.counters().bytes;
+            let new = st.feedback.apply(model, queued, store_disk);
+            match (was_tightened, new.tightened) {
+                (false, true) => tracing::warn!(
+                    "the outbox's files take more room on {} than modelled ({} on disk for {} of readings); {}; the oldest readings are dropped (or new ones refused, by when_full) before the disk is full",
+                    state_fs.display(),
+                    crate::config::units::ByteSize(store_disk),
+                    crate::config::units::ByteSize(queued),
+                    new.describe(state_fs)
+                ),
+                (true, false) => tracing::info!("the outbox's bound is no longer tightened: {}", new.describe(state_fs)),
+                _ => {}
+            }
             match (st.checked.is_some().then_some(st.bound.by), new.by) {
                 (None | Some(space::BoundBy::MaxBytes), space::BoundBy::FreeSpace) => tracing::warn!(
                     "{}; when it is full, {}",
@@ -1543,7 +1613,9 @@ impl Outbox {
                 }
                 _ => {}
             }
-        }
+            space::keep_spare(&self.space_dir, &model);
+            new
+        };
         st.bound = new;
         st.checked = Some(Instant::now());
         new
