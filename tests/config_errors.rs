@@ -176,7 +176,12 @@ fn refusals() -> Vec<Refusal> {
         // state_dir is another outbox for `run` by hand than for the service.
         refusal("state_dir relative", good.replace("\"{D}/state\"", "\"var/lib/iomt-edge\""), "state_dir =", &["relative path", "full path"]),
         refusal("state_dir starting with a dot", good.replace("\"{D}/state\"", "\"./state\""), "state_dir =", &["relative path"]),
-        refusal("state_dir padded with a space", good.replace("\"{D}/state\"", "\" {D}/state\""), "state_dir =", &["starts or ends with a space", "remove it"]),
+        refusal(
+            "state_dir padded with a space",
+            good.replace("\"{D}/state\"", "\" {D}/state\""),
+            "state_dir =",
+            &["starts or ends with a space", "remove it"],
+        ),
         refusal("state_dir ending with a tab", good.replace("\"{D}/state\"", "\"{D}/state\\t\""), "state_dir =", &["starts or ends with a space"]),
         refusal(
             "a device id longer than an IoT Hub device id",
