@@ -597,7 +597,27 @@ impl Outbox {
                 Err(e) => tracing::debug!("no copy of the outbox log before opening it (free space unknown: {e})"),
             }
         }
-        let mut store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
+        let mut opened = Self::open_sled(dir, cfg.cache_bytes.bytes());
+        if let Err(OpenFailure::Io(e)) = &opened {
+            // sled must write to open (its snapshot, a new log segment). At a
+            // start nothing else will make room (the store may have filled
+            // the disk itself, beyond the model): give back the spare file
+            // kept for this (`space::keep_spare`) and try once more. Only at
+            // a start: while running, a full disk is waited out (a foreign
+            // file is the usual cause, and it would take the spare too).
+            if !inspect && e.is_no_space() {
+                let freed = space::release_spare(dir);
+                if freed > 0 {
+                    tracing::warn!(
+                        "no room on the state filesystem to open the outbox in {} ({e}); gave back the {} spare file kept for this and trying again",
+                        dir.display(),
+                        crate::config::units::ByteSize(freed)
+                    );
+                    opened = Self::open_sled(dir, cfg.cache_bytes.bytes());
+                }
+            }
+        }
+        let mut store = match opened {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
             Err(OpenFailure::Corrupt(why)) if inspect => {
@@ -914,27 +934,11 @@ impl Outbox {
         // lock can still be held for a moment by a previous instance in this
         // process whose background flusher has not finished: wait for it.
         let mut tries = 0;
-        let mut spare_given = false;
         loop {
             match Self::open_sled_once(dir, cache_bytes) {
                 Err(OpenFailure::Io(OutboxError::Io { source, .. })) if tries < 100 && source.to_string().contains("could not acquire lock") => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(50));
-                }
-                // sled must write to open (its snapshot, a new log segment):
-                // with no room, give back the spare file kept for this
-                // (`space::keep_spare`) and try once more.
-                Err(OpenFailure::Io(e)) if !spare_given && e.is_no_space() => {
-                    spare_given = true;
-                    let freed = space::release_spare(dir);
-                    if freed == 0 {
-                        return Err(OpenFailure::Io(e));
-                    }
-                    tracing::warn!(
-                        "no room on the state filesystem to open the outbox in {} ({e}); gave back the {} spare file kept for this and trying again",
-                        dir.display(),
-                        crate::config::units::ByteSize(freed)
-                    );
                 }
                 other => return other,
             }
@@ -1081,19 +1085,6 @@ impl Outbox {
         // waits for its background flusher to let go.
         let fdatasync = slot.as_ref().is_none_or(|st| st.fdatasync);
         drop(slot.take());
-        // A write failed: with less than a segment free, sled cannot go on
-        // writing its log (it may be the store that filled the disk, beyond
-        // the model): give it the spare file now, as an open without room
-        // would. The bound recreates it when there is room again.
-        if space::fs_space(&self.dir).is_ok_and(|(_, free)| free < space::SLED_SEGMENT) {
-            let freed = space::release_spare(&self.dir);
-            if freed > 0 {
-                tracing::warn!(
-                    "the state filesystem is nearly full after a failed outbox write; gave the outbox the {} spare file kept for this",
-                    crate::config::units::ByteSize(freed)
-                );
-            }
-        }
         let mut store = match Self::open_sled(&self.dir, self.cache_bytes) {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),

@@ -69,6 +69,9 @@ pub const SPARE_BYTES: u64 = SLED_SEGMENT;
 /// reserve, before the bound is tightened again (a snapshot rewritten at a
 /// new size is not growth).
 pub const GROWTH_STEP: u64 = 64 << 10;
+// The reserve holds two sled segments at least (one burst of log writes past
+// the model still leaves room to open the store), and the spare fits in it.
+const _: () = assert!(RESERVE_MIN >= 2 * SLED_SEGMENT && SPARE_BYTES <= RESERVE_MIN);
 
 /// The least bound a state filesystem must give when it is empty: about 300
 /// readings. A filesystem smaller than [`smallest_filesystem`] would bound the
@@ -325,7 +328,8 @@ pub fn spare_usage(dir: &Path) -> u64 {
 /// the store itself filled the filesystem (sled's log grew past the model),
 /// a start would otherwise wait for room for ever; [`release_spare`] gives
 /// this segment back so that it can open, after which the bound drops the
-/// oldest readings (counted) until the store fits again.
+/// oldest readings (counted) until the store fits again. Only a start gives
+/// it back: while running, a full disk is waited out.
 pub fn keep_spare(dir: &Path, bound: &Bound) -> bool {
     let path = spare_path(dir);
     if bound.by != BoundBy::FreeSpace || bound.fs_bytes == 0 {
@@ -401,9 +405,6 @@ mod tests {
         assert_eq!(b.bytes, (5 * MIB - RESERVE_MIN - SLED_FIXED_BYTES) / SLED_AMPLIFICATION);
         // Worst case on disk stays inside the filesystem, reserve kept.
         assert!(SLED_FIXED_BYTES + SLED_AMPLIFICATION * b.bytes + b.reserve <= 5 * MIB);
-        // The reserve holds two sled segments at least: one burst of log
-        // writes past the model still leaves room to open the store.
-        assert!(RESERVE_MIN >= 2 * SLED_SEGMENT && SPARE_BYTES <= RESERVE_MIN);
     }
 
     #[test]
