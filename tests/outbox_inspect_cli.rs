@@ -92,8 +92,12 @@ fn outbox_stats_and_peek_without_an_outbox_fail_and_create_nothing() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir(d.path().join("empty-state")).unwrap();
     std::fs::create_dir_all(d.path().join("state-with-empty-outbox/outbox")).unwrap();
+    // A `db` of 0 bytes (sled never wrote to it): no readings, no outbox;
+    // before, `stats` reported a new outbox and created `outbox.lock`.
+    std::fs::create_dir_all(d.path().join("state-with-empty-db/outbox")).unwrap();
+    std::fs::File::create(d.path().join("state-with-empty-db/outbox/db")).unwrap();
     let before = snapshot(d.path());
-    for state in ["missing-state", "empty-state", "state-with-empty-outbox"] {
+    for state in ["missing-state", "empty-state", "state-with-empty-outbox", "state-with-empty-db"] {
         let s = d.path().join(state);
         for cmd in ["stats", "peek"] {
             let (code, err) = cli(&["outbox".as_ref(), cmd.as_ref(), "--state-dir".as_ref(), s.as_os_str()]);
@@ -102,6 +106,30 @@ fn outbox_stats_and_peek_without_an_outbox_fail_and_create_nothing() {
             assert_eq!(snapshot(d.path()), before, "{state} {cmd}: the command changed the folder");
         }
     }
+}
+
+/// `outbox export|salvage --from` a path that is not an outbox folder is bad
+/// usage, exit 2 as for `outbox stats` (README, exit codes); before, exit 1
+/// (a runtime failure). Nothing is created, not even the state folder.
+#[test]
+fn outbox_export_and_salvage_from_a_missing_folder_are_bad_usage_like_stats() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("not-an-outbox")).unwrap();
+    let before = snapshot(d.path());
+    let state = d.path().join("state");
+    for from in ["missing", "not-an-outbox"] {
+        let from = d.path().join(from);
+        let (code, err) = cli(&["outbox".as_ref(), "export".as_ref(), "--from".as_ref(), from.as_os_str()]);
+        assert_eq!(code, 2, "export: {err}");
+        assert!(err.contains("is not an outbox folder") && err.contains("--from"), "export: {err}");
+        let (code, err) =
+            cli(&["outbox".as_ref(), "salvage".as_ref(), "--from".as_ref(), from.as_os_str(), "--state-dir".as_ref(), state.as_os_str()]);
+        assert_eq!(code, 2, "salvage: {err}");
+        assert!(err.contains("is not an outbox folder"), "salvage: {err}");
+        let (code, _) = cli(&["outbox".as_ref(), "stats".as_ref(), "--state-dir".as_ref(), from.as_os_str()]);
+        assert_eq!(code, 2, "stats on the same path");
+    }
+    assert_eq!(snapshot(d.path()), before, "a refused command changed the folder");
 }
 
 #[test]

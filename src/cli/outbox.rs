@@ -69,7 +69,7 @@ fn open(state_dir: &std::path::Path) -> Result<crate::outbox::Outbox, ExitCode> 
         Ok((ob, _report)) => Ok(ob),
         Err(e @ crate::outbox::OutboxError::NotFound(_)) => {
             errln!(
-                "error: there is no outbox in {} (no `outbox` folder with a `db` file); is --state-dir right? It is the gateway's state_dir (default /var/lib/iomt-edge)",
+                "error: there is no outbox in {} (no `outbox` folder with a non-empty `db` file); is --state-dir right? It is the gateway's state_dir (default /var/lib/iomt-edge)",
                 state_dir.display()
             );
             Err(ExitCode::from(inspect_exit_code(&e)))
@@ -92,12 +92,24 @@ pub(super) fn inspect_exit_code(e: &crate::outbox::OutboxError) -> u8 {
     }
 }
 
-/// Scans a damaged outbox folder and says what it found on stderr.
-fn scan(from: &std::path::Path) -> anyhow::Result<crate::outbox::salvage::Salvaged> {
+/// Scans a damaged outbox folder and says what it found on stderr. A path
+/// that is not an outbox folder (no `db` file: a typo) is bad usage, exit 2
+/// as for `outbox stats`; a folder that cannot be read, exit 1.
+fn scan(from: &std::path::Path) -> Result<crate::outbox::salvage::Salvaged, ExitCode> {
     if !from.join("db").is_file() {
-        anyhow::bail!("{} is not an outbox folder (it has no `db` file)", from.display());
+        errln!(
+            "error: {} is not an outbox folder (it has no `db` file); is --from right? It is a folder the gateway moved aside, such as /var/lib/iomt-edge/outbox.corrupt-…",
+            from.display()
+        );
+        return Err(ExitCode::from(super::EXIT_USAGE));
     }
-    let (found, skipped) = crate::outbox::salvage::scan_dir(from).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
+    let (found, skipped) = match crate::outbox::salvage::scan_dir(from) {
+        Ok(done) => done,
+        Err(e) => {
+            errln!("error: cannot read {}: {e}", from.display());
+            return Err(ExitCode::from(super::EXIT_FAILURE));
+        }
+    };
     for f in skipped {
         errln!("could not read {f}");
     }
@@ -159,7 +171,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             }
         }
         OutboxCommand::Export { from } => {
-            let found = scan(&from)?;
+            let found = match scan(&from) {
+                Ok(found) => found,
+                Err(code) => return Ok(code),
+            };
             for (_, r) in found.readings.values() {
                 outln!("{}", serde_json::to_string(r)?)?;
                 if super::out::stdout_gone() {
@@ -177,7 +192,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(super::EXIT_USAGE));
                 }
             }
-            let found = scan(&from)?;
+            let found = match scan(&from) {
+                Ok(found) => found,
+                Err(code) => return Ok(code),
+            };
             let dir = state_dir.join("outbox");
             let (ob, _) = crate::outbox::Outbox::open(&dir, &crate::config::OutboxConfig::default())?;
             let mut readings: Vec<crate::model::Reading> = found.readings.into_values().map(|(_, r)| r).collect();

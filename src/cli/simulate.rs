@@ -316,7 +316,6 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-
 #[derive(clap::Args)]
 pub struct EventhubsArgs {
     /// Address to listen on (loopback only).

@@ -158,7 +158,10 @@ pub fn render(doc: &GatewayStatus, alive: bool, now: chrono::DateTime<chrono::Ut
     // `stateText` says "streaming, 100% undecodable" when a device sends only
     // values that cannot be decoded; older status files have only `state`.
     let state_of = |d: &DeviceReport| {
-        d.state_text.clone().or_else(|| d.state.and_then(|s| serde_json::to_value(s).ok()?.as_str().map(str::to_string))).unwrap_or_else(|| "?".into())
+        d.state_text
+            .clone()
+            .or_else(|| d.state.and_then(|s| serde_json::to_value(s).ok()?.as_str().map(str::to_string)))
+            .unwrap_or_else(|| "?".into())
     };
     let width = doc.devices.iter().map(|d| state_of(d).len()).max().unwrap_or(0).max(11);
     out.push_str(&format!(

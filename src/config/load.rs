@@ -139,6 +139,12 @@ fn explain_serde(msg: &str) -> String {
 type KeyPath = String;
 
 /// Checks what types cannot: ranges, exclusive choices, duplicate ids.
+/// The longest device id, bytes: as an Azure IoT Hub device id ("up to 128
+/// characters long", Azure IoT Hub device identity, `deviceId`). An id goes
+/// into every message, log line and outbox key; without a limit a 1 MB id
+/// was accepted.
+pub const MAX_DEVICE_ID_BYTES: usize = 128;
+
 pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
     let mut errs = Vec::new();
     if c.gateway.id.trim().is_empty() {
@@ -197,13 +203,37 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
             format!("retry_initial_ms ({} ms) must not be more than retry_max_ms ({} ms)", f.retry_initial_ms, f.retry_max_ms),
         ));
     }
-    if c.gateway.state_dir.as_os_str().is_empty() {
+    let state_dir = c.gateway.state_dir.to_string_lossy();
+    if state_dir.is_empty() {
         errs.push(("gateway.state_dir".into(), "state_dir must not be empty: give the folder for the outbox, such as \"/var/lib/iomt-edge\"".into()));
+    } else if state_dir.trim() != state_dir {
+        // " /var/lib/iomt-edge" is a folder named with a space, relative to
+        // the working directory: almost surely not what was meant.
+        errs.push((
+            "gateway.state_dir".into(),
+            format!("state_dir {state_dir:?} starts or ends with a space or other blank: remove it (write \"{}\")", state_dir.trim()),
+        ));
+    } else if c.gateway.state_dir.is_relative() {
+        // The service runs with the working directory / (systemd), the
+        // command line wherever it was started: a relative folder would be a
+        // different outbox for each.
+        errs.push((
+            "gateway.state_dir".into(),
+            format!("state_dir {state_dir:?} is a relative path: give the full path, such as \"/var/lib/iomt-edge\" (the service runs with the working directory /)"),
+        ));
     }
     let mut ids = HashSet::new();
     for (i, d) in c.devices.iter().enumerate() {
         if d.id.trim().is_empty() {
             errs.push((format!("device.{i}.id"), "device id must not be empty".into()));
+        } else if d.id.len() > MAX_DEVICE_ID_BYTES {
+            errs.push((
+                format!("device.{i}.id"),
+                format!(
+                    "device id is {} bytes long; at most {MAX_DEVICE_ID_BYTES} (as an Azure IoT Hub device id): it goes into every message, log line and outbox key",
+                    d.id.len()
+                ),
+            ));
         } else if d.id.chars().any(char::is_control) {
             errs.push((
                 format!("device.{i}.id"),

@@ -130,6 +130,11 @@ pub struct Bound {
     pub fs_free: u64,
     /// The reserve kept free, bytes.
     pub reserve: u64,
+    /// Whether the bound was tightened below the model because the store's
+    /// files grew while the free space was under the reserve
+    /// (`outbox::space::Feedback`).
+    #[serde(default)]
+    pub tightened: bool,
 }
 
 /// Readings that left the outbox without being delivered, by cause.

@@ -95,9 +95,10 @@ pub enum OutboxError {
     #[error("the outbox in {0} is damaged and cannot be read as it is; the gateway salvages what it can at its next start, or run `iomt-edge outbox salvage --from {0}`")]
     Damaged(PathBuf),
     /// [`Outbox::inspect`] found no outbox at the path (no folder, or no
-    /// `db` file in it): inspecting never creates one.
+    /// `db` file in it, or an empty one): inspecting never creates one, nor
+    /// anything beside it.
     #[error(
-        "there is no outbox in {0} (no folder with a `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir"
+        "there is no outbox in {0} (no folder with a non-empty `db` file there); check the path: a gateway's outbox is the `outbox` folder in its state_dir"
     )]
     NotFound(PathBuf),
 }
@@ -322,11 +323,17 @@ impl Counters {
 struct BoundState {
     bound: space::Bound,
     checked: Option<Instant>,
+    /// Tightens the modelled bound when the store grows past it
+    /// ([`space::Feedback`]).
+    feedback: space::Feedback,
 }
 
 /// How often the bound is checked against the filesystem (one `statvfs` and a
 /// `stat` of the store's few files).
 const BOUND_RECHECK: Duration = Duration::from_secs(1);
+/// As [`BOUND_RECHECK`], when the free space is within two sled segments of
+/// the reserve.
+const BOUND_RECHECK_NEAR: Duration = Duration::from_millis(100);
 
 /// A list of changes to the key space, applied together: what a sled batch
 /// was, kept as plain ops so it can go to the journal ([`journal`]).
@@ -351,6 +358,9 @@ const META_JOURNAL: &[u8] = b"mjournal";
 const JOURNAL_BYTES: u64 = 1 << 20;
 /// The journal's size on a small or nearly full filesystem (not prefilled).
 const JOURNAL_BYTES_SMALL: u64 = 64 * 1024;
+/// The least the disk bound allows: records that fit in half the smallest
+/// journal ([`Outbox::bound`]).
+const JOURNAL_FLOOR: u64 = JOURNAL_BYTES_SMALL / 2;
 
 /// What is committed but not yet in sled: the changes since the last
 /// checkpoint (`None`: removed), and the encoded ops not yet in the journal.
@@ -756,7 +766,9 @@ impl Outbox {
     /// existing outbox is created if it is missing. [`Outbox::dir`] is then
     /// the copy's folder; errors name `dir`.
     pub fn inspect(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
-        if !dir.is_dir() || !dir.join("db").is_file() {
+        // An empty `db` (sled had not written its first segment yet) holds
+        // no readings: no outbox either, and nothing is created beside it.
+        if !dir.is_dir() || std::fs::metadata(dir.join("db")).map_or(true, |m| !m.is_file() || m.len() == 0) {
             return Err(OutboxError::NotFound(dir.to_path_buf()));
         }
         let copy = {
@@ -828,7 +840,27 @@ impl Outbox {
                 Err(e) => tracing::debug!("no copy of the outbox log before opening it (free space unknown: {e})"),
             }
         }
-        let mut store = match Self::open_sled(dir, cfg.cache_bytes.bytes()) {
+        let mut opened = Self::open_sled(dir, cfg.cache_bytes.bytes());
+        if let Err(OpenFailure::Io(e)) = &opened {
+            // sled must write to open (its snapshot, a new log segment). At a
+            // start nothing else will make room (the store may have filled
+            // the disk itself, beyond the model): give back the spare file
+            // kept for this (`space::keep_spare`) and try once more. Only at
+            // a start: while running, a full disk is waited out (a foreign
+            // file is the usual cause, and it would take the spare too).
+            if !inspect && e.is_no_space() {
+                let freed = space::release_spare(dir);
+                if freed > 0 {
+                    tracing::warn!(
+                        "no room on the state filesystem to open the outbox in {} ({e}); gave back the {} spare file kept for this and trying again",
+                        dir.display(),
+                        crate::config::units::ByteSize(freed)
+                    );
+                    opened = Self::open_sled(dir, cfg.cache_bytes.bytes());
+                }
+            }
+        }
+        let mut store = match opened {
             Ok(ok) => ok,
             Err(OpenFailure::Io(e)) => return Err(e),
             Err(OpenFailure::Corrupt(why)) if inspect => {
@@ -953,7 +985,11 @@ impl Outbox {
             epoch,
             cache_bytes: cfg.cache_bytes.bytes(),
             max_bytes: cfg.max_bytes.bytes(),
-            bound: Mutex::new(BoundState { bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()), checked: None }),
+            bound: Mutex::new(BoundState {
+                bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()),
+                checked: None,
+                feedback: space::Feedback::default(),
+            }),
             space_dir: dir.to_path_buf(),
             max_age: cfg.max_age,
             when_full: cfg.when_full,
@@ -1784,6 +1820,8 @@ impl Outbox {
         let st = self.store().ok();
         let in_flight = st.as_ref().map(|st| st.scan_prefix(INFLIGHT).count() as u64).unwrap_or(0);
         let disk_bytes = st.as_ref().map(|st| st.size_on_disk()).unwrap_or(0);
+        // Before the counters: `bound` takes them itself (lock order).
+        let bound = self.bound();
         let c = self.counters();
         OutboxStats {
             queued: c.count,
@@ -1797,7 +1835,7 @@ impl Outbox {
             disk_bytes,
             previous_stop: self.previous_stop,
             started_ms: self.started_ms,
-            bound: self.bound(),
+            bound,
         }
     }
 
@@ -1815,18 +1853,44 @@ impl Outbox {
     }
 
     /// The bound in force: the smaller of `max_bytes` and what the state
-    /// filesystem can hold ([`space::effective_bound`]), checked again when
-    /// the last check is older than a second. When the filesystem, not
-    /// `max_bytes`, starts to bound the outbox, one warning says so; one line
-    /// says when that episode ends.
+    /// filesystem can hold ([`space::effective_bound`]), tightened further
+    /// when the store's files grow while the free space is under the reserve
+    /// ([`space::Feedback`]), checked again when the last check is older than
+    /// a second (a tenth of a second near the reserve). When the filesystem, not `max_bytes`, starts to bound the
+    /// outbox, one warning says so; one line says when that episode ends; the
+    /// same for a tightening. A gateway's outbox also keeps its spare file
+    /// ([`space::keep_spare`]) at each check.
+    ///
+    /// Lock order: takes the bound, then the counters; call it without
+    /// holding the counters.
     pub fn bound(&self) -> space::Bound {
         let mut st = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        if st.checked.is_some_and(|t| t.elapsed() < BOUND_RECHECK) {
+        // Near the reserve, sled's log can take a segment (512 KiB) in less
+        // than a second of churn: look more often there.
+        let near = st.bound.fs_bytes > 0 && st.bound.fs_free < st.bound.reserve.saturating_add(2 * space::SLED_SEGMENT);
+        let every = if near { BOUND_RECHECK_NEAR } else { BOUND_RECHECK };
+        if st.checked.is_some_and(|t| t.elapsed() < every) {
             return st.bound;
         }
-        let new = space::bound_for(&self.space_dir, self.max_bytes);
+        let (model, store_disk) = space::bound_and_usage(&self.space_dir, self.max_bytes);
         let state_fs = self.space_dir.parent().unwrap_or(&self.space_dir);
-        if !self.inspect {
+        let new = if self.inspect {
+            model
+        } else {
+            let was_tightened = st.feedback.is_tightened();
+            let queued = self.counters().bytes;
+            let new = st.feedback.apply(model, queued, store_disk);
+            match (was_tightened, new.tightened) {
+                (false, true) => tracing::warn!(
+                    "the outbox's files take more room on {} than modelled ({} on disk for {} of readings); {}; the oldest readings are dropped (or new ones refused, by when_full) before the disk is full",
+                    state_fs.display(),
+                    crate::config::units::ByteSize(store_disk),
+                    crate::config::units::ByteSize(queued),
+                    new.describe(state_fs)
+                ),
+                (true, false) => tracing::info!("the outbox's bound is no longer tightened: {}", new.describe(state_fs)),
+                _ => {}
+            }
             match (st.checked.is_some().then_some(st.bound.by), new.by) {
                 (None | Some(space::BoundBy::MaxBytes), space::BoundBy::FreeSpace) => tracing::warn!(
                     "{}; when it is full, {}",
@@ -1841,7 +1905,18 @@ impl Outbox {
                 }
                 _ => {}
             }
-        }
+            space::keep_spare(&self.space_dir, &model);
+            // Records up to JOURNAL_FLOOR fit in the commit journal's space,
+            // which is already allocated: a disk that another program filled
+            // does not make the outbox drop the readings it is about to
+            // deliver (their commits need no new space; sled's, at the next
+            // checkpoint, wait for room with the readings held in memory).
+            if new.by == space::BoundBy::FreeSpace && new.bytes < JOURNAL_FLOOR.min(self.max_bytes) {
+                space::Bound { bytes: JOURNAL_FLOOR.min(self.max_bytes), ..new }
+            } else {
+                new
+            }
+        };
         st.bound = new;
         st.checked = Some(Instant::now());
         new

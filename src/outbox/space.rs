@@ -29,18 +29,48 @@
 //! bound. The copy of the log taken before sled opens it is skipped when it
 //! would eat into the reserve.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Free space kept on the state filesystem: 5 % of its size, at least
-/// 256 KiB, at most 64 MiB.
-pub const RESERVE_MIN: u64 = 256 << 10;
+/// sled 0.34's log segment: its default `segment_size` (sled's `config.rs`),
+/// which the outbox keeps. sled allocates its log a segment at a time and
+/// reuses a segment only once everything in it was rewritten elsewhere.
+pub const SLED_SEGMENT: u64 = 512 << 10;
+/// Free space kept on the state filesystem: 5 % of its size, at least two
+/// sled segments (1 MiB), at most 64 MiB. Two segments: measured on a 3 MiB
+/// filesystem, sled's log went from 4 to 5 segments in one burst of writes
+/// (the backlog held in memory while the disk was full, written at once)
+/// before its cleaner caught up; with one segment of reserve that burst
+/// filled the filesystem about 1 run in 4.
+pub const RESERVE_MIN: u64 = 2 * SLED_SEGMENT;
 pub const RESERVE_MAX: u64 = 64 << 20;
-/// What sled's log takes on disk besides the multiple of the records: two
-/// segments of 512 KiB (the one being written and one being cleaned).
-pub const SLED_FIXED_BYTES: u64 = 1 << 20;
+/// What sled's log takes on disk besides the multiple of the records: six
+/// segments of 512 KiB (3 MiB). sled 0.34 cleans a segment only once at most
+/// half of it is live, defers the reuse of a cleaned one until the segment
+/// its pages moved to is complete, and relocates pages eagerly only with
+/// more than five inactive segments (`SEGMENT_CLEANUP_THRESHOLD`,
+/// `deactivate_segment` in sled's `pagecache/segment.rs`). Measured on a
+/// 3 MiB filesystem with drop-oldest churn (two simulated devices, 200
+/// readings/s, the sink down): the log grew at about 400 KiB/s to 5 segments
+/// (2.5 MiB) whether the records were bounded to 100 KiB, 204 KiB or
+/// 358 KiB, and a burst (the backlog held in memory while the disk was
+/// full, written at once) took it to a sixth, which filled the filesystem.
+/// With two segments here the bound let that happen about 1 run in 4.
+pub const SLED_FIXED_BYTES: u64 = 6 * SLED_SEGMENT;
 /// Bytes of sled's log on disk per byte of stored records, at most (see the
 /// module docs for the measurement).
 pub const SLED_AMPLIFICATION: u64 = 5;
+/// The spare file kept beside the outbox (`{outbox}.spare`, one segment)
+/// on a filesystem that bounds the outbox: part of the reserve, held as a
+/// file so that it can be given back when sled has no room to open (see
+/// [`release_spare`]).
+pub const SPARE_BYTES: u64 = SLED_SEGMENT;
+/// How much sled's files must grow, while the free space is under the
+/// reserve, before the bound is tightened again (a snapshot rewritten at a
+/// new size is not growth).
+pub const GROWTH_STEP: u64 = 64 << 10;
+// The reserve holds two sled segments at least (one burst of log writes past
+// the model still leaves room to open the store), and the spare fits in it.
+const _: () = assert!(RESERVE_MIN >= 2 * SLED_SEGMENT && SPARE_BYTES <= RESERVE_MIN);
 
 /// The least bound a state filesystem must give when it is empty: about 300
 /// readings. A filesystem smaller than [`smallest_filesystem`] would bound the
@@ -65,7 +95,7 @@ pub use crate::model::status::{Bound, BoundBy};
 impl Bound {
     /// A bound by `max_bytes` alone (the filesystem could not be asked).
     pub fn max_bytes_only(max_bytes: u64) -> Bound {
-        Bound { bytes: max_bytes, by: BoundBy::MaxBytes, max_bytes, fs_bytes: 0, fs_free: 0, reserve: 0 }
+        Bound { bytes: max_bytes, by: BoundBy::MaxBytes, max_bytes, fs_bytes: 0, fs_free: 0, reserve: 0, tightened: false }
     }
 
     /// One sentence: `outbox bounded to 1.8 MiB by free space on /var/lib/iomt-edge (max_bytes 256.0 MiB)`.
@@ -73,6 +103,16 @@ impl Bound {
         use crate::config::units::ByteSize;
         match self.by {
             BoundBy::MaxBytes => format!("outbox bounded to {} by max_bytes", ByteSize(self.bytes)),
+            BoundBy::FreeSpace if self.tightened => format!(
+                "outbox bounded to {} by free space on {} (max_bytes {}; {} free of {}, under the {} kept in reserve: the store took more room on disk than {}x its records, so the bound was tightened)",
+                ByteSize(self.bytes),
+                state_fs.display(),
+                ByteSize(self.max_bytes),
+                ByteSize(self.fs_free),
+                ByteSize(self.fs_bytes),
+                ByteSize(self.reserve),
+                SLED_AMPLIFICATION
+            ),
             BoundBy::FreeSpace => format!(
                 "outbox bounded to {} by free space on {} (max_bytes {}; {} free of {}, {} kept in reserve, the store takes up to {}x its records on disk)",
                 ByteSize(self.bytes),
@@ -96,7 +136,7 @@ pub fn effective_bound(max_bytes: u64, store_disk: u64, fs_total: u64, fs_free: 
     let budget = store_disk.saturating_add(fs_free).saturating_sub(reserve);
     let by_disk = budget.saturating_sub(SLED_FIXED_BYTES) / SLED_AMPLIFICATION;
     let (bytes, by) = if by_disk < max_bytes { (by_disk, BoundBy::FreeSpace) } else { (max_bytes, BoundBy::MaxBytes) };
-    Bound { bytes, by, max_bytes, fs_bytes: fs_total, fs_free, reserve }
+    Bound { bytes, by, max_bytes, fs_bytes: fs_total, fs_free, reserve, tightened: false }
 }
 
 /// (size, free for unprivileged users) of the filesystem holding `path`, bytes.
@@ -134,8 +174,14 @@ pub fn disk_usage(dir: &Path) -> u64 {
 
 /// The bound for an outbox in `dir` (which may not exist yet: then its
 /// nearest existing parent's filesystem is asked). Falls back to `max_bytes`
-/// alone if the filesystem cannot be asked.
+/// alone if the filesystem cannot be asked. The spare file beside the outbox
+/// ([`SPARE_BYTES`]) is the outbox's own reserve: it counts as free space.
 pub fn bound_for(dir: &Path, max_bytes: u64) -> Bound {
+    bound_and_usage(dir, max_bytes).0
+}
+
+/// [`bound_for`], and the bytes the store's files take on disk now.
+pub fn bound_and_usage(dir: &Path, max_bytes: u64) -> (Bound, u64) {
     let mut probe = dir;
     while !probe.exists() {
         match probe.parent() {
@@ -143,16 +189,165 @@ pub fn bound_for(dir: &Path, max_bytes: u64) -> Bound {
             _ => break,
         }
     }
-    match fs_space(probe) {
+    let usage = disk_usage(dir);
+    let bound = match fs_space(probe) {
         // A filesystem that reports no size (a FUSE filesystem without
         // statfs) cannot tell its free space: as when it cannot be asked.
         Ok((0, _)) => Bound::max_bytes_only(max_bytes),
-        Ok((total, free)) => effective_bound(max_bytes, disk_usage(dir), total, free),
+        Ok((total, free)) => effective_bound(max_bytes, usage, total, free.saturating_add(spare_usage(dir))),
         Err(e) => {
             tracing::debug!("cannot ask the filesystem of {} for its free space ({e})", dir.display());
             Bound::max_bytes_only(max_bytes)
         }
+    };
+    (bound, usage)
+}
+
+/// Tightens the modelled bound when the store takes more room than the
+/// model says, so that `when_full` acts before the disk is full.
+///
+/// Why: sled's use of its log is not a fixed multiple of the records. It
+/// reuses a 512 KiB segment only when everything in it was rewritten
+/// elsewhere, and it cleans a segment only once at most half of it is live
+/// (sled 0.34 `SEGMENT_CLEANUP_THRESHOLD`), so a burst of writes (a backlog
+/// held in memory while the disk was full, written at once, with drop-oldest
+/// churn) can take several segments before the cleaner catches up. Measured
+/// on a 3 MiB filesystem under load, the log reached 5 segments (2.5 MiB) and,
+/// about 1 run in 4, a sixth that filled the filesystem, with the outbox
+/// within its modelled bound; a restart then had no room to open.
+///
+/// The signal is growth: each time the store's files have grown by
+/// [`GROWTH_STEP`] since the last look while the free space (the spare file
+/// counted) is under the reserve, and the model thinks the records fit, the
+/// bound becomes 3/4 of the smaller of itself and what is queued (never
+/// below [`MIN_BOUND`]` / 2`). Growth, not the free space alone, because sled
+/// keeps segments it freed inside its file (it only shortens the file at
+/// its end): the free space stays low after a burst even when sled has room
+/// inside, and tightening on that alone would ratchet the bound down for
+/// ever. With a segment more than the reserve free again (another file
+/// removed), the bound relaxes by 1/8 a look until the model is in charge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// The tightened bound, bytes of records; `None`: the model is in charge.
+    cap: Option<u64>,
+    /// The store's disk usage the growth is measured from (`None` before
+    /// the first look).
+    disk_from: Option<u64>,
+}
+
+impl Feedback {
+    /// One look (pure): `model` the modelled bound, `queued_bytes` the
+    /// records stored now (what the bound counts), `store_disk` the bytes the
+    /// store's files take. Returns the bound in force (`model`, or less with
+    /// `tightened` set).
+    pub fn apply(&mut self, model: Bound, queued_bytes: u64, store_disk: u64) -> Bound {
+        if model.fs_bytes == 0 {
+            // The filesystem cannot be asked: no feedback either.
+            *self = Feedback::default();
+            return model;
+        }
+        let from = *self.disk_from.get_or_insert(store_disk);
+        if model.fs_free < model.reserve {
+            // Only the store's own growth: a foreign file lowers the model
+            // itself (then the records no longer fit it).
+            if store_disk >= from.saturating_add(GROWTH_STEP) && queued_bytes <= model.bytes {
+                let floor = (MIN_BOUND / 2).min(model.bytes);
+                let base = self.cap.unwrap_or(model.bytes).min(queued_bytes);
+                self.cap = Some((base / 4 * 3).max(floor));
+                self.disk_from = Some(store_disk);
+            }
+        } else {
+            self.disk_from = Some(store_disk);
+            if model.fs_free >= model.reserve.saturating_add(SLED_SEGMENT) {
+                self.cap = self.cap.map(|c| c.saturating_add((c / 8).max(4096))).filter(|c| *c < model.bytes);
+            }
+        }
+        match self.cap {
+            Some(cap) if cap < model.bytes => Bound { bytes: cap, by: BoundBy::FreeSpace, tightened: true, ..model },
+            _ => model,
+        }
     }
+
+    /// Whether the bound is tightened now.
+    pub fn is_tightened(&self) -> bool {
+        self.cap.is_some()
+    }
+}
+
+/// `{outbox}.spare`, beside the outbox folder `dir`.
+pub fn spare_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".spare");
+    dir.with_file_name(name)
+}
+
+/// Bytes the spare file beside the outbox `dir` takes on disk (0 if none).
+pub fn spare_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(spare_path(dir)).map_or(0, |m| m.blocks().saturating_mul(512))
+}
+
+/// Keeps the spare file beside the outbox `dir` when the filesystem bounds
+/// the outbox (`bound.by` is [`BoundBy::FreeSpace`]) and there is room for
+/// it without going under the reserve; removes it when `max_bytes` is the
+/// bound (a large disk needs none). Best effort, returns whether it exists.
+///
+/// Why a file: free space cannot be set aside otherwise, and sled must write
+/// to open a store (its index snapshot, the start of a new log segment). If
+/// the store itself filled the filesystem (sled's log grew past the model),
+/// a start would otherwise wait for room for ever; [`release_spare`] gives
+/// this segment back so that it can open, after which the bound drops the
+/// oldest readings (counted) until the store fits again. Only a start gives
+/// it back: while running, a full disk is waited out.
+pub fn keep_spare(dir: &Path, bound: &Bound) -> bool {
+    let path = spare_path(dir);
+    if bound.by != BoundBy::FreeSpace || bound.fs_bytes == 0 {
+        if path.exists() {
+            let _ = std::fs::remove_file(&path);
+        }
+        return false;
+    }
+    if spare_usage(dir) >= SPARE_BYTES {
+        return true;
+    }
+    // `fs_free` counts the spare: creating it moves space from free to
+    // spare. Created only with the reserve and a segment more free.
+    let real_free = bound.fs_free.saturating_sub(spare_usage(dir));
+    if real_free < bound.reserve.saturating_add(SLED_SEGMENT) || !dir.parent().is_some_and(Path::is_dir) {
+        return false;
+    }
+    match allocate(&path, SPARE_BYTES) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!("cannot keep the spare file {} ({e})", path.display());
+            let _ = std::fs::remove_file(&path);
+            false
+        }
+    }
+}
+
+/// Removes the spare file beside the outbox `dir`; returns the bytes given
+/// back (0 if there was none).
+pub fn release_spare(dir: &Path) -> u64 {
+    let freed = spare_usage(dir);
+    match std::fs::remove_file(spare_path(dir)) {
+        Ok(()) => freed,
+        Err(_) => 0,
+    }
+}
+
+/// Creates `path` with `len` bytes allocated on disk (`posix_fallocate`,
+/// which glibc carries out by writing where the filesystem cannot allocate).
+fn allocate(path: &Path, len: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    f.sync_all()
 }
 
 #[cfg(test)]
@@ -171,14 +366,14 @@ mod tests {
 
     #[test]
     fn a_small_disk_bounds_the_outbox_below_max_bytes() {
-        // A 3 MiB state filesystem, empty: 3 MiB - 256 KiB reserve - 1 MiB
+        // A 5 MiB state filesystem, empty: 5 MiB - 1 MiB reserve - 3 MiB
         // fixed, divided by the amplification.
-        let b = effective_bound(256 * MIB, 0, 3 * MIB, 3 * MIB);
+        let b = effective_bound(256 * MIB, 0, 5 * MIB, 5 * MIB);
         assert_eq!(b.by, BoundBy::FreeSpace);
         assert_eq!(b.reserve, RESERVE_MIN);
-        assert_eq!(b.bytes, (3 * MIB - RESERVE_MIN - SLED_FIXED_BYTES) / SLED_AMPLIFICATION);
+        assert_eq!(b.bytes, (5 * MIB - RESERVE_MIN - SLED_FIXED_BYTES) / SLED_AMPLIFICATION);
         // Worst case on disk stays inside the filesystem, reserve kept.
-        assert!(SLED_FIXED_BYTES + SLED_AMPLIFICATION * b.bytes + b.reserve <= 3 * MIB);
+        assert!(SLED_FIXED_BYTES + SLED_AMPLIFICATION * b.bytes + b.reserve <= 5 * MIB);
     }
 
     #[test]
@@ -226,6 +421,113 @@ mod tests {
         assert_eq!(effective_bound(256 * MIB, 0, min, min).bytes, MIN_BOUND);
         assert!(effective_bound(256 * MIB, 0, min - 1, min - 1).bytes < MIN_BOUND);
         assert_eq!(effective_bound(256 * MIB, 0, MIB, MIB).bytes, 0, "1 MiB holds no outbox at all");
+        // sled alone keeps up to six 512 KiB segments under churn: a 3 MiB
+        // filesystem (which it filled) cannot hold an outbox.
+        assert!(effective_bound(256 * MIB, 0, 3 * MIB, 3 * MIB).bytes < MIN_BOUND);
+    }
+
+    /// A bound at the model on a 16 MiB filesystem (1 MiB reserve), `free`
+    /// bytes free, the store's files taking `store`.
+    fn model(free: u64, store: u64) -> Bound {
+        effective_bound(256 * MIB, store, 16 * MIB, free)
+    }
+
+    /// The store's usage the feedback tests start from.
+    const S: u64 = 4 * MIB;
+
+    #[test]
+    fn the_bound_tightens_when_the_store_grows_under_the_reserve() {
+        let mut f = Feedback::default();
+        let m = model(8 * MIB, S);
+        assert_eq!(f.apply(m, m.bytes, S), m, "room: the model is in charge");
+        // The store's files grew by a segment and took the reserve, with the
+        // records at the bound: tightened to 3/4, and said so.
+        let m = model(RESERVE_MIN - SLED_SEGMENT / 2, S + SLED_SEGMENT);
+        let b = f.apply(m, m.bytes, S + SLED_SEGMENT);
+        assert!(b.tightened && b.by == BoundBy::FreeSpace, "{b:?}");
+        assert_eq!(b.bytes, m.bytes / 4 * 3);
+        // No further growth: the bound stays (sled keeps the segments it
+        // freed inside its file, so the free space alone stays low).
+        for _ in 0..100 {
+            assert_eq!(f.apply(m, b.bytes, S + SLED_SEGMENT).bytes, b.bytes, "no ratchet without growth");
+        }
+        // It grows again: tightened again, from what is queued.
+        let c = f.apply(m, b.bytes, S + SLED_SEGMENT + GROWTH_STEP);
+        assert_eq!(c.bytes, b.bytes / 4 * 3);
+        // Never below the floor.
+        let mut disk = S + SLED_SEGMENT + GROWTH_STEP;
+        for _ in 0..100 {
+            disk += GROWTH_STEP;
+            let d = f.apply(m, m.bytes, disk);
+            assert!(d.bytes >= MIN_BOUND / 2, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_file_is_left_to_the_model_and_room_relaxes_the_bound() {
+        let mut f = Feedback::default();
+        f.apply(model(8 * MIB, S), 0, S);
+        // Another file filled the disk: the model drops below what is
+        // queued; the feedback does not tighten on top of it.
+        let full = model(0, 2 * S);
+        let queued = model(8 * MIB, S).bytes;
+        assert!(full.bytes < queued);
+        let b = f.apply(full, queued, 2 * S);
+        assert!(!b.tightened && !f.is_tightened(), "{b:?}");
+        // Tightened by growth, then the other file goes away: the bound
+        // relaxes step by step back to the model.
+        let m = model(RESERVE_MIN - 1, S);
+        f.apply(m, m.bytes, S);
+        let t = f.apply(m, m.bytes, S + GROWTH_STEP);
+        assert!(t.tightened);
+        let roomy = model(RESERVE_MIN + 2 * SLED_SEGMENT, S + GROWTH_STEP);
+        let mut last = t.bytes;
+        for _ in 0..100 {
+            let b = f.apply(roomy, last, S + GROWTH_STEP);
+            assert!(b.bytes >= last);
+            last = b.bytes;
+            if !b.tightened {
+                assert_eq!(b, roomy);
+                return;
+            }
+        }
+        panic!("the bound never relaxed back to the model");
+    }
+
+    #[test]
+    fn a_filesystem_that_cannot_be_asked_gets_no_feedback() {
+        let mut f = Feedback::default();
+        let b = Bound::max_bytes_only(256 * MIB);
+        assert_eq!(f.apply(b, 256 * MIB, 0), b);
+        assert_eq!(f.apply(b, 256 * MIB, 10 * MIB), b);
+    }
+
+    #[test]
+    fn the_spare_is_kept_only_where_the_disk_bounds_the_outbox_and_given_back() {
+        let d = tempfile::tempdir().unwrap();
+        let outbox = d.path().join("outbox");
+        std::fs::create_dir(&outbox).unwrap();
+        let (total, free) = fs_space(d.path()).unwrap();
+        // By max_bytes (a large disk): no spare, and an old one is removed.
+        std::fs::write(spare_path(&outbox), b"x").unwrap();
+        assert!(!keep_spare(&outbox, &Bound::max_bytes_only(MIB)));
+        assert!(!spare_path(&outbox).exists());
+        // By free space, with room: kept, allocated on disk, counted as free.
+        if free < RESERVE_MAX + 4 * SLED_SEGMENT {
+            return; // this machine's temporary folder is nearly full
+        }
+        let by_disk = Bound { by: BoundBy::FreeSpace, fs_bytes: total, fs_free: free, reserve: reserve_for(total), ..Bound::max_bytes_only(MIB) };
+        assert!(keep_spare(&outbox, &by_disk));
+        assert!(spare_usage(&outbox) >= SPARE_BYTES, "allocated, not sparse");
+        assert_eq!(spare_path(&outbox), d.path().join("outbox.spare"));
+        // Given back.
+        assert!(release_spare(&outbox) >= SPARE_BYTES);
+        assert!(!spare_path(&outbox).exists());
+        assert_eq!(release_spare(&outbox), 0);
+        // No room above the reserve: not made.
+        let tight = Bound { fs_free: by_disk.reserve, ..by_disk };
+        assert!(!keep_spare(&outbox, &tight));
+        assert!(!spare_path(&outbox).exists());
     }
 
     #[test]

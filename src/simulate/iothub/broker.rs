@@ -2,8 +2,8 @@
 //! and the per-connection packet loop. The loop runs over any byte stream:
 //! TLS directly (8883) or a WebSocket inside TLS (443, see `super::ws`).
 
-use super::{DeviceAuth, EmulatorEvent, ReceivedMessage, Shared, Transport};
 use super::oracle::{self, Published};
+use super::{DeviceAuth, EmulatorEvent, ReceivedMessage, Shared, Transport};
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{self, ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode};
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
@@ -160,7 +160,8 @@ fn authenticate(shared: &Shared, c: &v4::Connect, peer: Option<&[u8]>) -> Result
         }
         let mut keys: Vec<String> = st.individual_enrollments.get(reg).cloned().into_iter().collect();
         keys.extend(st.group_keys.iter().filter_map(|g| oracle::group_device_key(g, reg)));
-        let key = keys.into_iter().find(|k| oracle::signed_with(&tok, k)).ok_or((5, "no enrollment matches this registration's signature".to_string()))?;
+        let key =
+            keys.into_iter().find(|k| oracle::signed_with(&tok, k)).ok_or((5, "no enrollment matches this registration's signature".to_string()))?;
         return Ok(Who::Dps { registration_id: reg.to_string(), device_key: key });
     }
     // IoT Hub: {hub}/{deviceId}[/{moduleId}]/?api-version=...

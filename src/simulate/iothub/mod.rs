@@ -23,8 +23,8 @@
 //! same crates rumqttc's own websocket transport uses).
 
 mod broker;
-mod oracle;
 pub mod certs;
+mod oracle;
 pub mod ws;
 
 use anyhow::Context;

@@ -146,7 +146,9 @@ pub fn read_topic(topic: &str) -> Option<Published> {
         ["devices", d, "modules", m, "messages", "events", bag] => telemetry(d, Some(m), bag),
         ["$iothub", "twin", "GET", q] => Some(Published::TwinGet { rid: rid_of(q.strip_prefix('?')?)? }),
         ["$iothub", "twin", "PATCH", "properties", "reported", q] => Some(Published::TwinReported { rid: rid_of(q.strip_prefix('?')?)? }),
-        ["$iothub", "methods", "res", status, q] => Some(Published::MethodResponse { status: status.parse().ok()?, rid: rid_of(q.strip_prefix('?')?)? }),
+        ["$iothub", "methods", "res", status, q] => {
+            Some(Published::MethodResponse { status: status.parse().ok()?, rid: rid_of(q.strip_prefix('?')?)? })
+        }
         _ => None,
     }
 }
