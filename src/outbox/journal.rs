@@ -181,7 +181,7 @@ pub fn replay(bytes: &[u8]) -> Replayed {
             // the next one.
             let page = PAGE as usize;
             let next = at.next_multiple_of(page);
-            (next != at).then(|| record_at(bytes, next, generation).map(|(ops, end)| (ops, end))).flatten()
+            (next != at).then(|| record_at(bytes, next, generation)).flatten()
         });
         let Some((ops, end)) = found else { break };
         out.batches.push(ops);

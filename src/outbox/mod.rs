@@ -1070,7 +1070,7 @@ impl Outbox {
             let _ = serde_json::to_writer(&mut value, r);
             c.count += 1;
             c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
-            batch.insert(&reading_key(*seq), value);
+            batch.insert(reading_key(*seq), value);
             pending += 1;
             if pending == 10_000 {
                 store.apply_to_sled(std::mem::take(&mut batch))?;
@@ -1079,7 +1079,7 @@ impl Outbox {
         }
         for b in &found.in_flight {
             let first = b.seqs.iter().copied().min().unwrap_or(0);
-            batch.insert(&inflight_key(first), serde_json::to_vec(b).unwrap_or_default());
+            batch.insert(inflight_key(first), serde_json::to_vec(b).unwrap_or_default());
         }
         Self::put_counters(&mut batch, &c);
         store.apply_to_sled(batch)?;
@@ -1118,7 +1118,7 @@ impl Outbox {
             let _ = serde_json::to_writer(&mut value, r);
             c.count += 1;
             c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
-            batch.insert(&reading_key(*seq), value);
+            batch.insert(reading_key(*seq), value);
             kept += 1;
         }
         c.next_seq = c.next_seq.max(next);
@@ -1424,12 +1424,12 @@ impl Outbox {
     }
 
     fn put_counters(batch: &mut Ops, c: &Counters) {
-        batch.insert(META_NEXT_SEQ, &c.next_seq.to_be_bytes());
-        batch.insert(META_COUNT, &c.count.to_be_bytes());
-        batch.insert(META_BYTES, &c.bytes.to_be_bytes());
-        batch.insert(META_DROPPED_FULL, &c.dropped_full.to_be_bytes());
-        batch.insert(META_DROPPED_AGE, &c.dropped_age.to_be_bytes());
-        batch.insert(META_REFUSED, &c.refused.to_be_bytes());
+        batch.insert(META_NEXT_SEQ, c.next_seq.to_be_bytes());
+        batch.insert(META_COUNT, c.count.to_be_bytes());
+        batch.insert(META_BYTES, c.bytes.to_be_bytes());
+        batch.insert(META_DROPPED_FULL, c.dropped_full.to_be_bytes());
+        batch.insert(META_DROPPED_AGE, c.dropped_age.to_be_bytes());
+        batch.insert(META_REFUSED, c.refused.to_be_bytes());
     }
 
     /// Stores readings, assigns their sequence numbers (written into the readings)
@@ -1541,7 +1541,7 @@ impl Outbox {
             }
             c.count += 1;
             c.bytes += value.len() as u64 + PER_READING_OVERHEAD;
-            batch.insert(&reading_key(r.seq), value);
+            batch.insert(reading_key(r.seq), value);
             outcome.seqs.push(Some(r.seq));
         }
         c.next_seq += admit as u64;
@@ -1692,7 +1692,7 @@ impl Outbox {
     fn in_flight_into(b: &mut Ops, batches: &[InFlight]) {
         for batch in batches {
             let first = batch.seqs.iter().copied().min().unwrap_or(0);
-            b.insert(&inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
+            b.insert(inflight_key(first), serde_json::to_vec(batch).unwrap_or_default());
         }
     }
 
@@ -1739,7 +1739,7 @@ impl Outbox {
             }
         }
         let first = batch.seqs.iter().copied().min().unwrap_or(0);
-        b.remove(&inflight_key(first));
+        b.remove(inflight_key(first));
         // A batch holds one device's readings for one patient, delivered in
         // sequence order: remember how far that delivery got, for salvage.
         if let Some((key, mark)) = sample.and_then(|v| decode_value(&v)).map(|(_, r)| {
