@@ -116,6 +116,38 @@ fn masimo_other_layouts_decode_with_their_exception_bits() {
     }
 }
 
+/// Rainbow parameters (Radical-7 layout) become readings with their units; a
+/// dashed one (no rainbow option, or no value now) gives no reading; the EXC
+/// flags apply to them as to SpO2, so a flagged SpHb is not charted either.
+#[test]
+fn masimo_rainbow_parameters_are_read() {
+    let d = driver("masimo-ascii1");
+    let line = b"03/17/16 19:19:36 SN=0000093112 SPO2=097% BPM=071 PI=02.10 SPCO=01.5% SPMET=00.8% SPHB=13.4 SPOC=18 RESVD=--- DESAT=-- PIDELTA=+-- PVI=014 ALARM=000000 EXC=0000800 EXC1=00000000\n";
+    let out = run(&d, &[line]);
+    assert!(bad_kinds(&out).is_empty(), "{out:#?}");
+    let r = records(&out)[0];
+    assert_eq!(value(r, ReadingType::Spco, "spco"), Some(1.5));
+    assert_eq!(value(r, ReadingType::Spmet, "spmet"), Some(0.8));
+    assert_eq!(value(r, ReadingType::Sphb, "sphb"), Some(13.4));
+    assert_eq!(value(r, ReadingType::Pvi, "pvi"), Some(14.0));
+    assert_eq!(reading(r, ReadingType::Sphb).units.get("sphb").map(String::as_str), Some("g/dL"));
+    assert_eq!(reading(r, ReadingType::Spco).units.get("spco").map(String::as_str), Some("%"));
+    assert_eq!(r.readings.len(), 7);
+    assert!(r.readings.iter().all(|rd| rd.flags.is_empty() && is_chartable(rd)), "{r:#?}");
+    assert_eq!(r.device_status, vec!["set", "rainbowValueNotRead"], "SpOC has no reading type");
+    // Sensor off: every value, rainbow included, is kept off the chart.
+    let off = String::from_utf8_lossy(line).replace("EXC=0000800", "EXC=0000820");
+    let out = run(&d, &[off.as_bytes()]);
+    let r = records(&out)[0];
+    assert_eq!(value(r, ReadingType::Sphb, "sphb"), Some(13.4));
+    assert!(r.readings.iter().all(|rd| rd.flags == vec![Flag::SensorDisconnected] && !is_chartable(rd)), "{r:#?}");
+    // Dashed rainbow fields give no reading (a monitor without the option sends them on every line).
+    let out = run(&d, &[&sample("masimo_ascii1_other_models.txt")]);
+    for r in records(&out) {
+        assert!(r.readings.iter().all(|rd| matches!(rd.kind, ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex)), "{r:#?}");
+    }
+}
+
 #[test]
 fn masimo_lines_cut_garbled_or_unknown_are_bad_input_not_readings() {
     let d = driver("masimo-ascii1");
@@ -138,8 +170,8 @@ fn masimo_lines_cut_garbled_or_unknown_are_bad_input_not_readings() {
     let r = records(&out)[0];
     assert!(r.device_status.contains(&"EXC:unknown:0x100".to_string()), "{r:?}");
     assert!(r.readings.iter().all(|rd| rd.flags == vec![Flag::Questionable]));
-    // A rainbow value the gateway has no type for is visible, not silent.
-    let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 SPCO=05.0% SPMET=--.-% EXC=000800\n"]);
+    // SpOC, which has no reading type, is visible, not silent.
+    let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 SPCO=05.0% SPOC=18 EXC=000800\n"]);
     assert_eq!(records(&out)[0].device_status, vec!["set", "rainbowValueNotRead"]);
     // Low perfusion alone is still a valid, charted value.
     let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 EXC=000804\n"]);
