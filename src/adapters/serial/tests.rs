@@ -390,9 +390,62 @@ fn nonin_df2_vector_decodes_to_hr_72_spo2_97() {
     let mut noisy = vec![0xFF, 0x01, 0x80, 0x13, 0x01, 0x80];
     noisy.extend_from_slice(&bytes);
     noisy.extend_from_slice(&bytes);
-    let out = run(&d, &[&noisy]);
-    assert_eq!(records(&out).len(), 2);
+    let mut dec = NoninDecoder::new(Format::Df2, "dev-1");
+    let mut out = Vec::new();
+    dec.push(&noisy, t0(), &mut out);
+    assert_eq!(records(&out).len(), 1, "the second, identical packet within the second is thinned");
+    assert_eq!(dec.thinned(), 1, "and counted");
+    assert_eq!(value(records(&out)[0], ReadingType::Spo2, "spo2"), Some(97.0));
     assert_eq!(bad_kinds(&out), vec!["noise"]);
+}
+
+/// DF2/DF7 rate (nonin.rs, "Rate"): of packets with the same status, one in
+/// three (one a second) is kept, whatever their values; a packet whose status
+/// or flags differ from the last kept one is always kept and restarts the
+/// count; thinned packets are counted, never reported as bad input; a new
+/// stream (after `finish`) starts with a kept packet.
+#[test]
+fn nonin_df7_keeps_one_packet_a_second_and_every_status_change() {
+    let mut floats = [0u8; 25];
+    floats[1] = 60;
+    let mut d = NoninDecoder::new(Format::Df7, "ox");
+    let mut out = Vec::new();
+    let mut feed = |d: &mut NoninDecoder, spo2: u8, status: u8, out: &mut Decoded| {
+        floats[2] = spo2;
+        d.push(&df7_packet(&floats, status), t0(), out);
+    };
+    // Three seconds of normal packets, the 4-beat average moving every packet.
+    for i in 0..9u8 {
+        feed(&mut d, 90 + i, 0, &mut out);
+    }
+    let spo2 = |out: &Decoded| -> Vec<Option<f64>> { records(out).iter().map(|r| value(r, ReadingType::Spo2, "spo2")).collect() };
+    assert_eq!(spo2(&out), vec![Some(90.0), Some(93.0), Some(96.0)]);
+    assert_eq!(d.thinned(), 6);
+    // Sensor alarm (SNSA): kept at once; the same alarm again: thinned; back to normal: kept.
+    out.clear();
+    feed(&mut d, 99, 0x08, &mut out);
+    feed(&mut d, 98, 0x08, &mut out);
+    feed(&mut d, 97, 0, &mut out);
+    feed(&mut d, 96, 0, &mut out);
+    assert_eq!(spo2(&out), vec![Some(99.0), Some(97.0)]);
+    assert_eq!(records(&out)[0].readings[0].flags, vec![Flag::Invalid], "the alarm packet is never thinned away");
+    assert_eq!(d.thinned(), 8);
+    assert!(bad_kinds(&out).is_empty(), "thinning is not bad input: {out:?}");
+    // A new stream starts with a kept packet.
+    d.finish(t0(), &mut out);
+    out.clear();
+    feed(&mut d, 95, 0, &mut out);
+    assert_eq!(spo2(&out), vec![Some(95.0)]);
+    // The same bytes split differently give the same packets kept.
+    let mut bytes = Vec::new();
+    for i in 0..7u8 {
+        floats[2] = 90 + i;
+        bytes.extend(df7_packet(&floats, if i == 4 { 0x40 } else { 0 }));
+    }
+    let whole = run(&Driver::Nonin(Format::Df7), &[&bytes]);
+    let split: Vec<&[u8]> = bytes.chunks(7).collect();
+    assert_eq!(run(&Driver::Nonin(Format::Df7), &split), whole);
+    assert_eq!(spo2(&whole), vec![Some(90.0), Some(93.0), Some(94.0), Some(95.0)], "0, 3, the disconnect at 4, and 5 back to normal");
 }
 
 #[test]
