@@ -41,6 +41,7 @@ fn reading(kind: ReadingType, secs: i64) -> Reading {
             ReadingType::RrInterval => 800.0,
             ReadingType::BodyTemperature => 36.0,
             ReadingType::Spo2 => 90.0,
+            ReadingType::Sphb => 13.0,
             _ => 70.0,
         };
         for (i, (name, _)) in kind.value_units().iter().enumerate() {
@@ -158,6 +159,34 @@ fn blood_pressure_is_one_panel_and_summary_reads_well() {
     assert!(line.starts_with("heartRate 70 /min (1 sample(s)) -> Observation 8867-4 Heart rate id "), "{line}");
 }
 
+/// The Masimo rainbow parameters: SpCO by its LOINC pulse-oximetry term, the
+/// others by the gateway's own code (no LOINC term with method "Pulse
+/// oximetry" is used for them: devices/medtech/README.md), each with its UCUM
+/// unit, in hourly series; a flagged one is excluded, not charted.
+#[test]
+fn rainbow_parameters_are_coded_with_their_units() {
+    let engine = MedTech::shipped().unwrap();
+    let kinds = [ReadingType::Spco, ReadingType::Spmet, ReadingType::Sphb, ReadingType::Pvi];
+    let p = engine.preview(&[message(kinds.iter().map(|k| reading(*k, 0)).collect())], &opts());
+    assert!(p.skipped.is_empty(), "{:#?}", p.skipped);
+    let obs = |t: &str| p.observations.iter().find(|o| o["code"]["text"] == t).unwrap_or_else(|| panic!("no {t}"));
+    let first = |t: &str| {
+        (
+            obs(t)["code"]["coding"][0]["system"].clone(),
+            obs(t)["code"]["coding"][0]["code"].clone(),
+            obs(t)["valueSampledData"]["origin"]["unit"].clone(),
+        )
+    };
+    assert_eq!(first("spco"), (json!("http://loinc.org"), json!("86904-0"), json!("%")));
+    assert_eq!(first("spmet"), (json!("urn:iomt-edge:codes"), json!("spmet"), json!("%")));
+    assert_eq!(first("sphb"), (json!("urn:iomt-edge:codes"), json!("sphb"), json!("g/dL")));
+    assert_eq!(first("pvi"), (json!("urn:iomt-edge:codes"), json!("pvi"), json!("%")));
+    let mut off = reading(ReadingType::Sphb, 1);
+    off.add_flag(Flag::SensorDisconnected);
+    let p = engine.preview(&[message(vec![off])], &opts());
+    assert!(p.observations.is_empty() && p.skipped.is_empty() && p.excluded.len() == 1, "{p:#?}");
+}
+
 #[test]
 fn default_check_samples_pass_the_shipped_mappings() {
     let engine = MedTech::shipped().unwrap();
@@ -248,7 +277,7 @@ fn shipped_observations_validate_with_fhir_resources() {
     );
     assert_eq!(
         p.observations.iter().filter(|o| o["valueQuantity"].is_object() && o["code"]["text"].as_str().is_some_and(|t| t.ends_with("Single"))).count(),
-        6
+        10
     );
     assert!(p.observations.len() >= ReadingType::ALL.len() - UNMAPPED_READING_TYPES.len());
     let (ok, text) = validate(&p.observations);

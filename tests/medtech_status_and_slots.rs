@@ -203,7 +203,7 @@ fn the_mapping_allowlist_matches_the_gateway() {
         assert_eq!(m.matches("flags").count(), 1, "{name}: {m}");
         assert!(m.ends_with(&format!(" && {clause}]")), "{name}: {m} should end with the allowlist clause {clause}");
     }
-    assert_eq!(clinical, 18);
+    assert_eq!(clinical, 26);
     // The allowlist names real flags; the excluded ones are excluded.
     for f in [
         Flag::SensorContactLost,
@@ -384,10 +384,13 @@ fn bursts_of_any_length_lose_nothing() {
             // straddling an hour boundary (two SampledData windows), then the stream again.
             let mut rs = Vec::new();
             // Distinct values, all plausible (model::PLAUSIBLE_RANGES: up to 308
-            // of them must fit in SpO2's 0-100 %), exact in binary and decimal.
-            let mut v = iomt_edge::model::plausible_range(kind).unwrap().min + 5.0;
+            // of them must fit in SpO2's 0-100 % and SpHb's 0-40 g/dL), exact in
+            // binary and decimal.
+            let range = iomt_edge::model::plausible_range(kind).unwrap();
+            let step = if range.max - range.min >= 100.0 { 0.25 } else { 0.0625 };
+            let mut v = range.min + 5.0;
             let mut push = |t: DateTime<Utc>, rs: &mut Vec<Reading>| {
-                v += 0.25;
+                v += step;
                 let mut r = Reading::new("dev-1", DeviceKind::BedsideMonitor, kind).with_value(name, v).at(t);
                 assert!(r.flags.is_empty(), "the fixture must be plausible: {r:?}");
                 r.patient_id = Some("patient-7".into());

@@ -48,15 +48,26 @@ fn delivered_types(delivered: &std::path::Path) -> (usize, std::collections::BTr
 
 #[test]
 fn demo_in_process_runs_and_its_messages_match_the_schema() {
-    let (stdout, delivered, _dir) = run_demo(&["--in-process"], 4);
+    let (stdout, delivered, _dir) = run_demo(&["--in-process"], 5);
     assert!(stdout.contains("demo-strap") && stdout.contains("streaming"), "live view missing: {stdout}");
+    assert!(stdout.contains("simulated Masimo Radical-7 (ASCII 1) on /dev/pts/"), "the serial monitor runs on a pseudo-terminal: {stdout}");
     let (n, types) = delivered_types(&delivered);
-    assert!(n >= 2, "the demo should deliver messages within 4 s, got {n}");
-    for t in ["heartRate", "rrInterval", "spo2", "pulseRate", "perfusionIndex", "batteryLevel", "deviceEvent"] {
+    assert!(n >= 2, "the demo should deliver messages within 5 s, got {n}");
+    // The serial monitor's rainbow parameters came through the serial adapter.
+    for t in ["heartRate", "rrInterval", "spo2", "pulseRate", "perfusionIndex", "batteryLevel", "deviceEvent", "spco", "spmet", "sphb", "pvi"] {
         assert!(types.contains(t), "the demo delivered no {t} reading");
     }
+    let text = std::fs::read_to_string(&delivered).unwrap();
+    assert!(text.contains("\"deviceId\":\"demo-monitor\""), "no message from the serial monitor");
     check_summary(&stdout, &delivered, n);
     validate_with_python(&delivered, n);
+    // Every delivered reading type is mapped: MedTech would skip nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["medtech", "preview"]).arg(&delivered).output().unwrap();
+    let preview: serde_json::Value = serde_json::from_slice(&out.stdout).expect("preview prints one JSON document");
+    assert_eq!(preview["skipped"].as_array().map(Vec::len), Some(0), "MedTech skips: {}", preview["skipped"]);
+    for t in ["spco", "sphb", "pvi"] {
+        assert!(preview["observations"].as_array().unwrap().iter().any(|o| o["code"]["text"] == t), "no {t} Observation: {preview}");
+    }
 }
 
 /// The demo's closing summary counts what really reached the file, and every

@@ -145,7 +145,24 @@ fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
         errln!("error: cannot read {what}: {e}");
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
-    if a.hex {
+    // A timed capture (`iomt-edge serial record`): each read at its own
+    // arrival time, `--arrival` (default now) being the recording's start.
+    let mut chunks: Vec<(chrono::DateTime<chrono::Utc>, Vec<u8>)> = Vec::new();
+    if serial::capture::is_timed(&bytes) {
+        match serial::capture::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(c) => {
+                for c in c {
+                    let at = arrival + chrono::Duration::from_std(c.offset).unwrap_or_default();
+                    chunks.push((at, c.bytes));
+                }
+                bytes.clear();
+            }
+            Err(e) => {
+                errln!("error: the timed capture is malformed: {e}");
+                return Ok(ExitCode::from(EXIT_PROBLEMS));
+            }
+        }
+    } else if a.hex {
         bytes = match serial::parse_hex_capture(&String::from_utf8_lossy(&bytes)) {
             Ok(b) => b,
             Err(e) => {
@@ -154,10 +171,17 @@ fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
             }
         };
     }
+    if chunks.is_empty() {
+        chunks.push((arrival, bytes));
+    }
     let mut decoder = driver.decoder(&a.device_id);
     let mut out = Vec::new();
-    decoder.push(&bytes, arrival, &mut out);
-    decoder.finish(arrival, &mut out);
+    let mut last = arrival;
+    for (at, b) in &chunks {
+        decoder.push(b, *at, &mut out);
+        last = *at;
+    }
+    decoder.finish(last, &mut out);
     let mut counts = Counts::default();
     for item in &out {
         counts.add(item);

@@ -2,6 +2,11 @@
 //!
 //! Simulated devices -> outbox in a local folder -> file sink, with a live
 //! per-device view. Stops on Ctrl-C or after `--duration`.
+//!
+//! The devices: a heart-rate strap and a pulse oximeter (BLE through a
+//! simulated BlueZ, or in-process), and a Masimo monitor whose ASCII 1 lines
+//! a simulator writes onto a real pseudo-terminal that the gateway reads
+//! through its serial adapter, as it would read a USB-serial adapter.
 
 use super::out::outln;
 use crate::adapters::{DeviceStatus, LinkState};
@@ -44,9 +49,10 @@ pub struct Args {
 const SIM_ADDRESSES: [(&str, crate::config::DeviceKindConfig); 2] =
     [("C0:FF:EE:00:00:01", crate::config::DeviceKindConfig::HeartRateStrap), ("C0:FF:EE:00:00:02", crate::config::DeviceKindConfig::PulseOximeter)];
 
-/// Switches the demo devices to BLE, addressed at the simulated BlueZ's devices.
+/// Switches the demo's simulated devices to BLE, addressed at the simulated
+/// BlueZ's devices (the serial monitor stays serial).
 fn use_ble(config: &mut crate::config::Config) {
-    for d in &mut config.devices {
+    for d in config.devices.iter_mut().filter(|d| d.simulated.is_some()) {
         if let Some((addr, _)) = SIM_ADDRESSES.iter().find(|(_, k)| *k == d.kind) {
             d.simulated = None;
             d.ble = Some(crate::config::ble::BleDeviceConfig { address: Some(addr.to_string()), ..Default::default() });
@@ -165,6 +171,31 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 s.cancel();
             });
         }
+        // The serial monitor: a simulated Masimo on a pseudo-terminal, played
+        // until the gateway has stopped (so it never sees the port vanish
+        // while it shuts down).
+        let monitor_stop = CancellationToken::new();
+        let mut config = config;
+        match crate::simulate::serial::Pty::open() {
+            Ok(pty) => {
+                let path = pty.path().to_string();
+                for d in config.devices.iter_mut() {
+                    if let Some(s) = d.serial.as_mut() {
+                        s.port = PathBuf::from(&path);
+                    }
+                }
+                outln!("  serial:    simulated Masimo Radical-7 (ASCII 1) on {path}")?;
+                let stop = monitor_stop.clone();
+                tokio::spawn(async move {
+                    let mut pty = pty;
+                    crate::simulate::serial::play(crate::simulate::serial::Monitor::MasimoAscii1, &mut pty, 1, None, stop).await;
+                });
+            }
+            Err(e) => {
+                outln!("note: no pseudo-terminal ({e}); the demo runs without its serial monitor")?;
+                config.devices.retain(|d| d.serial.is_none());
+            }
+        }
         // Keep the simulated BlueZ (and its dbus-daemon) alive for the whole run.
         let _sim = if ble {
             let sim = crate::simulate::bluez::spawn_private(Default::default()).await?;
@@ -186,6 +217,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
             let _ = gw_tx.send(gw);
         })
         .await;
+        monitor_stop.cancel();
         // The gateway has stopped (outbox flushed, in-flight messages settled):
         // the totals are final now.
         if let Ok(Some(gw)) = view.await {

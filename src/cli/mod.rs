@@ -17,6 +17,7 @@ pub mod out;
 mod outbox;
 mod run;
 mod scan;
+mod serial;
 pub mod simulate;
 mod status;
 
@@ -67,8 +68,10 @@ enum Command {
     Bench(bench::Args),
     /// Decode captured device bytes offline and print them as JSON.
     Decode(decode::Args),
-    /// Find nearby BLE straps and oximeters, with config blocks to paste.
+    /// Find nearby BLE straps and oximeters, or serial ports, with config blocks to paste.
     Scan(scan::Args),
+    /// Work with a serial port directly: record what a monitor sends.
+    Serial(serial::Args),
     /// Run a simulator by hand: BlueZ on a private D-Bus, or a local IoT Hub emulator.
     Simulate(simulate::Args),
     /// Preview or check Azure MedTech mappings against messages (what the service would make of them).
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Decode(a) => decode::run(a),
         Command::Scan(a) => scan::run(a),
+        Command::Serial(a) => serial::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Medtech(a) => medtech::run(a),
     };

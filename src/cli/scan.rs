@@ -6,6 +6,15 @@
 //! Heart Rate (0x180D) and Pulse Oximeter (0x1822) services unless `--all`.
 //! The listing is the command's output, so addresses are printed in clear;
 //! nothing is logged.
+//!
+//! `iomt-edge scan serial`: the serial ports a monitor could be on, from what
+//! udev and the kernel publish (no port is opened): the stable
+//! `/dev/serial/by-id/` links udev makes for USB-serial adapters, and for
+//! each USB tty (`ttyUSB*`, `ttyACM*`) the adapter's USB vendor and product
+//! id, manufacturer, product and serial number from sysfs (the `idVendor`,
+//! `idProduct`, `manufacturer`, `product`, `serial` attributes of the USB
+//! device above `/sys/class/tty/NAME/device`), each with a `[[device]]`
+//! block to paste.
 
 use super::out::{errln, out, outln};
 use crate::adapters::ble::gatt::{sig_uuid, sig_uuid16};
@@ -33,6 +42,149 @@ Put the device next to the Pi and wake it (straps advertise only while worn or m
 Needs bluetoothd and a powered adapter (`bluetoothctl power on`); the service user must be allowed\n\
 to use BlueZ on the system bus (the systemd unit is).")]
     Ble(BleArgs),
+    /// List serial ports (USB-serial adapters) with config blocks to paste.
+    #[command(after_help = "Examples:\n  iomt-edge scan serial\n  iomt-edge scan serial --json\n\n\
+Plug the USB-serial adapter in first (`dmesg | tail` shows it). Use the /dev/serial/by-id/ name in the\n\
+config: ttyUSB0 can become ttyUSB1 after a replug or a reboot, the by-id name does not.")]
+    Serial(SerialArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SerialArgs {
+    /// Print one JSON document instead of a table and config blocks.
+    #[arg(long)]
+    pub json: bool,
+    /// Look under this directory instead of `/` (its dev/ and sys/ folders;
+    /// for tests and for inspecting another system's tree).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: std::path::PathBuf,
+}
+
+/// One serial port found.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SerialPortFound {
+    /// The kernel's name (`ttyUSB0`).
+    pub tty: String,
+    /// `/dev/ttyUSB0`.
+    pub dev: String,
+    /// The udev by-id links to it (`/dev/serial/by-id/usb-FTDI_...`).
+    pub by_id: Vec<String>,
+    /// USB vendor and product id, 4 hex digits each.
+    pub vendor_id: Option<String>,
+    pub product_id: Option<String>,
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+    pub serial: Option<String>,
+}
+
+/// Lists the serial ports under `root` (module docs); sorted by tty name.
+pub fn scan_serial(root: &std::path::Path) -> Vec<SerialPortFound> {
+    let mut ports: BTreeMap<String, SerialPortFound> = BTreeMap::new();
+    // USB ttys the kernel knows.
+    if let Ok(entries) = std::fs::read_dir(root.join("sys/class/tty")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ttyUSB") || name.starts_with("ttyACM") {
+                ports.insert(name.clone(), SerialPortFound { tty: name.clone(), dev: format!("/dev/{name}"), ..Default::default() });
+            }
+        }
+    }
+    // udev's by-id links (which also name ports sysfs does not show here).
+    if let Ok(entries) = std::fs::read_dir(root.join("dev/serial/by-id")) {
+        let mut links: Vec<_> = entries.flatten().collect();
+        links.sort_by_key(|e| e.file_name());
+        for e in links {
+            let Ok(target) = std::fs::read_link(e.path()) else { continue };
+            let Some(tty) = target.file_name().map(|t| t.to_string_lossy().into_owned()) else { continue };
+            let p =
+                ports.entry(tty.clone()).or_insert_with(|| SerialPortFound { tty: tty.clone(), dev: format!("/dev/{tty}"), ..Default::default() });
+            p.by_id.push(format!("/dev/serial/by-id/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    for p in ports.values_mut() {
+        usb_attributes(root, p);
+    }
+    ports.into_values().collect()
+}
+
+/// Fills in the USB attributes of the device above `/sys/class/tty/NAME/device`.
+fn usb_attributes(root: &std::path::Path, p: &mut SerialPortFound) {
+    let Ok(mut dir) = std::fs::canonicalize(root.join("sys/class/tty").join(&p.tty).join("device")) else { return };
+    let stop = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let read = |d: &std::path::Path, f: &str| std::fs::read_to_string(d.join(f)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    while dir.starts_with(&stop) && dir != stop {
+        if let Some(v) = read(&dir, "idVendor") {
+            p.vendor_id = Some(v);
+            p.product_id = read(&dir, "idProduct");
+            p.manufacturer = read(&dir, "manufacturer");
+            p.product = read(&dir, "product");
+            p.serial = read(&dir, "serial");
+            return;
+        }
+        if !dir.pop() {
+            return;
+        }
+    }
+}
+
+/// The table and a config block per port, as printed.
+pub fn render_serial(found: &[SerialPortFound]) -> String {
+    let mut out = String::new();
+    if found.is_empty() {
+        out.push_str(
+            "No USB serial port found. Plug the USB-serial adapter in (`dmesg | tail` should show ttyUSB0 or ttyACM0)              and scan again. A built-in UART (the Pi's /dev/ttyAMA0 or /dev/serial0) is not listed: configure it by its path.
+",
+        );
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<8} {:<9} {:<26} {}
+",
+        "TTY", "USB ID", "ADAPTER", "BY-ID NAME"
+    ));
+    for p in found {
+        let id = match (&p.vendor_id, &p.product_id) {
+            (Some(v), Some(d)) => format!("{v}:{d}"),
+            _ => "-".into(),
+        };
+        let adapter = [p.manufacturer.as_deref(), p.product.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        let adapter = if adapter.is_empty() { "-".to_string() } else { adapter };
+        out.push_str(&format!(
+            "{:<8} {:<9} {:<26} {}
+",
+            p.tty,
+            id,
+            adapter,
+            p.by_id.first().map(String::as_str).unwrap_or("- (no by-id link)")
+        ));
+    }
+    out.push_str(
+        "
+Config blocks (pick an id, set `driver` to the monitor's format and `kind` to match: masimo-ascii1, nonin-ascii,          nellcor-n595, nonin-df2, nonin-df7, nonin-df8 read pulse_oximeter; hl7 reads bedside_monitor):
+",
+    );
+    for (i, p) in found.iter().enumerate() {
+        let port = p.by_id.first().cloned().unwrap_or_else(|| p.dev.clone());
+        let note = if p.by_id.is_empty() { "   # no by-id link: this name can change after a replug" } else { "" };
+        let serial = p.serial.as_deref().map(|s| format!(" (adapter serial {s})")).unwrap_or_default();
+        out.push_str(&format!(
+            "\n# {}{serial}\n[[device]]\nid = \"bed-XX-monitor-{}\"\nkind = \"pulse_oximeter\"\n[device.serial]\nport = \"{port}\"{note}\ndriver = \"masimo-ascii1\"\n",
+            p.tty,
+            i + 1
+        ));
+    }
+    out
+}
+
+fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
+    let found = scan_serial(&a.root);
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ports": found }))?)?;
+    } else {
+        out!("{}", render_serial(&found))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -63,6 +215,7 @@ pub struct Found {
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.what {
         ScanCommand::Ble(b) => run_ble(b),
+        ScanCommand::Serial(s) => run_serial(s),
     }
 }
 

@@ -54,8 +54,9 @@ pub struct SerialArgs {
     /// The monitor to play: masimo-ascii1, nonin-ascii, nonin-df2, nonin-df7, nonin-df8 or hl7.
     #[arg(long)]
     pub profile: String,
-    /// Play this capture instead of a simulated patient: a text capture one
-    /// line per record interval (1 s; hl7: 5 s), raw bytes at 9600 baud.
+    /// Play this capture instead of a simulated patient: a timed capture of
+    /// `iomt-edge serial record` at its recorded timing; a text capture one
+    /// line per record interval (1 s; hl7: 5 s); raw bytes at 9600 baud.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
     /// The capture is in the text hex format of the `.hex` samples.
@@ -149,11 +150,21 @@ fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
         errln!("error: --profile `{}` is not one the simulator plays; use one of {}", a.profile, Monitor::NAMES.join(", "));
         return Ok(ExitCode::from(EXIT_USAGE));
     };
+    let mut timed: Option<Vec<(std::time::Duration, Vec<u8>)>> = None;
     let capture = match &a.capture {
         None => None,
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read the capture {}", p.display()))?;
-            if a.hex {
+            if crate::adapters::serial::capture::is_timed(&bytes) {
+                match crate::adapters::serial::capture::parse(&String::from_utf8_lossy(&bytes)) {
+                    Ok(chunks) => timed = Some(chunks.into_iter().map(|c| (c.offset, c.bytes)).collect()),
+                    Err(e) => {
+                        errln!("error: {}: {e}", p.display());
+                        return Ok(ExitCode::from(super::EXIT_PROBLEMS));
+                    }
+                }
+                Some(Vec::new())
+            } else if a.hex {
                 match parse_hex(&String::from_utf8_lossy(&bytes)) {
                     Ok(b) => Some(b),
                     Err(e) => {
@@ -186,8 +197,14 @@ fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
         let stop = tokio_util::sync::CancellationToken::new();
         let player_stop = stop.clone();
         let done_with_capture = capture.is_some();
+        let player = async {
+            match &timed {
+                Some(chunks) => serial::play_timed(&mut pty, chunks, player_stop).await,
+                None => serial::play(monitor, &mut pty, a.seed, capture, player_stop).await,
+            }
+        };
         tokio::select! {
-            _ = serial::play(monitor, &mut pty, a.seed, capture, player_stop) => {
+            _ = player => {
                 if done_with_capture {
                     errln!("the capture has been played");
                 }
@@ -207,7 +224,7 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     crate::adapters::serial::parse_hex_capture(text)
 }
 
-async fn wait_for_stop() {
+pub(crate) async fn wait_for_stop() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

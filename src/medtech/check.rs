@@ -26,7 +26,13 @@ pub fn sample_messages() -> Vec<Value> {
     });
     for (i, (kind, spot_check, slot_taken)) in variants.enumerate() {
         let dk = match kind {
-            ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex => DeviceKind::PulseOximeter,
+            ReadingType::Spo2
+            | ReadingType::PulseRate
+            | ReadingType::PerfusionIndex
+            | ReadingType::Spco
+            | ReadingType::Spmet
+            | ReadingType::Sphb
+            | ReadingType::Pvi => DeviceKind::PulseOximeter,
             ReadingType::HeartRate | ReadingType::RrInterval | ReadingType::EnergyExpended => DeviceKind::HeartRateStrap,
             _ => DeviceKind::BedsideMonitor,
         };
@@ -87,6 +93,10 @@ fn sample_value(kind: ReadingType) -> f64 {
         ReadingType::BodyTemperature => 36.8,
         ReadingType::BloodPressure => 120.0,
         ReadingType::BatteryLevel => 80.0,
+        ReadingType::Spco => 1.5,
+        ReadingType::Spmet => 0.8,
+        ReadingType::Sphb => 13.5,
+        ReadingType::Pvi => 12.0,
         ReadingType::DeviceEvent => 0.0,
     }
 }

@@ -71,7 +71,17 @@ pub struct PlausibleRange {
 ///   presses (MacDougall et al., J Appl Physiol 1985), stay below 500.
 /// * `batteryLevel`, 0..=100 %: Battery Service 1.0, Battery Level (the
 ///   decoder already rejects 101-255, which the SIG reserves).
-pub const PLAUSIBLE_RANGES: [PlausibleRange; 10] = [
+/// * `spco`, `spmet`, 0..=100 %: carboxy- and methaemoglobin as a share of
+///   total haemoglobin (LOINC property MFr, mass fraction); outside 0-100 %
+///   is not a share at all.
+/// * `sphb`, 0..=40 g/dL: whole blood cannot hold more haemoglobin than the
+///   red cells themselves, whose haemoglobin concentration (MCHC) is about
+///   32-36 g/dL; blood is at most a packed column of cells, so a value above
+///   40 g/dL is not a measurement of blood.
+/// * `pvi`, 0..=100 %: PVI is (PImax - PImin) / PImax x 100 over a
+///   respiratory cycle (Masimo, "Pleth Variability Index" technical bulletin),
+///   which by its definition lies in 0-100 %.
+pub const PLAUSIBLE_RANGES: [PlausibleRange; 14] = [
     PlausibleRange { kind: ReadingType::HeartRate, min: 15.0, max: 350.0 },
     PlausibleRange { kind: ReadingType::RrInterval, min: 150.0, max: 30_000.0 },
     PlausibleRange { kind: ReadingType::EnergyExpended, min: 0.0, max: 65_534.0 },
@@ -82,6 +92,10 @@ pub const PLAUSIBLE_RANGES: [PlausibleRange; 10] = [
     PlausibleRange { kind: ReadingType::BodyTemperature, min: 10.0, max: 50.0 },
     PlausibleRange { kind: ReadingType::BloodPressure, min: 0.0, max: 500.0 },
     PlausibleRange { kind: ReadingType::BatteryLevel, min: 0.0, max: 100.0 },
+    PlausibleRange { kind: ReadingType::Spco, min: 0.0, max: 100.0 },
+    PlausibleRange { kind: ReadingType::Spmet, min: 0.0, max: 100.0 },
+    PlausibleRange { kind: ReadingType::Sphb, min: 0.0, max: 40.0 },
+    PlausibleRange { kind: ReadingType::Pvi, min: 0.0, max: 100.0 },
 ];
 
 /// The plausible range of `kind`'s values; `None` for `deviceEvent` (no values).

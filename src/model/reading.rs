@@ -34,6 +34,18 @@ pub enum ReadingType {
     BloodPressure,
     /// Device battery, `%`. Value name `batteryLevel`.
     BatteryLevel,
+    /// Carboxyhaemoglobin by pulse CO-oximetry (Masimo rainbow SpCO), `%` of
+    /// total haemoglobin. Value name `spco`.
+    Spco,
+    /// Methaemoglobin by pulse CO-oximetry (Masimo rainbow SpMet), `%` of
+    /// total haemoglobin. Value name `spmet`.
+    Spmet,
+    /// Total haemoglobin by pulse CO-oximetry (Masimo rainbow SpHb), `g/dL`.
+    /// Value name `sphb`.
+    Sphb,
+    /// Pleth variability index (Masimo PVI): the respiratory variation of the
+    /// perfusion index, `%`. Value name `pvi`.
+    Pvi,
     /// A change of the device's link state (connected, disconnected, lost...),
     /// so the cloud sees gaps explained. No values; see [`Reading::event`].
     DeviceEvent,
@@ -41,7 +53,7 @@ pub enum ReadingType {
 
 impl ReadingType {
     /// Every reading type, for exhaustive checks (mappings, schema, docs).
-    pub const ALL: [ReadingType; 11] = [
+    pub const ALL: [ReadingType; 15] = [
         ReadingType::HeartRate,
         ReadingType::RrInterval,
         ReadingType::EnergyExpended,
@@ -52,6 +64,10 @@ impl ReadingType {
         ReadingType::BodyTemperature,
         ReadingType::BloodPressure,
         ReadingType::BatteryLevel,
+        ReadingType::Spco,
+        ReadingType::Spmet,
+        ReadingType::Sphb,
+        ReadingType::Pvi,
         ReadingType::DeviceEvent,
     ];
 
@@ -68,6 +84,10 @@ impl ReadingType {
             ReadingType::BodyTemperature => "bodyTemperature",
             ReadingType::BloodPressure => "bloodPressure",
             ReadingType::BatteryLevel => "batteryLevel",
+            ReadingType::Spco => "spco",
+            ReadingType::Spmet => "spmet",
+            ReadingType::Sphb => "sphb",
+            ReadingType::Pvi => "pvi",
             ReadingType::DeviceEvent => "deviceEvent",
         }
     }
@@ -85,6 +105,10 @@ impl ReadingType {
             ReadingType::BodyTemperature => &[("bodyTemperature", "Cel")],
             ReadingType::BloodPressure => &[("systolic", "mm[Hg]"), ("diastolic", "mm[Hg]"), ("mean", "mm[Hg]")],
             ReadingType::BatteryLevel => &[("batteryLevel", "%")],
+            ReadingType::Spco => &[("spco", "%")],
+            ReadingType::Spmet => &[("spmet", "%")],
+            ReadingType::Sphb => &[("sphb", "g/dL")],
+            ReadingType::Pvi => &[("pvi", "%")],
             ReadingType::DeviceEvent => &[],
         }
     }

@@ -75,13 +75,17 @@ pub const SERIES_WINDOW_MS: i64 = 3_600_000;
 /// types are not part of the series (they have Quantity templates of their
 /// own). Kept equal to devices/medtech/fhirmapping.json by a test; every
 /// period divides [`SERIES_WINDOW_MS`], so slots line up with the epoch.
-pub const SAMPLED_DATA_SERIES: [(ReadingType, i64); 6] = [
+pub const SAMPLED_DATA_SERIES: [(ReadingType, i64); 10] = [
     (ReadingType::HeartRate, 1000),
     (ReadingType::RrInterval, 250),
     (ReadingType::Spo2, 1000),
     (ReadingType::PulseRate, 1000),
     (ReadingType::PerfusionIndex, 1000),
     (ReadingType::RespirationRate, 1000),
+    (ReadingType::Spco, 1000),
+    (ReadingType::Spmet, 1000),
+    (ReadingType::Sphb, 1000),
+    (ReadingType::Pvi, 1000),
 ];
 
 /// The slot period (ms) of the series `kind` is charted in, if it is one.

@@ -11,6 +11,11 @@
 //!   EXC=000800`, CR LF, one line per second, dashes for a missing value
 //!   (Masimo Rad-8 Operator's Manual pp. 4-20, 4-24; the published capture of
 //!   github.com/yahnatan/pulseox);
+//! - Masimo "ASCII 1" (Radical-7 layout, with the rainbow parameters):
+//!   `... PI=00.55 SPCO=--% SPMET=--.-% SPHB=--.- SPOC=-- RESVD=--- DESAT=--
+//!   PIDELTA=+-- PVI=--- ALARM=000000 EXC=0000C00 EXC1=00000000` (the
+//!   published capture of github.com/nmenon/masimo-datacapture; numbers in
+//!   place of the dashes when the parameter is measured);
 //! - Nonin ASCII: `SPO2=097 HR=072`, CR LF, once per second, `---` for no
 //!   data (Nonin 7500FO Operator's Manual, "Serial Patient Data Output");
 //! - Nonin Data Formats 2 and 7: 25 five-byte frames per packet, 75 frames/s;
@@ -41,11 +46,23 @@ pub struct Vitals {
     pub rr: Option<u16>,
     pub temp: Option<f64>,
     pub nibp: Option<(u16, u16, u16)>,
+    /// Masimo rainbow parameters (Radical-7 layout only).
+    pub rainbow: Option<Rainbow>,
+}
+
+/// Masimo rainbow parameters: SpCO and SpMet in % (one decimal), SpHb in
+/// g/dL (one decimal), PVI in % (whole number).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rainbow {
+    pub spco: f64,
+    pub spmet: f64,
+    pub sphb: f64,
+    pub pvi: u16,
 }
 
 impl Vitals {
     /// Finger out: nothing measured.
-    pub const NONE: Vitals = Vitals { spo2: None, pulse: None, pi: None, rr: None, temp: None, nibp: None };
+    pub const NONE: Vitals = Vitals { spo2: None, pulse: None, pi: None, rr: None, temp: None, nibp: None, rainbow: None };
 }
 
 /// Masimo EXC code with only "SET" (normal operation).
@@ -60,6 +77,23 @@ pub fn masimo_line(clock: NaiveDateTime, v: &Vitals, exc: u32) -> String {
     let pi = v.pi.map(|p| format!("{p:05.2}")).unwrap_or_else(|| "--.--".into());
     format!(
         "{} SN=0000056661 SPO2={spo2}% BPM={bpm} PI={pi}% SPCO=--.-% SPMET=--.-% DESAT=-- PIDELTA=+-- ALARM=0000 EXC={exc:06X}\r\n",
+        clock.format("%m/%d/%y %H:%M:%S")
+    )
+}
+
+/// One Masimo ASCII 1 line in the Radical-7 layout (rainbow parameters,
+/// 6-digit ALARM, 7-digit EXC, EXC1), with CR LF; dashes for what `v` lacks.
+pub fn masimo_radical7_line(clock: NaiveDateTime, v: &Vitals, exc: u32) -> String {
+    let spo2 = v.spo2.map(|s| format!("{s:03}")).unwrap_or_else(|| "---".into());
+    let bpm = v.pulse.map(|p| format!("{p:03}")).unwrap_or_else(|| "---".into());
+    let pi = v.pi.map(|p| format!("{p:05.2}")).unwrap_or_else(|| "--.--".into());
+    let r = v.rainbow.filter(|_| v.spo2.is_some());
+    let spco = r.map(|r| format!("{:04.1}", r.spco)).unwrap_or_else(|| "--.-".into());
+    let spmet = r.map(|r| format!("{:04.1}", r.spmet)).unwrap_or_else(|| "--.-".into());
+    let sphb = r.map(|r| format!("{:04.1}", r.sphb)).unwrap_or_else(|| "--.-".into());
+    let pvi = r.map(|r| format!("{:03}", r.pvi)).unwrap_or_else(|| "---".into());
+    format!(
+        "{} SN=0000093112 SPO2={spo2}% BPM={bpm} PI={pi} SPCO={spco}% SPMET={spmet}% SPHB={sphb} SPOC=-- RESVD=--- DESAT=-- PIDELTA=+-- PVI={pvi} ALARM=000000 EXC={exc:07X} EXC1=00000000\r\n",
         clock.format("%m/%d/%y %H:%M:%S")
     )
 }
@@ -224,12 +258,13 @@ pub struct Patient {
     spo2: f64,
     pulse: f64,
     pi: f64,
+    sphb: f64,
     off: u32,
 }
 
 impl Patient {
     pub fn new(seed: u64) -> Patient {
-        Patient { rng: StdRng::seed_from_u64(seed), spo2: 97.0, pulse: 72.0, pi: 3.5, off: 0 }
+        Patient { rng: StdRng::seed_from_u64(seed), spo2: 97.0, pulse: 72.0, pi: 3.5, sphb: 13.8, off: 0 }
     }
 
     /// The next second's values.
@@ -244,6 +279,13 @@ impl Patient {
         self.spo2 = (self.spo2 + (97.0 - self.spo2) * 0.1 + self.rng.gen_range(-0.7..0.7)).clamp(88.0, 100.0);
         self.pulse = (self.pulse + (72.0 - self.pulse) * 0.05 + self.rng.gen_range(-2.0..2.0)).clamp(45.0, 160.0);
         self.pi = (self.pi + self.rng.gen_range(-0.2..0.2)).clamp(0.3, 12.0);
+        self.sphb = (self.sphb + (13.8 - self.sphb) * 0.05 + self.rng.gen_range(-0.1..0.1)).clamp(11.0, 16.0);
+        let rainbow = Rainbow {
+            spco: (self.rng.gen_range(10..25) as f64) / 10.0,
+            spmet: (self.rng.gen_range(5..12) as f64) / 10.0,
+            sphb: (self.sphb * 10.0).round() / 10.0,
+            pvi: self.rng.gen_range(9..18),
+        };
         Vitals {
             spo2: Some(self.spo2.round() as u8),
             pulse: Some(self.pulse.round() as u16),
@@ -251,6 +293,7 @@ impl Patient {
             rr: Some(self.rng.gen_range(12..20)),
             temp: Some(36.8),
             nibp: Some((118, 76, 90)),
+            rainbow: Some(rainbow),
         }
     }
 }
@@ -337,7 +380,8 @@ pub async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Ve
         let exc = if v.spo2.is_some() { MASIMO_EXC_SET } else { MASIMO_EXC_SET | MASIMO_EXC_SENSOR_OFF };
         let received = pty.take_received();
         match monitor {
-            Monitor::MasimoAscii1 => pty.send(masimo_line(chrono::Local::now().naive_local(), &v, exc).as_bytes()).await,
+            // A Radical-7 with the rainbow option (SpCO, SpMet, SpHb, PVI).
+            Monitor::MasimoAscii1 => pty.send(masimo_radical7_line(chrono::Local::now().naive_local(), &v, exc).as_bytes()).await,
             Monitor::NoninAscii => pty.send(nonin_ascii_line(&v).as_bytes()).await,
             Monitor::NoninDf8 => {
                 let status = if v.spo2.is_some() { 0 } else { NONIN_SNSD };
@@ -366,6 +410,28 @@ pub async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Ve
     }
 }
 
+/// Plays a timed capture (`iomt-edge serial record`): each chunk of bytes at
+/// its offset from the start, as it was recorded, until the end (then one
+/// second for the reader to drain the terminal) or `stop`.
+/// Offsets are non-decreasing (the caller parsed them).
+pub async fn play_timed(pty: &mut Pty, chunks: &[(Duration, Vec<u8>)], stop: tokio_util::sync::CancellationToken) {
+    let start = tokio::time::Instant::now();
+    for (offset, bytes) in chunks {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(start + *offset) => {}
+        }
+        pty.send(bytes).await;
+        pty.take_received();
+    }
+    // Closing the terminal at once would discard what the reader has not
+    // read yet (a hang-up flushes the queue): let it drain first.
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +445,20 @@ mod tests {
             "02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% DESAT=-- PIDELTA=+-- ALARM=0000 EXC=000800\r\n"
         );
         assert!(masimo_line(clock, &Vitals::NONE, 0x820).contains("SPO2=---% BPM=--- PI=--.--% "));
+    }
+
+    #[test]
+    fn radical7_line_matches_the_published_layout() {
+        let clock = chrono::NaiveDate::from_ymd_opt(2016, 3, 17).unwrap().and_hms_opt(19, 19, 36).unwrap();
+        let v = Vitals { spo2: Some(98), pulse: Some(123), pi: Some(0.55), ..Vitals::NONE };
+        assert_eq!(
+            masimo_radical7_line(clock, &v, 0xC00),
+            "03/17/16 19:19:36 SN=0000093112 SPO2=098% BPM=123 PI=00.55 SPCO=--.-% SPMET=--.-% SPHB=--.- SPOC=-- RESVD=--- DESAT=-- PIDELTA=+-- PVI=--- ALARM=000000 EXC=0000C00 EXC1=00000000\r\n"
+        );
+        let v = Vitals { rainbow: Some(Rainbow { spco: 1.5, spmet: 0.8, sphb: 13.4, pvi: 14 }), ..v };
+        assert!(masimo_radical7_line(clock, &v, 0x800).contains(" SPCO=01.5% SPMET=00.8% SPHB=13.4 SPOC=-- RESVD=--- DESAT=-- PIDELTA=+-- PVI=014 "));
+        let off = Vitals { spo2: None, ..v };
+        assert!(masimo_radical7_line(clock, &off, 0x820).contains("SPCO=--.-% SPMET=--.-% SPHB=--.- "), "finger out: no rainbow values");
     }
 
     /// The DF2 packet of the published test vector (pufferfish-software

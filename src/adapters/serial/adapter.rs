@@ -147,7 +147,12 @@ pub struct SerialAdapter {
 }
 
 fn builder(dev: &SerialDevice) -> tokio_serial::SerialPortBuilder {
-    let s = &dev.settings;
+    port_builder(&dev.port, &dev.settings)
+}
+
+/// A tokio-serial builder for `port` with line settings `s` (also used by
+/// `iomt-edge serial record`).
+pub fn port_builder(port: &std::path::Path, s: &PortSettings) -> tokio_serial::SerialPortBuilder {
     let data_bits = match s.data_bits {
         5 => tokio_serial::DataBits::Five,
         6 => tokio_serial::DataBits::Six,
@@ -165,7 +170,7 @@ fn builder(dev: &SerialDevice) -> tokio_serial::SerialPortBuilder {
         FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
         FlowControl::Software => tokio_serial::FlowControl::Software,
     };
-    tokio_serial::new(dev.port.to_string_lossy(), s.baud).data_bits(data_bits).parity(parity).stop_bits(stop_bits).flow_control(flow)
+    tokio_serial::new(port.to_string_lossy(), s.baud).data_bits(data_bits).parity(parity).stop_bits(stop_bits).flow_control(flow)
 }
 
 /// Per-device state across port openings.

@@ -343,7 +343,11 @@ fn convert_unit(kind: ReadingType, unit_id: &str, unit_text: &str) -> Option<(f6
     let (id, text) = (u(unit_id), u(unit_text));
     let is = |names: &[&str]| names.iter().any(|n| *n == id || (!text.is_empty() && *n == text)) || (id.is_empty() && text.is_empty());
     match kind {
-        ReadingType::Spo2 | ReadingType::PerfusionIndex | ReadingType::BatteryLevel => is(&["262688", "mdc_dim_percent", "%"]).then_some((1.0, 0.0)),
+        ReadingType::Spo2 | ReadingType::PerfusionIndex | ReadingType::BatteryLevel | ReadingType::Spco | ReadingType::Spmet | ReadingType::Pvi => {
+            is(&["262688", "mdc_dim_percent", "%"]).then_some((1.0, 0.0))
+        }
+        // g/dL only by its UCUM or plain name (a code-mapped SpHb); no MDC unit code is assumed.
+        ReadingType::Sphb => is(&["g/dl"]).then_some((1.0, 0.0)),
         ReadingType::HeartRate | ReadingType::PulseRate | ReadingType::RespirationRate => is(&[
             "264864",
             "mdc_dim_beat_per_min",

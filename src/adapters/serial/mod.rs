@@ -38,6 +38,7 @@
 //! measurement time (`timeFrom: deviceZone`).
 
 pub mod adapter;
+pub mod capture;
 pub mod framing;
 pub mod hl7;
 pub mod link;

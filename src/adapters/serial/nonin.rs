@@ -32,6 +32,19 @@
 //! after the finger is removed, and the extended averages add nothing a
 //! chart needs.
 //!
+//! Rate: a DF2/DF7 device sends a packet every third of a second (75 frames
+//! per second, 25 per packet), but the values in it are 4-beat averages that
+//! a packet mostly repeats, and a chart keeps one value per second (the
+//! shipped MedTech series have 1000 ms slots; three readings a second would
+//! make two of them `slotTaken` Observations of their own, doubling the
+//! Observations for nothing). So the decoder keeps **one packet in three**,
+//! the first of each group of three (by the device's own packet clock, so the
+//! result does not depend on when or how the bytes arrived), and **every
+//! packet whose device status or flags differ from the last one kept** (a
+//! finger coming out or an alarm is never thinned away; the count of three
+//! starts again there). Thinned packets are counted ([`NoninDecoder::thinned`]),
+//! not reported as bad input. DF8 is already one record per second.
+//!
 //! Resynchronisation: bytes that do not start a valid frame are skipped one at
 //! a time and reported as [`BadInput::Noise`] once the next valid frame is
 //! found; a frame that fails while in sync is reported ([`BadInput::Checksum`],
@@ -152,16 +165,58 @@ pub struct NoninDecoder {
     noise: usize,
     acks: u64,
     naks: u64,
+    /// Device status and reading flags of the last packet kept, and how many
+    /// packets have been thinned since (DF2/DF7 rate, module docs).
+    last_kept: Option<(Vec<String>, Vec<Vec<Flag>>)>,
+    since_kept: usize,
+    thinned: u64,
 }
+
+/// DF2/DF7: one packet kept in this many (3 packets per second, Nonin 9560
+/// specification, "Data Format 2": 75 frames per second, 25 per packet).
+pub const KEEP_ONE_PACKET_IN: usize = 3;
 
 impl NoninDecoder {
     pub fn new(format: Format, device_id: &str) -> NoninDecoder {
-        NoninDecoder { format, device_id: device_id.to_string(), buf: Vec::new(), packet: Vec::new(), synced: false, noise: 0, acks: 0, naks: 0 }
+        NoninDecoder {
+            format,
+            device_id: device_id.to_string(),
+            buf: Vec::new(),
+            packet: Vec::new(),
+            synced: false,
+            noise: 0,
+            acks: 0,
+            naks: 0,
+            last_kept: None,
+            since_kept: 0,
+            thinned: 0,
+        }
     }
 
     /// Replies seen to commands: (ACKs, NAKs).
     pub fn replies(&self) -> (u64, u64) {
         (self.acks, self.naks)
+    }
+
+    /// DF2/DF7 packets checked and decoded but not kept because the packet
+    /// kept less than a second before said the same (module docs, "Rate").
+    pub fn thinned(&self) -> u64 {
+        self.thinned
+    }
+
+    /// Whether to keep a complete DF2/DF7 packet's record (module docs, "Rate").
+    fn keep(&mut self, rec: &Record) -> bool {
+        let signature = (rec.device_status.clone(), rec.readings.iter().map(|r| r.flags.clone()).collect::<Vec<_>>());
+        let changed = self.last_kept.as_ref() != Some(&signature);
+        if changed || self.since_kept + 1 >= KEEP_ONE_PACKET_IN {
+            self.last_kept = Some(signature);
+            self.since_kept = 0;
+            true
+        } else {
+            self.since_kept += 1;
+            self.thinned += 1;
+            false
+        }
     }
 
     fn flush_noise(&mut self, out: &mut Decoded) {
@@ -230,7 +285,9 @@ impl NoninDecoder {
                     if self.packet.len() == FRAMES_PER_PACKET {
                         let rec = self.packet_record(arrival);
                         self.packet.clear();
-                        out.push(Ok(rec));
+                        if self.keep(&rec) {
+                            out.push(Ok(rec));
+                        }
                     }
                 }
                 Err(e) => {
@@ -358,5 +415,8 @@ impl Decoder for NoninDecoder {
             self.packet.clear();
         }
         self.synced = false;
+        // A new stream (the port reopened) starts with a kept packet.
+        self.last_kept = None;
+        self.since_kept = 0;
     }
 }

@@ -116,6 +116,38 @@ fn masimo_other_layouts_decode_with_their_exception_bits() {
     }
 }
 
+/// Rainbow parameters (Radical-7 layout) become readings with their units; a
+/// dashed one (no rainbow option, or no value now) gives no reading; the EXC
+/// flags apply to them as to SpO2, so a flagged SpHb is not charted either.
+#[test]
+fn masimo_rainbow_parameters_are_read() {
+    let d = driver("masimo-ascii1");
+    let line = b"03/17/16 19:19:36 SN=0000093112 SPO2=097% BPM=071 PI=02.10 SPCO=01.5% SPMET=00.8% SPHB=13.4 SPOC=18 RESVD=--- DESAT=-- PIDELTA=+-- PVI=014 ALARM=000000 EXC=0000800 EXC1=00000000\n";
+    let out = run(&d, &[line]);
+    assert!(bad_kinds(&out).is_empty(), "{out:#?}");
+    let r = records(&out)[0];
+    assert_eq!(value(r, ReadingType::Spco, "spco"), Some(1.5));
+    assert_eq!(value(r, ReadingType::Spmet, "spmet"), Some(0.8));
+    assert_eq!(value(r, ReadingType::Sphb, "sphb"), Some(13.4));
+    assert_eq!(value(r, ReadingType::Pvi, "pvi"), Some(14.0));
+    assert_eq!(reading(r, ReadingType::Sphb).units.get("sphb").map(String::as_str), Some("g/dL"));
+    assert_eq!(reading(r, ReadingType::Spco).units.get("spco").map(String::as_str), Some("%"));
+    assert_eq!(r.readings.len(), 7);
+    assert!(r.readings.iter().all(|rd| rd.flags.is_empty() && is_chartable(rd)), "{r:#?}");
+    assert_eq!(r.device_status, vec!["set", "rainbowValueNotRead"], "SpOC has no reading type");
+    // Sensor off: every value, rainbow included, is kept off the chart.
+    let off = String::from_utf8_lossy(line).replace("EXC=0000800", "EXC=0000820");
+    let out = run(&d, &[off.as_bytes()]);
+    let r = records(&out)[0];
+    assert_eq!(value(r, ReadingType::Sphb, "sphb"), Some(13.4));
+    assert!(r.readings.iter().all(|rd| rd.flags == vec![Flag::SensorDisconnected] && !is_chartable(rd)), "{r:#?}");
+    // Dashed rainbow fields give no reading (a monitor without the option sends them on every line).
+    let out = run(&d, &[&sample("masimo_ascii1_other_models.txt")]);
+    for r in records(&out) {
+        assert!(r.readings.iter().all(|rd| matches!(rd.kind, ReadingType::Spo2 | ReadingType::PulseRate | ReadingType::PerfusionIndex)), "{r:#?}");
+    }
+}
+
 #[test]
 fn masimo_lines_cut_garbled_or_unknown_are_bad_input_not_readings() {
     let d = driver("masimo-ascii1");
@@ -138,8 +170,8 @@ fn masimo_lines_cut_garbled_or_unknown_are_bad_input_not_readings() {
     let r = records(&out)[0];
     assert!(r.device_status.contains(&"EXC:unknown:0x100".to_string()), "{r:?}");
     assert!(r.readings.iter().all(|rd| rd.flags == vec![Flag::Questionable]));
-    // A rainbow value the gateway has no type for is visible, not silent.
-    let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 SPCO=05.0% SPMET=--.-% EXC=000800\n"]);
+    // SpOC, which has no reading type, is visible, not silent.
+    let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 SPCO=05.0% SPOC=18 EXC=000800\n"]);
     assert_eq!(records(&out)[0].device_status, vec!["set", "rainbowValueNotRead"]);
     // Low perfusion alone is still a valid, charted value.
     let out = run(&d, &[b"02/22/16 22:47:45 SPO2=098% BPM=097 EXC=000804\n"]);
@@ -358,9 +390,62 @@ fn nonin_df2_vector_decodes_to_hr_72_spo2_97() {
     let mut noisy = vec![0xFF, 0x01, 0x80, 0x13, 0x01, 0x80];
     noisy.extend_from_slice(&bytes);
     noisy.extend_from_slice(&bytes);
-    let out = run(&d, &[&noisy]);
-    assert_eq!(records(&out).len(), 2);
+    let mut dec = NoninDecoder::new(Format::Df2, "dev-1");
+    let mut out = Vec::new();
+    dec.push(&noisy, t0(), &mut out);
+    assert_eq!(records(&out).len(), 1, "the second, identical packet within the second is thinned");
+    assert_eq!(dec.thinned(), 1, "and counted");
+    assert_eq!(value(records(&out)[0], ReadingType::Spo2, "spo2"), Some(97.0));
     assert_eq!(bad_kinds(&out), vec!["noise"]);
+}
+
+/// DF2/DF7 rate (nonin.rs, "Rate"): of packets with the same status, one in
+/// three (one a second) is kept, whatever their values; a packet whose status
+/// or flags differ from the last kept one is always kept and restarts the
+/// count; thinned packets are counted, never reported as bad input; a new
+/// stream (after `finish`) starts with a kept packet.
+#[test]
+fn nonin_df7_keeps_one_packet_a_second_and_every_status_change() {
+    let mut floats = [0u8; 25];
+    floats[1] = 60;
+    let mut d = NoninDecoder::new(Format::Df7, "ox");
+    let mut out = Vec::new();
+    let mut feed = |d: &mut NoninDecoder, spo2: u8, status: u8, out: &mut Decoded| {
+        floats[2] = spo2;
+        d.push(&df7_packet(&floats, status), t0(), out);
+    };
+    // Three seconds of normal packets, the 4-beat average moving every packet.
+    for i in 0..9u8 {
+        feed(&mut d, 90 + i, 0, &mut out);
+    }
+    let spo2 = |out: &Decoded| -> Vec<Option<f64>> { records(out).iter().map(|r| value(r, ReadingType::Spo2, "spo2")).collect() };
+    assert_eq!(spo2(&out), vec![Some(90.0), Some(93.0), Some(96.0)]);
+    assert_eq!(d.thinned(), 6);
+    // Sensor alarm (SNSA): kept at once; the same alarm again: thinned; back to normal: kept.
+    out.clear();
+    feed(&mut d, 99, 0x08, &mut out);
+    feed(&mut d, 98, 0x08, &mut out);
+    feed(&mut d, 97, 0, &mut out);
+    feed(&mut d, 96, 0, &mut out);
+    assert_eq!(spo2(&out), vec![Some(99.0), Some(97.0)]);
+    assert_eq!(records(&out)[0].readings[0].flags, vec![Flag::Invalid], "the alarm packet is never thinned away");
+    assert_eq!(d.thinned(), 8);
+    assert!(bad_kinds(&out).is_empty(), "thinning is not bad input: {out:?}");
+    // A new stream starts with a kept packet.
+    d.finish(t0(), &mut out);
+    out.clear();
+    feed(&mut d, 95, 0, &mut out);
+    assert_eq!(spo2(&out), vec![Some(95.0)]);
+    // The same bytes split differently give the same packets kept.
+    let mut bytes = Vec::new();
+    for i in 0..7u8 {
+        floats[2] = 90 + i;
+        bytes.extend(df7_packet(&floats, if i == 4 { 0x40 } else { 0 }));
+    }
+    let whole = run(&Driver::Nonin(Format::Df7), &[&bytes]);
+    let split: Vec<&[u8]> = bytes.chunks(7).collect();
+    assert_eq!(run(&Driver::Nonin(Format::Df7), &split), whole);
+    assert_eq!(spo2(&whole), vec![Some(90.0), Some(93.0), Some(94.0), Some(95.0)], "0, 3, the disconnect at 4, and 5 back to normal");
 }
 
 #[test]
