@@ -161,6 +161,8 @@ pub struct NoninDecoder {
     device_id: String,
     buf: Vec<u8>,
     packet: Vec<Frame>,
+    /// The bytes of the frames in `packet`, for a rescan when it fails.
+    raw: Vec<u8>,
     synced: bool,
     noise: usize,
     acks: u64,
@@ -183,6 +185,7 @@ impl NoninDecoder {
             device_id: device_id.to_string(),
             buf: Vec::new(),
             packet: Vec::new(),
+            raw: Vec::new(),
             synced: false,
             noise: 0,
             acks: 0,
@@ -241,7 +244,7 @@ impl NoninDecoder {
         let mut pos = 0;
         // Work on a cursor and drain once (bytes arrive in small chunks, but a
         // capture file is one large one).
-        let buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.buf);
         while buf.len() - pos >= n {
             let w = &buf[pos..pos + n];
             if self.format == Format::Df8 {
@@ -274,6 +277,7 @@ impl NoninDecoder {
                             out.push(Err(BadInput::Truncated(format!("a packet of {} frames (SYNC came early)", self.packet.len()))));
                         }
                         self.packet.clear();
+                        self.raw.clear();
                     } else if self.packet.is_empty() {
                         // Mid-packet: its frame numbers are unknown.
                         self.noise += n;
@@ -281,10 +285,12 @@ impl NoninDecoder {
                         continue;
                     }
                     self.packet.push(frame);
+                    self.raw.extend_from_slice(w);
                     pos += n;
                     if self.packet.len() == FRAMES_PER_PACKET {
                         let rec = self.packet_record(arrival);
                         self.packet.clear();
+                        self.raw.clear();
                         if self.keep(&rec) {
                             out.push(Ok(rec));
                         }
@@ -292,6 +298,24 @@ impl NoninDecoder {
                 }
                 Err(e) => {
                     let at_reply = matches!(buf[pos], ACK | NAK);
+                    if !self.packet.is_empty() && !self.raw.is_empty() && !at_reply {
+                        // The packet being assembled fails. Its start may
+                        // have been a false one (a damaged frame's bytes and
+                        // the next packet's first bytes can look like a SYNC
+                        // frame): scan again from the byte after it, so that
+                        // a real packet start inside it is not lost. Each
+                        // rescan drops that first byte: the scan always moves on.
+                        out.push(Err(e));
+                        self.synced = false;
+                        self.packet.clear();
+                        let raw = std::mem::take(&mut self.raw);
+                        self.count_skipped(raw[0]);
+                        let mut again = raw[1..].to_vec();
+                        again.extend_from_slice(&buf[pos..]);
+                        buf = again;
+                        pos = 0;
+                        continue;
+                    }
                     if self.synced && !at_reply {
                         out.push(Err(e));
                         self.synced = false;
@@ -414,6 +438,7 @@ impl Decoder for NoninDecoder {
             out.push(Err(BadInput::Truncated(format!("the input ended after {} frames of a packet", self.packet.len()))));
             self.packet.clear();
         }
+        self.raw.clear();
         self.synced = false;
         // A new stream (the port reopened) starts with a kept packet.
         self.last_kept = None;
