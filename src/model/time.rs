@@ -23,6 +23,17 @@ pub fn now_ms() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
+/// The wall clock as Unix milliseconds (0 before 1970): the one clock for
+/// counters and deadlines that are stored or compared as numbers.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The wall clock as Unix seconds (token expiries).
+pub fn unix_s() -> u64 {
+    unix_ms() / 1000
+}
+
 /// serde adapter for a required timestamp.
 pub mod serde_ms {
     use super::*;

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Most bytes of an error answer kept (service errors are short XML).
@@ -294,9 +294,7 @@ fn http_client(ca_file: Option<&Path>, timeout: Duration) -> anyhow::Result<reqw
         .context("cannot set up the HTTPS client")
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+use crate::model::time::unix_s as now_unix;
 
 fn read_connection_string(source: &SecretSource) -> anyhow::Result<EventHubsConnectionString> {
     let raw = source.resolve().context("cannot read the Event Hubs connection string (sink.eventhubs.connection_string)")?;

@@ -106,9 +106,7 @@ pub fn verify(tok: &ParsedToken, key_b64: &str) -> bool {
 }
 
 /// Current Unix time in seconds.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+pub use crate::model::time::unix_s as now_unix;
 
 #[cfg(test)]
 mod tests {
