@@ -76,16 +76,31 @@ fn kill9_cycle(flush_interval_ms: u64, kills: usize, seed: u64) {
         rng_state ^= rng_state << 17;
         rng_state
     };
-    for _ in 0..kills {
+    // Every other run is killed at a random moment after it was started
+    // (the start itself: opening the outbox, applying its journal); the
+    // others at a random moment after their first commit, so that on a
+    // loaded machine, where a start can take a whole short run, the test
+    // still kills gateways with many committed readings behind them.
+    const MIN_COMMITTED: usize = 500;
+    let mut done = 0;
+    while done < kills || (committed.lock().unwrap().len() <= MIN_COMMITTED && done < 4 * kills) {
+        let before = committed.lock().unwrap().len();
         let (mut child, reader) = start(&config, committed.clone());
+        if done % 2 == 1 {
+            let up_by = Instant::now() + Duration::from_secs(20);
+            while committed.lock().unwrap().len() == before && Instant::now() < up_by {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let wait_ms = 30 + next() % 400;
         std::thread::sleep(Duration::from_millis(wait_ms));
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         reader.join().unwrap();
+        done += 1;
     }
     let total_committed = committed.lock().unwrap().len();
-    assert!(total_committed > 500, "the gateway should have committed many readings, got {total_committed}");
+    assert!(total_committed > MIN_COMMITTED, "the gateway should have committed many readings, got {total_committed} in {done} runs");
 
     // After a kill the outbox says its last life did not stop cleanly.
     let state = dir.path().join("state");
@@ -106,6 +121,21 @@ fn kill9_cycle(flush_interval_ms: u64, kills: usize, seed: u64) {
         }
         assert!(Instant::now() < deadline, "{missing} committed readings still undelivered after 60 s");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Up before SIGTERM (its handlers are in place once it says it runs):
+    // when everything was delivered before this start, the loop above ends
+    // at once, and a SIGTERM in the first milliseconds would meet the
+    // default action instead.
+    let status_file = dir.path().join("state").join("status.json");
+    let pid = u64::from(child.id());
+    let up = || {
+        let doc: serde_json::Value = std::fs::read(&status_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        doc["running"] == true && doc["pid"].as_u64() == Some(pid)
+    };
+    let up_by = Instant::now() + Duration::from_secs(30);
+    while !up() {
+        assert!(Instant::now() < up_by, "the final run did not write its status file in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
     }
     terminate(&child);
     let mut child = child;
