@@ -132,7 +132,7 @@ async fn connection(s: Arc<Shared>, mut stream: tokio::net::TcpStream, peer: Soc
         s.ctx.registry.set_state(&s.l.id, crate::adapters::LinkState::Streaming);
         event(&s, DeviceEvent::Connected).await;
     }
-    tracing::info!(device = %redact::device(&s.l.id), "HL7 sender connected from {peer}");
+    tracing::info!(device = %redact::device(&s.l.id), "HL7 sender connected from {}", redact::address(&peer.ip().to_string()));
     let mut framer = MllpFramer::new(s.l.opts.max_length);
     let mut buf = vec![0u8; 8192];
     loop {
@@ -157,7 +157,7 @@ async fn connection(s: Arc<Shared>, mut stream: tokio::net::TcpStream, peer: Soc
             }
         }
     }
-    tracing::info!(device = %redact::device(&s.l.id), "HL7 sender {peer} disconnected");
+    tracing::info!(device = %redact::device(&s.l.id), "HL7 sender {} disconnected", redact::address(&peer.ip().to_string()));
     if s.connections.fetch_sub(1, Ordering::SeqCst) == 1 && !s.ctx.shutdown.is_cancelled() {
         s.ctx.registry.set_state(&s.l.id, crate::adapters::LinkState::Lost);
         event(&s, DeviceEvent::Disconnected).await;
