@@ -126,6 +126,8 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
     };
     out.push_str(&format!("iomt-edge {id}: {state}; status written {written}; sink {}\n", doc["sink"].as_str().unwrap_or("?")));
     let n = |p: &str| doc.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    // `rejectedBySink`: readings an older version removed when the
+    // destination refused them even alone (now they are dead letters).
     let dropped = n("/dropped/full") + n("/dropped/tooOld") + n("/dropped/refused") + n("/dropped/rejectedBySink");
     out.push_str(&format!(
         "outbox: {} readings queued ({}); delivered {} readings in {} messages; dropped {}\n{}\n",
@@ -147,6 +149,13 @@ pub fn render(doc: &Value, alive: bool, now: chrono::DateTime<chrono::Utc>) -> S
         // Older status files have no bound.
         doc["outboxBoundText"].as_str().map(|t| format!("{t}\n")).unwrap_or_default()
     ));
+    if n("/deadLetters/readings") > 0 {
+        out.push_str(&format!(
+            "dead letters: {} readings ({}) the destination refused even alone are kept apart; `iomt-edge outbox dead-letters list` (gateway stopped)\n",
+            n("/deadLetters/readings"),
+            crate::config::units::ByteSize(n("/deadLetters/bytes"))
+        ));
+    }
     let devices = doc["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
     // `stateText` says "streaming, 100% undecodable" when a device sends only
     // values that cannot be decoded; older status files have only `state`.
@@ -196,6 +205,10 @@ mod tests {
         doc["dropped"]["full"] = json!(5);
         let t = render(&doc, false, now);
         assert!(t.contains("stopped cleanly") && t.contains("dropped 5 (outbox full 5"), "{t}");
+        assert!(!t.contains("dead letters"), "no line while there are none: {t}");
+        doc["deadLetters"] = json!({"readings": 2, "bytes": 3072, "movedThisRun": 2});
+        let t = render(&doc, false, now);
+        assert!(t.contains("dead letters: 2 readings (3.0 KiB)") && t.contains("outbox dead-letters list"), "{t}");
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub fn file_path(state_dir: &Path) -> PathBuf {
 
 /// Devices, outbox and delivery counters.
 ///
+/// `deadLetters`: `readings` and `bytes` held in the outbox's dead letters
+/// (readings the destination refused even alone), and `movedThisRun`, how
+/// many this life moved there.
+///
 /// Per device: `state` (link state), `stateText` (the state with the share of
 /// recent values that could not be decoded, e.g. `streaming, 100% undecodable`),
 /// `values` (received), `inputErrors` (undecodable values), `undecodablePercent`
@@ -65,8 +69,11 @@ pub fn document(outbox: &Outbox, registry: &DeviceRegistry, stats: &ForwarderSta
         // The bound in force (max_bytes, or less on a small state filesystem).
         "outboxBound": s.bound,
         "outboxBoundText": s.bound.describe(outbox.dir().parent().unwrap_or(outbox.dir())),
-        "dropped": { "full": s.dropped_full, "tooOld": s.dropped_age, "refused": s.refused,
-                     "rejectedBySink": stats.rejected_readings.load(Ordering::Relaxed) },
+        "dropped": { "full": s.dropped_full, "tooOld": s.dropped_age, "refused": s.refused },
+        // Readings the destination refused even alone: kept, not dropped
+        // (`iomt-edge outbox dead-letters list|retry|export`).
+        "deadLetters": { "readings": s.dead_letters, "bytes": s.dead_letter_bytes,
+                         "movedThisRun": stats.dead_lettered_readings.load(Ordering::Relaxed) },
         "delivered": { "readings": stats.delivered_readings.load(Ordering::Relaxed),
                        "messages": stats.delivered_messages.load(Ordering::Relaxed) },
         "devices": devices,
