@@ -224,6 +224,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 outln!("  dropped (full)      {}", s.dropped_full)?;
                 outln!("  dropped (too old)   {}", s.dropped_age)?;
                 outln!("  refused (full)      {}", s.refused)?;
+                outln!(
+                    "  dead letters        {} ({}){}",
+                    s.dead_letters,
+                    crate::config::units::ByteSize(s.dead_letter_bytes),
+                    if s.dead_letters > 0 { ": refused by the destination even alone, kept apart; `outbox dead-letters list`" } else { "" }
+                )?;
                 outln!("  size on disk        {}", crate::config::units::ByteSize(s.disk_bytes))?;
                 outln!("  bound               {}", s.bound.describe(&state_dir))?;
                 outln!("  epoch               {}", s.epoch)?;
