@@ -191,4 +191,9 @@ fn a_repair_keeps_dead_letters_as_dead_letters() {
     let again: Vec<DeadLetter> = found.dead_letters.into_values().collect();
     assert_eq!(ob.restore_dead_letters(&again).unwrap(), 0);
     assert_eq!(ob.stats().dead_letters, 2);
+    // Into another outbox (`outbox salvage --from` elsewhere): dead letters, not queued.
+    let other = open(&d.path().join("other"));
+    assert_eq!(other.restore_dead_letters(&again).unwrap(), 2);
+    assert_eq!((other.len(), other.stats().dead_letters), (0, 2));
+    assert_eq!(other.dead_letters().unwrap(), dead);
 }
