@@ -192,7 +192,11 @@ fn main() {
         );
         let (secs, msgs) = drain(&dir.path().join("outbox-iothub"), sink.clone(), n, devices).await;
         sink.close().await;
-        let got: usize = emu.messages().iter().map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0)).sum();
+        let got: usize = emu
+            .messages()
+            .iter()
+            .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0))
+            .sum();
         assert_eq!(got as u64, n, "the IoT Hub emulator did not get every reading");
         report("iothub", n, secs, msgs, &wire, serde_json::json!({ "max_in_flight": iothub_in_flight }));
 
@@ -215,8 +219,11 @@ fn main() {
         let sink = Arc::new(iomt_edge::sinks::eventhubs::EventHubsSink::start(&cfg).unwrap());
         let counters = sink.counters();
         let (secs, msgs) = drain(&dir.path().join("outbox-eventhubs"), sink.clone(), n, devices).await;
-        let got: usize =
-            emu.events().iter().map(|e| serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0)).sum();
+        let got: usize = emu
+            .events()
+            .iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0))
+            .sum();
         assert_eq!(got as u64, n, "the Event Hubs emulator did not get every reading");
         let body = counters.request_bytes.load(Ordering::Relaxed);
         report(

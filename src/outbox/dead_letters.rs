@@ -319,7 +319,12 @@ pub(super) fn salvaged_into(b: &mut Ops, found: &std::collections::BTreeMap<u64,
 /// ([`Outbox::keep_interrupted_write`]): a retry in that write whose new
 /// reading was kept must not leave its dead letter behind too (it would be
 /// queued twice by a second retry). Adds the removal and the mark to `b`.
-pub(super) fn finish_interrupted_retries(st: &Store, b: &mut Ops, retried: &std::collections::BTreeMap<u64, u64>, kept: &[u64]) -> Result<(), OutboxError> {
+pub(super) fn finish_interrupted_retries(
+    st: &Store,
+    b: &mut Ops,
+    retried: &std::collections::BTreeMap<u64, u64>,
+    kept: &[u64],
+) -> Result<(), OutboxError> {
     for (old, new) in retried {
         if kept.contains(new) && st.get(dead_key(*old))?.is_some() {
             b.remove(dead_key(*old));
