@@ -293,3 +293,114 @@ async fn entra_id_client_credentials_with_expiring_tokens_and_a_corrected_secret
     let c = committed.lock().unwrap().clone();
     emu.delivered().check(&c);
 }
+
+/// `iomt-edge outbox dead-letters ...` on the gateway's state folder: (exit code, stdout).
+fn dead_letters_cli(state: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
+        .args(["outbox", "dead-letters"])
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A reading that can never fit (the event hub refuses every request above
+/// 300 bytes, and one reading makes a larger request) is split down to one
+/// reading, then kept as a dead letter: none is dropped, each is logged
+/// without the patient id, the status file counts them; after the limit is
+/// gone, `outbox dead-letters retry --all` on the stopped gateway queues them
+/// again and the restarted gateway delivers every one of them (same device,
+/// time and values, under a new sequence number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_that_never_fit_become_dead_letters_and_a_retry_delivers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(&dir.path().join("emu"), 0, &["--too-large-above", "300"]);
+    let cfg =
+        gateway_config(dir.path(), &format!("connection_string = {{ value = \"{}\" }}\nca_file = \"{}\"", emu.get("connection_string"), emu.get("ca_file")));
+    let state = dir.path().join("state");
+    let log = dir.path().join("gw.log");
+
+    // 1. Everything committed is refused, even alone: all dead letters.
+    let committed: Committed = Default::default();
+    let (gw, reader) = gateway_common::start_logging_to(&cfg, committed.clone(), Some(&log));
+    let mut gw = Gw(gw);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    terminate(&gw.0);
+    assert!(gw.0.wait().unwrap().success());
+    reader.join().unwrap();
+    let c = committed.lock().unwrap().clone();
+    assert!(c.len() >= 10, "{} readings committed", c.len());
+    assert_eq!(emu.delivered().ids.len(), 0, "nothing fits, nothing may be recorded");
+    assert!(refused(&emu.stats().await, "413") > 0);
+    let (code, out) = dead_letters_cli(&state, &["export"]);
+    assert_eq!(code, 0);
+    let exported: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Readings committed just before the stop may still be queued (the stop
+    // gives in-flight work a grace period); each committed reading is one or
+    // the other, none dropped.
+    let queued: Vec<u64> = {
+        let (ob, _) = iomt_edge::outbox::Outbox::inspect(&state.join("outbox"), &iomt_edge::config::OutboxConfig::default()).unwrap();
+        ob.read_range(0, u64::MAX, 1_000_000).unwrap().iter().map(|r| r.seq).collect()
+    };
+    let mut accounted: Vec<u64> = exported.iter().map(|e| e["deadLetterSeq"].as_u64().unwrap()).chain(queued.iter().copied()).collect();
+    accounted.sort_unstable();
+    assert_eq!(accounted, c.keys().copied().collect::<Vec<_>>(), "every committed reading is a dead letter or still queued");
+    for dev in ["strap-1", "oxi-1"] {
+        assert!(exported.iter().any(|e| e["deviceId"] == dev), "no dead letter for {dev}");
+    }
+    for e in &exported {
+        assert_eq!(e["deviceId"].as_str(), c.get(&e["deadLetterSeq"].as_u64().unwrap()).map(String::as_str));
+        assert!(e["reason"].as_str().unwrap_or("").contains("exceeds the limit (300 bytes)"), "the service's reason is kept: {e}");
+    }
+    let status: Value = serde_json::from_slice(&std::fs::read(state.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["deadLetters"]["readings"].as_u64(), Some(exported.len() as u64), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.lines().filter(|l| l.contains("moved to the outbox's dead letters")).count();
+    assert_eq!(lines, exported.len(), "one line per dead letter:\n{text}");
+    assert!(!text.contains("P-77"), "a patient id reached the log:\n{text}");
+    let (code, out) = dead_letters_cli(&state, &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("strap-1")) && out.lines().any(|l| l.starts_with("oxi-1")), "{out}");
+
+    // 2. The limit is gone; retry on the stopped gateway, then start it again.
+    emu.set_faults(serde_json::json!({})).await;
+    let (code, out) = dead_letters_cli(&state, &["retry", "--all"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("queued {} dead letters again", exported.len())), "{out}");
+    let committed2: Committed = Default::default();
+    let (gw, reader) = gateway_common::start_logging_to(&cfg, committed2.clone(), Some(&log));
+    let mut gw = Gw(gw);
+    let key = |device: &Value, r: &Value| (device.to_string(), r["time"].to_string(), r["values"].to_string());
+    let wanted: std::collections::BTreeSet<_> = exported.iter().map(|e| key(&e["deviceId"], &e["reading"])).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut got = std::collections::BTreeSet::new();
+        for f in std::fs::read_dir(dir.path().join("emu/events")).map(|d| d.map(|e| e.unwrap().path()).collect::<Vec<_>>()).unwrap_or_default() {
+            for line in std::fs::read_to_string(&f).unwrap().lines() {
+                let body = &serde_json::from_str::<Value>(line).unwrap()["Body"];
+                for r in body["readings"].as_array().unwrap() {
+                    got.insert(key(&body["deviceId"], r));
+                }
+            }
+        }
+        let missing = wanted.difference(&got).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} retried dead letters not delivered", wanted.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_delivered(&emu, &committed2, "live after the retry", Duration::from_secs(30)).await;
+    let d = emu.delivered();
+    assert!(queued.iter().all(|q| d.ids.contains_key(q)), "the readings left queued at the stop were delivered too");
+    terminate(&gw.0);
+    assert!(gw.0.wait().unwrap().success());
+    reader.join().unwrap();
+    let (code, out) = dead_letters_cli(&state, &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("no dead letters"), "{out}");
+    let status: Value = serde_json::from_slice(&std::fs::read(state.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["deadLetters"]["readings"].as_u64(), Some(0), "{status}");
+}

@@ -144,17 +144,25 @@ pub fn render(doc: &GatewayStatus, alive: bool, now: chrono::DateTime<chrono::Ut
             "none".to_string()
         } else {
             format!(
-                "{} (outbox full {}, too old {}, refused {}, rejected by the destination {})",
+                "{} (outbox full {}, too old {}, refused {}{})",
                 d.total(),
                 d.full,
                 d.too_old,
                 d.refused,
-                d.rejected_by_sink
+                // Only an older version's file has these (they are dead letters now).
+                if d.rejected_by_sink > 0 { format!(", rejected by the destination {}", d.rejected_by_sink) } else { String::new() }
             )
         },
         // Older status files have no bound.
         doc.outbox_bound_text.as_deref().map(|t| format!("{t}\n")).unwrap_or_default()
     ));
+    if doc.dead_letters.readings > 0 {
+        out.push_str(&format!(
+            "dead letters: {} readings ({}) the destination refused even alone are kept apart; `iomt-edge outbox dead-letters list` (gateway stopped)\n",
+            doc.dead_letters.readings,
+            crate::config::units::ByteSize(doc.dead_letters.bytes)
+        ));
+    }
     // `stateText` says "streaming, 100% undecodable" when a device sends only
     // values that cannot be decoded; older status files have only `state`.
     let state_of = |d: &DeviceReport| {
@@ -212,6 +220,10 @@ mod tests {
         doc["dropped"]["full"] = json!(5);
         let t = render(&typed(&doc), false, now);
         assert!(t.contains("stopped cleanly") && t.contains("dropped 5 (outbox full 5"), "{t}");
+        assert!(!t.contains("dead letters"), "no line while there are none: {t}");
+        doc["deadLetters"] = json!({"readings": 2, "bytes": 3072, "movedThisRun": 2});
+        let t = render(&typed(&doc), false, now);
+        assert!(t.contains("dead letters: 2 readings (3.0 KiB)") && t.contains("outbox dead-letters list"), "{t}");
     }
 
     #[test]

@@ -308,7 +308,12 @@ impl Batcher {
         let byte_cap = self.byte_cap;
         let q = self.queues.entry(key).or_insert_with(|| Queue::new(byte_cap, now));
         let sizes: Vec<usize> = readings.iter().map(wire_size).collect();
-        q.byte_cap = (sizes.iter().sum::<usize>() / 2).max(MIN_BYTE_CAP);
+        // Always below what was refused, so the next batch is smaller: the
+        // floor alone let a refused batch of small readings (the message's
+        // own fields, a long device id, made it too large) form again whole,
+        // for ever.
+        let total: usize = sizes.iter().sum();
+        q.byte_cap = (total / 2).max(MIN_BYTE_CAP).min(total.saturating_sub(1));
         for (r, size) in readings.into_iter().zip(sizes).rev() {
             q.bytes += size;
             q.readings.push_front((r, size));

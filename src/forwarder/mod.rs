@@ -130,10 +130,17 @@ pub struct ForwarderStats {
     pub delivered_readings: AtomicU64,
     pub delivered_messages: AtomicU64,
     pub failed_sends: AtomicU64,
-    /// Readings removed because even alone they exceed the destination's limit.
-    pub rejected_readings: AtomicU64,
+    /// Readings moved to the outbox's dead letters because even alone they
+    /// exceed the destination's limit (this life; the outbox counts what it
+    /// holds).
+    pub dead_lettered_readings: AtomicU64,
     /// True while sends are failing (one log line per episode).
     pub failing: AtomicBool,
+    /// True while the destination refuses the credentials (an auth episode:
+    /// from the first 401/403 to the next delivery). Apart from `failing`,
+    /// so a refusal always gets its own error line, even in an episode that
+    /// began with a reset or a timeout.
+    pub auth_failing: AtomicBool,
     /// The last delivery error, in words, while failing.
     pub last_error: std::sync::Mutex<Option<String>>,
 }
@@ -416,12 +423,20 @@ impl Forwarder {
                             self.outbox.cancel_in_flight(&rec)?;
                             match batcher.too_large(key, readings, Instant::now().into_std()) {
                                 TooLarge::Rejected(readings) => {
+                                    // Sending it again can never work: keep it
+                                    // apart, durably, and let the device go on.
+                                    let outbox = self.outbox.clone();
+                                    let sink = self.sink.name();
+                                    let reason = detail.clone();
+                                    let rec2 = rec.clone();
+                                    let moved = tokio::task::spawn_blocking(move || outbox.dead_letter(&rec2, sink, &reason)).await??;
                                     tracing::error!(
-                                        "a single reading (seq {:?}) is larger than the destination accepts ({detail}); it is removed from the outbox",
-                                        rec.seqs.first()
+                                        "a single reading (seq {:?}, device {}) is larger than {} accepts ({detail}); moved to the outbox's dead letters, see `iomt-edge outbox dead-letters list`",
+                                        rec.seqs.first(),
+                                        readings.first().map(|r| crate::redact::device(&r.device_id)).unwrap_or_default(),
+                                        self.sink.name()
                                     );
-                                    self.stats.rejected_readings.fetch_add(readings.len() as u64, Ordering::Relaxed);
-                                    self.outbox.ack(&rec)?;
+                                    self.stats.dead_lettered_readings.fetch_add(moved, Ordering::Relaxed);
                                 }
                                 TooLarge::Split => {
                                     tracing::warn!("the destination said a message was too large ({detail}); splitting it");
@@ -492,6 +507,7 @@ impl Forwarder {
                 };
                 let err = match result {
                     Ok(()) => {
+                        stats.auth_failing.store(false, Ordering::Relaxed);
                         if stats.failing.swap(false, Ordering::Relaxed) {
                             tracing::info!("delivery to {} works again", sink.name());
                             if let Ok(mut e) = stats.last_error.lock() {
@@ -510,7 +526,21 @@ impl Forwarder {
                     SinkError::FatalAuth(_) => auth_retry,
                     SinkError::TooLarge(_) => Duration::ZERO,
                 };
-                if !stats.failing.swap(true, Ordering::Relaxed) {
+                if let SinkError::FatalAuth(what) = &err {
+                    // Once per auth episode, whatever failed before it: the
+                    // operator has something to fix. `what` names what to
+                    // check (the sink's text for its kind of credential).
+                    stats.failing.store(true, Ordering::Relaxed);
+                    if !stats.auth_failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "{} refused the gateway's credentials: {what}; readings stay in the outbox, retrying every {:.1} s (logged once until a delivery works)",
+                            sink.name(),
+                            delay.as_secs_f64()
+                        );
+                    } else {
+                        tracing::debug!("delivery to {} refused again: {err}", sink.name());
+                    }
+                } else if !stats.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "delivery to {} failed: {err}; readings stay in the outbox and are retried (next try in {:.1} s)",
                         sink.name(),

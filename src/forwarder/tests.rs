@@ -90,8 +90,14 @@ async fn drain(ob: Arc<Outbox>, sink: Arc<ScriptedSink>, n: u64) -> Arc<Forwarde
     let stop = CancellationToken::new();
     let task = tokio::spawn(f.run(stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stats.delivered_readings.load(Ordering::Relaxed) + stats.rejected_readings.load(Ordering::Relaxed) < n {
-        assert!(Instant::now() < deadline, "not drained in time");
+    while stats.delivered_readings.load(Ordering::Relaxed) + stats.dead_lettered_readings.load(Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "not drained in time: {} delivered, {} dead-lettered, {} failed sends",
+            stats.delivered_readings.load(Ordering::Relaxed),
+            stats.dead_lettered_readings.load(Ordering::Relaxed),
+            stats.failed_sends.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.cancel();
@@ -303,4 +309,95 @@ async fn in_flight_records_ride_along_with_group_commits() {
     // that record then costs a sync of its own, hence the margin.
     assert!(with <= cycles + cycles / 4, "in-flight records cost syncs of their own: {with} syncs for {cycles} group commits");
     assert!(without >= with + cycles / 4, "the run without the group sync should show the extra syncs: {without} vs {with}");
+}
+
+/// A reading too large for the destination even alone goes to the outbox's
+/// dead letters (kept, counted, durable), and its device's later readings and
+/// the other devices go on; nothing is removed without a trace.
+#[tokio::test]
+async fn a_reading_refused_alone_goes_to_the_dead_letters_and_the_rest_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let mut rs = fill(&ob, 60, 2);
+    // A device whose every message is too large (its id alone is over the limit).
+    let big = "x".repeat(3000);
+    let mut huge: Vec<Reading> =
+        (0..3).map(|i| Reading::new(big.clone(), DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", 70.0 + i as f64)).collect();
+    ob.append(&mut huge).unwrap();
+    rs.extend(fill(&ob, 40, 2));
+    let sink = Arc::new(ScriptedSink { too_large_above: Some(2500), ..Default::default() });
+    let (stats, logs) = logs_of(drain(ob.clone(), sink.clone(), 103)).await;
+    let moved: Vec<&str> = logs.lines().filter(|l| l.contains("moved to the outbox's dead letters")).collect();
+    assert_eq!(moved.len(), 3, "one error line per dead letter:\n{logs}");
+    assert!(moved.iter().all(|l| l.contains("ERROR") && l.contains("outbox dead-letters list")), "{logs}");
+    check_delivery(&sink, &rs);
+    assert_eq!(stats.dead_lettered_readings.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.delivered_readings.load(Ordering::Relaxed), 100);
+    let dead = ob.dead_letters().unwrap();
+    assert_eq!(dead.iter().map(|d| d.dead_letter_seq).collect::<Vec<_>>(), huge.iter().map(|r| r.seq).collect::<Vec<_>>());
+    for (d, r) in dead.iter().zip(&huge) {
+        assert_eq!(d.reading().as_ref(), Some(r));
+        assert_eq!(d.sink, "scripted");
+        assert!(d.reason.contains("> 2500"), "the destination's reason is kept: {}", d.reason);
+    }
+    let s = ob.stats();
+    assert_eq!((s.queued, s.dead_letters, s.in_flight_batches), (0, 3, 0));
+}
+
+/// Log lines (info and above, no colours) written while `f` runs on this
+/// thread (the test runtime is single-threaded).
+async fn logs_of<F: std::future::Future>(f: F) -> (F::Output, String) {
+    #[derive(Clone)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Capture(Arc::new(Mutex::new(Vec::new())));
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_ansi(false).without_time().with_writer(move || w.clone()).finish();
+    let guard = tracing::subscriber::set_default(sub);
+    let out = f.await;
+    drop(guard);
+    let bytes = buf.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (out, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A refused credential gets its one clear error line naming what to check
+/// even when the failure episode began with something else (a connection
+/// reset): before, only the episode's first failure was logged, and the 401
+/// that followed a reset was at debug level. Once per auth episode: a second
+/// refusal in a row is not logged again; after a delivery, a new refusal is.
+#[tokio::test(flavor = "current_thread")]
+async fn an_auth_failure_is_always_said_once_per_auth_episode() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 1, 1);
+    let sink = Arc::new(ScriptedSink::default());
+    {
+        let mut s = sink.script.lock().unwrap();
+        s.push_back(SinkError::Retryable("connection reset by peer".into()));
+        s.push_back(SinkError::FatalAuth("HTTP 401; check the key name and key".into()));
+        s.push_back(SinkError::FatalAuth("HTTP 401; check the key name and key".into()));
+    }
+    let (stats, logs) = logs_of(drain(ob.clone(), sink.clone(), 1)).await;
+    check_delivery(&sink, &rs);
+    assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 3);
+    let auth_lines: Vec<&str> = logs.lines().filter(|l| l.contains("refused the gateway's credentials")).collect();
+    assert_eq!(auth_lines.len(), 1, "one line per auth episode:\n{logs}");
+    assert!(auth_lines[0].contains("ERROR") && auth_lines[0].contains("check the key name and key"), "{logs}");
+    assert!(logs.contains("connection reset by peer"), "the episode's first failure is still said: {logs}");
+    assert!(!stats.auth_failing.load(Ordering::Relaxed), "a delivery ends the auth episode");
+
+    // A new episode after the delivery: said again.
+    let rs = fill(&ob, 1, 1);
+    sink.script.lock().unwrap().push_back(SinkError::FatalAuth("HTTP 403; the identity needs Data Sender".into()));
+    let (_, logs) = logs_of(drain(ob.clone(), sink.clone(), 1)).await;
+    check_delivery(&sink, &rs);
+    assert_eq!(logs.lines().filter(|l| l.contains("refused the gateway's credentials") && l.contains("Data Sender")).count(), 1, "{logs}");
 }

@@ -73,6 +73,10 @@ pub struct GatewayStatus {
     pub outbox_bound_text: Option<String>,
     #[serde(default)]
     pub dropped: Dropped,
+    /// Readings the destination refused even alone: kept apart in the
+    /// outbox, not dropped (`iomt-edge outbox dead-letters list|retry|export`).
+    #[serde(default)]
+    pub dead_letters: DeadLetters,
     #[serde(default)]
     pub delivered: Delivered,
     #[serde(default)]
@@ -150,9 +154,31 @@ pub struct Dropped {
     /// `refuse_newest` refused them.
     #[serde(default)]
     pub refused: u64,
-    /// The destination refused them for good.
-    #[serde(default)]
+    /// Older versions only: readings removed when the destination refused
+    /// them even alone. They are dead letters now ([`DeadLetters`]); the
+    /// field is read so that `iomt-edge status` still counts them in an
+    /// older version's file.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub rejected_by_sink: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The outbox's dead letters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetters {
+    /// Readings held there.
+    #[serde(default)]
+    pub readings: u64,
+    /// Bytes they take.
+    #[serde(default)]
+    pub bytes: u64,
+    /// How many this run of the daemon moved there.
+    #[serde(default)]
+    pub moved_this_run: u64,
 }
 
 impl Dropped {
@@ -232,13 +258,16 @@ mod tests {
             gateway_id: Some("gw-1".into()),
             running: Some(true),
             outbox_depth: 3,
-            dropped: Dropped { rejected_by_sink: 2, ..Dropped::default() },
+            dropped: Dropped { full: 2, ..Dropped::default() },
+            dead_letters: DeadLetters { readings: 1, bytes: 300, moved_this_run: 1 },
             devices: vec![DeviceReport { id: "strap-1".into(), state: Some(LinkState::Streaming), connected: true, ..DeviceReport::default() }],
             ..GatewayStatus::default()
         };
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["outboxDepth"], 3);
-        assert_eq!(v["dropped"]["rejectedBySink"], 2);
+        assert_eq!(v["dropped"]["full"], 2);
+        assert!(v["dropped"].get("rejectedBySink").is_none(), "not written any more");
+        assert_eq!(v["deadLetters"]["movedThisRun"], 1);
         assert_eq!(v["devices"][0]["state"], "streaming");
         assert!(v.get("batching").is_none(), "absent, not null");
         assert_eq!(serde_json::from_value::<GatewayStatus>(v).unwrap(), doc);

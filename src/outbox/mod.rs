@@ -12,6 +12,8 @@
 //! | `f` + first seq (BE)   | an in-flight batch: message id + its seqs  |
 //! | `a` + device + patient | how far that device's delivery got         |
 //! | `m` + name             | counters (next seq, count, bytes, drops)   |
+//! | `d` + seq (BE)         | a dead letter ([`dead_letters`])           |
+//! | `t` + seq (BE)         | a dead letter that was queued again        |
 //!
 //! Guarantees:
 //! - [`Outbox::append`] returns only after the readings are on stable storage:
@@ -38,6 +40,7 @@
 //! - A corrupt store is moved aside, kept for recovery, and replaced by a new one.
 
 pub mod committer;
+pub mod dead_letters;
 mod inspect_copy;
 mod journal;
 mod lock;
@@ -192,6 +195,10 @@ pub struct OutboxStats {
     pub dropped_full: u64,
     pub dropped_age: u64,
     pub refused: u64,
+    /// Readings the destination refused even alone, kept apart
+    /// ([`dead_letters`]; `outbox dead-letters list`), and their bytes.
+    pub dead_letters: u64,
+    pub dead_letter_bytes: u64,
     pub epoch: String,
     pub disk_bytes: u64,
     /// How the life before the current one ended.
@@ -239,15 +246,18 @@ pub struct SalvageReport {
     pub unreadable: u64,
     /// Old copies of readings that had already been delivered or dropped.
     pub already_gone: u64,
+    /// Dead letters salvaged into the new store's dead letters.
+    pub dead_letters: u64,
 }
 
 impl std::fmt::Display for SalvageReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} queued readings salvaged ({} batches to resend with their ids); {} damaged records could not be read; the damaged copy is kept in {}",
+            "{} queued readings salvaged ({} batches to resend with their ids, {} dead letters kept apart); {} damaged records could not be read; the damaged copy is kept in {}",
             self.readings,
             self.in_flight_batches,
+            self.dead_letters,
             self.unreadable,
             self.moved_to.display()
         )
@@ -305,6 +315,10 @@ struct Counters {
     dropped_full: u64,
     dropped_age: u64,
     refused: u64,
+    /// Dead letters held and their bytes: counted from the `d` keys at
+    /// every load (they are few), not stored.
+    dead_letters: u64,
+    dead_letter_bytes: u64,
 }
 
 impl Counters {
@@ -317,6 +331,12 @@ impl Counters {
             dropped_full: u64_of(st.get(META_DROPPED_FULL)?),
             dropped_age: u64_of(st.get(META_DROPPED_AGE)?),
             refused: u64_of(st.get(META_REFUSED)?),
+            dead_letters: 0,
+            dead_letter_bytes: 0,
+        })
+        .and_then(|mut c| {
+            (c.dead_letters, c.dead_letter_bytes) = dead_letters::tally(st)?;
+            Ok(c)
         })
     }
 }
@@ -1107,6 +1127,7 @@ impl Outbox {
             let first = b.seqs.iter().copied().min().unwrap_or(0);
             batch.insert(inflight_key(first), serde_json::to_vec(b).unwrap_or_default());
         }
+        dead_letters::salvaged_into(&mut batch, &found.dead_letters);
         Self::put_counters(&mut batch, &c);
         store.apply_to_sled(batch)?;
         store.checkpoint()?;
@@ -1117,6 +1138,7 @@ impl Outbox {
             in_flight_batches: found.in_flight.len() as u64,
             unreadable: found.unreadable,
             already_gone: found.already_gone,
+            dead_letters: found.dead_letters.len() as u64,
         };
         // Mark the damaged copy as salvaged, so a later manual
         // `outbox salvage --from` does not queue the same readings twice.
@@ -1135,10 +1157,12 @@ impl Outbox {
         let found = salvage::scan(&[raw]);
         let mut batch = Ops::default();
         let mut kept = 0u64;
+        let mut kept_seqs = Vec::new();
         for (seq, (commit_ms, r)) in found.readings.range(c.next_seq..next) {
             if store.get(reading_key(*seq))?.is_some() {
                 continue;
             }
+            kept_seqs.push(*seq);
             let mut value = Vec::with_capacity(256);
             value.extend_from_slice(&commit_ms.to_be_bytes());
             let _ = serde_json::to_writer(&mut value, r);
@@ -1148,6 +1172,7 @@ impl Outbox {
             kept += 1;
         }
         c.next_seq = c.next_seq.max(next);
+        dead_letters::finish_interrupted_retries(store, &mut batch, &found.retried, &kept_seqs)?;
         Self::put_counters(&mut batch, c);
         store.apply(batch);
         store.checkpoint()?;
@@ -1488,16 +1513,32 @@ impl Outbox {
     /// writes each batch as log messages of its own, each costing a page on
     /// the SD card, docs/performance.md).
     fn append_to(&self, st: &Store, readings: &mut [Reading], acks: &[InFlight], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
+        let mut batch = Ops::default();
+        let outcome = self.append_into(st, &mut batch, readings, acks, records)?;
+        st.apply(batch);
+        Ok(outcome)
+    }
+
+    /// As [`Outbox::append_to`], adding the changes to `batch` instead of
+    /// applying them (for a caller with more changes for the same write).
+    /// The counters in memory are updated already.
+    fn append_into(
+        &self,
+        st: &Store,
+        batch: &mut Ops,
+        readings: &mut [Reading],
+        acks: &[InFlight],
+        records: &[InFlight],
+    ) -> Result<AppendOutcome, OutboxError> {
         let max_bytes = self.bound().bytes;
         let mut c = self.counters();
-        let mut batch = Ops::default();
         let mut outcome = AppendOutcome::default();
         let mut delivered: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for a in acks {
-            Self::ack_into(st, &mut c, &mut batch, a)?;
+            Self::ack_into(st, &mut c, batch, a)?;
             delivered.extend(a.seqs.iter().copied());
         }
-        Self::in_flight_into(&mut batch, records);
+        Self::in_flight_into(batch, records);
         let commit_ms = now_ms();
         // Serialize once, with the sequence numbers the readings will get if
         // admitted (admission keeps a prefix, so these are the final numbers).
@@ -1554,7 +1595,7 @@ impl Outbox {
             c.dropped_full += 1;
         }
         if let Some(highest) = evicted.last().and_then(|(k, _)| seq_of(k)) {
-            put_drop_floor(&mut batch, highest);
+            put_drop_floor(batch, highest);
         }
         outcome.dropped_oldest = evicted.len() as u64;
         for (i, (r, value)) in readings.iter_mut().zip(encoded).enumerate() {
@@ -1571,8 +1612,7 @@ impl Outbox {
             outcome.seqs.push(Some(r.seq));
         }
         c.next_seq += admit as u64;
-        Self::put_counters(&mut batch, &c);
-        st.apply(batch);
+        Self::put_counters(batch, &c);
         Ok(outcome)
     }
 
@@ -1857,6 +1897,8 @@ impl Outbox {
             dropped_full: c.dropped_full,
             dropped_age: c.dropped_age,
             refused: c.refused,
+            dead_letters: c.dead_letters,
+            dead_letter_bytes: c.dead_letter_bytes,
             epoch: self.epoch.clone(),
             disk_bytes,
             previous_stop: self.previous_stop,

@@ -13,6 +13,8 @@
 //! | an in-flight batch: `{"message_id":…,"seqs":[…]}` | the text `{"message_id":` |
 //! | an acknowledgement watermark: `{"ackedThrough":N,"deviceId":…,"patientId":…}` | the text `{"ackedThrough":` |
 //! | a drop floor: `{"droppedThrough":N}` | the text `{"droppedThrough":` |
+//! | a dead letter: `{"deadLetterSeq":N,…,"reading":"<JSON as a string>"}` | the text `{"deadLetterSeq":` |
+//! | a retried dead letter: `{"deadLetterRetried":N,"requeuedAs":M}` | the text `{"deadLetterRetried":` |
 //!
 //! sled is log-structured, so old versions of nodes are still in the file:
 //! readings that were delivered long ago, and old watermarks. Those are told
@@ -27,12 +29,19 @@
 //! - drops (full outbox, `max_age`) remove the oldest readings first, so the
 //!   highest `droppedThrough` seen is the floor below which nothing is queued.
 //!
-//! What is salvaged is therefore every reading found that is above both marks.
+//! - a reading moved to the dead letters ([`super::dead_letters`]) is never
+//!   queued again under its number, and a retried dead letter is never a dead
+//!   letter again (the retry queues it under a new number).
+//!
+//! What is salvaged is therefore every reading found that is above both marks
+//! and was never dead-lettered; dead letters go back to the dead letters
+//! unless a retry mark for them is found.
 //! When the page holding the newest watermark is the damaged one, an older
 //! watermark is used and some delivered readings come back: they are sent again
 //! under a new message id, the only case where a reading can arrive twice under
 //! two ids. Nothing that was queued is dropped for that reason.
 
+use super::dead_letters::{DeadLetter, Retried};
 use super::InFlight;
 use crate::model::Reading;
 use serde::{Deserialize, Serialize};
@@ -73,12 +82,18 @@ pub struct Salvaged {
     pub unreadable: u64,
     /// The highest sequence number seen anywhere (the next one must be above it).
     pub max_seq: u64,
+    /// Dead letters (not retried), by the sequence number they were queued under.
+    pub dead_letters: BTreeMap<u64, DeadLetter>,
+    /// Retried dead letters: old sequence number -> the new one.
+    pub retried: BTreeMap<u64, u64>,
 }
 
 const READING_MARK: &[u8] = b"{\"seq\":";
 const INFLIGHT_MARK: &[u8] = b"{\"message_id\":";
 const ACK_MARK: &[u8] = b"{\"ackedThrough\":";
 const FLOOR_MARK: &[u8] = b"{\"droppedThrough\":";
+const DEAD_MARK: &[u8] = b"{\"deadLetterSeq\":";
+const RETRIED_MARK: &[u8] = b"{\"deadLetterRetried\":";
 /// The next-sequence-number counter as sled 0.34 serializes a key-value pair
 /// in a node: key length (9), key, value length (8), then the u64 big-endian.
 /// The counter only grows, so the highest copy found is the latest.
@@ -114,7 +129,21 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     let mut floor = 0u64;
     let mut flights: BTreeMap<String, InFlight> = BTreeMap::new();
     let mut next_seq_seen: Vec<u64> = Vec::new();
+    let mut dead: BTreeMap<u64, DeadLetter> = BTreeMap::new();
+    let mut retried: BTreeMap<u64, u64> = BTreeMap::new();
     for bytes in files {
+        for at in find_all(bytes, DEAD_MARK) {
+            if let Some(d) = json_at::<DeadLetter>(&bytes[at..]) {
+                if d.dead_letter_seq > 0 {
+                    dead.entry(d.dead_letter_seq).or_insert(d);
+                }
+            }
+        }
+        for at in find_all(bytes, RETRIED_MARK) {
+            if let Some(m) = json_at::<Retried>(&bytes[at..]) {
+                retried.insert(m.dead_letter_retried, m.requeued_as);
+            }
+        }
         for at in find_all(bytes, READING_MARK) {
             let parsed = (at >= 8)
                 .then(|| json_at::<Reading>(&bytes[at..]))
@@ -169,6 +198,8 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     }
     let mut out = Salvaged { max_seq: found.keys().next_back().copied().unwrap_or(0), ..Default::default() };
     out.max_seq = out.max_seq.max(unreadable_at.keys().next_back().copied().unwrap_or(0));
+    // Numbers of dead letters and of their retries were handed out too.
+    out.max_seq = out.max_seq.max(dead.keys().chain(retried.keys()).chain(retried.values()).copied().max().unwrap_or(0));
     // Numbers handed out after the last reading found (its copy is gone):
     // the counter says how far they went. A counter more than a million above
     // what was seen is taken as damaged.
@@ -176,7 +207,13 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     if let Some(next) = next_seq_seen.into_iter().filter(|n| *n <= plausible).max() {
         out.max_seq = out.max_seq.max(next.saturating_sub(1));
     }
+    // Numbers moved to the dead letters (retried or not) are not queued
+    // under that number any more: the copy found is the stale queue entry.
+    let dead_lettered = |seq: &u64| dead.contains_key(seq) || retried.contains_key(seq);
     for (seq, (ms, r)) in found {
+        if dead_lettered(&seq) {
+            continue;
+        }
         let mark = acked.get(&(r.device_id.clone(), r.patient_id.clone())).copied().unwrap_or(0);
         if seq <= floor || seq <= mark {
             out.already_gone += 1;
@@ -188,10 +225,13 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     // (delivery is in order per device): one that is not found at all sat in
     // a part of the file that is gone. Count those as unreadable too.
     let delivered_below = acked.values().copied().max().unwrap_or(0).max(floor);
-    let gone_entirely =
-        (delivered_below + 1..=out.max_seq).take(10_000_000).filter(|q| !out.readings.contains_key(q) && !unreadable_at.contains_key(q)).count()
-            as u64;
+    let gone_entirely = (delivered_below + 1..=out.max_seq)
+        .take(10_000_000)
+        .filter(|q| !out.readings.contains_key(q) && !unreadable_at.contains_key(q) && !dead_lettered(q))
+        .count() as u64;
     out.unreadable = unreadable_at.len() as u64 + unparsed + gone_entirely;
+    out.dead_letters = dead.into_iter().filter(|(seq, _)| !retried.contains_key(seq)).collect();
+    out.retried = retried;
     // A batch is resent with its id only if it can be resent unchanged; one
     // per first sequence number (the key it was stored under), and no reading
     // in two batches.

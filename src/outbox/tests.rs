@@ -629,3 +629,93 @@ fn append_or_recover_numbers_each_reading_or_says_it_was_refused() {
     }
     assert!(refused_seen, "the bound was never reached");
 }
+
+/// An outbox with readings 1..=6 (devices a, b in turn) where 1 (a) and 2 (b),
+/// the first of each device (delivery is in order per device), were refused
+/// alone and moved to the dead letters.
+fn with_two_dead_letters(dir: &Path) -> Outbox {
+    let ob = Outbox::open(dir, &OutboxConfig::default()).unwrap().0;
+    let mut rs: Vec<Reading> = (0..6).map(|i| reading(if i % 2 == 0 { "a" } else { "b" }, 60.0 + i as f64)).collect();
+    ob.append(&mut rs).unwrap();
+    for (seq, id) in [(1, "m1"), (2, "m2")] {
+        let rec = InFlight { message_id: id.into(), seqs: vec![seq] };
+        ob.put_in_flight(&rec).unwrap();
+        assert_eq!(ob.dead_letter(&rec, "eventhubs", "413 Request Entity Too Large").unwrap(), 1);
+    }
+    ob
+}
+
+/// The salvage (raw bytes of a damaged store) brings dead letters back as
+/// dead letters, never as queued readings, even when the delivery mark that
+/// would have told it so is gone; a retried one comes back only as the
+/// reading it was queued again as.
+#[test]
+fn the_raw_salvage_keeps_dead_letters_apart() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("outbox");
+    let ob = with_two_dead_letters(&dir);
+    let requeued = ob.retry_dead_letters(&dead_letters::Which::Device("b".into())).unwrap().requeued;
+    ob.close_clean().unwrap();
+    drop(ob);
+    let (found, _) = salvage::scan_dir(&dir).unwrap();
+    assert_eq!(found.dead_letters.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(found.dead_letters[&1].reason, "413 Request Entity Too Large");
+    let queued: Vec<u64> = found.readings.keys().copied().collect();
+    assert_eq!(queued, vec![3, 4, 5, 6, requeued[0].1], "1 and 2 were dead-lettered, 2 queued again as {}", requeued[0].1);
+    assert_eq!(found.unreadable, 0, "dead-lettered numbers are not counted as lost");
+
+    // The same without any delivery mark: only the dead letter says that the
+    // stale queue entry of seq 9 is not queued.
+    let mut r = reading("c", 80.0);
+    r.seq = 9;
+    let mut file = 1_700_000_000_000u64.to_be_bytes().to_vec();
+    file.extend(serde_json::to_vec(&r).unwrap());
+    let dl = dead_letters::DeadLetter {
+        dead_letter_seq: 9,
+        device_id: "c".into(),
+        sink: "eventhubs".into(),
+        reason: "413".into(),
+        at_ms: 1_700_000_001_000,
+        committed_ms: 1_700_000_000_000,
+        reading: serde_json::to_string(&r).unwrap(),
+    };
+    file.extend(b"\x00noise");
+    file.extend(serde_json::to_vec(&dl).unwrap());
+    let s = salvage::scan(&[&file]);
+    assert!(s.readings.is_empty(), "a dead letter was salvaged as a queued reading: {:?}", s.readings.keys());
+    assert_eq!(s.dead_letters.get(&9), Some(&dl));
+    assert_eq!(s.max_seq, 9);
+    // And once retried (as 12), it is no dead letter any more.
+    file.extend(br#"{"deadLetterRetried":9,"requeuedAs":12}"#);
+    let s = salvage::scan(&[&file]);
+    assert!(s.dead_letters.is_empty() && s.readings.is_empty());
+    assert_eq!(s.max_seq, 12, "the number the retry handed out is never handed out again");
+}
+
+/// A repair (damage found while running) rebuilds the store from the raw
+/// bytes: the dead letters come back as dead letters with their reasons, and
+/// the queue holds exactly what it held.
+#[test]
+fn a_repair_keeps_dead_letters_as_dead_letters() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("outbox");
+    let ob = with_two_dead_letters(&dir);
+    let queued = ob.read_range(0, u64::MAX, 100).unwrap();
+    let dead = ob.dead_letters().unwrap();
+    let report = ob.repair().unwrap();
+    assert_eq!(report.dead_letters, 2);
+    assert_eq!(report.readings, queued.len() as u64);
+    assert_eq!(ob.read_range(0, u64::MAX, 100).unwrap(), queued, "no dead letter came back as queued");
+    assert_eq!(ob.dead_letters().unwrap(), dead);
+    assert_eq!(ob.stats().dead_letters, 2);
+    // A manual salvage of the moved-aside copy into the live outbox adds nothing twice.
+    let (found, _) = salvage::scan_dir(&report.moved_to).unwrap();
+    let again: Vec<dead_letters::DeadLetter> = found.dead_letters.into_values().collect();
+    assert_eq!(ob.restore_dead_letters(&again).unwrap(), 0);
+    assert_eq!(ob.stats().dead_letters, 2);
+    // Into another outbox (`outbox salvage --from` elsewhere): dead letters, not queued.
+    let other = Outbox::open(&d.path().join("other"), &OutboxConfig::default()).unwrap().0;
+    assert_eq!(other.restore_dead_letters(&again).unwrap(), 2);
+    assert_eq!((other.len(), other.stats().dead_letters), (0, 2));
+    assert_eq!(other.dead_letters().unwrap(), dead);
+}

@@ -9,7 +9,7 @@ use super::associations::Associations;
 use crate::adapters::{DeviceRegistry, LinkState};
 use crate::config::Config;
 use crate::forwarder::{FlushHandle, ForwarderStats, LiveBatching};
-use crate::model::status::{Batching, Delivered, DeviceReport, Dropped, GatewayStatus};
+use crate::model::status::{Batching, DeadLetters, Delivered, DeviceReport, Dropped, GatewayStatus};
 use crate::outbox::Outbox;
 use crate::sinks::iothub::control::GatewayControl;
 use async_trait::async_trait;
@@ -94,7 +94,12 @@ impl GatewayHandle {
                 full: s.dropped_full,
                 too_old: s.dropped_age,
                 refused: s.refused,
-                rejected_by_sink: stats.rejected_readings.load(Ordering::Relaxed),
+                rejected_by_sink: 0,
+            },
+            dead_letters: DeadLetters {
+                readings: s.dead_letters,
+                bytes: s.dead_letter_bytes,
+                moved_this_run: stats.dead_lettered_readings.load(Ordering::Relaxed),
             },
             delivered: Delivered {
                 readings: stats.delivered_readings.load(Ordering::Relaxed),

@@ -186,6 +186,25 @@ fn too_large_puts_the_readings_back_in_front_with_half_the_cap() {
     assert_eq!(b.in_flight(), 0);
 }
 
+/// Readings that together are smaller than the minimum cap, refused as too
+/// large (the message's own fields made it so): the next batch is smaller,
+/// down to one reading, instead of the same batch again for ever.
+#[test]
+fn a_refused_batch_of_small_readings_shrinks_down_to_one_reading() {
+    let t0 = Instant::now();
+    let mut b = Batcher::new(usize::MAX, BUFFER_CAP);
+    for s in 1..=2 {
+        b.admit(reading(s, "a"), t0);
+    }
+    let both = b.take_ready(limits(2, 1000), quiet(2), t0).remove(0);
+    assert!(both.readings.iter().map(wire_size).sum::<usize>() < MIN_BYTE_CAP, "the case needs readings below the floor");
+    assert!(matches!(b.too_large(both.key, both.readings, t0), TooLarge::Split));
+    let later = t0 + 2000 * MS;
+    let next = b.take_ready(limits(8, 1000), quiet(2), later).remove(0);
+    assert_eq!(seqs(&next), vec![1], "the same batch was formed again");
+    assert!(matches!(b.too_large(next.key, next.readings, later), TooLarge::Rejected(_)));
+}
+
 #[test]
 fn the_buffer_is_bounded_and_reads_come_in_chunks() {
     let t0 = Instant::now();
