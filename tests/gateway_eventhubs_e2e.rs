@@ -296,13 +296,8 @@ async fn entra_id_client_credentials_with_expiring_tokens_and_a_corrected_secret
 
 /// `iomt-edge outbox dead-letters ...` on the gateway's state folder: (exit code, stdout).
 fn dead_letters_cli(state: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
-        .args(["outbox", "dead-letters"])
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_iomt-edge")).args(["outbox", "dead-letters"]).args(args).arg("--state-dir").arg(state).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -317,8 +312,10 @@ fn dead_letters_cli(state: &Path, args: &[&str]) -> (i32, String) {
 async fn readings_that_never_fit_become_dead_letters_and_a_retry_delivers_them() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emu::start(&dir.path().join("emu"), 0, &["--too-large-above", "300"]);
-    let cfg =
-        gateway_config(dir.path(), &format!("connection_string = {{ value = \"{}\" }}\nca_file = \"{}\"", emu.get("connection_string"), emu.get("ca_file")));
+    let cfg = gateway_config(
+        dir.path(),
+        &format!("connection_string = {{ value = \"{}\" }}\nca_file = \"{}\"", emu.get("connection_string"), emu.get("ca_file")),
+    );
     let state = dir.path().join("state");
     let log = dir.path().join("gw.log");
 

@@ -80,7 +80,9 @@ pub enum DeadLettersCommand {
     /// One line per device: how many dead letters, their size, when they were
     /// moved, which sink refused them and why (the latest reason). Works on a
     /// stopped gateway's outbox and changes nothing.
-    #[command(after_help = "Exit codes: 0 listed (also when there are none), 1 the outbox is in use or unreadable, 2 no outbox in --state-dir, 3 the outbox is damaged.")]
+    #[command(
+        after_help = "Exit codes: 0 listed (also when there are none), 1 the outbox is in use or unreadable, 2 no outbox in --state-dir, 3 the outbox is damaged."
+    )]
     List {
         /// The gateway's state folder (the outbox is its `outbox` subfolder).
         #[arg(long, default_value = "/var/lib/iomt-edge")]
@@ -118,7 +120,9 @@ pub enum DeadLettersCommand {
     /// `reason`, `deadLetteredAt`, `committedAt` and the `reading` (patient
     /// ids included: handle with care). Works on a stopped gateway's outbox
     /// and changes nothing.
-    #[command(after_help = "Exit codes: 0 exported, 1 the outbox is in use or unreadable or --out cannot be written, 2 no outbox in --state-dir, 3 the outbox is damaged.")]
+    #[command(
+        after_help = "Exit codes: 0 exported, 1 the outbox is in use or unreadable or --out cannot be written, 2 no outbox in --state-dir, 3 the outbox is damaged."
+    )]
     Export {
         /// The gateway's state folder (the outbox is its `outbox` subfolder).
         #[arg(long, default_value = "/var/lib/iomt-edge")]
@@ -397,7 +401,15 @@ fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<ExitCode> {
                 crate::config::units::ByteSize(bytes)
             )?;
             let width = summary.iter().map(|s| s.device_id.len()).max().unwrap_or(0).max(6);
-            outln!("{:<width$}  {:>8}  {:>10}  {:<24}  {:<24}  {:<9}  REASON (latest)", "DEVICE", "READINGS", "SIZE", "FIRST MOVED", "LAST MOVED", "SINK")?;
+            outln!(
+                "{:<width$}  {:>8}  {:>10}  {:<24}  {:<24}  {:<9}  REASON (latest)",
+                "DEVICE",
+                "READINGS",
+                "SIZE",
+                "FIRST MOVED",
+                "LAST MOVED",
+                "SINK"
+            )?;
             for s in &summary {
                 outln!(
                     "{:<width$}  {:>8}  {:>10}  {:<24}  {:<24}  {:<9}  {}",
@@ -419,7 +431,8 @@ fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<ExitCode> {
             let mut text = String::new();
             let mut n = 0u64;
             for d in list.iter().filter(|d| device.as_ref().is_none_or(|id| d.device_id == *id)) {
-                let reading = d.reading().map(|r| serde_json::to_value(r).unwrap_or_default()).unwrap_or_else(|| serde_json::Value::String(d.reading.clone()));
+                let reading =
+                    d.reading().map(|r| serde_json::to_value(r).unwrap_or_default()).unwrap_or_else(|| serde_json::Value::String(d.reading.clone()));
                 let line = serde_json::json!({
                     "deadLetterSeq": d.dead_letter_seq,
                     "deviceId": d.device_id,
@@ -492,7 +505,10 @@ fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<ExitCode> {
                 )?;
             }
             if report.no_room > 0 {
-                errln!("{} dead letters stay where they are: the outbox has no room for them within its bound (deliver the backlog first, then retry)", report.no_room);
+                errln!(
+                    "{} dead letters stay where they are: the outbox has no room for them within its bound (deliver the backlog first, then retry)",
+                    report.no_room
+                );
             }
             if report.unreadable > 0 {
                 errln!("{} dead letters could not be read and stay where they are", report.unreadable);
@@ -504,11 +520,15 @@ fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<ExitCode> {
                 if which == Which::All {
                     outln!("no dead letters in {}: nothing to retry", dir.display())?;
                 } else {
-                    errln!("error: no dead letter in {} matches {}; `iomt-edge outbox dead-letters list` shows them", dir.display(), match &which {
-                        Which::Device(d) => format!("--device {d}"),
-                        Which::Seqs(s) => format!("--seq {s:?}"),
-                        Which::All => String::new(),
-                    });
+                    errln!(
+                        "error: no dead letter in {} matches {}; `iomt-edge outbox dead-letters list` shows them",
+                        dir.display(),
+                        match &which {
+                            Which::Device(d) => format!("--device {d}"),
+                            Which::Seqs(s) => format!("--seq {s:?}"),
+                            Which::All => String::new(),
+                        }
+                    );
                     return Ok(ExitCode::from(super::EXIT_USAGE));
                 }
             }

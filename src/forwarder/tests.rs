@@ -321,8 +321,9 @@ async fn a_reading_refused_alone_goes_to_the_dead_letters_and_the_rest_goes_on()
     let mut rs = fill(&ob, 60, 2);
     // A device whose every message is too large (its id alone is over the limit).
     let big = "x".repeat(3000);
-    let mut huge: Vec<Reading> =
-        (0..3).map(|i| Reading::new(big.clone(), DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", 70.0 + i as f64)).collect();
+    let mut huge: Vec<Reading> = (0..3)
+        .map(|i| Reading::new(big.clone(), DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", 70.0 + i as f64))
+        .collect();
     ob.append(&mut huge).unwrap();
     rs.extend(fill(&ob, 40, 2));
     let sink = Arc::new(ScriptedSink { too_large_above: Some(2500), ..Default::default() });

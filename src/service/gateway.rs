@@ -90,12 +90,7 @@ impl GatewayHandle {
             outbox_bytes: s.queued_bytes,
             outbox_bound: Some(s.bound),
             outbox_bound_text: Some(s.bound.describe(outbox.dir().parent().unwrap_or(outbox.dir()))),
-            dropped: Dropped {
-                full: s.dropped_full,
-                too_old: s.dropped_age,
-                refused: s.refused,
-                rejected_by_sink: 0,
-            },
+            dropped: Dropped { full: s.dropped_full, too_old: s.dropped_age, refused: s.refused, rejected_by_sink: 0 },
             dead_letters: DeadLetters {
                 readings: s.dead_letters,
                 bytes: s.dead_letter_bytes,
