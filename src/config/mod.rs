@@ -5,6 +5,8 @@
 //! default, in config/iomt-edge.toml.
 
 mod load;
+/// `[gateway] id` written out or derived from the host name or machine id (issue 15).
+pub mod gateway_id;
 pub mod secret;
 pub mod units;
 
@@ -42,6 +44,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Names this gateway in every message (`gatewayId`) and in message ids.
+    /// Written out, or derived at load time from this machine (`{ from =
+    /// "hostname" }`, `{ from = "machine-id" }`; see [`gateway_id`]).
+    #[serde(deserialize_with = "gateway_id::deserialize")]
     pub id: String,
     /// Where the outbox and persisted settings live.
     #[serde(default = "default_state_dir")]
