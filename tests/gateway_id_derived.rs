@@ -6,9 +6,7 @@
 use std::process::Command;
 
 fn config(id: &str, sink: &str) -> String {
-    format!(
-        "[gateway]\nid = {id}\nstate_dir = \"/tmp/x\"\n\n[[device]]\nid = \"strap\"\nkind = \"heart_rate_strap\"\n[device.simulated]\n\n{sink}\n"
-    )
+    format!("[gateway]\nid = {id}\nstate_dir = \"/tmp/x\"\n\n[[device]]\nid = \"strap\"\nkind = \"heart_rate_strap\"\n[device.simulated]\n\n{sink}\n")
 }
 
 const FILE_SINK: &str = "[sink.file]\npath = \"/tmp/x/out.ndjson\"";

@@ -34,9 +34,7 @@ use std::fmt;
 
 /// The application id iomt-edge passes to the machine-id derivation
 /// (`systemd-id128 machine-id --app-specific=` takes it as it is written here).
-pub const APP_ID: [u8; 16] = [
-    0xf8, 0xa9, 0xa8, 0xa5, 0x70, 0x15, 0x45, 0x26, 0x91, 0x92, 0x96, 0xa4, 0x92, 0xea, 0x80, 0x1f,
-];
+pub const APP_ID: [u8; 16] = [0xf8, 0xa9, 0xa8, 0xa5, 0x70, 0x15, 0x45, 0x26, 0x91, 0x92, 0x96, 0xa4, 0x92, 0xea, 0x80, 0x1f];
 
 /// Where a derived id comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +65,8 @@ pub fn derive(source: IdSource, prefix: &str, hostname: Option<&str>, machine_id
         IdSource::MachineId => {
             let raw = machine_id.unwrap_or("").trim();
             let bytes = parse_machine_id(raw).ok_or_else(|| {
-                let what = if raw.is_empty() || raw == "uninitialized" { "empty (not set up yet)".to_string() } else { "not 32 hex digits".to_string() };
+                let what =
+                    if raw.is_empty() || raw == "uninitialized" { "empty (not set up yet)".to_string() } else { "not 32 hex digits".to_string() };
                 format!(
                     "/etc/machine-id is {what}; a machine gets its own at first boot (`sudo systemd-machine-id-setup` makes one now), \
                      or use id = {{ from = \"hostname\" }}"
@@ -162,7 +161,9 @@ impl<'de> Visitor<'de> for IdVisitor {
             Some("hostname") => IdSource::Hostname,
             Some("machine-id") => IdSource::MachineId,
             Some(other) => {
-                return Err(de::Error::custom(format!("the gateway id cannot come from \"{other}\"; use from = \"hostname\" or from = \"machine-id\"")))
+                return Err(de::Error::custom(format!(
+                    "the gateway id cannot come from \"{other}\"; use from = \"hostname\" or from = \"machine-id\""
+                )))
             }
             None => return Err(de::Error::custom("a derived gateway id needs `from`: id = { from = \"hostname\" } or { from = \"machine-id\" }")),
         };

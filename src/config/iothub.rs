@@ -166,7 +166,10 @@ impl IotHubSinkConfig {
                 push("dps.id_scope", "the ID scope is empty");
             }
             if d.registration_id.is_empty() || !d.registration_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-                push("dps.registration_id", "use lowercase letters, digits and `-` only (left out, it is the gateway id: then give the gateway such an id)");
+                push(
+                    "dps.registration_id",
+                    "use lowercase letters, digits and `-` only (left out, it is the gateway id: then give the gateway such an id)",
+                );
             }
         }
         if self.cert_file.is_some() != self.key_file.is_some() {

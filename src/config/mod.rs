@@ -4,9 +4,9 @@
 //! line and column and says how to fix it. Every option is documented, with its
 //! default, in config/iomt-edge.toml.
 
-mod load;
 /// `[gateway] id` written out or derived from the host name or machine id (issue 15).
 pub mod gateway_id;
+mod load;
 pub mod secret;
 pub mod units;
 
