@@ -17,27 +17,9 @@
 mod deb_common;
 mod gateway_common;
 
-use deb_common::{build_deb, prerequisites, queued_seqs, root_tarball, Root};
-use gateway_common::start_command;
+use deb_common::{build_deb, edit_conffile, kill9_cycles, prerequisites, queued_seqs, root_tarball, Root, CONF};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-const CONF: &str = "/etc/iomt-edge/iomt-edge.toml";
-
-/// The administrator's edit: a simulated device every 20 ms (the test's
-/// stand-in for a strap) and an IoT hub that cannot be reached from the
-/// namespace (no network), so every committed reading stays in the outbox.
-fn edit_conffile(text: &str) -> String {
-    let device =
-        "# edited on this gateway\n[[device]]\nid = \"oxi-test\"\nkind = \"pulse_oximeter\"\n[device.simulated]\ninterval_ms = 20\nseed = 7\n\n";
-    let sink_file = "[sink.file]\n";
-    let i = text.find(sink_file).expect("the shipped config has a [sink.file] table");
-    let rest = &text[i + sink_file.len()..];
-    let end = rest.find("\n\n").map(|j| i + sink_file.len() + j).unwrap_or(text.len());
-    let hub = "[sink.iothub]\nconnection_string = { value = \"HostName=hub.invalid;DeviceId=bed07;SharedAccessKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=\" }";
-    format!("{}{device}{hub}{}", &text[..i], &text[end..])
-}
 
 #[test]
 fn amd64_package_installs_upgrades_keeping_the_backlog_and_purges() {
@@ -92,32 +74,7 @@ fn amd64_package_installs_upgrades_keeping_the_backlog_and_purges() {
     std::fs::write(&conf_path, &edited).unwrap();
     root.ok("bed07", &format!("setpriv --reuid=iomt-edge --regid=iomt-edge --init-groups iomt-edge check-config {CONF}"));
     let committed = Arc::new(Mutex::new(BTreeMap::new()));
-    let kill9 = |label: &str| {
-        for wait in [1500u64, 900, 1200] {
-            // Not `exec`: the shell stays the namespace's first process. The
-            // kernel forgets unshare's --kill-child signal in a process that
-            // changes its user (setpriv), so that one must not be PID 1.
-            let cmd = root.command(
-                "bed07",
-                &format!("setpriv --reuid=iomt-edge --regid=iomt-edge --init-groups iomt-edge run --report-commits --config {CONF}; exit $?"),
-            );
-            let (mut child, reader) = start_command(cmd, committed.clone(), None);
-            std::thread::sleep(Duration::from_millis(wait));
-            // SIGKILL to unshare; --kill-child passes it on to the namespace's
-            // first process, and the whole PID namespace (the gateway with it)
-            // is killed with SIGKILL by the kernel.
-            child.kill().expect("SIGKILL");
-            child.wait().unwrap();
-            reader.join().unwrap();
-        }
-        let c = committed.lock().unwrap().clone();
-        assert!(c.len() > 50, "{label}: the gateway should have committed readings, got {}", c.len());
-        let queued = queued_seqs(&root, "bed07");
-        let lost: Vec<_> = c.keys().filter(|s| !queued.contains(s)).collect();
-        assert!(lost.is_empty(), "{label}: {} committed readings are not in the outbox: {:?}", lost.len(), &lost[..lost.len().min(10)]);
-        c.len()
-    };
-    let before_upgrade = kill9("before the upgrade");
+    let before_upgrade = kill9_cycles(&root, "bed07", &committed, &[1500, 900, 1200], "before the upgrade");
 
     // 5. The upgrade keeps the edited conffile (no prompt, no .dpkg-* copy)
     //    and the backlog, and the new binary goes on with it.
@@ -129,7 +86,7 @@ fn amd64_package_installs_upgrades_keeping_the_backlog_and_purges() {
     assert!(leftovers.contains(&format!("{}-1", env!("CARGO_PKG_VERSION"))), "{leftovers}");
     let queued = queued_seqs(&root, "bed07");
     assert!(queued.len() >= before_upgrade, "the backlog of {before_upgrade} readings shrank to {} over the upgrade", queued.len());
-    let after_upgrade = kill9("after the upgrade");
+    let after_upgrade = kill9_cycles(&root, "bed07", &committed, &[1500, 900, 1200], "after the upgrade");
     assert!(after_upgrade > before_upgrade);
 
     // 6. Purge asks nothing and removes the user, the group, the config and

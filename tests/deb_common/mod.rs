@@ -85,10 +85,104 @@ pub fn debian_mirror() -> String {
     panic!("no Debian mirror in /etc/apt/sources.list(.d); set IOMT_DEBIAN_MIRROR to one");
 }
 
+/// A foreign architecture run through qemu-user: the Debian architecture, the
+/// Rust target, the qemu binary, and the ELF header bytes (with their mask)
+/// that binfmt_misc matches (as Debian's qemu-user-static registers them).
+pub struct Emulated {
+    pub arch: &'static str,
+    pub triple: &'static str,
+    pub qemu: &'static str,
+    magic: [u8; 20],
+    mask: [u8; 20],
+}
+
+const ELF_MASK: [u8; 20] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xff, 0xff, 0xff];
+
+/// 64-bit Raspberry Pi OS.
+pub const ARM64: Emulated = Emulated {
+    arch: "arm64",
+    triple: "aarch64-unknown-linux-gnu",
+    qemu: "/usr/bin/qemu-aarch64-static",
+    magic: [0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xb7, 0],
+    mask: ELF_MASK,
+};
+
+/// 32-bit Raspberry Pi OS.
+pub const ARMHF: Emulated = Emulated {
+    arch: "armhf",
+    triple: "armv7-unknown-linux-gnueabihf",
+    qemu: "/usr/bin/qemu-arm-static",
+    magic: [0x7f, b'E', b'L', b'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x28, 0],
+    mask: ELF_MASK,
+};
+
+impl Emulated {
+    /// Shell lines (for the host's /bin/sh, inside the user namespace) that
+    /// mount a binfmt_misc of the namespace's own under `proc` (a mounted
+    /// proc) and register qemu there with flag F (the interpreter is opened
+    /// now, from the host, so a chroot needs no copy of it). Since Linux 6.7
+    /// binfmt_misc is per user namespace: the registration ends with it and the
+    /// host's binfmt_misc never sees it.
+    fn register(&self, proc: &str) -> String {
+        let octal = |b: &[u8]| b.iter().map(|x| format!("\\{x:03o}")).collect::<String>();
+        format!(
+            "mount -t binfmt_misc binfmt_misc {proc}/sys/fs/binfmt_misc && printf '%b' ':iomt-test-{arch}:M::{magic}:{mask}:{qemu}:F' > {proc}/sys/fs/binfmt_misc/register",
+            arch = self.arch,
+            magic = octal(&self.magic),
+            mask = octal(&self.mask),
+            qemu = self.qemu
+        )
+    }
+}
+
+/// A command run as root of a new user namespace (with every id mapped to
+/// itself, so files keep their owners) and new mount and PID namespaces:
+/// `sh -c` waits until [`map_ids`] has written the maps, then runs `script`.
+fn userns_command(net: bool, script: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--user", "--mount", "--pid", "--uts", "--ipc", "--fork", "--kill-child=SIGKILL"]);
+    if net {
+        c.arg("--net");
+    }
+    c.args(["--", "/bin/sh", "-c", &format!("while [ -z \"$(cat /proc/self/uid_map)\" ]; do sleep 0.01; done; {script}")]);
+    c
+}
+
+/// Maps every user and group id of `pid`'s new user namespace to itself (we
+/// are root of the host's namespace, so no newuidmap is needed).
+pub fn map_ids(pid: u32) {
+    let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_link(format!("/proc/{pid}/ns/user")).ok().is_none_or(|ns| ns == own) {
+        assert!(Instant::now() < deadline, "process {pid} did not enter its user namespace");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 4294967295\n").unwrap_or_else(|e| panic!("writing {map} of {pid}: {e}"));
+    }
+}
+
+/// Runs `cmd` (made by [`userns_command`]) to its end, writing its id maps.
+fn output_mapped(mut cmd: Command) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().expect("run unshare");
+    map_ids(child.id());
+    child.wait_with_output().unwrap()
+}
+
 /// The cached Debian `stable` root for `arch` (a tarball). The first run makes
 /// it with mmdebstrap (about 3 minutes; the suite is named `stable`, not by
 /// codename, and only the main suite is used, whose Release file does not expire).
 pub fn root_tarball(arch: &str) -> PathBuf {
+    root_tarball_of(arch, None)
+}
+
+/// [`root_tarball`] of a foreign architecture: mmdebstrap runs inside a user
+/// namespace whose own binfmt_misc runs the root's programs through qemu.
+pub fn emulated_root_tarball(e: &Emulated) -> PathBuf {
+    root_tarball_of(e.arch, Some(e))
+}
+
+fn root_tarball_of(arch: &str, emulated: Option<&Emulated>) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-roots");
     std::fs::create_dir_all(&dir).unwrap();
     let tar = dir.join(format!("stable-{arch}-{}.tar", digest(ROOT_PACKAGES)));
@@ -98,20 +192,24 @@ pub fn root_tarball(arch: &str) -> PathBuf {
     let partial = dir.join(format!("stable-{arch}.partial-{}.tar", std::process::id()));
     let mirror = debian_mirror();
     let t = Instant::now();
-    let out = Command::new("mmdebstrap")
-        .args([
-            "--variant=minbase",
-            &format!("--architectures={arch}"),
-            &format!("--include={ROOT_PACKAGES}"),
-            "--aptopt=Acquire::Check-Valid-Until \"false\"",
-            "--format=tar",
-            "stable",
-        ])
-        .arg(&partial)
-        .arg(format!("deb {mirror} stable main"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mmdebstrap");
+    let args = [
+        "--variant=minbase".to_string(),
+        format!("--architectures={arch}"),
+        format!("--include={ROOT_PACKAGES}"),
+        "--aptopt=Acquire::Check-Valid-Until \"false\"".to_string(),
+        "--format=tar".to_string(),
+        "stable".to_string(),
+        partial.display().to_string(),
+        format!("deb {mirror} stable main"),
+    ];
+    let out = match emulated {
+        None => Command::new("mmdebstrap").args(&args).stdin(Stdio::null()).output().expect("run mmdebstrap"),
+        Some(e) => {
+            let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+            let script = format!("mount -t proc proc /proc && {} && mmdebstrap {} </dev/null", e.register("/proc"), quoted.join(" "));
+            output_mapped(userns_command(false, &script))
+        }
+    };
     if !out.status.success() {
         let _ = std::fs::remove_file(&partial);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -149,6 +247,7 @@ pub fn build_deb(binary: &Path, target: Option<&str>, version: &str, out: &Path)
 /// (removed on drop; nothing is ever mounted in it outside a namespace).
 pub struct Root {
     dir: tempfile::TempDir,
+    emulated: Option<&'static Emulated>,
 }
 
 impl Root {
@@ -156,7 +255,19 @@ impl Root {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let o = Command::new("tar").args(["-xf"]).arg(tar).arg("-C").arg(dir.path()).args(["--numeric-owner"]).output().unwrap();
         assert!(o.status.success(), "unpacking {}: {}", tar.display(), String::from_utf8_lossy(&o.stderr));
-        Root { dir }
+        Root { dir, emulated: None }
+    }
+
+    /// A root of a foreign architecture: its commands run in a user namespace
+    /// with its own binfmt_misc (see [`Emulated`]); a command spawned from
+    /// [`Root::command`] needs [`map_ids`] with its pid.
+    pub fn extract_emulated(e: &'static Emulated) -> Root {
+        Root { emulated: Some(e), ..Root::extract(&emulated_root_tarball(e)) }
+    }
+
+    /// Whether commands of this root need [`map_ids`] after spawning.
+    pub fn needs_map(&self) -> bool {
+        self.emulated.is_some()
     }
 
     /// The host path of `inside` (an absolute path in the root).
@@ -173,13 +284,31 @@ impl Root {
     /// PID, UTS, IPC and network namespaces; /proc is mounted in that mount
     /// namespace only. `extra_unshare` goes before `chroot` (e.g. a prelude).
     pub fn command(&self, hostname: &str, script: &str) -> Command {
-        let mut c = Command::new("unshare");
-        c.args(["--mount", "--pid", "--uts", "--ipc", "--net", "--fork", "--kill-child=SIGKILL"])
-            .arg(format!("--mount-proc={}", self.path("/proc").display()))
-            .arg("chroot")
-            .arg(self.dir.path())
-            .args(["/bin/sh", "-c", &format!("hostname {hostname} && {script}")])
-            .env_clear()
+        let inner = format!("hostname {hostname} && {script}");
+        let mut c = match self.emulated {
+            None => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--pid", "--uts", "--ipc", "--net", "--fork", "--kill-child=SIGKILL"])
+                    .arg(format!("--mount-proc={}", self.path("/proc").display()))
+                    .arg("chroot")
+                    .arg(self.dir.path())
+                    .args(["/bin/sh", "-c", &inner]);
+                c
+            }
+            Some(e) => {
+                let root = self.dir.path().display().to_string();
+                let quoted = format!("'{}'", inner.replace('\'', "'\\''"));
+                // Not `exec chroot`: the host's shell stays the namespace's first process.
+                userns_command(
+                    true,
+                    &format!(
+                        "mount -t proc proc {root}/proc && {} && chroot {root} /bin/sh -c {quoted}; exit $?",
+                        e.register(&format!("{root}/proc"))
+                    ),
+                )
+            }
+        };
+        c.env_clear()
             .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .env("LC_ALL", "C.UTF-8")
@@ -190,7 +319,8 @@ impl Root {
 
     /// Runs `script` (see [`Root::command`]); exit code and stdout + stderr.
     pub fn sh(&self, hostname: &str, script: &str) -> (i32, String) {
-        let o: Output = self.command(hostname, script).output().expect("run unshare");
+        let mut cmd = self.command(hostname, script);
+        let o: Output = if self.needs_map() { output_mapped(cmd) } else { cmd.output().expect("run unshare") };
         (o.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
     }
 
@@ -213,4 +343,57 @@ pub fn queued_seqs(root: &Root, hostname: &str) -> BTreeSet<u64> {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("peek printed {l:?}: {e}"))["seq"].as_u64().unwrap())
         .collect()
+}
+
+/// The installed config, as the service reads it.
+pub const CONF: &str = "/etc/iomt-edge/iomt-edge.toml";
+
+/// Runs the installed gateway as the service would (the service user, the
+/// installed config) with `--report-commits`, kills it with SIGKILL after each
+/// of `waits_ms`, then checks that every reading it ever reported committed
+/// (collected in `committed` across calls) is queued in the outbox. The config
+/// must make delivery impossible (nothing leaves the outbox). Returns how many
+/// readings were committed in all.
+pub fn kill9_cycles(root: &Root, hostname: &str, committed: &crate::gateway_common::Committed, waits_ms: &[u64], label: &str) -> usize {
+    for wait in waits_ms {
+        // Not `exec`: the shell stays the namespace's first process. The
+        // kernel forgets unshare's --kill-child signal in a process that
+        // changes its user (setpriv), so that one must not be PID 1.
+        let cmd = root.command(
+            hostname,
+            &format!("setpriv --reuid=iomt-edge --regid=iomt-edge --init-groups iomt-edge run --report-commits --config {CONF}; exit $?"),
+        );
+        let (mut child, reader) = crate::gateway_common::start_command(cmd, committed.clone(), None);
+        if root.needs_map() {
+            map_ids(child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(*wait));
+        // SIGKILL to unshare; --kill-child passes it on to the namespace's
+        // first process, and the whole PID namespace (the gateway with it)
+        // is killed with SIGKILL by the kernel.
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        reader.join().unwrap();
+    }
+    let c = committed.lock().unwrap().clone();
+    assert!(c.len() > 50, "{label}: the gateway should have committed readings, got {}", c.len());
+    let queued = queued_seqs(root, hostname);
+    let lost: Vec<_> = c.keys().filter(|s| !queued.contains(s)).collect();
+    assert!(lost.is_empty(), "{label}: {} committed readings are not in the outbox: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    c.len()
+}
+
+/// The administrator's edit of the shipped config: a simulated device every
+/// 20 ms (the test's stand-in for a strap) and an IoT hub that cannot be
+/// reached (the namespace has no network), so every committed reading stays
+/// in the outbox.
+pub fn edit_conffile(text: &str) -> String {
+    let device =
+        "# edited on this gateway\n[[device]]\nid = \"oxi-test\"\nkind = \"pulse_oximeter\"\n[device.simulated]\ninterval_ms = 20\nseed = 7\n\n";
+    let sink_file = "[sink.file]\n";
+    let i = text.find(sink_file).expect("the shipped config has a [sink.file] table");
+    let rest = &text[i + sink_file.len()..];
+    let end = rest.find("\n\n").map(|j| i + sink_file.len() + j).unwrap_or(text.len());
+    let hub = "[sink.iothub]\nconnection_string = { value = \"HostName=hub.invalid;DeviceId=bed07;SharedAccessKey=c2VjcmV0LWtleS1mb3ItdGVzdHM=\" }";
+    format!("{}{device}{hub}{}", &text[..i], &text[end..])
 }
