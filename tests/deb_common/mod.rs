@@ -124,12 +124,14 @@ impl Emulated {
     /// binfmt_misc is per user namespace: the registration ends with it and the
     /// host's binfmt_misc never sees it.
     fn register(&self, proc: &str) -> String {
-        let octal = |b: &[u8]| b.iter().map(|x| format!("\\{x:03o}")).collect::<String>();
+        // `\xHH` escapes, which the kernel decodes itself (raw bytes would
+        // include NULs, which a shell cannot pass on).
+        let hex = |b: &[u8]| b.iter().map(|x| format!("\\x{x:02x}")).collect::<String>();
         format!(
-            "mount -t binfmt_misc binfmt_misc {proc}/sys/fs/binfmt_misc && printf '%b' ':iomt-test-{arch}:M::{magic}:{mask}:{qemu}:F' > {proc}/sys/fs/binfmt_misc/register",
+            "mount -t binfmt_misc binfmt_misc {proc}/sys/fs/binfmt_misc && printf '%s' ':iomt-test-{arch}:M::{magic}:{mask}:{qemu}:F' > {proc}/sys/fs/binfmt_misc/register",
             arch = self.arch,
-            magic = octal(&self.magic),
-            mask = octal(&self.mask),
+            magic = hex(&self.magic),
+            mask = hex(&self.mask),
             qemu = self.qemu
         )
     }
