@@ -150,25 +150,50 @@ fn userns_command(net: bool, script: &str) -> Command {
     c
 }
 
-/// Maps every user and group id of `pid`'s new user namespace to itself (we
-/// are root of the host's namespace, so no newuidmap is needed).
-pub fn map_ids(pid: u32) {
-    let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+/// Maps every user and group id of `child`'s new user namespace to itself (we
+/// are root of the host's namespace, so no newuidmap is needed). On failure
+/// the child is killed (it would wait for its map for good) and the test fails.
+pub fn map_ids(child: &mut std::process::Child) {
+    if let Err(e) = try_map_ids(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{e}");
+    }
+}
+
+fn try_map_ids(pid: u32) -> Result<(), String> {
+    let own = std::fs::read_link("/proc/self/ns/user").map_err(|e| e.to_string())?;
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::read_link(format!("/proc/{pid}/ns/user")).ok().is_none_or(|ns| ns == own) {
-        assert!(Instant::now() < deadline, "process {pid} did not enter its user namespace");
+        if Instant::now() > deadline {
+            return Err(format!("process {pid} did not enter its user namespace"));
+        }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     for map in ["uid_map", "gid_map"] {
-        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 4294967295\n").unwrap_or_else(|e| panic!("writing {map} of {pid}: {e}"));
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 4294967295\n").map_err(|e| format!("writing {map} of {pid}: {e}"))?;
     }
+    Ok(())
 }
 
 /// Runs `cmd` (made by [`userns_command`]) to its end, writing its id maps.
 fn output_mapped(mut cmd: Command) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().expect("run unshare");
-    map_ids(child.id());
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().expect("run unshare");
+    map_ids(&mut child);
     child.wait_with_output().unwrap()
+}
+
+/// Kills (SIGKILL) and reaps a child when dropped, so that a failing test
+/// leaves no gateway running in a namespace.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// The cached Debian `stable` root for `arch` (a tarball). The first run makes
@@ -262,7 +287,7 @@ impl Root {
 
     /// A root of a foreign architecture: its commands run in a user namespace
     /// with its own binfmt_misc (see [`Emulated`]); a command spawned from
-    /// [`Root::command`] needs [`map_ids`] with its pid.
+    /// [`Root::command`] needs [`map_ids`] once spawned.
     pub fn extract_emulated(e: &'static Emulated) -> Root {
         Root { emulated: Some(e), ..Root::extract(&emulated_root_tarball(e)) }
     }
@@ -367,12 +392,14 @@ pub fn kill9_cycles(root: &Root, hostname: &str, committed: &crate::gateway_comm
         );
         let (mut child, reader) = crate::gateway_common::start_command(cmd, committed.clone(), None);
         if root.needs_map() {
-            map_ids(child.id());
+            map_ids(&mut child);
         }
+        let mut running = KillOnDrop(Some(child));
         std::thread::sleep(std::time::Duration::from_millis(*wait));
         // SIGKILL to unshare; --kill-child passes it on to the namespace's
         // first process, and the whole PID namespace (the gateway with it)
         // is killed with SIGKILL by the kernel.
+        let mut child = running.0.take().expect("child");
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         reader.join().unwrap();
