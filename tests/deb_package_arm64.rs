@@ -26,10 +26,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// The cross-built binary: `env` if set, else scripts/build-pi.sh's stripped
+/// one, else the release build beside it.
 fn cross_binary(e: &Emulated, env: &str) -> PathBuf {
-    let path = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join(e.triple).join("release/iomt-edge"));
+    let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join(e.triple).join("release");
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        let stripped = release.join("iomt-edge.stripped");
+        if stripped.exists() {
+            stripped
+        } else {
+            release.join("iomt-edge")
+        }
+    });
     assert!(path.exists(), "no {} binary at {}: build it with scripts/build-pi.sh, or name it in {env}", e.arch, path.display());
     path
 }
@@ -55,8 +63,11 @@ fn emulated_package_works(e: &'static Emulated, env: &str, kills: &[u64]) {
     let out = root.ok("bed07", &format!("setpriv --reuid=iomt-edge --regid=iomt-edge --init-groups iomt-edge check-config {CONF}"));
     assert!(out.contains("gateway bed07 "), "{out}");
 
-    let out = root.ok("bed07", "cd /tmp && iomt-edge demo --in-process --plain --duration 6s --dir /tmp/demo && wc -l < /tmp/demo/delivered.ndjson");
-    let delivered: usize = out.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    let out = root.ok(
+        "bed07",
+        "cd /tmp && iomt-edge demo --in-process --plain --duration 6s --dir /tmp/demo && echo \"delivered messages: $(wc -l < /tmp/demo/delivered.ndjson)\"",
+    );
+    let delivered: usize = out.lines().find_map(|l| l.strip_prefix("delivered messages: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
     assert!(delivered > 0, "the demo delivered nothing:\n{out}");
 
     let conf_path = root.path(CONF);

@@ -210,7 +210,8 @@ pub fn emulated_root_tarball(e: &Emulated) -> PathBuf {
 }
 
 fn root_tarball_of(arch: &str, emulated: Option<&Emulated>) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-roots");
+    // IOMT_DEB_ROOT_CACHE keeps them elsewhere (a fresh clone's target/ is empty).
+    let dir = std::env::var_os("IOMT_DEB_ROOT_CACHE").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-roots"));
     std::fs::create_dir_all(&dir).unwrap();
     let tar = dir.join(format!("stable-{arch}-{}.tar", digest(ROOT_PACKAGES)));
     if tar.exists() {
