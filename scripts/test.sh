@@ -3,6 +3,7 @@
 #
 # Installs what the tests need when it is missing:
 #   - system packages listed in scripts/apt-test-packages.txt (dbus-daemon, systemd-analyze, ...)
+#   - cargo-deb (the Debian package tests build the .deb with it)
 #   - the Python cross-check clients listed in scripts/requirements-test.txt
 #     (bleak, azure-iot-device, fhir.resources) into .venv-test/
 # then runs the whole suite with cargo. Independent clients are required here:
@@ -49,6 +50,12 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   echo "==> installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
+# The Debian package tests (tests/deb_package.rs) build the .deb with cargo-deb.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "==> installing cargo-deb"
+  cargo install cargo-deb --locked --version 3.8.0
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy --all-targets -- -D warnings"

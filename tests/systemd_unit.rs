@@ -54,6 +54,38 @@ fn unit_keeps_its_contract() {
     }
 }
 
+/// A value of `key=` in the unit, in bytes (K, M, G suffixes as systemd reads them).
+fn unit_bytes(unit: &str, key: &str) -> u64 {
+    let v = unit.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("the unit has no {key}="));
+    let (n, mult) = match v.trim().chars().last() {
+        Some('K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some('M') => (&v[..v.len() - 1], 1 << 20),
+        Some('G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    n.trim().parse::<u64>().unwrap_or_else(|_| panic!("{key}={v} is not a size")) * mult
+}
+
+/// The memory limits leave room for what the gateway was measured to need
+/// (docs/performance.md, "Service limits": a full outbox reopened after kill -9
+/// and drained peaks at 148 MiB with MALLOC_ARENA_MAX=2), and still fit a Pi
+/// with 512 MB: hitting MemoryMax kills the gateway, and a gateway killed each
+/// time it reopens its outbox would never deliver.
+#[test]
+fn memory_and_cpu_limits_fit_the_measured_peak_and_a_small_pi() {
+    let unit = std::fs::read_to_string("systemd/iomt-edge.service").unwrap();
+    const MEASURED_PEAK: u64 = 148 << 20;
+    let high = unit_bytes(&unit, "MemoryHigh");
+    let max = unit_bytes(&unit, "MemoryMax");
+    assert!(high >= MEASURED_PEAK + MEASURED_PEAK / 4, "MemoryHigh={high} leaves less than 25 % above the measured peak");
+    assert!(max > high, "MemoryMax must be above MemoryHigh (reclaim before the kill)");
+    assert!(max <= 256 << 20, "MemoryMax={max} is more than half of a 512 MB Pi");
+    assert!(unit.contains("Environment=MALLOC_ARENA_MAX=2"), "the peak was measured with two malloc arenas");
+    let quota = unit.lines().find_map(|l| l.strip_prefix("CPUQuota=")).expect("the unit has no CPUQuota=");
+    let pct: u32 = quota.trim_end_matches('%').parse().expect("CPUQuota= in percent");
+    assert!(pct >= 100, "CPUQuota={quota} would slow the single-threaded outbox reopen before READY=1");
+}
+
 #[test]
 fn hardening_exposure_stays_low() {
     if !analyze_available() {

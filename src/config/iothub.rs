@@ -83,7 +83,10 @@ pub enum IotHubTransport {
 pub struct DpsConfig {
     /// The DPS ID scope (`0ne...`).
     pub id_scope: String,
-    /// The registration id (lowercase letters, digits and `-`).
+    /// The registration id (lowercase letters, digits and `-`). Left out (empty
+    /// here): the gateway id in lowercase, so that with a group enrollment one
+    /// config serves every gateway (`[gateway] id = { from = "hostname" }`).
+    #[serde(default)]
     pub registration_id: String,
     /// DPS endpoint (default `global.azure-devices-provisioning.net`), optionally `host:port`.
     #[serde(default = "default_dps_endpoint")]
@@ -163,7 +166,10 @@ impl IotHubSinkConfig {
                 push("dps.id_scope", "the ID scope is empty");
             }
             if d.registration_id.is_empty() || !d.registration_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-                push("dps.registration_id", "use lowercase letters, digits and `-` only");
+                push(
+                    "dps.registration_id",
+                    "use lowercase letters, digits and `-` only (left out, it is the gateway id: then give the gateway such an id)",
+                );
             }
         }
         if self.cert_file.is_some() != self.key_file.is_some() {

@@ -86,16 +86,29 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let (line, column) = line_col(text, offset);
         ConfigError { file: path.to_path_buf(), line, column, message }
     };
-    let config: Config = toml::from_str(text).map_err(|e| {
+    let mut config: Config = toml::from_str(text).map_err(|e| {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
         let message = e.span().and_then(|span| explain_duplicate(e.message(), text, span)).unwrap_or_else(|| explain_serde(e.message()));
         at(offset, message)
     })?;
+    default_registration_id(&mut config);
     if let Some((key, message)) = validate(&config).into_iter().next() {
         let offset = locate(text, &key).unwrap_or(0);
         return Err(at(offset, message));
     }
     Ok(config)
+}
+
+/// A DPS registration id left out is the gateway id in lowercase: with a group
+/// enrollment, one config (and one image) then gives every gateway its own
+/// IoT Hub identity.
+fn default_registration_id(c: &mut Config) {
+    let id = c.gateway.id.to_ascii_lowercase();
+    if let Some(d) = c.sink.iothub.as_mut().and_then(|h| h.dps.as_mut()) {
+        if d.registration_id.is_empty() {
+            d.registration_id = id;
+        }
+    }
 }
 
 /// toml says only "duplicate key": name the key (or table) it is about, from

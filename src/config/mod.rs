@@ -4,6 +4,8 @@
 //! line and column and says how to fix it. Every option is documented, with its
 //! default, in config/iomt-edge.toml.
 
+/// `[gateway] id` written out or derived from the host name or machine id (issue 15).
+pub mod gateway_id;
 mod load;
 pub mod secret;
 pub mod units;
@@ -41,6 +43,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Names this gateway in every message (`gatewayId`) and in message ids.
+    /// Written out, or derived at load time from this machine (`{ from =
+    /// "hostname" }`, `{ from = "machine-id" }`; see [`gateway_id`]).
+    #[serde(deserialize_with = "gateway_id::deserialize")]
     pub id: String,
     /// Where the outbox and persisted settings live.
     #[serde(default = "default_state_dir")]

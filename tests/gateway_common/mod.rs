@@ -23,9 +23,15 @@ pub fn start(config: &Path, committed: Committed) -> (Child, std::thread::JoinHa
 
 /// [`start`], appending the gateway's log (stderr) to `log` when given.
 pub fn start_logging_to(config: &Path, committed: Committed, log: Option<&Path>) -> (Child, std::thread::JoinHandle<()>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
-        .args(["run", "--report-commits", "--config"])
-        .arg(config)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iomt-edge"));
+    cmd.args(["run", "--report-commits", "--config"]).arg(config);
+    start_command(cmd, committed, log)
+}
+
+/// Starts `cmd`, a command that ends in `iomt-edge run --report-commits ...`
+/// (possibly inside a chroot), collecting what it reports as [`start`] does.
+pub fn start_command(mut cmd: Command, committed: Committed, log: Option<&Path>) -> (Child, std::thread::JoinHandle<()>) {
+    let mut child = cmd
         .env("RUST_LOG", std::env::var("IOMT_TEST_GATEWAY_RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(match log {
