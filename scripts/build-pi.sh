@@ -1,54 +1,121 @@
 #!/usr/bin/env bash
-# Cross-builds iomt-edge for a 64-bit Raspberry Pi (Raspberry Pi OS 64-bit / Debian arm64)
-# on a Debian/Ubuntu x86_64 machine, then smoke-tests the binary under qemu.
+# Cross-builds stripped release binaries of iomt-edge for Raspberry Pi OS on a
+# Debian/Ubuntu x86_64 machine, then smoke-tests each one under qemu-user.
 #
-# Usage: scripts/build-pi.sh [--debug]
-# Result: target/aarch64-unknown-linux-gnu/release/iomt-edge, and a stripped copy
-# iomt-edge.stripped next to it (13 MB instead of 70 MB; copy either to the Pi with
-# systemd/iomt-edge.service and a config; see README "Install as a service").
+# Usage: scripts/build-pi.sh [aarch64|armv7|all] [--debug] [--no-smoke]
+#        scripts/build-pi.sh --help
 #
-# No system D-Bus headers are needed: the dbus crate builds its vendored libdbus.
+#   aarch64  aarch64-unknown-linux-gnu: 64-bit Raspberry Pi OS / Debian arm64
+#            (Pi 3, 4, 5, Zero 2 W). The default.
+#   armv7    armv7-unknown-linux-gnueabihf: 32-bit Raspberry Pi OS / Debian armhf
+#            (Pi 2 and later; not the ARMv6 Pi 1 / Zero).
+#   all      both.
+#   --debug     a debug build instead of release (not stripped-size representative).
+#   --no-smoke  skip the qemu smoke test.
+#
+# Output (the interface other scripts rely on): for each target, ONE line on
+# standard output with the path of the stripped binary, relative to the repository
+# root, for example
+#     target/aarch64-unknown-linux-gnu/release/iomt-edge.stripped
+#     target/armv7-unknown-linux-gnueabihf/release/iomt-edge.stripped
+# in the order the targets were named. Everything else (progress, sizes, the smoke
+# test) goes to standard error. The unstripped binary beside it keeps line tables
+# for backtraces. Exit status 0 only if every build and smoke test passed.
+#     bins=$(scripts/build-pi.sh all)   # two paths
+#
+# What it installs when missing (as root, or with sudo): Debian's cross C
+# toolchains gcc-aarch64-linux-gnu / gcc-arm-linux-gnueabihf with their libc
+# (libc6-dev-arm64-cross / libc6-dev-armhf-cross), qemu-user, and the rustup
+# targets. Nothing else is needed: the dbus crate builds its vendored libdbus and
+# TLS is rustls with ring, both of which only need a C cross compiler (no
+# pkg-config, no target OpenSSL or D-Bus headers).
+#
+# Smoke test, under qemu-aarch64 / qemu-arm with the cross libc as the loader
+# prefix: `--version`, a BLE decode, `check-config` of the shipped config, and,
+# when dbus-daemon is installed, the binary's real BLE stack (vendored libdbus,
+# btleplug) finding the simulated BlueZ strap that the same binary serves on a
+# private bus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET=aarch64-unknown-linux-gnu
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
+
 PROFILE=release
-[[ "${1:-}" == "--debug" ]] && PROFILE=debug
+SMOKE=1
+WHICH=()
+for a in "$@"; do
+  case "$a" in
+    aarch64 | armv7) WHICH+=("$a") ;;
+    all) WHICH+=(aarch64 armv7) ;;
+    --debug) PROFILE=debug ;;
+    --no-smoke) SMOKE=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "build-pi.sh: unknown argument '$a' (expected aarch64, armv7, all, --debug, --no-smoke)" >&2; usage; exit 2 ;;
+  esac
+done
+((${#WHICH[@]})) || WHICH=(aarch64)
+
+log() { echo "$@" >&2; }
+
+# target triple, GNU prefix of the cross tools, qemu binary, Debian packages
+spec() {
+  case "$1" in
+    aarch64) echo "aarch64-unknown-linux-gnu aarch64-linux-gnu qemu-aarch64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
+    armv7) echo "armv7-unknown-linux-gnueabihf arm-linux-gnueabihf qemu-arm gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
+  esac
+}
+
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 need=()
-command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+for w in "${WHICH[@]}"; do
+  read -r _ prefix qemu pkgs <<<"$(spec "$w")"
+  command -v "$prefix-gcc" >/dev/null || need+=($pkgs)
+  command -v "$qemu" >/dev/null || need+=(qemu-user)
+done
 if ((${#need[@]})); then
-  echo "==> installing ${need[*]}"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  log "==> installing ${need[*]}"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
 fi
-rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-echo "==> building for $TARGET ($PROFILE)"
-if [[ $PROFILE == release ]]; then
-  cargo build --release --target "$TARGET" --bin iomt-edge
-else
-  cargo build --target "$TARGET" --bin iomt-edge
-fi
-BIN="target/$TARGET/$PROFILE/iomt-edge"
-echo "==> smoke test under qemu-aarch64"
-export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
-qemu-aarch64 "$BIN" --version
-qemu-aarch64 "$BIN" decode ble 2a37 16 4B 2E 03 >/dev/null
-qemu-aarch64 "$BIN" check-config config/iomt-edge.toml >/dev/null
-if command -v dbus-daemon >/dev/null; then
-  # The real BLE stack of the arm64 binary (vendored libdbus, btleplug) against the
-  # simulated BlueZ, which the same binary runs on a private bus.
-  busfile=$(mktemp)
-  qemu-aarch64 "$BIN" simulate bluez >"$busfile" 2>/dev/null &
-  sim=$!
-  trap 'kill $sim 2>/dev/null || true; rm -f "$busfile"' EXIT
-  for _ in $(seq 1 100); do [[ -s $busfile ]] && break; sleep 0.1; done
-  found=$(DBUS_SYSTEM_BUS_ADDRESS=$(head -1 "$busfile") qemu-aarch64 "$BIN" scan ble --duration 3s --json 2>&1 || true)
-  [[ $found == *'"HRM-SIM"'* ]] || { echo "the arm64 binary did not find the simulated strap over D-Bus: $found" >&2; exit 1; }
-  echo "BLE over D-Bus: the arm64 binary found the simulated strap"
-fi
-aarch64-linux-gnu-strip -o "$BIN.stripped" "$BIN"
-echo "==> $BIN ($(du -h "$BIN" | cut -f1), with line tables for backtraces)"
-echo "    and $BIN.stripped ($(du -h "$BIN.stripped" | cut -f1)) are ready for a 64-bit Raspberry Pi"
+
+built=()
+for w in "${WHICH[@]}"; do
+  read -r triple prefix qemu _ <<<"$(spec "$w")"
+  rustup target list --installed | grep -qx "$triple" || rustup target add "$triple" >&2
+  up=$(echo "$triple" | tr 'a-z-' 'A-Z_')
+  low=${triple//-/_}
+  export "CARGO_TARGET_${up}_LINKER=$prefix-gcc"
+  export "CC_${low}=$prefix-gcc" "AR_${low}=$prefix-ar"
+  log "==> building for $triple ($PROFILE)"
+  if [[ $PROFILE == release ]]; then
+    cargo build --release --target "$triple" --bin iomt-edge >&2
+  else
+    cargo build --target "$triple" --bin iomt-edge >&2
+  fi
+  BIN="target/$triple/$PROFILE/iomt-edge"
+  "$prefix-strip" -o "$BIN.stripped" "$BIN"
+  if ((SMOKE)); then
+    log "==> smoke test under $qemu"
+    export QEMU_LD_PREFIX="/usr/$prefix"
+    "$qemu" "$BIN.stripped" --version >&2
+    "$qemu" "$BIN.stripped" decode ble 2a37 16 4B 2E 03 >/dev/null
+    "$qemu" "$BIN.stripped" check-config config/iomt-edge.toml >/dev/null
+    if command -v dbus-daemon >/dev/null; then
+      busfile=$(mktemp)
+      "$qemu" "$BIN.stripped" simulate bluez >"$busfile" 2>/dev/null &
+      sim=$!
+      for _ in $(seq 1 200); do [[ -s $busfile ]] && break; sleep 0.1; done
+      found=$(DBUS_SYSTEM_BUS_ADDRESS=$(head -1 "$busfile") "$qemu" "$BIN.stripped" scan ble --duration 3s --json 2>&1 || true)
+      kill "$sim" 2>/dev/null || true
+      wait "$sim" 2>/dev/null || true
+      rm -f "$busfile"
+      [[ $found == *'"HRM-SIM"'* ]] || { log "the $w binary did not find the simulated strap over D-Bus: $found"; exit 1; }
+      log "BLE over D-Bus: the $w binary found the simulated strap"
+    fi
+    unset QEMU_LD_PREFIX
+  fi
+  log "==> $BIN ($(du -h "$BIN" | cut -f1), with line tables for backtraces)"
+  log "    $BIN.stripped ($(stat -c %s "$BIN.stripped") bytes, $(du -h "$BIN.stripped" | cut -f1)) is ready for $triple"
+  built+=("$BIN.stripped")
+done
+printf '%s\n' "${built[@]}"

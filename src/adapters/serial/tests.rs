@@ -792,6 +792,110 @@ fn every_corrupted_byte_loses_only_its_packet() {
     }
 }
 
+/// Every piece a driver can meet: [`noisy_bytes`] plus whole DF7 packets and
+/// DF8 records, so the binary decoders get past their sync checks too.
+fn noisy_bytes_with_packets() -> impl Strategy<Value = Vec<u8>> {
+    let mut floats = [0u8; 25];
+    floats[1] = 72;
+    floats[2] = 97;
+    let pieces = prop_oneof![
+        noisy_bytes(),
+        Just(df7_packet(&floats, 0x02)),
+        Just(vec![0x82, 72, 97, 0x00]),
+        Just(vec![0xC3, 0x7F, 127, 0x09]),
+        Just(df2_vector()),
+    ];
+    proptest::collection::vec(pieces, 0..6).prop_map(|v| v.concat())
+}
+
+/// Feeds `bytes` in `cut`-sized reads, calling `idle` after each read where
+/// `idle_at` says so and `abort` at the end: what the adapter does on a quiet
+/// or broken line.
+fn run_idle_abort(driver: &Driver, bytes: &[u8], cut: usize, idle_at: &[bool]) -> Decoded {
+    let mut d = driver.decoder("dev-1");
+    let mut out = Vec::new();
+    for (i, c) in bytes.chunks(cut).enumerate() {
+        d.push(c, t0(), &mut out);
+        if idle_at.get(i % idle_at.len().max(1)).copied().unwrap_or(false) {
+            d.idle(t0(), &mut out);
+        }
+    }
+    d.abort(t0(), &mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes with real packets among them, through every driver,
+    /// with idle calls between reads and an abort at the end: no panic,
+    /// every reading well-formed, and `finish` after `abort` adds nothing.
+    #[test]
+    fn idle_and_abort_anywhere_never_panic(bytes in noisy_bytes_with_packets(), cut in 1usize..70,
+                                           idle_at in proptest::collection::vec(any::<bool>(), 1..8)) {
+        for d in all_drivers() {
+            let out = run_idle_abort(&d, &bytes, cut, &idle_at);
+            check_readings(&out)?;
+            let whole = run(&d, &[&bytes]);
+            let pieces: Vec<&[u8]> = bytes.chunks(cut).collect();
+            prop_assert_eq!(&whole, &run(&d, &pieces));
+            check_readings(&whole)?;
+        }
+    }
+
+    /// One HL7 message of arbitrary bytes straight into the parser (what the
+    /// TCP listener does with each MLLP block) and the ACK built for it: no
+    /// panic, an ACK of exactly one MSH and one MSA segment whose code is the
+    /// parser's verdict, readings well-formed.
+    #[test]
+    fn hl7_message_and_ack_over_arbitrary_bytes(bytes in prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..400),
+        noisy_bytes(),
+        (0usize..2000, any::<u8>()).prop_map(|(at, b)| {
+            let mut m = hl7_sample_cr();
+            let at = at % m.len();
+            m[at] = b;
+            m
+        }),
+    ]) {
+        let opts = Hl7Options::default();
+        let rec = hl7::decode_message(&bytes, &opts, "dev-1", t0());
+        let header = hl7::header(&bytes).ok();
+        let (code, reason) = match &rec {
+            Ok(_) => (AckCode::AA, None),
+            Err(e) => (e.code, Some(e.reason.as_str())),
+        };
+        let ack = hl7::build_ack(header.as_ref(), code, reason, t0(), "A1");
+        let segs: Vec<&str> = ack.split('\r').filter(|s| !s.is_empty()).collect();
+        prop_assert_eq!(segs.len(), 2, "{:?}", ack);
+        prop_assert!(segs[0].starts_with("MSH") && segs[1].starts_with("MSA"), "{:?}", ack);
+        prop_assert!(segs[1].contains(code.as_str()), "{:?}", ack);
+        if let Ok(r) = rec {
+            check_readings(&vec![Ok(r)])?;
+        }
+    }
+
+    /// A shipped profile's text with a slice replaced by arbitrary text (what
+    /// a person editing a profile file can produce): loading gives a profile
+    /// or an error, never a panic; a profile that loads decodes lines without
+    /// panicking and with well-formed readings.
+    #[test]
+    fn profile_loader_over_edited_files(which in 0usize..3, at in any::<usize>(), cut in 0usize..40,
+                                        insert in "[ -~\n]{0,40}") {
+        let (name, text) = profile::SHIPPED[which];
+        let mut at = at % (text.len() + 1);
+        while !text.is_char_boundary(at) { at -= 1; }
+        let mut end = (at + cut).min(text.len());
+        while !text.is_char_boundary(end) { end -= 1; }
+        let edited = format!("{}{}{}", &text[..at], insert, &text[end.max(at)..]);
+        if let Ok(p) = Profile::from_toml(&edited, name) {
+            let d = Driver::Profile(Box::new(p));
+            let out = run(&d, &[b"02/22/16 22:47:45 SN=1 SPO2=098% BPM=097 PI=03.60% EXC=000800\r\nSPO2=097 HR=072\r\n12-NOV-98 14:00:05   100  120  50 SO\r\n", edited.as_bytes()]);
+            check_readings(&out)?;
+        }
+    }
+}
+
 // ---- A broken stream, an idle line (what the adapter calls) ---------------------
 
 /// The port goes away mid-record: `abort` reports the cut record as
