@@ -18,15 +18,14 @@
 //! batches in flight (with a group commit when one is open), calls the sink,
 //! and acknowledges.
 
-pub mod backoff;
 pub mod batcher;
 
+use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::model::{Message, Reading};
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox};
 use crate::sinks::{Sink, SinkError};
-use backoff::Backoff;
 use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
@@ -116,7 +115,7 @@ impl ForwarderSettings {
             gateway_id: c.gateway.id.clone(),
             batching: LiveBatching::new(f.batch_max_readings, Duration::from_millis(f.batch_max_age_ms)),
             batch_max_bytes: f.batch_max_bytes.bytes() as usize,
-            retry: Backoff { initial: Duration::from_millis(f.retry_initial_ms), max: Duration::from_millis(f.retry_max_ms) },
+            retry: Backoff::new(Duration::from_millis(f.retry_initial_ms), Duration::from_millis(f.retry_max_ms)).with_jitter(),
             auth_retry: Duration::from_millis(f.auth_retry_ms),
             shutdown_grace: Duration::from_secs(5),
             idle_tick: IDLE_TICK,
@@ -189,7 +188,7 @@ impl Forwarder {
     /// Batches that were in flight are resent under their ids, so the worst
     /// case is a duplicate with the same message id, never a lost reading.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) };
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).with_jitter();
         let mut failures = 0u32;
         // A salvage that keeps failing is logged once until one succeeds or the
         // pipeline runs a minute without error.

@@ -49,7 +49,7 @@ fn settings() -> ForwarderSettings {
         gateway_id: "gw".into(),
         batching: LiveBatching::new(50, Duration::from_millis(20)),
         batch_max_bytes: 64 * 1024,
-        retry: Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) },
+        retry: Backoff::new(Duration::from_millis(5), Duration::from_millis(20)).with_jitter(),
         auth_retry: Duration::from_millis(30),
         shutdown_grace: Duration::from_secs(2),
         idle_tick: IDLE_TICK,

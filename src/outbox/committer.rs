@@ -278,7 +278,7 @@ impl Committer {
                                         group.len()
                                     );
                                 }
-                                let delay = Duration::from_millis((100u64 << attempt.min(6)).min(5000));
+                                let delay = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).delay(attempt);
                                 tokio::time::sleep(delay).await;
                             }
                         }

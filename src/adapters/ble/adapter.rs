@@ -23,6 +23,7 @@
 use super::gatt::{self, Characteristic, Decoded, Decoding};
 use crate::adapters::device_clock::{GatewayZone, TimeContext};
 use crate::adapters::{Adapter, AdapterContext, LinkState};
+use crate::backoff::Backoff;
 use crate::config::ble::BleDeviceConfig;
 use crate::config::DeviceConfig;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
@@ -43,7 +44,10 @@ use uuid::Uuid;
 /// Connections one controller holds reliably (a Pi 3B+ refuses around the 9th-10th).
 pub const MAX_CONNECTED: usize = 7;
 
+/// First reconnect delay; doubles up to the device's `reconnect_max`.
 const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Cap of the delay between attempts to rebuild the btleplug manager.
+const REBUILD_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const LINK_POLL: Duration = Duration::from_millis(500);
@@ -206,7 +210,7 @@ struct DeviceRun {
     dev: BleDevice,
     /// The id readings carry; settled after the first Device Information read.
     device_id: String,
-    backoff: Duration,
+    backoff: Backoff,
     connect_failures: u32,
     /// Last battery level sent, to drop BlueZ's duplicate battery notifications.
     last_battery: Option<u8>,
@@ -265,10 +269,11 @@ impl Adapter for BleAdapter {
                     _ => dev.alias.clone(),
                 };
                 ctx.registry.register(&device_id);
+                let backoff = Backoff::new(BACKOFF_START, dev.config.reconnect_max.max(BACKOFF_START));
                 DeviceRun {
                     dev,
                     device_id,
-                    backoff: BACKOFF_START,
+                    backoff,
                     connect_failures: 0,
                     last_battery: None,
                     bad_logged: false,
@@ -287,7 +292,7 @@ impl Adapter for BleAdapter {
             s
         };
         let connections = Arc::new(Semaphore::new(MAX_CONNECTED));
-        let mut rebuild_backoff = BACKOFF_START;
+        let mut rebuild_backoff = Backoff::new(BACKOFF_START, REBUILD_MAX);
         let mut said_down = false;
         while !ctx.shutdown.is_cancelled() {
             let session = match open_session(&services, connections.clone(), ctx.shutdown.child_token()).await {
@@ -296,7 +301,7 @@ impl Adapter for BleAdapter {
                         tracing::info!("BLE: bluetoothd is back; rescanning");
                     }
                     said_down = false;
-                    rebuild_backoff = BACKOFF_START;
+                    rebuild_backoff.reset();
                     Arc::new(s)
                 }
                 Err(e) => {
@@ -309,9 +314,8 @@ impl Adapter for BleAdapter {
                     }
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(rebuild_backoff) => {}
+                        _ = tokio::time::sleep(rebuild_backoff.next_delay()) => {}
                     }
-                    rebuild_backoff = (rebuild_backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
@@ -401,7 +405,7 @@ async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterCont
                 return run;
             }
             Ended::Lost => {
-                run.backoff = BACKOFF_START;
+                run.backoff.reset();
                 run.connect_failures = 0;
             }
             Ended::Failed(why) => {
@@ -411,9 +415,8 @@ async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterCont
         ctx.registry.set_state(&run.device_id, LinkState::Lost);
         tokio::select! {
             _ = session.cancel.cancelled() => return run,
-            _ = tokio::time::sleep(run.backoff) => {}
+            _ = tokio::time::sleep(run.backoff.next_delay()) => {}
         }
-        run.backoff = run.backoff.saturating_mul(2).min(run.dev.config.reconnect_max.max(BACKOFF_START));
     }
 }
 

@@ -29,6 +29,7 @@
 //! serial devices like BLE ones.
 
 use crate::adapters::LinkState;
+use crate::backoff::Backoff;
 use crate::model::DeviceEvent;
 use std::time::{Duration, Instant};
 
@@ -54,8 +55,8 @@ pub enum Step {
 pub struct Link {
     port: String,
     quiet: Duration,
-    backoff_max: Duration,
-    backoff: Duration,
+    /// The reopen delays (its `max` is the configured `reopen_max`).
+    backoff: Backoff,
     /// `Some(since)` while the port is open: the time the quiet timer runs from.
     open_since: Option<Instant>,
     streaming: bool,
@@ -72,8 +73,7 @@ impl Link {
         Link {
             port: port.to_string(),
             quiet,
-            backoff_max: backoff_max.max(BACKOFF_START),
-            backoff: BACKOFF_START,
+            backoff: Backoff::new(BACKOFF_START, backoff_max.max(BACKOFF_START)),
             open_since: None,
             streaming: false,
             away_logged: false,
@@ -108,7 +108,7 @@ impl Link {
             self.away_logged = true;
             steps.push(Warn(format!(
                 "cannot open serial port {} ({why}); retrying with backoff up to {:?} (logged once until it opens)",
-                self.port, self.backoff_max
+                self.port, self.backoff.max()
             )));
         }
         (steps, self.next_delay())
@@ -126,7 +126,7 @@ impl Link {
             self.away_logged = true;
             steps.push(Warn(format!(
                 "serial port {} went away ({why}); reopening with backoff up to {:?} (logged once until it is back)",
-                self.port, self.backoff_max
+                self.port, self.backoff.max()
             )));
         }
         self.streaming = false;
@@ -137,7 +137,7 @@ impl Link {
     /// Bytes arrived.
     pub fn data(&mut self, now: Instant) -> Vec<Step> {
         self.open_since = Some(now);
-        self.backoff = BACKOFF_START;
+        self.backoff.reset();
         if self.streaming {
             return Vec::new();
         }
@@ -179,9 +179,7 @@ impl Link {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let d = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.backoff_max);
-        d
+        self.backoff.next_delay()
     }
 }
 

@@ -18,7 +18,6 @@
 
 use super::connection_string::ConnectionString;
 use super::sas;
-use rand::Rng;
 use rumqttc::tokio_rustls::rustls::ClientConfig;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS};
 use std::collections::{HashMap, VecDeque};
@@ -420,11 +419,10 @@ pub fn renew_after(ttl: Duration) -> Duration {
     }
 }
 
-/// Jittered exponential backoff (50-100 % of `min * 2^(n-1)`, capped).
+/// The delay after `failures` failures in a row (1 or more): `backoff_min`
+/// doubling up to `backoff_max`, each drawn from 50-100 % of that.
 fn backoff(t: &Tuning, failures: u32) -> Duration {
-    let exp = t.backoff_min.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let base = exp.min(t.backoff_max);
-    base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    crate::backoff::Backoff::new(t.backoff_min, t.backoff_max).with_jitter().delay(failures.saturating_sub(1))
 }
 
 /// Forgets the connection's in-flight window: waiters are dropped (their
