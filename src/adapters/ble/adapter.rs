@@ -26,6 +26,7 @@ use crate::adapters::{Adapter, AdapterContext, LinkState};
 use crate::backoff::Backoff;
 use crate::config::ble::BleDeviceConfig;
 use crate::config::DeviceConfig;
+use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
 use anyhow::Context;
@@ -214,13 +215,15 @@ struct DeviceRun {
     connect_failures: u32,
     /// Last battery level sent, to drop BlueZ's duplicate battery notifications.
     last_battery: Option<u8>,
-    /// Malformed notifications seen (all counted in the registry; logged once).
-    bad_logged: bool,
-    /// Values with bytes the decoder could not use (counted; logged once).
-    extra_logged: bool,
-    /// A silence was logged and the device has sent nothing since: a device
-    /// that connects and stays silent is logged once, not at every reconnect.
-    silent_logged: bool,
+    /// Malformed notifications (all counted in the registry; logged once per
+    /// device: the episode never ends).
+    bad_values: Episode,
+    /// Values with bytes the decoder could not use (counted; logged once per
+    /// device).
+    extra_bytes: Episode,
+    /// Open from a logged silence until the device sends data: a device that
+    /// connects and stays silent is logged once, not at every reconnect.
+    silent: Episode,
     /// Device clock minus gateway UTC (s), measured on the latest live
     /// timestamped value; converts the device's stored measurements to UTC.
     clock_offset: Option<i64>,
@@ -276,9 +279,9 @@ impl Adapter for BleAdapter {
                     backoff,
                     connect_failures: 0,
                     last_battery: None,
-                    bad_logged: false,
-                    extra_logged: false,
-                    silent_logged: false,
+                    bad_values: Episode::default(),
+                    extra_bytes: Episode::default(),
+                    silent: Episode::default(),
                     clock_offset: None,
                     streaming: false,
                     times: DistinctTimes::new(),
@@ -293,21 +296,20 @@ impl Adapter for BleAdapter {
         };
         let connections = Arc::new(Semaphore::new(MAX_CONNECTED));
         let mut rebuild_backoff = Backoff::new(BACKOFF_START, REBUILD_MAX);
-        let mut said_down = false;
+        // Open from a failure to use bluetoothd until it answers again.
+        let mut bluetoothd_down = Episode::default();
         while !ctx.shutdown.is_cancelled() {
             let session = match open_session(&services, connections.clone(), ctx.shutdown.child_token()).await {
                 Ok(s) => {
-                    if said_down {
+                    if bluetoothd_down.end().is_some() {
                         tracing::info!("BLE: bluetoothd is back; rescanning");
                     }
-                    said_down = false;
                     rebuild_backoff.reset();
                     Arc::new(s)
                 }
                 Err(e) => {
-                    if !said_down {
+                    if bluetoothd_down.occurred() {
                         tracing::warn!("BLE: cannot use bluetoothd ({e:#}); retrying");
-                        said_down = true;
                     }
                     for r in &runs {
                         ctx.registry.set_state(&r.device_id, LinkState::Lost);
@@ -345,7 +347,7 @@ impl Adapter for BleAdapter {
             }
             if !ctx.shutdown.is_cancelled() {
                 tracing::warn!("BLE: lost bluetoothd; rebuilding the btleplug manager");
-                said_down = true;
+                bluetoothd_down.occurred();
             }
         }
         Ok(())
@@ -656,7 +658,7 @@ async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &Adapte
                 Some(n) => {
                     let Some(c) = Characteristic::from_uuid(&n.uuid) else { continue };
                     last_data = Instant::now();
-                    if std::mem::take(&mut run.silent_logged) {
+                    if run.silent.end().is_some() {
                         tracing::info!(device = %redact::device(&run.device_id), "BLE device sends data again");
                     }
                     if let Err(e) = handle_value(run, ctx, c, &n.value, addr).await {
@@ -666,7 +668,7 @@ async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &Adapte
                 None => return lost(run, ctx, DeviceEvent::Disconnected).await,
             },
             _ = tokio::time::sleep_until(deadline) => {
-                if !std::mem::replace(&mut run.silent_logged, true) {
+                if run.silent.occurred() {
                     tracing::warn!(
                         device = %redact::device(&run.device_id),
                         "BLE device silent for {silence:?}; reconnecting (logged once until it sends data again)"
@@ -741,8 +743,7 @@ async fn handle_value(run: &mut DeviceRun, ctx: &AdapterContext, c: Characterist
         Ok(Decoding { decoded: d, extra_bytes }) => {
             ctx.registry.value_decoded(&run.device_id, extra_bytes.map(|e| e.count).unwrap_or(0));
             if let Some(extra) = extra_bytes {
-                if !run.extra_logged {
-                    run.extra_logged = true;
+                if run.extra_bytes.occurred() {
                     tracing::warn!(
                         device = %redact::device(&run.device_id),
                         "BLE: {c}: {} byte(s) after the last complete field{} ignored; the complete fields were kept; \
@@ -774,8 +775,7 @@ async fn handle_value(run: &mut DeviceRun, ctx: &AdapterContext, c: Characterist
         }
         Err(e) => {
             ctx.registry.input_error(&run.device_id);
-            if !run.bad_logged {
-                run.bad_logged = true;
+            if run.bad_values.occurred() {
                 tracing::warn!(
                     device = %redact::device(&run.device_id),
                     address = %redact::address(addr),

@@ -30,6 +30,7 @@
 
 use crate::adapters::LinkState;
 use crate::backoff::Backoff;
+use crate::logging::Episode;
 use crate::model::DeviceEvent;
 use std::time::{Duration, Instant};
 
@@ -60,11 +61,12 @@ pub struct Link {
     /// `Some(since)` while the port is open: the time the quiet timer runs from.
     open_since: Option<Instant>,
     streaming: bool,
-    /// The port went away or could not be opened, and that was logged.
-    away_logged: bool,
+    /// Open from when the port went away or could not be opened (logged)
+    /// until it opens again.
+    away: Episode,
     failed_opens: u32,
-    /// A quiet episode was logged and nothing arrived since.
-    quiet_logged: bool,
+    /// Open from a logged quiet time until something arrives.
+    quiet_time: Episode,
 }
 
 impl Link {
@@ -76,9 +78,9 @@ impl Link {
             backoff: Backoff::new(BACKOFF_START, backoff_max.max(BACKOFF_START)),
             open_since: None,
             streaming: false,
-            away_logged: false,
+            away: Episode::default(),
             failed_opens: 0,
-            quiet_logged: false,
+            quiet_time: Episode::default(),
         }
     }
 
@@ -90,10 +92,9 @@ impl Link {
     /// The port opened.
     pub fn opened(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = vec![State(LinkState::Connecting)];
-        if self.away_logged {
+        if self.away.end().is_some() {
             steps.push(Info(format!("serial port {} is open again (after {} failed attempt(s)); waiting for data", self.port, self.failed_opens)));
         }
-        self.away_logged = false;
         self.failed_opens = 0;
         self.open_since = Some(now);
         steps
@@ -104,11 +105,11 @@ impl Link {
     pub fn open_failed(&mut self, why: &str) -> (Vec<Step>, Duration) {
         let mut steps = Vec::new();
         self.failed_opens += 1;
-        if !self.away_logged {
-            self.away_logged = true;
+        if self.away.occurred() {
             steps.push(Warn(format!(
                 "cannot open serial port {} ({why}); retrying with backoff up to {:?} (logged once until it opens)",
-                self.port, self.backoff.max()
+                self.port,
+                self.backoff.max()
             )));
         }
         (steps, self.next_delay())
@@ -122,11 +123,11 @@ impl Link {
             steps.push(Event(DeviceEvent::Disconnected));
         }
         steps.push(State(LinkState::Lost));
-        if !self.away_logged {
-            self.away_logged = true;
+        if self.away.occurred() {
             steps.push(Warn(format!(
                 "serial port {} went away ({why}); reopening with backoff up to {:?} (logged once until it is back)",
-                self.port, self.backoff.max()
+                self.port,
+                self.backoff.max()
             )));
         }
         self.streaming = false;
@@ -143,7 +144,7 @@ impl Link {
         }
         self.streaming = true;
         let mut steps = vec![Event(DeviceEvent::Connected), State(LinkState::Streaming)];
-        if std::mem::take(&mut self.quiet_logged) {
+        if self.quiet_time.end().is_some() {
             steps.push(Info(format!("the monitor on serial port {} sends data again", self.port)));
         }
         steps
@@ -167,8 +168,7 @@ impl Link {
             steps.push(Event(DeviceEvent::Silent));
         }
         steps.push(State(LinkState::Lost));
-        if !self.quiet_logged {
-            self.quiet_logged = true;
+        if self.quiet_time.occurred() {
             steps.push(Warn(format!(
                 "nothing received on serial port {} for {:?}: is the monitor on, connected, and its serial output enabled at the \
                  configured speed? (logged once until it sends data)",

@@ -188,7 +188,7 @@ pub struct DpsIdentity {
     pub cache_path: PathBuf,
     cached: Mutex<Option<Assignment>>,
     /// A refusal was logged and the hub has not accepted an identity since.
-    rejected_logged: std::sync::atomic::AtomicBool,
+    rejected: crate::logging::SharedEpisode,
 }
 
 impl DpsIdentity {
@@ -219,7 +219,7 @@ impl DpsIdentity {
             default_port,
             cache_path,
             cached: Mutex::new(cached),
-            rejected_logged: Default::default(),
+            rejected: Default::default(),
         }
     }
 
@@ -278,7 +278,7 @@ impl IdentitySource for DpsIdentity {
     }
 
     async fn rejected(&self) {
-        if !self.rejected_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if self.rejected.occurred() {
             tracing::warn!("the assigned hub refused this identity; provisioning again through DPS (logged once until the hub accepts it)");
         } else {
             tracing::debug!("the assigned hub refused this identity again; provisioning again through DPS");
@@ -288,7 +288,7 @@ impl IdentitySource for DpsIdentity {
     }
 
     fn connected(&self) {
-        self.rejected_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.rejected.end();
     }
 }
 

@@ -82,7 +82,7 @@ pub struct IotHubSink {
     max_body: usize,
     /// A PUBACK timeout was logged and no message was confirmed since: the
     /// concurrent sends that time out with it are logged at debug (one line per episode).
-    ack_timeout_logged: std::sync::atomic::AtomicBool,
+    ack_timeouts: crate::logging::SharedEpisode,
 }
 
 impl IotHubSink {
@@ -151,7 +151,7 @@ impl IotHubSink {
             connect_wait: tuning.connect_wait,
             twin_task: std::sync::Mutex::new(Some(twin_task)),
             max_body: IOTHUB_MAX_MESSAGE.saturating_sub(BAG_RESERVE + app_len),
-            ack_timeout_logged: Default::default(),
+            ack_timeouts: Default::default(),
         })
     }
 
@@ -245,14 +245,14 @@ impl Sink for IotHubSink {
             };
             match tokio::time::timeout(self.ack_timeout, rx).await {
                 Ok(Ok(())) => {
-                    self.ack_timeout_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.ack_timeouts.end();
                     return Ok(());
                 }
                 Ok(Err(_)) => {
                     tracing::debug!("connection ended before the PUBACK of {}; resending", message.message_id);
                 }
                 Err(_) => {
-                    if !self.ack_timeout_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    if self.ack_timeouts.occurred() {
                         tracing::warn!("no PUBACK within {:?}; reconnecting to resend (logged once until the hub confirms again)", self.ack_timeout);
                     } else {
                         tracing::debug!("no PUBACK within {:?}; reconnecting to resend", self.ack_timeout);
