@@ -233,8 +233,9 @@ struct DeviceRun {
     times: DistinctTimes,
 }
 
-/// What a session shares with its device tasks.
-struct Session {
+/// One life of the btleplug manager and its Bluetooth controller (until
+/// bluetoothd goes away), shared by the device tasks.
+struct ControllerSession {
     adapter: BtAdapter,
     /// The BlueZ object path of the controller (`/org/bluez/hci0`).
     adapter_path: String,
@@ -354,7 +355,7 @@ impl Adapter for BleAdapter {
     }
 }
 
-async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: CancellationToken) -> anyhow::Result<Session> {
+async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: CancellationToken) -> anyhow::Result<ControllerSession> {
     MANAGER_CREATED.store(true, Ordering::SeqCst);
     let manager = tokio::time::timeout(CALL_TIMEOUT, Manager::new()).await.context("D-Bus connect timed out")??;
     let adapter = tokio::time::timeout(CALL_TIMEOUT, manager.adapters())
@@ -366,7 +367,7 @@ async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: Ca
     let info = tokio::time::timeout(CALL_TIMEOUT, adapter.adapter_info()).await.context("adapter info timed out")??;
     let name = info.split_whitespace().next().unwrap_or("hci0").to_string();
     tokio::time::timeout(CALL_TIMEOUT, adapter.start_scan(ScanFilter { services: services.to_vec() })).await.context("start_scan timed out")??;
-    Ok(Session {
+    Ok(ControllerSession {
         adapter,
         adapter_path: format!("/org/bluez/{name}"),
         claimed: Mutex::new(HashSet::new()),
@@ -392,7 +393,7 @@ enum Ended {
     Lost,
 }
 
-async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterContext) -> DeviceRun {
+async fn device_loop(mut run: DeviceRun, session: Arc<ControllerSession>, ctx: AdapterContext) -> DeviceRun {
     loop {
         if session.cancel.is_cancelled() {
             return run;
@@ -433,7 +434,7 @@ fn matches(dev: &BleDevice, props: &btleplug::api::PeripheralProperties) -> bool
 }
 
 /// Finds an unclaimed peripheral for this device; claims its address.
-async fn find(run: &DeviceRun, session: &Session) -> Result<Option<(Peripheral, String)>, btleplug::Error> {
+async fn find(run: &DeviceRun, session: &ControllerSession) -> Result<Option<(Peripheral, String)>, btleplug::Error> {
     let peripherals = match tokio::time::timeout(CALL_TIMEOUT, session.adapter.peripherals()).await {
         Ok(r) => r?,
         Err(_) => return Ok(None),
@@ -453,7 +454,7 @@ async fn find(run: &DeviceRun, session: &Session) -> Result<Option<(Peripheral, 
 }
 
 struct Claim<'a> {
-    session: &'a Session,
+    session: &'a ControllerSession,
     addr: String,
 }
 
@@ -478,7 +479,7 @@ async fn event(ctx: &AdapterContext, run: &mut DeviceRun, e: DeviceEvent) -> Res
 }
 
 /// One find -> connect -> stream cycle.
-async fn attempt(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext) -> Ended {
+async fn attempt(run: &mut DeviceRun, session: &ControllerSession, ctx: &AdapterContext) -> Ended {
     // Scanning: wait until the device shows up.
     let (peripheral, addr) = loop {
         match find(run, session).await {
@@ -525,7 +526,7 @@ async fn attempt(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext) -
     }
 }
 
-async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext, p: &Peripheral, addr: &str) -> Ended {
+async fn connect_and_stream(run: &mut DeviceRun, session: &ControllerSession, ctx: &AdapterContext, p: &Peripheral, addr: &str) -> Ended {
     let shown = redact::address(addr);
     // Connect.
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, p.connect()).await;

@@ -31,7 +31,7 @@ use crate::sinks::{Sink, SinkError};
 use anyhow::Context;
 use async_trait::async_trait;
 use connection_string::ConnectionString;
-use session::{Identity, IdentitySource, LinkState, Session, SessionOptions, TransportKind, Tuning};
+use session::{HubSession, Identity, IdentitySource, MqttLinkState, SessionOptions, TransportKind, Tuning};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +72,7 @@ impl IdentitySource for ConnStringIdentity {
 
 /// The IoT Hub sink.
 pub struct IotHubSink {
-    session: Arc<Session>,
+    session: Arc<HubSession>,
     window: Semaphore,
     max_in_flight: usize,
     app_props: Vec<(String, String)>,
@@ -137,7 +137,7 @@ impl IotHubSink {
             max_in_flight: max_in_flight + CONTROL_SLOTS,
             tuning: tuning.clone(),
         };
-        let session = Arc::new(Session::start(opts, source));
+        let session = Arc::new(HubSession::start(opts, source));
         let store = Arc::new(desired::DesiredStore::open(state_dir, control.as_ref()));
         let twin_task = tokio::spawn(twin::run(session.clone(), control, store, tuning.report_every));
         let app_props: Vec<(String, String)> = cfg.application_properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -156,7 +156,7 @@ impl IotHubSink {
     }
 
     /// The MQTT session (for status and tests).
-    pub fn session(&self) -> &Arc<Session> {
+    pub fn session(&self) -> &Arc<HubSession> {
         &self.session
     }
 
@@ -179,7 +179,7 @@ impl IotHubSink {
         let mut rx = self.session.state();
         let res = tokio::time::timeout(self.connect_wait, async {
             loop {
-                if let LinkState::Connected { generation } = *rx.borrow_and_update() {
+                if let MqttLinkState::Connected { generation } = *rx.borrow_and_update() {
                     return Some(generation);
                 }
                 if rx.changed().await.is_err() {
@@ -193,10 +193,10 @@ impl IotHubSink {
         }
         let state = rx.borrow().clone();
         Err(match state {
-            LinkState::Refused { detail } => SinkError::FatalAuth(detail),
-            LinkState::Down { detail, server_closed: true, retry_in } => SinkError::Throttled { retry_after: Some(retry_in), detail },
-            LinkState::Down { detail, .. } => SinkError::Retryable(detail),
-            LinkState::Closed => SinkError::Retryable("the IoT Hub sink is closed".into()),
+            MqttLinkState::Refused { detail } => SinkError::FatalAuth(detail),
+            MqttLinkState::Down { detail, server_closed: true, retry_in } => SinkError::Throttled { retry_after: Some(retry_in), detail },
+            MqttLinkState::Down { detail, .. } => SinkError::Retryable(detail),
+            MqttLinkState::Closed => SinkError::Retryable("the IoT Hub sink is closed".into()),
             _ => SinkError::Retryable("not connected to IoT Hub yet".into()),
         })
     }
