@@ -65,7 +65,7 @@ pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> an
         return Ok(Arc::new(crate::sinks::stdout::StdoutSink::new(o.pretty)));
     }
     if let Some(h) = &s.iothub {
-        return crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await;
+        return Ok(crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await?);
     }
     if let Some(h) = &s.eventhubs {
         return crate::sinks::eventhubs::build(h).await;

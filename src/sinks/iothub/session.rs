@@ -17,7 +17,8 @@
 //! disconnects cleanly and reconnects with a fresh token.
 
 use super::connection_string::ConnectionString;
-use super::sas;
+use super::error::IotHubError;
+use super::sas::{self, SasError};
 use rumqttc::tokio_rustls::rustls::ClientConfig;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS};
 use std::collections::{HashMap, VecDeque};
@@ -105,7 +106,7 @@ impl Identity {
     }
 
     /// A password valid until `expiry` (Unix s), or `None` for X.509.
-    pub fn password(&self, expiry: u64) -> anyhow::Result<Option<String>> {
+    pub fn password(&self, expiry: u64) -> Result<Option<String>, SasError> {
         Ok(match &self.credential {
             Credential::Key { key, key_name } => Some(sas::token(key, &self.resource_uri(), expiry, key_name.as_deref())?),
             Credential::Token(t) => Some(t.clone()),
@@ -119,7 +120,7 @@ impl Identity {
 #[async_trait::async_trait]
 pub trait IdentitySource: Send + Sync {
     /// The identity to connect with now.
-    async fn current(&self) -> anyhow::Result<Identity>;
+    async fn current(&self) -> Result<Identity, IotHubError>;
     /// The hub refused the identity: the next `current()` should look again
     /// (re-read the secret, re-provision).
     async fn rejected(&self) {}
@@ -127,18 +128,12 @@ pub trait IdentitySource: Send + Sync {
     fn connected(&self) {}
 }
 
-/// An [`IdentitySource`] error meaning the credentials themselves were
-/// refused (e.g. by DPS): reported as [`MqttLinkState::Refused`] and retried slowly.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct IdentityRefused(pub String);
-
 /// A fixed identity.
 pub struct FixedIdentity(pub Identity);
 
 #[async_trait::async_trait]
 impl IdentitySource for FixedIdentity {
-    async fn current(&self) -> anyhow::Result<Identity> {
+    async fn current(&self) -> Result<Identity, IotHubError> {
         Ok(self.0.clone())
     }
 }
@@ -494,9 +489,9 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
             // Fresh identity and token for every attempt.
             let id = match source.current().await {
                 Ok(id) => id,
-                Err(e) if e.downcast_ref::<IdentityRefused>().is_some() => {
+                Err(e @ IotHubError::Refused(_)) => {
                     shared.stats.refusals.fetch_add(1, Ordering::Relaxed);
-                    let e = crate::logging::anyhow_chain(&e);
+                    let e = crate::logging::error_chain(&e);
                     if refused.occurred() {
                         tracing::error!("{e}; retrying every {:.0?} (logged once until it connects)", opts.tuning.auth_retry);
                     } else {
@@ -509,7 +504,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
                 Err(e) => {
                     failures += 1;
                     let retry_in = backoff(&opts.tuning, failures).max(opts.tuning.backoff_min);
-                    let e = crate::logging::anyhow_chain(&e);
+                    let e = crate::logging::error_chain(&e);
                     if link_down.occurred() {
                         tracing::warn!(
                             "IoT Hub identity unavailable: {e}; retrying with backoff (further failures are logged at debug level until it connects)"
