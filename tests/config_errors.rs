@@ -551,7 +551,7 @@ fn a_state_filesystem_too_small_for_an_outbox_is_refused_by_both() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
         assert!(
-            err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("4.3 MiB"),
+            err.starts_with(&format!("{}:3:1: ", path.display())) && err.contains("too small for an outbox") && err.contains("4.4 MiB"),
             "{cmd}: {err}"
         );
     }

@@ -2,7 +2,9 @@
 //! state folder on a 5 MiB tmpfs and the default `max_bytes = 256MiB`. (It
 //! was 3 MiB: sled's log alone keeps 5 to 6 segments of 512 KiB under
 //! churn, so a 3 MiB filesystem is now refused as too small for an outbox,
-//! below 4.3 MiB; see `src/outbox/space.rs`.)
+//! below 4.4 MiB; see `src/outbox/space.rs`. The 2 MiB and 3 MiB cases with
+//! 64 KiB segments are kept, ignored, to reproduce why small segments are
+//! not used: see `space::SMALL_SEGMENTS_FOR_NEW_STORES`.)
 //!
 //! 1. Filled and freed under the running gateway (a ballast file), then a
 //!    stop (SIGTERM, and `kill -9`) and a restart: before, sled left an
@@ -180,9 +182,9 @@ fn no_quarantined_store(state: &Path) {
     assert!(aside.is_empty(), "the store was declared damaged and moved aside: {aside:?}");
 }
 
-fn filled_and_freed_then(kill: bool) {
+fn filled_and_freed_then(size: &str, kill: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(tmpfs) = Tmpfs::mount(&dir.path().join("state"), "5m") else { return };
+    let Some(tmpfs) = Tmpfs::mount(&dir.path().join("state"), size) else { return };
     let state = tmpfs.0.clone();
     let out = dir.path().join("delivered.ndjson");
     let log1 = dir.path().join("run1.log");
@@ -192,9 +194,23 @@ fn filled_and_freed_then(kill: bool) {
     // 1. The destination is away (/dev/full: every write fails); the state
     //    filesystem is filled and freed under the running gateway.
     let config = write_config(dir.path(), &state, Path::new("/dev/full"), "away.toml");
+    // Below 4.4 MiB only a store with small segments is accepted: made so
+    // here (the ignored cases that show why small segments are not used).
+    let small = size != "5m";
+    if small {
+        preset_segment(&state.join("outbox"), iomt_edge::outbox::space::SEGMENT_SMALL);
+    }
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
     let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log1));
-    wait_for("readings to be committed", 30, || committed.lock().unwrap().len() > 1000);
+    wait_for("readings to be committed", 30, || committed.lock().unwrap().len() > 1000 || child.try_wait().unwrap().is_some());
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("the gateway exited ({status:?}) on a {size} state filesystem:\n{}", text(&log1));
+    }
+    // The segment a new store gets there, as sled recorded it.
+    let conf = String::from_utf8_lossy(&std::fs::read(state.join("outbox").join("conf")).unwrap_or_default()).into_owned();
+    let (total, _) = iomt_edge::outbox::space::fs_space(&state).unwrap();
+    let segment = if small { iomt_edge::outbox::space::SEGMENT_SMALL } else { iomt_edge::outbox::space::segment_for_new_store(total) };
+    assert!(conf.contains(&format!("segment_size: {segment}\n")), "sled's conf: {conf:?}");
     fill(&state.join("ballast"));
     wait_for("the gateway to notice the full disk", 30, || text(&log1).contains("cannot store readings in the outbox"));
     std::thread::sleep(Duration::from_secs(2));
@@ -248,19 +264,50 @@ fn filled_and_freed_then(kill: bool) {
     let c: BTreeMap<u64, String> = committed.lock().unwrap().iter().filter(|(s, _)| **s <= newest_before).map(|(s, v)| (*s, v.clone())).collect();
     check_delivered_or_counted(&c, &out, dropped, &log);
     eprintln!(
-        "filled and freed ({}): {first_run} committed in the first run, {dropped} dropped oldest by the bound",
+        "filled and freed ({size}, {}): {first_run} committed in the first run, {dropped} dropped oldest by the bound",
         if kill { "kill -9" } else { "SIGTERM" }
     );
 }
 
 #[test]
 fn a_small_state_filesystem_filled_and_freed_keeps_its_backlog_after_sigterm() {
-    filled_and_freed_then(false);
+    filled_and_freed_then("5m", false);
 }
 
 #[test]
 fn a_small_state_filesystem_filled_and_freed_keeps_its_backlog_after_kill_9() {
-    filled_and_freed_then(true);
+    filled_and_freed_then("5m", true);
+}
+
+/// Issue 11's filesystems, 2 MiB and 3 MiB: refused at start (exit 2) as
+/// too small for an outbox with sled's 512 KiB segments. Here the store is
+/// made with 64 KiB segments beforehand (its sled `conf`), which the gateway
+/// then accepts and keeps. Ignored: they lose committed readings in most
+/// runs, two at a time (sled 0.34 after a full disk; see
+/// `space::SMALL_SEGMENTS_FOR_NEW_STORES`). Kept to reproduce it:
+/// `cargo test --test outbox_small_disk -- --ignored mib_state`.
+#[test]
+#[ignore]
+fn a_2_mib_state_filesystem_filled_and_freed_keeps_its_backlog_after_sigterm() {
+    filled_and_freed_then("2m", false);
+}
+
+#[test]
+#[ignore]
+fn a_2_mib_state_filesystem_filled_and_freed_keeps_its_backlog_after_kill_9() {
+    filled_and_freed_then("2m", true);
+}
+
+#[test]
+#[ignore]
+fn a_3_mib_state_filesystem_filled_and_freed_keeps_its_backlog_after_sigterm() {
+    filled_and_freed_then("3m", false);
+}
+
+#[test]
+#[ignore]
+fn a_3_mib_state_filesystem_filled_and_freed_keeps_its_backlog_after_kill_9() {
+    filled_and_freed_then("3m", true);
 }
 
 #[test]
@@ -363,4 +410,134 @@ fn a_store_that_filled_its_filesystem_opens_again_with_the_spare() {
     assert_eq!(ob.len(), 300, "every reading is still there");
     assert_eq!(ob.read_range(0, u64::MAX, 1000).unwrap().len(), 300);
     assert!(!state_fs.0.join("outbox.spare").exists(), "the spare was given back to open the store");
+}
+
+/// Makes `outbox` a folder whose sled `conf` (sled 0.34's
+/// `StorageParameters`: three lines and a CRC-32) names `segment`, so the
+/// store made there uses it.
+fn preset_segment(outbox: &Path, segment: u64) {
+    std::fs::create_dir_all(outbox).unwrap();
+    let mut conf = format!("segment_size: {segment}\nuse_compression: false\nversion: 0.34\n").into_bytes();
+    let crc = crc32fast::hash(&conf);
+    conf.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(outbox.join("conf"), conf).unwrap();
+}
+
+/// How much room sled's log takes for the records it holds, with small and
+/// with default segments: the figures behind `SLED_FIXED_SEGMENTS` and
+/// `SLED_AMPLIFICATION` in `src/outbox/space.rs`. The outbox is driven as
+/// the gateway drives it with two devices at 100 readings/s each and the
+/// sink down (a group commit of 20 readings every 100 ms, split as the
+/// committer splits it), with drop-oldest churn at a fixed bound, for 60 s of
+/// readings; then a burst (4,096 readings held in memory while the disk was
+/// full, written at once). Prints the peak of the store's files on disk.
+/// Run: `cargo test --test outbox_small_disk -- --ignored --nocapture measure`.
+#[test]
+#[ignore]
+fn measure_the_stores_room_on_disk_per_record() {
+    use iomt_edge::config::{units::ByteSize, OutboxConfig};
+    use iomt_edge::model::{DeviceKind, Reading, ReadingType};
+    use iomt_edge::outbox::{space, Outbox};
+    for (fs, seg) in [("12m", space::SEGMENT_SMALL), ("20m", space::SEGMENT_DEFAULT)] {
+        for bound in [64u64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), fs) else { return };
+            let outbox = state_fs.0.join("outbox");
+            let cfg = OutboxConfig { max_bytes: ByteSize(bound), ..OutboxConfig::default() };
+            preset_segment(&outbox, seg);
+            let (ob, _) = Outbox::open(&outbox, &cfg).unwrap();
+            let segment = space::store_segment(&outbox).unwrap();
+            assert_eq!(segment, seg);
+            let peak = std::cell::Cell::new(0u64);
+            let peak_queued = std::cell::Cell::new(0u64);
+            let mut n = 0u32;
+            let mut group = |size: usize, ob: &Outbox| {
+                let mut rs: Vec<Reading> = (0..size)
+                    .map(|i| {
+                        n += 1;
+                        if i % 2 == 0 {
+                            Reading::new("strap-a", DeviceKind::HeartRateStrap, ReadingType::HeartRate)
+                                .with_value("heartRate", (60 + n % 40) as f64)
+                                .with_value("rrInterval", 0.8 + (n % 7) as f64 / 100.0)
+                        } else {
+                            Reading::new("oxi-b", DeviceKind::PulseOximeter, ReadingType::Spo2)
+                                .with_value("spo2", (90 + n % 9) as f64)
+                                .with_value("pulseRate", (70 + n % 30) as f64)
+                        }
+                    })
+                    .collect();
+                let limit = ob.group_limit();
+                for part in rs.chunks_mut(limit) {
+                    ob.append(part).unwrap();
+                    peak.set(peak.get().max(space::disk_usage(&outbox)));
+                    peak_queued.set(peak_queued.get().max(ob.stats().queued_bytes));
+                }
+            };
+            for _ in 0..600 {
+                group(20, &ob);
+            }
+            let steady = peak.get();
+            group(4096, &ob);
+            let (peak, peak_queued) = (peak.get(), peak_queued.get());
+            let s = ob.stats();
+            eprintln!(
+                "segment {:>3} KiB, bound {:>4} KiB: peak {:>5} KiB on disk in churn ({:.1} segments beyond 5x the records), {:>5} KiB after the burst; {} KiB queued at most, {} dropped",
+                segment >> 10,
+                bound >> 10,
+                steady >> 10,
+                (steady.saturating_sub(space::journal_bytes(12 << 20)) as f64 - 5.0 * bound as f64) / segment as f64,
+                peak >> 10,
+                peak_queued >> 10,
+                s.dropped_full
+            );
+        }
+    }
+}
+
+/// The same churn without a full disk, stopped cleanly or not and reopened
+/// six times: every reading is kept, with small segments and with sled's
+/// default (what tells the losses with small segments apart as sled's
+/// behaviour after a full disk). Run with `-- --ignored`.
+#[test]
+#[ignore]
+fn without_a_full_disk_every_segment_keeps_every_reading_across_reopen() {
+    use iomt_edge::config::{units::ByteSize, OutboxConfig};
+    use iomt_edge::model::{DeviceKind, Reading, ReadingType};
+    use iomt_edge::outbox::Outbox;
+    use iomt_edge::outbox::space::{SEGMENT_DEFAULT, SEGMENT_SMALL};
+    for (fs, bound, seg) in [("12m", 256u64 << 10, SEGMENT_SMALL), ("20m", 256 << 10, SEGMENT_DEFAULT), ("12m", 64 << 10, SEGMENT_SMALL)] {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), fs) else { return };
+        let outbox = state_fs.0.join("outbox");
+        preset_segment(&outbox, seg);
+        let cfg = OutboxConfig { max_bytes: ByteSize(bound), ..OutboxConfig::default() };
+        let mut n = 0u32;
+        for round in 0..6 {
+            let (ob, _) = Outbox::open(&outbox, &cfg).unwrap();
+            let before: Vec<u64> = ob.read_range(0, u64::MAX, 1_000_000).unwrap().iter().map(|r| r.seq).collect();
+            assert_eq!(before.len() as u64, ob.len(), "{fs} round {round}: counted vs found at open");
+            for _ in 0..200 {
+                let mut rs: Vec<Reading> = (0..20)
+                    .map(|_| {
+                        n += 1;
+                        Reading::new("strap-a", DeviceKind::HeartRateStrap, ReadingType::HeartRate).with_value("heartRate", (60 + n % 40) as f64)
+                    })
+                    .collect();
+                ob.append(&mut rs).unwrap();
+            }
+            let after: Vec<u64> = ob.read_range(0, u64::MAX, 1_000_000).unwrap().iter().map(|r| r.seq).collect();
+            assert_eq!(after.len() as u64, ob.len(), "{fs} round {round}: counted vs found while open");
+            let last = ob.last_seq();
+            assert!(after.windows(2).all(|w| w[1] == w[0] + 1) && after.last() == Some(&last), "{fs} round {round}: a gap");
+            if round % 2 == 0 {
+                ob.close_clean().unwrap();
+            }
+            drop(ob);
+            let (ob, _) = Outbox::open(&outbox, &cfg).unwrap();
+            let reopened: Vec<u64> = ob.read_range(0, u64::MAX, 1_000_000).unwrap().iter().map(|r| r.seq).collect();
+            assert_eq!(reopened, after, "{fs} round {round}: the reopened store differs");
+            eprintln!("{fs} round {round}: {} readings kept, {} dropped", reopened.len(), ob.stats().dropped_full);
+            ob.close_clean().unwrap();
+        }
+    }
 }

@@ -432,18 +432,20 @@ fn state_fs_big_enough(state: &Path, max_bytes: u64) -> Result<(), String> {
     use crate::outbox::space;
     let Ok((total, _)) = space::fs_space(nearest_existing(state)) else { return Ok(()) };
     let least = space::MIN_BOUND.min(max_bytes);
-    if total == 0 || space::effective_bound(max_bytes, 0, total, total).bytes >= least {
+    // The outbox's segment: its own, or what a new one gets there.
+    let segment = space::segment_to_open(&state.join("outbox"));
+    if total == 0 || space::effective_bound(max_bytes, 0, total, total, segment).bytes >= least {
         return Ok(());
     }
     Err(format!(
-        "the state folder (state_dir) {} is on a filesystem of {}, too small for an outbox: sled needs {} and up to {}x the readings' size, \
+        "the state folder (state_dir) {} is on a filesystem of {}, too small for an outbox: its store needs {} (sled's log segments and the commit journal) and up to {}x the readings' size, \
          and {} is kept free, so it needs at least {}; give the state folder a larger filesystem",
         state.display(),
         ByteSize(total),
-        ByteSize(space::SLED_FIXED_BYTES),
+        ByteSize(space::fixed_bytes(segment, total)),
         space::SLED_AMPLIFICATION,
-        ByteSize(space::reserve_for(total)),
-        ByteSize(space::smallest_filesystem())
+        ByteSize(space::reserve_for(total, segment)),
+        ByteSize(space::smallest_filesystem(segment))
     ))
 }
 

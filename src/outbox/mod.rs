@@ -348,6 +348,8 @@ struct BoundState {
     /// Tightens the modelled bound when the store grows past it
     /// ([`space::Feedback`]).
     feedback: space::Feedback,
+    /// The store's sled segment as last looked at ([`space::segment_to_open`]).
+    segment: u64,
 }
 
 /// How often the bound is checked against the filesystem (one `statvfs` and a
@@ -870,7 +872,8 @@ impl Outbox {
             // On a small state filesystem the copy must not be what fills it
             // (sled needs room to open, and the reserve is for that): skip it
             // when it would eat into the reserve.
-            let room = space::fs_space(parent).map(|(total, free)| free.saturating_sub(space::reserve_for(total)));
+            let segment = space::segment_to_open(dir);
+            let room = space::fs_space(parent).map(|(total, free)| free.saturating_sub(space::reserve_for(total, segment)));
             match room {
                 Ok(room) if room >= log_len => {
                     if let Err(e) = copy_without_zero_tail(&dir.join("db"), &pre_open) {
@@ -1035,6 +1038,7 @@ impl Outbox {
                 bound: space::Bound::max_bytes_only(cfg.max_bytes.bytes()),
                 checked: None,
                 feedback: space::Feedback::default(),
+                segment: space::SEGMENT_DEFAULT,
             }),
             space_dir: dir.to_path_buf(),
             max_age: cfg.max_age,
@@ -1266,8 +1270,15 @@ impl Outbox {
     }
 
     fn open_sled_once(dir: &Path, cache_bytes: u64) -> Result<Store, OpenFailure> {
+        // sled records a store's segment size in its `conf` and refuses
+        // (as unsupported, which would read as damage) to open it with
+        // another: an existing store keeps its own, a new one gets what its
+        // filesystem calls for (small segments on a small filesystem, so
+        // that sled's fixed part fits; `space::segment_to_open`).
+        let segment = space::segment_to_open(dir);
         let sled_cfg = sled::Config::new()
             .path(dir)
+            .segment_size(usize::try_from(segment).unwrap_or(space::SEGMENT_DEFAULT as usize))
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::LowSpace)
             // No background flush: every write that must be durable is
@@ -1933,21 +1944,22 @@ impl Outbox {
     /// holding the counters.
     pub fn bound(&self) -> space::Bound {
         let mut st = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        // Near the reserve, sled's log can take a segment (512 KiB) in less
-        // than a second of churn: look more often there.
-        let near = st.bound.fs_bytes > 0 && st.bound.fs_free < st.bound.reserve.saturating_add(2 * space::SLED_SEGMENT);
+        // Near the reserve, sled's log can take a segment in less than a
+        // second of churn: look more often there.
+        let near = st.bound.fs_bytes > 0 && st.bound.fs_free < st.bound.reserve.saturating_add(2 * st.segment);
         let every = if near { BOUND_RECHECK_NEAR } else { BOUND_RECHECK };
         if st.checked.is_some_and(|t| t.elapsed() < every) {
             return st.bound;
         }
-        let (model, store_disk) = space::bound_and_usage(&self.space_dir, self.max_bytes);
+        let space::Look { bound: model, store_disk, segment } = space::bound_and_usage(&self.space_dir, self.max_bytes);
+        st.segment = segment;
         let state_fs = self.space_dir.parent().unwrap_or(&self.space_dir);
         let new = if self.inspect {
             model
         } else {
             let was_tightened = st.feedback.is_tightened();
             let queued = self.counters().bytes;
-            let new = st.feedback.apply(model, queued, store_disk);
+            let new = st.feedback.apply(model, queued, store_disk, segment);
             match (was_tightened, new.tightened) {
                 (false, true) => tracing::warn!(
                     "the outbox's files take more room on {} than modelled ({} on disk for {} of readings); {}; the oldest readings are dropped (or new ones refused, by when_full) before the disk is full",
@@ -1973,7 +1985,7 @@ impl Outbox {
                 }
                 _ => {}
             }
-            space::keep_spare(&self.space_dir, &model);
+            space::keep_spare(&self.space_dir, &model, segment);
             // Records up to JOURNAL_FLOOR fit in the commit journal's space,
             // which is already allocated: a disk that another program filled
             // does not make the outbox drop the readings it is about to
