@@ -503,8 +503,8 @@ fn measure_the_stores_room_on_disk_per_record() {
 fn without_a_full_disk_every_segment_keeps_every_reading_across_reopen() {
     use iomt_edge::config::{units::ByteSize, OutboxConfig};
     use iomt_edge::model::{DeviceKind, Reading, ReadingType};
-    use iomt_edge::outbox::Outbox;
     use iomt_edge::outbox::space::{SEGMENT_DEFAULT, SEGMENT_SMALL};
+    use iomt_edge::outbox::Outbox;
     for (fs, bound, seg) in [("12m", 256u64 << 10, SEGMENT_SMALL), ("20m", 256 << 10, SEGMENT_DEFAULT), ("12m", 64 << 10, SEGMENT_SMALL)] {
         let dir = tempfile::tempdir().unwrap();
         let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), fs) else { return };

@@ -657,7 +657,9 @@ mod tests {
     fn sled_header(lsn: u64) -> [u8; 20] {
         let mut h = [0u8; 20];
         h[4..12].copy_from_slice(&(lsn ^ 0x7FFF_FFFF_FFFF_FFFF).to_le_bytes());
-        h[12..20].copy_from_slice(&(0u64 ^ 0x7FFF_FFFF_FFFF_FFFF).to_le_bytes());
+        // The segment's max stable lsn, 0 here, stored as sled stores it (xor).
+        let max_stable_lsn = 0u64;
+        h[12..20].copy_from_slice(&(max_stable_lsn ^ 0x7FFF_FFFF_FFFF_FFFF).to_le_bytes());
         let crc = crc32fast::hash(&h[4..20]) ^ 0xFFFF_FFFF;
         h[0..4].copy_from_slice(&crc.to_le_bytes());
         h
