@@ -87,12 +87,16 @@ fn bad_files_name_line_column_and_fix() {
         (serial("driver = \"nonin-ascii\"\npatient_from = \"pid\""), "FILE:11:1:", &["patient_from is for the hl7 driver only"]),
         (hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"bed\"", "bedside_monitor"), "FILE:10:16:", &["unknown variant `bed`", "pid"]),
         (
-            hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"pid\"", "bedside_monitor").replace("kind = \"bedside_monitor\"", "kind = \"bedside_monitor\"\npatient_id = \"P-1\""),
+            hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"pid\"", "bedside_monitor")
+                .replace("kind = \"bedside_monitor\"", "kind = \"bedside_monitor\"\npatient_id = \"P-1\""),
             "FILE:8:1:",
             &["patient_id is not used when patients come from the messages' PID-3"],
         ),
         (
-            format!("{}\n[[device]]\nid = \"strap/4\"\nkind = \"pulse_oximeter\"\n[device.simulated]\n", hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"pid\"", "bedside_monitor")),
+            format!(
+                "{}\n[[device]]\nid = \"strap/4\"\nkind = \"pulse_oximeter\"\n[device.simulated]\n",
+                hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"pid\"", "bedside_monitor")
+            ),
             "FILE:6:1:",
             &["names its beds \"strap/<bed>\"", "strap/4"],
         ),

@@ -95,8 +95,7 @@ impl Monitor {
         let msa = segments.iter().find(|s| s.starts_with("MSA|")).unwrap_or_else(|| panic!("no MSA segment in {ack:?}"));
         let f: Vec<&str> = msa.split('|').collect();
         // HL7 escapes (v2.6 section 2.7): \F\ \S\ \T\ \R\ \E\.
-        let unescape =
-            |t: &str| t.replace("\\F\\", "|").replace("\\S\\", "^").replace("\\T\\", "&").replace("\\R\\", "~").replace("\\E\\", "\\");
+        let unescape = |t: &str| t.replace("\\F\\", "|").replace("\\S\\", "^").replace("\\T\\", "&").replace("\\R\\", "~").replace("\\E\\", "\\");
         let get = |n: usize| f.get(n).map(|s| unescape(s)).unwrap_or_default();
         Some((get(1), get(2), get(3)))
     }
@@ -200,7 +199,8 @@ async fn a_serial_hl7_monitor_gets_its_ack_after_the_commit_and_another_patient_
     let (code, id, why) = bedside.send("MSH|^~\\&|MON|ICU|||20250610015127+0000||ADT^A01|BAD1|P|2.6\rEVN|A01\r").await.expect("an answer");
     assert_eq!((code.as_str(), id.as_str()), ("AR", "BAD1"));
     assert!(why.contains("ADT^A01") && why.contains("not supported"), "{why}");
-    let (code, _, why) = bedside.send("MSH|^^\\&|MON|ICU|||20250610015127+0000||ORU^R01|BAD2|P|2.6\rOBX|1|NM|150456^^MDC||50|%\r").await.expect("an answer");
+    let (code, _, why) =
+        bedside.send("MSH|^^\\&|MON|ICU|||20250610015127+0000||ORU^R01|BAD2|P|2.6\rOBX|1|NM|150456^^MDC||50|%\r").await.expect("an answer");
     assert_eq!(code, "AR");
     assert!(why.contains("MSH-2"), "{why}");
     // Another patient on this device: AE, reason in plain words, nothing stored.

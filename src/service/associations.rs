@@ -117,7 +117,8 @@ impl Associations {
     /// properties at `twin_version`, and persists it. Returns `Ok(false)`
     /// when the change is refused because the association in force came from
     /// a newer twin version (or from a known version while this change has
-    /// none), or when it names the patient already in force. An equal
+    /// none), when it names the patient already in force, or for a bed of an
+    /// HL7 feed whose patients come from PID-3 (`<id>/<bed>`). An equal
     /// version is accepted (the same twin document applied again). Errors: the file could not be
     /// written (the change is in force anyway).
     pub fn set(&self, device_id: &str, patient_id: Option<String>, twin_version: Option<u64>) -> std::io::Result<bool> {
@@ -203,6 +204,27 @@ mod tests {
         let mut r = reading("Acme-SN1", Some("P-config"));
         again.stamp(&mut r);
         assert_eq!(r.patient_id, None);
+    }
+
+    /// Issue 13: the beds of an HL7 feed with `patient_from = "pid"` keep the
+    /// patient their message named; no association (config, twin) replaces it.
+    #[test]
+    fn a_bed_of_a_pid_feed_keeps_the_patient_its_message_named() {
+        let cfg: crate::config::Config = toml::from_str(
+            "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n[[device]]\nid = \"central-1\"\nkind = \"bedside_monitor\"\n\
+             [device.hl7_tcp]\nlisten = \"127.0.0.1:2575\"\npatient_from = \"pid\"\n[sink.stdout]\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a = Associations::load(&cfg.devices, Some(dir.path()));
+        assert!(!a.set("central-1/ICU-12", Some("P-twin".into()), Some(3)).unwrap(), "refused");
+        let mut r = reading("central-1/ICU-12", Some("P-12"));
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-12"));
+        // The feed's own id is an ordinary device.
+        assert!(a.set("central-1", Some("P-twin".into()), Some(4)).unwrap());
+        assert_eq!(a.patient_of("central-1"), Some(Some("P-twin".into())));
+        assert_eq!(a.patient_of("central-1/ICU-12"), None);
     }
 
     fn saved(dir: &Path) -> serde_json::Value {

@@ -205,7 +205,8 @@ impl Hl7Intake {
             }
             PatientFrom::Pid => {
                 let Some(patient) = routing.patient else {
-                    let reason = "no patient identifier in PID-3; this device takes each message's patient from PID-3 (patient_from = \"pid\"); not stored";
+                    let reason =
+                        "no patient identifier in PID-3; this device takes each message's patient from PID-3 (patient_from = \"pid\"); not stored";
                     self.bad(&ctx.registry, reason, "hl7");
                     return self.answer(Some(&header), AckCode::AR, Some(reason));
                 };
