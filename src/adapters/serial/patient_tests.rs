@@ -257,3 +257,32 @@ async fn no_aa_before_the_commit() {
     assert_eq!(a.code, AckCode::AE);
     assert!(msa(&a.ack)[3].contains("not stored"), "{}", a.ack);
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes after a valid MSH (and edits of a real message): the
+    /// routing parser never panics; a bed always gives a device id that is
+    /// safe (no control characters, no second `/`) and at most 128 bytes, or
+    /// an AE.
+    #[test]
+    fn routing_over_arbitrary_bytes(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400), at in 0usize..400, b in proptest::prelude::any::<u8>()) {
+        let mut msg = b"MSH|^~\\&|MON|CS|||20250610015127+0000||ORU^R01|C1|P|2.6\rPID|||".to_vec();
+        msg.extend_from_slice(&tail);
+        let mut edited = oru("C1", "P-1^^^H&1.2&ISO^MR~X", Some("ICU^R^12"), 97).into_bytes();
+        let i = at % edited.len();
+        edited[i] = b;
+        for m in [msg, edited] {
+            if let Ok(r) = hl7::routing(&m) {
+                if let Some(loc) = r.location {
+                    match hl7::bed_device_id("central-1", &loc) {
+                        Ok(id) => {
+                            proptest::prop_assert!(id.len() <= 128);
+                            proptest::prop_assert!(!id.chars().any(char::is_control));
+                            proptest::prop_assert_eq!(id.matches('/').count(), 1);
+                        }
+                        Err(e) => proptest::prop_assert_eq!(e.code, AckCode::AE),
+                    }
+                }
+            }
+        }
+    }
+}
