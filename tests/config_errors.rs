@@ -81,6 +81,25 @@ fn bad_files_name_line_column_and_fix() {
         (hl7_tcp("listen = \"2575\"", "bedside_monitor"), "FILE:9:1:", &["not an address and port", "0.0.0.0:2575"]),
         (hl7_tcp("listen = \"0.0.0.0:2575\"", "pulse_oximeter"), "FILE:7:1:", &["[device.hl7_tcp] device is a bedside_monitor"]),
         (hl7_tcp("listen = \"0.0.0.0:2575\"\nack_timeout = \"1h\"", "bedside_monitor"), "FILE:10:1:", &["ack_timeout must be 1s to 10min"]),
+        // HL7 patient rules and serial ACKs (issue 13): options of the hl7 driver only,
+        // a known mode, no fixed patient with patients from PID-3, no id a bed could take.
+        (serial("driver = \"nonin-ascii\"\nack = false"), "FILE:11:1:", &["ack is for the hl7 driver only"]),
+        (serial("driver = \"nonin-ascii\"\npatient_from = \"pid\""), "FILE:11:1:", &["patient_from is for the hl7 driver only"]),
+        (hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"bed\"", "bedside_monitor"), "FILE:10:16:", &["unknown variant `bed`", "pid"]),
+        (
+            hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"pid\"", "bedside_monitor")
+                .replace("kind = \"bedside_monitor\"", "kind = \"bedside_monitor\"\npatient_id = \"P-1\""),
+            "FILE:8:1:",
+            &["patient_id is not used when patients come from the messages' PID-3"],
+        ),
+        (
+            format!(
+                "{}\n[[device]]\nid = \"strap/4\"\nkind = \"pulse_oximeter\"\n[device.simulated]\n",
+                hl7_tcp("listen = \"0.0.0.0:2575\"\npatient_from = \"pid\"", "bedside_monitor")
+            ),
+            "FILE:6:1:",
+            &["names its beds \"strap/<bed>\"", "strap/4"],
+        ),
         (
             GOOD.replace("[sink.file]\npath = \"/tmp/x/out.ndjson\"", "[sink.stdout]\n[sink.file]\npath = \"/x\""),
             "FILE:11:2:",

@@ -169,7 +169,7 @@ pub fn mllp_framer(data: &[u8]) {
 
 /// One HL7 message straight into the parser, and the ACK built from its
 /// header: no panic, well-formed readings, an ACK that is one MSH and one MSA
-/// segment.
+/// segment; its PID-3/PV1-3 routing and per-bed device id.
 pub fn hl7_message(opts: &hl7::Hl7Options, data: &[u8]) {
     let rec = hl7::decode_message(data, opts, "fuzz-1", arrival());
     let header = hl7::header(data).ok();
@@ -180,6 +180,16 @@ pub fn hl7_message(opts: &hl7::Hl7Options, data: &[u8]) {
     let ack = hl7::build_ack(header.as_ref(), code, reason, arrival(), "ACK1");
     let segs: Vec<&str> = ack.split('\r').filter(|s| !s.is_empty()).collect();
     assert!(segs.len() == 2 && segs[0].starts_with("MSH") && segs[1].starts_with("MSA"), "{ack:?}");
+    // The patient and bed of the message (issue 13): no panic; a bed gives a
+    // bounded, safe device id or an AE.
+    if let Ok(r) = hl7::routing(data) {
+        if let Some(loc) = r.location {
+            match hl7::bed_device_id("fuzz-1", &loc) {
+                Ok(id) => assert!(id.len() <= 128 && !id.chars().any(char::is_control), "{id:?}"),
+                Err(e) => assert_eq!(e.code, hl7::AckCode::AE),
+            }
+        }
+    }
     if let Ok(r) = rec {
         check_readings(&vec![Ok(r)]);
     }

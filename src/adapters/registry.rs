@@ -98,6 +98,9 @@ pub struct DeviceRegistry {
     /// Adapters waiting for their readings to be committed (the HL7 listener
     /// acknowledges a message only then).
     commit_waits: Mutex<Vec<std::sync::Weak<CommitWait>>>,
+    /// Per device, how many times its patient association changed while the
+    /// gateway runs (the HL7 right-patient guard starts over at each change).
+    association_epochs: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A reading's identity until it is committed: device, type and time. One
@@ -239,6 +242,20 @@ impl DeviceRegistry {
                 w.done.notify_waiters();
             }
         }
+    }
+
+    /// The patient association of `device_id` changed (the service calls this
+    /// when a live change, e.g. from the IoT Hub twin, names another patient
+    /// or ends the association). See [`DeviceRegistry::association_epoch`].
+    pub fn association_changed(&self, device_id: &str) {
+        *self.association_epochs.lock().unwrap_or_else(|p| p.into_inner()).entry(device_id.to_string()).or_insert(0) += 1;
+    }
+
+    /// How many times the patient association of `device_id` changed since
+    /// the gateway started (0: never). Adapters compare it with the value
+    /// they saw last to notice a change ([`crate::adapters::serial::hl7::PatientGuard`]).
+    pub fn association_epoch(&self, device_id: &str) -> u64 {
+        self.association_epochs.lock().unwrap_or_else(|p| p.into_inner()).get(device_id).copied().unwrap_or(0)
     }
 
     /// A value from this device could not be decoded at all.

@@ -281,6 +281,27 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
                 errs.push((format!("device.{i}.simulated.dropout_probability"), "dropout_probability must be between 0 and 1".into()));
             }
         }
+        let pid_mode = d.serial.as_ref().and_then(|s| s.patient_from).or(d.hl7_tcp.as_ref().and_then(|h| h.patient_from))
+            == Some(super::serial::Hl7PatientFrom::Pid);
+        if pid_mode {
+            if d.patient_id.is_some() {
+                errs.push((
+                    format!("device.{i}.patient_id"),
+                    "patient_id is not used when patients come from the messages' PID-3 (patient_from = \"pid\"): remove it".into(),
+                ));
+            }
+            // Its beds are devices `<id>/<bed>`: no configured device may look like one.
+            let prefix = format!("{}/", d.id);
+            if let Some(other) = c.devices.iter().find(|o| o.id.starts_with(&prefix)) {
+                errs.push((
+                    format!("device.{i}.id"),
+                    format!(
+                        "device \"{}\" takes patients from PID-3 and names its beds \"{}<bed>\", which device \"{}\" could be mistaken for; rename one of them",
+                        d.id, prefix, other.id
+                    ),
+                ));
+            }
+        }
         if d.patient_id.as_deref().is_some_and(|p| p.chars().any(char::is_control)) {
             errs.push((format!("device.{i}.patient_id"), "patient_id must not contain control characters (tab, newline, escape, NUL...)".into()));
         }

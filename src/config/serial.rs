@@ -66,6 +66,30 @@ pub struct SerialDeviceConfig {
     /// before the built-in IEEE 11073 MDC table.
     #[serde(default)]
     pub code_map: Option<PathBuf>,
+    /// `hl7` only: answer every MLLP-framed message with an HL7 ACK on the
+    /// same port (`AA` once its readings are committed, `AE`/`AR` with the
+    /// reason otherwise). Default `true`: a sender that frames with MLLP
+    /// expects an ACK (HL7 v2 original-mode acknowledgment); set `false` for
+    /// a monitor that only streams and does not read its receive line.
+    #[serde(default)]
+    pub ack: Option<bool>,
+    /// `hl7` only: where readings take their patient from; see [`Hl7PatientFrom`].
+    #[serde(default)]
+    pub patient_from: Option<Hl7PatientFrom>,
+}
+
+/// Where the readings of an HL7 device take their patient from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hl7PatientFrom {
+    /// The device's patient association (`patient_id`, or the twin), as for
+    /// every device; a message naming another patient in PID-3 than the
+    /// first since the association was set is refused (AE). The default.
+    Device,
+    /// Each message's PID-3 (ID number); the readings' device id becomes
+    /// `<id>/<bed>` (PV1-3, else OBX-18): a central station's feed of
+    /// several beds.
+    Pid,
 }
 
 /// `[device.hl7_tcp]`: a monitor or central station that pushes HL7 v2
@@ -82,6 +106,9 @@ pub struct Hl7TcpConfig {
     /// Extra OBX-3 code mappings, as for the serial `hl7` driver.
     #[serde(default)]
     pub code_map: Option<PathBuf>,
+    /// Where readings take their patient from; see [`Hl7PatientFrom`].
+    #[serde(default)]
+    pub patient_from: Option<Hl7PatientFrom>,
     /// A message whose readings are not committed within this time gets
     /// `AE` (the sender resends it). Default `10s`.
     #[serde(default = "default_ack_timeout", with = "units::duration")]
@@ -204,8 +231,10 @@ pub(crate) fn validate(prefix: &str, s: &SerialDeviceConfig) -> Vec<(String, Str
             }
         }
     }
-    if s.code_map.is_some() && s.driver.trim() != "hl7" {
-        errs.push((key("code_map"), "code_map is for the hl7 driver only; remove it or set driver = \"hl7\"".into()));
+    for (k, set) in [("code_map", s.code_map.is_some()), ("ack", s.ack.is_some()), ("patient_from", s.patient_from.is_some())] {
+        if set && s.driver.trim() != "hl7" {
+            errs.push((key(k), format!("{k} is for the hl7 driver only; remove it or set driver = \"hl7\"")));
+        }
     }
     errs
 }

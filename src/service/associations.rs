@@ -42,6 +42,16 @@ pub struct Associations {
     /// Live changes, as saved; its lock also serialises writes of the file.
     live: Mutex<BTreeMap<String, LiveAssociation>>,
     file: Option<PathBuf>,
+    /// `<id>/` of each HL7 device whose patients come from the messages'
+    /// PID-3 (`patient_from = "pid"`): its beds' readings carry the patient
+    /// the message names, which no association may replace.
+    from_messages: Vec<String>,
+}
+
+/// Whether a device takes its patients from HL7 PID-3.
+fn patients_from_messages(d: &crate::config::DeviceConfig) -> bool {
+    use crate::config::serial::Hl7PatientFrom;
+    d.serial.as_ref().and_then(|s| s.patient_from).or(d.hl7_tcp.as_ref().and_then(|h| h.patient_from)) == Some(Hl7PatientFrom::Pid)
 }
 
 impl Associations {
@@ -69,18 +79,33 @@ impl Associations {
                 Err(e) => tracing::warn!("cannot read {} ({e}); using the config's associations", f.display()),
             }
         }
-        Associations { map: RwLock::new(map), live: Mutex::new(live), file }
+        let from_messages = devices.iter().filter(|d| patients_from_messages(d)).map(|d| format!("{}/", d.id)).collect();
+        Associations { map: RwLock::new(map), live: Mutex::new(live), file, from_messages }
     }
 
     /// Stamps a reading with the association in force for its device. A device
     /// this map does not know (a BLE device whose id came from its Device
     /// Information) keeps what its adapter set from the config; a known device
     /// always gets the map's answer, so a change made through the twin wins
-    /// over the config.
+    /// over the config. A bed of an HL7 feed whose patients come from PID-3
+    /// (`<id>/<bed>`) keeps the patient its message named.
     pub fn stamp(&self, r: &mut crate::model::Reading) {
+        if self.is_from_messages(&r.device_id) {
+            return;
+        }
         if let Some(p) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&r.device_id) {
             r.patient_id = p.clone();
         }
+    }
+
+    fn is_from_messages(&self, device_id: &str) -> bool {
+        self.from_messages.iter().any(|p| device_id.starts_with(p.as_str()))
+    }
+
+    /// The patient in force for a device (`Some(None)`: known, no patient;
+    /// `None`: a device this map does not know).
+    pub fn patient_of(&self, device_id: &str) -> Option<Option<String>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned()
     }
 
     /// The live association saved for a device, with its twin version.
@@ -92,10 +117,18 @@ impl Associations {
     /// properties at `twin_version`, and persists it. Returns `Ok(false)`
     /// when the change is refused because the association in force came from
     /// a newer twin version (or from a known version while this change has
-    /// none), or when it names the patient already in force. An equal
+    /// none), when it names the patient already in force, or for a bed of an
+    /// HL7 feed whose patients come from PID-3 (`<id>/<bed>`). An equal
     /// version is accepted (the same twin document applied again). Errors: the file could not be
     /// written (the change is in force anyway).
     pub fn set(&self, device_id: &str, patient_id: Option<String>, twin_version: Option<u64>) -> std::io::Result<bool> {
+        if self.is_from_messages(device_id) {
+            tracing::info!(
+                "ignored an association for device {}: it is a bed of an HL7 feed whose patients come from the messages (PID-3)",
+                crate::redact::device(device_id)
+            );
+            return Ok(false);
+        }
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(prev) = live.get(device_id) {
             let older = match (twin_version, prev.twin_version) {
@@ -171,6 +204,27 @@ mod tests {
         let mut r = reading("Acme-SN1", Some("P-config"));
         again.stamp(&mut r);
         assert_eq!(r.patient_id, None);
+    }
+
+    /// Issue 13: the beds of an HL7 feed with `patient_from = "pid"` keep the
+    /// patient their message named; no association (config, twin) replaces it.
+    #[test]
+    fn a_bed_of_a_pid_feed_keeps_the_patient_its_message_named() {
+        let cfg: crate::config::Config = toml::from_str(
+            "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n[[device]]\nid = \"central-1\"\nkind = \"bedside_monitor\"\n\
+             [device.hl7_tcp]\nlisten = \"127.0.0.1:2575\"\npatient_from = \"pid\"\n[sink.stdout]\n",
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a = Associations::load(&cfg.devices, Some(dir.path()));
+        assert!(!a.set("central-1/ICU-12", Some("P-twin".into()), Some(3)).unwrap(), "refused");
+        let mut r = reading("central-1/ICU-12", Some("P-12"));
+        a.stamp(&mut r);
+        assert_eq!(r.patient_id.as_deref(), Some("P-12"));
+        // The feed's own id is an ordinary device.
+        assert!(a.set("central-1", Some("P-twin".into()), Some(4)).unwrap());
+        assert_eq!(a.patient_of("central-1"), Some(Some("P-twin".into())));
+        assert_eq!(a.patient_of("central-1/ICU-12"), None);
     }
 
     fn saved(dir: &Path) -> serde_json::Value {

@@ -141,8 +141,13 @@ impl GatewayControl for GatewayHandle {
     /// A change from an older twin version than the association in force is
     /// refused by [`Associations::set`] (and logged there).
     fn set_patient(&self, device_id: &str, patient_id: Option<&str>, twin_version: Option<u64>) {
+        let before = self.associations.patient_of(device_id);
         if let Err(e) = self.associations.set(device_id, patient_id.map(str::to_string), twin_version) {
             tracing::error!("cannot persist the new patient association: {e}");
+        }
+        // The HL7 right-patient guard starts over when the patient changes.
+        if self.associations.patient_of(device_id) != before {
+            self.registry.association_changed(device_id);
         }
     }
 

@@ -12,7 +12,12 @@
 //!    init bytes;
 //! 2. read: every chunk goes to the decoder with its arrival time (gateway
 //!    UTC); each record's readings go to the outbox, each bad input is counted
-//!    in the registry (`inputErrors`) and logged once per open port;
+//!    in the registry (`inputErrors`) and logged once per open port. The
+//!    `hl7` driver instead cuts messages ([`super::hl7::Hl7Framer`]) and hands
+//!    each to the same intake as the TCP listener ([`super::intake`]: patient
+//!    rules, outbox, commit); an MLLP-framed message is answered on the port
+//!    with its ACK (`AA` only after its readings are committed) unless the
+//!    device says `ack = false`;
 //! 3. quiet for `quiet_timeout`: a `silent` event, the init bytes again;
 //!    idle for [`super::IDLE_GAP`]: [`super::Decoder::idle`] (ends a bare HL7
 //!    message); every `poll_interval`: the poll bytes;
@@ -22,11 +27,14 @@
 //!    the port is reopened by path with backoff until the node is back (use
 //!    the stable `/dev/serial/by-id/...` link: udev recreates it on replug).
 
+use super::framing::mllp_wrap;
+use super::hl7::{FramedOut, Hl7Framer, PatientFrom};
+use super::intake::Hl7Intake;
 use super::link::{Link, Step};
 use super::profile::{FlowControl, Parity, PortSettings};
-use super::{BadInput, Decoded, Driver, IDLE_GAP};
+use super::{BadInput, Decoded, Decoder, Driver, IDLE_GAP};
 use crate::adapters::{Adapter, AdapterContext, OutboxClosed};
-use crate::config::serial::{parse_hex_bytes, SerialDeviceConfig, SerialFlowControl, SerialParity};
+use crate::config::serial::{parse_hex_bytes, Hl7PatientFrom, SerialDeviceConfig, SerialFlowControl, SerialParity};
 use crate::config::DeviceConfig;
 use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
@@ -40,6 +48,20 @@ use tokio_serial::{SerialPort, SerialPortBuilderExt};
 /// A write (init, poll bytes) that cannot complete in this time is dropped:
 /// with hardware flow control a monitor that is off never lets it through.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An HL7 message whose readings are not committed within this time is
+/// answered `AE` (the sender resends it); the TCP listener's default
+/// `ack_timeout`.
+pub const HL7_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The config's `patient_from` as the driver's option (default: the device's
+/// association).
+pub fn patient_from(p: Option<Hl7PatientFrom>) -> PatientFrom {
+    match p {
+        Some(Hl7PatientFrom::Pid) => PatientFrom::Pid,
+        Some(Hl7PatientFrom::Device) | None => PatientFrom::Device,
+    }
+}
 
 /// One configured serial device, resolved: driver loaded, settings merged.
 #[derive(Debug, Clone)]
@@ -58,6 +80,8 @@ pub struct SerialDevice {
     pub reopen_max: Duration,
     pub init: Option<Vec<u8>>,
     pub poll: Option<(Vec<u8>, Duration)>,
+    /// `hl7` only: answer MLLP-framed messages with an ACK on the port.
+    pub ack: bool,
 }
 
 /// Loads the driver a `[device.serial]` table names and merges its line
@@ -65,6 +89,14 @@ pub struct SerialDevice {
 /// as `driver` or `code_map`, and a sentence that says how to fix it).
 pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &SerialDeviceConfig) -> Result<SerialDevice, (String, String)> {
     let mut driver = Driver::by_name(s.driver.trim()).map_err(|e| ("driver".to_string(), e.to_string()))?;
+    for (k, set) in [("ack", s.ack.is_some()), ("patient_from", s.patient_from.is_some())] {
+        if set && !matches!(driver, Driver::Hl7(_)) {
+            return Err((k.into(), format!("{k} is for the hl7 driver only")));
+        }
+    }
+    if let Driver::Hl7(opts) = &mut driver {
+        opts.patient_from = patient_from(s.patient_from);
+    }
     if let Some(path) = &s.code_map {
         let Driver::Hl7(opts) = &driver else {
             return Err(("code_map".into(), "code_map is for the hl7 driver only".into()));
@@ -128,6 +160,7 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
         reopen_max: s.reopen_max,
         init,
         poll,
+        ack: s.ack.unwrap_or(true),
     })
 }
 
@@ -185,6 +218,68 @@ struct Run<'a> {
     /// Failed DTR/RTS settings and writes (logged once per device: the
     /// episode never ends).
     control_failed: Episode,
+    /// `hl7` driver: the message intake (shared with the TCP listener's code).
+    intake: Option<Hl7Intake>,
+}
+
+/// What reads a port: a decoder, or (`hl7`) the framer whose messages go to
+/// the intake.
+enum Reader {
+    Decoder(Box<dyn Decoder>),
+    Hl7(Hl7Framer),
+}
+
+/// What a [`Reader`] produced.
+enum Input {
+    Records(Decoded),
+    Hl7(FramedOut),
+}
+
+impl Reader {
+    fn push(&mut self, bytes: &[u8], arrival: chrono::DateTime<chrono::Utc>) -> Input {
+        match self {
+            Reader::Decoder(d) => {
+                let mut out = Vec::new();
+                d.push(bytes, arrival, &mut out);
+                Input::Records(out)
+            }
+            Reader::Hl7(f) => {
+                let mut out = Vec::new();
+                f.push(bytes, &mut out);
+                Input::Hl7(out)
+            }
+        }
+    }
+
+    fn abort(&mut self, arrival: chrono::DateTime<chrono::Utc>) -> Input {
+        match self {
+            Reader::Decoder(d) => {
+                let mut out = Vec::new();
+                d.abort(arrival, &mut out);
+                Input::Records(out)
+            }
+            Reader::Hl7(f) => {
+                let mut out = Vec::new();
+                f.abort(&mut out);
+                Input::Hl7(out)
+            }
+        }
+    }
+
+    fn idle(&mut self, arrival: chrono::DateTime<chrono::Utc>) -> Input {
+        match self {
+            Reader::Decoder(d) => {
+                let mut out = Vec::new();
+                d.idle(arrival, &mut out);
+                Input::Records(out)
+            }
+            Reader::Hl7(f) => {
+                let mut out = Vec::new();
+                f.idle(&mut out);
+                Input::Hl7(out)
+            }
+        }
+    }
 }
 
 impl Run<'_> {
@@ -192,7 +287,12 @@ impl Run<'_> {
         for s in steps {
             match s {
                 Step::Event(e) => self.event(e).await?,
-                Step::State(st) => self.ctx.registry.set_state(&self.dev.id, st),
+                Step::State(st) => {
+                    self.ctx.registry.set_state(&self.dev.id, st);
+                    if let Some(i) = &self.intake {
+                        i.set_beds_state(&self.ctx.registry, st);
+                    }
+                }
                 Step::Warn(m) => tracing::warn!(device = %redact::device(&self.dev.id), "{m}"),
                 Step::Info(m) => tracing::info!(device = %redact::device(&self.dev.id), "{m}"),
             }
@@ -226,6 +326,40 @@ impl Run<'_> {
                     self.ctx.registry.input_error(&self.dev.id);
                     self.bad(&e);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands what a reader produced on: records to the outbox, HL7 messages
+    /// to the intake (answering MLLP-framed ones on the port), bad input to
+    /// the counts.
+    async fn input(&mut self, port: &mut tokio_serial::SerialStream, input: Input) -> Result<(), OutboxClosed> {
+        let framed = match input {
+            Input::Records(out) => return self.decoded(out).await,
+            Input::Hl7(framed) => framed,
+        };
+        let Some(intake) = &self.intake else { return Ok(()) };
+        for item in framed {
+            match item {
+                Ok(m) => {
+                    let answer_it = self.dev.ack && m.mllp;
+                    let answer = intake.message(self.ctx, &m.bytes, answer_it.then_some(HL7_ACK_TIMEOUT)).await;
+                    if answer_it {
+                        let ack = mllp_wrap(answer.ack.as_bytes());
+                        let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, port.write_all(&ack)).await, Ok(Ok(())));
+                        if !ok && self.control_failed.occurred() {
+                            tracing::warn!(
+                                device = %redact::device(&self.dev.id),
+                                "serial: could not send an HL7 ACK within {WRITE_TIMEOUT:?}; the monitor will resend its message (logged once)"
+                            );
+                        }
+                    }
+                    if answer.stopping {
+                        return Err(OutboxClosed);
+                    }
+                }
+                Err(e) => intake.bad(&self.ctx.registry, &e.to_string(), e.kind()),
             }
         }
         Ok(())
@@ -283,6 +417,10 @@ impl Adapter for SerialAdapter {
             times: DistinctTimes::new(),
             bad_input: Episode::default(),
             control_failed: Episode::default(),
+            intake: match &dev.driver {
+                Driver::Hl7(o) => Some(Hl7Intake::new(&dev.id, dev.patient_id.clone(), o.clone(), "serial HL7")),
+                _ => None,
+            },
         };
         while !ctx.shutdown.is_cancelled() {
             let delay = match builder(dev).open_native_async() {
@@ -333,7 +471,13 @@ async fn session(run: &mut Run<'_>, mut port: tokio_serial::SerialStream) -> Res
         }
     }
     run.bad_input.end();
-    let mut decoder = dev.driver.decoder(&dev.id);
+    let mut reader = match (&dev.driver, &run.intake) {
+        (Driver::Hl7(o), Some(intake)) => {
+            intake.end_bad_input();
+            Reader::Hl7(Hl7Framer::new(o.framing, o.max_length))
+        }
+        _ => Reader::Decoder(dev.driver.decoder(&dev.id)),
+    };
     if let Some(init) = &dev.init {
         run.write(&mut port, init, "init").await;
     }
@@ -362,24 +506,21 @@ async fn session(run: &mut Run<'_>, mut port: tokio_serial::SerialStream) -> Res
                         let arrival = crate::model::time::now_ms();
                         let steps = run.link.data(Instant::now());
                         run.steps(steps).await?;
-                        let mut out = Vec::new();
-                        decoder.push(&buf[..n], arrival, &mut out);
-                        run.decoded(out).await?;
+                        let input = reader.push(&buf[..n], arrival);
+                        run.input(&mut port, input).await?;
                         idle_at = Some(tokio::time::Instant::now() + IDLE_GAP);
                         continue;
                     }
                     Err(e) => e.to_string(),
                 };
-                let mut out = Vec::new();
-                decoder.abort(crate::model::time::now_ms(), &mut out);
-                run.decoded(out).await?;
+                let input = reader.abort(crate::model::time::now_ms());
+                run.input(&mut port, input).await?;
                 return Ok(Ended::Lost(why));
             }
             _ = tokio::time::sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {
                 idle_at = None;
-                let mut out = Vec::new();
-                decoder.idle(crate::model::time::now_ms(), &mut out);
-                run.decoded(out).await?;
+                let input = reader.idle(crate::model::time::now_ms());
+                run.input(&mut port, input).await?;
             }
             _ = tokio::time::sleep_until(quiet_at) => {
                 let steps = run.link.quiet(Instant::now());

@@ -100,11 +100,14 @@ pub struct Hl7Options {
     pub max_length: usize,
     /// Extra codes, tried before [`MDC_CODES`].
     pub codes: Vec<CodeMapping>,
+    /// Where the readings' patient comes from (the adapters apply it; the
+    /// decoder itself never sets a patient).
+    pub patient_from: PatientFrom,
 }
 
 impl Default for Hl7Options {
     fn default() -> Hl7Options {
-        Hl7Options { framing: Hl7Framing::Auto, max_length: 1 << 20, codes: Vec::new() }
+        Hl7Options { framing: Hl7Framing::Auto, max_length: 1 << 20, codes: Vec::new(), patient_from: PatientFrom::Device }
     }
 }
 
@@ -491,6 +494,206 @@ pub fn decode_message(message: &[u8], opts: &Hl7Options, device_id: &str, arriva
     Ok(rec)
 }
 
+/// Where a message's readings take their patient from (`patient_from` in
+/// the device's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PatientFrom {
+    /// The device's patient association (config `patient_id` or the twin),
+    /// as for every other device; a message naming another patient in PID-3
+    /// than the first one since the association was set is refused
+    /// ([`PatientGuard`]).
+    #[default]
+    Device,
+    /// Each message's PID-3; the readings' device id is the device's id plus
+    /// the bed ([`Routing::location`], [`bed_device_id`]). For a central
+    /// station's feed of several beds.
+    Pid,
+}
+
+/// One patient identifier from PID-3 (HL7 v2.6 chapter 3, PID-3 "Patient
+/// Identifier List", data type CX, chapter 2A): CX.1 the ID number, CX.4 the
+/// assigning authority (data type HD: its subcomponents as sent, unescaped,
+/// joined with `&`), CX.5 the identifier type code (`MR`: medical record
+/// number, table 0203). Patient data: never log it above debug.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientIdent {
+    pub id: String,
+    pub authority: String,
+    pub id_type: String,
+}
+
+impl PatientIdent {
+    /// The same patient: the same ID number from the same assigning
+    /// authority (the type code is not compared).
+    pub fn same_patient(&self, other: &PatientIdent) -> bool {
+        self.id == other.id && self.authority == other.authority
+    }
+
+    /// `id` or `id^^^authority`, for hashing into logs ([`crate::redact::patient`]).
+    pub fn key(&self) -> String {
+        if self.authority.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{}^^^{}", self.id, self.authority)
+        }
+    }
+}
+
+/// Who and where a message is about: PID-3 and the bed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Routing {
+    /// From PID-3: the repetition whose CX.5 is `MR` (medical record number),
+    /// else the first repetition with a CX.1; `None` without a PID segment or
+    /// an ID number in PID-3.
+    pub patient: Option<PatientIdent>,
+    /// The bed: PV1-3 "Assigned Patient Location" (data type PL: point of
+    /// care, room, bed; the parts sent, each part's subcomponents joined,
+    /// parts joined with `-`), else the first OBX-18 "Equipment Instance
+    /// Identifier" (EI.1); `None` when neither is sent. Raw text, unescaped.
+    pub location: Option<String>,
+}
+
+/// Splits one field into repetitions, components and subcomponents, and
+/// unescapes each piece (after splitting, so an escaped separator such as
+/// `\S\` stays text and does not split).
+fn field_parts(field: &str, h: &Header) -> Vec<Vec<Vec<String>>> {
+    field
+        .split(h.repetition())
+        .map(|rep| rep.split(h.component()).map(|c| c.split(h.subcomponent()).map(|s| unescape(s, h)).collect()).collect())
+        .collect()
+}
+
+/// Finds PID-3, PV1-3 and OBX-18 of a message (see [`Routing`]). Errors:
+/// what [`header`] refuses (AR), and a message whose PID segments name more
+/// than one patient (AR: one ORU^R01 may carry several patients' results,
+/// HL7 v2.6 chapter 7 `PATIENT_RESULT` groups; the gateway takes one patient
+/// per message, so their readings cannot be mixed up).
+pub fn routing(message: &[u8]) -> Result<Routing, Hl7Error> {
+    let h = header(message)?;
+    let text = String::from_utf8_lossy(message);
+    let mut patients: Vec<PatientIdent> = Vec::new();
+    let mut pv1_location: Option<String> = None;
+    let mut equipment: Option<String> = None;
+    for seg in segments(&text) {
+        let fields: Vec<&str> = seg.split(h.field_sep).collect();
+        let f = |n: usize| fields.get(n).copied().unwrap_or("");
+        match fields.first().copied() {
+            Some("PID") => {
+                let reps = field_parts(f(3), &h);
+                let cx: Vec<PatientIdent> = reps
+                    .iter()
+                    .map(|comps| {
+                        let part = |n: usize| comps.get(n).map(|s| s.join("&")).unwrap_or_default();
+                        PatientIdent { id: part(0).trim().to_string(), authority: part(3).trim().to_string(), id_type: part(4).trim().to_string() }
+                    })
+                    .filter(|c| !c.id.is_empty())
+                    .collect();
+                let chosen = cx.iter().find(|c| c.id_type.eq_ignore_ascii_case("MR")).or_else(|| cx.first()).cloned();
+                if let Some(p) = chosen {
+                    if !patients.iter().any(|q| q.same_patient(&p)) {
+                        patients.push(p);
+                    }
+                }
+            }
+            Some("PV1") if pv1_location.is_none() => {
+                let reps = field_parts(f(3), &h);
+                let parts: Vec<String> = reps
+                    .first()
+                    .map(|comps| {
+                        comps
+                            .iter()
+                            .take(3)
+                            .map(|subs| subs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-"))
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                pv1_location = Some(parts.join("-")).filter(|s| !s.is_empty());
+            }
+            Some("OBX") if equipment.is_none() => {
+                let reps = field_parts(f(18), &h);
+                equipment = reps.first().and_then(|c| c.first()).map(|s| s.join("&").trim().to_string()).filter(|s| !s.is_empty());
+            }
+            _ => {}
+        }
+    }
+    if patients.len() > 1 {
+        return Err(Hl7Error {
+            code: AckCode::AR,
+            reason: format!("the message carries results of {} patients (PID segments); send one patient per message", patients.len()),
+        });
+    }
+    Ok(Routing { patient: patients.pop(), location: pv1_location.or(equipment) })
+}
+
+/// The device id of one bed of a feed whose patients come from PID-3:
+/// `<device id>/<bed>`, the bed made safe for an id (letters, digits, `-`,
+/// `_`, `.`, `:` kept; anything else becomes `_`). Errors (AE): the id would
+/// be longer than 128 bytes (the limit of every device id, as an Azure IoT
+/// Hub device id's).
+pub fn bed_device_id(device_id: &str, location: &str) -> Result<String, Hl7Error> {
+    let bed: String = location.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') { c } else { '_' }).collect();
+    let id = format!("{device_id}/{bed}");
+    if id.len() > 128 {
+        return Err(Hl7Error {
+            code: AckCode::AE,
+            reason: format!("the bed location makes the device id {} bytes long; at most 128 (shorten the location sent in PV1-3)", id.len()),
+        });
+    }
+    Ok(id)
+}
+
+/// What [`PatientGuard::check`] decided about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardVerdict {
+    /// Store it: no PID-3, or the patient already charted.
+    Accept,
+    /// Store it: the first patient named since the association was set; from
+    /// now on only this patient is accepted.
+    Learned,
+    /// Refuse it (AE): it names another patient than `charted`.
+    Other { charted: PatientIdent },
+}
+
+/// The right-patient guard of a device whose readings carry its patient
+/// association ([`PatientFrom::Device`]): the PID-3 of the first message
+/// after the association was set or changed is remembered, and a later
+/// message naming a **different** patient is refused, so a monitor that was
+/// given to the next patient (or a multi-bed feed) is not charted on the
+/// associated one. A message without PID-3 is accepted (many monitors send
+/// no patient). Pure: the caller passes the association's epoch (it changes
+/// at every change of the device's association; see
+/// [`crate::adapters::DeviceRegistry::association_epoch`]).
+#[derive(Debug, Clone, Default)]
+pub struct PatientGuard {
+    epoch: Option<u64>,
+    first: Option<PatientIdent>,
+}
+
+impl PatientGuard {
+    pub fn new() -> PatientGuard {
+        PatientGuard::default()
+    }
+
+    /// Decides about a message naming `patient` (its PID-3) while the
+    /// device's association is at `epoch`.
+    pub fn check(&mut self, epoch: u64, patient: Option<&PatientIdent>) -> GuardVerdict {
+        if self.epoch != Some(epoch) {
+            self.epoch = Some(epoch);
+            self.first = None;
+        }
+        match (patient, &self.first) {
+            (None, _) => GuardVerdict::Accept,
+            (Some(p), None) => {
+                self.first = Some(p.clone());
+                GuardVerdict::Learned
+            }
+            (Some(p), Some(f)) if f.same_patient(p) => GuardVerdict::Accept,
+            (Some(_), Some(f)) => GuardVerdict::Other { charted: f.clone() },
+        }
+    }
+}
+
 /// Time of one observation: (time, deviceTime, flags). See the module docs.
 fn timing(text: &str, msh_zone: Option<FixedOffset>, arrival: DateTime<Utc>) -> (DateTime<Utc>, Option<DeviceTime>, Vec<Flag>) {
     let Some((local, zone)) = parse_dtm(text) else {
@@ -581,6 +784,20 @@ pub fn build_ack(original: Option<&Header>, code: AckCode, reason: Option<&str>,
     format!("{msh}\r{}\r", msa.join(&fs.to_string()))
 }
 
+/// One HL7 message cut from a byte stream (without MLLP bytes), and whether
+/// it came in an MLLP block. Only an MLLP block has an end the sender marked
+/// (`0x1C 0x0D`), so only it is answered with an ACK on a serial line; a bare
+/// message ends where the next one starts or after an idle gap, which a
+/// sender waiting for its ACK would never produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framed {
+    pub bytes: Vec<u8>,
+    pub mllp: bool,
+}
+
+/// Output of [`Hl7Framer`]: messages, or counted bad input.
+pub type FramedOut = Vec<Result<Framed, BadInput>>;
+
 #[derive(Debug, Clone)]
 enum Mode {
     Undecided,
@@ -588,30 +805,45 @@ enum Mode {
     Bare { line: Vec<u8>, message: Vec<u8>, noise: usize, too_long: bool },
 }
 
-/// A [`Decoder`] for HL7 over a byte stream (serial port, TCP, a file).
+fn bare() -> Mode {
+    Mode::Bare { line: Vec::new(), message: Vec::new(), noise: 0, too_long: false }
+}
+
+/// Cuts HL7 messages from a byte stream: MLLP blocks or bare segments
+/// ([`Hl7Framing`]). With [`Hl7Framing::Auto`] the stream is taken for MLLP
+/// when its first byte that is not whitespace is `0x0B`, else for bare
+/// segments until a `0x0B` arrives: a port opened in the middle of an MLLP
+/// stream (the tail of a block first) still finds the blocks, and their ACKs.
+/// Pure: bytes in, messages out; the serial adapter uses it directly (it
+/// answers each MLLP message), [`Hl7Decoder`] decodes what it cuts.
 #[derive(Debug, Clone)]
-pub struct Hl7Decoder {
-    opts: Hl7Options,
-    device_id: String,
+pub struct Hl7Framer {
+    max_length: usize,
+    auto: bool,
     mode: Mode,
 }
 
-impl Hl7Decoder {
-    pub fn new(opts: Hl7Options, device_id: &str) -> Hl7Decoder {
-        let mode = match opts.framing {
+impl Hl7Framer {
+    pub fn new(framing: Hl7Framing, max_length: usize) -> Hl7Framer {
+        let mode = match framing {
             Hl7Framing::Auto => Mode::Undecided,
-            Hl7Framing::Mllp => Mode::Mllp(MllpFramer::new(opts.max_length)),
-            Hl7Framing::Bare => Mode::Bare { line: Vec::new(), message: Vec::new(), noise: 0, too_long: false },
+            Hl7Framing::Mllp => Mode::Mllp(MllpFramer::new(max_length)),
+            Hl7Framing::Bare => bare(),
         };
-        Hl7Decoder { opts, device_id: device_id.to_string(), mode }
+        Hl7Framer { max_length, auto: framing == Hl7Framing::Auto, mode }
     }
 
-    fn decode(&self, msg: &[u8], arrival: DateTime<Utc>, out: &mut Decoded) {
-        out.push(decode_message(msg, &self.opts, &self.device_id, arrival).map_err(BadInput::from));
+    fn mllp_frames(f: &mut MllpFramer, bytes: &[u8], out: &mut FramedOut) {
+        let mut frames = Vec::new();
+        f.push(bytes, &mut frames);
+        out.extend(frames.into_iter().map(|fr| fr.map(|bytes| Framed { bytes, mllp: true })));
     }
 
-    fn bare_line(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
-        let max = self.opts.max_length;
+    /// Ends the current bare line: a line starting with `MSH` ends the message
+    /// before it (and starts the next), other lines join the message or, with
+    /// no message open, are noise.
+    fn bare_line(&mut self, out: &mut FramedOut) {
+        let max = self.max_length;
         let Mode::Bare { line, message, noise, too_long } = &mut self.mode else { return };
         let l = std::mem::take(line);
         let trimmed = String::from_utf8_lossy(&l);
@@ -645,44 +877,56 @@ impl Hl7Decoder {
             }
         }
         if let Some(m) = done {
-            self.decode(&m, arrival, out);
+            out.push(Ok(Framed { bytes: m, mllp: false }));
         }
     }
-}
 
-impl Decoder for Hl7Decoder {
-    fn push(&mut self, bytes: &[u8], arrival: DateTime<Utc>, out: &mut Decoded) {
+    /// End of a bare stream: the line, noise and message still pending.
+    fn end_bare(&mut self, out: &mut FramedOut) {
+        self.bare_line(out);
+        if let Mode::Bare { message, noise, too_long, .. } = &mut self.mode {
+            if *noise > 0 {
+                out.push(Err(BadInput::Noise { bytes: *noise }));
+                *noise = 0;
+            }
+            if *too_long {
+                out.push(Err(BadInput::TooLong { max: self.max_length }));
+                *too_long = false;
+            }
+            let m = std::mem::take(message);
+            if !m.is_empty() {
+                out.push(Ok(Framed { bytes: m, mllp: false }));
+            }
+        }
+    }
+
+    /// Feeds bytes; appends the messages (and bad input) they completed.
+    pub fn push(&mut self, bytes: &[u8], out: &mut FramedOut) {
         let mut rest = bytes;
         if let Mode::Undecided = self.mode {
             let Some(first) = rest.iter().position(|b| !b.is_ascii_whitespace()) else { return };
-            self.mode = if rest[first] == super::framing::MLLP_START {
-                Mode::Mllp(MllpFramer::new(self.opts.max_length))
-            } else {
-                Mode::Bare { line: Vec::new(), message: Vec::new(), noise: 0, too_long: false }
-            };
+            self.mode = if rest[first] == super::framing::MLLP_START { Mode::Mllp(MllpFramer::new(self.max_length)) } else { bare() };
             rest = &rest[first..];
         }
         match &mut self.mode {
-            Mode::Mllp(f) => {
-                let mut frames = Vec::new();
-                f.push(rest, &mut frames);
-                for fr in frames {
-                    match fr {
-                        Ok(m) => self.decode(&m, arrival, out),
-                        Err(e) => out.push(Err(e)),
-                    }
-                }
-            }
+            Mode::Mllp(f) => Self::mllp_frames(f, rest, out),
             Mode::Bare { .. } => {
-                for &b in rest {
-                    // MLLP block bytes never occur in HL7 text: a stream taken
-                    // for bare segments (noise before its first 0x0B) still
-                    // splits right.
+                for (i, &b) in rest.iter().enumerate() {
+                    if b == super::framing::MLLP_START && self.auto {
+                        // An MLLP sender after all (the port was opened in
+                        // the middle of a block): what came before ends here.
+                        self.end_bare(out);
+                        let mut f = MllpFramer::new(self.max_length);
+                        Self::mllp_frames(&mut f, &rest[i..], out);
+                        self.mode = Mode::Mllp(f);
+                        return;
+                    }
+                    // MLLP block bytes never occur in HL7 text: they end a line.
                     if matches!(b, b'\r' | b'\n' | super::framing::MLLP_START | super::framing::MLLP_END) {
-                        self.bare_line(arrival, out);
+                        self.bare_line(out);
                     } else if let Mode::Bare { line, .. } = &mut self.mode {
                         // A line longer than a message cannot belong to one.
-                        if line.len() <= self.opts.max_length {
+                        if line.len() <= self.max_length {
                             line.push(b);
                         }
                     }
@@ -692,49 +936,30 @@ impl Decoder for Hl7Decoder {
         }
     }
 
-    fn finish(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+    /// End of input: an MLLP block still open is reported cut; a bare
+    /// message is complete (end of a file) and is returned.
+    pub fn finish(&mut self, out: &mut FramedOut) {
         match &mut self.mode {
             Mode::Mllp(f) => {
                 let mut frames = Vec::new();
                 f.finish(&mut frames);
-                for fr in frames {
-                    match fr {
-                        Ok(m) => self.decode(&m, arrival, out),
-                        Err(e) => out.push(Err(e)),
-                    }
-                }
+                out.extend(frames.into_iter().map(|fr| fr.map(|bytes| Framed { bytes, mllp: true })));
             }
-            Mode::Bare { .. } => {
-                self.bare_line(arrival, out);
-                if let Mode::Bare { message, noise, too_long, .. } = &mut self.mode {
-                    if *noise > 0 {
-                        out.push(Err(BadInput::Noise { bytes: *noise }));
-                        *noise = 0;
-                    }
-                    if *too_long {
-                        out.push(Err(BadInput::TooLong { max: self.opts.max_length }));
-                        *too_long = false;
-                    }
-                    let m = std::mem::take(message);
-                    if !m.is_empty() {
-                        self.decode(&m, arrival, out);
-                    }
-                }
-            }
+            Mode::Bare { .. } => self.end_bare(out),
             Mode::Undecided => {}
         }
     }
 
-    /// Like `finish`, except that a bare message is never decoded: its last
-    /// segment, or whole segments after it, may be missing.
-    fn abort(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+    /// The stream broke: like `finish`, except that a bare message is never
+    /// returned (its last segment, or whole segments after it, may be missing).
+    pub fn abort(&mut self, out: &mut FramedOut) {
         match &mut self.mode {
             Mode::Bare { line, message, noise, too_long } => {
                 if *noise > 0 {
                     out.push(Err(BadInput::Noise { bytes: *noise }));
                 }
                 if *too_long {
-                    out.push(Err(BadInput::TooLong { max: self.opts.max_length }));
+                    out.push(Err(BadInput::TooLong { max: self.max_length }));
                 }
                 if !message.is_empty() || (!line.is_empty() && !String::from_utf8_lossy(line).trim().is_empty()) {
                     out.push(Err(BadInput::Truncated("the stream broke inside a bare HL7 message".into())));
@@ -744,18 +969,70 @@ impl Decoder for Hl7Decoder {
                 *noise = 0;
                 *too_long = false;
             }
-            _ => self.finish(arrival, out),
+            _ => self.finish(out),
         }
+    }
+
+    /// The line has been idle: ends a bare message whose last segment was
+    /// ended (no partial line pending); one whose last segment is still open
+    /// keeps waiting.
+    pub fn idle(&mut self, out: &mut FramedOut) {
+        if let Mode::Bare { line, message, .. } = &mut self.mode {
+            if line.is_empty() && !message.is_empty() {
+                out.push(Ok(Framed { bytes: std::mem::take(message), mllp: false }));
+            }
+        }
+    }
+}
+
+/// A [`Decoder`] for HL7 over a byte stream (serial port, TCP, a file): an
+/// [`Hl7Framer`] whose messages are decoded with [`decode_message`].
+#[derive(Debug, Clone)]
+pub struct Hl7Decoder {
+    opts: Hl7Options,
+    device_id: String,
+    framer: Hl7Framer,
+}
+
+impl Hl7Decoder {
+    pub fn new(opts: Hl7Options, device_id: &str) -> Hl7Decoder {
+        let framer = Hl7Framer::new(opts.framing, opts.max_length);
+        Hl7Decoder { opts, device_id: device_id.to_string(), framer }
+    }
+
+    fn decode(&self, framed: FramedOut, arrival: DateTime<Utc>, out: &mut Decoded) {
+        for f in framed {
+            out.push(f.and_then(|m| decode_message(&m.bytes, &self.opts, &self.device_id, arrival).map_err(BadInput::from)));
+        }
+    }
+}
+
+impl Decoder for Hl7Decoder {
+    fn push(&mut self, bytes: &[u8], arrival: DateTime<Utc>, out: &mut Decoded) {
+        let mut framed = Vec::new();
+        self.framer.push(bytes, &mut framed);
+        self.decode(framed, arrival, out);
+    }
+
+    fn finish(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+        let mut framed = Vec::new();
+        self.framer.finish(&mut framed);
+        self.decode(framed, arrival, out);
+    }
+
+    /// Like `finish`, except that a bare message is never decoded: its last
+    /// segment, or whole segments after it, may be missing.
+    fn abort(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
+        let mut framed = Vec::new();
+        self.framer.abort(&mut framed);
+        self.decode(framed, arrival, out);
     }
 
     /// Ends a bare message whose last segment was ended (no partial line
     /// pending); a message whose last segment is still open keeps waiting.
     fn idle(&mut self, arrival: DateTime<Utc>, out: &mut Decoded) {
-        if let Mode::Bare { line, message, .. } = &mut self.mode {
-            if line.is_empty() && !message.is_empty() {
-                let m = std::mem::take(message);
-                self.decode(&m, arrival, out);
-            }
-        }
+        let mut framed = Vec::new();
+        self.framer.idle(&mut framed);
+        self.decode(framed, arrival, out);
     }
 }

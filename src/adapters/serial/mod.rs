@@ -18,7 +18,8 @@
 //!   chunks, noise between records, over-long lines, resynchronisation).
 //! - [`profile`]: the profile type, its validation at load, and the engine that
 //!   turns one line into a [`Record`].
-//! - [`hl7`]: ORU^R01 parser and the ACK builder.
+//! - [`hl7`]: ORU^R01 parser, PID-3/PV1-3 routing, the right-patient guard
+//!   and the ACK builder.
 //! - [`nonin`]: DF2, DF7, DF8 decoders and the format-select command.
 //!
 //! Every decoder implements [`Decoder`]: feed it byte chunks as they arrive,
@@ -30,6 +31,9 @@
 //!   profile's line settings and the device's overrides, feeds the decoder,
 //!   sends init/poll bytes, and acts on what [`link`] decides.
 //! - [`tcp`]: the HL7 TCP (MLLP) listener, ACK after commit.
+//! - [`intake`]: one HL7 message to stored readings and its ACK (patient from
+//!   the device's association with a right-patient guard, or from PID-3 per
+//!   bed), shared by the serial adapter and the TCP listener.
 //!
 //! Time rule (docs/message-format.md, "Times"): a live line is timed by the
 //! gateway on arrival (UTC) and the monitor's own clock, when the line carries
@@ -41,11 +45,14 @@ pub mod adapter;
 pub mod capture;
 pub mod framing;
 pub mod hl7;
+pub mod intake;
 pub mod link;
 pub mod nonin;
 pub mod profile;
 pub mod tcp;
 
+#[cfg(test)]
+mod patient_tests;
 #[cfg(test)]
 mod tests;
 
