@@ -105,7 +105,7 @@ async fn drain(dir: &Path, sink: Arc<dyn Sink>, n: u64, devices: u64) -> (f64, u
         gateway_id: "bench-gw".into(),
         batching: LiveBatching::new(fc.batch_max_readings, Duration::from_millis(fc.batch_max_age_ms)),
         batch_max_bytes: fc.batch_max_bytes.bytes() as usize,
-        retry: iomt_edge::forwarder::backoff::Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) },
+        retry: iomt_edge::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter(),
         auth_retry: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(1),
         idle_tick: iomt_edge::forwarder::IDLE_TICK,

@@ -24,6 +24,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("redact", 0),
     ("logging", 0),
     ("health", 0),
+    // One retry delay policy for every stage that reconnects or retries.
+    ("backoff", 0),
     // The configuration's types (they use `model` and `logging`).
     ("config", 1),
     // Stages that only know the model and the config. `medtech` (the offline

@@ -16,6 +16,7 @@
 //! when an import goes up or sideways.
 
 pub mod adapters;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod forwarder;

@@ -71,7 +71,7 @@ pub fn anyhow_chain(e: &anyhow::Error) -> String {
 /// silent) told once per episode: the first occurrence is logged at warn or
 /// error, repeats at debug, and the end of the episode at info with how many
 /// repeats it had and how long it lasted.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Episode {
     since: Option<Instant>,
     repeats: u64,
@@ -112,6 +112,34 @@ impl Episode {
     }
 }
 
+/// An [`Episode`] that tasks share (a sink's sends run concurrently): the
+/// same calls through `&self`. Only one caller is told that an episode began,
+/// and only one that it ended.
+#[derive(Debug, Default)]
+pub struct SharedEpisode(std::sync::Mutex<Episode>);
+
+impl SharedEpisode {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Episode> {
+        // An Episode is two plain fields, valid after any panic.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Episode::occurred`].
+    pub fn occurred(&self) -> bool {
+        self.lock().occurred()
+    }
+
+    /// [`Episode::is_open`].
+    pub fn is_open(&self) -> bool {
+        self.lock().is_open()
+    }
+
+    /// [`Episode::end`].
+    pub fn end(&self) -> Option<EpisodeEnd> {
+        self.lock().end()
+    }
+}
+
 impl std::fmt::Display for EpisodeEnd {
     /// "after 3 more failures in 12s"
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,6 +169,22 @@ mod tests {
         assert!(end.to_string().starts_with("after 2 more failures in "), "{end}");
         assert!(e.occurred(), "a new episode is logged again");
         assert_eq!(e.end().unwrap().repeats, 0);
+    }
+
+    #[test]
+    fn a_shared_episode_tells_one_of_many_tasks() {
+        let e = std::sync::Arc::new(SharedEpisode::default());
+        let firsts: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8).map(|_| s.spawn(|| (0..100).filter(|_| e.occurred()).count())).collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        assert_eq!(firsts, 1, "800 failures in one episode: one first");
+        assert!(e.is_open());
+        let end = e.end().unwrap();
+        assert_eq!(end.repeats, 799);
+        assert!(!e.is_open());
+        assert_eq!(e.end(), None, "only one caller is told it ended");
+        assert!(e.occurred(), "the next failure starts a new episode");
     }
 
     #[test]

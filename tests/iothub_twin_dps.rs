@@ -121,7 +121,7 @@ async fn dps_with_an_unknown_group_key_is_refused() {
 async fn twin_is_fetched_when_the_session_connected_first() {
     use iomt_edge::sinks::iothub::connection_string::ConnectionString;
     use iomt_edge::sinks::iothub::desired::DesiredStore;
-    use iomt_edge::sinks::iothub::session::{FixedIdentity, Identity, LinkState, Session, SessionOptions, TransportKind};
+    use iomt_edge::sinks::iothub::session::{FixedIdentity, HubSession, Identity, MqttLinkState, SessionOptions, TransportKind};
     use iomt_edge::sinks::iothub::{tls, twin, SimpleControl};
     use std::sync::Arc;
 
@@ -139,9 +139,9 @@ async fn twin_is_fetched_when_the_session_connected_first() {
         max_in_flight: 8,
         tuning: fast_tuning(),
     };
-    let session = Arc::new(Session::start(opts, Arc::new(FixedIdentity(id))));
+    let session = Arc::new(HubSession::start(opts, Arc::new(FixedIdentity(id))));
     let mut state = session.state();
-    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| matches!(s, LinkState::Connected { .. })))
+    tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| matches!(s, MqttLinkState::Connected { .. })))
         .await
         .expect("session connects")
         .unwrap();

@@ -137,7 +137,7 @@ async fn forward(dir: &Path, n: u64) -> anyhow::Result<(f64, f64)> {
             gateway_id: "bench".into(),
             batching: LiveBatching::new(500, Duration::from_secs(1)),
             batch_max_bytes: 64 * 1024,
-            retry: crate::forwarder::backoff::Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) },
+            retry: crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter(),
             auth_retry: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             idle_tick: crate::forwarder::IDLE_TICK,

@@ -18,19 +18,19 @@
 //! batches in flight (with a group commit when one is open), calls the sink,
 //! and acknowledges.
 
-pub mod backoff;
 pub mod batcher;
 
+use crate::backoff::Backoff;
 use crate::health::Health;
+use crate::logging::{Episode, SharedEpisode};
 use crate::model::{Message, Reading};
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox};
 use crate::sinks::{Sink, SinkError};
-use backoff::Backoff;
 use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -116,7 +116,7 @@ impl ForwarderSettings {
             gateway_id: c.gateway.id.clone(),
             batching: LiveBatching::new(f.batch_max_readings, Duration::from_millis(f.batch_max_age_ms)),
             batch_max_bytes: f.batch_max_bytes.bytes() as usize,
-            retry: Backoff { initial: Duration::from_millis(f.retry_initial_ms), max: Duration::from_millis(f.retry_max_ms) },
+            retry: Backoff::new(Duration::from_millis(f.retry_initial_ms), Duration::from_millis(f.retry_max_ms)).with_jitter(),
             auth_retry: Duration::from_millis(f.auth_retry_ms),
             shutdown_grace: Duration::from_secs(5),
             idle_tick: IDLE_TICK,
@@ -134,13 +134,13 @@ pub struct ForwarderStats {
     /// exceed the destination's limit (this life; the outbox counts what it
     /// holds).
     pub dead_lettered_readings: AtomicU64,
-    /// True while sends are failing (one log line per episode).
-    pub failing: AtomicBool,
-    /// True while the destination refuses the credentials (an auth episode:
+    /// Open while sends are failing (one log line per episode).
+    pub failing: SharedEpisode,
+    /// Open while the destination refuses the credentials (an auth episode:
     /// from the first 401/403 to the next delivery). Apart from `failing`,
     /// so a refusal always gets its own error line, even in an episode that
     /// began with a reset or a timeout.
-    pub auth_failing: AtomicBool,
+    pub auth_failing: SharedEpisode,
     /// The last delivery error, in words, while failing.
     pub last_error: std::sync::Mutex<Option<String>>,
 }
@@ -189,11 +189,11 @@ impl Forwarder {
     /// Batches that were in flight are resent under their ids, so the worst
     /// case is a duplicate with the same message id, never a lost reading.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) };
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).with_jitter();
         let mut failures = 0u32;
         // A salvage that keeps failing is logged once until one succeeds or the
         // pipeline runs a minute without error.
-        let mut salvage_failed_logged = false;
+        let mut salvage_failing = Episode::default();
         loop {
             let started = Instant::now();
             let err = match self.run_once(&shutdown).await {
@@ -203,7 +203,7 @@ impl Forwarder {
             // A minute of work since the last error: this is a new episode.
             if started.elapsed() >= Duration::from_secs(60) {
                 failures = 0;
-                salvage_failed_logged = false;
+                salvage_failing.end();
             }
             failures += 1;
             let damaged = err.downcast_ref::<crate::outbox::OutboxError>().is_some_and(|e| e.is_damage());
@@ -216,7 +216,7 @@ impl Forwarder {
                 let outbox = self.outbox.clone();
                 match tokio::task::spawn_blocking(move || outbox.repair()).await {
                     Ok(Ok(_report)) => {
-                        salvage_failed_logged = false;
+                        salvage_failing.end();
                         // repair() logged what it salvaged; start over at once
                         // (after a wait if repairs keep coming back).
                         if failures < 3 {
@@ -224,7 +224,7 @@ impl Forwarder {
                         }
                     }
                     Ok(Err(e)) => {
-                        if !std::mem::replace(&mut salvage_failed_logged, true) {
+                        if salvage_failing.occurred() {
                             tracing::error!("the outbox is damaged and salvaging it failed ({e}); readings stay where they are, retrying (logged once until it works)");
                         } else {
                             tracing::debug!("salvaging the outbox failed again: {e}");
@@ -232,7 +232,7 @@ impl Forwarder {
                         stuck = true;
                     }
                     Err(e) => {
-                        if !std::mem::replace(&mut salvage_failed_logged, true) {
+                        if salvage_failing.occurred() {
                             tracing::error!("the outbox is damaged and the salvage task failed ({e}); retrying (logged once until it works)");
                         } else {
                             tracing::debug!("the salvage task failed again: {e}");
@@ -507,8 +507,8 @@ impl Forwarder {
                 };
                 let err = match result {
                     Ok(()) => {
-                        stats.auth_failing.store(false, Ordering::Relaxed);
-                        if stats.failing.swap(false, Ordering::Relaxed) {
+                        stats.auth_failing.end();
+                        if stats.failing.end().is_some() {
                             tracing::info!("delivery to {} works again", sink.name());
                             if let Ok(mut e) = stats.last_error.lock() {
                                 *e = None;
@@ -530,8 +530,8 @@ impl Forwarder {
                     // Once per auth episode, whatever failed before it: the
                     // operator has something to fix. `what` names what to
                     // check (the sink's text for its kind of credential).
-                    stats.failing.store(true, Ordering::Relaxed);
-                    if !stats.auth_failing.swap(true, Ordering::Relaxed) {
+                    stats.failing.occurred();
+                    if stats.auth_failing.occurred() {
                         tracing::error!(
                             "{} refused the gateway's credentials: {what}; readings stay in the outbox, retrying every {:.1} s (logged once until a delivery works)",
                             sink.name(),
@@ -540,7 +540,7 @@ impl Forwarder {
                     } else {
                         tracing::debug!("delivery to {} refused again: {err}", sink.name());
                     }
-                } else if !stats.failing.swap(true, Ordering::Relaxed) {
+                } else if stats.failing.occurred() {
                     tracing::warn!(
                         "delivery to {} failed: {err}; readings stay in the outbox and are retried (next try in {:.1} s)",
                         sink.name(),

@@ -49,7 +49,7 @@ fn settings() -> ForwarderSettings {
         gateway_id: "gw".into(),
         batching: LiveBatching::new(50, Duration::from_millis(20)),
         batch_max_bytes: 64 * 1024,
-        retry: Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(20) },
+        retry: Backoff::new(Duration::from_millis(5), Duration::from_millis(20)).with_jitter(),
         auth_retry: Duration::from_millis(30),
         shutdown_grace: Duration::from_secs(2),
         idle_tick: IDLE_TICK,
@@ -393,7 +393,7 @@ async fn an_auth_failure_is_always_said_once_per_auth_episode() {
     assert_eq!(auth_lines.len(), 1, "one line per auth episode:\n{logs}");
     assert!(auth_lines[0].contains("ERROR") && auth_lines[0].contains("check the key name and key"), "{logs}");
     assert!(logs.contains("connection reset by peer"), "the episode's first failure is still said: {logs}");
-    assert!(!stats.auth_failing.load(Ordering::Relaxed), "a delivery ends the auth episode");
+    assert!(!stats.auth_failing.is_open(), "a delivery ends the auth episode");
 
     // A new episode after the delivery: said again.
     let rs = fill(&ob, 1, 1);

@@ -128,7 +128,7 @@ impl Committer {
         let (rec_tx, mut rec_rx) = mpsc::channel::<RecordRequest>(64);
         let group_sync = GroupSync { tx: rec_tx, opened };
         let handle = tokio::spawn(async move {
-            let mut failing_since: Option<u64> = None;
+            let mut failing = crate::logging::Episode::default();
             let mut dropping = 0u64;
             let mut slots = SeriesSlots::new(chrono::Utc::now());
             let mut waiting: Vec<RecordRequest> = Vec::new();
@@ -236,8 +236,8 @@ impl Committer {
                         records = Arc::new(Vec::new());
                         match res.map(|done| done.appended) {
                             Ok(outcome) => {
-                                if let Some(n) = failing_since.take() {
-                                    tracing::warn!("outbox writes work again after {n} failed attempts; nothing was lost");
+                                if let Some(end) = failing.end() {
+                                    tracing::warn!("outbox writes work again after {} failed attempts; nothing was lost", end.repeats + 1);
                                 }
                                 if outcome.dropped_oldest > 0 {
                                     if dropping == 0 {
@@ -270,15 +270,13 @@ impl Committer {
                             Err(_) if group.is_empty() => break,
                             Err(e) => {
                                 attempt += 1;
-                                let n = failing_since.get_or_insert(0);
-                                *n += 1;
-                                if *n == 1 {
+                                if failing.occurred() {
                                     tracing::error!(
                                         "cannot store readings in the outbox ({e}); holding {} readings in memory and retrying until it works again",
                                         group.len()
                                     );
                                 }
-                                let delay = Duration::from_millis((100u64 << attempt.min(6)).min(5000));
+                                let delay = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).delay(attempt);
                                 tokio::time::sleep(delay).await;
                             }
                         }

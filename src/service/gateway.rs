@@ -118,7 +118,7 @@ impl GatewayHandle {
             delivered,
             self.sink_name()
         );
-        if self.forwarder.failing.load(Ordering::Relaxed) {
+        if self.forwarder.failing.is_open() {
             line.push_str(", delivery failing (retrying)");
         }
         line

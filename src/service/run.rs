@@ -8,6 +8,7 @@ use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
 use crate::config::Config;
 use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats};
 use crate::health::Health;
+use crate::logging::Episode;
 use crate::model::{DeviceEvent, Reading};
 use crate::outbox::committer::{CommitHooks, CommitReport, Committer};
 use crate::outbox::Outbox;
@@ -64,7 +65,7 @@ pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> an
         return Ok(Arc::new(crate::sinks::stdout::StdoutSink::new(o.pretty)));
     }
     if let Some(h) = &s.iothub {
-        return crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await;
+        return Ok(crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await?);
     }
     if let Some(h) = &s.eventhubs {
         return crate::sinks::eventhubs::build(h).await;
@@ -264,7 +265,7 @@ async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationTo
     let health_limit = watchdog.map(|w| (w.as_millis() as u64 / 2).max(2000)).unwrap_or(HEALTH_LIMIT_WITHOUT_WATCHDOG_MS);
     let mut tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(TICK_WITHOUT_WATCHDOG).max(TICK_MIN));
     let mut last_expire = tokio::time::Instant::now();
-    let mut unhealthy_logged = false;
+    let mut unhealthy = Episode::default();
     let gateway = r.gateway.clone();
     loop {
         tokio::select! {
@@ -300,10 +301,9 @@ async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationTo
                     r.status.write(&gateway, true);
                 }
                 match r.health.check(health_limit) {
-                    Ok(()) => { notify::watchdog(); unhealthy_logged = false; }
-                    Err(why) => if !unhealthy_logged {
+                    Ok(()) => { notify::watchdog(); unhealthy.end(); }
+                    Err(why) => if unhealthy.occurred() {
                         tracing::error!("not feeding the watchdog: {why}");
-                        unhealthy_logged = true;
                     }
                 }
                 if last_expire.elapsed() >= EXPIRE_EVERY {

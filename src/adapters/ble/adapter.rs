@@ -23,8 +23,10 @@
 use super::gatt::{self, Characteristic, Decoded, Decoding};
 use crate::adapters::device_clock::{GatewayZone, TimeContext};
 use crate::adapters::{Adapter, AdapterContext, LinkState};
+use crate::backoff::Backoff;
 use crate::config::ble::BleDeviceConfig;
 use crate::config::DeviceConfig;
+use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
 use anyhow::Context;
@@ -43,7 +45,10 @@ use uuid::Uuid;
 /// Connections one controller holds reliably (a Pi 3B+ refuses around the 9th-10th).
 pub const MAX_CONNECTED: usize = 7;
 
+/// First reconnect delay; doubles up to the device's `reconnect_max`.
 const BACKOFF_START: Duration = Duration::from_millis(500);
+/// Cap of the delay between attempts to rebuild the btleplug manager.
+const REBUILD_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const LINK_POLL: Duration = Duration::from_millis(500);
@@ -206,17 +211,19 @@ struct DeviceRun {
     dev: BleDevice,
     /// The id readings carry; settled after the first Device Information read.
     device_id: String,
-    backoff: Duration,
+    backoff: Backoff,
     connect_failures: u32,
     /// Last battery level sent, to drop BlueZ's duplicate battery notifications.
     last_battery: Option<u8>,
-    /// Malformed notifications seen (all counted in the registry; logged once).
-    bad_logged: bool,
-    /// Values with bytes the decoder could not use (counted; logged once).
-    extra_logged: bool,
-    /// A silence was logged and the device has sent nothing since: a device
-    /// that connects and stays silent is logged once, not at every reconnect.
-    silent_logged: bool,
+    /// Malformed notifications (all counted in the registry; logged once per
+    /// device: the episode never ends).
+    bad_values: Episode,
+    /// Values with bytes the decoder could not use (counted; logged once per
+    /// device).
+    extra_bytes: Episode,
+    /// Open from a logged silence until the device sends data: a device that
+    /// connects and stays silent is logged once, not at every reconnect.
+    silent: Episode,
     /// Device clock minus gateway UTC (s), measured on the latest live
     /// timestamped value; converts the device's stored measurements to UTC.
     clock_offset: Option<i64>,
@@ -226,8 +233,9 @@ struct DeviceRun {
     times: DistinctTimes,
 }
 
-/// What a session shares with its device tasks.
-struct Session {
+/// One life of the btleplug manager and its Bluetooth controller (until
+/// bluetoothd goes away), shared by the device tasks.
+struct ControllerSession {
     adapter: BtAdapter,
     /// The BlueZ object path of the controller (`/org/bluez/hci0`).
     adapter_path: String,
@@ -265,15 +273,16 @@ impl Adapter for BleAdapter {
                     _ => dev.alias.clone(),
                 };
                 ctx.registry.register(&device_id);
+                let backoff = Backoff::new(BACKOFF_START, dev.config.reconnect_max.max(BACKOFF_START));
                 DeviceRun {
                     dev,
                     device_id,
-                    backoff: BACKOFF_START,
+                    backoff,
                     connect_failures: 0,
                     last_battery: None,
-                    bad_logged: false,
-                    extra_logged: false,
-                    silent_logged: false,
+                    bad_values: Episode::default(),
+                    extra_bytes: Episode::default(),
+                    silent: Episode::default(),
                     clock_offset: None,
                     streaming: false,
                     times: DistinctTimes::new(),
@@ -287,31 +296,29 @@ impl Adapter for BleAdapter {
             s
         };
         let connections = Arc::new(Semaphore::new(MAX_CONNECTED));
-        let mut rebuild_backoff = BACKOFF_START;
-        let mut said_down = false;
+        let mut rebuild_backoff = Backoff::new(BACKOFF_START, REBUILD_MAX);
+        // Open from a failure to use bluetoothd until it answers again.
+        let mut bluetoothd_down = Episode::default();
         while !ctx.shutdown.is_cancelled() {
             let session = match open_session(&services, connections.clone(), ctx.shutdown.child_token()).await {
                 Ok(s) => {
-                    if said_down {
+                    if bluetoothd_down.end().is_some() {
                         tracing::info!("BLE: bluetoothd is back; rescanning");
                     }
-                    said_down = false;
-                    rebuild_backoff = BACKOFF_START;
+                    rebuild_backoff.reset();
                     Arc::new(s)
                 }
                 Err(e) => {
-                    if !said_down {
+                    if bluetoothd_down.occurred() {
                         tracing::warn!("BLE: cannot use bluetoothd ({e:#}); retrying");
-                        said_down = true;
                     }
                     for r in &runs {
                         ctx.registry.set_state(&r.device_id, LinkState::Lost);
                     }
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(rebuild_backoff) => {}
+                        _ = tokio::time::sleep(rebuild_backoff.next_delay()) => {}
                     }
-                    rebuild_backoff = (rebuild_backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
@@ -341,14 +348,14 @@ impl Adapter for BleAdapter {
             }
             if !ctx.shutdown.is_cancelled() {
                 tracing::warn!("BLE: lost bluetoothd; rebuilding the btleplug manager");
-                said_down = true;
+                bluetoothd_down.occurred();
             }
         }
         Ok(())
     }
 }
 
-async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: CancellationToken) -> anyhow::Result<Session> {
+async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: CancellationToken) -> anyhow::Result<ControllerSession> {
     MANAGER_CREATED.store(true, Ordering::SeqCst);
     let manager = tokio::time::timeout(CALL_TIMEOUT, Manager::new()).await.context("D-Bus connect timed out")??;
     let adapter = tokio::time::timeout(CALL_TIMEOUT, manager.adapters())
@@ -360,7 +367,7 @@ async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: Ca
     let info = tokio::time::timeout(CALL_TIMEOUT, adapter.adapter_info()).await.context("adapter info timed out")??;
     let name = info.split_whitespace().next().unwrap_or("hci0").to_string();
     tokio::time::timeout(CALL_TIMEOUT, adapter.start_scan(ScanFilter { services: services.to_vec() })).await.context("start_scan timed out")??;
-    Ok(Session {
+    Ok(ControllerSession {
         adapter,
         adapter_path: format!("/org/bluez/{name}"),
         claimed: Mutex::new(HashSet::new()),
@@ -386,7 +393,7 @@ enum Ended {
     Lost,
 }
 
-async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterContext) -> DeviceRun {
+async fn device_loop(mut run: DeviceRun, session: Arc<ControllerSession>, ctx: AdapterContext) -> DeviceRun {
     loop {
         if session.cancel.is_cancelled() {
             return run;
@@ -401,7 +408,7 @@ async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterCont
                 return run;
             }
             Ended::Lost => {
-                run.backoff = BACKOFF_START;
+                run.backoff.reset();
                 run.connect_failures = 0;
             }
             Ended::Failed(why) => {
@@ -411,9 +418,8 @@ async fn device_loop(mut run: DeviceRun, session: Arc<Session>, ctx: AdapterCont
         ctx.registry.set_state(&run.device_id, LinkState::Lost);
         tokio::select! {
             _ = session.cancel.cancelled() => return run,
-            _ = tokio::time::sleep(run.backoff) => {}
+            _ = tokio::time::sleep(run.backoff.next_delay()) => {}
         }
-        run.backoff = run.backoff.saturating_mul(2).min(run.dev.config.reconnect_max.max(BACKOFF_START));
     }
 }
 
@@ -428,7 +434,7 @@ fn matches(dev: &BleDevice, props: &btleplug::api::PeripheralProperties) -> bool
 }
 
 /// Finds an unclaimed peripheral for this device; claims its address.
-async fn find(run: &DeviceRun, session: &Session) -> Result<Option<(Peripheral, String)>, btleplug::Error> {
+async fn find(run: &DeviceRun, session: &ControllerSession) -> Result<Option<(Peripheral, String)>, btleplug::Error> {
     let peripherals = match tokio::time::timeout(CALL_TIMEOUT, session.adapter.peripherals()).await {
         Ok(r) => r?,
         Err(_) => return Ok(None),
@@ -448,7 +454,7 @@ async fn find(run: &DeviceRun, session: &Session) -> Result<Option<(Peripheral, 
 }
 
 struct Claim<'a> {
-    session: &'a Session,
+    session: &'a ControllerSession,
     addr: String,
 }
 
@@ -473,7 +479,7 @@ async fn event(ctx: &AdapterContext, run: &mut DeviceRun, e: DeviceEvent) -> Res
 }
 
 /// One find -> connect -> stream cycle.
-async fn attempt(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext) -> Ended {
+async fn attempt(run: &mut DeviceRun, session: &ControllerSession, ctx: &AdapterContext) -> Ended {
     // Scanning: wait until the device shows up.
     let (peripheral, addr) = loop {
         match find(run, session).await {
@@ -520,7 +526,7 @@ async fn attempt(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext) -
     }
 }
 
-async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &AdapterContext, p: &Peripheral, addr: &str) -> Ended {
+async fn connect_and_stream(run: &mut DeviceRun, session: &ControllerSession, ctx: &AdapterContext, p: &Peripheral, addr: &str) -> Ended {
     let shown = redact::address(addr);
     // Connect.
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, p.connect()).await;
@@ -653,7 +659,7 @@ async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &Adapte
                 Some(n) => {
                     let Some(c) = Characteristic::from_uuid(&n.uuid) else { continue };
                     last_data = Instant::now();
-                    if std::mem::take(&mut run.silent_logged) {
+                    if run.silent.end().is_some() {
                         tracing::info!(device = %redact::device(&run.device_id), "BLE device sends data again");
                     }
                     if let Err(e) = handle_value(run, ctx, c, &n.value, addr).await {
@@ -663,7 +669,7 @@ async fn connect_and_stream(run: &mut DeviceRun, session: &Session, ctx: &Adapte
                 None => return lost(run, ctx, DeviceEvent::Disconnected).await,
             },
             _ = tokio::time::sleep_until(deadline) => {
-                if !std::mem::replace(&mut run.silent_logged, true) {
+                if run.silent.occurred() {
                     tracing::warn!(
                         device = %redact::device(&run.device_id),
                         "BLE device silent for {silence:?}; reconnecting (logged once until it sends data again)"
@@ -738,8 +744,7 @@ async fn handle_value(run: &mut DeviceRun, ctx: &AdapterContext, c: Characterist
         Ok(Decoding { decoded: d, extra_bytes }) => {
             ctx.registry.value_decoded(&run.device_id, extra_bytes.map(|e| e.count).unwrap_or(0));
             if let Some(extra) = extra_bytes {
-                if !run.extra_logged {
-                    run.extra_logged = true;
+                if run.extra_bytes.occurred() {
                     tracing::warn!(
                         device = %redact::device(&run.device_id),
                         "BLE: {c}: {} byte(s) after the last complete field{} ignored; the complete fields were kept; \
@@ -771,8 +776,7 @@ async fn handle_value(run: &mut DeviceRun, ctx: &AdapterContext, c: Characterist
         }
         Err(e) => {
             ctx.registry.input_error(&run.device_id);
-            if !run.bad_logged {
-                run.bad_logged = true;
+            if run.bad_values.occurred() {
                 tracing::warn!(
                     device = %redact::device(&run.device_id),
                     address = %redact::address(addr),

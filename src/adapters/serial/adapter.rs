@@ -28,6 +28,7 @@ use super::{BadInput, Decoded, Driver, IDLE_GAP};
 use crate::adapters::{Adapter, AdapterContext, OutboxClosed};
 use crate::config::serial::{parse_hex_bytes, SerialDeviceConfig, SerialFlowControl, SerialParity};
 use crate::config::DeviceConfig;
+use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
 use async_trait::async_trait;
@@ -179,10 +180,11 @@ struct Run<'a> {
     ctx: &'a AdapterContext,
     link: Link,
     times: DistinctTimes,
-    /// Bad input was logged since the port was opened.
-    bad_logged: bool,
-    /// A failed DTR/RTS/write was logged (once per device).
-    control_logged: bool,
+    /// Bad input since the port was opened (logged once; reopening ends it).
+    bad_input: Episode,
+    /// Failed DTR/RTS settings and writes (logged once per device: the
+    /// episode never ends).
+    control_failed: Episode,
 }
 
 impl Run<'_> {
@@ -231,7 +233,7 @@ impl Run<'_> {
 
     fn bad(&mut self, e: &BadInput) {
         // The error text may quote the line (vital signs): kind only above debug.
-        if !std::mem::replace(&mut self.bad_logged, true) {
+        if self.bad_input.occurred() {
             tracing::warn!(
                 device = %redact::device(&self.dev.id),
                 "serial: ignoring input the {} driver cannot read ({}); further bad input on this port is only counted \
@@ -245,7 +247,7 @@ impl Run<'_> {
 
     async fn write(&mut self, port: &mut tokio_serial::SerialStream, bytes: &[u8], what: &str) {
         let ok = matches!(tokio::time::timeout(WRITE_TIMEOUT, port.write_all(bytes)).await, Ok(Ok(())));
-        if !ok && !std::mem::replace(&mut self.control_logged, true) {
+        if !ok && self.control_failed.occurred() {
             tracing::warn!(device = %redact::device(&self.dev.id), "serial: could not send the {what} bytes within {WRITE_TIMEOUT:?} (logged once)");
         }
     }
@@ -279,8 +281,8 @@ impl Adapter for SerialAdapter {
             ctx: &ctx,
             link: Link::new(&dev.port.display().to_string(), dev.quiet_timeout, dev.reopen_max),
             times: DistinctTimes::new(),
-            bad_logged: false,
-            control_logged: false,
+            bad_input: Episode::default(),
+            control_failed: Episode::default(),
         };
         while !ctx.shutdown.is_cancelled() {
             let delay = match builder(dev).open_native_async() {
@@ -325,12 +327,12 @@ async fn session(run: &mut Run<'_>, mut port: tokio_serial::SerialStream) -> Res
         let Some(level) = level else { continue };
         let r = if what == "DTR" { port.write_data_terminal_ready(level) } else { port.write_request_to_send(level) };
         if let Err(e) = r {
-            if !std::mem::replace(&mut run.control_logged, true) {
+            if run.control_failed.occurred() {
                 tracing::warn!(device = %redact::device(&dev.id), "serial: cannot set {what} on {} ({e}); reading anyway (logged once)", dev.port.display());
             }
         }
     }
-    run.bad_logged = false;
+    run.bad_input.end();
     let mut decoder = dev.driver.decoder(&dev.id);
     if let Some(init) = &dev.init {
         run.write(&mut port, init, "init").await;

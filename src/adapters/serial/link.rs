@@ -29,6 +29,8 @@
 //! serial devices like BLE ones.
 
 use crate::adapters::LinkState;
+use crate::backoff::Backoff;
+use crate::logging::Episode;
 use crate::model::DeviceEvent;
 use std::time::{Duration, Instant};
 
@@ -54,16 +56,17 @@ pub enum Step {
 pub struct Link {
     port: String,
     quiet: Duration,
-    backoff_max: Duration,
-    backoff: Duration,
+    /// The reopen delays (its `max` is the configured `reopen_max`).
+    backoff: Backoff,
     /// `Some(since)` while the port is open: the time the quiet timer runs from.
     open_since: Option<Instant>,
     streaming: bool,
-    /// The port went away or could not be opened, and that was logged.
-    away_logged: bool,
+    /// Open from when the port went away or could not be opened (logged)
+    /// until it opens again.
+    away: Episode,
     failed_opens: u32,
-    /// A quiet episode was logged and nothing arrived since.
-    quiet_logged: bool,
+    /// Open from a logged quiet time until something arrives.
+    quiet_time: Episode,
 }
 
 impl Link {
@@ -72,13 +75,12 @@ impl Link {
         Link {
             port: port.to_string(),
             quiet,
-            backoff_max: backoff_max.max(BACKOFF_START),
-            backoff: BACKOFF_START,
+            backoff: Backoff::new(BACKOFF_START, backoff_max.max(BACKOFF_START)),
             open_since: None,
             streaming: false,
-            away_logged: false,
+            away: Episode::default(),
             failed_opens: 0,
-            quiet_logged: false,
+            quiet_time: Episode::default(),
         }
     }
 
@@ -90,10 +92,9 @@ impl Link {
     /// The port opened.
     pub fn opened(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = vec![State(LinkState::Connecting)];
-        if self.away_logged {
+        if self.away.end().is_some() {
             steps.push(Info(format!("serial port {} is open again (after {} failed attempt(s)); waiting for data", self.port, self.failed_opens)));
         }
-        self.away_logged = false;
         self.failed_opens = 0;
         self.open_since = Some(now);
         steps
@@ -104,11 +105,11 @@ impl Link {
     pub fn open_failed(&mut self, why: &str) -> (Vec<Step>, Duration) {
         let mut steps = Vec::new();
         self.failed_opens += 1;
-        if !self.away_logged {
-            self.away_logged = true;
+        if self.away.occurred() {
             steps.push(Warn(format!(
                 "cannot open serial port {} ({why}); retrying with backoff up to {:?} (logged once until it opens)",
-                self.port, self.backoff_max
+                self.port,
+                self.backoff.max()
             )));
         }
         (steps, self.next_delay())
@@ -122,11 +123,11 @@ impl Link {
             steps.push(Event(DeviceEvent::Disconnected));
         }
         steps.push(State(LinkState::Lost));
-        if !self.away_logged {
-            self.away_logged = true;
+        if self.away.occurred() {
             steps.push(Warn(format!(
                 "serial port {} went away ({why}); reopening with backoff up to {:?} (logged once until it is back)",
-                self.port, self.backoff_max
+                self.port,
+                self.backoff.max()
             )));
         }
         self.streaming = false;
@@ -137,13 +138,13 @@ impl Link {
     /// Bytes arrived.
     pub fn data(&mut self, now: Instant) -> Vec<Step> {
         self.open_since = Some(now);
-        self.backoff = BACKOFF_START;
+        self.backoff.reset();
         if self.streaming {
             return Vec::new();
         }
         self.streaming = true;
         let mut steps = vec![Event(DeviceEvent::Connected), State(LinkState::Streaming)];
-        if std::mem::take(&mut self.quiet_logged) {
+        if self.quiet_time.end().is_some() {
             steps.push(Info(format!("the monitor on serial port {} sends data again", self.port)));
         }
         steps
@@ -167,8 +168,7 @@ impl Link {
             steps.push(Event(DeviceEvent::Silent));
         }
         steps.push(State(LinkState::Lost));
-        if !self.quiet_logged {
-            self.quiet_logged = true;
+        if self.quiet_time.occurred() {
             steps.push(Warn(format!(
                 "nothing received on serial port {} for {:?}: is the monitor on, connected, and its serial output enabled at the \
                  configured speed? (logged once until it sends data)",
@@ -179,9 +179,7 @@ impl Link {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let d = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.backoff_max);
-        d
+        self.backoff.next_delay()
     }
 }
 

@@ -21,6 +21,7 @@ use super::hl7::{self, AckCode, Hl7Options};
 use crate::adapters::{Adapter, AdapterContext, DeviceRegistry};
 use crate::config::serial::Hl7TcpConfig;
 use crate::config::DeviceConfig;
+use crate::logging::SharedEpisode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
 use async_trait::async_trait;
@@ -75,8 +76,8 @@ struct Shared {
     times: Mutex<DistinctTimes>,
     connections: AtomicUsize,
     acks: AtomicU64,
-    /// Bad input was logged (once per listener).
-    bad_logged: std::sync::atomic::AtomicBool,
+    /// Bad input (logged once per listener: the episode never ends).
+    bad_input: SharedEpisode,
 }
 
 #[async_trait]
@@ -95,7 +96,7 @@ impl Adapter for Hl7TcpAdapter {
             times: Mutex::new(DistinctTimes::new()),
             connections: AtomicUsize::new(0),
             acks: AtomicU64::new(0),
-            bad_logged: Default::default(),
+            bad_input: SharedEpisode::default(),
         });
         loop {
             let (stream, peer) = tokio::select! {
@@ -166,7 +167,7 @@ async fn connection(s: Arc<Shared>, mut stream: tokio::net::TcpStream, peer: Soc
 
 fn bad(s: &Shared, detail: &str, kind: &str) {
     s.ctx.registry.input_error(&s.l.id);
-    if !s.bad_logged.swap(true, Ordering::SeqCst) {
+    if s.bad_input.occurred() {
         tracing::warn!(
             device = %redact::device(&s.l.id),
             "HL7 listener: refused input ({kind}); further bad input is only counted (`iomt-edge status`, INPUT ERRORS)"

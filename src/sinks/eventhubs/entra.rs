@@ -216,11 +216,14 @@ pub struct TokenCache {
     pub last_failure_at: Option<u64>,
 }
 
+/// The wait between token requests that failed.
+const RETRY: crate::backoff::Backoff = crate::backoff::Backoff::new(std::time::Duration::from_secs(2), std::time::Duration::from_secs(300));
+
 impl TokenCache {
-    /// Delay after `n` failures: 2 s doubling to 5 min (no jitter here; the
-    /// caller may add some).
+    /// Delay in seconds after `n` failures: 2 s doubling to 5 min, without
+    /// jitter (a token is asked for rarely; the sends have their own).
     pub fn retry_delay_s(n: u32) -> u64 {
-        (2u64 << n.saturating_sub(1).min(16)).min(300)
+        RETRY.delay(n.saturating_sub(1)).as_secs()
     }
 
     /// What to do at `now`. A token expiring within 30 s is not used (a

@@ -31,6 +31,7 @@ use super::response::{self, AuthKind, SendOutcome, TransportFailure};
 use super::sas::{self, SasToken};
 use crate::config::eventhubs::{EventHubsAuth, EventHubsSinkConfig};
 use crate::config::SecretSource;
+use crate::logging::SharedEpisode;
 use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
 use anyhow::Context;
@@ -99,7 +100,7 @@ impl EventHubsSink {
                     resource,
                     ttl: cfg.token_ttl,
                     current: parking_lot::Mutex::new(None),
-                    read_failed_logged: AtomicBool::new(false),
+                    read_failed: SharedEpisode::default(),
                 });
                 (cs.namespace_host, cs.port, hub, cred)
             }
@@ -342,7 +343,7 @@ struct SasCredential {
     resource: String,
     ttl: Duration,
     current: parking_lot::Mutex<Option<SasToken>>,
-    read_failed_logged: AtomicBool,
+    read_failed: SharedEpisode,
 }
 
 impl SasCredential {
@@ -355,7 +356,7 @@ impl SasCredential {
         }
         match read_connection_string(&self.source) {
             Ok(cs) => {
-                self.read_failed_logged.store(false, Ordering::Relaxed);
+                self.read_failed.end();
                 let t = sas::issue(&self.resource, &cs.key_name, &cs.key, now, self.ttl);
                 counters.tokens.fetch_add(1, Ordering::Relaxed);
                 let v = t.value.clone();
@@ -366,7 +367,7 @@ impl SasCredential {
                 // Renewal due but the key cannot be read now: the old token
                 // serves while it is valid.
                 if let Some(t) = cur.as_ref().filter(|t| now < t.expires_at) {
-                    if !self.read_failed_logged.swap(true, Ordering::Relaxed) {
+                    if self.read_failed.occurred() {
                         tracing::warn!("{e:#}; using the current SAS token until it expires (logged once until the key can be read)");
                     }
                     return Ok(t.value.clone());
@@ -389,7 +390,7 @@ struct EntraCredential {
     invalidate: AtomicBool,
     /// The last failure, returned while waiting to ask again.
     last_error: parking_lot::Mutex<Option<(bool, String)>>,
-    refresh_failed_logged: AtomicBool,
+    refresh_failed: SharedEpisode,
 }
 
 impl EntraCredential {
@@ -420,7 +421,7 @@ impl EntraCredential {
             cache: tokio::sync::Mutex::new(TokenCache::default()),
             invalidate: AtomicBool::new(false),
             last_error: parking_lot::Mutex::new(None),
-            refresh_failed_logged: AtomicBool::new(false),
+            refresh_failed: SharedEpisode::default(),
         })
     }
 
@@ -437,12 +438,12 @@ impl EntraCredential {
                 match self.fetch(now).await {
                     Ok(t) => {
                         counters.tokens.fetch_add(1, Ordering::Relaxed);
-                        self.refresh_failed_logged.store(false, Ordering::Relaxed);
+                        self.refresh_failed.end();
                         cache.succeeded(t);
                     }
                     Err((_, e)) => {
                         cache.failed(now);
-                        if !self.refresh_failed_logged.swap(true, Ordering::Relaxed) {
+                        if self.refresh_failed.occurred() {
                             tracing::warn!("cannot renew the Microsoft Entra ID token for Event Hubs ({e}); the current one is used until shortly before it expires");
                         }
                     }
@@ -627,7 +628,7 @@ mod tests {
             resource: "https://n/v".into(),
             ttl: Duration::from_secs(100),
             current: parking_lot::Mutex::new(None),
-            read_failed_logged: AtomicBool::new(false),
+            read_failed: SharedEpisode::default(),
         };
         let n = EventHubsCounters::default();
         let a = c.authorization(1_000, &n).unwrap();

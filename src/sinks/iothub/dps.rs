@@ -3,10 +3,10 @@
 //! in the state directory and provisions again when the hub refuses it.
 
 use super::connection_string::split_host_port;
+use super::error::IotHubError;
 use super::sas;
-use super::session::{Credential, Identity, IdentityRefused, IdentitySource};
+use super::session::{Credential, Identity, IdentitySource};
 use super::topics::decode_bag;
-use anyhow::{bail, Context};
 use rumqttc::tokio_rustls::rustls::ClientConfig;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde::{Deserialize, Serialize};
@@ -64,11 +64,16 @@ fn parse_response(topic: &str) -> Option<(u16, String, Option<u64>)> {
 }
 
 /// Registers once and returns the assignment.
-pub async fn register(s: &DpsSettings) -> anyhow::Result<Assignment> {
-    tokio::time::timeout(s.timeout, register_inner(s)).await.context("DPS registration timed out")?
+pub async fn register(s: &DpsSettings) -> Result<Assignment, IotHubError> {
+    tokio::time::timeout(s.timeout, register_inner(s)).await.map_err(|e| provisioning(format!("DPS registration timed out: {e}")))?
 }
 
-async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
+/// A provisioning failure with this text.
+fn provisioning(text: impl std::fmt::Display) -> IotHubError {
+    IotHubError::Provisioning(text.to_string())
+}
+
+async fn register_inner(s: &DpsSettings) -> Result<Assignment, IotHubError> {
     let (host, port) = split_host_port(&s.endpoint, 8883);
     let mut o = MqttOptions::new(s.registration_id.clone(), host, port);
     o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(s.tls.clone())));
@@ -85,21 +90,26 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
         let e = match ev.poll().await {
             Ok(e) => e,
             Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
-                break Err(IdentityRefused(format!(
+                break Err(IotHubError::Refused(format!(
                     "DPS refused the registration credentials ({code:?}); check the ID scope, registration id and key"
-                ))
-                .into())
+                )))
             }
-            Err(e) => break Err(anyhow::anyhow!("DPS connection failed: {e}")),
+            Err(e) => break Err(provisioning(format!("DPS connection failed: {e}"))),
         };
         match e {
             Event::Incoming(Incoming::ConnAck(_)) if !subscribed => {
                 subscribed = true;
-                client.subscribe("$dps/registrations/res/#", QoS::AtLeastOnce).await?;
+                client.subscribe("$dps/registrations/res/#", QoS::AtLeastOnce).await.map_err(provisioning)?;
                 let body = serde_json::json!({ "registrationId": s.registration_id });
                 client
-                    .publish(format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}"), QoS::AtLeastOnce, false, serde_json::to_vec(&body)?)
-                    .await?;
+                    .publish(
+                        format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}"),
+                        QoS::AtLeastOnce,
+                        false,
+                        serde_json::to_vec(&body).map_err(provisioning)?,
+                    )
+                    .await
+                    .map_err(provisioning)?;
             }
             Event::Incoming(Incoming::Publish(p)) => {
                 let Some((status, r, retry_after)) = parse_response(&p.topic) else { continue };
@@ -114,8 +124,8 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
                         let st = body.get("status").and_then(|v| v.as_str()).unwrap_or("");
                         if st == "assigned" {
                             let rs = body.get("registrationState").cloned().unwrap_or_default();
-                            let hub = rs.get("assignedHub").and_then(|v| v.as_str()).context("DPS answer lacks assignedHub")?;
-                            let dev = rs.get("deviceId").and_then(|v| v.as_str()).context("DPS answer lacks deviceId")?;
+                            let hub = rs.get("assignedHub").and_then(|v| v.as_str()).ok_or_else(|| provisioning("DPS answer lacks assignedHub"))?;
+                            let dev = rs.get("deviceId").and_then(|v| v.as_str()).ok_or_else(|| provisioning("DPS answer lacks deviceId"))?;
                             break Ok(Assignment {
                                 id_scope: s.id_scope.clone(),
                                 registration_id: s.registration_id.clone(),
@@ -124,12 +134,12 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
                             });
                         }
                         if matches!(st, "failed" | "disabled" | "unassigned") {
-                            break Err(anyhow::anyhow!(
+                            break Err(provisioning(format!(
                                 "DPS registration {st}: {}",
                                 body.get("registrationState").and_then(|r| r.get("errorMessage")).and_then(|m| m.as_str()).unwrap_or("no detail")
-                            ));
+                            )));
                         }
-                        let Some(op) = op else { break Err(anyhow::anyhow!("DPS answer lacks operationId")) };
+                        let Some(op) = op else { break Err(provisioning("DPS answer lacks operationId")) };
                         tokio::time::sleep(wait).await;
                         rid += 1;
                         client
@@ -139,7 +149,8 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
                                 false,
                                 Vec::new(),
                             )
-                            .await?;
+                            .await
+                            .map_err(provisioning)?;
                     }
                     429 | 500..=599 => {
                         tokio::time::sleep(wait).await;
@@ -150,12 +161,16 @@ async fn register_inner(s: &DpsSettings) -> anyhow::Result<Assignment> {
                                 format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}"),
                                 QoS::AtLeastOnce,
                                 false,
-                                serde_json::to_vec(&body)?,
+                                serde_json::to_vec(&body).map_err(provisioning)?,
                             )
-                            .await?;
+                            .await
+                            .map_err(provisioning)?;
                     }
                     other => {
-                        break Err(anyhow::anyhow!("DPS answered {other}: {}", body.get("message").and_then(|m| m.as_str()).unwrap_or("no detail")))
+                        break Err(provisioning(format!(
+                            "DPS answered {other}: {}",
+                            body.get("message").and_then(|m| m.as_str()).unwrap_or("no detail")
+                        )))
                     }
                 }
             }
@@ -188,7 +203,7 @@ pub struct DpsIdentity {
     pub cache_path: PathBuf,
     cached: Mutex<Option<Assignment>>,
     /// A refusal was logged and the hub has not accepted an identity since.
-    rejected_logged: std::sync::atomic::AtomicBool,
+    rejected: crate::logging::SharedEpisode,
 }
 
 impl DpsIdentity {
@@ -219,15 +234,18 @@ impl DpsIdentity {
             default_port,
             cache_path,
             cached: Mutex::new(cached),
-            rejected_logged: Default::default(),
+            rejected: Default::default(),
         }
     }
 
-    fn device_key(&self) -> anyhow::Result<String> {
+    fn device_key(&self) -> Result<String, IotHubError> {
         Ok(match &self.key {
-            KeySource::Individual(s) => s.resolve().context("cannot read the DPS key (sink.iothub.dps.symmetric_key)")?,
+            KeySource::Individual(s) => {
+                s.resolve().map_err(|cause| IotHubError::ReadSecret { what: "the DPS key (sink.iothub.dps.symmetric_key)", cause })?
+            }
             KeySource::Group(s) => {
-                sas::derive_device_key(&s.resolve().context("cannot read the DPS group key (sink.iothub.dps.group_key)")?, &self.registration_id)?
+                let group = s.resolve().map_err(|cause| IotHubError::ReadSecret { what: "the DPS group key (sink.iothub.dps.group_key)", cause })?;
+                sas::derive_device_key(&group, &self.registration_id)?
             }
         })
     }
@@ -240,7 +258,7 @@ impl DpsIdentity {
 
 #[async_trait::async_trait]
 impl IdentitySource for DpsIdentity {
-    async fn current(&self) -> anyhow::Result<Identity> {
+    async fn current(&self) -> Result<Identity, IotHubError> {
         let key = self.device_key()?;
         let a = match self.cached() {
             Some(a) => a,
@@ -256,7 +274,7 @@ impl IdentitySource for DpsIdentity {
                 })
                 .await?;
                 tracing::info!("DPS assigned hub {} as device {}", a.assigned_hub, a.device_id);
-                if let Err(e) = crate::fsutil::write_durable(&self.cache_path, &serde_json::to_vec_pretty(&a)?) {
+                if let Err(e) = crate::fsutil::write_durable(&self.cache_path, &serde_json::to_vec_pretty(&a).map_err(provisioning)?) {
                     tracing::warn!("cannot cache the DPS assignment in {}: {e}", self.cache_path.display());
                 }
                 *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.clone());
@@ -264,7 +282,7 @@ impl IdentitySource for DpsIdentity {
             }
         };
         if a.assigned_hub.is_empty() || a.device_id.is_empty() {
-            bail!("the DPS assignment is incomplete");
+            return Err(provisioning("the DPS assignment is incomplete"));
         }
         let (connect_host, connect_port) = split_host_port(self.gateway_host_name.as_deref().unwrap_or(&a.assigned_hub), self.default_port);
         Ok(Identity {
@@ -278,7 +296,7 @@ impl IdentitySource for DpsIdentity {
     }
 
     async fn rejected(&self) {
-        if !self.rejected_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if self.rejected.occurred() {
             tracing::warn!("the assigned hub refused this identity; provisioning again through DPS (logged once until the hub accepts it)");
         } else {
             tracing::debug!("the assigned hub refused this identity again; provisioning again through DPS");
@@ -288,7 +306,7 @@ impl IdentitySource for DpsIdentity {
     }
 
     fn connected(&self) {
-        self.rejected_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.rejected.end();
     }
 }
 

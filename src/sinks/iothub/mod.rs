@@ -16,6 +16,7 @@ pub mod connection_string;
 pub mod control;
 pub mod desired;
 pub mod dps;
+pub mod error;
 pub mod sas;
 pub mod session;
 pub mod tls;
@@ -28,10 +29,10 @@ use crate::config::iothub::{IotHubSinkConfig, IotHubTransport};
 use crate::config::SecretSource;
 use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
-use anyhow::Context;
 use async_trait::async_trait;
 use connection_string::ConnectionString;
-use session::{Identity, IdentitySource, LinkState, Session, SessionOptions, TransportKind, Tuning};
+pub use error::IotHubError;
+use session::{HubSession, Identity, IdentitySource, MqttLinkState, SessionOptions, TransportKind, Tuning};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +43,14 @@ pub const IOTHUB_MAX_MESSAGE: usize = 256 * 1024;
 /// Room kept for the property bag and topic when telling the forwarder how
 /// large a body may be (system properties, a 128-character id, creation time).
 const BAG_RESERVE: usize = 1024;
+/// How errors name the connection string and its setting.
+const CONNECTION_STRING: &str = "the IoT Hub connection string (sink.iothub.connection_string)";
+
 /// Publishes allowed for twin and method traffic on top of telemetry.
 const CONTROL_SLOTS: usize = 8;
 
 /// Builds the IoT Hub sink for the runtime from its config table.
-pub async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>) -> anyhow::Result<Arc<dyn Sink>> {
+pub async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, IotHubError> {
     Ok(Arc::new(IotHubSink::start(cfg, state_dir, control, Tuning::default())?))
 }
 
@@ -60,9 +64,9 @@ struct ConnStringIdentity {
 
 #[async_trait]
 impl IdentitySource for ConnStringIdentity {
-    async fn current(&self) -> anyhow::Result<Identity> {
-        let raw = self.source.resolve().context("cannot read the IoT Hub connection string (sink.iothub.connection_string)")?;
-        let mut cs = ConnectionString::parse(&raw).context("the IoT Hub connection string (sink.iothub.connection_string) is malformed")?;
+    async fn current(&self) -> Result<Identity, IotHubError> {
+        let raw = self.source.resolve().map_err(|cause| IotHubError::ReadSecret { what: CONNECTION_STRING, cause })?;
+        let mut cs = ConnectionString::parse(&raw).map_err(IotHubError::MalformedConnectionString)?;
         if let Some(g) = &self.gateway {
             cs.gateway_host_name = Some(g.clone());
         }
@@ -72,7 +76,7 @@ impl IdentitySource for ConnStringIdentity {
 
 /// The IoT Hub sink.
 pub struct IotHubSink {
-    session: Arc<Session>,
+    session: Arc<HubSession>,
     window: Semaphore,
     max_in_flight: usize,
     app_props: Vec<(String, String)>,
@@ -82,15 +86,15 @@ pub struct IotHubSink {
     max_body: usize,
     /// A PUBACK timeout was logged and no message was confirmed since: the
     /// concurrent sends that time out with it are logged at debug (one line per episode).
-    ack_timeout_logged: std::sync::atomic::AtomicBool,
+    ack_timeouts: crate::logging::SharedEpisode,
 }
 
 impl IotHubSink {
     /// Starts the session (it connects in the background) and the twin task.
-    pub fn start(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>, tuning: Tuning) -> anyhow::Result<IotHubSink> {
+    pub fn start(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>, tuning: Tuning) -> Result<IotHubSink, IotHubError> {
         let problems = cfg.validate();
         if let Some((k, m)) = problems.first() {
-            anyhow::bail!("sink.iothub.{k}: {m}");
+            return Err(IotHubError::Setting(format!("sink.iothub.{k}: {m}")));
         }
         let client_auth = match (&cfg.cert_file, &cfg.key_file) {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
@@ -105,7 +109,7 @@ impl IotHubSink {
             let key = match (&d.symmetric_key, &d.group_key) {
                 (Some(k), _) => dps::KeySource::Individual(k.clone()),
                 (None, Some(g)) => dps::KeySource::Group(g.clone()),
-                (None, None) => anyhow::bail!("sink.iothub.dps: set symmetric_key or group_key"),
+                (None, None) => return Err(IotHubError::Setting("sink.iothub.dps: set symmetric_key or group_key".into())),
             };
             Arc::new(dps::DpsIdentity::new(
                 d.endpoint.clone(),
@@ -118,10 +122,13 @@ impl IotHubSink {
                 state_dir,
             ))
         } else {
-            let source = cfg.connection_string.clone().context("sink.iothub: set connection_string or [sink.iothub.dps]")?;
+            let source = cfg
+                .connection_string
+                .clone()
+                .ok_or_else(|| IotHubError::Setting("sink.iothub: set connection_string or [sink.iothub.dps]".into()))?;
             // Fail early on a malformed string; later reads happen before each connection.
-            let raw = source.resolve().context("cannot read the IoT Hub connection string (sink.iothub.connection_string)")?;
-            ConnectionString::parse(&raw).context("the IoT Hub connection string (sink.iothub.connection_string) is malformed")?;
+            let raw = source.resolve().map_err(|cause| IotHubError::ReadSecret { what: CONNECTION_STRING, cause })?;
+            ConnectionString::parse(&raw).map_err(IotHubError::MalformedConnectionString)?;
             Arc::new(ConnStringIdentity { source, gateway: cfg.gateway_host_name.clone(), default_port })
         };
         let transport = match cfg.transport {
@@ -137,7 +144,7 @@ impl IotHubSink {
             max_in_flight: max_in_flight + CONTROL_SLOTS,
             tuning: tuning.clone(),
         };
-        let session = Arc::new(Session::start(opts, source));
+        let session = Arc::new(HubSession::start(opts, source));
         let store = Arc::new(desired::DesiredStore::open(state_dir, control.as_ref()));
         let twin_task = tokio::spawn(twin::run(session.clone(), control, store, tuning.report_every));
         let app_props: Vec<(String, String)> = cfg.application_properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -151,12 +158,12 @@ impl IotHubSink {
             connect_wait: tuning.connect_wait,
             twin_task: std::sync::Mutex::new(Some(twin_task)),
             max_body: IOTHUB_MAX_MESSAGE.saturating_sub(BAG_RESERVE + app_len),
-            ack_timeout_logged: Default::default(),
+            ack_timeouts: Default::default(),
         })
     }
 
     /// The MQTT session (for status and tests).
-    pub fn session(&self) -> &Arc<Session> {
+    pub fn session(&self) -> &Arc<HubSession> {
         &self.session
     }
 
@@ -179,7 +186,7 @@ impl IotHubSink {
         let mut rx = self.session.state();
         let res = tokio::time::timeout(self.connect_wait, async {
             loop {
-                if let LinkState::Connected { generation } = *rx.borrow_and_update() {
+                if let MqttLinkState::Connected { generation } = *rx.borrow_and_update() {
                     return Some(generation);
                 }
                 if rx.changed().await.is_err() {
@@ -193,10 +200,10 @@ impl IotHubSink {
         }
         let state = rx.borrow().clone();
         Err(match state {
-            LinkState::Refused { detail } => SinkError::FatalAuth(detail),
-            LinkState::Down { detail, server_closed: true, retry_in } => SinkError::Throttled { retry_after: Some(retry_in), detail },
-            LinkState::Down { detail, .. } => SinkError::Retryable(detail),
-            LinkState::Closed => SinkError::Retryable("the IoT Hub sink is closed".into()),
+            MqttLinkState::Refused { detail } => SinkError::FatalAuth(detail),
+            MqttLinkState::Down { detail, server_closed: true, retry_in } => SinkError::Throttled { retry_after: Some(retry_in), detail },
+            MqttLinkState::Down { detail, .. } => SinkError::Retryable(detail),
+            MqttLinkState::Closed => SinkError::Retryable("the IoT Hub sink is closed".into()),
             _ => SinkError::Retryable("not connected to IoT Hub yet".into()),
         })
     }
@@ -245,14 +252,14 @@ impl Sink for IotHubSink {
             };
             match tokio::time::timeout(self.ack_timeout, rx).await {
                 Ok(Ok(())) => {
-                    self.ack_timeout_logged.store(false, std::sync::atomic::Ordering::Relaxed);
+                    self.ack_timeouts.end();
                     return Ok(());
                 }
                 Ok(Err(_)) => {
                     tracing::debug!("connection ended before the PUBACK of {}; resending", message.message_id);
                 }
                 Err(_) => {
-                    if !self.ack_timeout_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    if self.ack_timeouts.occurred() {
                         tracing::warn!("no PUBACK within {:?}; reconnecting to resend (logged once until the hub confirms again)", self.ack_timeout);
                     } else {
                         tracing::debug!("no PUBACK within {:?}; reconnecting to resend", self.ack_timeout);
@@ -273,15 +280,16 @@ impl Sink for IotHubSink {
 }
 
 /// The proxy of a websocket config, with its credentials read now.
-fn proxy_settings(cfg: &IotHubSinkConfig) -> anyhow::Result<Option<session::ProxySettings>> {
+fn proxy_settings(cfg: &IotHubSinkConfig) -> Result<Option<session::ProxySettings>, IotHubError> {
     let Some(p) = &cfg.proxy else { return Ok(None) };
     let p = p.trim_start_matches("http://").trim_end_matches('/');
     let (host, port) = connection_string::split_host_port(p, 3128);
     let basic_auth = match &cfg.proxy_credentials {
         None => None,
         Some(src) => {
-            let raw = src.resolve().context("cannot read the proxy credentials (sink.iothub.proxy_credentials)")?;
-            let (user, password) = raw.split_once(':').context("the proxy credentials must be `user:password`")?;
+            let raw =
+                src.resolve().map_err(|cause| IotHubError::ReadSecret { what: "the proxy credentials (sink.iothub.proxy_credentials)", cause })?;
+            let (user, password) = raw.split_once(':').ok_or(IotHubError::ProxyCredentials)?;
             Some((user.to_string(), password.to_string()))
         }
     };

@@ -1,7 +1,7 @@
 //! One long-lived MQTT session with IoT Hub over rumqttc.
 //!
 //! As in rumqtt, the event loop runs in its own task apart from the handle
-//! ([`Session`]). The handle publishes with QoS 1 and gets a receiver that
+//! ([`HubSession`]). The handle publishes with QoS 1 and gets a receiver that
 //! resolves when *that* publish's PUBACK arrives: the loop matches
 //! `Outgoing::Publish(pkid)` events (emitted in request order) to the queue of
 //! waiters, then `Incoming::PubAck(pkid)` to the waiter.
@@ -17,8 +17,8 @@
 //! disconnects cleanly and reconnects with a fresh token.
 
 use super::connection_string::ConnectionString;
-use super::sas;
-use rand::Rng;
+use super::error::IotHubError;
+use super::sas::{self, SasError};
 use rumqttc::tokio_rustls::rustls::ClientConfig;
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS};
 use std::collections::{HashMap, VecDeque};
@@ -106,7 +106,7 @@ impl Identity {
     }
 
     /// A password valid until `expiry` (Unix s), or `None` for X.509.
-    pub fn password(&self, expiry: u64) -> anyhow::Result<Option<String>> {
+    pub fn password(&self, expiry: u64) -> Result<Option<String>, SasError> {
         Ok(match &self.credential {
             Credential::Key { key, key_name } => Some(sas::token(key, &self.resource_uri(), expiry, key_name.as_deref())?),
             Credential::Token(t) => Some(t.clone()),
@@ -120,7 +120,7 @@ impl Identity {
 #[async_trait::async_trait]
 pub trait IdentitySource: Send + Sync {
     /// The identity to connect with now.
-    async fn current(&self) -> anyhow::Result<Identity>;
+    async fn current(&self) -> Result<Identity, IotHubError>;
     /// The hub refused the identity: the next `current()` should look again
     /// (re-read the secret, re-provision).
     async fn rejected(&self) {}
@@ -128,18 +128,12 @@ pub trait IdentitySource: Send + Sync {
     fn connected(&self) {}
 }
 
-/// An [`IdentitySource`] error meaning the credentials themselves were
-/// refused (e.g. by DPS): reported as [`LinkState::Refused`] and retried slowly.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct IdentityRefused(pub String);
-
 /// A fixed identity.
 pub struct FixedIdentity(pub Identity);
 
 #[async_trait::async_trait]
 impl IdentitySource for FixedIdentity {
-    async fn current(&self) -> anyhow::Result<Identity> {
+    async fn current(&self) -> Result<Identity, IotHubError> {
         Ok(self.0.clone())
     }
 }
@@ -183,7 +177,7 @@ impl Default for Tuning {
     }
 }
 
-/// Session settings.
+/// Settings of a [`HubSession`].
 #[derive(Clone)]
 pub struct SessionOptions {
     pub transport: TransportKind,
@@ -195,9 +189,10 @@ pub struct SessionOptions {
     pub tuning: Tuning,
 }
 
-/// The connection as the sink sees it.
+/// The state of the MQTT connection to the hub as the sink sees it (not a
+/// device's link: that is `model::status::LinkState`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkState {
+pub enum MqttLinkState {
     /// Trying to connect (first time or after a drop).
     Connecting,
     /// Connected; `generation` counts successful connections.
@@ -232,7 +227,7 @@ struct Window {
 struct Shared {
     client: AsyncClient,
     window: Mutex<Window>,
-    state: watch::Sender<LinkState>,
+    state: watch::Sender<MqttLinkState>,
     closing: AtomicBool,
     wake: Notify,
     identity: Mutex<Option<(String, Option<String>)>>,
@@ -250,22 +245,23 @@ impl Shared {
 #[error("the MQTT request queue is full or closed")]
 pub struct QueueFull;
 
-/// The handle to a session.
-pub struct Session {
+/// The handle to one MQTT session with the IoT Hub (connection, reconnects,
+/// token renewal, in-flight window).
+pub struct HubSession {
     shared: Arc<Shared>,
     incoming: Mutex<Option<mpsc::Receiver<Publish>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl Session {
+impl HubSession {
     /// Starts the session's event loop task; it connects in the background.
-    pub fn start(opts: SessionOptions, source: Arc<dyn IdentitySource>) -> Session {
+    pub fn start(opts: SessionOptions, source: Arc<dyn IdentitySource>) -> HubSession {
         let mut placeholder = MqttOptions::new("pending", "localhost", 8883);
         placeholder.set_inflight(PKID_WINDOW);
         placeholder.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
         let cap = opts.max_in_flight + 64;
         let (client, eventloop) = AsyncClient::new(placeholder, cap);
-        let (state, _) = watch::channel(LinkState::Connecting);
+        let (state, _) = watch::channel(MqttLinkState::Connecting);
         let shared = Arc::new(Shared {
             client,
             window: Mutex::new(Window::default()),
@@ -277,11 +273,11 @@ impl Session {
         });
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(run(shared.clone(), eventloop, opts, source, tx));
-        Session { shared, incoming: Mutex::new(Some(rx)), task: Mutex::new(Some(task)) }
+        HubSession { shared, incoming: Mutex::new(Some(rx)), task: Mutex::new(Some(task)) }
     }
 
     /// Watches the link state.
-    pub fn state(&self) -> watch::Receiver<LinkState> {
+    pub fn state(&self) -> watch::Receiver<MqttLinkState> {
         self.shared.state.subscribe()
     }
 
@@ -322,8 +318,8 @@ impl Session {
     pub fn force_reconnect(&self, generation: u64) {
         let mut done = false;
         self.shared.state.send_if_modified(|s| {
-            if *s == (LinkState::Connected { generation }) {
-                *s = LinkState::Connecting;
+            if *s == (MqttLinkState::Connected { generation }) {
+                *s = MqttLinkState::Connecting;
                 done = true;
                 true
             } else {
@@ -346,11 +342,11 @@ impl Session {
                 t.abort();
             }
         }
-        self.shared.state.send_replace(LinkState::Closed);
+        self.shared.state.send_replace(MqttLinkState::Closed);
     }
 }
 
-impl Drop for Session {
+impl Drop for HubSession {
     fn drop(&mut self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
@@ -420,11 +416,10 @@ pub fn renew_after(ttl: Duration) -> Duration {
     }
 }
 
-/// Jittered exponential backoff (50-100 % of `min * 2^(n-1)`, capped).
+/// The delay after `failures` failures in a row (1 or more): `backoff_min`
+/// doubling up to `backoff_max`, each drawn from 50-100 % of that.
 fn backoff(t: &Tuning, failures: u32) -> Duration {
-    let exp = t.backoff_min.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let base = exp.min(t.backoff_max);
-    base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    crate::backoff::Backoff::new(t.backoff_min, t.backoff_max).with_jitter().delay(failures.saturating_sub(1))
 }
 
 /// Forgets the connection's in-flight window: waiters are dropped (their
@@ -494,22 +489,22 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
             // Fresh identity and token for every attempt.
             let id = match source.current().await {
                 Ok(id) => id,
-                Err(e) if e.downcast_ref::<IdentityRefused>().is_some() => {
+                Err(e @ IotHubError::Refused(_)) => {
                     shared.stats.refusals.fetch_add(1, Ordering::Relaxed);
-                    let e = crate::logging::anyhow_chain(&e);
+                    let e = crate::logging::error_chain(&e);
                     if refused.occurred() {
                         tracing::error!("{e}; retrying every {:.0?} (logged once until it connects)", opts.tuning.auth_retry);
                     } else {
                         tracing::debug!("{e}; retrying in {:.0?}", opts.tuning.auth_retry);
                     }
-                    shared.state.send_replace(LinkState::Refused { detail: format!("{e:#}") });
+                    shared.state.send_replace(MqttLinkState::Refused { detail: format!("{e:#}") });
                     sleep_or_close(&shared, opts.tuning.auth_retry).await;
                     continue;
                 }
                 Err(e) => {
                     failures += 1;
                     let retry_in = backoff(&opts.tuning, failures).max(opts.tuning.backoff_min);
-                    let e = crate::logging::anyhow_chain(&e);
+                    let e = crate::logging::error_chain(&e);
                     if link_down.occurred() {
                         tracing::warn!(
                             "IoT Hub identity unavailable: {e}; retrying with backoff (further failures are logged at debug level until it connects)"
@@ -517,7 +512,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
                     } else {
                         tracing::debug!("IoT Hub identity unavailable: {e}; retrying in {:.0?}", retry_in);
                     }
-                    shared.state.send_replace(LinkState::Down { detail: format!("{e:#}"), server_closed: false, retry_in });
+                    shared.state.send_replace(MqttLinkState::Down { detail: format!("{e:#}"), server_closed: false, retry_in });
                     sleep_or_close(&shared, retry_in).await;
                     continue;
                 }
@@ -526,7 +521,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
             let password = match id.password(expiry) {
                 Ok(p) => p,
                 Err(e) => {
-                    shared.state.send_replace(LinkState::Refused { detail: format!("cannot make a SAS token: {e}") });
+                    shared.state.send_replace(MqttLinkState::Refused { detail: format!("cannot make a SAS token: {e}") });
                     sleep_or_close(&shared, opts.tuning.auth_retry).await;
                     continue;
                 }
@@ -557,7 +552,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
                     Some(end) => tracing::info!("connected to IoT Hub again (connection {generation}), {end}"),
                     None => tracing::info!("connected to IoT Hub (connection {generation})"),
                 }
-                shared.state.send_replace(LinkState::Connected { generation });
+                shared.state.send_replace(MqttLinkState::Connected { generation });
                 if let Some(t) = renew_task.take() {
                     t.abort();
                 }
@@ -600,7 +595,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
                 if shared.closing.load(Ordering::SeqCst) {
                     break;
                 }
-                shared.state.send_replace(LinkState::Connecting);
+                shared.state.send_replace(MqttLinkState::Connecting);
             }
             Ok(_) => {}
             Err(e) => {
@@ -623,7 +618,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
                     } else {
                         tracing::debug!("{detail}; retrying in {:.0?}", opts.tuning.auth_retry);
                     }
-                    shared.state.send_replace(LinkState::Refused { detail });
+                    shared.state.send_replace(MqttLinkState::Refused { detail });
                     source.rejected().await;
                     sleep_or_close(&shared, opts.tuning.auth_retry).await;
                     continue;
@@ -643,7 +638,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
                 } else {
                     tracing::debug!("IoT Hub connection {how}: {detail}; retrying in {:.1?}", retry_in);
                 }
-                shared.state.send_replace(LinkState::Down { detail, server_closed: was_connected, retry_in });
+                shared.state.send_replace(MqttLinkState::Down { detail, server_closed: was_connected, retry_in });
                 sleep_or_close(&shared, retry_in).await;
             }
         }
@@ -652,7 +647,7 @@ async fn run(shared: Arc<Shared>, mut eventloop: EventLoop, opts: SessionOptions
         t.abort();
     }
     drop_window(&shared, &mut eventloop);
-    shared.state.send_replace(LinkState::Closed);
+    shared.state.send_replace(MqttLinkState::Closed);
 }
 
 /// Waits for the renewal time, drains the window, disconnects (the loop then
@@ -661,8 +656,8 @@ async fn renew(shared: Arc<Shared>, generation: u64, after: Duration, drain: Dur
     tokio::time::sleep(after).await;
     let mut started = false;
     shared.state.send_if_modified(|s| {
-        if *s == (LinkState::Connected { generation }) {
-            *s = LinkState::Renewing;
+        if *s == (MqttLinkState::Connected { generation }) {
+            *s = MqttLinkState::Renewing;
             started = true;
             true
         } else {
@@ -698,7 +693,7 @@ mod tests {
     #[test]
     fn a_dead_connection_leaves_no_events_behind() {
         let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("t", "localhost", 8883), 8);
-        let (state, _) = watch::channel(LinkState::Connecting);
+        let (state, _) = watch::channel(MqttLinkState::Connecting);
         let shared = Shared {
             client,
             window: Mutex::new(Window::default()),

@@ -3,35 +3,73 @@
 //!
 //! rumqttc 0.24 is built on rustls 0.22, so this uses its re-exported rustls.
 
-use anyhow::Context;
 use rumqttc::tokio_rustls::rustls;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why the TLS settings could not be built; each names the file at fault.
+/// The text carries its cause, so `{e}` and `{e:#}` read the same.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate file could not be read.
+    #[error("cannot read certificate file {}: {cause}", path.display())]
+    ReadCertificates { path: PathBuf, cause: std::io::Error },
+    /// A certificate file is not PEM.
+    #[error("{} is not a PEM certificate file: {cause}", path.display())]
+    NotPemCertificates { path: PathBuf, cause: std::io::Error },
+    /// A PEM file without a certificate.
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    /// A key file could not be read.
+    #[error("cannot read key file {}: {cause}", path.display())]
+    ReadKey { path: PathBuf, cause: std::io::Error },
+    /// A key file is not PEM.
+    #[error("{} is not a PEM key file: {cause}", path.display())]
+    NotPemKey { path: PathBuf, cause: std::io::Error },
+    /// A PEM file without a private key.
+    #[error("{} holds no private key", path.display())]
+    NoKey { path: PathBuf },
+    /// A CA certificate rustls refuses.
+    #[error("{} holds a certificate rustls cannot use: {cause}", path.display())]
+    UnusableCa { path: PathBuf, cause: rustls::Error },
+    /// Nothing to trust: no system store and no CA file.
+    #[error("no trusted CA certificates (system store empty and no ca_file)")]
+    NoTrustedCa,
+    /// The client certificate and key are not a pair.
+    #[error("the client certificate and key do not match: {cause}")]
+    CertificateKeyMismatch { cause: rustls::Error },
+}
+
 /// Reads every certificate of a PEM file.
-pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read certificate file {}", path.display()))?;
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|cause| TlsError::ReadCertificates { path: path.into(), cause })?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
-    let certs = certs.with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", path.display());
+    let certs = certs.map_err(|cause| TlsError::NotPemCertificates { path: path.into(), cause })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.into() });
+    }
     Ok(certs)
 }
 
 /// Reads the first private key of a PEM file.
-pub fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     crate::config::secret::warn_if_world_readable(path);
-    let pem = std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let pem = std::fs::read(path).map_err(|cause| TlsError::ReadKey { path: path.into(), cause })?;
     rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("{} is not a PEM key file", path.display()))?
-        .with_context(|| format!("{} holds no private key", path.display()))
+        .map_err(|cause| TlsError::NotPemKey { path: path.into(), cause })?
+        .ok_or_else(|| TlsError::NoKey { path: path.into() })
 }
 
 /// Builds the client TLS configuration.
 ///
 /// `system_roots` adds the operating system's trust store; `extra_ca` a PEM
 /// file; `client_auth` a (certificate chain, key) pair for X.509 identities.
-pub fn client_config(system_roots: bool, extra_ca: Option<&Path>, client_auth: Option<(&Path, &Path)>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn client_config(
+    system_roots: bool,
+    extra_ca: Option<&Path>,
+    client_auth: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     if system_roots {
         let native = rustls_native_certs::load_native_certs();
@@ -41,14 +79,16 @@ pub fn client_config(system_roots: bool, extra_ca: Option<&Path>, client_auth: O
     }
     if let Some(ca) = extra_ca {
         for c in read_certs(ca)? {
-            roots.add(c).with_context(|| format!("{} holds a certificate rustls cannot use", ca.display()))?;
+            roots.add(c).map_err(|cause| TlsError::UnusableCa { path: ca.into(), cause })?;
         }
     }
-    anyhow::ensure!(!roots.is_empty(), "no trusted CA certificates (system store empty and no ca_file)");
+    if roots.is_empty() {
+        return Err(TlsError::NoTrustedCa);
+    }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let cfg = match client_auth {
         Some((cert, key)) => {
-            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?).context("the client certificate and key do not match")?
+            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?).map_err(|cause| TlsError::CertificateKeyMismatch { cause })?
         }
         None => builder.with_no_client_auth(),
     };

@@ -1,4 +1,4 @@
-//! Device twin and direct methods on an open [`Session`]: fetches the twin on
+//! Device twin and direct methods on an open [`HubSession`]: fetches the twin on
 //! each new connection and applies its desired properties, applies desired
 //! patches as they arrive, reports the gateway's status, answers `getStatus`
 //! and `flush`.
@@ -11,7 +11,7 @@
 
 use super::control::GatewayControl;
 use super::desired::{DesiredStore, Outcome, Source};
-use super::session::{LinkState, Session};
+use super::session::{HubSession, MqttLinkState};
 use super::topics::{parse_hub_topic, HubTopic};
 use crate::model::status::{DesiredIgnored, GatewayStatus, IotHubLink};
 use serde_json::{json, Value};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs until the session closes. `report_every`: how often to refresh reported properties.
-pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store: Arc<DesiredStore>, report_every: Duration) {
+pub async fn run(session: Arc<HubSession>, control: Arc<dyn GatewayControl>, store: Arc<DesiredStore>, report_every: Duration) {
     let Some(mut incoming) = session.take_incoming() else { return };
     let mut state = session.state();
     // The session may already be connected when this task starts (a loaded
@@ -37,12 +37,12 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
                 if changed.is_err() { break; }
                 let s = state.borrow_and_update().clone();
                 match s {
-                    LinkState::Connected { .. } => {
+                    MqttLinkState::Connected { .. } => {
                         rid += 1;
                         get_rid = Some(rid.to_string());
                         let _ = session.publish(format!("$iothub/twin/GET/?$rid={rid}"), Vec::new());
                     }
-                    LinkState::Closed => break,
+                    MqttLinkState::Closed => break,
                     _ => {}
                 }
             }
@@ -97,7 +97,7 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
                 }
             }
             _ = tick.tick() => {
-                if matches!(*state.borrow(), LinkState::Connected { .. }) {
+                if matches!(*state.borrow(), MqttLinkState::Connected { .. }) {
                     rid += 1;
                     report(&session, &control, &store, rid);
                 }
@@ -109,7 +109,7 @@ pub async fn run(session: Arc<Session>, control: Arc<dyn GatewayControl>, store:
 /// The status document: the gateway's status plus the link counters and the
 /// desired-properties version applied (`desiredVersion`, `null` before any)
 /// with the count of desired documents ignored as stale or unversioned.
-pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> GatewayStatus {
+pub fn status_doc(session: &HubSession, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> GatewayStatus {
     let s = session.stats();
     GatewayStatus {
         iothub: Some(IotHubLink {
@@ -128,7 +128,7 @@ pub fn status_doc(session: &Session, control: &Arc<dyn GatewayControl>, store: &
     }
 }
 
-fn report(session: &Session, control: &Arc<dyn GatewayControl>, store: &DesiredStore, rid: u64) {
+fn report(session: &HubSession, control: &Arc<dyn GatewayControl>, store: &DesiredStore, rid: u64) {
     let body = serde_json::to_vec(&status_doc(session, control, store)).unwrap_or_default();
     if session.publish(format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"), body).is_err() {
         tracing::debug!("reported properties skipped: request queue full");
