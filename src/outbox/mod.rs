@@ -533,10 +533,11 @@ impl Store {
         let mut record = Vec::with_capacity(payload.len() + 4);
         record.extend_from_slice(&ops.to_le_bytes());
         record.extend_from_slice(&payload);
-        if !j.fits(record.len()) {
+        let rec = j.record_for(&record);
+        if !j.fits(rec.len()) {
             return self.checkpoint_locked(&mut j);
         }
-        if let Err(e) = j.append(&record, self.fdatasync) {
+        if let Err(e) = j.append(&rec, self.fdatasync) {
             // Not durable: keep the ops for the next try (the overlay has
             // them already; a reopen discards both).
             let mut mem = self.mem.lock();

@@ -16,6 +16,9 @@
 //! | a dead letter: `{"deadLetterSeq":N,…,"reading":"<JSON as a string>"}` | the text `{"deadLetterSeq":` |
 //! | a retried dead letter: `{"deadLetterRetried":N,"requeuedAs":M}` | the text `{"deadLetterRetried":` |
 //!
+//! The commit journal's records that are compressed
+//! ([`super::journal::inflated_records`]) are inflated and scanned the same way.
+//!
 //! sled is log-structured, so old versions of nodes are still in the file:
 //! readings that were delivered long ago, and old watermarks. Those are told
 //! apart without understanding sled's format, because each kind of record only
@@ -322,7 +325,12 @@ pub fn scan_dir(dir: &Path) -> std::io::Result<(Salvaged, Vec<String>)> {
                 stack.push(path);
             } else {
                 match std::fs::read(&path) {
-                    Ok(b) => contents.push(b),
+                    Ok(b) => {
+                        // The journal's compressed records, inflated, are
+                        // scanned beside the raw bytes.
+                        contents.extend(super::journal::inflated_records(&b));
+                        contents.push(b)
+                    }
                     Err(e) => skipped.push(format!("{}: {e}", path.display())),
                 }
             }
