@@ -170,7 +170,7 @@ fn check_delivered_or_counted(committed: &BTreeMap<u64, String>, out: &Path, dro
 /// Whether every committed reading up to `upto` has been delivered, except
 /// a run of the oldest ones (those the bound dropped).
 fn drained(committed: &Committed, out: &Path, upto: u64) -> bool {
-    let d = Delivered::from_ndjson(out);
+    let d = Delivered::from_ndjson_so_far(out);
     let c = committed.lock().unwrap();
     let missing: Vec<u64> = c.keys().copied().filter(|s| *s <= upto && !d.ids.contains_key(s)).collect();
     missing.iter().copied().eq(1..=missing.len() as u64) && d.ids.keys().any(|s| *s > upto)
@@ -238,7 +238,7 @@ fn filled_and_freed_then(size: &str, kill: bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !drained(&committed, &out, newest_before) {
         if Instant::now() > deadline {
-            let d = Delivered::from_ndjson(&out);
+            let d = Delivered::from_ndjson_so_far(&out);
             let c = committed.lock().unwrap();
             let missing: Vec<u64> = c.keys().copied().filter(|s| *s <= newest_before && !d.ids.contains_key(s)).collect();
             let gaps: Vec<u64> = missing.iter().copied().enumerate().filter(|(i, s)| *s != *i as u64 + 1).map(|(_, s)| s).take(10).collect();
@@ -341,7 +341,7 @@ fn default_max_bytes_on_a_small_disk_is_bounded_by_the_disk_and_keeps_delivering
     std::fs::remove_file(&ballast).unwrap();
     let newest = *committed.lock().unwrap().keys().last().unwrap();
     wait_for("new readings to be delivered after the destination came back", 60, || {
-        Delivered::from_ndjson(&out).ids.keys().any(|s| *s > newest + 100)
+        Delivered::from_ndjson_so_far(&out).ids.keys().any(|s| *s > newest + 100)
     });
     terminate(&child);
     let status = child.wait().unwrap();
