@@ -1278,7 +1278,10 @@ impl Outbox {
             c.next_seq = c.next_seq.max(seq_of(&k).unwrap_or(0).saturating_add(1));
         }
         if n > 0 {
-            tracing::info!("{n} reading(s) of a write the outbox had not finished were found stored; they are kept and numbering goes on at {}", c.next_seq);
+            tracing::info!(
+                "{n} reading(s) of a write the outbox had not finished were found stored; they are kept and numbering goes on at {}",
+                c.next_seq
+            );
             let mut batch = Ops::default();
             Self::put_counters(&mut batch, c);
             store.apply(batch);
