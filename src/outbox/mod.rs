@@ -424,6 +424,9 @@ struct Store {
     zero_end: AtomicU64,
     /// The store's folder (for the free space check of the zeros ahead).
     dir: Option<PathBuf>,
+    /// Tests: the sled batch after which a checkpoint is cut short (0: never).
+    #[cfg(test)]
+    cut_checkpoint_after: std::sync::atomic::AtomicUsize,
 }
 
 /// How far the log file is kept written (with zeros) beyond sled's writes:
@@ -565,37 +568,61 @@ impl Store {
             Some(v) => u64_of(v.clone()),
             None => u64_of(self.tree.get(META_NEXT_SEQ)?),
         };
-        // In sled batches of CHECKPOINT_BATCH changes: one sled batch of a
-        // whole journal's changes (thousands of readings in an outage) made
-        // the daemon's memory grow with the store (measured: about 1 MB/s at
-        // 200 readings/s, against a plateau with small batches). The
-        // checkpoint need not be atomic in sled: until the journal is retired
-        // below, a start applies all of its records again (puts and removals
-        // of whole values: applying them twice is applying them once), and
-        // the generation key goes last.
+        // Two stages, because a checkpoint can be cut short (a kill, a power
+        // cut, a full disk) after sled wrote part of it: sled writes a batch
+        // to its log as soon as its buffer fills, long before our flush. The
+        // overlay holds committed changes (in the journal) and, when the
+        // journal is full (`Store::sync`), the group being committed, which
+        // is in no journal record yet. After a cut, a start applies the
+        // journal's records again (puts and removals of whole values:
+        // applying them twice is applying them once), but it cannot undo an
+        // uncommitted change that reached sled.
+        //
+        // 1. The readings' values, in sled batches of CHECKPOINT_BATCH: one
+        //    sled batch of a whole journal's changes (thousands of readings in
+        //    an outage) made the daemon's memory grow with the store
+        //    (measured: about 1 MB/s at 200 readings/s, against a plateau
+        //    with small batches). An uncommitted put that reaches sled only
+        //    adds a reading beyond the committed numbering (kept and counted
+        //    at the next open, see `Outbox::adopt_cut_short_puts`).
+        // 2. Everything else in one sled batch, which sled applies whole or
+        //    not at all: every removal (a delivered, dropped or expired
+        //    reading, a finished in-flight record), the other puts, the
+        //    counters (`m` keys) and the journal's generation. An uncommitted
+        //    removal (the oldest readings dropped for the group being
+        //    committed) then reaches sled only with the counters that count
+        //    it; before, removals went in the early batches and a cut left
+        //    committed readings removed and counted nowhere (issue 11 item 4:
+        //    64-913 readings per run on a 2-3 MiB state filesystem filled and
+        //    freed). Removals are keys only, so this batch stays small. The
+        //    counters stay last, with the generation, as `open_with` expects.
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
-        // The counters (`m` keys) go in the last batch, with the generation:
-        // a sled log cut inside the checkpoint then numbers below the
-        // journal header's, which a start takes for damage (`open_with`).
-        for (k, v) in mem.overlay.iter().filter(|(k, _)| k.first() != Some(&META)) {
-            match v {
-                Some(v) => batch.insert(k.as_slice(), v.clone()),
-                // A reading delivered before it ever reached sled costs
-                // sled nothing.
-                None if self.tree.contains_key(k)? => batch.remove(k.as_slice()),
-                None => continue,
+        let mut batches = 0usize;
+        let is_reading_put = |k: &[u8], v: &Option<sled::IVec>| k.first() == Some(&READING) && v.is_some();
+        for (k, v) in mem.overlay.iter().filter(|(k, v)| is_reading_put(k, v)) {
+            if let Some(v) = v {
+                batch.insert(k.as_slice(), v.clone());
             }
             in_batch += 1;
             if in_batch == CHECKPOINT_BATCH {
                 self.tree.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
+                batches += 1;
+                self.cut_here_in_tests(batches)?;
             }
         }
-        self.tree.apply_batch(std::mem::take(&mut batch))?;
-        for (k, v) in mem.overlay.iter().filter(|(k, _)| k.first() == Some(&META)) {
+        if in_batch > 0 {
+            self.tree.apply_batch(std::mem::take(&mut batch))?;
+            batches += 1;
+            self.cut_here_in_tests(batches)?;
+        }
+        for (k, v) in mem.overlay.iter().filter(|(k, v)| !is_reading_put(k, v)) {
             match v {
                 Some(v) => batch.insert(k.as_slice(), v.clone()),
+                // A reading delivered before it ever reached sled costs
+                // sled nothing.
+                None if k.first() != Some(&META) && !self.tree.contains_key(k)? => continue,
                 None => batch.remove(k.as_slice()),
             }
         }
@@ -612,6 +639,23 @@ impl Store {
         mem.unsynced_ops = 0;
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Tests: ends a checkpoint after its `batches`-th sled batch as a kill
+    /// would, leaving what sled was given so far in its log (sled writes a
+    /// buffer to its log when it fills, without waiting for a flush).
+    #[cfg(test)]
+    fn cut_here_in_tests(&self, batches: usize) -> Result<(), OutboxError> {
+        if self.cut_checkpoint_after.load(std::sync::atomic::Ordering::Relaxed) == batches {
+            self.db.flush()?;
+            return Err(OutboxError::Disk(std::io::Error::other("checkpoint cut short (test)")));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    fn cut_here_in_tests(&self, _batches: usize) -> Result<(), OutboxError> {
         Ok(())
     }
 
@@ -1014,6 +1058,9 @@ impl Outbox {
                 // Never hand out a number that is already stored.
                 counters.next_seq = counters.next_seq.max(found.max_seq + 1);
                 recount = Some(Recount { readings: found.count, in_flight_batches: found.in_flight, counted_before: before });
+            } else {
+                // (A recount counts them too.)
+                Self::adopt_cut_short_puts(&store, &mut counters)?;
             }
             // A fresh epoch for every life: message ids made from now on can
             // never equal one made before, whatever happened to the store.
@@ -1215,6 +1262,34 @@ impl Outbox {
         Ok(report)
     }
 
+    /// Readings numbered at or beyond the committed next number: values a
+    /// checkpoint cut short (a failed write, a kill) had already put into
+    /// sled for a group that was not committed yet ([`Store::checkpoint`]).
+    /// They are kept (a kill leaves them nowhere else) and counted, and
+    /// numbering goes on after them, so that a number [`Outbox::recover`]
+    /// finds stored is never handed out again. The changes are applied to
+    /// `store` and `c`; the caller makes them durable. Returns how many.
+    fn adopt_cut_short_puts(store: &Store, c: &mut Counters) -> Result<u64, OutboxError> {
+        let mut n = 0u64;
+        for item in store.range(&reading_key(c.next_seq), &reading_key(u64::MAX)) {
+            let (k, v) = item?;
+            n += 1;
+            c.count += 1;
+            c.bytes += v.len() as u64 + PER_READING_OVERHEAD;
+            c.next_seq = c.next_seq.max(seq_of(&k).unwrap_or(0).saturating_add(1));
+        }
+        if n > 0 {
+            tracing::info!(
+                "{n} reading(s) of a write the outbox had not finished were found stored; they are kept and numbering goes on at {}",
+                c.next_seq
+            );
+            let mut batch = Ops::default();
+            Self::put_counters(&mut batch, c);
+            store.apply(batch);
+        }
+        Ok(n)
+    }
+
     /// Counts what the store really holds (readings, their bytes as the bound
     /// counts them, in-flight records, the highest sequence number).
     fn recount(st: &Store) -> Result<Found, OutboxError> {
@@ -1355,6 +1430,8 @@ impl Outbox {
             checkpoints: AtomicU64::new(0),
             zero_end: AtomicU64::new(0),
             dir: Some(dir.to_path_buf()),
+            #[cfg(test)]
+            cut_checkpoint_after: std::sync::atomic::AtomicUsize::new(0),
         };
         if in_sled {
             let next = u64_of(store.tree.get(META_NEXT_SEQ)?);
@@ -1463,7 +1540,8 @@ impl Outbox {
             }
         };
         store.fdatasync = fdatasync;
-        let reloaded = Counters::load(&store)?;
+        let mut reloaded = Counters::load(&store)?;
+        Self::adopt_cut_short_puts(&store, &mut reloaded)?;
         // What sled and the journal read back may still be only in the page
         // cache: make it durable before anyone calls it committed.
         store.checkpoint()?;

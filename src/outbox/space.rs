@@ -39,10 +39,10 @@
 //! | 1 MiB | 3,012 KiB | 4,676 KiB |
 //!
 //! With 64 KiB segments the model (6 segments + the 64 KiB journal + 5×)
-//! would let a 2 MiB filesystem hold 269 KiB of records and need only 1 MiB
-//! at least; but filled and freed under the running gateway, sled 0.34 then
-//! lost committed readings (see [`SMALL_SEGMENTS_FOR_NEW_STORES`]), so new
-//! stores keep sled's default and a state filesystem needs 4.4 MiB.
+//! lets a 2 MiB filesystem hold 269 KiB of records and needs 1.0 MiB at
+//! least, so a store made on a filesystem under [`SMALL_SEGMENTS_BELOW`]
+//! gets them (see [`SMALL_SEGMENTS_FOR_NEW_STORES`]); a store with sled's
+//! default segments needs 4.4 MiB.
 //!
 //! The reserve ([`reserve_for`]) is kept free for what must still be written
 //! when the outbox is at its bound: sled's snapshot at open, the status file,
@@ -67,23 +67,25 @@ pub const SEGMENT_DEFAULT: u64 = 512 << 10;
 /// bytes) and sled's nodes (at most 16 entries in a leaf) stay far below
 /// that.
 pub const SEGMENT_SMALL: u64 = 64 << 10;
-/// A store made on a filesystem smaller than this would get
-/// [`SEGMENT_SMALL`] segments, if [`SMALL_SEGMENTS_FOR_NEW_STORES`] were on.
+/// A store made on a filesystem smaller than this gets [`SEGMENT_SMALL`]
+/// segments ([`SMALL_SEGMENTS_FOR_NEW_STORES`]).
 /// sled records a store's segment in its `conf` file and refuses to open the
 /// store with another, so the choice is made once, at creation
 /// ([`segment_to_open`]); a larger filesystem keeps sled's default (what the
 /// SD-card wear and power-cut figures were measured with).
 pub const SMALL_SEGMENTS_BELOW: u64 = 16 << 20;
 /// Whether a new store on a filesystem under [`SMALL_SEGMENTS_BELOW`] gets
-/// [`SEGMENT_SMALL`] segments. Off: with 64 KiB segments and the bound the
-/// model then allows (269 KiB on 2 MiB, 883 KiB on 5 MiB), filling the state
-/// filesystem under the running gateway and freeing it made sled 0.34 come
-/// back without committed readings (64 to 913 per run, in most runs of
-/// `tests/outbox_small_disk.rs` with two tests at once; 0 of 8 runs with
-/// 512 KiB segments), while the same churn without a full disk kept every
-/// reading. A store whose `conf` says 64 KiB (made while this was tried) is
-/// still opened with its own segment and modelled with it.
-pub const SMALL_SEGMENTS_FOR_NEW_STORES: bool = false;
+/// [`SEGMENT_SMALL`] segments. On. It was off for a while: with the state
+/// filesystem filled and freed under the running gateway, 64 to 913
+/// committed readings went missing in most runs of
+/// `tests/outbox_small_disk.rs` (two tests at once). The cause was the
+/// outbox's checkpoint, not sled: a refused write or a kill in the middle of
+/// one left in sled the removals of the group being committed without the
+/// counters, and with 64 KiB segments sled writes its buffer several times
+/// within a checkpoint. Every removal now goes in the checkpoint's last sled
+/// batch, with the counters (`Store::checkpoint` in `mod.rs`), and the same
+/// cases kept every reading in every run since.
+pub const SMALL_SEGMENTS_FOR_NEW_STORES: bool = true;
 /// The least reserve, whatever the segment: room for sled's index snapshot
 /// at open (a few KiB per thousand pages), the status file and the lock
 /// files next to a full outbox.
@@ -185,7 +187,8 @@ pub fn reserve_for(total: u64, segment: u64) -> u64 {
 }
 
 /// The segment a new store gets on a filesystem of `total` bytes (0:
-/// unknown): sled's default, unless [`SMALL_SEGMENTS_FOR_NEW_STORES`].
+/// unknown): [`SEGMENT_SMALL`] under [`SMALL_SEGMENTS_BELOW`] (while
+/// [`SMALL_SEGMENTS_FOR_NEW_STORES`]), else sled's default.
 pub fn segment_for_new_store(total: u64) -> u64 {
     if SMALL_SEGMENTS_FOR_NEW_STORES && total > 0 && total < SMALL_SEGMENTS_BELOW {
         SEGMENT_SMALL
@@ -619,9 +622,8 @@ mod tests {
         // 3 MiB filesystem, which sled's log filled, holds no outbox...
         assert_eq!(smallest_filesystem(L), MIN_BOUND * SLED_AMPLIFICATION + 6 * L + (64 << 10) + MIB);
         assert!(effective_bound(256 * MIB, 0, 3 * MIB, 3 * MIB, L).bytes < MIN_BOUND);
-        // ...while with small segments the model would make 2 MiB and
-        // 3 MiB enough (not chosen for new stores: see
-        // SMALL_SEGMENTS_FOR_NEW_STORES), the least far below 2 MiB.
+        // ...while with small segments (what a new store gets there) 2 MiB
+        // and 3 MiB are enough, the least far below 2 MiB.
         for fs in [2 * MIB, 3 * MIB] {
             assert!(effective_bound(256 * MIB, 0, fs, fs, S).bytes >= MIN_BOUND, "{fs}");
         }

@@ -111,6 +111,19 @@ impl Delivered {
         d
     }
 
+    /// As [`Delivered::from_ndjson`] while the gateway may still be writing
+    /// the file: a last line without its newline is a write in progress
+    /// (the sink writes a line in more than one `write`), not yet delivered.
+    pub fn from_ndjson_so_far(path: &Path) -> Delivered {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        let mut d = Delivered::default();
+        for line in complete.lines() {
+            d.add(&serde_json::from_str(line).expect("every delivered line is a whole JSON message"));
+        }
+        d
+    }
+
     /// The delivery contract: every committed reading arrived, for its device,
     /// under a single message id; each device's readings arrived in order.
     pub fn check(&self, committed: &BTreeMap<u64, String>) {
