@@ -775,6 +775,7 @@ fn a_compressed_group_survives_a_cut_before_any_checkpoint() {
     for (b, r) in back.iter().zip(&rs) {
         assert_eq!((&b.device_id, &b.values), (&r.device_id, &r.values));
     }
+}
 
 /// A checkpoint cut short (a kill, or a write the full disk refused) after
 /// sled wrote part of it leaves no committed reading removed without being
