@@ -27,7 +27,7 @@
 //! every figure measured.
 //!
 //! Smaller segments were measured too (`measure_the_stores_room_on_disk_per_record`
-//! in `tests/outbox_small_disk.rs`: groups of 20 readings, drop-oldest churn
+//! in `tests/integration/outbox_small_disk.rs`: groups of 20 readings, drop-oldest churn
 //! for 12,000 readings, then a burst of 4,096), peak of the store's files:
 //!
 //! | records bound | 64 KiB segments | 512 KiB segments |
@@ -79,7 +79,7 @@ pub const SMALL_SEGMENTS_BELOW: u64 = 16 << 20;
 /// model then allows (269 KiB on 2 MiB, 883 KiB on 5 MiB), filling the state
 /// filesystem under the running gateway and freeing it made sled 0.34 come
 /// back without committed readings (64 to 913 per run, in most runs of
-/// `tests/outbox_small_disk.rs` with two tests at once; 0 of 8 runs with
+/// `tests/integration/outbox_small_disk.rs` with two tests at once; 0 of 8 runs with
 /// 512 KiB segments), while the same churn without a full disk kept every
 /// reading. A store whose `conf` says 64 KiB (made while this was tried) is
 /// still opened with its own segment and modelled with it.

@@ -382,7 +382,7 @@ pub const CONF: &str = "/etc/iomt-edge/iomt-edge.toml";
 /// (collected in `committed` across calls) is queued in the outbox. The config
 /// must make delivery impossible (nothing leaves the outbox). Returns how many
 /// readings were committed in all.
-pub fn kill9_cycles(root: &Root, hostname: &str, committed: &crate::gateway_common::Committed, waits_ms: &[u64], label: &str) -> usize {
+pub fn kill9_cycles(root: &Root, hostname: &str, committed: &super::gateway::Committed, waits_ms: &[u64], label: &str) -> usize {
     for wait in waits_ms {
         // Not `exec`: the shell stays the namespace's first process. The
         // kernel forgets unshare's --kill-child signal in a process that
@@ -391,7 +391,7 @@ pub fn kill9_cycles(root: &Root, hostname: &str, committed: &crate::gateway_comm
             hostname,
             &format!("setpriv --reuid=iomt-edge --regid=iomt-edge --init-groups iomt-edge run --report-commits --config {CONF}; exit $?"),
         );
-        let (mut child, reader) = crate::gateway_common::start_command(cmd, committed.clone(), None);
+        let (mut child, reader) = super::gateway::start_command(cmd, committed.clone(), None);
         if root.needs_map() {
             map_ids(&mut child);
         }

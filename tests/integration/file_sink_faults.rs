@@ -23,13 +23,13 @@
 //!   deadline with status 0, and a restart with a working sink delivers every
 //!   committed reading.
 //! - `a_sink_on_a_hung_share_neither_stops_storing_nor_stopping`: the sink
-//!   file is on a FUSE share (tests/powercut_fs) that hangs before the gateway
+//!   file is on a FUSE share (tests/support/powercut_fs.rs) that hangs before the gateway
 //!   starts, so opening the file never returns. The gateway must still start
 //!   and store readings, stop on SIGTERM within the deadline, and deliver
 //!   everything once the share answers. Needs root and /dev/fuse.
 
-mod gateway_common;
-mod powercut_fs;
+use crate::support::gateway as gateway_common;
+use crate::support::powercut_fs;
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::BTreeMap;

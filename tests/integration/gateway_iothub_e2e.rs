@@ -4,7 +4,7 @@
 //! Every committed reading must arrive, under one message id, in per-device
 //! order, with the IoT Hub properties set.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start, terminate, Committed, Delivered};
 use iomt_edge::simulate::iothub::{Emulator, EmulatorConfig};
@@ -329,7 +329,7 @@ async fn a_stale_twin_patch_never_reassigns_a_device_in_the_running_gateway() {
 /// the PUBACK instant is when the emulator recorded the message (it acks
 /// right after).
 ///
-/// `cargo test --release --test gateway_iothub_e2e latency -- --ignored --nocapture`
+/// `cargo test --release --test integration gateway_iothub_e2e::live_reading_to_puback_latency -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn live_reading_to_puback_latency() {

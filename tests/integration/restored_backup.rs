@@ -4,7 +4,7 @@
 //! The restored outbox hands out sequence numbers it had already used (it
 //! cannot know better), but every start draws a fresh epoch for the ids.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start, terminate};
 use std::collections::{BTreeMap, HashMap};

@@ -14,7 +14,7 @@
 //! `silent` event). Each device's `init` bytes, sent by the gateway after
 //! every open, tell the monitor that the gateway is listening.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use iomt_edge::simulate::serial::{

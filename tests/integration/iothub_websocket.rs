@@ -6,8 +6,8 @@
 //! Python device SDK with `websockets=True` on port 443; a module identity; and
 //! the whole gateway process (outbox, forwarder) over WebSockets via the proxy.
 
-mod gateway_common;
-mod iothub_support;
+use crate::support::gateway as gateway_common;
+use crate::support::iothub as iothub_support;
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};

@@ -10,7 +10,7 @@
 //!
 //! Needs root (mount -t tmpfs). Without it the test says SKIPPED.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! devices, stopped cleanly after SIGTERM, and "not running" after `kill -9`;
 //! the status file never carries a patient id.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start, terminate, Committed};
 use std::process::Command;

@@ -14,7 +14,7 @@
 //! the `hl7` package the test is skipped with a note, and fails when
 //! `IOMT_REQUIRE_ALL=1`.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -12,10 +12,10 @@
 //! When the namespaces end, their mounts go with them: nothing is left on the
 //! host, even when a test fails half-way.
 //!
-//! The emulated arm64 root (qemu-user) is in tests/deb_package_arm64.rs.
+//! The emulated arm64 root (qemu-user) is in tests/integration/deb_package_arm64.rs.
 
-mod deb_common;
-mod gateway_common;
+use crate::support::deb as deb_common;
+use crate::support::gateway as gateway_common;
 
 use deb_common::{build_deb, edit_conffile, kill9_cycles, prerequisites, queued_seqs, root_tarball, Root, CONF};
 use std::collections::BTreeMap;

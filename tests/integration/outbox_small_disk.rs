@@ -26,7 +26,7 @@
 //! Needs root (mount -t tmpfs). Without it the tests say SKIPPED (a failure
 //! under `IOMT_REQUIRE_ALL=1`).
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -285,7 +285,7 @@ fn a_small_state_filesystem_filled_and_freed_keeps_its_backlog_after_kill_9() {
 /// then accepts and keeps. Ignored: they lose committed readings in most
 /// runs, two at a time (sled 0.34 after a full disk; see
 /// `space::SMALL_SEGMENTS_FOR_NEW_STORES`). Kept to reproduce it:
-/// `cargo test --test outbox_small_disk -- --ignored mib_state`.
+/// `cargo test --test integration mib_state -- --ignored`.
 #[test]
 #[ignore]
 fn a_2_mib_state_filesystem_filled_and_freed_keeps_its_backlog_after_sigterm() {
@@ -431,7 +431,7 @@ fn preset_segment(outbox: &Path, segment: u64) {
 /// committer splits it), with drop-oldest churn at a fixed bound, for 60 s of
 /// readings; then a burst (4,096 readings held in memory while the disk was
 /// full, written at once). Prints the peak of the store's files on disk.
-/// Run: `cargo test --test outbox_small_disk -- --ignored --nocapture measure`.
+/// Run: `cargo test --test integration outbox_small_disk::measure -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn measure_the_stores_room_on_disk_per_record() {

@@ -6,7 +6,7 @@
 //! is delivered or counted), keeps the damaged copy, and `outbox export
 //! --from` reads the same readings out of that copy.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start_logging_to, terminate, Delivered};
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@
 //! committed reading arrives, for its device, under one message id, in
 //! per-device order, with the documented event properties.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start, terminate, Committed, Delivered};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! straps and oximeters with kinds, names and config blocks; without BlueZ it
 //! says so and exits 1.
 
-mod ble_common;
+use crate::support::ble as ble_common;
 
 use ble_common::have_dbus_daemon;
 use std::io::{BufRead, BufReader};

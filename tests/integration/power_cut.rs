@@ -1,5 +1,5 @@
 //! Power cuts: the gateway runs as a real process with simulated devices and
-//! its `state_dir` on the power-cut harness (tests/powercut_fs: a FUSE
+//! its `state_dir` on the power-cut harness (tests/support/powercut_fs.rs: a FUSE
 //! filesystem that keeps unsynced data in volatile memory), with a file sink
 //! outside it. Each cycle runs it for 1-4 s, kills it with SIGKILL, cuts the
 //! power (everything not fsync'd is gone) and starts it again; a last run
@@ -26,12 +26,12 @@
 //!
 //! CI runs 22 cycles in all (about 40 s). The long run (1,000 cycles by
 //! default, or IOMT_POWERCUT_CYCLES, split over the three cases, run side by
-//! side) is `cargo test --test power_cut -- --ignored --nocapture`: about 16
+//! side) is `cargo test --test integration power_cut:: -- --ignored --nocapture`: about 16
 //! minutes in a debug build on 2 cores.
 //!
 //! Needs root and /dev/fuse: SKIPPED otherwise, a failure under IOMT_REQUIRE_ALL=1.
 
-mod powercut_fs;
+use crate::support::powercut_fs;
 
 use powercut_fs::{mount_or_skip, Counters, PowerCutFs, PAGE};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

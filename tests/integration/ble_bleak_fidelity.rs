@@ -2,7 +2,7 @@
 //! `bleak` scans, connects, reads Device Information and Battery, and receives
 //! 0x2A37 and 0x2A5F notifications from the simulator on a private dbus-daemon.
 
-mod ble_common;
+use crate::support::ble as ble_common;
 
 use iomt_edge::adapters::ble::gatt::{decode, Characteristic, Decoded};
 use iomt_edge::simulate::bluez::{spawn_private, SimConfig};

@@ -6,7 +6,7 @@
 // test (across its awaits) is how they take turns, on purpose.
 #![allow(clippy::await_holding_lock)]
 
-mod ble_common;
+use crate::support::ble as ble_common;
 
 use ble_common::*;
 use iomt_edge::adapters::ble::Selector;

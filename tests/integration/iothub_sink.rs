@@ -2,7 +2,7 @@
 //! properties, and recovery from outages, token expiry, lost PUBACKs,
 //! throttling disconnects and refused credentials.
 
-mod iothub_support;
+use crate::support::iothub as iothub_support;
 
 use iomt_edge::model::{DeviceKind, Message, Reading, ReadingType};
 use iomt_edge::simulate::iothub::{EmulatorEvent, Faults};

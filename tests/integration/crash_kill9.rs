@@ -4,7 +4,7 @@
 //! afterwards; a reading delivered twice must carry the same message id both
 //! times; each device's readings arrive in order.
 
-mod gateway_common;
+use crate::support::gateway as gateway_common;
 
 use gateway_common::{start, terminate, Delivered};
 use std::collections::BTreeMap;

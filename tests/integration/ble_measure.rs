@@ -1,13 +1,13 @@
 //! Measurements (not pass/fail timing tests; ignored by default):
 //! added RSS per connected BLE device, and notification -> ReadingSender latency.
 //!
-//! `cargo test --release --test ble_measure -- --ignored --nocapture --test-threads=1`
+//! `cargo test --release --test integration ble_measure:: -- --ignored --nocapture --test-threads=1`
 
 // The tests share one simulated BlueZ; a std Mutex guard held for a whole
 // test (across its awaits) is how they take turns, on purpose.
 #![allow(clippy::await_holding_lock)]
 
-mod ble_common;
+use crate::support::ble as ble_common;
 
 use ble_common::*;
 use iomt_edge::adapters::ble::Selector;

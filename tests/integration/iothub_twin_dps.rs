@@ -1,7 +1,7 @@
 //! Device twin, direct methods and DPS provisioning through the sink, against
 //! the local emulator.
 
-mod iothub_support;
+use crate::support::iothub as iothub_support;
 
 use iomt_edge::config::iothub::{DpsConfig, IotHubSinkConfig};
 use iomt_edge::config::SecretSource;

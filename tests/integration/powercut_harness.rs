@@ -1,9 +1,9 @@
-//! Sanity tests of the power-cut harness (tests/powercut_fs): it must lose
+//! Sanity tests of the power-cut harness (tests/support/powercut_fs.rs): it must lose
 //! exactly what a power cut loses, or the gateway's power-cut test proves
 //! nothing. Needs root and /dev/fuse (SKIPPED otherwise; a failure under
 //! IOMT_REQUIRE_ALL=1).
 
-mod powercut_fs;
+use crate::support::powercut_fs;
 
 use powercut_fs::{mount_or_skip, PowerCutFs, PAGE};
 use std::fs::{File, OpenOptions};

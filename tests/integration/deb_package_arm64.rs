@@ -13,13 +13,13 @@
 //!
 //! ```sh
 //! scripts/build-pi.sh aarch64      # and/or armv7
-//! cargo test --test deb_package_arm64 -- --ignored --nocapture
+//! cargo test --test integration deb_package_arm64:: -- --ignored --nocapture
 //! ```
 //!
 //! (IOMT_TEST_ARM64_BIN / IOMT_TEST_ARMHF_BIN name other binaries.)
 
-mod deb_common;
-mod gateway_common;
+use crate::support::deb as deb_common;
+use crate::support::gateway as gateway_common;
 
 use deb_common::{build_deb, edit_conffile, kill9_cycles, prerequisites, Emulated, Root, ARM64, ARMHF, CONF};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! (azure-iot-device) connects with a connection string, sends telemetry,
 //! patches and reads its twin, and answers a direct method.
 
-mod iothub_support;
+use crate::support::iothub as iothub_support;
 
 use iomt_edge::simulate::iothub::{Emulator, EmulatorConfig, EmulatorEvent};
 use iothub_support::SdkClient;
