@@ -24,6 +24,9 @@ fn start(config: &Path, log: &Path, level: &str) -> (Child, Arc<AtomicU64>) {
         .arg(config)
         .env("RUST_LOG", level)
         .env_remove("NO_COLOR")
+        // On the child, not std::env::set_var: every integration test shares
+        // this process, and the connection string is only for this gateway.
+        .env("IOMT_TEST_CS", "HostName=hub.example.net;DeviceId=d;SharedAccessKey=a2V5")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -146,7 +149,6 @@ fn a_failing_hub_connection_is_logged_once_per_episode() {
     )
     .unwrap();
     let log = dir.path().join("gw.log");
-    std::env::set_var("IOMT_TEST_CS", "HostName=hub.example.net;DeviceId=d;SharedAccessKey=a2V5");
     let (gw, committed) = start(&cfg, &log, "info");
     wait_for("the first commits", 30, || committed.load(Ordering::Relaxed) > 0);
     // Backoff starts at 0.5-1 s and doubles: 3 or more attempts in 7 s.

@@ -15,7 +15,6 @@
 //! The emulated arm64 root (qemu-user) is in tests/integration/deb_package_arm64.rs.
 
 use crate::support::deb as deb_common;
-use crate::support::gateway as gateway_common;
 
 use deb_common::{build_deb, edit_conffile, kill9_cycles, prerequisites, queued_seqs, root_tarball, Root, CONF};
 use std::collections::BTreeMap;

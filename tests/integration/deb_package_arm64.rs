@@ -19,7 +19,6 @@
 //! (IOMT_TEST_ARM64_BIN / IOMT_TEST_ARMHF_BIN name other binaries.)
 
 use crate::support::deb as deb_common;
-use crate::support::gateway as gateway_common;
 
 use deb_common::{build_deb, edit_conffile, kill9_cycles, prerequisites, Emulated, Root, ARM64, ARMHF, CONF};
 use std::collections::BTreeMap;

@@ -43,8 +43,7 @@ fn tokens_match_an_independent_python_implementation() {
     ];
     for (uri, key, se) in cases {
         let Some((py_sr, py_sig)) = python(uri, key, se) else {
-            assert!(std::env::var("IOMT_REQUIRE_ALL").map_or(true, |v| v != "1"), "IOMT_REQUIRE_ALL=1 but python3 cannot be run");
-            eprintln!("SKIPPED: python3 not found: no independent check");
+            crate::support::skip(&crate::support::this_test(), "python3 cannot be run: no independent check");
             return;
         };
         let t = sas::token(uri, "send-only", key, se);

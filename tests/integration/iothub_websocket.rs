@@ -267,7 +267,6 @@ impl Drop for Tinyproxy {
 }
 
 fn tinyproxy_binary() -> Option<PathBuf> {
-    let required = std::env::var("IOMT_REQUIRE_ALL").is_ok_and(|v| v == "1");
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -275,8 +274,7 @@ fn tinyproxy_binary() -> Option<PathBuf> {
         .map(|d| d.join("tinyproxy"))
         .find(|p| p.is_file());
     if found.is_none() {
-        assert!(!required, "IOMT_REQUIRE_ALL=1 but tinyproxy is not installed (scripts/apt-test-packages.txt)");
-        eprintln!("SKIPPED: tinyproxy is not installed (apt-get install tinyproxy)");
+        crate::support::skip(&crate::support::this_test(), "tinyproxy is not installed (apt-get install tinyproxy; scripts/apt-test-packages.txt)");
     }
     found
 }
@@ -521,14 +519,13 @@ fn scopeguard(c: std::process::Child) -> Guard {
 /// An emulator whose WebSocket listener is on port 443 of a random loopback
 /// address, or None (after printing SKIPPED) when port 443 cannot be bound.
 async fn emulator_on_443() -> Option<Emulator> {
-    let required = std::env::var("IOMT_REQUIRE_ALL").is_ok_and(|v| v == "1");
     for _ in 0..30 {
         let ip = [127, rand::random::<u8>().max(1), rand::random::<u8>(), rand::random::<u8>().clamp(2, 254)];
         match std::net::TcpListener::bind(SocketAddr::from((ip, 443))) {
             Ok(l) => drop(l),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                assert!(!required, "IOMT_REQUIRE_ALL=1 but port 443 cannot be bound (needs root or CAP_NET_BIND_SERVICE)");
-                eprintln!("SKIPPED: cannot bind port 443 ({e}); the SDK's websocket transport dials 443");
+                let why = format!("port 443 cannot be bound ({e}; needs root or CAP_NET_BIND_SERVICE): the SDK's websocket transport dials 443");
+                crate::support::skip(&crate::support::this_test(), why);
                 return None;
             }
             Err(_) => continue,

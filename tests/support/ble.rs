@@ -1,12 +1,7 @@
 //! Shared helpers for the BLE integration tests: finding external tools with
-//! the suite's skip/require rules.
+//! the suite's skip/require rule ([`super::skip`]).
 
 #![allow(dead_code)]
-
-/// Whether missing tools must fail the test (scripts/test.sh sets IOMT_REQUIRE_ALL=1).
-pub fn require_all() -> bool {
-    std::env::var("IOMT_REQUIRE_ALL").map(|v| v == "1").unwrap_or(false)
-}
 
 /// `true` when dbus-daemon is installed; otherwise fails (IOMT_REQUIRE_ALL=1)
 /// or prints a SKIPPED line and returns `false`.
@@ -14,10 +9,7 @@ pub fn have_dbus_daemon(test: &str) -> bool {
     if iomt_edge::simulate::bluez::daemon::find_dbus_daemon().is_some() {
         return true;
     }
-    if require_all() {
-        panic!("{test}: dbus-daemon is required (IOMT_REQUIRE_ALL=1) but not installed");
-    }
-    eprintln!("SKIPPED {test}: dbus-daemon is not installed (apt-get install dbus-daemon)");
+    super::skip(test, "dbus-daemon is not installed (apt-get install dbus-daemon)");
     false
 }
 
@@ -30,10 +22,8 @@ pub fn python_with(test: &str, module: &str) -> Option<String> {
     if ok {
         return py;
     }
-    if require_all() {
-        panic!("{test}: IOMT_TEST_PYTHON with `{module}` is required (IOMT_REQUIRE_ALL=1); run scripts/test.sh");
-    }
-    eprintln!("SKIPPED {test}: set IOMT_TEST_PYTHON to a Python with `{module}` (pip install -r scripts/requirements-test.txt)");
+    let why = format!("IOMT_TEST_PYTHON is not a Python with `{module}` (pip install -r scripts/requirements-test.txt, or scripts/test.sh)");
+    super::skip(test, why);
     None
 }
 
