@@ -50,7 +50,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   echo "==> installing rustfmt and clippy"
   rustup component add rustfmt clippy
 fi
-# The Debian package tests (tests/deb_package.rs) build the .deb with cargo-deb.
+# The Debian package tests (tests/integration/deb_package.rs) build the .deb with cargo-deb.
 if ! cargo deb --version >/dev/null 2>&1; then
   echo "==> installing cargo-deb"
   cargo install cargo-deb --locked --version 3.8.0

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 /// the MedTech type name our shipped mappings use.
 ///
 /// Adding a variant here without a template in `devices/medtech/` fails the
-/// test suite (tests/medtech_shipped.rs), so every type that can leave the gateway is mapped.
+/// test suite (tests/integration/medtech_shipped.rs), so every type that can leave the gateway is mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ReadingType {

@@ -27,7 +27,7 @@
 //! every figure measured.
 //!
 //! Smaller segments were measured too (`measure_the_stores_room_on_disk_per_record`
-//! in `tests/outbox_small_disk.rs`: groups of 20 readings, drop-oldest churn
+//! in `tests/integration/outbox_small_disk.rs`: groups of 20 readings, drop-oldest churn
 //! for 12,000 readings, then a burst of 4,096), peak of the store's files:
 //!
 //! | records bound | 64 KiB segments | 512 KiB segments |
@@ -78,7 +78,7 @@ pub const SMALL_SEGMENTS_BELOW: u64 = 16 << 20;
 /// [`SEGMENT_SMALL`] segments. On. It was off for a while: with the state
 /// filesystem filled and freed under the running gateway, 64 to 913
 /// committed readings went missing in most runs of
-/// `tests/outbox_small_disk.rs` (two tests at once). The cause was the
+/// `tests/integration/outbox_small_disk.rs` (two tests at once). The cause was the
 /// outbox's checkpoint, not sled: a refused write or a kill in the middle of
 /// one left in sled the removals of the group being committed without the
 /// counters, and with 64 KiB segments sled writes its buffer several times

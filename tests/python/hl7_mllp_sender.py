@@ -1,4 +1,4 @@
-"""An independent HL7 sender for tests/hl7_tcp_python.rs: the PyPI `hl7`
+"""An independent HL7 sender for tests/integration/hl7_tcp_python.rs: the PyPI `hl7`
 package (python-hl7) builds-and-checks ORU^R01 messages, sends them over MLLP
 with its MLLPClient, and parses the gateway's ACKs.
 

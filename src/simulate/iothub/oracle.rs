@@ -12,7 +12,7 @@
 //! base64; DPS, "Symmetric key attestation": a device key in a group is the
 //! base64 HMAC-SHA256 of the registration id under the group key; "Communicate
 //! with an IoT hub using the MQTT protocol" for the topics), and Microsoft's
-//! azure-iot-device SDK talks to the emulator in `tests/iothub_sdk_fidelity.rs`,
+//! azure-iot-device SDK talks to the emulator in `tests/integration/iothub_sdk_fidelity.rs`,
 //! which keeps both honest.
 
 use base64::engine::general_purpose::STANDARD;

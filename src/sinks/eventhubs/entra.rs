@@ -494,7 +494,7 @@ mod tests {
         // RSA-2048: a 256-byte signature.
         assert_eq!(B64URL.decode(parts[2]).unwrap().len(), 256);
         // The signature itself is checked by an independent verifier in
-        // tests/eventhubs_assertion_python.rs.
+        // tests/integration/eventhubs_assertion_python.rs.
     }
 
     #[test]
