@@ -11,6 +11,7 @@ use super::out::{errln, outln};
 use crate::adapters::serial::capture;
 use crate::adapters::serial::profile::{FlowControl, Parity, PortSettings};
 use crate::adapters::serial::Driver;
+use crate::config::serial::{SerialFlowControl, SerialParity};
 use anyhow::Context;
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,13 +59,13 @@ pub struct RecordArgs {
     pub data_bits: Option<u8>,
     /// Parity: none, odd or even (overrides the profile's).
     #[arg(long)]
-    pub parity: Option<String>,
+    pub parity: Option<SerialParity>,
     /// Stop bits, 1 or 2 (overrides the profile's).
     #[arg(long)]
     pub stop_bits: Option<u8>,
     /// Flow control: none, hardware or software (overrides the profile's).
     #[arg(long)]
-    pub flow_control: Option<String>,
+    pub flow_control: Option<SerialFlowControl>,
     /// Stop after this long (e.g. `30s`, `5m`); default: until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -98,13 +99,8 @@ fn settings(a: &RecordArgs) -> Result<PortSettings, String> {
         }
         s.data_bits = d;
     }
-    if let Some(p) = &a.parity {
-        s.parity = match p.as_str() {
-            "none" => Parity::None,
-            "odd" => Parity::Odd,
-            "even" => Parity::Even,
-            other => return Err(format!("--parity {other}: use none, odd or even")),
-        };
+    if let Some(p) = a.parity {
+        s.parity = p;
     }
     if let Some(b) = a.stop_bits {
         if !(1..=2).contains(&b) {
@@ -112,13 +108,8 @@ fn settings(a: &RecordArgs) -> Result<PortSettings, String> {
         }
         s.stop_bits = b;
     }
-    if let Some(f) = &a.flow_control {
-        s.flow_control = match f.as_str() {
-            "none" => FlowControl::None,
-            "hardware" => FlowControl::Hardware,
-            "software" => FlowControl::Software,
-            other => return Err(format!("--flow-control {other}: use none, hardware or software")),
-        };
+    if let Some(f) = a.flow_control {
+        s.flow_control = f;
     }
     Ok(s)
 }
@@ -203,4 +194,28 @@ fn record(a: RecordArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", a.out.display())?;
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        record: RecordArgs,
+    }
+
+    #[test]
+    fn parity_and_flow_control_use_the_config_spelling() {
+        let c = Cmd::try_parse_from(["record", "--port", "/dev/ttyUSB0", "--out", "x", "--parity", "even", "--flow-control", "hardware"]).unwrap();
+        let s = settings(&c.record).unwrap();
+        assert_eq!((s.parity, s.flow_control), (Parity::Even, FlowControl::Hardware));
+        assert_eq!(describe(&s), "9600 8E1, RTS/CTS");
+        for (opt, bad, hint) in [("--parity", "mark", "use none, odd or even"), ("--flow-control", "rts", "use none, hardware or software")] {
+            let e = Cmd::try_parse_from(["record", "--port", "p", "--out", "x", opt, bad]).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(bad) && e.contains(hint), "{opt} {bad}: {e}");
+        }
+    }
 }

@@ -153,6 +153,28 @@ pub enum SerialFlowControl {
     Software,
 }
 
+/// `none`, `odd`, `even` (the config's spelling), for command-line options.
+impl std::str::FromStr for SerialParity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        from_config_word(s, "none, odd or even")
+    }
+}
+
+/// `none`, `hardware`, `software` (the config's spelling), for command-line options.
+impl std::str::FromStr for SerialFlowControl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        from_config_word(s, "none, hardware or software")
+    }
+}
+
+/// A unit variant read from `s` as the config file spells it.
+fn from_config_word<T: serde::de::DeserializeOwned>(s: &str, choices: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(s)).map_err(|_| format!("use {choices}"))
+}
+
 fn default_quiet() -> Duration {
     Duration::from_secs(5)
 }

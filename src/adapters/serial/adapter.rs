@@ -34,7 +34,7 @@ use super::link::{Link, Step};
 use super::profile::{FlowControl, Parity, PortSettings};
 use super::{BadInput, Decoded, Decoder, Driver, IDLE_GAP};
 use crate::adapters::{Adapter, AdapterContext, OutboxClosed};
-use crate::config::serial::{parse_hex_bytes, Hl7PatientFrom, SerialDeviceConfig, SerialFlowControl, SerialParity};
+use crate::config::serial::{parse_hex_bytes, Hl7PatientFrom, SerialDeviceConfig};
 use crate::config::DeviceConfig;
 use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
@@ -126,21 +126,13 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
         settings.data_bits = d;
     }
     if let Some(p) = s.parity {
-        settings.parity = match p {
-            SerialParity::None => Parity::None,
-            SerialParity::Odd => Parity::Odd,
-            SerialParity::Even => Parity::Even,
-        };
+        settings.parity = p;
     }
     if let Some(d) = s.stop_bits {
         settings.stop_bits = d;
     }
     if let Some(f) = s.flow_control {
-        settings.flow_control = match f {
-            SerialFlowControl::None => FlowControl::None,
-            SerialFlowControl::Hardware => FlowControl::Hardware,
-            SerialFlowControl::Software => FlowControl::Software,
-        };
+        settings.flow_control = f;
     }
     let hex = |k: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, (String, String)> {
         v.as_deref().map(parse_hex_bytes).transpose().map_err(|m| (k.to_string(), format!("{k}: {m}")))

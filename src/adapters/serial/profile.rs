@@ -117,23 +117,10 @@ impl Default for PortSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    None,
-    Odd,
-    Even,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FlowControl {
-    None,
-    /// RTS/CTS.
-    Hardware,
-    /// XON/XOFF.
-    Software,
-}
+/// Parity and flow control are the config's own types: a profile's `[port]`,
+/// a device's `[device.serial]` overrides and `serial record`'s options all
+/// spell them the same way.
+pub use crate::config::serial::{SerialFlowControl as FlowControl, SerialParity as Parity};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
