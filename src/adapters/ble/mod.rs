@@ -9,5 +9,5 @@ pub mod adapter;
 pub mod error;
 pub mod gatt;
 
-pub use error::BleError;
 pub use adapter::{build, set_system_bus_address, BleAdapter, BleDevice, Selector, MAX_CONNECTED};
+pub use error::BleError;

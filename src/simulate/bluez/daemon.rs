@@ -37,7 +37,11 @@ impl PrivateBus {
         std::fs::create_dir_all(&dir).map_err(|error| BluezSimError::Prepare { what: "creating", path: dir.clone(), error })?;
         let conf = dir.join("bus.conf");
         let listen = format!("unix:path={}", dir.join("bus").display());
-        std::fs::write(&conf, BUS_CONF.replace("@LISTEN@", &listen)).map_err(|error| BluezSimError::Prepare { what: "writing", path: conf.clone(), error })?;
+        std::fs::write(&conf, BUS_CONF.replace("@LISTEN@", &listen)).map_err(|error| BluezSimError::Prepare {
+            what: "writing",
+            path: conf.clone(),
+            error,
+        })?;
 
         let (addr_tx, addr_rx) = mpsc::channel::<Result<String, BluezSimError>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();

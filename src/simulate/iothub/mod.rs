@@ -233,7 +233,9 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(cfg.bind).await.map_err(|error| EmulatorError::Listen { what: cfg.bind.to_string(), error })?;
         let addr = listener.local_addr()?;
         let ws_listener = match cfg.ws_bind {
-            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|error| EmulatorError::Listen { what: format!("{a} (websocket)"), error })?),
+            Some(a) => {
+                Some(tokio::net::TcpListener::bind(a).await.map_err(|error| EmulatorError::Listen { what: format!("{a} (websocket)"), error })?)
+            }
             None => None,
         };
         let ws_addr = ws_listener.as_ref().map(|l| l.local_addr()).transpose()?;

@@ -272,12 +272,15 @@ fn http_client(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Cli
     if let Some(ca) = ca_file {
         let pem = std::fs::read(ca).map_err(|error| EventHubsError::ReadFile { setting: "ca_file", path: ca.to_path_buf(), error })?;
         let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
-        let certs = certs.map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} is not a PEM certificate file: {e}", ca.display())))?;
+        let certs =
+            certs.map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} is not a PEM certificate file: {e}", ca.display())))?;
         if certs.is_empty() {
             return Err(EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} holds no PEM certificate", ca.display())));
         }
         for c in certs {
-            roots.add(c).map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} holds a certificate rustls cannot use: {e}", ca.display())))?;
+            roots.add(c).map_err(|e| {
+                EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} holds a certificate rustls cannot use: {e}", ca.display()))
+            })?;
         }
     }
     if roots.is_empty() {
@@ -411,11 +414,14 @@ impl EntraCredential {
         let certificate = match (&cfg.client_certificate_file, &cfg.client_key_file) {
             (Some(c), Some(k)) => {
                 // Checked now so a wrong path stops the start; read again for each token.
-                let cert = std::fs::read(c).map_err(|error| EventHubsError::ReadFile { setting: "client_certificate_file", path: c.clone(), error })?;
-                entra::certificate_der(&cert).map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_certificate_file {}: {e}", c.display())))?;
+                let cert =
+                    std::fs::read(c).map_err(|error| EventHubsError::ReadFile { setting: "client_certificate_file", path: c.clone(), error })?;
+                entra::certificate_der(&cert)
+                    .map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_certificate_file {}: {e}", c.display())))?;
                 crate::config::secret::warn_if_world_readable(k);
                 let key = std::fs::read(k).map_err(|error| EventHubsError::ReadFile { setting: "client_key_file", path: k.clone(), error })?;
-                entra::sign_assertion("check.check", &key).map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_key_file {}: {e}", k.display())))?;
+                entra::sign_assertion("check.check", &key)
+                    .map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_key_file {}: {e}", k.display())))?;
                 Some((c.clone(), k.clone()))
             }
             _ => None,
