@@ -25,17 +25,23 @@ pub enum BluezSimError {
     NoAddress,
     /// `org.bluez` could not be claimed on the bus (the last attempt's error).
     #[error("cannot claim org.bluez on {bus}: {last:?}")]
-    Claim { bus: String, last: Option<zbus::Error> },
+    Claim { bus: String, last: Option<Box<zbus::Error>> },
     /// No simulated device has this address.
     #[error("no simulated device {0}")]
     NoDevice(String),
     /// The simulator is stopped or restarting.
     #[error("the simulator is down")]
     Down,
-    /// A bus call failed.
+    /// A bus call failed (boxed: zbus's error is large).
     #[error(transparent)]
-    Bus(#[from] zbus::Error),
+    Bus(Box<zbus::Error>),
     /// A thread could not be started.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<zbus::Error> for BluezSimError {
+    fn from(e: zbus::Error) -> BluezSimError {
+        BluezSimError::Bus(Box::new(e))
+    }
 }

@@ -108,7 +108,7 @@ impl BluezSim {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(BluezSimError::Claim { bus: self.bus_address.clone(), last: last_err })
+        Err(BluezSimError::Claim { bus: self.bus_address.clone(), last: last_err.map(Box::new) })
     }
 
     async fn take_down(&mut self) {
