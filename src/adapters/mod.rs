@@ -24,6 +24,29 @@ pub struct ReadingSender {
     tx: mpsc::Sender<Reading>,
 }
 
+/// Why an adapter cannot be built from its devices' settings, or cannot work
+/// at all (device errors are handled inside the adapter). Each text carries
+/// its cause, so `{e}` and an error chain read the same.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// A `[[device]]`'s settings are refused (`problem` names the setting).
+    #[error("device \"{device}\": {problem}")]
+    Device { device: String, problem: String },
+    /// A listening socket could not be opened (address in use, no permission).
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: std::net::SocketAddr, error: std::io::Error },
+    /// The BLE adapter cannot start (its controller failures are retried).
+    #[error(transparent)]
+    Ble(#[from] ble::BleError),
+}
+
+impl AdapterError {
+    /// A device's settings refused: `device` is its `id`, `problem` what is wrong.
+    pub fn device(device: &str, problem: impl Into<String>) -> AdapterError {
+        AdapterError::Device { device: device.to_string(), problem: problem.into() }
+    }
+}
+
 /// The outbox has shut down; the adapter should stop.
 #[derive(Debug, thiserror::Error)]
 #[error("the outbox is closed")]
@@ -57,5 +80,5 @@ pub trait Adapter: Send {
 
     /// Runs until `ctx.shutdown` is cancelled. Device errors are handled inside
     /// (reconnect, backoff); an `Err` means the adapter cannot work at all.
-    async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()>;
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), AdapterError>;
 }

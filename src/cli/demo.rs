@@ -216,7 +216,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let result = crate::service::run(config, opts, shutdown, move |gw| {
             let _ = gw_tx.send(gw);
         })
-        .await;
+        .await
+        .map_err(anyhow::Error::from);
         monitor_stop.cancel();
         // The gateway has stopped (outbox flushed, in-flight messages settled):
         // the totals are final now.

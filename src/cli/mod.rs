@@ -106,8 +106,43 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            errln!("error: {}", crate::logging::anyhow_chain(&e));
+            errln!("error: {}", anyhow_chain(&e));
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// [`crate::logging::error_chain`] for an `anyhow::Error` (commands use
+/// anyhow; the stages below them return typed errors).
+fn anyhow_chain(e: &anyhow::Error) -> String {
+    crate::logging::error_chain(e.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::anyhow_chain;
+
+    #[test]
+    fn anyhow_chain_says_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot read /x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = anyhow::Error::new(Outer(io)).context("cannot start");
+        let line = anyhow_chain(&e);
+        assert_eq!(line.matches("os error 2").count(), 1, "{line}");
+        assert!(line.starts_with("cannot start: cannot read /x: "), "{line}");
+        // Causes that add something are kept.
+        let e = anyhow::anyhow!("disk full").context("cannot store").context("cannot start");
+        assert_eq!(anyhow_chain(&e), "cannot start: cannot store: disk full");
     }
 }

@@ -25,7 +25,7 @@ use crate::health::Health;
 use crate::logging::{Episode, SharedEpisode};
 use crate::model::{Message, Reading};
 use crate::outbox::committer::GroupSync;
-use crate::outbox::{InFlight, Outbox};
+use crate::outbox::{InFlight, Outbox, OutboxError};
 use crate::sinks::{Sink, SinkError};
 use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -180,6 +180,19 @@ enum Outcome {
     Cancelled,
 }
 
+/// Why one life of the forwarder ended early: the outbox failed (read, record
+/// in flight, acknowledge), or a blocking outbox task did not finish.
+/// [`Forwarder::run`] rides these out itself; each text is the cause's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwarderError {
+    /// The outbox refused a read or write.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// A blocking outbox task panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
 impl Forwarder {
     /// Runs until `shutdown` is cancelled and in-flight sends have finished (or
     /// the grace period ran out). Readings not confirmed stay in the outbox.
@@ -188,7 +201,7 @@ impl Forwarder {
     /// so once, waits with backoff and starts over from what the outbox holds.
     /// Batches that were in flight are resent under their ids, so the worst
     /// case is a duplicate with the same message id, never a lost reading.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ForwarderError> {
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).with_jitter();
         let mut failures = 0u32;
         // A salvage that keeps failing is logged once until one succeeds or the
@@ -206,7 +219,7 @@ impl Forwarder {
                 salvage_failing.end();
             }
             failures += 1;
-            let damaged = err.downcast_ref::<crate::outbox::OutboxError>().is_some_and(|e| e.is_damage());
+            let damaged = matches!(&err, ForwarderError::Outbox(e) if e.is_damage());
             let mut stuck = false;
             if damaged {
                 // Damage found while reading: handled like damage found at
@@ -278,7 +291,7 @@ impl Forwarder {
     /// [`Batcher`]'s; this loop does the I/O around it: it reads the outbox
     /// into the batcher, records the batches it forms in flight, hands them to
     /// the sink, reports each outcome back and sleeps until the next deadline.
-    async fn run_once(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn run_once(&mut self, shutdown: &CancellationToken) -> Result<(), ForwarderError> {
         let sink_cap = self.sink.max_message_bytes().saturating_sub(MESSAGE_OVERHEAD).max(256);
         let byte_cap = self.settings.batch_max_bytes.min(sink_cap);
         let max_in_flight = self.sink.max_in_flight().max(1);

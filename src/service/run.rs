@@ -1,6 +1,7 @@
 //! Starting, running and stopping the whole pipeline.
 
 use super::associations::Associations;
+use super::error::ServiceError;
 use super::gateway::GatewayHandle;
 use super::notify;
 use crate::adapters::simulated::SimulatedDevice;
@@ -14,7 +15,6 @@ use crate::outbox::committer::{CommitHooks, CommitReport, Committer};
 use crate::outbox::Outbox;
 use crate::sinks::iothub::control::GatewayControl;
 use crate::sinks::Sink;
-use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -55,10 +55,10 @@ pub fn commit_hooks(associations: &Arc<Associations>, registry: &Arc<DeviceRegis
 
 /// Builds the sink named in the config. `control` is what the IoT Hub sink
 /// exposes through the twin and direct methods.
-pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> anyhow::Result<Arc<dyn Sink>> {
+pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, ServiceError> {
     let s = &config.sink;
     if let Some(f) = &s.file {
-        let sink = crate::sinks::file::FileSink::open(&f.path).with_context(|| format!("cannot open the file sink {}", f.path.display()))?;
+        let sink = crate::sinks::file::FileSink::open(&f.path).map_err(|error| ServiceError::FileSink { path: f.path.clone(), error })?;
         return Ok(Arc::new(sink));
     }
     if let Some(o) = &s.stdout {
@@ -68,13 +68,13 @@ pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> an
         return Ok(crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await?);
     }
     if let Some(h) = &s.eventhubs {
-        return crate::sinks::eventhubs::build(h).await;
+        return Ok(crate::sinks::eventhubs::build(h).await?);
     }
-    anyhow::bail!("no sink configured")
+    Err(ServiceError::NoSink)
 }
 
 /// Builds one adapter per simulated device (and the BLE/serial adapters).
-fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+fn build_adapters(config: &Config) -> Result<Vec<Box<dyn Adapter>>, ServiceError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in &config.devices {
         if let Some(sim) = &d.simulated {
@@ -97,7 +97,7 @@ fn build_adapters(config: &Config) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
 /// starts every task, [`supervise`] answers signals, feeds the watchdog and
 /// keeps the status file until `shutdown`, [`stop`] stops the tasks in
 /// pipeline order within bounded times.
-pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(GatewayHandle)) -> anyhow::Result<()> {
+pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(GatewayHandle)) -> Result<(), ServiceError> {
     let Some(mut running) = start(config, &opts, &shutdown).await? else {
         tracing::info!("stopped while waiting for room on the state filesystem; the outbox was not opened and is as it was");
         return Ok(());
@@ -125,18 +125,18 @@ struct Running {
     adapter_tasks: Vec<tokio::task::JoinHandle<()>>,
     committer_task: tokio::task::JoinHandle<()>,
     forwarder_stop: CancellationToken,
-    forwarder_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    forwarder_task: tokio::task::JoinHandle<Result<(), crate::forwarder::ForwarderError>>,
     status: StatusWriter,
 }
 
 /// Opens the outbox (waiting for room if the state filesystem has none; `None`
 /// when `shutdown` came first), builds the sink and the adapters, and starts
 /// the committer, the forwarder and the adapters.
-async fn start(config: Config, opts: &RunOptions, shutdown: &CancellationToken) -> anyhow::Result<Option<Running>> {
+async fn start(config: Config, opts: &RunOptions, shutdown: &CancellationToken) -> Result<Option<Running>, ServiceError> {
     let config = Arc::new(config);
     crate::redact::init(&config.gateway.id);
     let state_dir = config.gateway.state_dir.clone();
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state folder {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir).map_err(|error| ServiceError::StateFolder { path: state_dir.clone(), error })?;
 
     let outbox_dir = state_dir.join("outbox");
     let Some((outbox, report)) = open_outbox_waiting_for_room(&outbox_dir, &config.outbox, shutdown).await? else {
@@ -209,7 +209,7 @@ async fn start(config: Config, opts: &RunOptions, shutdown: &CancellationToken) 
         adapter_tasks.push(tokio::spawn(async move {
             let what = a.describe();
             if let Err(e) = a.run(ctx).await {
-                tracing::error!("adapter stopped: {what}: {}", crate::logging::anyhow_chain(&e));
+                tracing::error!("adapter stopped: {what}: {}", crate::logging::error_chain(&e));
             }
         }));
     }
@@ -260,7 +260,7 @@ const HEALTH_LIMIT_WITHOUT_WATCHDOG_MS: u64 = 30_000;
 /// Status, watchdog, signals and outbox housekeeping until `shutdown`. An
 /// error means the forwarder ended by itself (a bug: it rides out outbox
 /// errors); the gateway then exits without the orderly stop.
-async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationToken) -> Result<(), ServiceError> {
     let watchdog = notify::watchdog_interval();
     let health_limit = watchdog.map(|w| (w.as_millis() as u64 / 2).max(2000)).unwrap_or(HEALTH_LIMIT_WITHOUT_WATCHDOG_MS);
     let mut tick = tokio::time::interval(watchdog.map(|w| w / 3).unwrap_or(TICK_WITHOUT_WATCHDOG).max(TICK_MIN));
@@ -292,8 +292,8 @@ async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationTo
             }
             res = &mut r.forwarder_task => {
                 // The forwarder rides out outbox errors itself; ending early is a bug.
-                let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => crate::logging::anyhow_chain(&e), Err(e) => e.to_string() };
-                anyhow::bail!("the forwarder stopped: {why}");
+                let why = match res { Ok(Ok(())) => "stopped".to_string(), Ok(Err(e)) => crate::logging::error_chain(&e), Err(e) => e.to_string() };
+                return Err(ServiceError::ForwarderStopped(why));
             }
             _ = tick.tick() => {
                 notify::status(&gateway.status_line());
@@ -327,7 +327,7 @@ async fn supervise(r: &mut Running, opts: &RunOptions, shutdown: &CancellationTo
 /// sink that hangs: a send that never returns (a hung network mount under the
 /// file sink) is given up after the forwarder's grace period and its readings
 /// stay in the outbox for the next start.
-async fn stop(r: Running) -> anyhow::Result<()> {
+async fn stop(r: Running) -> Result<(), ServiceError> {
     let Running { gateway, sink, adapter_stop, adapter_tasks, committer_task, forwarder_stop, mut forwarder_task, mut status, .. } = r;
     notify::stopping();
     tracing::info!("stopping: committing what adapters handed over");
@@ -342,7 +342,7 @@ async fn stop(r: Running) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(STOP_COMMITTER, committer_task).await;
     forwarder_stop.cancel();
     match tokio::time::timeout(STOP_FORWARDER, &mut forwarder_task).await {
-        Ok(Ok(Err(e))) => tracing::error!("forwarder: {}", crate::logging::anyhow_chain(&e)),
+        Ok(Ok(Err(e))) => tracing::error!("forwarder: {}", crate::logging::error_chain(&e)),
         Ok(_) => {}
         Err(_) => {
             // It must not touch the outbox once it is closed below.
@@ -389,7 +389,7 @@ async fn open_outbox_waiting_for_room(
     dir: &std::path::Path,
     cfg: &crate::config::OutboxConfig,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<(Outbox, crate::outbox::OpenReport)>> {
+) -> Result<Option<(Outbox, crate::outbox::OpenReport)>, ServiceError> {
     let mut waiting_since: Option<std::time::Instant> = None;
     loop {
         let (d, c) = (dir.to_path_buf(), cfg.clone());

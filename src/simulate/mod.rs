@@ -4,6 +4,9 @@
 //! monitors on pseudo-terminals.
 
 pub mod bluez;
+mod error;
 pub mod eventhubs;
 pub mod iothub;
 pub mod serial;
+
+pub use error::EmulatorError;

@@ -72,7 +72,7 @@ pub struct Rig {
     pub readings: Vec<Reading>,
     rx: mpsc::Receiver<Reading>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), iomt_edge::adapters::AdapterError>>,
 }
 
 impl Rig {

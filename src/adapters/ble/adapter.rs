@@ -20,16 +20,16 @@
 //! silent) and battery changes `batteryLevel` readings, so gaps are explained.
 //! Bytes are decoded by the pure [`super::gatt`] module.
 
+use super::error::BleError;
 use super::gatt::{self, Characteristic, Decoded, Decoding};
 use crate::adapters::device_clock::{GatewayZone, TimeContext};
-use crate::adapters::{Adapter, AdapterContext, LinkState};
+use crate::adapters::{Adapter, AdapterContext, AdapterError, LinkState};
 use crate::backoff::Backoff;
 use crate::config::ble::BleDeviceConfig;
 use crate::config::DeviceConfig;
 use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
-use anyhow::Context;
 use async_trait::async_trait;
 use btleplug::api::{Central, CharPropFlags, Manager as _, Peripheral as _, ScanFilter};
 use btleplug::platform::{Adapter as BtAdapter, Manager, Peripheral};
@@ -64,16 +64,13 @@ static MANAGER_CREATED: AtomicBool = AtomicBool::new(false);
 /// libdbus reads `DBUS_SYSTEM_BUS_ADDRESS` once per process, at the first
 /// system-bus connection, so this must run before the first BLE adapter starts;
 /// later calls with a different address fail instead of being silently ignored.
-pub fn set_system_bus_address(address: &str) -> anyhow::Result<()> {
+pub fn set_system_bus_address(address: &str) -> Result<(), BleError> {
     let current = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok();
     if current.as_deref() == Some(address) {
         return Ok(());
     }
     if MANAGER_CREATED.load(Ordering::SeqCst) {
-        anyhow::bail!(
-            "the D-Bus system bus address is fixed once btleplug has connected in this process; \
-             set DBUS_SYSTEM_BUS_ADDRESS before starting the BLE adapter"
-        );
+        return Err(BleError::BusAddressFixed);
     }
     std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", address);
     Ok(())
@@ -163,22 +160,22 @@ pub fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<
 
 /// Builds the BLE adapter for the `[[device]]` entries that have a `ble`
 /// table (one adapter manages them all). `Ok(None)` when there are none.
-pub fn build(devices: &[DeviceConfig]) -> anyhow::Result<Option<Box<dyn Adapter>>> {
+pub fn build(devices: &[DeviceConfig]) -> Result<Option<Box<dyn Adapter>>, AdapterError> {
     let mut out = Vec::new();
     for d in devices {
         let Some(b) = &d.ble else { continue };
         let kind: DeviceKind = d.kind.into();
         if service_of(kind).is_none() {
-            anyhow::bail!("device \"{}\": BLE supports kind heart_rate_strap or pulse_oximeter", d.id);
+            return Err(AdapterError::device(&d.id, "BLE supports kind heart_rate_strap or pulse_oximeter"));
         }
         if b.silence_timeout < Duration::from_millis(200) {
-            anyhow::bail!("device \"{}\": ble.silence_timeout must be at least 200ms", d.id);
+            return Err(AdapterError::device(&d.id, "ble.silence_timeout must be at least 200ms"));
         }
         let selector = match (&b.address, &b.name_pattern, b.any_device) {
             (Some(a), None, false) => Selector::Address(a.trim().to_ascii_uppercase()),
             (None, Some(p), false) => Selector::NamePattern(p.clone()),
             (None, None, true) => Selector::AnyDevice,
-            _ => anyhow::bail!("device \"{}\": set exactly one of ble.address, ble.name_pattern, ble.any_device", d.id),
+            _ => return Err(AdapterError::device(&d.id, "set exactly one of ble.address, ble.name_pattern, ble.any_device")),
         };
         out.push(BleDevice { alias: d.id.clone(), kind, patient_id: d.patient_id.clone(), selector, config: b.clone() });
     }
@@ -253,7 +250,7 @@ impl Adapter for BleAdapter {
         format!("BLE (btleplug/BlueZ): {} device(s)", self.devices.len())
     }
 
-    async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), AdapterError> {
         if let Some(addr) = &self.system_bus {
             set_system_bus_address(addr)?;
         }
@@ -343,7 +340,7 @@ impl Adapter for BleAdapter {
             for t in tasks {
                 match t.await {
                     Ok(r) => runs.push(r),
-                    Err(e) => return Err(anyhow::anyhow!("BLE device task failed: {e}")),
+                    Err(e) => return Err(BleError::DeviceTask(e).into()),
                 }
             }
             if !ctx.shutdown.is_cancelled() {
@@ -355,18 +352,18 @@ impl Adapter for BleAdapter {
     }
 }
 
-async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: CancellationToken) -> anyhow::Result<ControllerSession> {
+async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: CancellationToken) -> Result<ControllerSession, BleError> {
     MANAGER_CREATED.store(true, Ordering::SeqCst);
-    let manager = tokio::time::timeout(CALL_TIMEOUT, Manager::new()).await.context("D-Bus connect timed out")??;
+    let manager = tokio::time::timeout(CALL_TIMEOUT, Manager::new()).await.map_err(timed_out("D-Bus connect"))??;
     let adapter = tokio::time::timeout(CALL_TIMEOUT, manager.adapters())
         .await
-        .context("listing adapters timed out")??
+        .map_err(timed_out("listing adapters"))??
         .into_iter()
         .next()
-        .context("no Bluetooth adapter")?;
-    let info = tokio::time::timeout(CALL_TIMEOUT, adapter.adapter_info()).await.context("adapter info timed out")??;
+        .ok_or(BleError::NoAdapter)?;
+    let info = tokio::time::timeout(CALL_TIMEOUT, adapter.adapter_info()).await.map_err(timed_out("adapter info"))??;
     let name = info.split_whitespace().next().unwrap_or("hci0").to_string();
-    tokio::time::timeout(CALL_TIMEOUT, adapter.start_scan(ScanFilter { services: services.to_vec() })).await.context("start_scan timed out")??;
+    tokio::time::timeout(CALL_TIMEOUT, adapter.start_scan(ScanFilter { services: services.to_vec() })).await.map_err(timed_out("start_scan"))??;
     Ok(ControllerSession {
         adapter,
         adapter_path: format!("/org/bluez/{name}"),
@@ -375,6 +372,11 @@ async fn open_session(services: &[Uuid], connections: Arc<Semaphore>, cancel: Ca
         broken: Notify::new(),
         cancel,
     })
+}
+
+/// The error of a bluetoothd call (`what`) that got no answer in time.
+fn timed_out(what: &'static str) -> impl Fn(tokio::time::error::Elapsed) -> BleError {
+    move |elapsed| BleError::Timeout { what, elapsed }
 }
 
 /// Whether a btleplug error means bluetoothd itself is gone.

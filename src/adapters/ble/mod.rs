@@ -6,6 +6,8 @@
 //!   rebuild when bluetoothd restarts).
 
 pub mod adapter;
+pub mod error;
 pub mod gatt;
 
 pub use adapter::{build, set_system_bus_address, BleAdapter, BleDevice, Selector, MAX_CONNECTED};
+pub use error::BleError;

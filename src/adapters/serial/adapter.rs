@@ -33,7 +33,7 @@ use super::intake::Hl7Intake;
 use super::link::{Link, Step};
 use super::profile::{FlowControl, Parity, PortSettings};
 use super::{BadInput, Decoded, Decoder, Driver, IDLE_GAP};
-use crate::adapters::{Adapter, AdapterContext, OutboxClosed};
+use crate::adapters::{Adapter, AdapterContext, AdapterError, OutboxClosed};
 use crate::config::serial::{parse_hex_bytes, Hl7PatientFrom, SerialDeviceConfig};
 use crate::config::DeviceConfig;
 use crate::logging::Episode;
@@ -157,11 +157,11 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
 }
 
 /// One adapter per `[[device]]` with a `serial` table.
-pub fn build(devices: &[DeviceConfig]) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
         let Some(s) = &d.serial else { continue };
-        let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s).map_err(|(k, m)| anyhow::anyhow!("device \"{}\": serial.{k}: {m}", d.id))?;
+        let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s).map_err(|(k, m)| AdapterError::device(&d.id, format!("serial.{k}: {m}")))?;
         out.push(Box::new(SerialAdapter { dev }));
     }
     Ok(out)
@@ -399,7 +399,7 @@ impl Adapter for SerialAdapter {
         format!("serial ({}): {} on {}", driver_name(&self.dev.driver), redact::device(&self.dev.id), self.dev.port.display())
     }
 
-    async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), AdapterError> {
         let dev = &self.dev;
         ctx.registry.register(&dev.id);
         let mut run = Run {

@@ -22,7 +22,7 @@
 use super::framing::{mllp_wrap, MllpFramer};
 use super::hl7::Hl7Options;
 use super::intake::Hl7Intake;
-use crate::adapters::{Adapter, AdapterContext, LinkState};
+use crate::adapters::{Adapter, AdapterContext, AdapterError, LinkState};
 use crate::config::serial::Hl7TcpConfig;
 use crate::config::DeviceConfig;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
@@ -57,11 +57,11 @@ pub fn resolve(id: &str, patient_id: Option<String>, h: &Hl7TcpConfig) -> Result
 }
 
 /// One adapter per `[[device]]` with an `hl7_tcp` table.
-pub fn build(devices: &[DeviceConfig]) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
+pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
         let Some(h) = &d.hl7_tcp else { continue };
-        let l = resolve(&d.id, d.patient_id.clone(), h).map_err(|(k, m)| anyhow::anyhow!("device \"{}\": hl7_tcp.{k}: {m}", d.id))?;
+        let l = resolve(&d.id, d.patient_id.clone(), h).map_err(|(k, m)| AdapterError::device(&d.id, format!("hl7_tcp.{k}: {m}")))?;
         out.push(Box::new(Hl7TcpAdapter { listener: l }));
     }
     Ok(out)
@@ -90,9 +90,9 @@ impl Adapter for Hl7TcpAdapter {
         format!("HL7 over TCP (MLLP): {} listening on {}", redact::device(&self.listener.id), self.listener.listen)
     }
 
-    async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), AdapterError> {
         let l = self.listener;
-        let socket = tokio::net::TcpListener::bind(l.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", l.listen))?;
+        let socket = tokio::net::TcpListener::bind(l.listen).await.map_err(|error| AdapterError::Listen { addr: l.listen, error })?;
         ctx.registry.register(&l.id);
         let intake = Hl7Intake::new(&l.id, l.patient_id.clone(), l.opts.clone(), "HL7 listener");
         let shared = Arc::new(Shared { l, ctx: ctx.clone(), times: Mutex::new(DistinctTimes::new()), connections: AtomicUsize::new(0), intake });

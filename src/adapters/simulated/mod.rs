@@ -5,7 +5,7 @@
 //! The value generators ([`HeartRateModel`], [`OximeterModel`]) are pure: given a
 //! seed they produce the same sequence, which the tests rely on.
 
-use super::{Adapter, AdapterContext, LinkState};
+use super::{Adapter, AdapterContext, AdapterError, LinkState};
 use crate::config::SimulatedDeviceConfig;
 use crate::model::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType};
 use async_trait::async_trait;
@@ -198,7 +198,7 @@ impl Adapter for SimulatedDevice {
         format!("simulated {} \"{}\" every {} ms", self.kind.name(), self.device_id, self.cfg.interval_ms)
     }
 
-    async fn run(self: Box<Self>, ctx: AdapterContext) -> anyhow::Result<()> {
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), AdapterError> {
         let seed = self.cfg.seed.unwrap_or_else(rand::random);
         let mut strap = HeartRateModel::new(seed, self.cfg.dropout_probability);
         let mut oxi = OximeterModel::new(seed, self.cfg.dropout_probability);

@@ -5,7 +5,7 @@
 //! it also dies if the process exits without dropping the handle (a test that
 //! panics, a killed demo): no stray daemons.
 
-use anyhow::Context;
+use super::error::BluezSimError;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,15 +31,19 @@ pub fn find_dbus_daemon() -> Option<PathBuf> {
 
 impl PrivateBus {
     /// Starts `dbus-daemon` and waits (up to 10 s) for its address.
-    pub fn start() -> anyhow::Result<PrivateBus> {
-        let exe = find_dbus_daemon().context("dbus-daemon is not installed (Debian/Ubuntu: apt-get install dbus-daemon)")?;
+    pub fn start() -> Result<PrivateBus, BluezSimError> {
+        let exe = find_dbus_daemon().ok_or(BluezSimError::NoDbusDaemon)?;
         let dir = std::env::temp_dir().join(format!("iomt-bluez-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|error| BluezSimError::Prepare { what: "creating", path: dir.clone(), error })?;
         let conf = dir.join("bus.conf");
         let listen = format!("unix:path={}", dir.join("bus").display());
-        std::fs::write(&conf, BUS_CONF.replace("@LISTEN@", &listen)).with_context(|| format!("writing {}", conf.display()))?;
+        std::fs::write(&conf, BUS_CONF.replace("@LISTEN@", &listen)).map_err(|error| BluezSimError::Prepare {
+            what: "writing",
+            path: conf.clone(),
+            error,
+        })?;
 
-        let (addr_tx, addr_rx) = mpsc::channel::<anyhow::Result<String>>();
+        let (addr_tx, addr_rx) = mpsc::channel::<Result<String, BluezSimError>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("dbus-daemon".into()).spawn(move || {
             run_daemon(&exe, &conf, addr_tx, stop_rx);
@@ -51,7 +55,7 @@ impl PrivateBus {
                 Ok(bus)
             }
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(anyhow::anyhow!("dbus-daemon did not print its address within 10 s")),
+            Err(_) => Err(BluezSimError::NoAddress),
         }
     }
 
@@ -66,7 +70,7 @@ impl PrivateBus {
     }
 }
 
-fn run_daemon(exe: &Path, conf: &Path, addr_tx: mpsc::Sender<anyhow::Result<String>>, stop_rx: mpsc::Receiver<()>) {
+fn run_daemon(exe: &Path, conf: &Path, addr_tx: mpsc::Sender<Result<String, BluezSimError>>, stop_rx: mpsc::Receiver<()>) {
     let mut cmd = Command::new(exe);
     cmd.arg(format!("--config-file={}", conf.display()))
         .arg("--nofork")
@@ -89,7 +93,7 @@ fn run_daemon(exe: &Path, conf: &Path, addr_tx: mpsc::Sender<anyhow::Result<Stri
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let _ = addr_tx.send(Err(anyhow::anyhow!("cannot start {}: {e}", exe.display())));
+            let _ = addr_tx.send(Err(BluezSimError::DaemonStart { exe: exe.to_path_buf(), error: e }));
             return;
         }
     };
@@ -100,7 +104,7 @@ fn run_daemon(exe: &Path, conf: &Path, addr_tx: mpsc::Sender<anyhow::Result<Stri
             let _ = addr_tx.send(Ok(line.trim().to_string()));
         }
         _ => {
-            let _ = addr_tx.send(Err(anyhow::anyhow!("dbus-daemon exited without printing an address")));
+            let _ = addr_tx.send(Err(BluezSimError::DaemonExited));
             let _ = child.kill();
             let _ = child.wait();
             return;

@@ -19,14 +19,15 @@
 //! `DBUS_SYSTEM_BUS_ADDRESS` for the gateway, `bleak` or `busctl --address`.
 
 pub mod daemon;
+mod error;
 pub mod objects;
 pub mod state;
 pub mod values;
 
 pub use daemon::PrivateBus;
+pub use error::BluezSimError;
 pub use state::{Sent, SimDeviceSpec, SimKind};
 
-use anyhow::Context;
 use state::{Shared, SimState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ fn lock(st: &Shared) -> std::sync::MutexGuard<'_, SimState> {
 impl BluezSim {
     /// Connects to the bus at `bus_address`, claims `org.bluez`, exports `/`
     /// (ObjectManager) and `/org/bluez/hci0`, and starts streaming.
-    pub async fn start(bus_address: &str, config: SimConfig) -> anyhow::Result<BluezSim> {
+    pub async fn start(bus_address: &str, config: SimConfig) -> Result<BluezSim, BluezSimError> {
         let st: Shared = Arc::new(Mutex::new(SimState::new(config.devices)));
         let mut sim = BluezSim {
             st,
@@ -82,7 +83,7 @@ impl BluezSim {
         Ok(sim)
     }
 
-    async fn bring_up(&mut self) -> anyhow::Result<()> {
+    async fn bring_up(&mut self) -> Result<(), BluezSimError> {
         let mut last_err = None;
         // After a restart the daemon may not have released the old name yet.
         for _ in 0..50 {
@@ -107,7 +108,7 @@ impl BluezSim {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(anyhow::anyhow!("cannot claim org.bluez on {}: {:?}", self.bus_address, last_err))
+        Err(BluezSimError::Claim { bus: self.bus_address.clone(), last: last_err.map(Box::new) })
     }
 
     async fn take_down(&mut self) {
@@ -128,7 +129,7 @@ impl BluezSim {
     /// Simulates a bluetoothd restart: `org.bluez` disappears from the bus for
     /// `down_for`, then a fresh instance comes back with no devices exported
     /// and no links (like BlueZ after a restart, before discovery).
-    pub async fn restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
+    pub async fn restart(&mut self, down_for: Duration) -> Result<(), BluezSimError> {
         self.take_down().await;
         tokio::time::sleep(down_for).await;
         self.bring_up().await
@@ -139,17 +140,17 @@ impl BluezSim {
         self.take_down().await;
     }
 
-    fn index(&self, address: &str) -> anyhow::Result<usize> {
-        lock(&self.st).device_by_address(address).with_context(|| format!("no simulated device {address}"))
+    fn index(&self, address: &str) -> Result<usize, BluezSimError> {
+        lock(&self.st).device_by_address(address).ok_or_else(|| BluezSimError::NoDevice(address.to_string()))
     }
 
-    fn server(&self) -> anyhow::Result<&zbus::ObjectServer> {
-        Ok(self.conn.as_ref().context("the simulator is down")?.object_server())
+    fn server(&self) -> Result<&zbus::ObjectServer, BluezSimError> {
+        Ok(self.conn.as_ref().ok_or(BluezSimError::Down)?.object_server())
     }
 
     /// Link loss: the device drops the connection and stays out of range for
     /// `outage` (connect attempts fail with `le-connection-abort-by-local`).
-    pub async fn link_loss(&self, address: &str, outage: Duration) -> anyhow::Result<()> {
+    pub async fn link_loss(&self, address: &str, outage: Duration) -> Result<(), BluezSimError> {
         let idx = self.index(address)?;
         if let Some(d) = lock(&self.st).devices.get_mut(idx) {
             d.unreachable_until = Some(Instant::now() + outage);
@@ -160,7 +161,7 @@ impl BluezSim {
 
     /// The device keeps the link but stops notifying (a hung strap) until it
     /// is disconnected and connected again.
-    pub fn mute(&self, address: &str) -> anyhow::Result<()> {
+    pub fn mute(&self, address: &str) -> Result<(), BluezSimError> {
         let idx = self.index(address)?;
         if let Some(d) = lock(&self.st).devices.get_mut(idx) {
             d.muted = true;
@@ -170,14 +171,14 @@ impl BluezSim {
 
     /// Sends these raw bytes on `uuid16` at the next tick (e.g. a malformed
     /// notification), if the device is connected and subscribed.
-    pub fn inject(&self, address: &str, uuid16: u16, bytes: Vec<u8>) -> anyhow::Result<()> {
+    pub fn inject(&self, address: &str, uuid16: u16, bytes: Vec<u8>) -> Result<(), BluezSimError> {
         let idx = self.index(address)?;
         lock(&self.st).inject.push((idx, uuid16, bytes));
         Ok(())
     }
 
     /// Finger out (true) or back in (false) on an oximeter.
-    pub fn set_finger_out(&self, address: &str, out: bool) -> anyhow::Result<()> {
+    pub fn set_finger_out(&self, address: &str, out: bool) -> Result<(), BluezSimError> {
         let idx = self.index(address)?;
         if let Some(d) = lock(&self.st).devices.get_mut(idx) {
             d.finger_out = out;
@@ -186,13 +187,13 @@ impl BluezSim {
     }
 
     /// Changes the battery level; notified at the next tick if subscribed.
-    pub fn set_battery(&self, address: &str, percent: u8) -> anyhow::Result<()> {
+    pub fn set_battery(&self, address: &str, percent: u8) -> Result<(), BluezSimError> {
         self.inject(address, 0x2A19, vec![percent])
     }
 
     /// The measurement service is missing for the next `links` connections
     /// (ServicesResolved comes, the service never appears).
-    pub fn hide_measurement_service(&self, address: &str, links: u32) -> anyhow::Result<()> {
+    pub fn hide_measurement_service(&self, address: &str, links: u32) -> Result<(), BluezSimError> {
         let idx = self.index(address)?;
         if let Some(d) = lock(&self.st).devices.get_mut(idx) {
             d.hide_service_links = links;
@@ -202,7 +203,7 @@ impl BluezSim {
 
     /// On the next connection the measurement service appears `by` after
     /// ServicesResolved.
-    pub fn delay_measurement_service(&self, address: &str, by: Duration) -> anyhow::Result<()> {
+    pub fn delay_measurement_service(&self, address: &str, by: Duration) -> Result<(), BluezSimError> {
         let idx = self.index(address)?;
         if let Some(d) = lock(&self.st).devices.get_mut(idx) {
             d.late_service = Some(by);
@@ -337,7 +338,7 @@ impl SimHandle {
 /// Starts a private `dbus-daemon` (needs `dbus-daemon` on PATH) and the
 /// simulator on it. Call from inside a tokio runtime; the simulator's tasks
 /// run on it.
-pub async fn spawn_private(config: SimConfig) -> anyhow::Result<SimHandle> {
+pub async fn spawn_private(config: SimConfig) -> Result<SimHandle, BluezSimError> {
     let bus = PrivateBus::start()?;
     let sim = BluezSim::start(bus.address(), config).await?;
     Ok(SimHandle { sim, bus })

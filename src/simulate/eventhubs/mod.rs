@@ -30,7 +30,7 @@
 pub mod checks;
 
 use crate::simulate::iothub::certs::Authority;
-use anyhow::Context;
+use crate::simulate::EmulatorError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -190,7 +190,7 @@ fn random_key() -> String {
 }
 
 impl Identity {
-    fn fresh() -> anyhow::Result<Identity> {
+    fn fresh() -> Result<Identity, EmulatorError> {
         let ca = Authority::new()?;
         let ips = [std::net::IpAddr::from([127, 0, 0, 1]), std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
         let server = ca.server(&["localhost".to_string()], &ips)?;
@@ -207,17 +207,17 @@ impl Identity {
     }
 
     /// Loads `dir/emulator-identity.json`, or makes one and writes it there (mode 600).
-    fn load_or_make(dir: Option<&Path>) -> anyhow::Result<Identity> {
+    fn load_or_make(dir: Option<&Path>) -> Result<Identity, EmulatorError> {
         let Some(dir) = dir else { return Identity::fresh() };
         let path = dir.join("emulator-identity.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            return serde_json::from_str(&text).with_context(|| format!("{} is damaged; remove it to start afresh", path.display()));
+            return serde_json::from_str(&text).map_err(|error| EmulatorError::DamagedIdentity { path, error });
         }
         let id = Identity::fresh()?;
         std::fs::create_dir_all(dir)?;
         let mut f = std::fs::OpenOptions::new();
         std::os::unix::fs::OpenOptionsExt::mode(&mut f, 0o600);
-        let mut f = f.write(true).create_new(true).open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut f = f.write(true).create_new(true).open(&path).map_err(|error| EmulatorError::Write { path: path.clone(), error })?;
         f.write_all(serde_json::to_string(&id)?.as_bytes())?;
         Ok(id)
     }
@@ -225,14 +225,16 @@ impl Identity {
 
 impl Emulator {
     /// Starts listening.
-    pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<Emulator> {
-        anyhow::ensure!(cfg.bind.ip().is_loopback(), "the emulator listens on loopback addresses only");
+    pub async fn start(cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        if !cfg.bind.ip().is_loopback() {
+            return Err(EmulatorError::NotLoopback);
+        }
         let identity = Identity::load_or_make(cfg.state_dir.as_deref())?;
         if let Some(d) = &cfg.record_dir {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create the record folder {}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(|error| EmulatorError::RecordFolder { path: d.clone(), error })?;
         }
         let tls = server_config(&identity)?;
-        let listener = tokio::net::TcpListener::bind(cfg.bind).await.with_context(|| format!("cannot listen on {}", cfg.bind))?;
+        let listener = tokio::net::TcpListener::bind(cfg.bind).await.map_err(|error| EmulatorError::Listen { what: cfg.bind.to_string(), error })?;
         let addr = listener.local_addr()?;
         let state = State { faults: cfg.faults.clone(), ..Default::default() };
         let shared = Arc::new(Shared { cfg, addr, identity, state: Mutex::new(state) });
@@ -278,7 +280,7 @@ impl Emulator {
     }
 
     /// Writes the CA certificate to `dir/eventhubs-emulator-ca.pem`.
-    pub fn write_ca(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+    pub fn write_ca(&self, dir: &Path) -> Result<PathBuf, EmulatorError> {
         let p = dir.join("eventhubs-emulator-ca.pem");
         std::fs::write(&p, self.ca_pem())?;
         Ok(p)
@@ -335,7 +337,7 @@ impl Shared {
     }
 }
 
-fn server_config(id: &Identity) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+fn server_config(id: &Identity) -> Result<Arc<rustls::ServerConfig>, EmulatorError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(

@@ -22,7 +22,7 @@ const MAX_PACKET: usize = MAX_MESSAGE + 64 * 1024;
 const MAX_SUBSCRIPTIONS: usize = 5;
 
 /// TLS settings: the server certificate, and optional client certificates from our CA.
-pub(crate) fn server_config(server: &super::certs::Issued, ca_der: &[u8]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub(crate) fn server_config(server: &super::certs::Issued, ca_der: &[u8]) -> Result<Arc<rustls::ServerConfig>, crate::simulate::EmulatorError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();

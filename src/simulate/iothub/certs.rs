@@ -2,7 +2,7 @@
 //! certificate for loopback names and addresses, and device certificates for
 //! X.509 identities.
 
-use anyhow::Context;
+use crate::simulate::EmulatorError;
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use std::net::IpAddr;
 
@@ -23,13 +23,13 @@ pub struct Issued {
 
 impl Authority {
     /// A fresh CA.
-    pub fn new() -> anyhow::Result<Authority> {
+    pub fn new() -> Result<Authority, EmulatorError> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, "iomt-edge IoT Hub emulator CA");
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().context("cannot generate the CA key")?;
-        let cert = p.self_signed(&key).context("cannot sign the CA")?;
+        let key = KeyPair::generate().map_err(|error| EmulatorError::CertificateStep { what: "cannot generate the CA key", error })?;
+        let cert = p.self_signed(&key).map_err(|error| EmulatorError::CertificateStep { what: "cannot sign the CA", error })?;
         Ok(Authority { cert, key })
     }
 
@@ -43,7 +43,7 @@ impl Authority {
         self.cert.der().to_vec()
     }
 
-    fn issue(&self, cn: &str, dns: Vec<String>, ips: &[IpAddr], server: bool) -> anyhow::Result<Issued> {
+    fn issue(&self, cn: &str, dns: Vec<String>, ips: &[IpAddr], server: bool) -> Result<Issued, EmulatorError> {
         let mut p = CertificateParams::new(dns)?;
         for ip in ips {
             p.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -58,12 +58,12 @@ impl Authority {
     }
 
     /// A server certificate for `names` (DNS) and `ips`.
-    pub fn server(&self, names: &[String], ips: &[IpAddr]) -> anyhow::Result<Issued> {
+    pub fn server(&self, names: &[String], ips: &[IpAddr]) -> Result<Issued, EmulatorError> {
         self.issue("iomt-edge emulator", names.to_vec(), ips, true)
     }
 
     /// A device (client) certificate whose CN is the device id.
-    pub fn device(&self, device_id: &str) -> anyhow::Result<Issued> {
+    pub fn device(&self, device_id: &str) -> Result<Issued, EmulatorError> {
         self.issue(device_id, Vec::new(), &[], false)
     }
 }

@@ -27,7 +27,7 @@ pub mod certs;
 mod oracle;
 pub mod ws;
 
-use anyhow::Context;
+use crate::simulate::EmulatorError;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -221,7 +221,7 @@ impl Drop for Emulator {
 
 impl Emulator {
     /// Starts the emulator: makes the certificates, binds, accepts in the background.
-    pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<Emulator> {
+    pub async fn start(cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         let authority = certs::Authority::new()?;
         let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
         for ip in std::iter::once(cfg.bind.ip()).chain(cfg.ws_bind.map(|a| a.ip())) {
@@ -230,10 +230,12 @@ impl Emulator {
             }
         }
         let server = authority.server(&["localhost".to_string(), cfg.hub_name.clone()], &ips)?;
-        let listener = tokio::net::TcpListener::bind(cfg.bind).await.with_context(|| format!("cannot listen on {}", cfg.bind))?;
+        let listener = tokio::net::TcpListener::bind(cfg.bind).await.map_err(|error| EmulatorError::Listen { what: cfg.bind.to_string(), error })?;
         let addr = listener.local_addr()?;
         let ws_listener = match cfg.ws_bind {
-            Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a} (websocket)"))?),
+            Some(a) => {
+                Some(tokio::net::TcpListener::bind(a).await.map_err(|error| EmulatorError::Listen { what: format!("{a} (websocket)"), error })?)
+            }
             None => None,
         };
         let ws_addr = ws_listener.as_ref().map(|l| l.local_addr()).transpose()?;
@@ -277,7 +279,7 @@ impl Emulator {
     }
 
     /// Writes the CA certificate to `dir/emulator-ca.pem` and returns the path.
-    pub fn write_ca(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+    pub fn write_ca(&self, dir: &Path) -> Result<PathBuf, EmulatorError> {
         let p = dir.join("emulator-ca.pem");
         std::fs::write(&p, &self.ca_pem)?;
         Ok(p)
@@ -321,7 +323,7 @@ impl Emulator {
     }
 
     /// Registers a device that authenticates with a client certificate; returns (cert PEM, key PEM).
-    pub fn add_x509_device(&self, device_id: &str) -> anyhow::Result<(String, String)> {
+    pub fn add_x509_device(&self, device_id: &str) -> Result<(String, String), EmulatorError> {
         let issued = self.authority.device(device_id)?;
         self.shared.x509_certs.lock().unwrap_or_else(|e| e.into_inner()).insert(issued.cert_der.clone(), device_id.to_string());
         self.shared.state().devices.insert(device_id.to_string(), DeviceAuth::X509(issued.cert_der.clone()));
@@ -489,22 +491,24 @@ impl Emulator {
 
     /// Invokes a direct method; returns the device's status and payload. Errors
     /// when the device is offline, not subscribed, or does not answer in time.
-    pub async fn invoke_method(&self, device_id: &str, name: &str, payload: Value, timeout: Duration) -> anyhow::Result<(u16, Value)> {
+    pub async fn invoke_method(&self, device_id: &str, name: &str, payload: Value, timeout: Duration) -> Result<(u16, Value), EmulatorError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.shared.state();
             st.next_rid += 1;
             let rid = format!("m{}", st.next_rid);
-            let live = st.live.get(device_id).context("device is not connected (404)")?;
+            let live = st.live.get(device_id).ok_or(EmulatorError::MethodNotDelivered("device is not connected (404)"))?;
             let subscribed =
                 live.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|s| broker::topic_matches(s, "$iothub/methods/POST/x/"));
-            anyhow::ensure!(subscribed, "device has not subscribed to direct methods (404)");
+            if !subscribed {
+                return Err(EmulatorError::MethodNotDelivered("device has not subscribed to direct methods (404)"));
+            }
             live.to_device
                 .send((format!("$iothub/methods/POST/{name}/?$rid={rid}"), serde_json::to_vec(&payload)?))
-                .map_err(|_| anyhow::anyhow!("device connection closed"))?;
+                .map_err(|_| EmulatorError::MethodNotDelivered("device connection closed"))?;
             st.pending_methods.insert(rid, tx);
         }
-        tokio::time::timeout(timeout, rx).await.context("the device did not answer in time (504)")?.context("the device disconnected")
+        tokio::time::timeout(timeout, rx).await.map_err(EmulatorError::MethodTimeout)?.map_err(EmulatorError::MethodDropped)
     }
 }
 

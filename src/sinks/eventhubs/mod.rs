@@ -22,8 +22,10 @@
 pub mod batch;
 pub mod connection_string;
 pub mod entra;
+pub mod error;
 pub mod response;
 pub mod sas;
 pub mod sink;
 
+pub use error::EventHubsError;
 pub use sink::{build, EventHubsSink};

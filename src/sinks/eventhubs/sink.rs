@@ -27,6 +27,7 @@
 use super::batch;
 use super::connection_string::EventHubsConnectionString;
 use super::entra::{self, AccessToken, ClientCredential, FileStamp, TokenCache, TokenDecision};
+use super::error::EventHubsError;
 use super::response::{self, AuthKind, SendOutcome, TransportFailure};
 use super::sas::{self, SasToken};
 use crate::config::eventhubs::{EventHubsAuth, EventHubsSinkConfig};
@@ -34,7 +35,6 @@ use crate::config::SecretSource;
 use crate::logging::SharedEpisode;
 use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
-use anyhow::Context;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ pub struct EventHubsCounters {
 }
 
 /// Builds the Event Hubs sink for the runtime from its config table.
-pub async fn build(cfg: &EventHubsSinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+pub async fn build(cfg: &EventHubsSinkConfig) -> Result<Arc<dyn Sink>, EventHubsError> {
     Ok(Arc::new(EventHubsSink::start(cfg)?))
 }
 
@@ -84,16 +84,16 @@ impl EventHubsSink {
     /// Checks the table, reads the identity once (a malformed connection
     /// string, a missing key file or certificate stops the start with a named
     /// error) and sets up the HTTPS client. No request is made here.
-    pub fn start(cfg: &EventHubsSinkConfig) -> anyhow::Result<EventHubsSink> {
+    pub fn start(cfg: &EventHubsSinkConfig) -> Result<EventHubsSink, EventHubsError> {
         if let Some((k, m)) = cfg.validate().first() {
-            anyhow::bail!("sink.eventhubs.{k}: {m}");
+            return Err(EventHubsError::Setting(format!("sink.eventhubs.{k}: {m}")));
         }
         let http = http_client(cfg.ca_file.as_deref(), cfg.request_timeout)?;
         let (host, port, hub, credential) = match cfg.auth() {
             EventHubsAuth::SharedAccessKey => {
-                let source = cfg.connection_string.clone().context("sink.eventhubs: set connection_string")?;
+                let source = cfg.connection_string.clone().ok_or_else(|| setting("sink.eventhubs: set connection_string"))?;
                 let cs = read_connection_string(&source)?;
-                let hub = cs.hub_name(cfg.event_hub.as_deref()).context("sink.eventhubs.connection_string")?.to_string();
+                let hub = cs.hub_name(cfg.event_hub.as_deref()).map_err(EventHubsError::HubName)?.to_string();
                 let resource = sas::resource_uri(&cs.namespace_host, cs.port, &hub);
                 let cred = Credential::Sas(SasCredential {
                     source,
@@ -105,14 +105,14 @@ impl EventHubsSink {
                 (cs.namespace_host, cs.port, hub, cred)
             }
             auth => {
-                let ns = cfg.namespace.clone().context("sink.eventhubs: set namespace")?;
+                let ns = cfg.namespace.clone().ok_or_else(|| setting("sink.eventhubs: set namespace"))?;
                 let (host, port) = match ns.rsplit_once(':') {
                     Some((h, p)) => (h.to_ascii_lowercase(), p.parse::<u16>().ok()),
                     None => (ns.to_ascii_lowercase(), None),
                 };
-                let hub = cfg.event_hub.clone().context("sink.eventhubs: set event_hub")?;
+                let hub = cfg.event_hub.clone().ok_or_else(|| setting("sink.eventhubs: set event_hub"))?;
                 let cred = if auth == EventHubsAuth::TokenFile {
-                    let path = cfg.token_file.clone().context("sink.eventhubs: set token_file")?;
+                    let path = cfg.token_file.clone().ok_or_else(|| setting("sink.eventhubs: set token_file"))?;
                     Credential::TokenFile(TokenFileCredential { path, state: parking_lot::Mutex::new(TokenFileState::default()) })
                 } else {
                     Credential::Entra(EntraCredential::new(cfg, http.clone())?)
@@ -264,24 +264,31 @@ fn transport_outcome(e: &reqwest::Error) -> SendOutcome {
 
 /// The HTTPS client: rustls with the system's trust store and `ca_file`,
 /// HTTP/1.1, idle connections kept for reuse.
-fn http_client(ca_file: Option<&Path>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+fn http_client(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, EventHubsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(c);
     }
     if let Some(ca) = ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read sink.eventhubs.ca_file {}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|error| EventHubsError::ReadFile { setting: "ca_file", path: ca.to_path_buf(), error })?;
         let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
-        let certs = certs.with_context(|| format!("sink.eventhubs.ca_file {} is not a PEM certificate file", ca.display()))?;
-        anyhow::ensure!(!certs.is_empty(), "sink.eventhubs.ca_file {} holds no PEM certificate", ca.display());
+        let certs =
+            certs.map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} is not a PEM certificate file: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} holds no PEM certificate", ca.display())));
+        }
         for c in certs {
-            roots.add(c).with_context(|| format!("sink.eventhubs.ca_file {} holds a certificate rustls cannot use", ca.display()))?;
+            roots.add(c).map_err(|e| {
+                EventHubsError::BadFile(format!("sink.eventhubs.ca_file {} holds a certificate rustls cannot use: {e}", ca.display()))
+            })?;
         }
     }
-    anyhow::ensure!(!roots.is_empty(), "no trusted CA certificates (the system store is empty and sink.eventhubs.ca_file is not set)");
+    if roots.is_empty() {
+        return Err(setting("no trusted CA certificates (the system store is empty and sink.eventhubs.ca_file is not set)"));
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .context("rustls has no TLS versions")?
+        .map_err(|e| EventHubsError::HttpClient(format!("rustls has no TLS versions: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     reqwest::Client::builder()
@@ -292,14 +299,21 @@ fn http_client(ca_file: Option<&Path>, timeout: Duration) -> anyhow::Result<reqw
         .tcp_keepalive(Duration::from_secs(60))
         .user_agent(concat!("iomt-edge/", env!("CARGO_PKG_VERSION")))
         .build()
-        .context("cannot set up the HTTPS client")
+        .map_err(|e| EventHubsError::HttpClient(format!("cannot set up the HTTPS client: {}", crate::logging::error_chain(&e))))
 }
 
 use crate::model::time::unix_s as now_unix;
 
-fn read_connection_string(source: &SecretSource) -> anyhow::Result<EventHubsConnectionString> {
-    let raw = source.resolve().context("cannot read the Event Hubs connection string (sink.eventhubs.connection_string)")?;
-    EventHubsConnectionString::parse(&raw).context("the Event Hubs connection string (sink.eventhubs.connection_string) is malformed")
+/// A setting error with a fixed text.
+fn setting(text: &str) -> EventHubsError {
+    EventHubsError::Setting(text.to_string())
+}
+
+fn read_connection_string(source: &SecretSource) -> Result<EventHubsConnectionString, EventHubsError> {
+    let raw = source
+        .resolve()
+        .map_err(|cause| EventHubsError::ReadSecret { what: "the Event Hubs connection string (sink.eventhubs.connection_string)", cause })?;
+    EventHubsConnectionString::parse(&raw).map_err(EventHubsError::MalformedConnectionString)
 }
 
 /// Where the `Authorization` header comes from.
@@ -394,23 +408,26 @@ struct EntraCredential {
 }
 
 impl EntraCredential {
-    fn new(cfg: &EventHubsSinkConfig, http: reqwest::Client) -> anyhow::Result<EntraCredential> {
+    fn new(cfg: &EventHubsSinkConfig, http: reqwest::Client) -> Result<EntraCredential, EventHubsError> {
         let tenant = cfg.tenant.clone().unwrap_or_default();
-        let endpoint = entra::token_endpoint(&cfg.authority_host, &tenant).map_err(|e| anyhow::anyhow!("sink.eventhubs: {e}"))?;
+        let endpoint = entra::token_endpoint(&cfg.authority_host, &tenant).map_err(EventHubsError::Entra)?;
         let certificate = match (&cfg.client_certificate_file, &cfg.client_key_file) {
             (Some(c), Some(k)) => {
                 // Checked now so a wrong path stops the start; read again for each token.
-                let cert = std::fs::read(c).with_context(|| format!("cannot read sink.eventhubs.client_certificate_file {}", c.display()))?;
-                entra::certificate_der(&cert).map_err(|e| anyhow::anyhow!("sink.eventhubs.client_certificate_file {}: {e}", c.display()))?;
+                let cert =
+                    std::fs::read(c).map_err(|error| EventHubsError::ReadFile { setting: "client_certificate_file", path: c.clone(), error })?;
+                entra::certificate_der(&cert)
+                    .map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_certificate_file {}: {e}", c.display())))?;
                 crate::config::secret::warn_if_world_readable(k);
-                let key = std::fs::read(k).with_context(|| format!("cannot read sink.eventhubs.client_key_file {}", k.display()))?;
-                entra::sign_assertion("check.check", &key).map_err(|e| anyhow::anyhow!("sink.eventhubs.client_key_file {}: {e}", k.display()))?;
+                let key = std::fs::read(k).map_err(|error| EventHubsError::ReadFile { setting: "client_key_file", path: k.clone(), error })?;
+                entra::sign_assertion("check.check", &key)
+                    .map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_key_file {}: {e}", k.display())))?;
                 Some((c.clone(), k.clone()))
             }
             _ => None,
         };
         if let Some(s) = &cfg.client_secret {
-            s.resolve().context("cannot read the Entra ID client secret (sink.eventhubs.client_secret)")?;
+            s.resolve().map_err(|cause| EventHubsError::ReadSecret { what: "the Entra ID client secret (sink.eventhubs.client_secret)", cause })?;
         }
         Ok(EntraCredential {
             http,
