@@ -243,6 +243,19 @@ fn events(readings: &[Value]) -> Vec<String> {
     readings.iter().filter_map(|r| r["event"].as_str().map(str::to_string)).collect()
 }
 
+/// [`events`] without a last `silent` that follows a `connected`: the
+/// simulated monitor stops sending once its script is done, and the gateway
+/// is stopped only after every delivery arrived; on a loaded machine that
+/// can be longer than the quiet timeout, and the gateway then rightly says
+/// the monitor went silent. Every event before the end must still be there.
+fn events_until_the_script_ended(readings: &[Value]) -> Vec<String> {
+    let mut e = events(readings);
+    if e.len() >= 2 && e[e.len() - 1] == "silent" && e[e.len() - 2] == "connected" {
+        e.pop();
+    }
+    e
+}
+
 fn flags(r: &Value) -> Vec<String> {
     r["flags"].as_array().map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect()).unwrap_or_default()
 }
@@ -361,10 +374,10 @@ path = "{sink}"
     assert_eq!(first["deviceTime"]["local"], "2016-02-22T22:47:45", "{first}");
     assert_eq!(first["deviceTime"]["timeFrom"], "arrival");
     // The replug: connected, disconnected when the port went away, connected again.
-    assert_eq!(events(&masimo), vec!["gatewayStarted", "connected", "disconnected", "connected"]);
+    assert_eq!(events_until_the_script_ended(&masimo), vec!["gatewayStarted", "connected", "disconnected", "connected"]);
 
     // Nonin ASCII: the pause gave a silent event, then connected again; polls were sent.
-    assert_eq!(events(&delivered(&sink, "nonin-1")), vec!["gatewayStarted", "connected", "silent", "connected"]);
+    assert_eq!(events_until_the_script_ended(&delivered(&sink, "nonin-1")), vec!["gatewayStarted", "connected", "silent", "connected"]);
     assert!(nonin_received.iter().filter(|b| **b == 0x05).count() >= 5, "poll bytes: {nonin_received:02x?}");
     // The init bytes were sent again at the quiet timeout.
     assert!(nonin_received.iter().filter(|b| **b == 0x0d).count() >= 2, "init again after the quiet timeout: {nonin_received:02x?}");
