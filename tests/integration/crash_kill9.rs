@@ -29,35 +29,13 @@ batch_max_readings = 40
 batch_max_age_ms = 30
 retry_initial_ms = 50
 retry_max_ms = 200
-
-[[device]]
-id = "strap-a"
-kind = "heart_rate_strap"
-patient_id = "P-1"
-[device.simulated]
-interval_ms = 15
-seed = 1
-dropout_probability = 0.05
-
-[[device]]
-id = "oxi-b"
-kind = "pulse_oximeter"
-[device.simulated]
-interval_ms = 20
-seed = 2
-
-[[device]]
-id = "strap-c"
-kind = "heart_rate_strap"
-[device.simulated]
-interval_ms = 25
-seed = 3
-
+{devices}
 [sink.file]
 path = "{out}"
 "#,
         state = dir.join("state").display(),
-        out = dir.join("delivered.ndjson").display()
+        out = dir.join("delivered.ndjson").display(),
+        devices = gateway_common::CRASH_TEST_DEVICES
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, cfg).unwrap();

@@ -157,30 +157,7 @@ impl Drop for Gateway {
 
 fn write_config(root: &Path, mnt: &Path, name: &str, flush_interval_ms: u64, sink: &Path, devices: bool) -> PathBuf {
     let devices = if devices {
-        r#"
-[[device]]
-id = "strap-a"
-kind = "heart_rate_strap"
-patient_id = "P-1"
-[device.simulated]
-interval_ms = 15
-seed = 1
-dropout_probability = 0.05
-
-[[device]]
-id = "oxi-b"
-kind = "pulse_oximeter"
-[device.simulated]
-interval_ms = 20
-seed = 2
-
-[[device]]
-id = "strap-c"
-kind = "heart_rate_strap"
-[device.simulated]
-interval_ms = 25
-seed = 3
-"#
+        crate::support::gateway::CRASH_TEST_DEVICES
     } else {
         // The drain: one quiet device (a gateway without devices stops at
         // once), so the sink's file stops growing once the outbox is empty.

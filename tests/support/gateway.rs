@@ -13,6 +13,34 @@ use std::sync::{Arc, Mutex};
 /// seq -> device id of every reading the gateway reported committed.
 pub type Committed = Arc<Mutex<BTreeMap<u64, String>>>;
 
+/// Three simulated devices at 15, 20 and 25 ms (one with dropouts, one
+/// with a patient): the `[[device]]` tables of the crash and power-cut
+/// tests, which count on their rate and seeds.
+pub const CRASH_TEST_DEVICES: &str = r#"
+[[device]]
+id = "strap-a"
+kind = "heart_rate_strap"
+patient_id = "P-1"
+[device.simulated]
+interval_ms = 15
+seed = 1
+dropout_probability = 0.05
+
+[[device]]
+id = "oxi-b"
+kind = "pulse_oximeter"
+[device.simulated]
+interval_ms = 20
+seed = 2
+
+[[device]]
+id = "strap-c"
+kind = "heart_rate_strap"
+[device.simulated]
+interval_ms = 25
+seed = 3
+"#;
+
 /// Starts `iomt-edge run --report-commits --config CONFIG`; a thread adds each
 /// reported (seq, device) to `committed` until the process's stdout closes.
 pub fn start(config: &Path, committed: Committed) -> (Child, std::thread::JoinHandle<()>) {
