@@ -43,6 +43,11 @@ pub struct Args {
     /// BlueZ on a private D-Bus (the default when `dbus-daemon` is installed).
     #[arg(long)]
     pub in_process: bool,
+    /// Seed the in-process devices' values (same seed, same values and the
+    /// same contact-loss episodes; device N gets seed + N). Default: random.
+    /// The devices of the simulated BlueZ are not seeded.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 }
 
 /// The simulated BlueZ's devices, in the order of the demo config's devices.
@@ -139,6 +144,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let delivered = a.dir.join("delivered.ndjson");
     config.gateway.state_dir = a.dir.join("state");
     config.sink.file = Some(crate::config::FileSinkConfig { path: delivered.clone() });
+    if let Some(seed) = a.seed {
+        for (n, s) in config.devices.iter_mut().filter_map(|d| d.simulated.as_mut()).enumerate() {
+            s.seed = Some(seed.wrapping_add(n as u64));
+        }
+    }
 
     let fancy = !a.plain && std::io::stdout().is_terminal();
     let ble = !a.in_process && crate::simulate::bluez::daemon::find_dbus_daemon().is_some();

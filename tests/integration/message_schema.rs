@@ -45,7 +45,10 @@ fn delivered_types(delivered: &std::path::Path) -> (usize, std::collections::BTr
 
 #[test]
 fn demo_in_process_runs_and_its_messages_match_the_schema() {
-    let (stdout, delivered, _dir) = run_demo(&["--in-process"], 5);
+    // Seeded: with random values the strap starts a contact-loss episode
+    // (no RR intervals) in its first seconds in about one run in thirty, and
+    // a 5 s run then has no rrInterval to check.
+    let (stdout, delivered, _dir) = run_demo(&["--in-process", "--seed", "1"], 5);
     assert!(stdout.contains("demo-strap") && stdout.contains("streaming"), "live view missing: {stdout}");
     assert!(stdout.contains("simulated Masimo Radical-7 (ASCII 1) on /dev/pts/"), "the serial monitor runs on a pseudo-terminal: {stdout}");
     let (n, types) = delivered_types(&delivered);
