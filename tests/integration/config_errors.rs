@@ -1,6 +1,7 @@
 //! Bad config files, each with the exact line and column the error must name,
 //! through the real `iomt-edge check-config` command.
 
+use crate::support::tmpfs;
 use std::path::Path;
 use std::process::Command;
 
@@ -547,14 +548,8 @@ fn a_read_only_state_folder_is_refused_by_both() {
 #[test]
 fn a_state_filesystem_too_small_for_an_outbox_is_refused_by_both() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("tiny");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=768k", "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
-    if !mounted {
-        crate::support::skip(&crate::support::this_test(), "cannot mount a tmpfs here (needs root)");
-        return;
-    }
-    let _unmount = Unmount(mnt.clone());
+    let Some(tiny) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("tiny"), "768k") else { return };
+    let mnt = tiny.path();
     let path = dir.path().join("gw.toml");
     let state = mnt.join("state");
     std::fs::write(&path, GOOD.replace("/tmp/x", &state.display().to_string())).unwrap();

@@ -30,10 +30,10 @@
 
 use crate::support::gateway as gateway_common;
 use crate::support::powercut_fs;
+use crate::support::tmpfs::{self, fill};
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
@@ -166,55 +166,13 @@ fn missing(committed: &BTreeMap<u64, String>, d: &Delivered) -> Vec<u64> {
 // ---------------------------------------------------------------------------
 // Item: a full disk under the sink file.
 
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts it, or says SKIPPED (fails under IOMT_REQUIRE_ALL=1) when this
-    /// machine cannot.
-    fn mount_or_skip(test: &str, at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let why = match Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output() {
-            Ok(out) if out.status.success() => return Some(Tmpfs(at.to_path_buf())),
-            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        crate::support::skip(test, format!("cannot mount a tmpfs (needs root): {why}"));
-        None
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes a file until the filesystem is full; returns how much it wrote.
-fn fill(path: &Path) -> u64 {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0xA5u8; 16 * 1024];
-    let mut written = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
-                break;
-            }
-        }
-    }
-    written
-}
-
 #[test]
 fn a_full_sink_disk_leaves_whole_lines_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = Tmpfs::mount_or_skip("a_full_sink_disk_leaves_whole_lines_and_loses_nothing", &dir.path().join("sinkfs"), "2m") else {
+    let Some(fs) = tmpfs::mount_or_skip("a_full_sink_disk_leaves_whole_lines_and_loses_nothing", &dir.path().join("sinkfs"), "2m") else {
         return;
     };
-    let out = fs.0.join("delivered.ndjson");
+    let out = fs.path().join("delivered.ndjson");
     let log = dir.path().join("gateway.log");
     let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
@@ -227,7 +185,7 @@ fn a_full_sink_disk_leaves_whole_lines_and_loses_nothing() {
         let before = size();
         wait_for("deliveries", 30, || size() > before + 8 * 1024);
         let failures = log_text().matches("delivery to file failed").count();
-        let filler = fs.0.join(format!("filler-{round}"));
+        let filler = fs.path().join(format!("filler-{round}"));
         assert!(fill(&filler) > 0, "the tmpfs was full before the test filled it");
         wait_for("the gateway to meet the full disk", 30, || log_text().matches("delivery to file failed").count() > failures);
         // A while on a full disk, retrying.
@@ -384,9 +342,9 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
     let test = "a_usb_stick_swapped_under_the_sink_loses_nothing";
     let dir = tempfile::tempdir().unwrap();
     let usb = dir.path().join("usb");
-    // The first stick. Each stick is unmounted by hand below; the guard only
-    // cleans up after a failure.
-    let Some(first) = Tmpfs::mount_or_skip(test, &usb, "4m") else { return };
+    // The first stick. Each stick is pulled out by hand below; the guard
+    // only cleans up after a failure.
+    let Some(mut stick) = tmpfs::mount_or_skip(test, &usb, "4m") else { return };
     let out = usb.join("delivered.ndjson");
     let log = dir.path().join("gateway.log");
     let config = write_config(dir.path(), &dir.path().join("state"), &out, 20);
@@ -397,7 +355,6 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
     let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
 
     let mut archives = Vec::new();
-    let mut sticks = [first];
     for n in 0..4 {
         wait_for("deliveries onto the stick", 30, || size() > 4 * 1024);
         // Pulled out (the gateway keeps its file open, so the unmount is a
@@ -405,7 +362,7 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
         // it) and a fresh stick put in at the same place. The operator has
         // what the old stick held when it was pulled.
         let held = std::fs::File::open(&out).unwrap();
-        assert!(Command::new("umount").arg("-l").arg(&usb).status().unwrap().success());
+        stick.pull_out();
         let mut bytes = Vec::new();
         let len = held.metadata().unwrap().len() as usize;
         std::io::Read::read_to_end(&mut &held, &mut bytes).unwrap();
@@ -417,9 +374,7 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
         drop(held);
         // A while with no stick at all.
         std::thread::sleep(Duration::from_millis(600));
-        let next = Tmpfs::mount_or_skip(test, &usb, "4m").expect("a tmpfs mounted before");
-        // The old guard must not unmount the new stick.
-        std::mem::forget(std::mem::replace(&mut sticks[0], next));
+        stick = tmpfs::mount_or_skip(test, &usb, "4m").expect("a tmpfs mounted before");
     }
     let files = || {
         let mut f = archives.clone();

@@ -12,55 +12,12 @@
 //! under `IOMT_REQUIRE_ALL=1`).
 
 use crate::support::gateway as gateway_common;
+use crate::support::tmpfs::{self, fill};
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().ok()?;
-        if !out.status.success() {
-            let why = format!("cannot mount a tmpfs (needs root): {}", String::from_utf8_lossy(&out.stderr).trim());
-            crate::support::skip(&crate::support::this_test(), why);
-            return None;
-        }
-        Some(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes a file until the filesystem is full; returns how much it wrote.
-fn fill(path: &Path) -> u64 {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0xA5u8; 64 * 1024];
-    let mut written = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(n) => written += n as u64,
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
-                break;
-            }
-        }
-    }
-    let _ = f.sync_all();
-    written
-}
 
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -73,7 +30,7 @@ fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 #[test]
 fn a_full_disk_loses_nothing_and_the_gateway_recovers_by_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(tmpfs) = Tmpfs::mount(&dir.path().join("state"), "24m") else { return };
+    let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), "24m") else { return };
     let out = dir.path().join("delivered.ndjson");
     let log = dir.path().join("gateway.log");
     let config = dir.path().join("gateway.toml");
@@ -105,7 +62,7 @@ seed = 7
 [sink.file]
 path = "{out}"
 "#,
-            state = tmpfs.0.display(),
+            state = state_fs.path().display(),
             out = out.display()
         ),
     )
@@ -117,7 +74,7 @@ path = "{out}"
     wait_for("the first readings to be committed", 30, || count() > 100);
 
     // Fill the disk under the running gateway.
-    let filler = tmpfs.0.join("filler");
+    let filler = state_fs.path().join("filler");
     let filled = fill(&filler);
     assert!(filled > 0);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();

@@ -28,53 +28,14 @@
 //! under `IOMT_REQUIRE_ALL=1`).
 
 use crate::support::gateway as gateway_common;
+use crate::support::tmpfs::{self, fill};
 
 use gateway_common::{start_logging_to, terminate, Committed, Delivered};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(at).output().ok()?;
-        if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            crate::support::skip(&crate::support::this_test(), format!("cannot mount a tmpfs (needs root): {why}"));
-            return None;
-        }
-        Some(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes a file until the filesystem is full.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0xA5u8; 64 * 1024];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "filling: {e}");
-                break;
-            }
-        }
-    }
-    let _ = f.sync_all();
-}
 
 fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -181,8 +142,8 @@ fn no_quarantined_store(state: &Path) {
 
 fn filled_and_freed_then(size: &str, kill: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let Some(tmpfs) = Tmpfs::mount(&dir.path().join("state"), size) else { return };
-    let state = tmpfs.0.clone();
+    let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), size) else { return };
+    let state = state_fs.path().to_path_buf();
     let out = dir.path().join("delivered.ndjson");
     let log1 = dir.path().join("run1.log");
     let log2 = dir.path().join("run2.log");
@@ -321,17 +282,17 @@ fn the_smallest_mib_state_filesystem_filled_and_freed_keeps_its_backlog_after_ki
 #[test]
 fn default_max_bytes_on_a_small_disk_is_bounded_by_the_disk_and_keeps_delivering() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), "5m") else { return };
-    let Some(sink_fs) = Tmpfs::mount(&dir.path().join("sink"), "32m") else { return };
-    let state = state_fs.0.clone();
-    let out = sink_fs.0.join("delivered.ndjson");
+    let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), "5m") else { return };
+    let Some(sink_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("sink"), "32m") else { return };
+    let state = state_fs.path().to_path_buf();
+    let out = sink_fs.path().join("delivered.ndjson");
     let log = dir.path().join("run1.log");
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let config = write_config(dir.path(), &state, &out, "gateway.toml");
 
     // The destination's disk is full: every delivery fails, for long enough
     // that the backlog would take several times the state filesystem.
-    let ballast = sink_fs.0.join("ballast");
+    let ballast = sink_fs.path().join("ballast");
     std::fs::File::create(&out).unwrap();
     fill(&ballast);
     let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
@@ -397,8 +358,8 @@ fn a_store_that_filled_its_filesystem_opens_again_with_the_spare() {
     use iomt_edge::model::{DeviceKind, Reading, ReadingType};
     use iomt_edge::outbox::Outbox;
     let dir = tempfile::tempdir().unwrap();
-    let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), "5m") else { return };
-    let outbox = state_fs.0.join("outbox");
+    let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), "5m") else { return };
+    let outbox = state_fs.path().join("outbox");
     let cfg = OutboxConfig::default();
     {
         let (ob, _) = Outbox::open(&outbox, &cfg).unwrap();
@@ -407,17 +368,17 @@ fn a_store_that_filled_its_filesystem_opens_again_with_the_spare() {
             .collect();
         ob.append(&mut rs).unwrap();
         ob.flush().unwrap();
-        assert!(state_fs.0.join("outbox.spare").is_file(), "a filesystem that bounds the outbox keeps the spare file");
+        assert!(state_fs.path().join("outbox.spare").is_file(), "a filesystem that bounds the outbox keeps the spare file");
         ob.close_clean().unwrap();
     }
-    fill(&state_fs.0.join("ballast"));
+    fill(&state_fs.path().join("ballast"));
     let (ob, _) = match Outbox::open(&outbox, &cfg) {
         Ok(opened) => opened,
-        Err(e) => panic!("a store on a full filesystem did not open ({e}); free: {:?}", iomt_edge::outbox::space::fs_space(&state_fs.0)),
+        Err(e) => panic!("a store on a full filesystem did not open ({e}); free: {:?}", iomt_edge::outbox::space::fs_space(&state_fs.path())),
     };
     assert_eq!(ob.len(), 300, "every reading is still there");
     assert_eq!(ob.read_range(0, u64::MAX, 1000).unwrap().len(), 300);
-    assert!(!state_fs.0.join("outbox.spare").exists(), "the spare was given back to open the store");
+    assert!(!state_fs.path().join("outbox.spare").exists(), "the spare was given back to open the store");
 }
 
 /// Makes `outbox` a folder whose sled `conf` (sled 0.34's
@@ -449,8 +410,8 @@ fn measure_the_stores_room_on_disk_per_record() {
     for (fs, seg) in [("12m", space::SEGMENT_SMALL), ("20m", space::SEGMENT_DEFAULT)] {
         for bound in [64u64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
             let dir = tempfile::tempdir().unwrap();
-            let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), fs) else { return };
-            let outbox = state_fs.0.join("outbox");
+            let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), fs) else { return };
+            let outbox = state_fs.path().join("outbox");
             let cfg = OutboxConfig { max_bytes: ByteSize(bound), ..OutboxConfig::default() };
             preset_segment(&outbox, seg);
             let (ob, _) = Outbox::open(&outbox, &cfg).unwrap();
@@ -515,8 +476,8 @@ fn without_a_full_disk_every_segment_keeps_every_reading_across_reopen() {
     use iomt_edge::outbox::Outbox;
     for (fs, bound, seg) in [("12m", 256u64 << 10, SEGMENT_SMALL), ("20m", 256 << 10, SEGMENT_DEFAULT), ("12m", 64 << 10, SEGMENT_SMALL)] {
         let dir = tempfile::tempdir().unwrap();
-        let Some(state_fs) = Tmpfs::mount(&dir.path().join("state"), fs) else { return };
-        let outbox = state_fs.0.join("outbox");
+        let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), fs) else { return };
+        let outbox = state_fs.path().join("outbox");
         preset_segment(&outbox, seg);
         let cfg = OutboxConfig { max_bytes: ByteSize(bound), ..OutboxConfig::default() };
         let mut n = 0u32;

@@ -7,6 +7,7 @@ pub mod deb;
 pub mod gateway;
 pub mod iothub;
 pub mod powercut_fs;
+pub mod tmpfs;
 
 use std::fmt::Display;
 
