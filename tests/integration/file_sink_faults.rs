@@ -163,6 +163,88 @@ fn missing(committed: &BTreeMap<u64, String>, d: &Delivered) -> Vec<u64> {
     committed.keys().filter(|s| !d.ids.contains_key(s)).copied().collect()
 }
 
+/// A gateway of [`write_config`]'s config whose file sink writes `out`: the
+/// config, state folder and log (`gateway.log`) in the test's folder, and the
+/// readings it reported committed over all its runs.
+struct SinkGateway {
+    config: PathBuf,
+    log: PathBuf,
+    committed: Committed,
+}
+
+/// One run of a [`SinkGateway`], killed if the test fails while it runs.
+struct Running {
+    child: Child,
+    reader: std::thread::JoinHandle<()>,
+    _kill_on_panic: KillOnPanic,
+}
+
+impl SinkGateway {
+    /// Writes the config into `dir` (sink file `out`, `batch_max_readings`).
+    fn new(dir: &Path, out: &Path, batch_max_readings: usize) -> SinkGateway {
+        SinkGateway {
+            config: write_config(dir, &dir.join("state"), out, batch_max_readings),
+            log: dir.join("gateway.log"),
+            committed: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Starts a run, its log appended to `gateway.log`.
+    fn start(&self) -> Running {
+        let (child, reader) = start_logging_to(&self.config, self.committed.clone(), Some(&self.log));
+        Running { _kill_on_panic: KillOnPanic(child.id()), child, reader }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every reading reported committed so far: seq -> device id.
+    fn committed(&self) -> BTreeMap<u64, String> {
+        self.committed.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM to `run`: it must exit with status 0 within `limit`
+    /// (else it is killed and the test fails, saying `during`, what was
+    /// going on). Returns how long it took.
+    fn stop(&self, mut run: Running, limit: Duration, during: &str) -> Duration {
+        terminate(&run.child);
+        let stopped = wait_exit(&mut run.child, limit);
+        run.reader.join().unwrap();
+        let (status, took) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway within {limit:?}{during}:\n{}", self.log_text()));
+        assert!(status.success(), "SIGTERM{during} must lead to a clean exit (status 0), got {status:?}:\n{}", self.log_text());
+        took
+    }
+
+    /// Gives `run` up to `patience` to deliver every reading of `expected`
+    /// into `files` (what is still missing then, [`Self::check_delivered`]
+    /// reports), then [`Self::stop`]s it within `limit`.
+    fn stop_once_delivered(&self, run: Running, expected: &BTreeMap<u64, String>, files: &[PathBuf], patience: Duration, limit: Duration) {
+        let waited = Instant::now();
+        while !missing(expected, &read_delivered(files).0).is_empty() && waited.elapsed() < patience {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.stop(run, limit, "");
+    }
+
+    /// The files hold whole JSON messages only; every reading committed in
+    /// any run is in one of them, under one id per message, in order per
+    /// device ([`Delivered::check`]); the log shows no panic. `lost_means`
+    /// says what a reading missing from the files means in this test.
+    /// Returns what was committed and what the files hold.
+    fn check_delivered(&self, files: &[PathBuf], lost_means: &str) -> (BTreeMap<u64, String>, Delivered) {
+        let all = self.committed();
+        let (d, bad) = read_delivered(files);
+        assert!(bad.is_empty(), "{} line(s) of the sink files are not whole JSON messages, e.g. {}", bad.len(), bad[0]);
+        let lost = missing(&all, &d);
+        assert!(lost.is_empty(), "{} of {} committed readings {lost_means}, e.g. {:?}", lost.len(), all.len(), &lost[..lost.len().min(5)]);
+        d.check(&all);
+        let text = self.log_text();
+        assert!(!text.contains("panicked"), "{text}");
+        (all, d)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Item: a full disk under the sink file.
 
@@ -173,52 +255,33 @@ fn a_full_sink_disk_leaves_whole_lines_and_loses_nothing() {
         return;
     };
     let out = fs.path().join("delivered.ndjson");
-    let log = dir.path().join("gateway.log");
-    let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
-    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
-    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-    let _kill_on_panic_1 = KillOnPanic(child.id());
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let gw = SinkGateway::new(dir.path(), &out, 25);
+    let mut run = gw.start();
     let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
 
     for round in 0..3 {
         let before = size();
         wait_for("deliveries", 30, || size() > before + 8 * 1024);
-        let failures = log_text().matches("delivery to file failed").count();
+        let failures = gw.log_text().matches("delivery to file failed").count();
         let filler = fs.path().join(format!("filler-{round}"));
         assert!(fill(&filler) > 0, "the tmpfs was full before the test filled it");
-        wait_for("the gateway to meet the full disk", 30, || log_text().matches("delivery to file failed").count() > failures);
+        wait_for("the gateway to meet the full disk", 30, || gw.log_text().matches("delivery to file failed").count() > failures);
         // A while on a full disk, retrying.
         std::thread::sleep(Duration::from_millis(1500));
-        assert!(child.try_wait().unwrap().is_none(), "the gateway exited on a full sink disk:\n{}", log_text());
+        assert!(run.child.try_wait().unwrap().is_none(), "the gateway exited on a full sink disk:\n{}", gw.log_text());
         std::fs::remove_file(&filler).unwrap();
     }
 
     // Room again: everything committed so far arrives, in whole lines.
-    let snapshot = committed.lock().unwrap().clone();
-    let files = [out.clone()];
     // Generous; what is still missing after that is reported below.
-    let waited = Instant::now();
-    while !missing(&snapshot, &read_delivered(&files).0).is_empty() && waited.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    terminate(&child);
-    let stopped = wait_exit(&mut child, STOP_DEADLINE + Duration::from_secs(5));
-    reader.join().unwrap();
-    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway:\n{}", log_text()));
-    assert!(status.success(), "SIGTERM must lead to a clean exit, got {status:?}:\n{}", log_text());
+    let files = [out.clone()];
+    gw.stop_once_delivered(run, &gw.committed(), &files, Duration::from_secs(60), STOP_DEADLINE + Duration::from_secs(5));
 
-    let all = committed.lock().unwrap().clone();
-    let (d, bad) = read_delivered(&files);
-    assert!(bad.is_empty(), "{} line(s) of the sink file are not whole JSON messages, e.g. {}", bad.len(), bad[0]);
     // Whatever the gateway confirmed left the outbox; the last run had time to
     // deliver all of it. Every reading committed is in a whole line.
-    let lost = missing(&all, &d);
-    assert!(lost.is_empty(), "{} committed readings are not in the file, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    d.check(&all);
-    let text = log_text();
+    let (all, d) = gw.check_delivered(&files, "are not in the file");
+    let text = gw.log_text();
     assert!(text.contains("No space left on device"), "the cause is named: {text}");
-    assert!(!text.contains("panicked"), "{text}");
     eprintln!("full sink disk: {} readings committed, {} resent under the same id", all.len(), d.duplicated());
 }
 
@@ -245,12 +308,8 @@ fn a_sink_file_removed_or_replaced_while_running_loses_nothing() {
     let sink_dir = dir.path().join("usb");
     std::fs::create_dir_all(&sink_dir).unwrap();
     let out = sink_dir.join("delivered.ndjson");
-    let log = dir.path().join("gateway.log");
-    let config = write_config(dir.path(), &dir.path().join("state"), &out, 20);
-    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
-    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-    let _kill_on_panic_2 = KillOnPanic(child.id());
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let gw = SinkGateway::new(dir.path(), &out, 20);
+    let mut run = gw.start();
 
     let mut archives: Vec<PathBuf> = Vec::new();
     let mut done = [0usize; 3];
@@ -260,7 +319,7 @@ fn a_sink_file_removed_or_replaced_while_running_loses_nothing() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "no file appeared at the path again after {done:?} removals/replacements/renames: the gateway writes into a file nobody can reach\n{}",
-            log_text()
+            gw.log_text()
         );
         std::thread::sleep(Duration::from_millis(150 + (n as u64 * 37) % 200));
         if !out.exists() || std::fs::metadata(&out).unwrap().len() == 0 {
@@ -295,38 +354,13 @@ fn a_sink_file_removed_or_replaced_while_running_loses_nothing() {
         done[op] += 1;
         n += 1;
     }
-    assert!(child.try_wait().unwrap().is_none(), "the gateway exited:\n{}", log_text());
+    assert!(run.child.try_wait().unwrap().is_none(), "the gateway exited:\n{}", gw.log_text());
 
-    let files = || {
-        let mut f = archives.clone();
-        f.push(out.clone());
-        f
-    };
-    let snapshot = committed.lock().unwrap().clone();
+    archives.push(out.clone());
+    let files = archives;
     // Generous: a gateway that lost readings never gets there.
-    let waited = Instant::now();
-    while !missing(&snapshot, &read_delivered(&files()).0).is_empty() && waited.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    terminate(&child);
-    let stopped = wait_exit(&mut child, STOP_DEADLINE + Duration::from_secs(5));
-    reader.join().unwrap();
-    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway:\n{}", log_text()));
-    assert!(status.success(), "{status:?}:\n{}", log_text());
-
-    let all = committed.lock().unwrap().clone();
-    let (d, bad) = read_delivered(&files());
-    assert!(bad.is_empty(), "{} line(s) are not whole JSON messages, e.g. {}", bad.len(), bad[0]);
-    let lost = missing(&all, &d);
-    assert!(
-        lost.is_empty(),
-        "{} of {} committed readings are in no file that can be reached by name (written into a removed file), e.g. {:?}",
-        lost.len(),
-        all.len(),
-        &lost[..lost.len().min(5)]
-    );
-    d.check(&all);
-    assert!(!log_text().contains("panicked"), "{}", log_text());
+    gw.stop_once_delivered(run, &gw.committed(), &files, Duration::from_secs(20), STOP_DEADLINE + Duration::from_secs(5));
+    let (all, d) = gw.check_delivered(&files, "are in no file that can be reached by name (written into a removed file)");
     eprintln!(
         "sink file removed {} times, replaced {} times, renamed away {} times: {} readings committed, all reachable; {} resent under the same id",
         done[0],
@@ -346,12 +380,8 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
     // only cleans up after a failure.
     let Some(mut stick) = tmpfs::mount_or_skip(test, &usb, "4m") else { return };
     let out = usb.join("delivered.ndjson");
-    let log = dir.path().join("gateway.log");
-    let config = write_config(dir.path(), &dir.path().join("state"), &out, 20);
-    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
-    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-    let _kill_on_panic_3 = KillOnPanic(child.id());
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let gw = SinkGateway::new(dir.path(), &out, 20);
+    let run = gw.start();
     let size = || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
 
     let mut archives = Vec::new();
@@ -376,37 +406,12 @@ fn a_usb_stick_swapped_under_the_sink_loses_nothing() {
         std::thread::sleep(Duration::from_millis(600));
         stick = tmpfs::mount_or_skip(test, &usb, "4m").expect("a tmpfs mounted before");
     }
-    let files = || {
-        let mut f = archives.clone();
-        f.push(out.clone());
-        f
-    };
-    let snapshot = committed.lock().unwrap().clone();
-    let waited = Instant::now();
-    while !missing(&snapshot, &read_delivered(&files()).0).is_empty() && waited.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    terminate(&child);
-    let stopped = wait_exit(&mut child, STOP_DEADLINE + Duration::from_secs(5));
-    reader.join().unwrap();
-    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway:\n{}", log_text()));
-    assert!(status.success(), "{status:?}:\n{}", log_text());
-
-    let all = committed.lock().unwrap().clone();
-    let (d, bad) = read_delivered(&files());
-    assert!(bad.is_empty(), "{} line(s) are not whole JSON messages, e.g. {}", bad.len(), bad[0]);
-    let lost = missing(&all, &d);
-    assert!(
-        lost.is_empty(),
-        "{} of {} committed readings are on no stick anyone has (written to a stick already pulled), e.g. {:?}",
-        lost.len(),
-        all.len(),
-        &lost[..lost.len().min(5)]
-    );
-    d.check(&all);
-    let text = log_text();
+    archives.push(out.clone());
+    let files = archives;
+    gw.stop_once_delivered(run, &gw.committed(), &files, Duration::from_secs(20), STOP_DEADLINE + Duration::from_secs(5));
+    let (all, d) = gw.check_delivered(&files, "are on no stick anyone has (written to a stick already pulled)");
+    let text = gw.log_text();
     assert!(text.contains("nothing is mounted at"), "the wait for a stick is said in plain words: {text}");
-    assert!(!text.contains("panicked"), "{text}");
     eprintln!("4 sticks swapped: {} readings committed, all on a stick; {} resent under the same id", all.len(), d.duplicated());
 }
 
@@ -433,12 +438,8 @@ fn sigterm_stops_in_time_while_a_sink_write_hangs() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo: {}", std::io::Error::last_os_error());
     // A handle to watch the FIFO fill up (it never reads).
     let watch = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&out).unwrap();
-    let log = dir.path().join("gateway.log");
-    let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
-    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
-    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-    let _kill_on_panic_4 = KillOnPanic(child.id());
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let gw = SinkGateway::new(dir.path(), &out, 25);
+    let mut run = gw.start();
 
     // The sink accepts bytes until the FIFO's buffer is full (its fsync fails,
     // so nothing is ever confirmed), then a write blocks for good: the
@@ -451,41 +452,21 @@ fn sigterm_stops_in_time_while_a_sink_write_hangs() {
         }
         q > 0 && last.1.elapsed() > Duration::from_millis(1500)
     });
-    wait_for("readings to be committed", 30, || committed.lock().unwrap().len() > 100);
-    assert!(child.try_wait().unwrap().is_none(), "the gateway exited:\n{}", log_text());
+    wait_for("readings to be committed", 30, || gw.committed.lock().unwrap().len() > 100);
+    assert!(run.child.try_wait().unwrap().is_none(), "the gateway exited:\n{}", gw.log_text());
 
-    terminate(&child);
-    let stopped = wait_exit(&mut child, STOP_DEADLINE);
-    reader.join().unwrap();
-    let (status, took) =
-        stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway within {STOP_DEADLINE:?} while a sink write hung:\n{}", log_text()));
-    assert!(status.success(), "SIGTERM with a hung sink write must still exit 0, got {status:?}:\n{}", log_text());
+    let took = gw.stop(run, STOP_DEADLINE, " while a sink write hung");
     eprintln!("stopped in {:.1} s with a sink write hanging", took.as_secs_f64());
     drop(watch);
 
     // The sink works again: the restart delivers the whole backlog.
     std::fs::remove_file(&out).unwrap();
-    let all = committed.lock().unwrap().clone();
+    let all = gw.committed();
     assert!(!all.is_empty());
-    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-    let _kill_on_panic_5 = KillOnPanic(child.id());
+    let run = gw.start();
     let files = [out.clone()];
-    let waited = Instant::now();
-    while !missing(&all, &read_delivered(&files).0).is_empty() && waited.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    terminate(&child);
-    let stopped = wait_exit(&mut child, STOP_DEADLINE);
-    reader.join().unwrap();
-    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the restarted gateway:\n{}", log_text()));
-    assert!(status.success(), "{status:?}:\n{}", log_text());
-    let all = committed.lock().unwrap().clone();
-    let (d, bad) = read_delivered(&files);
-    assert!(bad.is_empty(), "{} bad line(s), e.g. {}", bad.len(), bad[0]);
-    let lost = missing(&all, &d);
-    assert!(lost.is_empty(), "{} committed readings were not delivered after the restart, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    d.check(&all);
-    assert!(!log_text().contains("panicked"), "{}", log_text());
+    gw.stop_once_delivered(run, &all, &files, Duration::from_secs(60), STOP_DEADLINE);
+    gw.check_delivered(&files, "were not delivered after the restart");
 }
 
 // Once hung the suite: the start-up check of the sink's path (shared with
@@ -499,10 +480,7 @@ fn a_sink_on_a_hung_share_neither_stops_storing_nor_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let Some(share) = powercut_fs::mount_or_skip(test, &dir.path().join("share")) else { return };
     let out = share.path().join("delivered.ndjson");
-    let log = dir.path().join("gateway.log");
-    let config = write_config(dir.path(), &dir.path().join("state"), &out, 25);
-    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let gw = SinkGateway::new(dir.path(), &out, 25);
 
     // The server stops answering before the gateway starts.
     share.stall();
@@ -512,7 +490,7 @@ fn a_sink_on_a_hung_share_neither_stops_storing_nor_stopping() {
         let started = Instant::now();
         let mut check = Command::new(env!("CARGO_BIN_EXE_iomt-edge"))
             .args(["check-config"])
-            .arg(&config)
+            .arg(&gw.config)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -531,39 +509,18 @@ fn a_sink_on_a_hung_share_neither_stops_storing_nor_stopping() {
         eprintln!("check-config answered in {:.1} s", started.elapsed().as_secs_f64());
     }
     {
-        let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-        let _kill_on_panic = KillOnPanic(child.id());
-        wait_for("readings to be stored while the share hangs", 30, || committed.lock().unwrap().len() > 100);
-        assert!(log_text().contains("does not answer"), "the hung share is named: {}", log_text());
-        terminate(&child);
-        let stopped = wait_exit(&mut child, STOP_DEADLINE);
-        reader.join().unwrap();
-        let (status, took) =
-            stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the gateway within {STOP_DEADLINE:?} while its share hung:\n{}", log_text()));
-        assert!(status.success(), "{status:?}:\n{}", log_text());
+        let run = gw.start();
+        wait_for("readings to be stored while the share hangs", 30, || gw.committed.lock().unwrap().len() > 100);
+        assert!(gw.log_text().contains("does not answer"), "the hung share is named: {}", gw.log_text());
+        let took = gw.stop(run, STOP_DEADLINE, " while its share hung");
         eprintln!("stopped in {:.1} s with the sink's share hanging", took.as_secs_f64());
     }
 
     // The share answers again: a restart delivers everything stored.
     share.resume();
-    let all = committed.lock().unwrap().clone();
-    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
-    let _kill_on_panic = KillOnPanic(child.id());
+    let all = gw.committed();
+    let run = gw.start();
     let files = [out.clone()];
-    let waited = Instant::now();
-    while !missing(&all, &read_delivered(&files).0).is_empty() && waited.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    terminate(&child);
-    let stopped = wait_exit(&mut child, STOP_DEADLINE);
-    reader.join().unwrap();
-    let (status, _) = stopped.unwrap_or_else(|| panic!("SIGTERM did not stop the restarted gateway:\n{}", log_text()));
-    assert!(status.success(), "{status:?}:\n{}", log_text());
-    let all = committed.lock().unwrap().clone();
-    let (d, bad) = read_delivered(&files);
-    assert!(bad.is_empty(), "{} bad line(s), e.g. {}", bad.len(), bad[0]);
-    let lost = missing(&all, &d);
-    assert!(lost.is_empty(), "{} committed readings were not delivered after the share came back, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    d.check(&all);
-    assert!(!log_text().contains("panicked"), "{}", log_text());
+    gw.stop_once_delivered(run, &all, &files, Duration::from_secs(60), STOP_DEADLINE);
+    gw.check_delivered(&files, "were not delivered after the share came back");
 }
