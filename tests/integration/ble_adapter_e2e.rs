@@ -13,9 +13,11 @@ use iomt_edge::adapters::ble::Selector;
 use iomt_edge::adapters::LinkState;
 use iomt_edge::model::{DeviceEvent, DeviceKind, Flag, ReadingType};
 use iomt_edge::simulate::bluez::SimConfig;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 const STRAP: &str = "C0:FF:EE:00:00:01";
+const OX: &str = "C0:FF:EE:00:00:02";
 
 fn fast() -> SimConfig {
     SimConfig { interval: Duration::from_millis(100), ..SimConfig::default() }
@@ -54,7 +56,7 @@ async fn streams_heart_rate_and_spo2_readings() {
     let want = expected(&sent, STRAP, DeviceKind::HeartRateStrap);
     assert!(want.len() >= 20);
     assert_eq!(measurements(&rs, "strap-1"), want);
-    let want = expected(&sent, "C0:FF:EE:00:00:02", DeviceKind::PulseOximeter);
+    let want = expected(&sent, OX, DeviceKind::PulseOximeter);
     assert_eq!(measurements(&rs, ox_id), want);
 
     // Values and units as the cloud will see them.
@@ -89,26 +91,52 @@ fn n_connected(rs: &[iomt_edge::model::Reading], id: &str) -> usize {
     events(rs, id).iter().filter(|e| **e == DeviceEvent::Connected).count()
 }
 
+/// The simulated strap alone ([`strap_only`]) streaming through the real
+/// adapter, once `heart_rates` heart rates arrived, with this test's turn on
+/// the shared bus; `None` (SKIPPED, or a failure under IOMT_REQUIRE_ALL=1)
+/// without dbus-daemon.
+async fn streaming_strap(test: &str, heart_rates: usize) -> Option<(MutexGuard<'static, ()>, Rig)> {
+    if !have_dbus_daemon(test) {
+        return None;
+    }
+    let turn = serial();
+    let (config, devices) = strap_only();
+    let mut rig = Rig::start(config, devices).await;
+    rig.wait_for(&format!("{heart_rates} heart rates"), Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= heart_rates)
+        .await;
+    Some((turn, rig))
+}
+
+/// The simulated oximeter alone, configured as `ox-1` (any device), once 3
+/// SpO2 readings arrived; as [`streaming_strap`].
+async fn streaming_oximeter(test: &str) -> Option<(MutexGuard<'static, ()>, Rig)> {
+    if !have_dbus_daemon(test) {
+        return None;
+    }
+    let turn = serial();
+    let config = SimConfig { devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")], interval: Duration::from_millis(100) };
+    let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
+    rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
+    Some((turn, rig))
+}
+
+/// Waits, at most `within`, until strap-1 has connected `connections` times
+/// in all and sent 5 more heart rates than it had when this was called
+/// (streaming again after a reconnect); returns how long that took.
+async fn strap_streaming_again(rig: &mut Rig, what: &str, within: Duration, connections: usize) -> Duration {
+    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
+    rig.wait_for(what, within, |rs| n_connected(rs, "strap-1") == connections && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5).await
+}
+
 /// Link loss: a disconnected event, reconnect after the outage within a
 /// bounded time, and every notification sent before and after is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_loss_reconnects_without_losing_readings() {
-    if !have_dbus_daemon("link_loss_reconnects_without_losing_readings") {
-        return;
-    }
-    let _turn = serial();
-    let (config, devices) = strap_only();
-    let mut rig = Rig::start(config, devices).await;
-    rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
+    let Some((_turn, mut rig)) = streaming_strap("link_loss_reconnects_without_losing_readings", 5).await else { return };
     rig.sim.link_loss(STRAP, Duration::from_millis(4000)).await.unwrap();
     rig.wait_for("disconnected event", Duration::from_secs(5), |rs| events(rs, "strap-1").contains(&DeviceEvent::Disconnected)).await;
     assert_eq!(rig.registry.streaming(), 0);
-    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
-    let took = rig
-        .wait_for("reconnect and 5 more heart rates", Duration::from_secs(15), |rs| {
-            n_connected(rs, "strap-1") == 2 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
-        })
-        .await;
+    let took = strap_streaming_again(&mut rig, "reconnect and 5 more heart rates", Duration::from_secs(15), 2).await;
     eprintln!("recovered {took:?} after the disconnect (outage 4 s)");
     // Connects failed during the outage; the stale BlueZ object was removed
     // and rediscovered.
@@ -123,22 +151,12 @@ async fn link_loss_reconnects_without_losing_readings() {
 /// declares the strap silent, the adapter reconnects, streaming resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_strap_is_detected_and_reconnected() {
-    if !have_dbus_daemon("silent_strap_is_detected_and_reconnected") {
-        return;
-    }
-    let _turn = serial();
-    let (config, devices) = strap_only();
-    let mut rig = Rig::start(config, devices).await;
-    rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
+    let Some((_turn, mut rig)) = streaming_strap("silent_strap_is_detected_and_reconnected", 5).await else { return };
     rig.sim.mute(STRAP).unwrap();
     assert!(rig.sim.is_connected(STRAP));
     let took = rig.wait_for("silent event", Duration::from_secs(5), |rs| events(rs, "strap-1").contains(&DeviceEvent::Silent)).await;
     assert!(took >= Duration::from_millis(1000), "silence declared after {took:?}, timeout is 1.5 s");
-    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
-    rig.wait_for("reconnect and 5 more heart rates", Duration::from_secs(10), |rs| {
-        n_connected(rs, "strap-1") == 2 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
-    })
-    .await;
+    strap_streaming_again(&mut rig, "reconnect and 5 more heart rates", Duration::from_secs(10), 2).await;
     let (rs, sent, _) = rig.finish().await;
     assert_eq!(measurements(&rs, "strap-1"), expected(&sent, STRAP, DeviceKind::HeartRateStrap));
     assert_eq!(&events(&rs, "strap-1")[..3], &[DeviceEvent::Connected, DeviceEvent::Silent, DeviceEvent::Connected]);
@@ -150,13 +168,7 @@ async fn silent_strap_is_detected_and_reconnected() {
 /// batteryLevel reading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_notifications_are_counted_and_battery_drop_reported() {
-    if !have_dbus_daemon("malformed_notifications_are_counted_and_battery_drop_reported") {
-        return;
-    }
-    let _turn = serial();
-    let (config, devices) = strap_only();
-    let mut rig = Rig::start(config, devices).await;
-    rig.wait_for("3 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 3).await;
+    let Some((_turn, mut rig)) = streaming_strap("malformed_notifications_are_counted_and_battery_drop_reported", 3).await else { return };
     rig.sim.inject(STRAP, 0x2A37, vec![0x16]).unwrap();
     // Issue 9: 62 /min, RR 945/1024 s, then one stray byte.
     rig.sim.inject(STRAP, 0x2A37, vec![0x10, 0x3E, 0xB1, 0x03, 0xDE]).unwrap();
@@ -193,14 +205,7 @@ async fn malformed_notifications_are_counted_and_battery_drop_reported() {
 /// then numbers return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finger_out_gives_flagged_readings_not_numbers() {
-    if !have_dbus_daemon("finger_out_gives_flagged_readings_not_numbers") {
-        return;
-    }
-    let _turn = serial();
-    const OX: &str = "C0:FF:EE:00:00:02";
-    let config = SimConfig { devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")], interval: Duration::from_millis(100) };
-    let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
-    rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
+    let Some((_turn, mut rig)) = streaming_oximeter("finger_out_gives_flagged_readings_not_numbers").await else { return };
     rig.sim.set_finger_out(OX, true).unwrap();
     let unavailable =
         |rs: &[iomt_edge::model::Reading]| rs.iter().filter(|r| r.kind == ReadingType::Spo2 && r.flags.contains(&Flag::SensorDisconnected)).count();
@@ -225,14 +230,7 @@ async fn finger_out_gives_flagged_readings_not_numbers() {
 /// timed when it was measured, its device clock converted with that offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
-    if !have_dbus_daemon("stored_spot_check_is_timed_by_the_offset_measured_on_live_ones") {
-        return;
-    }
-    let _turn = serial();
-    const OX: &str = "C0:FF:EE:00:00:02";
-    let config = SimConfig { devices: vec![iomt_edge::simulate::bluez::SimDeviceSpec::oximeter(OX, "SN0002")], interval: Duration::from_millis(100) };
-    let mut rig = Rig::start(config, vec![device("ox-1", DeviceKind::PulseOximeter, Selector::AnyDevice)]).await;
-    rig.wait_for("3 SpO2", Duration::from_secs(15), |rs| count(rs, "ox-1", ReadingType::Spo2) >= 3).await;
+    let Some((_turn, mut rig)) = streaming_oximeter("stored_spot_check_is_timed_by_the_offset_measured_on_live_ones").await else { return };
     let date_time = |t: chrono::NaiveDateTime| {
         use chrono::{Datelike, Timelike};
         let mut b = (t.year() as u16).to_le_bytes().to_vec();
@@ -273,20 +271,9 @@ async fn stored_spot_check_is_timed_by_the_offset_measured_on_live_ones() {
 /// The adapter rebuilds its btleplug manager, rescans, reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_bluetoothd_restart() {
-    if !have_dbus_daemon("survives_a_bluetoothd_restart") {
-        return;
-    }
-    let _turn = serial();
-    let (config, devices) = strap_only();
-    let mut rig = Rig::start(config, devices).await;
-    rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
+    let Some((_turn, mut rig)) = streaming_strap("survives_a_bluetoothd_restart", 5).await else { return };
     rig.sim.restart(Duration::from_millis(1500)).await.unwrap();
-    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
-    let took = rig
-        .wait_for("reconnect and 5 more heart rates", Duration::from_secs(20), |rs| {
-            n_connected(rs, "strap-1") == 2 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
-        })
-        .await;
+    let took = strap_streaming_again(&mut rig, "reconnect and 5 more heart rates", Duration::from_secs(20), 2).await;
     eprintln!("streaming again {took:?} after the simulator came back");
     assert_eq!(rig.registry.snapshot().iter().find(|d| d.device_id == "strap-1").map(|d| d.state), Some(LinkState::Streaming));
     let (rs, sent, _) = rig.finish().await;
@@ -329,34 +316,19 @@ async fn seven_devices_at_once() {
 /// gives up on that link, reconnects, and streams. Nothing lost or invented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_measurement_service_is_rediscovered() {
-    if !have_dbus_daemon("missing_measurement_service_is_rediscovered") {
-        return;
-    }
-    let _turn = serial();
-    let (config, devices) = strap_only();
-    let mut rig = Rig::start(config, devices).await;
-    rig.wait_for("5 heart rates", Duration::from_secs(15), |rs| count(rs, "strap-1", ReadingType::HeartRate) >= 5).await;
+    let Some((_turn, mut rig)) = streaming_strap("missing_measurement_service_is_rediscovered", 5).await else { return };
     assert_eq!(rig.sim.links(STRAP), 1);
 
     // 1. Late service: one new link, found by the retry within it.
     rig.sim.delay_measurement_service(STRAP, Duration::from_millis(200)).unwrap();
     rig.sim.link_loss(STRAP, Duration::from_millis(300)).await.unwrap();
-    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
-    rig.wait_for("streaming again after a late service", Duration::from_secs(15), |rs| {
-        n_connected(rs, "strap-1") == 2 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
-    })
-    .await;
+    strap_streaming_again(&mut rig, "streaming again after a late service", Duration::from_secs(15), 2).await;
     assert_eq!(rig.sim.links(STRAP), 2, "a late service must be found on the same link");
 
     // 2. Service missing for a whole link: that link is dropped, the next one streams.
     rig.sim.hide_measurement_service(STRAP, 1).unwrap();
     rig.sim.link_loss(STRAP, Duration::from_millis(300)).await.unwrap();
-    let before = count(&rig.readings, "strap-1", ReadingType::HeartRate);
-    let took = rig
-        .wait_for("streaming again after a link without the service", Duration::from_secs(20), |rs| {
-            n_connected(rs, "strap-1") == 3 && count(rs, "strap-1", ReadingType::HeartRate) >= before + 5
-        })
-        .await;
+    let took = strap_streaming_again(&mut rig, "streaming again after a link without the service", Duration::from_secs(20), 3).await;
     eprintln!("recovered from a link without the measurement service in {took:?}");
     assert_eq!(rig.sim.links(STRAP), 4, "the link without the service is given up, one more link streams");
     let (rs, sent, _) = rig.finish().await;
