@@ -113,61 +113,18 @@ impl Emu {
     }
 }
 
+/// The gateway's config ([`gateway_common::write_two_device_cloud_config`]):
+/// `sink` is the rest of the `[sink.eventhubs]` table, which sends the
+/// user property `site = "ward-3"` and waits 5 s at most for an answer.
 fn gateway_config(dir: &Path, sink: &str) -> PathBuf {
-    let text = format!(
-        r#"[gateway]
-id = "eh-e2e"
-state_dir = "{state}"
-[outbox]
-flush_interval_ms = 50
-[forwarder]
-batch_max_age_ms = 200
-retry_initial_ms = 100
-retry_max_ms = 1000
-auth_retry_ms = 1000
-[[device]]
-id = "strap-1"
-kind = "heart_rate_strap"
-patient_id = "P-77"
-[device.simulated]
-interval_ms = 40
-seed = 21
-[[device]]
-id = "oxi-1"
-kind = "pulse_oximeter"
-[device.simulated]
-interval_ms = 50
-seed = 22
-[sink.eventhubs]
-user_properties = {{ site = "ward-3" }}
-request_timeout = "5s"
-{sink}
-"#,
-        state = dir.join("state").display()
-    );
-    let p = dir.join("gw.toml");
-    std::fs::write(&p, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
+    let sink = format!("[sink.eventhubs]\nuser_properties = {{ site = \"ward-3\" }}\nrequest_timeout = \"5s\"\n{sink}");
+    gateway_common::write_two_device_cloud_config(dir, "eh-e2e", "auth_retry_ms = 1000\n", (21, 22), &sink)
 }
 
-/// Waits until every reading committed so far (at least one) is recorded by the emulator.
+/// Waits until every reading committed so far (at least one) is recorded by
+/// the emulator ([`gateway_common::wait_delivered`]).
 async fn wait_delivered(emu: &Emu, committed: &Committed, what: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let mut target: Vec<u64> = Vec::new();
-    loop {
-        if target.is_empty() {
-            target = committed.lock().unwrap().keys().copied().collect();
-        }
-        let d = emu.delivered();
-        let missing = target.iter().filter(|s| !d.ids.contains_key(s)).count();
-        if missing == 0 && !target.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {missing} of {} committed readings not delivered", target.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gateway_common::wait_delivered(committed, what, limit, || emu.delivered()).await
 }
 
 fn refused(stats: &Value, what: &str) -> u64 {

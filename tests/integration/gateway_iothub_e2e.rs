@@ -8,44 +8,67 @@ use crate::support::gateway as gateway_common;
 
 use gateway_common::{start, terminate, Committed, Delivered};
 use iomt_edge::simulate::iothub::{Emulator, EmulatorConfig};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn config(dir: &std::path::Path, cs: &str, ca: &std::path::Path) -> std::path::PathBuf {
+/// The gateway's config ([`gateway_common::write_two_device_cloud_config`])
+/// with the IoT Hub sink: device connection string `cs`, the emulator's CA
+/// `ca`.
+fn config(dir: &Path, cs: &str, ca: &Path) -> PathBuf {
+    let sink = format!(
+        "[sink.iothub]\nconnection_string = {{ value = \"{cs}\" }}\nca_file = \"{ca}\"\n\
+         # Lost PUBACKs are detected after this long (default 30s); short here to keep the test quick.\n\
+         ack_timeout = \"3s\"",
+        ca = ca.display()
+    );
+    gateway_common::write_two_device_cloud_config(dir, "e2e-gateway", "", (11, 12), &sink)
+}
+
+/// The emulator, with gateway device `id` registered, and a temporary folder
+/// holding the emulator's CA certificate: (emulator, folder, the device's
+/// connection string, the CA file).
+async fn emulator_with_device(id: &str) -> (Emulator, tempfile::TempDir, String, PathBuf) {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = emu.write_ca(dir.path()).unwrap();
+    let cs = emu.add_device(id);
+    (emu, dir, cs, ca)
+}
+
+/// The twin tests' config, `dir/gw.toml`: gateway `id`, group commit every
+/// 20 ms, batches at most 100 ms old (`forwarder_extra`: more `[forwarder]`
+/// lines, each ending in `\n`), one simulated strap-1 every 100 ms with
+/// patient P-config in the config, the IoT Hub sink.
+fn twin_config(dir: &Path, id: &str, forwarder_extra: &str, cs: &str, ca: &Path) -> PathBuf {
     let text = format!(
-        r#"[gateway]
-id = "e2e-gateway"
-state_dir = "{state}"
-[outbox]
-flush_interval_ms = 50
-[forwarder]
-batch_max_age_ms = 200
-retry_initial_ms = 100
-retry_max_ms = 1000
-[[device]]
-id = "strap-1"
-kind = "heart_rate_strap"
-patient_id = "P-77"
-[device.simulated]
-interval_ms = 40
-seed = 11
-[[device]]
-id = "oxi-1"
-kind = "pulse_oximeter"
-[device.simulated]
-interval_ms = 50
-seed = 12
-[sink.iothub]
-connection_string = {{ value = "{cs}" }}
-ca_file = "{ca}"
-# Lost PUBACKs are detected after this long (default 30s); short here to keep the test quick.
-ack_timeout = "3s"
-"#,
+        "[gateway]\nid = \"{id}\"\nstate_dir = \"{state}\"\n[outbox]\nflush_interval_ms = 20\n\
+         [forwarder]\nbatch_max_age_ms = 100\n{forwarder_extra}\
+         [[device]]\nid = \"strap-1\"\nkind = \"heart_rate_strap\"\npatient_id = \"P-config\"\n\
+         [device.simulated]\ninterval_ms = 100\n\
+         [sink.iothub]\nconnection_string = {{ value = \"{cs}\" }}\nca_file = \"{ca}\"\n",
         state = dir.join("state").display(),
         ca = ca.display()
     );
-    let p = dir.join("gw.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    let cfg = dir.join("gw.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// (sequence number, patient id) of every strap-1 reading the hub received,
+/// in sequence order (a reading sent twice is there twice).
+fn strap_patients(emu: &Emulator) -> Vec<(u64, Option<String>)> {
+    let mut v: Vec<(u64, Option<String>)> = emu
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).unwrap())
+        .filter(|b| b["deviceId"] == "strap-1")
+        .flat_map(|b| {
+            let p = b["patientId"].as_str().map(str::to_string);
+            b["readings"].as_array().unwrap().iter().map(move |r| (r["seq"].as_u64().unwrap(), p.clone())).collect::<Vec<_>>()
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 fn delivered(emu: &Emulator) -> Delivered {
@@ -63,33 +86,15 @@ fn delivered(emu: &Emulator) -> Delivered {
     d
 }
 
-/// Waits until every reading committed so far (at least one) is delivered.
-/// Readings committed meanwhile are not waited for: while devices stream,
-/// some are always on their way, so "nothing missing" would depend on
-/// catching a quiet instant. The final checks cover those.
+/// Waits until every reading committed so far (at least one) is delivered
+/// ([`gateway_common::wait_delivered`]).
 async fn wait_delivered(emu: &Emulator, committed: &Committed, what: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let mut target: Vec<u64> = Vec::new();
-    loop {
-        if target.is_empty() {
-            target = committed.lock().unwrap().keys().copied().collect();
-        }
-        let d = delivered(emu);
-        let missing = target.iter().filter(|s| !d.ids.contains_key(s)).count();
-        if missing == 0 && !target.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {missing} of {} committed readings not delivered", target.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gateway_common::wait_delivered(committed, what, limit, || delivered(emu)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_to_iothub_survives_outage_kill9_and_lost_pubacks() {
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = emu.write_ca(dir.path()).unwrap();
-    let cs = emu.add_device("e2e-gateway");
+    let (emu, dir, cs, ca) = emulator_with_device("e2e-gateway").await;
     let cfg = config(dir.path(), &cs, &ca);
     let committed: Committed = Default::default();
 
@@ -137,37 +142,13 @@ async fn gateway_to_iothub_survives_outage_kill9_and_lost_pubacks() {
 /// and the direct methods answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twin_reassigns_a_patient_in_the_running_gateway() {
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = emu.write_ca(dir.path()).unwrap();
-    let cs = emu.add_device("twin-gw");
-    let text = format!(
-        "[gateway]\nid = \"twin-gw\"\nstate_dir = \"{state}\"\n[outbox]\nflush_interval_ms = 20\n\
-         [forwarder]\nbatch_max_age_ms = 100\n\
-         [[device]]\nid = \"strap-1\"\nkind = \"heart_rate_strap\"\npatient_id = \"P-config\"\n\
-         [device.simulated]\ninterval_ms = 100\n\
-         [sink.iothub]\nconnection_string = {{ value = \"{cs}\" }}\nca_file = \"{ca}\"\n",
-        state = dir.path().join("state").display(),
-        ca = ca.display()
-    );
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let patients = |emu: &Emulator| -> Vec<(u64, Option<String>)> {
-        let mut v: Vec<(u64, Option<String>)> = emu
-            .messages()
-            .iter()
-            .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).unwrap())
-            .filter(|b| b["deviceId"] == "strap-1")
-            .map(|b| (b["readings"][0]["seq"].as_u64().unwrap(), b["patientId"].as_str().map(str::to_string)))
-            .collect();
-        v.sort();
-        v
-    };
+    let (emu, dir, cs, ca) = emulator_with_device("twin-gw").await;
+    let cfg = twin_config(dir.path(), "twin-gw", "", &cs, &ca);
 
     let committed: Committed = Default::default();
     let (mut gw, reader) = start(&cfg, committed.clone());
     assert!(emu.wait_for(Duration::from_secs(30), |ms| ms.len() >= 2).await, "no telemetry");
-    assert!(patients(&emu).iter().all(|(_, p)| p.as_deref() == Some("P-config")));
+    assert!(strap_patients(&emu).iter().all(|(_, p)| p.as_deref() == Some("P-config")));
 
     // Reported properties describe the gateway (without patient ids).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -183,12 +164,12 @@ async fn twin_reassigns_a_patient_in_the_running_gateway() {
     // A ward system reassigns the strap.
     emu.patch_desired("twin-gw", serde_json::json!({"patients": {"strap-1": "P-twin"}}));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !patients(&emu).iter().any(|(_, p)| p.as_deref() == Some("P-twin")) {
+    while !strap_patients(&emu).iter().any(|(_, p)| p.as_deref() == Some("P-twin")) {
         assert!(Instant::now() < deadline, "the new patient never appeared");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Once switched, never back (messages in sequence order).
-    let seen = patients(&emu);
+    let seen = strap_patients(&emu);
     let first_new = seen.iter().position(|(_, p)| p.as_deref() == Some("P-twin")).unwrap();
     assert!(seen[first_new..].iter().all(|(_, p)| p.as_deref() == Some("P-twin")), "{seen:?}");
 
@@ -213,7 +194,7 @@ async fn twin_reassigns_a_patient_in_the_running_gateway() {
     emu.go_away(Duration::from_secs(3));
     let (mut gw, reader) = start(&cfg, committed.clone());
     assert!(emu.wait_for(Duration::from_secs(30), |ms| ms.len() > n + 2).await, "no telemetry after the restart");
-    let after: Vec<_> = patients(&emu).into_iter().filter(|(seq, _)| *seq > seen.last().unwrap().0).collect();
+    let after: Vec<_> = strap_patients(&emu).into_iter().filter(|(seq, _)| *seq > seen.last().unwrap().0).collect();
     assert!(!after.is_empty() && after.iter().all(|(_, p)| p.as_deref() == Some("P-twin")), "{after:?}");
     terminate(&gw);
     gw.wait().unwrap();
@@ -238,35 +219,8 @@ async fn wait_until(what: &str, limit: u64, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_twin_patch_never_reassigns_a_device_in_the_running_gateway() {
     use iomt_edge::simulate::iothub::EmulatorEvent;
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = emu.write_ca(dir.path()).unwrap();
-    let cs = emu.add_device("race-gw");
-    let text = format!(
-        "[gateway]\nid = \"race-gw\"\nstate_dir = \"{state}\"\n[outbox]\nflush_interval_ms = 20\n\
-         [forwarder]\nbatch_max_age_ms = 100\nretry_initial_ms = 100\nretry_max_ms = 500\n\
-         [[device]]\nid = \"strap-1\"\nkind = \"heart_rate_strap\"\npatient_id = \"P-config\"\n\
-         [device.simulated]\ninterval_ms = 100\n\
-         [sink.iothub]\nconnection_string = {{ value = \"{cs}\" }}\nca_file = \"{ca}\"\n",
-        state = dir.path().join("state").display(),
-        ca = ca.display()
-    );
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let patients = |emu: &Emulator| -> Vec<(u64, Option<String>)> {
-        let mut v: Vec<(u64, Option<String>)> = emu
-            .messages()
-            .iter()
-            .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).unwrap())
-            .filter(|b| b["deviceId"] == "strap-1")
-            .flat_map(|b| {
-                let p = b["patientId"].as_str().map(str::to_string);
-                b["readings"].as_array().unwrap().iter().map(move |r| (r["seq"].as_u64().unwrap(), p.clone())).collect::<Vec<_>>()
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let (emu, dir, cs, ca) = emulator_with_device("race-gw").await;
+    let cfg = twin_config(dir.path(), "race-gw", "retry_initial_ms = 100\nretry_max_ms = 500\n", &cs, &ca);
 
     assert_eq!(emu.patch_desired("race-gw", serde_json::json!({"patients": {"strap-1": "PAT-FIRST"}})), 1);
     let log = dir.path().join("gw.log");
@@ -278,7 +232,7 @@ async fn a_stale_twin_patch_never_reassigns_a_device_in_the_running_gateway() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start gateway");
-    wait_until("the twin's first patient never appeared", 30, || patients(&emu).iter().any(|(_, p)| p.as_deref() == Some("PAT-FIRST"))).await;
+    wait_until("the twin's first patient never appeared", 30, || strap_patients(&emu).iter().any(|(_, p)| p.as_deref() == Some("PAT-FIRST"))).await;
 
     // Patch 2 (PAT-OLD) is in flight when the link drops; patch 3 (PAT-NEW)
     // is made while the gateway is away; on reconnection the gateway fetches
@@ -297,12 +251,12 @@ async fn a_stale_twin_patch_never_reassigns_a_device_in_the_running_gateway() {
     assert_eq!(emu.patch_desired("race-gw", serde_json::json!({"batching": {"maxReadings": 50}})), 4);
     wait_until("the barrier patch was never applied", 20, || emu.reported("race-gw")["batching"]["maxReadings"] == 50).await;
     // Readings committed from now on: well past the barrier.
-    let last_seen = patients(&emu).last().map(|(s, _)| *s).unwrap_or(0);
-    wait_until("no telemetry after the barrier", 20, || patients(&emu).iter().filter(|(s, _)| *s > last_seen).count() >= 10).await;
+    let last_seen = strap_patients(&emu).last().map(|(s, _)| *s).unwrap_or(0);
+    wait_until("no telemetry after the barrier", 20, || strap_patients(&emu).iter().filter(|(s, _)| *s > last_seen).count() >= 10).await;
     terminate(&gw);
     gw.wait().unwrap();
 
-    let seen = patients(&emu);
+    let seen = strap_patients(&emu);
     assert!(!seen.iter().any(|(_, p)| p.as_deref() == Some("PAT-OLD")), "a stale patch re-assigned the strap: {seen:?}");
     let after: Vec<_> = seen.iter().filter(|(s, _)| *s > last_seen).collect();
     assert!(after.iter().all(|(_, p)| p.as_deref() == Some("PAT-NEW")), "{after:?}");
@@ -334,10 +288,7 @@ async fn a_stale_twin_patch_never_reassigns_a_device_in_the_running_gateway() {
 #[ignore]
 async fn live_reading_to_puback_latency() {
     for batch_age in [None, Some(100)] {
-        let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ca = emu.write_ca(dir.path()).unwrap();
-        let cs = emu.add_device("live-gw");
+        let (emu, dir, cs, ca) = emulator_with_device("live-gw").await;
         let text = format!(
             "[gateway]\nid = \"live-gw\"\nstate_dir = \"{state}\"\n{fwd}\
              [[device]]\nid = \"strap-1\"\nkind = \"heart_rate_strap\"\n[device.simulated]\ninterval_ms = 1000\n\

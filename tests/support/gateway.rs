@@ -170,3 +170,71 @@ impl Delivered {
         self.copies.values().filter(|n| **n > 1).count()
     }
 }
+
+/// Writes the config of the cloud end-to-end tests (`gateway_iothub_e2e`,
+/// `gateway_eventhubs_e2e`) to `dir/gw.toml`, mode 0600 (its sink table
+/// holds a secret), with the state folder `dir/state`: gateway `id`; group
+/// commit every 50 ms; batches at most 200 ms old, retried after 100 ms to
+/// 1 s (`forwarder_extra`: more `[forwarder]` lines, each ending in a
+/// newline); two simulated devices, strap-1 (patient P-77, every 40 ms,
+/// seed `seeds.0`) and oxi-1 (every 50 ms, seed `seeds.1`); then `sink`, the
+/// whole `[sink.…]` table. Returns the config's path.
+pub fn write_two_device_cloud_config(dir: &Path, id: &str, forwarder_extra: &str, seeds: (u64, u64), sink: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"[gateway]
+id = "{id}"
+state_dir = "{state}"
+[outbox]
+flush_interval_ms = 50
+[forwarder]
+batch_max_age_ms = 200
+retry_initial_ms = 100
+retry_max_ms = 1000
+{forwarder_extra}[[device]]
+id = "strap-1"
+kind = "heart_rate_strap"
+patient_id = "P-77"
+[device.simulated]
+interval_ms = 40
+seed = {strap_seed}
+[[device]]
+id = "oxi-1"
+kind = "pulse_oximeter"
+[device.simulated]
+interval_ms = 50
+seed = {oxi_seed}
+{sink}
+"#,
+        state = dir.join("state").display(),
+        strap_seed = seeds.0,
+        oxi_seed = seeds.1,
+    );
+    let p = dir.join("gw.toml");
+    std::fs::write(&p, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// Waits until every reading committed so far (at least one) is in what
+/// `delivered` reads from the destination, polling every 200 ms; fails the
+/// test, saying `what` and how many are missing, after `limit`. Readings
+/// committed meanwhile are not waited for: while devices stream, some are
+/// always on their way, so "nothing missing" would depend on catching a
+/// quiet instant. The tests' final checks cover those.
+pub async fn wait_delivered(committed: &Committed, what: &str, limit: std::time::Duration, delivered: impl Fn() -> Delivered) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut target: Vec<u64> = Vec::new();
+    loop {
+        if target.is_empty() {
+            target = committed.lock().unwrap().keys().copied().collect();
+        }
+        let d = delivered();
+        let missing = target.iter().filter(|s| !d.ids.contains_key(s)).count();
+        if missing == 0 && !target.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {missing} of {} committed readings not delivered", target.len());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
