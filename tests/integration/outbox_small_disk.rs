@@ -374,7 +374,7 @@ fn a_store_that_filled_its_filesystem_opens_again_with_the_spare() {
     fill(&state_fs.path().join("ballast"));
     let (ob, _) = match Outbox::open(&outbox, &cfg) {
         Ok(opened) => opened,
-        Err(e) => panic!("a store on a full filesystem did not open ({e}); free: {:?}", iomt_edge::outbox::space::fs_space(&state_fs.path())),
+        Err(e) => panic!("a store on a full filesystem did not open ({e}); free: {:?}", iomt_edge::outbox::space::fs_space(state_fs.path())),
     };
     assert_eq!(ob.len(), 300, "every reading is still there");
     assert_eq!(ob.read_range(0, u64::MAX, 1000).unwrap().len(), 300);
