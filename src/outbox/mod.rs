@@ -842,8 +842,22 @@ impl Outbox {
     /// previous stop recounts the store (see [`OpenReport::recount`]). A store
     /// that sled reports as corrupt, or that panics while opening, is renamed
     /// to `{dir}.corrupt-{time}` and a fresh one is created in its place.
+    ///
+    /// Errors: [`OutboxError::is_no_space`] when the state filesystem has no
+    /// room for sled to open the store (the caller waits for room).
     pub fn open(dir: &Path, cfg: &OutboxConfig) -> Result<(Outbox, OpenReport), OutboxError> {
-        Self::open_with(dir, cfg, false)
+        match Self::open_with(dir, cfg, Open::Run { copy_log: true }) {
+            // The copy of the log made before opening left the reserve free,
+            // but sled's recovery after an unclean stop can need more. The
+            // copy is only a safety net for a log that sled would damage;
+            // without room to open there is nothing to protect yet: give its
+            // room back and open without it at once.
+            Err(e) if e.is_no_space() && std::fs::remove_file(pre_open_path(dir)).is_ok() => {
+                tracing::info!("no room on the state filesystem to open the outbox beside a copy of its log ({e}); opening it without the copy");
+                Self::open_with(dir, cfg, Open::Run { copy_log: false })
+            }
+            other => other,
+        }
     }
 
     /// Opens an existing outbox to look into it (`outbox stats`, `peek`,
@@ -868,7 +882,7 @@ impl Outbox {
             let _lock = lock::DirLock::acquire(dir)?;
             inspect_copy::ScratchCopy::of(dir)?
         };
-        match Self::open_with(&copy.outbox(), cfg, true) {
+        match Self::open_with(&copy.outbox(), cfg, Open::Inspect) {
             Ok((mut outbox, report)) => {
                 // As a start would (see open_with): after an unclean stop,
                 // sled may have kept only the part of the log before a
@@ -896,7 +910,8 @@ impl Outbox {
         }
     }
 
-    fn open_with(dir: &Path, cfg: &OutboxConfig, inspect: bool) -> Result<(Outbox, OpenReport), OutboxError> {
+    fn open_with(dir: &Path, cfg: &OutboxConfig, how: Open) -> Result<(Outbox, OpenReport), OutboxError> {
+        let inspect = how == Open::Inspect;
         let started = Instant::now();
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|source| OutboxError::Io { path: parent.to_path_buf(), source })?;
@@ -913,7 +928,7 @@ impl Outbox {
         let pre_open = pre_open_path(dir);
         let _ = std::fs::remove_file(&pre_open);
         let log_len = std::fs::metadata(dir.join("db")).map(|m| m.len()).unwrap_or(0);
-        if !inspect && !created && log_len <= PRE_OPEN_COPY_MAX {
+        if how == (Open::Run { copy_log: true }) && !created && log_len <= PRE_OPEN_COPY_MAX {
             // On a small state filesystem the copy must not be what fills it
             // (sled needs room to open, and the reserve is for that): skip it
             // when it would eat into the reserve.
@@ -935,6 +950,14 @@ impl Outbox {
             }
         }
         let mut opened = Self::open_sled(dir, cfg.cache_bytes.bytes());
+        if let Err(OpenFailure::Io(e)) = &opened {
+            // No room to open beside the copy of the log: the copy goes
+            // first, before the spare (see `open`).
+            if e.is_no_space() && std::fs::remove_file(&pre_open).is_ok() {
+                tracing::info!("no room on the state filesystem to open the outbox beside a copy of its log ({e}); opening it without the copy");
+                opened = Self::open_sled(dir, cfg.cache_bytes.bytes());
+            }
+        }
         if let Err(OpenFailure::Io(e)) = &opened {
             // sled must write to open (its snapshot, a new log segment). At a
             // start nothing else will make room (the store may have filled
@@ -2108,6 +2131,16 @@ fn copy_without_zero_tail(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// `{dir}.pre-open`: the copy of the log taken before sled opened it.
+/// How [`Outbox::open_with`] opens a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// For a gateway life; `copy_log`: keep a copy of the log as it was
+    /// before sled opens it, when there is room for one.
+    Run { copy_log: bool },
+    /// A read-only look at a copy of the store (`outbox stats`, `peek`...).
+    Inspect,
+}
+
 fn pre_open_path(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".pre-open");

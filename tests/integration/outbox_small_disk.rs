@@ -381,6 +381,64 @@ fn a_store_that_filled_its_filesystem_opens_again_with_the_spare() {
     assert!(!state_fs.path().join("outbox.spare").exists(), "the spare was given back to open the store");
 }
 
+/// After a kill -9 of a store that had filled its filesystem, a start finds
+/// just enough room to copy the log aside before opening (the copy leaves
+/// the reserve free), but sled's recovery needs more than the reserve: the
+/// open failed with no space and the gateway waited 5 s, logging "cannot
+/// open the outbox" (1 run in 25 of the kill -9 test above), until its next
+/// try began by deleting that copy. Now the copy gives its room back and the
+/// store opens at once. The filesystem is left with exactly the room the
+/// copy takes above the reserve, and no spare file (the start that failed
+/// had none left to give back).
+#[test]
+fn a_start_with_room_only_for_the_log_copy_opens_without_it() {
+    use iomt_edge::config::OutboxConfig;
+    use iomt_edge::outbox::{space, Outbox};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(state_fs) = tmpfs::mount_or_skip(&crate::support::this_test(), &dir.path().join("state"), "5m") else { return };
+    let state = state_fs.path().to_path_buf();
+    let log = dir.path().join("run.log");
+    // A real store, stopped uncleanly: the gateway with its sink away, killed.
+    let config = write_config(dir.path(), &state, Path::new("/dev/full"), "away.toml");
+    let committed: Committed = Arc::new(Mutex::new(BTreeMap::new()));
+    let (mut child, reader) = start_logging_to(&config, committed.clone(), Some(&log));
+    wait_for("readings to be committed", 30, || committed.lock().unwrap().len() > 4000 || child.try_wait().unwrap().is_some());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    let outbox = state.join("outbox");
+    let _ = std::fs::remove_file(space::spare_path(&outbox));
+    let log_len = std::fs::metadata(outbox.join("db")).unwrap().len();
+    let (total, free) = space::fs_space(&state).unwrap();
+    let reserve = space::reserve_for(total, space::segment_to_open(&outbox));
+    // Ballast up to: reserve + the copy + one page.
+    let keep = reserve + log_len + 4096;
+    assert!(free > keep, "the test needs room to shape: {free} free, {keep} to keep");
+    let mut f = std::fs::File::create(state.join("ballast")).unwrap();
+    let chunk = vec![0x5Au8; 4096];
+    let mut left = free - keep;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let before = committed.lock().unwrap().len() as u64;
+    let (ob, report) = match Outbox::open(&outbox, &OutboxConfig::default()) {
+        Ok(opened) => opened,
+        Err(e) => panic!(
+            "the store did not open ({e}); {log_len} B log, {reserve} B reserve, free now {:?}, files: {:?}",
+            space::fs_space(&state),
+            std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>()
+        ),
+    };
+    assert!(matches!(report.previous_stop, iomt_edge::outbox::PreviousStop::Unclean { .. }), "{:?}", report.previous_stop);
+    let held = ob.len() + ob.stats().dropped_full;
+    assert!(held >= before, "{held} readings held or counted as dropped, {before} committed");
+}
+
 /// Makes `outbox` a folder whose sled `conf` (sled 0.34's
 /// `StorageParameters`: three lines and a CRC-32) names `segment`, so the
 /// store made there uses it.
@@ -407,6 +465,7 @@ fn measure_the_stores_room_on_disk_per_record() {
     use iomt_edge::config::{units::ByteSize, OutboxConfig};
     use iomt_edge::model::{DeviceKind, Reading, ReadingType};
     use iomt_edge::outbox::{space, Outbox};
+    use std::io::Write;
     for (fs, seg) in [("12m", space::SEGMENT_SMALL), ("20m", space::SEGMENT_DEFAULT)] {
         for bound in [64u64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
             let dir = tempfile::tempdir().unwrap();
