@@ -465,7 +465,6 @@ fn measure_the_stores_room_on_disk_per_record() {
     use iomt_edge::config::{units::ByteSize, OutboxConfig};
     use iomt_edge::model::{DeviceKind, Reading, ReadingType};
     use iomt_edge::outbox::{space, Outbox};
-    use std::io::Write;
     for (fs, seg) in [("12m", space::SEGMENT_SMALL), ("20m", space::SEGMENT_DEFAULT)] {
         for bound in [64u64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20] {
             let dir = tempfile::tempdir().unwrap();
