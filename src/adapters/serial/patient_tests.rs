@@ -6,8 +6,8 @@
 //! adapter and the TCP listener, run against a stand-in committer.
 
 use super::hl7::{self, AckCode, Framed, GuardVerdict, Hl7Framer, Hl7Framing, Hl7Options, PatientFrom, PatientIdent};
-use super::patient_guards::{Opened, PatientGuards, DAMAGED_FILE_NAME, FILE_NAME};
 use super::intake::Hl7Intake;
+use super::patient_guards::{Opened, PatientGuards, DAMAGED_FILE_NAME, FILE_NAME};
 use super::BadInput;
 use crate::adapters::{AdapterContext, DeviceRegistry, ReadingSender};
 use crate::model::{Reading, ReadingType};
