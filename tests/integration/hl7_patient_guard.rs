@@ -110,8 +110,21 @@ fn delivered_spo2(emu: &Emulator) -> Vec<(String, Option<String>, f64)> {
     out
 }
 
-fn stop(gw: (Child, std::thread::JoinHandle<()>), how: &str) {
-    let (mut child, reader) = gw;
+/// A running gateway; killed if a failed assertion drops it (no orphan
+/// keeps the port or the state directory).
+struct Gw(Option<(Child, std::thread::JoinHandle<()>)>);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some((mut child, _)) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(mut gw: Gw, how: &str) {
+    let Some((mut child, reader)) = gw.0.take() else { return };
     match how {
         "kill -9" => child.kill().unwrap(),
         _ => gateway_common::terminate(&child),
@@ -163,8 +176,8 @@ impl Setup {
     }
 
     /// Starts the gateway and waits until it listens.
-    async fn start(&self) -> (Child, std::thread::JoinHandle<()>) {
-        let gw = start(&self.cfg, &self.committed);
+    async fn start(&self) -> Gw {
+        let gw = Gw(Some(start(&self.cfg, &self.committed)));
         wait_listening(self.port).await;
         gw
     }
@@ -177,7 +190,7 @@ impl Setup {
     /// Waits until every committed reading (and the SpO2 `last`) is
     /// delivered, stops the gateway, checks the delivery contract and that
     /// the delivered SpO2 readings are exactly `want` (device, patient, value).
-    async fn finish(&self, gw: (Child, std::thread::JoinHandle<()>), last: f64, want: &[(&str, &str, f64)]) {
+    async fn finish(&self, gw: Gw, last: f64, want: &[(&str, &str, f64)]) {
         let delivered = || {
             let mut d = Delivered::default();
             for m in self.emu.messages() {
