@@ -3,6 +3,7 @@
 //! Adapters write it; the demo view, systemd `STATUS=`, the IoT Hub twin and
 //! `getStatus` read it. It holds no history, only the latest state.
 
+use crate::adapters::serial::patient_guards::PatientGuards;
 use crate::model::{Flag, Reading, ReadingType};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -98,9 +99,9 @@ pub struct DeviceRegistry {
     /// Adapters waiting for their readings to be committed (the HL7 listener
     /// acknowledges a message only then).
     commit_waits: Mutex<Vec<std::sync::Weak<CommitWait>>>,
-    /// Per device, how many times its patient association changed while the
-    /// gateway runs (the HL7 right-patient guard starts over at each change).
-    association_epochs: Mutex<BTreeMap<String, u64>>,
+    /// The HL7 right-patient guards (which patient each HL7 device charts),
+    /// durable when the service opened them in the state directory.
+    patient_guards: crate::adapters::serial::patient_guards::PatientGuards,
 }
 
 /// A reading's identity until it is committed: device, type and time. One
@@ -133,8 +134,15 @@ impl CommitWait {
 }
 
 impl DeviceRegistry {
+    /// A registry whose HL7 right-patient guards live in memory only.
     pub fn new() -> DeviceRegistry {
         DeviceRegistry::default()
+    }
+
+    /// A registry with these right-patient guards (the service opens them in
+    /// the state directory, [`PatientGuards::open`]).
+    pub fn with_patient_guards(patient_guards: PatientGuards) -> DeviceRegistry {
+        DeviceRegistry { patient_guards, ..DeviceRegistry::default() }
     }
 
     fn with<R>(&self, device_id: &str, f: impl FnOnce(&mut DeviceStatus) -> R) -> R {
@@ -244,18 +252,19 @@ impl DeviceRegistry {
         }
     }
 
-    /// The patient association of `device_id` changed (the service calls this
-    /// when a live change, e.g. from the IoT Hub twin, names another patient
-    /// or ends the association). See [`DeviceRegistry::association_epoch`].
-    pub fn association_changed(&self, device_id: &str) {
-        *self.association_epochs.lock().unwrap_or_else(|p| p.into_inner()).entry(device_id.to_string()).or_insert(0) += 1;
+    /// The patient association of `device_id` changed to `patient` (the
+    /// service calls this when a live change, e.g. from the IoT Hub twin,
+    /// names another patient or ends the association): its HL7 right-patient
+    /// guard forgets the charted patient and learns the next one. Errors: the
+    /// guards' record could not be written (the change is in force; see
+    /// [`PatientGuards::association_changed`]).
+    pub fn association_changed(&self, device_id: &str, patient: Option<&str>) -> std::io::Result<()> {
+        self.patient_guards.association_changed(device_id, patient)
     }
 
-    /// How many times the patient association of `device_id` changed since
-    /// the gateway started (0: never). Adapters compare it with the value
-    /// they saw last to notice a change ([`crate::adapters::serial::hl7::PatientGuard`]).
-    pub fn association_epoch(&self, device_id: &str) -> u64 {
-        self.association_epochs.lock().unwrap_or_else(|p| p.into_inner()).get(device_id).copied().unwrap_or(0)
+    /// The HL7 right-patient guards ([`crate::adapters::serial::intake`] asks them).
+    pub fn patient_guards(&self) -> &PatientGuards {
+        &self.patient_guards
     }
 
     /// A value from this device could not be decoded at all.

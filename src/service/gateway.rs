@@ -145,9 +145,16 @@ impl GatewayControl for GatewayHandle {
         if let Err(e) = self.associations.set(device_id, patient_id.map(str::to_string), twin_version) {
             tracing::error!("cannot persist the new patient association: {e}");
         }
-        // The HL7 right-patient guard starts over when the patient changes.
-        if self.associations.patient_of(device_id) != before {
-            self.registry.association_changed(device_id);
+        // The HL7 right-patient guard starts over when the patient changes
+        // (durably: a restart does not bring the old charted patient back).
+        let after = self.associations.patient_of(device_id);
+        if after != before {
+            if let Err(e) = self.registry.association_changed(device_id, after.flatten().as_deref()) {
+                tracing::error!(
+                    "cannot record that the HL7 patient guard of device {} starts over ({e}); it does, and after a restart it does too",
+                    crate::redact::device(device_id)
+                );
+            }
         }
     }
 

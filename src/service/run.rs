@@ -4,6 +4,7 @@ use super::associations::Associations;
 use super::error::ServiceError;
 use super::gateway::GatewayHandle;
 use super::notify;
+use crate::adapters::serial::patient_guards::{self, Opened, PatientGuards};
 use crate::adapters::simulated::SimulatedDevice;
 use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
 use crate::config::Config;
@@ -129,6 +130,30 @@ struct Running {
     status: StatusWriter,
 }
 
+/// Opens the HL7 right-patient guards' record in the state directory, for
+/// every configured device with its association in force, and says in the
+/// log what it found (a damaged record in plain words: every HL7 device
+/// then refuses messages that name a patient until its association changes).
+fn open_patient_guards(config: &Config, associations: &Associations, state_dir: &std::path::Path) -> PatientGuards {
+    let devices = config.devices.iter().map(|d| (d.id.clone(), associations.patient_of(&d.id).flatten()));
+    let (guards, opened) = PatientGuards::open(state_dir, devices);
+    match opened {
+        Opened::Fresh => {}
+        Opened::Read { kept, reset } => {
+            tracing::info!("HL7 patient guards: {kept} device(s) keep their charted patient; {reset} start over (their association changed)")
+        }
+        Opened::Damaged(why) => tracing::error!(
+            "the record of which patient each HL7 device charts ({}) could not be used: {why}. So as not to chart another patient's data, every HL7 \
+             device whose patient comes from its association now refuses messages that name a patient (answered AE, not stored; \
+             the monitor keeps them) until its patient association is changed. The unreadable file was kept as {} \
+             (docs/serial.md, \"Patients from HL7\")",
+            state_dir.join(patient_guards::FILE_NAME).display(),
+            state_dir.join(patient_guards::DAMAGED_FILE_NAME).display()
+        ),
+    }
+    guards
+}
+
 /// Opens the outbox (waiting for room if the state filesystem has none; `None`
 /// when `shutdown` came first), builds the sink and the adapters, and starts
 /// the committer, the forwarder and the adapters.
@@ -151,11 +176,11 @@ async fn start(config: Config, opts: &RunOptions, shutdown: &CancellationToken) 
     );
     log_previous_stop(&report);
 
-    let registry = Arc::new(DeviceRegistry::new());
+    let associations = Arc::new(Associations::load(&config.devices, Some(&state_dir)));
+    let registry = Arc::new(DeviceRegistry::with_patient_guards(open_patient_guards(&config, &associations, &state_dir)));
     for d in &config.devices {
         registry.register(&d.id);
     }
-    let associations = Arc::new(Associations::load(&config.devices, Some(&state_dir)));
     let health = Arc::new(Health::new());
 
     let stats = Arc::new(ForwarderStats::default());

@@ -35,6 +35,7 @@ mod file_sink_faults;
 mod gateway_eventhubs_e2e;
 mod gateway_id_derived;
 mod gateway_iothub_e2e;
+mod hl7_patient_guard;
 mod hl7_serial_pty;
 mod hl7_tcp_python;
 mod iothub_sdk_fidelity;

@@ -181,6 +181,22 @@ fn rainbow_parameters_are_coded_with_their_units() {
     assert_eq!(first("spmet"), (json!("urn:iomt-edge:codes"), json!("spmet"), json!("%")));
     assert_eq!(first("sphb"), (json!("urn:iomt-edge:codes"), json!("sphb"), json!("g/dL")));
     assert_eq!(first("pvi"), (json!("urn:iomt-edge:codes"), json!("pvi"), json!("%")));
+    // No LOINC coding on them (series and single templates): a laboratory
+    // term (2615-3 methemoglobin, 718-7 hemoglobin) would mislabel a
+    // noninvasive estimate; devices/medtech/README.md records the search.
+    let (_, fhir) = shipped_mappings();
+    let fhir: Value = serde_json::from_str(fhir).unwrap();
+    let mut checked = 0;
+    for t in fhir["template"].as_array().unwrap() {
+        let name = t["template"]["typeName"].as_str().unwrap_or("");
+        if ["spmet", "sphb", "pvi"].iter().any(|k| name == *k || name == format!("{k}Single")) {
+            checked += 1;
+            let codes = t["template"]["codes"].as_array().unwrap();
+            assert!(codes.iter().all(|c| c["system"] != "http://loinc.org"), "{name}: {codes:?}");
+            assert!(codes.iter().any(|c| c["system"] == "urn:iomt-edge:codes"), "{name}: {codes:?}");
+        }
+    }
+    assert_eq!(checked, 6, "spmet, sphb, pvi and their Single templates");
     let mut off = reading(ReadingType::Sphb, 1);
     off.add_flag(Flag::SensorDisconnected);
     let p = engine.preview(&[message(vec![off])], &opts());

@@ -501,7 +501,7 @@ pub enum PatientFrom {
     /// The device's patient association (config `patient_id` or the twin),
     /// as for every other device; a message naming another patient in PID-3
     /// than the first one since the association was set is refused
-    /// ([`PatientGuard`]).
+    /// ([`super::patient_guards`]).
     #[default]
     Device,
     /// Each message's PID-3; the readings' device id is the device's id plus
@@ -643,55 +643,25 @@ pub fn bed_device_id(device_id: &str, location: &str) -> Result<String, Hl7Error
     Ok(id)
 }
 
-/// What [`PatientGuard::check`] decided about one message.
+/// What the right-patient guard decided about one message
+/// ([`super::patient_guards::PatientGuards::check`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuardVerdict {
     /// Store it: no PID-3, or the patient already charted.
     Accept,
     /// Store it: the first patient named since the association was set; from
-    /// now on only this patient is accepted.
+    /// now on only this patient is accepted (recorded durably before this
+    /// answer).
     Learned,
     /// Refuse it (AE): it names another patient than `charted`.
     Other { charted: PatientIdent },
-}
-
-/// The right-patient guard of a device whose readings carry its patient
-/// association ([`PatientFrom::Device`]): the PID-3 of the first message
-/// after the association was set or changed is remembered, and a later
-/// message naming a **different** patient is refused, so a monitor that was
-/// given to the next patient (or a multi-bed feed) is not charted on the
-/// associated one. A message without PID-3 is accepted (many monitors send
-/// no patient). Pure: the caller passes the association's epoch (it changes
-/// at every change of the device's association; see
-/// [`crate::adapters::DeviceRegistry::association_epoch`]).
-#[derive(Debug, Clone, Default)]
-pub struct PatientGuard {
-    epoch: Option<u64>,
-    first: Option<PatientIdent>,
-}
-
-impl PatientGuard {
-    pub fn new() -> PatientGuard {
-        PatientGuard::default()
-    }
-
-    /// Decides about a message naming `patient` (its PID-3) while the
-    /// device's association is at `epoch`.
-    pub fn check(&mut self, epoch: u64, patient: Option<&PatientIdent>) -> GuardVerdict {
-        if self.epoch != Some(epoch) {
-            self.epoch = Some(epoch);
-            self.first = None;
-        }
-        match (patient, &self.first) {
-            (None, _) => GuardVerdict::Accept,
-            (Some(p), None) => {
-                self.first = Some(p.clone());
-                GuardVerdict::Learned
-            }
-            (Some(p), Some(f)) if f.same_patient(p) => GuardVerdict::Accept,
-            (Some(_), Some(f)) => GuardVerdict::Other { charted: f.clone() },
-        }
-    }
+    /// Refuse it (AE): the record of the charted patient was lost (damaged
+    /// file at start) and no one has changed the device's association since.
+    Unknown,
+    /// Refuse it (AE): it would teach the guard its patient, but the record
+    /// could not be written (the reason); nothing is learned, the sender
+    /// resends.
+    NotSaved(String),
 }
 
 /// Time of one observation: (time, deviceTime, flags). See the module docs.

@@ -12,11 +12,15 @@
 //! 2. Its patient ([`PatientFrom`]):
 //!    - `Device` (default): the readings carry the device's patient
 //!      association (the committer stamps the one in force). The PID-3 of
-//!      the first message since the association was set is remembered
-//!      ([`PatientGuard`]); a message naming **another** patient stores
-//!      nothing and gets `AE` ("this device charts one patient..."), is
-//!      counted as bad input and logged once per episode (patient ids hashed,
-//!      [`crate::redact::patient`]). A change of the association starts over.
+//!      the first message since the association was set is remembered,
+//!      durably, across restarts ([`super::patient_guards`], through
+//!      [`DeviceRegistry::patient_guards`]); a message naming **another**
+//!      patient stores nothing and gets `AE` ("this device charts one
+//!      patient..."), is counted as bad input and logged once per episode
+//!      (patient ids hashed, [`crate::redact::patient`]). A change of the
+//!      association starts over. When the record of the charted patient was
+//!      lost (a damaged file at start) or cannot be written, a message naming
+//!      a patient gets `AE` too and stores nothing.
 //!    - `Pid`: each message's readings carry its PID-3 ID number (CX.1) as
 //!      their patient id and the device id `<device id>/<bed>` (PV1-3, else
 //!      OBX-18; [`hl7::bed_device_id`]), so each bed is a device of its own
@@ -29,7 +33,7 @@
 //!    happen in time. The sender's own retry then covers whatever was not
 //!    stored.
 
-use super::hl7::{self, AckCode, GuardVerdict, Hl7Options, PatientFrom, PatientGuard};
+use super::hl7::{self, AckCode, GuardVerdict, Hl7Options, PatientFrom};
 use crate::adapters::{AdapterContext, DeviceRegistry, LinkState};
 use crate::logging::SharedEpisode;
 use crate::model::{DistinctTimes, Reading};
@@ -59,11 +63,13 @@ pub struct Hl7Intake {
     bad_input: SharedEpisode,
     /// Messages refused by the right-patient guard (ends at the next accepted message).
     other_patient: SharedEpisode,
+    /// Messages refused because the guard's record is lost or cannot be
+    /// written (ends at the next accepted message).
+    guard_failing: SharedEpisode,
 }
 
 #[derive(Default)]
 struct State {
-    guard: PatientGuard,
     /// Per device id (the device's, or a bed's): recent reading times.
     times: HashMap<String, DistinctTimes>,
     /// Bed device ids seen (`Pid` mode), for their link state.
@@ -95,6 +101,7 @@ impl Hl7Intake {
             acks: AtomicU64::new(0),
             bad_input: SharedEpisode::default(),
             other_patient: SharedEpisode::default(),
+            guard_failing: SharedEpisode::default(),
         }
     }
 
@@ -157,9 +164,45 @@ impl Hl7Intake {
         // The device id and patient the readings carry.
         let (device_id, patient_id) = match self.opts.patient_from {
             PatientFrom::Device => {
-                let epoch = ctx.registry.association_epoch(&self.device_id);
-                let verdict = lock(&self.state).guard.check(epoch, routing.patient.as_ref());
+                let verdict = ctx.registry.patient_guards().check(&self.device_id, routing.patient.as_ref());
                 match verdict {
+                    GuardVerdict::Unknown => {
+                        ctx.registry.input_error(&self.device_id);
+                        if self.guard_failing.occurred() {
+                            tracing::warn!(
+                                device = %redact::device(&self.device_id),
+                                "{}: refusing messages that name a patient (answered AE, not stored): the record of which patient this device \
+                                 charts was lost (the state directory's {} could not be read at start). Check the monitor's patient, then \
+                                 change the device's patient association (or, with the gateway stopped, remove the file: every HL7 device \
+                                 then learns its patient anew). Further such messages are only counted (`iomt-edge status`, INPUT ERRORS)",
+                                self.label,
+                                super::patient_guards::FILE_NAME
+                            );
+                        }
+                        return self.answer(
+                            Some(&header),
+                            AckCode::AE,
+                            Some(
+                                "the gateway lost its record of which patient this device charts (damaged state file); not stored. \
+                                 Change the device's patient association to go on",
+                            ),
+                        );
+                    }
+                    GuardVerdict::NotSaved(why) => {
+                        if self.guard_failing.occurred() {
+                            tracing::warn!(
+                                device = %redact::device(&self.device_id),
+                                "{}: cannot record which patient this device charts ({why}); messages that would set it are answered AE \
+                                 and not stored until the record can be written",
+                                self.label
+                            );
+                        }
+                        return self.answer(
+                            Some(&header),
+                            AckCode::AE,
+                            Some("the gateway could not record the patient of this device (state directory not writable); not stored, resend later"),
+                        );
+                    }
                     GuardVerdict::Other { charted } => {
                         let sent = routing.patient.as_ref().map(|p| p.key()).unwrap_or_default();
                         ctx.registry.input_error(&self.device_id);
@@ -200,6 +243,9 @@ impl Hl7Intake {
                 }
                 if let Some(end) = self.other_patient.end() {
                     tracing::info!(device = %redact::device(&self.device_id), "{}: messages for the charted patient again ({end})", self.label);
+                }
+                if let Some(end) = self.guard_failing.end() {
+                    tracing::info!(device = %redact::device(&self.device_id), "{}: the patient guard works again ({end})", self.label);
                 }
                 (self.device_id.clone(), self.patient_id.clone())
             }

@@ -18,8 +18,8 @@
 //!   chunks, noise between records, over-long lines, resynchronisation).
 //! - [`profile`]: the profile type, its validation at load, and the engine that
 //!   turns one line into a [`Record`].
-//! - [`hl7`]: ORU^R01 parser, PID-3/PV1-3 routing, the right-patient guard
-//!   and the ACK builder.
+//! - [`hl7`]: ORU^R01 parser, PID-3/PV1-3 routing, the right-patient
+//!   guard's verdicts and the ACK builder.
 //! - [`nonin`]: DF2, DF7, DF8 decoders and the format-select command.
 //!
 //! Every decoder implements [`Decoder`]: feed it byte chunks as they arrive,
@@ -34,6 +34,8 @@
 //! - [`intake`]: one HL7 message to stored readings and its ACK (patient from
 //!   the device's association with a right-patient guard, or from PID-3 per
 //!   bed), shared by the serial adapter and the TCP listener.
+//! - [`patient_guards`]: the right-patient guards' charted PID-3 per device,
+//!   kept durably in the state directory so a restart does not forget them.
 //!
 //! Time rule (docs/message-format.md, "Times"): a live line is timed by the
 //! gateway on arrival (UTC) and the monitor's own clock, when the line carries
@@ -48,6 +50,7 @@ pub mod hl7;
 pub mod intake;
 pub mod link;
 pub mod nonin;
+pub mod patient_guards;
 pub mod profile;
 pub mod tcp;
 

@@ -1,11 +1,13 @@
 //! Tests of issue 13's HL7 patient rules and the serial ACK framing: PID-3,
 //! PV1-3 and OBX-18 parsing ([`hl7::routing`]), the right-patient guard
-//! ([`hl7::PatientGuard`]), per-bed device ids, the framer's choice of MLLP
+//! ([`super::patient_guards`], also across restarts and a damaged record),
+//! per-bed device ids, the framer's choice of MLLP
 //! (what the serial adapter answers), and the intake shared by the serial
 //! adapter and the TCP listener, run against a stand-in committer.
 
-use super::hl7::{self, AckCode, Framed, GuardVerdict, Hl7Framer, Hl7Framing, Hl7Options, PatientFrom, PatientGuard, PatientIdent};
+use super::hl7::{self, AckCode, Framed, GuardVerdict, Hl7Framer, Hl7Framing, Hl7Options, PatientFrom, PatientIdent};
 use super::intake::Hl7Intake;
+use super::patient_guards::{Opened, PatientGuards, DAMAGED_FILE_NAME, FILE_NAME};
 use super::BadInput;
 use crate::adapters::{AdapterContext, DeviceRegistry, ReadingSender};
 use crate::model::{Reading, ReadingType};
@@ -104,22 +106,123 @@ fn bed_device_ids_are_safe_and_bounded() {
 
 #[test]
 fn guard_same_patient_other_patient_and_association_change() {
-    let mut g = PatientGuard::new();
+    let g = PatientGuards::in_memory();
     let (a, b) = (ident("P-A", "HOSP"), ident("P-B", "HOSP"));
-    assert_eq!(g.check(0, None), GuardVerdict::Accept, "no PID-3: nothing to compare, nothing learned");
-    assert_eq!(g.check(0, Some(&a)), GuardVerdict::Learned);
-    assert_eq!(g.check(0, Some(&a)), GuardVerdict::Accept);
-    assert_eq!(g.check(0, Some(&b)), GuardVerdict::Other { charted: a.clone() });
-    assert_eq!(g.check(0, Some(&ident("P-A", "OTHER"))), GuardVerdict::Other { charted: a.clone() }, "same number, other authority");
-    assert_eq!(g.check(0, None), GuardVerdict::Accept);
-    assert_eq!(g.check(0, Some(&a)), GuardVerdict::Accept, "the charted patient is still accepted");
+    assert_eq!(g.check("dev", None), GuardVerdict::Accept, "no PID-3: nothing to compare, nothing learned");
+    assert_eq!(g.check("dev", Some(&a)), GuardVerdict::Learned);
+    assert_eq!(g.check("dev", Some(&a)), GuardVerdict::Accept);
+    assert_eq!(g.check("dev", Some(&b)), GuardVerdict::Other { charted: a.clone() });
+    assert_eq!(g.check("dev", Some(&ident("P-A", "OTHER"))), GuardVerdict::Other { charted: a.clone() }, "same number, other authority");
+    assert_eq!(g.check("dev", None), GuardVerdict::Accept);
+    assert_eq!(g.check("dev", Some(&a)), GuardVerdict::Accept, "the charted patient is still accepted");
+    assert_eq!(g.check("other-dev", Some(&b)), GuardVerdict::Learned, "each device has its own guard");
     // The association changed: the next patient named is learned afresh.
-    assert_eq!(g.check(1, Some(&b)), GuardVerdict::Learned);
-    assert_eq!(g.check(1, Some(&a)), GuardVerdict::Other { charted: b.clone() });
+    g.association_changed("dev", Some("PAT-2")).unwrap();
+    assert_eq!(g.check("dev", Some(&b)), GuardVerdict::Learned);
+    assert_eq!(g.check("dev", Some(&a)), GuardVerdict::Other { charted: b.clone() });
     // A change with no message in between, then a message without PID-3: the
     // next named patient is the first.
-    assert_eq!(g.check(2, None), GuardVerdict::Accept);
-    assert_eq!(g.check(2, Some(&a)), GuardVerdict::Learned);
+    g.association_changed("dev", None).unwrap();
+    assert_eq!(g.check("dev", None), GuardVerdict::Accept);
+    assert_eq!(g.check("dev", Some(&a)), GuardVerdict::Learned);
+}
+
+fn devices(list: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+    list.iter().map(|(d, p)| (d.to_string(), p.map(str::to_string))).collect()
+}
+
+/// Issue 13 (wrong-patient risk): the charted patient survives a restart,
+/// so the first message after it cannot teach the guard another patient; a
+/// change of the association is durable too.
+#[test]
+fn the_charted_patient_survives_a_restart_and_a_change_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (ident("P-A", "HOSP"), ident("P-B", "HOSP"));
+    let cfg = devices(&[("bedside-1", Some("PAT-1")), ("bedside-2", None)]);
+    let (g, opened) = PatientGuards::open(dir.path(), cfg.clone());
+    assert_eq!(opened, Opened::Fresh);
+    assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Learned);
+    assert_eq!(g.check("bedside-2", Some(&b)), GuardVerdict::Learned);
+    drop(g);
+    // Restart: another patient first is refused, the charted one accepted.
+    let (g, opened) = PatientGuards::open(dir.path(), cfg.clone());
+    assert_eq!(opened, Opened::Read { kept: 2, reset: 0 });
+    assert_eq!(g.check("bedside-1", Some(&b)), GuardVerdict::Other { charted: a.clone() });
+    assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Accept);
+    // The twin changes bedside-1's patient: the guard starts over, durably.
+    g.association_changed("bedside-1", Some("PAT-2")).unwrap();
+    drop(g);
+    let cfg2 = devices(&[("bedside-1", Some("PAT-2")), ("bedside-2", None)]);
+    let (g, opened) = PatientGuards::open(dir.path(), cfg2.clone());
+    assert_eq!(opened, Opened::Read { kept: 1, reset: 0 });
+    assert_eq!(g.check("bedside-1", Some(&b)), GuardVerdict::Learned);
+    assert_eq!(g.check("bedside-2", Some(&a)), GuardVerdict::Other { charted: b.clone() }, "the other device keeps its patient");
+    drop(g);
+    let (g, _) = PatientGuards::open(dir.path(), cfg2);
+    assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Other { charted: b.clone() }, "learned after the change, kept");
+    drop(g);
+    // The association changed while the gateway was stopped (the config's
+    // patient_id edited): that device starts over, the other keeps its patient.
+    let (g, opened) = PatientGuards::open(dir.path(), devices(&[("bedside-1", Some("PAT-3")), ("bedside-2", None)]));
+    assert_eq!(opened, Opened::Read { kept: 1, reset: 1 });
+    assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Learned);
+    assert_eq!(g.check("bedside-2", Some(&a)), GuardVerdict::Other { charted: b });
+    // No patient ids beyond the state directory's own file.
+    let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+    assert!(text.contains("\"P-A\"") && text.contains("\"HOSP\""), "{text}");
+}
+
+/// A damaged or unreadable record never silently drops the guard: every
+/// device refuses messages naming a patient until its association changes,
+/// also after another restart; the damaged bytes are kept aside.
+#[test]
+fn a_damaged_record_refuses_patients_until_the_association_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ident("P-A", "HOSP");
+    let cfg = devices(&[("bedside-1", Some("PAT-1")), ("bedside-2", Some("PAT-2"))]);
+    for damaged in [&b"{\"version\": 1, \"devices\": {\"bedside-1\": {\"assoc"[..], b"", b"{\"version\": 7, \"devices\": {}}"] {
+        std::fs::write(dir.path().join(FILE_NAME), damaged).unwrap();
+        let (g, opened) = PatientGuards::open(dir.path(), cfg.clone());
+        assert!(matches!(opened, Opened::Damaged(_)), "{opened:?}");
+        assert_eq!(std::fs::read(dir.path().join(DAMAGED_FILE_NAME)).unwrap(), damaged, "kept aside");
+        assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Unknown);
+        assert_eq!(g.check("bedside-1", None), GuardVerdict::Accept, "no PID-3: nothing to compare");
+        drop(g);
+        // Restarted again without anyone acting: still unknown.
+        let (g, opened) = PatientGuards::open(dir.path(), cfg.clone());
+        assert_eq!(opened, Opened::Read { kept: 2, reset: 0 });
+        assert_eq!(g.check("bedside-2", Some(&a)), GuardVerdict::Unknown);
+        // A change of the association is the decision that unblocks (durably).
+        g.association_changed("bedside-1", Some("PAT-9")).unwrap();
+        assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Learned);
+        drop(g);
+        let (g, _) = PatientGuards::open(dir.path(), devices(&[("bedside-1", Some("PAT-9")), ("bedside-2", Some("PAT-2"))]));
+        assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Accept);
+        assert_eq!(g.check("bedside-2", Some(&a)), GuardVerdict::Unknown);
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+    }
+    // A record that cannot be read at all (here: a directory in its place).
+    std::fs::create_dir(dir.path().join(FILE_NAME)).unwrap();
+    let (g, opened) = PatientGuards::open(dir.path(), cfg);
+    assert!(matches!(&opened, Opened::Damaged(why) if why.contains("cannot be read")), "{opened:?}");
+    assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Unknown);
+}
+
+/// A patient that cannot be recorded is not learned: the message is refused
+/// (the sender resends) and the next one, once the record can be written,
+/// teaches the guard.
+#[test]
+fn a_patient_that_cannot_be_recorded_is_not_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (ident("P-A", "HOSP"), ident("P-B", "HOSP"));
+    let (g, _) = PatientGuards::open(dir.path(), devices(&[("bedside-1", None)]));
+    // The record's path is taken by a non-empty directory: the atomic
+    // replace fails.
+    std::fs::create_dir_all(dir.path().join(FILE_NAME).join("x")).unwrap();
+    assert!(matches!(g.check("bedside-1", Some(&a)), GuardVerdict::NotSaved(_)));
+    std::fs::remove_dir_all(dir.path().join(FILE_NAME)).unwrap();
+    assert_eq!(g.check("bedside-1", Some(&b)), GuardVerdict::Learned, "nothing was learned from the refused message");
+    assert_eq!(g.check("bedside-1", Some(&a)), GuardVerdict::Other { charted: b });
 }
 
 /// The serial adapter answers only MLLP blocks (`Framed::mllp`); a port opened
@@ -155,8 +258,12 @@ fn a_port_opened_mid_block_still_finds_mllp_blocks() {
 /// An adapter context whose "outbox" commits every reading at once (reports
 /// it to the registry, as the committer does after its flush) and keeps it.
 fn context() -> (AdapterContext, Arc<std::sync::Mutex<Vec<Reading>>>) {
+    context_with(Arc::new(DeviceRegistry::new()))
+}
+
+/// [`context`] with this registry.
+fn context_with(registry: Arc<DeviceRegistry>) -> (AdapterContext, Arc<std::sync::Mutex<Vec<Reading>>>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Reading>(64);
-    let registry = Arc::new(DeviceRegistry::new());
     let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (reg, st) = (registry.clone(), stored.clone());
     tokio::spawn(async move {
@@ -193,7 +300,7 @@ async fn default_mode_refuses_a_second_patient_until_the_association_changes() {
     assert_eq!(a.code, AckCode::AA);
     assert_eq!(ctx.registry.snapshot()[0].input_errors, 1, "the refused message is counted as bad input");
     // The association changes: the next patient is charted.
-    ctx.registry.association_changed("bedside-1");
+    ctx.registry.association_changed("bedside-1", Some("PAT-TWIN")).unwrap();
     let a = intake.message(&ctx, oru("M4", "P-B^^^HOSP", None, 91).as_bytes(), WAIT).await;
     assert_eq!(a.code, AckCode::AA);
     let a = intake.message(&ctx, oru("M5", "P-A^^^HOSP", None, 92).as_bytes(), WAIT).await;
@@ -243,6 +350,26 @@ async fn pid_mode_routes_each_bed_and_refuses_what_it_cannot_place() {
     let dev = |id: &str| status.iter().find(|d| d.device_id == id).cloned().unwrap();
     assert_eq!(dev("central-1").input_errors, 2);
     assert_eq!(dev("central-1/10").readings, 2, "each bed is a device of its own");
+}
+
+/// The guard's record was lost at start: a message naming a patient gets AE
+/// with the reason and nothing of it is stored, until the association changes.
+#[tokio::test]
+async fn a_lost_record_answers_ae_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), "not json").unwrap();
+    let (guards, _) = PatientGuards::open(dir.path(), devices(&[("bedside-1", Some("PAT-1"))]));
+    let (ctx, stored) = context_with(Arc::new(DeviceRegistry::with_patient_guards(guards)));
+    let intake = Hl7Intake::new("bedside-1", Some("PAT-1".into()), Hl7Options::default(), "test");
+    let a = intake.message(&ctx, oru("M1", "P-A^^^HOSP", None, 97).as_bytes(), WAIT).await;
+    assert_eq!(a.code, AckCode::AE);
+    assert!(msa(&a.ack)[3].contains("lost its record") && msa(&a.ack)[3].contains("association"), "{}", a.ack);
+    ctx.registry.association_changed("bedside-1", Some("PAT-2")).unwrap();
+    let a = intake.message(&ctx, oru("M2", "P-B^^^HOSP", None, 91).as_bytes(), WAIT).await;
+    assert_eq!(a.code, AckCode::AA);
+    let spo2: Vec<f64> = stored.lock().unwrap().iter().filter(|r| r.kind == ReadingType::Spo2).map(|r| r.values["spo2"]).collect();
+    assert_eq!(spo2, vec![91.0], "nothing of the refused message is stored");
+    assert_eq!(ctx.registry.snapshot().iter().find(|d| d.device_id == "bedside-1").map(|d| d.input_errors), Some(1));
 }
 
 /// AA only after the commit: with a committer that never commits, the answer
