@@ -88,7 +88,14 @@ for w in "${WHICH[@]}"; do
   export "CC_${low}=$prefix-gcc" "AR_${low}=$prefix-ar"
   log "==> building for $triple ($PROFILE)"
   if [[ $PROFILE == release ]]; then
-    cargo build --release --target "$triple" --bin iomt-edge >&2
+    # Sized for a Pi: optimise for size, one codegen unit, whole-program
+    # (fat) LTO. Stripped aarch64: 17.3 MB with the host's release settings
+    # (opt-level 3, thin LTO, 4 units), 11.8 MB with these (docs/performance.md).
+    # Parsing and the outbox keep a wide margin on a Pi core at opt-level "s".
+    # Unwinding stays on: the outbox catches sled's panics on a damaged store
+    # to salvage it, which panic = "abort" would turn into a crash loop.
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+      cargo build --release --target "$triple" --bin iomt-edge >&2
   else
     cargo build --target "$triple" --bin iomt-edge >&2
   fi

@@ -12,6 +12,16 @@
 //! for that device is refused, also after a restart, so a stale twin patch can
 //! never move a device back to a previous patient even if the twin's own saved
 //! state was lost. The file is replaced durably ([`crate::fsutil::write_durable`]).
+//!
+//! A damaged or unreadable file is never replaced by the config's
+//! associations: a device the twin had moved to another patient would then
+//! chart on its previous one. Instead every device without an entry of its
+//! own is stamped with no patient (the readings are kept, with device and
+//! time, and can be attributed later), which the file then records with the
+//! entry `"*": {"patient": null}`, so a restart keeps it. Each twin change
+//! gives its device a patient again; removing the file while the gateway is
+//! stopped goes back to the config's associations. The damaged bytes are
+//! kept as `associations.json.damaged`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,7 +56,15 @@ pub struct Associations {
     /// PID-3 (`patient_from = "pid"`): its beds' readings carry the patient
     /// the message names, which no association may replace.
     from_messages: Vec<String>,
+    /// The saved associations were lost (a damaged or unreadable file): a
+    /// device without an entry of its own has no patient, whatever the
+    /// config or its adapter says ([`LOST`] in the file).
+    lost: bool,
 }
+
+/// The key of the file's entry saying that the saved associations were lost
+/// (see the module doc).
+pub const LOST: &str = "*";
 
 /// Whether a device takes its patients from HL7 PID-3.
 fn patients_from_messages(d: &crate::config::DeviceConfig) -> bool {
@@ -60,8 +78,9 @@ impl Associations {
         let mut map: BTreeMap<String, Option<String>> = devices.iter().map(|d| (d.id.clone(), d.patient_id.clone())).collect();
         let mut live = BTreeMap::new();
         let file = state_dir.map(|d| d.join("associations.json"));
+        let mut lost = false;
         if let Some(f) = &file {
-            match std::fs::read(f) {
+            let damage = match std::fs::read(f) {
                 Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, SavedEntry>>(&bytes) {
                     Ok(saved) => {
                         for (d, e) in saved {
@@ -69,18 +88,45 @@ impl Associations {
                                 SavedEntry::Current(e) => e,
                                 SavedEntry::Legacy(patient) => LiveAssociation { patient, twin_version: None },
                             };
-                            map.insert(d.clone(), e.patient.clone());
+                            lost |= d == LOST;
                             live.insert(d, e);
                         }
+                        None
                     }
-                    Err(e) => tracing::warn!("ignoring unreadable {} ({e}); using the config's associations", f.display()),
+                    Err(e) => {
+                        let mut aside = f.clone().into_os_string();
+                        aside.push(".damaged");
+                        let kept = std::fs::rename(f, &aside).map(|_| format!("; its bytes are kept as {}", Path::new(&aside).display()));
+                        Some(format!("{} is damaged ({e}){}", f.display(), kept.unwrap_or_default()))
+                    }
                 },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot read {} ({e}); using the config's associations", f.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => Some(format!("cannot read {} ({e})", f.display())),
+            };
+            if let Some(why) = damage {
+                tracing::error!(
+                    "the saved patient associations are lost: {why}. Readings of every device are stored without a patient \
+                     (never with a possibly outdated one) until the IoT Hub twin sets the device's patient again; \
+                     to go back to the config's patient_id instead, remove {} while the gateway is stopped",
+                    f.display()
+                );
+                lost = true;
+                live.insert(LOST.to_string(), LiveAssociation { patient: None, twin_version: None });
+                if let Err(e) = serde_json::to_vec_pretty(&live).map_err(std::io::Error::other).and_then(|b| crate::fsutil::write_durable(f, &b)) {
+                    tracing::error!("cannot record in {} that the associations were lost ({e}); readings stay without a patient", f.display());
+                }
             }
         }
+        if lost {
+            for p in map.values_mut() {
+                *p = None;
+            }
+        }
+        for (d, e) in live.iter().filter(|(d, _)| *d != LOST) {
+            map.insert(d.clone(), e.patient.clone());
+        }
         let from_messages = devices.iter().filter(|d| patients_from_messages(d)).map(|d| format!("{}/", d.id)).collect();
-        Associations { map: RwLock::new(map), live: Mutex::new(live), file, from_messages }
+        Associations { map: RwLock::new(map), live: Mutex::new(live), file, from_messages, lost }
     }
 
     /// Stamps a reading with the association in force for its device. A device
@@ -93,8 +139,10 @@ impl Associations {
         if self.is_from_messages(&r.device_id) {
             return;
         }
-        if let Some(p) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&r.device_id) {
-            r.patient_id = p.clone();
+        match self.map.read().unwrap_or_else(|p| p.into_inner()).get(&r.device_id) {
+            Some(p) => r.patient_id = p.clone(),
+            None if self.lost => r.patient_id = None,
+            None => {}
         }
     }
 
@@ -260,6 +308,41 @@ mod tests {
         assert!(again.set("strap-1", Some("PAT-3".into()), Some(8)).unwrap());
         assert!(!again.set("strap-1", Some("PAT-3".into()), Some(9)).unwrap());
         assert_eq!(again.live("strap-1").unwrap().twin_version, Some(8));
+    }
+
+    /// A damaged file never hands the devices back to the config's patients
+    /// (a device the twin had moved would chart on its previous patient):
+    /// every device without an entry of its own has no patient, across
+    /// restarts, until the twin sets it again; the damaged bytes are kept.
+    #[test]
+    fn damaged_saved_associations_leave_devices_without_a_patient_not_on_the_config_one() {
+        let dev = |id: &str, p: &str| -> crate::config::DeviceConfig {
+            toml::from_str(&format!("id = \"{id}\"\nkind = \"heart_rate_strap\"\npatient_id = \"{p}\"\n")).unwrap()
+        };
+        let devices = [dev("strap-1", "P-A"), dev("strap-2", "P-B")];
+        for damaged in [&b"{\"strap-1\": {\"patient\": \"P-tw"[..], b"", b"\x00\x00\x00\x00", b"[1, 2]"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("associations.json"), damaged).unwrap();
+            let a = Associations::load(&devices, Some(dir.path()));
+            for (id, adapter) in [("strap-1", None), ("strap-2", Some("P-B")), ("Acme-SN9", Some("P-config"))] {
+                let mut r = reading(id, adapter);
+                a.stamp(&mut r);
+                assert_eq!(r.patient_id, None, "{id} after {damaged:?}");
+            }
+            assert_eq!(std::fs::read(dir.path().join("associations.json.damaged")).unwrap(), damaged, "the damaged bytes are kept");
+            assert_eq!(saved(dir.path())[LOST], serde_json::json!({"patient": null, "twinVersion": null}));
+            // A restart keeps it; a twin change gives one device its patient.
+            let again = Associations::load(&devices, Some(dir.path()));
+            assert_eq!(again.patient_of("strap-2"), Some(None));
+            assert!(again.set("strap-1", Some("P-twin".into()), Some(9)).unwrap());
+            let third = Associations::load(&devices, Some(dir.path()));
+            let mut r = reading("strap-1", None);
+            third.stamp(&mut r);
+            assert_eq!(r.patient_id.as_deref(), Some("P-twin"));
+            let mut r = reading("strap-2", Some("P-B"));
+            third.stamp(&mut r);
+            assert_eq!(r.patient_id, None);
+        }
     }
 
     /// Files written by earlier releases (`{"device": "patient" | null}`) still load.
