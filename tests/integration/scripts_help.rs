@@ -21,6 +21,7 @@ fn scripts_parse_and_print_their_usage() {
         ("build-pi.sh", "Usage: scripts/build-pi.sh [aarch64|armv7|all]"),
         ("fuzz.sh", "Usage: scripts/fuzz.sh [--execs N]"),
         ("serial-cpu.sh", "Usage: scripts/serial-cpu.sh"),
+        ("measure-per-1000.sh", "Usage: scripts/measure-per-1000.sh BINARY"),
     ] {
         let path = script(name);
         let path = path.to_str().expect("utf-8 path");
