@@ -264,8 +264,7 @@ async fn entra_id_client_credentials_with_expiring_tokens_and_a_corrected_secret
 async fn entra_id_certificate_credential_is_checked_by_the_token_endpoint_and_delivers() {
     let dir = tempfile::tempdir().unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eventhubs");
-    let (cert, key, other) =
-        (data.join("test-assertion-cert.pem"), data.join("test-assertion-key.pem"), data.join("test-assertion-other-cert.pem"));
+    let (cert, key, other) = (data.join("test-assertion-cert.pem"), data.join("test-assertion-key.pem"), data.join("test-assertion-other-cert.pem"));
     let emu_dir = dir.path().join("emu");
     let emu = Emu::start(&emu_dir, 0, &["--token-lifetime", "35s", "--client-certificate", other.to_str().unwrap()]);
     let port = emu.port();

@@ -234,22 +234,19 @@ pub fn verify(assertion: &str, client_id: &str, audiences: &[String], registered
             "Client assertion failed signature validation. [Reason - The header names no key: it needs 'x5t#S256' or 'x5t'.]",
         ));
     }
-    let cert = registered
-        .iter()
-        .find(|r| x5t.is_none_or(|t| t == r.x5t) && x5t_s256.is_none_or(|t| t == r.x5t_s256))
-        .ok_or_else(|| {
-            let named = x5t_s256.or(x5t).unwrap_or_default();
-            let shown: String = named.chars().take(64).collect();
-            refuse(
-                401,
-                "invalid_client",
-                700027,
-                format!(
-                    "The certificate with identifier used to sign the client assertion is not registered on application. \
+    let cert = registered.iter().find(|r| x5t.is_none_or(|t| t == r.x5t) && x5t_s256.is_none_or(|t| t == r.x5t_s256)).ok_or_else(|| {
+        let named = x5t_s256.or(x5t).unwrap_or_default();
+        let shown: String = named.chars().take(64).collect();
+        refuse(
+            401,
+            "invalid_client",
+            700027,
+            format!(
+                "The certificate with identifier used to sign the client assertion is not registered on application. \
                      [Reason - The key was not found., Thumbprint of key used by client: '{shown}']"
-                ),
-            )
-        })?;
+            ),
+        )
+    })?;
 
     // Signature, over the parts exactly as sent (RFC 7515 §5.2).
     let input_len = h.len() + 1 + c.len();

@@ -250,7 +250,9 @@ impl Emulator {
         let mut registered = Vec::new();
         for path in &cfg.client_certificates {
             let pem = std::fs::read(path).map_err(|e| EmulatorError::ClientCertificate { path: path.clone(), why: e.to_string() })?;
-            registered.extend(assertion::RegisteredCertificate::from_pem(&pem).map_err(|why| EmulatorError::ClientCertificate { path: path.clone(), why })?);
+            registered.extend(
+                assertion::RegisteredCertificate::from_pem(&pem).map_err(|why| EmulatorError::ClientCertificate { path: path.clone(), why })?,
+            );
         }
         if let Some(d) = &cfg.record_dir {
             std::fs::create_dir_all(d).map_err(|error| EmulatorError::RecordFolder { path: d.clone(), error })?;
@@ -673,8 +675,7 @@ fn token_endpoint(req: &Request, shared: &Arc<Shared>) -> Answer {
 fn token_audiences(shared: &Shared) -> Vec<String> {
     let tenant = &shared.cfg.tenant;
     let port = shared.addr.port();
-    [shared.addr.to_string(), format!("localhost:{port}")]
-        .into_iter().map(|h| format!("https://{h}/{tenant}/oauth2/v2.0/token")).collect()
+    [shared.addr.to_string(), format!("localhost:{port}")].into_iter().map(|h| format!("https://{h}/{tenant}/oauth2/v2.0/token")).collect()
 }
 
 /// A batch send.
