@@ -37,7 +37,13 @@ Devices: straps C0:FF:EE:00:00:01.. (serial SN0001..), oximeters C0:FF:EE:00:01:
     /// `iomt-edge medtech preview --envelope` reads.
     #[command(after_help = "Faults can also be changed while it runs:\n  \
 curl --cacert DIR/eventhubs-emulator-ca.pem -X PUT https://127.0.0.1:8443/\\$emulator/faults -d '{\"server_busy\":2}'\n\
-Fields: unauthorized, server_busy, too_large_above, delay_ms, resets, lost_answers, down_ms. Counters: GET /$emulator/stats.")]
+Fields: unauthorized, server_busy, too_large_above, delay_ms, resets, lost_answers, down_ms. Counters: GET /$emulator/stats.\n\n\
+Entra ID with a certificate (client assertions, as Microsoft identity platform \"certificate credentials\"): make an RSA pair\n  \
+openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=iomt-edge -keyout client-key.pem -out client-cert.pem\n  \
+iomt-edge simulate eventhubs --client-certificate client-cert.pem\n\
+and set client_certificate_file = \"client-cert.pem\", client_key_file = \"client-key.pem\" in [sink.eventhubs] (the snippet it prints). \
+Assertions are checked like the real token endpoint does: signature (RS256/PS256) with the certificate's key, x5t/x5t#S256 thumbprint, \
+aud = the token endpoint URL, iss = sub = client id, exp/nbf/iat (5 min skew), and a jti used once; refusals carry AADSTS codes.")]
     Eventhubs(EventhubsArgs),
     /// A simulated serial monitor on a pseudo-terminal: prints the terminal's
     /// path (the gateway's `port`) on the first line of stdout, then plays the
@@ -355,6 +361,12 @@ pub struct EventhubsArgs {
     /// Lifetime of the tokens the token endpoint issues (e.g. 1h, 30s).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_lifetime: Duration,
+    /// A certificate (PEM) registered on the emulator's application: its token
+    /// endpoint then gives tokens for client assertions (certificate
+    /// credentials, RS256 or PS256) signed with that certificate's RSA private
+    /// key. Repeat for several. Without it, client assertions are refused.
+    #[arg(long, value_name = "FILE")]
+    pub client_certificate: Vec<PathBuf>,
     /// Largest request accepted, in bytes (1048576: Standard; 262144: Basic).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -408,6 +420,7 @@ fn run_eventhubs(a: EventhubsArgs) -> anyhow::Result<ExitCode> {
             bind: SocketAddr::new(a.bind, a.port),
             hub: a.hub.clone(),
             token_lifetime: a.token_lifetime,
+            client_certificates: a.client_certificate.clone(),
             max_request_bytes: a.max_request_bytes,
             record_dir: Some(record.clone()),
             state_dir: Some(a.dir.clone()),
@@ -446,6 +459,20 @@ fn run_eventhubs(a: EventhubsArgs) -> anyhow::Result<ExitCode> {
         outln!("  client_secret = {{ value = \"{}\" }}", emu.client_secret())?;
         outln!("  ca_file = \"{}\"", ca.display())?;
         outln!()?;
+        if let Some(cert) = a.client_certificate.first() {
+            let cert = std::fs::canonicalize(cert).unwrap_or_else(|_| cert.clone());
+            outln!("Or with a certificate credential (client assertions signed with the key of {}):", cert.display())?;
+            outln!("  [sink.eventhubs]")?;
+            outln!("  namespace = \"{}\"", emu.addr())?;
+            outln!("  event_hub = \"{}\"", c.hub)?;
+            outln!("  authority_host = \"{}\"", emu.base_url())?;
+            outln!("  tenant = \"{}\"", c.tenant)?;
+            outln!("  client_id = \"{}\"", c.client_id)?;
+            outln!("  client_certificate_file = \"{}\"", cert.display())?;
+            outln!("  client_key_file = \"/path/to/its-private-key.pem\"")?;
+            outln!("  ca_file = \"{}\"", ca.display())?;
+            outln!()?;
+        }
         outln!("Events are recorded per device in {}; see what MedTech would make of them:", record.display())?;
         outln!("  iomt-edge medtech preview --envelope --summary {}/*.ndjson", record.display())?;
         outln!("Press Ctrl-C to stop.")?;

@@ -27,6 +27,9 @@ pub enum EmulatorError {
     /// The Event Hubs emulator listens on loopback addresses only.
     #[error("the emulator listens on loopback addresses only")]
     NotLoopback,
+    /// A client certificate to register cannot be read or used.
+    #[error("the client certificate {}: {why}", path.display())]
+    ClientCertificate { path: PathBuf, why: String },
     /// The record folder could not be created.
     #[error("cannot create the record folder {}: {error}", path.display())]
     RecordFolder { path: PathBuf, error: std::io::Error },

@@ -8,6 +8,15 @@
 //!   same request signed with a wrong key, or with an expired `se`. It also
 //!   issues a bearer token to a Python client-credentials request and accepts
 //!   it, and refuses that token once it expired.
+//! - Its token endpoint gives a token for a certificate credential (client
+//!   assertion) that Python `cryptography` builds and signs by hand following
+//!   Microsoft identity platform docs "certificate credentials" (header `alg`
+//!   PS256 or RS256, `typ` JWT, `x5t#S256` or `x5t`; claims `aud` = the token
+//!   endpoint, `iss` = `sub` = client id, `jti`, `nbf`, `iat`, `exp`; PSS with
+//!   MGF1-SHA-256 and a 32-byte salt as RFC 7518 §3.5 says), and that token
+//!   sends a batch; it refuses the same assertion signed with another key,
+//!   replayed, expired, or for another audience, with the documented AADSTS
+//!   codes. This one needs the test venv's `cryptography` (IOMT_TEST_PYTHON).
 //! - The sink's batch body, parsed by Python's `json`, matches the REST
 //!   "Send batch events" format field by field.
 //!
@@ -78,6 +87,71 @@ assert json.loads(ev['Body']) == m, 'Body is the message JSON as a string'
 assert ev['BrokerProperties'] == {'MessageId': m['messageId'], 'PartitionKey': m['deviceId']}, ev['BrokerProperties']
 assert ev['UserProperties'] == {'site': 'ward-3', 'source': 'iomt-edge'}, ev['UserProperties']
 print('ok')
+"#;
+
+const PY_ASSERTION: &str = r#"
+import sys, json, ssl, time, uuid, base64, hashlib, urllib.parse, urllib.request, urllib.error
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+desc = json.load(open(sys.argv[1]))
+cert = x509.load_pem_x509_certificate(open(sys.argv[2], 'rb').read())
+key = serialization.load_pem_private_key(open(sys.argv[3], 'rb').read(), password=None)
+ctx = ssl.create_default_context(cafile=desc['ca_file'])
+endpoint = desc['url'] + '/' + desc['tenant'] + '/oauth2/v2.0/token'
+cid = desc['client_id']
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b'=').decode()
+der = cert.public_bytes(serialization.Encoding.DER)
+
+def assertion(alg='PS256', signer=key, aud=endpoint, shift=0, jti=None):
+    now = int(time.time()) + shift
+    header = {'alg': alg, 'typ': 'JWT'}
+    if alg == 'PS256':
+        header['x5t#S256'] = b64(hashlib.sha256(der).digest())
+    else:
+        header['x5t'] = b64(hashlib.sha1(der).digest())
+    claims = {'aud': aud, 'iss': cid, 'sub': cid, 'jti': jti or str(uuid.uuid4()), 'nbf': now, 'iat': now, 'exp': now + 600}
+    signing_input = (b64(json.dumps(header).encode()) + '.' + b64(json.dumps(claims).encode())).encode()
+    if alg == 'PS256':
+        sig = signer.sign(signing_input, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    else:
+        sig = signer.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return signing_input.decode() + '.' + b64(sig)
+
+def token(a):
+    form = urllib.parse.urlencode({'grant_type': 'client_credentials', 'client_id': cid, 'scope': 'https://eventhubs.azure.net/.default',
+        'client_assertion_type': 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', 'client_assertion': a}).encode()
+    req = urllib.request.Request(endpoint, data=form, headers={'Content-Type': 'application/x-www-form-urlencoded'})
+    try:
+        ans = json.load(urllib.request.urlopen(req, context=ctx))
+        assert ans['token_type'] == 'Bearer' and int(ans['expires_in']) > 0, ans
+        return [200, ans['access_token']]
+    except urllib.error.HTTPError as e:
+        ans = json.load(e)
+        assert ans['error_description'].startswith('AADSTS%d:' % ans['error_codes'][0]), ans
+        return [e.code, ans['error'], ans['error_codes']]
+
+def send(access_token):
+    resource = desc['url'] + '/' + desc['event_hub']
+    body = json.dumps([{'Body': json.dumps({'deviceId': 'py-cert', 'messageId': 'py-c1'}), 'BrokerProperties': {'MessageId': 'py-c1', 'PartitionKey': 'py-cert'}}]).encode()
+    req = urllib.request.Request(resource + '/messages?api-version=2014-01', data=body,
+        headers={'Content-Type': 'application/vnd.microsoft.servicebus.json', 'Authorization': 'Bearer ' + access_token})
+    try:
+        return urllib.request.urlopen(req, context=ctx).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+out = {}
+good = assertion()
+t = token(good)
+out['ps256'] = t[0]
+out['send'] = send(t[1]) if t[0] == 200 else None
+out['rs256'] = token(assertion('RS256'))[0]
+out['replayed'] = token(good)
+out['wrong_key'] = token(assertion(signer=rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+out['expired'] = token(assertion(shift=-1000))
+out['wrong_audience'] = token(assertion(aud='https://login.microsoftonline.com/' + desc['tenant'] + '/oauth2/v2.0/token'))
+print(json.dumps(out))
 "#;
 
 fn have_python() -> bool {
@@ -172,4 +246,35 @@ fn the_sinks_batch_body_matches_the_rest_format_in_an_independent_json_reader() 
     std::fs::write(dir.path().join("message.json"), m.to_json()).unwrap();
     let got = python(&["-c", PY_BODY, dir.path().join("body.json").to_str().unwrap(), dir.path().join("message.json").to_str().unwrap()]);
     assert_eq!(got, "ok");
+}
+
+/// The test venv's Python (scripts/test.sh sets IOMT_TEST_PYTHON), else python3.
+fn venv_python() -> String {
+    std::env::var("IOMT_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[test]
+fn emulator_gives_a_token_for_a_python_signed_certificate_assertion_and_refuses_a_wrong_key() {
+    let py = venv_python();
+    if !Command::new(&py).args(["-c", "import cryptography"]).output().is_ok_and(|o| o.status.success()) {
+        let why = format!("{py} has no `cryptography` (scripts/requirements-test.txt): no independent client assertion");
+        crate::support::skip(&crate::support::this_test(), why);
+        return;
+    }
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eventhubs");
+    let (cert, key) = (data.join("test-assertion-cert.pem"), data.join("test-assertion-key.pem"));
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, json) = emulator(dir.path(), &["--client-certificate", cert.to_str().unwrap()]);
+    let out = Command::new(&py).arg("-c").arg(PY_ASSERTION).arg(&json).arg(&cert).arg(&key).output().unwrap();
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["ps256"], 200, "{got}");
+    assert_eq!(got["send"], 201, "the token sends a batch: {got}");
+    assert_eq!(got["rs256"], 200, "{got}");
+    assert_eq!(got["replayed"], serde_json::json!([401, "invalid_client", [50013]]), "{got}");
+    assert_eq!(got["wrong_key"], serde_json::json!([401, "invalid_client", [700027]]), "{got}");
+    assert_eq!(got["expired"], serde_json::json!([401, "invalid_client", [700024]]), "{got}");
+    assert_eq!(got["wrong_audience"], serde_json::json!([401, "invalid_client", [700023]]), "{got}");
+    let recorded = std::fs::read_to_string(dir.path().join("events/py-cert.ndjson")).unwrap();
+    assert_eq!(recorded.lines().count(), 1);
 }

@@ -251,6 +251,68 @@ async fn entra_id_client_credentials_with_expiring_tokens_and_a_corrected_secret
     emu.delivered().check(&c);
 }
 
+/// Microsoft Entra ID with a certificate credential, end to end, configured
+/// as a user would (`client_certificate_file` + `client_key_file`): the
+/// gateway signs a client assertion for each token request and the
+/// emulator's token endpoint checks it (signature with the registered
+/// certificate, thumbprint, audience, issuer, times, a `jti` used once).
+/// First the app registration holds another certificate: every token request
+/// is refused (AADSTS700027) and readings are kept; then the emulator comes
+/// back on the same port with the right certificate registered and
+/// everything arrives, with tokens of 35 s renewed through fresh assertions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_id_certificate_credential_is_checked_by_the_token_endpoint_and_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/eventhubs");
+    let (cert, key, other) = (data.join("test-assertion-cert.pem"), data.join("test-assertion-key.pem"), data.join("test-assertion-other-cert.pem"));
+    let emu_dir = dir.path().join("emu");
+    let emu = Emu::start(&emu_dir, 0, &["--token-lifetime", "35s", "--client-certificate", other.to_str().unwrap()]);
+    let port = emu.port();
+    let cfg = gateway_config(
+        dir.path(),
+        &format!(
+            "namespace = \"{}\"\nevent_hub = \"{}\"\nauthority_host = \"{}\"\ntenant = \"{}\"\nclient_id = \"{}\"\n\
+             client_certificate_file = \"{}\"\nclient_key_file = \"{}\"\nca_file = \"{}\"",
+            emu.get("namespace"),
+            emu.get("event_hub"),
+            emu.get("authority_host"),
+            emu.get("tenant"),
+            emu.get("client_id"),
+            cert.display(),
+            key.display(),
+            emu.get("ca_file")
+        ),
+    );
+    let committed: Committed = Default::default();
+    let (gw, reader) = start(&cfg, committed.clone());
+    let mut gw = Gw(gw);
+    // Signed with a key whose certificate is not registered: refused, kept.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = emu.stats().await;
+    assert!(refused(&s, "token:AADSTS700027") > 0, "{s}");
+    assert_eq!(s["tokens_issued"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["events"].as_u64(), Some(0), "nothing is sent without a token: {s}");
+    assert!(!committed.lock().unwrap().is_empty());
+    // The right certificate registered (same port, same CA and keys).
+    drop(emu);
+    let emu = Emu::start(&emu_dir, port, &["--token-lifetime", "35s", "--client-certificate", cert.to_str().unwrap()]);
+    wait_delivered(&emu, &committed, "with the certificate registered", Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    wait_delivered(&emu, &committed, "with renewed tokens", Duration::from_secs(30)).await;
+    terminate(&gw.0);
+    assert!(gw.0.wait().unwrap().success());
+    reader.join().unwrap();
+    let s = emu.stats().await;
+    let by_cert = s["assertions_accepted"].as_u64().unwrap_or(0);
+    assert!(by_cert >= 2, "tokens must have been renewed with fresh assertions: {s}");
+    assert_eq!(s["tokens_issued"].as_u64(), Some(by_cert), "every token came from a certificate assertion: {s}");
+    for r in ["token:invalid_client", "token:invalid_request", "401:ExpiredToken"] {
+        assert_eq!(refused(&s, r), 0, "{r} once the right certificate was registered: {s}");
+    }
+    let c = committed.lock().unwrap().clone();
+    emu.delivered().check(&c);
+}
+
 /// `iomt-edge outbox dead-letters ...` on the gateway's state folder: (exit code, stdout).
 fn dead_letters_cli(state: &Path, args: &[&str]) -> (i32, String) {
     let out =

@@ -13,8 +13,12 @@
 //!   (Azure REST docs "Send batch events"). Errors are Service Bus XML
 //!   (`<Error><Code>…</Code><Detail>…</Detail></Error>`).
 //! - `POST /{tenant}/oauth2/v2.0/token`: the client credentials grant with the
-//!   client secret it prints (Microsoft identity platform docs "OAuth 2.0
-//!   client credentials flow"); issues tokens of a configurable lifetime.
+//!   client secret it prints, or with a certificate credential (a signed JWT
+//!   `client_assertion`) for a certificate it was started with, checked by
+//!   [`assertion`] (Microsoft identity platform docs "OAuth 2.0 client
+//!   credentials flow", "Microsoft identity platform application
+//!   authentication certificate credentials"); issues tokens of a
+//!   configurable lifetime.
 //! - `PUT /$emulator/faults` (JSON [`Faults`]) and `GET /$emulator/stats`:
 //!   fault injection and counters, for tests and by hand.
 //!
@@ -25,8 +29,9 @@
 //! Hand-written HTTP/1.1 (request line, headers, `Content-Length` bodies,
 //! keep-alive): the project has an HTTP client but no server, and faults
 //! such as a reset after the request was stored need control of the socket.
-//! Its checks ([`checks`]) are its own code, not the sink's.
+//! Its checks ([`checks`], [`assertion`]) are its own code, not the sink's.
 
+pub mod assertion;
 pub mod checks;
 
 use crate::simulate::iothub::certs::Authority;
@@ -62,6 +67,10 @@ pub struct EmulatorConfig {
     pub client_id: String,
     /// Lifetime of the tokens its token endpoint issues.
     pub token_lifetime: Duration,
+    /// PEM files of the certificates registered on the application: a client
+    /// assertion signed with one of their keys gets a token. None: every
+    /// client assertion is refused (AADSTS700027, no certificate registered).
+    pub client_certificates: Vec<PathBuf>,
     /// Largest request body accepted (the tier's publication limit).
     pub max_request_bytes: usize,
     /// Where to record events (one NDJSON file per partition key), if anywhere.
@@ -82,6 +91,7 @@ impl Default for EmulatorConfig {
             tenant: "emulator-tenant".into(),
             client_id: "iomt-edge-emulator-client".into(),
             token_lifetime: Duration::from_secs(3600),
+            client_certificates: Vec::new(),
             max_request_bytes: 1024 * 1024,
             record_dir: None,
             state_dir: None,
@@ -132,9 +142,12 @@ pub struct Stats {
     pub accepted_batches: u64,
     pub events: u64,
     pub tokens_issued: u64,
+    /// Tokens issued for a certificate credential (client assertion).
+    pub assertions_accepted: u64,
     /// Different `Authorization` values accepted (each renewal is a new one).
     pub distinct_tokens: u64,
-    /// Answers other than 201 by status (`"401": 3`), and faults by name.
+    /// Answers other than 201 by status (`"401": 3`), faults by name, and
+    /// token endpoint refusals by `token:{error}` and `token:AADSTS{code}`.
     pub refused: BTreeMap<String, u64>,
 }
 
@@ -155,6 +168,8 @@ struct Shared {
     cfg: EmulatorConfig,
     addr: SocketAddr,
     identity: Identity,
+    /// The certificates of `cfg.client_certificates`.
+    registered: Vec<assertion::RegisteredCertificate>,
     state: Mutex<State>,
 }
 
@@ -166,6 +181,8 @@ struct State {
     events: Vec<Recorded>,
     next_sequence: u64,
     tokens_seen: std::collections::HashSet<u64>,
+    /// The client assertions' `jti` values already used.
+    replay: assertion::ReplayGuard,
 }
 
 /// A running emulator; stops when dropped.
@@ -230,6 +247,13 @@ impl Emulator {
             return Err(EmulatorError::NotLoopback);
         }
         let identity = Identity::load_or_make(cfg.state_dir.as_deref())?;
+        let mut registered = Vec::new();
+        for path in &cfg.client_certificates {
+            let pem = std::fs::read(path).map_err(|e| EmulatorError::ClientCertificate { path: path.clone(), why: e.to_string() })?;
+            registered.extend(
+                assertion::RegisteredCertificate::from_pem(&pem).map_err(|why| EmulatorError::ClientCertificate { path: path.clone(), why })?,
+            );
+        }
         if let Some(d) = &cfg.record_dir {
             std::fs::create_dir_all(d).map_err(|error| EmulatorError::RecordFolder { path: d.clone(), error })?;
         }
@@ -237,7 +261,7 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(cfg.bind).await.map_err(|error| EmulatorError::Listen { what: cfg.bind.to_string(), error })?;
         let addr = listener.local_addr()?;
         let state = State { faults: cfg.faults.clone(), ..Default::default() };
-        let shared = Arc::new(Shared { cfg, addr, identity, state: Mutex::new(state) });
+        let shared = Arc::new(Shared { cfg, addr, identity, registered, state: Mutex::new(state) });
         if shared.cfg.faults.down_ms > 0 {
             shared.lock().down_until = Some(std::time::Instant::now() + Duration::from_millis(shared.cfg.faults.down_ms));
         }
@@ -268,6 +292,17 @@ impl Emulator {
 
     pub fn client_secret(&self) -> &str {
         &self.shared.identity.client_secret
+    }
+
+    /// The token endpoint's URL (`https://127.0.0.1:port/{tenant}/oauth2/v2.0/token`),
+    /// the `aud` a client assertion must carry.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.base_url(), self.shared.cfg.tenant)
+    }
+
+    /// `x5t#S256` thumbprints of the registered client certificates.
+    pub fn client_certificate_thumbprints(&self) -> Vec<String> {
+        self.shared.registered.iter().map(|r| r.x5t_s256.clone()).collect()
     }
 
     pub fn config(&self) -> &EmulatorConfig {
@@ -301,6 +336,9 @@ impl Emulator {
             "tenant": c.tenant,
             "client_id": c.client_id,
             "client_secret": self.client_secret(),
+            "token_endpoint": self.token_endpoint(),
+            "client_certificates": c.client_certificates,
+            "client_certificate_thumbprints": self.client_certificate_thumbprints(),
             "ca_file": ca_file,
             "record_dir": c.record_dir,
         })
@@ -565,6 +603,7 @@ fn token_endpoint(req: &Request, shared: &Arc<Shared>) -> Answer {
     let cfg = &shared.cfg;
     let refuse = |status: u16, error: &str, code: u64, text: &str| {
         shared.count_refusal(&format!("token:{error}"));
+        shared.count_refusal(&format!("token:AADSTS{code}"));
         Answer::json(status, &json!({"error": error, "error_description": format!("AADSTS{code}: {text}"), "error_codes": [code]}))
     };
     if req.method != "POST" || !req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
@@ -585,20 +624,58 @@ fn token_endpoint(req: &Request, shared: &Arc<Shared>) -> Answer {
     if form.get("scope").map(String::as_str) != Some("https://eventhubs.azure.net/.default") {
         return refuse(400, "invalid_scope", 70011, "The provided scope is not valid.");
     }
-    match form.get("client_secret") {
-        Some(s) if s == &shared.identity.client_secret => {}
-        Some(_) => return refuse(401, "invalid_client", 7000215, "Invalid client secret provided."),
-        None if form.contains_key("client_assertion") => {
-            return refuse(401, "invalid_client", 700027, "Client assertions are not checked by this emulator; use a client secret.")
-        }
-        None => return refuse(401, "invalid_client", 7000218, "The request body must contain client_secret or client_assertion."),
-    }
     let now = now_unix();
+    let by_certificate = match (form.get("client_secret"), form.get("client_assertion")) {
+        (Some(_), Some(_)) => {
+            return refuse(400, "invalid_request", 90014, "Send either client_secret or client_assertion, not both.");
+        }
+        (Some(s), None) if s == &shared.identity.client_secret => false,
+        (Some(_), None) => return refuse(401, "invalid_client", 7000215, "Invalid client secret provided."),
+        (None, Some(a)) => {
+            if form.get("client_assertion_type").map(String::as_str) != Some(assertion::JWT_BEARER) {
+                return refuse(
+                    400,
+                    "invalid_request",
+                    90014,
+                    &format!("The required field 'client_assertion_type' is missing or is not {}.", assertion::JWT_BEARER),
+                );
+            }
+            if shared.registered.is_empty() {
+                return refuse(
+                    401,
+                    "invalid_client",
+                    700027,
+                    "The certificate with identifier used to sign the client assertion is not registered on application. \
+                     (No certificate is registered: start the emulator with --client-certificate FILE.)",
+                );
+            }
+            let checked = assertion::verify(a, &cfg.client_id, &token_audiences(shared), &shared.registered, now)
+                .and_then(|ok| shared.lock().replay.admit(&ok, now));
+            if let Err(r) = checked {
+                return refuse(r.status, r.error, r.code, &r.text);
+            }
+            true
+        }
+        (None, None) => return refuse(401, "invalid_client", 7000218, "The request body must contain client_secret or client_assertion."),
+    };
     let lifetime = cfg.token_lifetime.as_secs().max(1);
     let issuer = format!("https://{}/{}/v2.0", shared.addr, cfg.tenant);
     let token = checks::issue_bearer(shared.identity.token_secret.as_bytes(), &issuer, &cfg.client_id, now, now + lifetime);
-    shared.lock().stats.tokens_issued += 1;
+    {
+        let mut st = shared.lock();
+        st.stats.tokens_issued += 1;
+        st.stats.assertions_accepted += u64::from(by_certificate);
+    }
     Answer::json(200, &json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}))
+}
+
+/// The token endpoint's URLs a client assertion's `aud` may name: this
+/// listener's address and `localhost` with its port (RFC 7523 §3: the
+/// token endpoint URL identifies the server).
+fn token_audiences(shared: &Shared) -> Vec<String> {
+    let tenant = &shared.cfg.tenant;
+    let port = shared.addr.port();
+    [shared.addr.to_string(), format!("localhost:{port}")].into_iter().map(|h| format!("https://{h}/{tenant}/oauth2/v2.0/token")).collect()
 }
 
 /// A batch send.
