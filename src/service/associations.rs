@@ -48,12 +48,6 @@ pub struct Associations {
     from_messages: Vec<String>,
 }
 
-/// Whether a device takes its patients from HL7 PID-3.
-fn patients_from_messages(d: &crate::config::DeviceConfig) -> bool {
-    use crate::config::serial::Hl7PatientFrom;
-    d.serial.as_ref().and_then(|s| s.patient_from).or(d.hl7_tcp.as_ref().and_then(|h| h.patient_from)) == Some(Hl7PatientFrom::Pid)
-}
-
 impl Associations {
     /// From the config's device list, then overrides persisted in `state_dir`.
     pub fn load(devices: &[crate::config::DeviceConfig], state_dir: Option<&Path>) -> Associations {
@@ -79,7 +73,7 @@ impl Associations {
                 Err(e) => tracing::warn!("cannot read {} ({e}); using the config's associations", f.display()),
             }
         }
-        let from_messages = devices.iter().filter(|d| patients_from_messages(d)).map(|d| format!("{}/", d.id)).collect();
+        let from_messages = devices.iter().filter(|d| d.patients_from_messages()).map(|d| format!("{}/", d.id)).collect();
         Associations { map: RwLock::new(map), live: Mutex::new(live), file, from_messages }
     }
 
@@ -210,9 +204,10 @@ mod tests {
     /// patient their message named; no association (config, twin) replaces it.
     #[test]
     fn a_bed_of_a_pid_feed_keeps_the_patient_its_message_named() {
-        let cfg: crate::config::Config = toml::from_str(
+        let cfg = crate::config::parse_str(
             "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n[[device]]\nid = \"central-1\"\nkind = \"bedside_monitor\"\n\
              [device.hl7_tcp]\nlisten = \"127.0.0.1:2575\"\npatient_from = \"pid\"\n[sink.stdout]\n",
+            std::path::Path::new("gw.toml"),
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -284,8 +279,11 @@ mod tests {
     #[test]
     fn config_associations_are_not_frozen_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let dev = |id: &str, p: &str| -> crate::config::DeviceConfig {
-            toml::from_str(&format!("id = \"{id}\"\nkind = \"heart_rate_strap\"\npatient_id = \"{p}\"\n")).unwrap()
+        let dev = |id: &str, p: &str| crate::config::DeviceConfig {
+            id: id.into(),
+            kind: crate::config::DeviceKindConfig::HeartRateStrap,
+            patient_id: Some(p.into()),
+            source: crate::config::DeviceSource::Simulated(Default::default()),
         };
         let a = Associations::load(&[dev("strap-1", "P-A"), dev("strap-2", "P-B")], Some(dir.path()));
         a.set("strap-1", Some("P-twin".into()), Some(2)).unwrap();

@@ -166,7 +166,9 @@ async fn refused_credentials_are_fatal_auth_until_fixed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&emu, "gw-1", dir.path());
     // The hub holds another key for this device (e.g. rotated in the portal).
-    let key = cfg.connection_string.as_ref().unwrap().value.clone().unwrap();
+    let iomt_edge::config::iothub::IotHubIdentity::ConnectionString(iomt_edge::config::Secret::Value(key)) = &cfg.identity else {
+        panic!("the test config holds its connection string inline")
+    };
     let key = key.split("SharedAccessKey=").nth(1).unwrap().split(';').next().unwrap().to_string();
     emu.register_device("gw-1", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
     let (sink, _) = sink(&cfg, dir.path());

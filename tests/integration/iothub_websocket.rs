@@ -380,7 +380,7 @@ async fn proxy_with_basic_authentication() {
     // Credentials from a file.
     let secret = dir.path().join("proxy.secret");
     std::fs::write(&secret, "ward3:p4ss-w0rd\n").unwrap();
-    cfg.proxy_credentials = Some(iomt_edge::config::SecretSource { file: Some(secret), ..Default::default() });
+    cfg.proxy_credentials = Some(iomt_edge::config::Secret::File(secret));
     let (sink_with, _) = sink(&cfg, dir.path());
     assert!(send_all(sink_with.as_ref(), &sent).await.is_empty());
     check_delivery(&sent, &emu.messages());

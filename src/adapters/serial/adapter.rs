@@ -35,7 +35,7 @@ use super::profile::{FlowControl, Parity, PortSettings};
 use super::{BadInput, Decoded, Decoder, Driver, IDLE_GAP};
 use crate::adapters::{Adapter, AdapterContext, AdapterError, OutboxClosed};
 use crate::config::serial::{parse_hex_bytes, Hl7PatientFrom, SerialDeviceConfig};
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, DeviceSource};
 use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
@@ -85,15 +85,12 @@ pub struct SerialDevice {
 }
 
 /// Loads the driver a `[device.serial]` table names and merges its line
-/// settings with the table's overrides. Errors: (key under the table, such
-/// as `driver` or `code_map`, and a sentence that says how to fix it).
+/// settings with the table's overrides. The table is validated (the
+/// hl7-only options come only with `driver = "hl7"`); what can still fail is
+/// on this machine. Errors: (key under the table, such as `driver` or
+/// `code_map`, and a sentence that says how to fix it).
 pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &SerialDeviceConfig) -> Result<SerialDevice, (String, String)> {
     let mut driver = Driver::by_name(s.driver.trim()).map_err(|e| ("driver".to_string(), e.to_string()))?;
-    for (k, set) in [("ack", s.ack.is_some()), ("patient_from", s.patient_from.is_some())] {
-        if set && !matches!(driver, Driver::Hl7(_)) {
-            return Err((k.into(), format!("{k} is for the hl7 driver only")));
-        }
-    }
     if let Driver::Hl7(opts) = &mut driver {
         opts.patient_from = patient_from(s.patient_from);
     }
@@ -156,11 +153,13 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
     })
 }
 
-/// One adapter per `[[device]]` with a `serial` table.
+/// One adapter per `[[device]]` read over a serial port. Fails when a
+/// driver, profile or code map cannot be loaded (files on this machine; the
+/// config itself is validated).
 pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
-        let Some(s) = &d.serial else { continue };
+        let DeviceSource::Serial(s) = &d.source else { continue };
         let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s).map_err(|(k, m)| AdapterError::device(&d.id, format!("serial.{k}: {m}")))?;
         out.push(Box::new(SerialAdapter { dev }));
     }

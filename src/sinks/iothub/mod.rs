@@ -25,8 +25,8 @@ pub mod twin;
 
 pub use control::{GatewayControl, SimpleControl};
 
-use crate::config::iothub::{IotHubSinkConfig, IotHubTransport};
-use crate::config::SecretSource;
+use crate::config::iothub::{IotHubIdentity, IotHubSinkConfig, IotHubTransport};
+use crate::config::Secret;
 use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
 use async_trait::async_trait;
@@ -57,7 +57,7 @@ pub async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn Ga
 /// Reads the connection string anew before each connection attempt, so a
 /// corrected file is picked up without a restart.
 struct ConnStringIdentity {
-    source: SecretSource,
+    source: Secret,
     gateway: Option<String>,
     default_port: u16,
 }
@@ -91,11 +91,10 @@ pub struct IotHubSink {
 
 impl IotHubSink {
     /// Starts the session (it connects in the background) and the twin task.
+    /// `cfg` is validated ([`crate::config`]); what can fail here is on this
+    /// machine or in the secrets (a CA file, a connection string that does
+    /// not parse).
     pub fn start(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>, tuning: Tuning) -> Result<IotHubSink, IotHubError> {
-        let problems = cfg.validate();
-        if let Some((k, m)) = problems.first() {
-            return Err(IotHubError::Setting(format!("sink.iothub.{k}: {m}")));
-        }
         let client_auth = match (&cfg.cert_file, &cfg.key_file) {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             _ => None,
@@ -105,31 +104,23 @@ impl IotHubSink {
             IotHubTransport::Mqtt => 8883,
             IotHubTransport::Websocket => 443,
         };
-        let source: Arc<dyn IdentitySource> = if let Some(d) = &cfg.dps {
-            let key = match (&d.symmetric_key, &d.group_key) {
-                (Some(k), _) => dps::KeySource::Individual(k.clone()),
-                (None, Some(g)) => dps::KeySource::Group(g.clone()),
-                (None, None) => return Err(IotHubError::Setting("sink.iothub.dps: set symmetric_key or group_key".into())),
-            };
-            Arc::new(dps::DpsIdentity::new(
+        let source: Arc<dyn IdentitySource> = match &cfg.identity {
+            IotHubIdentity::Dps(d) => Arc::new(dps::DpsIdentity::new(
                 d.endpoint.clone(),
                 d.id_scope.clone(),
                 d.registration_id.clone(),
-                key,
+                d.key.clone(),
                 tls.clone(),
                 cfg.gateway_host_name.clone(),
                 default_port,
                 state_dir,
-            ))
-        } else {
-            let source = cfg
-                .connection_string
-                .clone()
-                .ok_or_else(|| IotHubError::Setting("sink.iothub: set connection_string or [sink.iothub.dps]".into()))?;
-            // Fail early on a malformed string; later reads happen before each connection.
-            let raw = source.resolve().map_err(|cause| IotHubError::ReadSecret { what: CONNECTION_STRING, cause })?;
-            ConnectionString::parse(&raw).map_err(IotHubError::MalformedConnectionString)?;
-            Arc::new(ConnStringIdentity { source, gateway: cfg.gateway_host_name.clone(), default_port })
+            )),
+            IotHubIdentity::ConnectionString(source) => {
+                // Fail early on a malformed string; later reads happen before each connection.
+                let raw = source.resolve().map_err(|cause| IotHubError::ReadSecret { what: CONNECTION_STRING, cause })?;
+                ConnectionString::parse(&raw).map_err(IotHubError::MalformedConnectionString)?;
+                Arc::new(ConnStringIdentity { source: source.clone(), gateway: cfg.gateway_host_name.clone(), default_port })
+            }
         };
         let transport = match cfg.transport {
             IotHubTransport::Mqtt => TransportKind::Mqtt,
@@ -304,7 +295,7 @@ mod tests {
         let mut c = IotHubSinkConfig::with_connection_string("HostName=h;DeviceId=d;SharedAccessKey=a2V5");
         c.transport = IotHubTransport::Websocket;
         c.proxy = Some(proxy.into());
-        c.proxy_credentials = creds.map(|v| SecretSource { value: Some(v.into()), ..Default::default() });
+        c.proxy_credentials = creds.map(|v| Secret::Value(v.into()));
         c
     }
 
