@@ -10,7 +10,7 @@
 //! [`Secret`], [`ble::BleSelector`], [`iothub::IotHubIdentity`],
 //! [`eventhubs::EventHubsIdentity`]). Each table's `validate()` sits beside
 //! it and is the only way from one to the other; it runs once, in
-//! [`load`]/[`parse_str`] (or [`ConfigDraft::validate`]), which place its
+//! [`load`]/[`parse_str`] (or `ConfigDraft::validate`, for the demo), which place its
 //! problems at their line. What is built from a [`Config`] (adapters, sinks)
 //! trusts it and checks nothing again.
 

@@ -234,4 +234,26 @@ mod tests {
         assert!(inline_secrets(&config).is_empty());
         assert!(!warn_if_config_world_readable(&f, &config));
     }
+    /// A whole config's Debug, as written and validated, never prints an
+    /// inline secret (a `{:?}` of the config in a log or a panic message).
+    #[test]
+    fn debug_of_a_whole_config_never_prints_an_inline_secret() {
+        let iothub =
+            "[gateway]\nid = \"gw\"\n[sink.iothub]\nconnection_string = { value = \"HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0MQ==\" }\n\
+                      transport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = { value = \"nurse:secret2\" }\n";
+        let eventhubs = "[gateway]\nid = \"gw\"\n[sink.eventhubs]\nnamespace = \"ns.servicebus.windows.net\"\nevent_hub = \"v\"\n\
+                         tenant = \"t\"\nclient_id = \"c\"\nclient_secret = { value = \"secret3\" }\n";
+        let dps = "[gateway]\nid = \"gw\"\n[sink.iothub.dps]\nid_scope = \"0ne1\"\ngroup_key = { value = \"c2VjcmV0NA==\" }\n";
+        for text in [iothub, eventhubs, dps] {
+            let path = std::path::Path::new("gw.toml");
+            let raw = format!("{:?}", crate::config::ConfigDraft::parse(text, path).unwrap().raw);
+            let valid = format!("{:?}", crate::config::parse_str(text, path).unwrap());
+            for shown in [raw, valid] {
+                for secret in ["c2VjcmV0MQ==", "secret2", "secret3", "c2VjcmV0NA=="] {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+                assert!(shown.contains("redacted"), "{shown}");
+            }
+        }
+    }
 }
