@@ -244,7 +244,7 @@ fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Probl
             }
         }
     }
-    if let Some(p) = &h.proxy_credentials {
+    if let Some(p) = h.proxy.as_ref().and_then(|p| p.credentials.as_ref()) {
         let key = "sink.iothub.proxy_credentials";
         let raw = read_secret(p, "proxy credentials").map_err(|m| problem(key, m))?;
         if !raw.contains(':') {
@@ -254,8 +254,8 @@ fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Probl
     // The same TLS set-up the sink makes at start: trust roots, then the client certificate.
     let ca = h.ca_file.as_deref();
     tls::client_config(true, ca, None).map_err(|e| problem(if ca.is_some() { "sink.iothub.ca_file" } else { "sink.iothub" }, format!("{e:#}")))?;
-    if let (Some(cert), Some(k)) = (&h.cert_file, &h.key_file) {
-        tls::client_config(true, ca, Some((cert, k))).map_err(|e| problem("sink.iothub.cert_file", format!("{e:#}")))?;
+    if let Some(c) = &h.client_certificate {
+        tls::client_config(true, ca, Some((&c.cert_file, &c.key_file))).map_err(|e| problem("sink.iothub.cert_file", format!("{e:#}")))?;
     }
     Ok(())
 }

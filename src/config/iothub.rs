@@ -26,17 +26,13 @@ pub struct IotHubSinkConfig {
     /// local emulator) instead of the hub; tokens are still signed for the hub.
     /// Overrides a connection string's `GatewayHostName`.
     pub gateway_host_name: Option<String>,
-    /// An HTTP CONNECT proxy (`host:port` or `http://host:port`); websocket only.
-    pub proxy: Option<String>,
-    /// Basic credentials for the proxy, `user:password` (read at start); only with `proxy`.
-    pub proxy_credentials: Option<Secret>,
+    /// `proxy` (and `proxy_credentials`): an HTTP CONNECT proxy; websocket only.
+    pub proxy: Option<IotHubProxy>,
     /// An extra CA certificate file (PEM) to trust besides the system roots: an
     /// IoT Edge parent's root CA, or the local emulator's CA.
     pub ca_file: Option<PathBuf>,
-    /// X.509 authentication: the device certificate chain (PEM); set together with `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// X.509 authentication: the device private key (PEM).
-    pub key_file: Option<PathBuf>,
+    /// `cert_file` and `key_file`: X.509 authentication.
+    pub client_certificate: Option<ClientCertificate>,
     /// Lifetime of each SAS token; the gateway reconnects with a fresh one well
     /// before it expires (at 80 % of it, and at least 2 min early for long tokens).
     pub token_ttl: Duration,
@@ -59,6 +55,30 @@ pub enum IotHubIdentity {
     ConnectionString(Secret),
     /// `[sink.iothub.dps]`: provisioned through the Device Provisioning Service.
     Dps(DpsConfig),
+}
+
+/// `proxy` and its credentials.
+#[derive(Debug, Clone)]
+pub struct IotHubProxy {
+    /// `host:port` or `http://host:port`.
+    pub address: String,
+    /// `proxy_credentials`: Basic credentials, `user:password` (read at start).
+    pub credentials: Option<Secret>,
+}
+
+impl IotHubProxy {
+    /// A proxy without credentials.
+    pub fn new(address: impl Into<String>) -> IotHubProxy {
+        IotHubProxy { address: address.into(), credentials: None }
+    }
+}
+
+/// X.509 authentication: `cert_file`, the device certificate chain (PEM),
+/// and `key_file`, its private key (PEM); one is never set without the other.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// The `[sink.iothub]` table as written.
@@ -190,10 +210,8 @@ impl IotHubSinkConfig {
             transport: IotHubTransport::Mqtt,
             gateway_host_name: None,
             proxy: None,
-            proxy_credentials: None,
             ca_file: None,
-            cert_file: None,
-            key_file: None,
+            client_certificate: None,
             token_ttl: default_token_ttl(),
             application_properties: BTreeMap::new(),
             max_in_flight: default_max_in_flight(),
@@ -255,9 +273,14 @@ impl RawIotHub {
                 key.map(|key| IotHubIdentity::Dps(DpsConfig { id_scope: d.id_scope, registration_id, endpoint: d.endpoint, key }))
             }
         };
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            push("cert_file", "X.509 authentication needs both `cert_file` and `key_file`");
-        }
+        let client_certificate = match (self.cert_file, self.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCertificate { cert_file, key_file }),
+            (None, None) => None,
+            _ => {
+                push("cert_file", "X.509 authentication needs both `cert_file` and `key_file`");
+                None
+            }
+        };
         if self.proxy.is_some() && self.transport != IotHubTransport::Websocket {
             push("proxy", "a proxy is used only with transport = \"websocket\"");
         }
@@ -302,11 +325,9 @@ impl RawIotHub {
                 identity,
                 transport: self.transport,
                 gateway_host_name: self.gateway_host_name,
-                proxy: self.proxy,
-                proxy_credentials,
+                proxy: self.proxy.map(|address| IotHubProxy { address, credentials: proxy_credentials }),
                 ca_file: self.ca_file,
-                cert_file: self.cert_file,
-                key_file: self.key_file,
+                client_certificate,
                 token_ttl: self.token_ttl,
                 application_properties: self.application_properties,
                 max_in_flight: self.max_in_flight,

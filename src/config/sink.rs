@@ -37,7 +37,7 @@ impl SinkConfig {
                     IotHubIdentity::ConnectionString(s) => out.push(("sink.iothub.connection_string", s)),
                     IotHubIdentity::Dps(d) => out.push((d.key.config_key(), d.key.secret())),
                 }
-                if let Some(s) = &h.proxy_credentials {
+                if let Some(s) = h.proxy.as_ref().and_then(|p| p.credentials.as_ref()) {
                     out.push(("sink.iothub.proxy_credentials", s));
                 }
             }

@@ -95,10 +95,7 @@ impl IotHubSink {
     /// machine or in the secrets (a CA file, a connection string that does
     /// not parse).
     pub fn start(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>, tuning: Tuning) -> Result<IotHubSink, IotHubError> {
-        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            _ => None,
-        };
+        let client_auth = cfg.client_certificate.as_ref().map(|c| (c.cert_file.as_path(), c.key_file.as_path()));
         let tls = tls::client_config(true, cfg.ca_file.as_deref(), client_auth)?;
         let default_port = match cfg.transport {
             IotHubTransport::Mqtt => 8883,
@@ -272,10 +269,10 @@ impl Sink for IotHubSink {
 
 /// The proxy of a websocket config, with its credentials read now.
 fn proxy_settings(cfg: &IotHubSinkConfig) -> Result<Option<session::ProxySettings>, IotHubError> {
-    let Some(p) = &cfg.proxy else { return Ok(None) };
-    let p = p.trim_start_matches("http://").trim_end_matches('/');
+    let Some(proxy) = &cfg.proxy else { return Ok(None) };
+    let p = proxy.address.trim_start_matches("http://").trim_end_matches('/');
     let (host, port) = connection_string::split_host_port(p, 3128);
-    let basic_auth = match &cfg.proxy_credentials {
+    let basic_auth = match &proxy.credentials {
         None => None,
         Some(src) => {
             let raw =
@@ -290,12 +287,12 @@ fn proxy_settings(cfg: &IotHubSinkConfig) -> Result<Option<session::ProxySetting
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::iothub::IotHubProxy;
 
     fn with_proxy(proxy: &str, creds: Option<&str>) -> IotHubSinkConfig {
         let mut c = IotHubSinkConfig::with_connection_string("HostName=h;DeviceId=d;SharedAccessKey=a2V5");
         c.transport = IotHubTransport::Websocket;
-        c.proxy = Some(proxy.into());
-        c.proxy_credentials = creds.map(|v| Secret::Value(v.into()));
+        c.proxy = Some(IotHubProxy { address: proxy.into(), credentials: creds.map(|v| Secret::Value(v.into())) });
         c
     }
 
