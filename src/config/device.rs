@@ -8,7 +8,7 @@
 //! `src/adapters/` (docs/design.md, "Adding a device source or a sink").
 
 use super::ble::{BleDeviceConfig, RawBle};
-use super::serial::{self, Hl7PatientFrom, Hl7TcpConfig, SerialDeviceConfig};
+use super::serial::{self, Hl7PatientFrom, Hl7TcpConfig, RawSerial, SerialDeviceConfig, SerialDriver};
 use super::units::{self, Unit};
 use super::Problem;
 use crate::model::DeviceKind;
@@ -50,7 +50,8 @@ impl DeviceConfig {
     /// (`patient_from = "pid"`, serial `hl7` driver or HL7 over TCP).
     pub fn patients_from_messages(&self) -> bool {
         let from = match &self.source {
-            DeviceSource::Serial(s) => s.patient_from,
+            DeviceSource::Serial(SerialDeviceConfig { driver: SerialDriver::Hl7 { patient_from, .. }, .. }) => *patient_from,
+            DeviceSource::Serial(_) => None,
             DeviceSource::Hl7Tcp(h) => h.patient_from,
             DeviceSource::Simulated(_) | DeviceSource::Ble(_) => None,
         };
@@ -123,7 +124,7 @@ pub(crate) struct RawDevice {
     #[serde(default)]
     pub ble: Option<RawBle>,
     #[serde(default)]
-    pub serial: Option<SerialDeviceConfig>,
+    pub serial: Option<RawSerial>,
     #[serde(default)]
     pub hl7_tcp: Option<Hl7TcpConfig>,
 }
@@ -166,10 +167,7 @@ impl RawDevice {
                 source_errs(if e.is_empty() { Ok(DeviceSource::Simulated(s)) } else { Err(e) })
             }
             (None, Some(b), None, None) => source_errs(b.validate(kind).map(DeviceSource::Ble)),
-            (None, None, Some(s), None) => {
-                let e = serial::validate("serial", &s);
-                source_errs(if e.is_empty() { Ok(DeviceSource::Serial(s)) } else { Err(e) })
-            }
+            (None, None, Some(s), None) => source_errs(s.validate().map(DeviceSource::Serial)),
             (None, None, None, Some(h)) => {
                 let mut e = serial::validate_hl7_tcp("hl7_tcp", &h);
                 if kind != DeviceKindConfig::BedsideMonitor {
