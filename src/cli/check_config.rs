@@ -13,7 +13,7 @@
 
 use super::out::{errln, outln};
 use super::EXIT_USAGE;
-use crate::config::{Config, ConfigError, SecretSource};
+use crate::config::{Config, ConfigError, DeviceSource, Secret, SinkConfig};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -137,15 +137,18 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
     // load. The port itself may be absent now (a USB-serial adapter plugged in
     // later): the gateway waits for it.
     for (i, d) in c.devices.iter().enumerate() {
-        if let Some(s) = &d.serial {
-            crate::adapters::serial::adapter::resolve(&d.id, d.kind.into(), None, s)
-                .map_err(|(k, m)| problem(&format!("device.{i}.serial.{k}"), m))?;
-        }
-        if let Some(h) = &d.hl7_tcp {
-            crate::adapters::serial::tcp::resolve(&d.id, None, h).map_err(|(k, m)| problem(&format!("device.{i}.hl7_tcp.{k}"), m))?;
+        match &d.source {
+            DeviceSource::Serial(s) => {
+                crate::adapters::serial::adapter::resolve(&d.id, d.kind.into(), None, s)
+                    .map_err(|(k, m)| problem(&format!("device.{i}.serial.{k}"), m))?;
+            }
+            DeviceSource::Hl7Tcp(h) => {
+                crate::adapters::serial::tcp::resolve(&d.id, None, h).map_err(|(k, m)| problem(&format!("device.{i}.hl7_tcp.{k}"), m))?;
+            }
+            DeviceSource::Simulated(_) | DeviceSource::Ble(_) => {}
         }
     }
-    if let Some(f) = &c.sink.file {
+    if let SinkConfig::File(f) = &c.sink {
         if f.path.as_os_str().is_empty() {
             return Err(problem("sink.file.path", "the sink's path is empty: give a file such as \"/var/lib/iomt-edge/delivered.ndjson\"".into()));
         }
@@ -163,11 +166,10 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
             )),
         }
     }
-    if let Some(h) = &c.sink.iothub {
-        check_iothub(h)?;
-    }
-    if let Some(h) = &c.sink.eventhubs {
-        warnings.extend(check_eventhubs(h)?);
+    match &c.sink {
+        SinkConfig::IotHub(h) => check_iothub(h)?,
+        SinkConfig::EventHubs(h) => warnings.extend(check_eventhubs(h)?),
+        SinkConfig::File(_) | SinkConfig::Stdout(_) => {}
     }
     Ok(warnings)
 }
@@ -177,35 +179,38 @@ fn check_machine(c: &Config) -> Result<Vec<String>, Problem> {
 /// key can be read and used, the CA file loads. A missing token file is a
 /// warning (its helper may write it after the gateway starts).
 fn check_eventhubs(h: &crate::config::eventhubs::EventHubsSinkConfig) -> Result<Vec<String>, Problem> {
+    use crate::config::eventhubs::{EntraClientCredential, EventHubsIdentity};
     use crate::sinks::eventhubs::{connection_string::EventHubsConnectionString, entra};
     let mut warnings = Vec::new();
-    if let Some(cs) = &h.connection_string {
-        let key = "sink.eventhubs.connection_string";
-        let raw = read_secret(cs, "Event Hubs connection string").map_err(|m| problem(key, m))?;
-        let parsed = EventHubsConnectionString::parse(&raw).map_err(|e| {
-            problem(key, format!("{e}; copy it again from the Azure portal (event hub or namespace, Shared access policies, a policy with Send)"))
-        })?;
-        parsed
-            .hub_name(h.event_hub.as_deref())
-            .map_err(|e| problem(if h.event_hub.is_some() { "sink.eventhubs.event_hub" } else { key }, e.to_string()))?;
-    }
-    if let Some(s) = &h.client_secret {
-        read_secret(s, "Entra ID client secret").map_err(|m| problem("sink.eventhubs.client_secret", m))?;
-    }
-    if let (Some(c), Some(k)) = (&h.client_certificate_file, &h.client_key_file) {
-        let cert = std::fs::read(c)
-            .map_err(|e| problem("sink.eventhubs.client_certificate_file", format!("cannot read {}: {}", c.display(), os_error(&e))))?;
-        entra::certificate_der(&cert).map_err(|e| problem("sink.eventhubs.client_certificate_file", format!("{}: {e}", c.display())))?;
-        let key =
-            std::fs::read(k).map_err(|e| problem("sink.eventhubs.client_key_file", format!("cannot read {}: {}", k.display(), os_error(&e))))?;
-        entra::sign_assertion("check.check", &key).map_err(|e| problem("sink.eventhubs.client_key_file", format!("{}: {e}", k.display())))?;
-    }
-    if let Some(t) = &h.token_file {
-        if std::fs::metadata(t).is_err() {
-            warnings.push(format!(
-                "the bearer token file {} (sink.eventhubs.token_file) does not exist yet; readings are stored and sent once its helper writes it",
-                t.display()
-            ));
+    match &h.identity {
+        EventHubsIdentity::SharedAccessKey { connection_string: cs, event_hub } => {
+            let key = "sink.eventhubs.connection_string";
+            let raw = read_secret(cs, "Event Hubs connection string").map_err(|m| problem(key, m))?;
+            let parsed = EventHubsConnectionString::parse(&raw).map_err(|e| {
+                problem(key, format!("{e}; copy it again from the Azure portal (event hub or namespace, Shared access policies, a policy with Send)"))
+            })?;
+            parsed
+                .hub_name(event_hub.as_deref())
+                .map_err(|e| problem(if event_hub.is_some() { "sink.eventhubs.event_hub" } else { key }, e.to_string()))?;
+        }
+        EventHubsIdentity::Entra { credential: EntraClientCredential::Secret(s), .. } => {
+            read_secret(s, "Entra ID client secret").map_err(|m| problem("sink.eventhubs.client_secret", m))?;
+        }
+        EventHubsIdentity::Entra { credential: EntraClientCredential::Certificate { cert_file: c, key_file: k }, .. } => {
+            let cert = std::fs::read(c)
+                .map_err(|e| problem("sink.eventhubs.client_certificate_file", format!("cannot read {}: {}", c.display(), os_error(&e))))?;
+            entra::certificate_der(&cert).map_err(|e| problem("sink.eventhubs.client_certificate_file", format!("{}: {e}", c.display())))?;
+            let key =
+                std::fs::read(k).map_err(|e| problem("sink.eventhubs.client_key_file", format!("cannot read {}: {}", k.display(), os_error(&e))))?;
+            entra::sign_assertion("check.check", &key).map_err(|e| problem("sink.eventhubs.client_key_file", format!("{}: {e}", k.display())))?;
+        }
+        EventHubsIdentity::TokenFile { token_file: t, .. } => {
+            if std::fs::metadata(t).is_err() {
+                warnings.push(format!(
+                    "the bearer token file {} (sink.eventhubs.token_file) does not exist yet; readings are stored and sent once its helper writes it",
+                    t.display()
+                ));
+            }
         }
     }
     if let Some(ca) = &h.ca_file {
@@ -215,28 +220,31 @@ fn check_eventhubs(h: &crate::config::eventhubs::EventHubsSinkConfig) -> Result<
 }
 
 fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Problem> {
+    use crate::config::iothub::IotHubIdentity;
     use crate::sinks::iothub::{connection_string::ConnectionString, sas, tls};
-    if let Some(cs) = &h.connection_string {
-        let key = "sink.iothub.connection_string";
-        let raw = read_secret(cs, "IoT Hub connection string").map_err(|m| problem(key, m))?;
-        ConnectionString::parse(&raw).map_err(|e| {
-            problem(
-                key,
-                format!("the IoT Hub connection string is malformed: {e}; copy it again from the Azure portal (device, Primary connection string)"),
-            )
-        })?;
-    }
-    if let Some(d) = &h.dps {
-        for (field, src) in [("symmetric_key", &d.symmetric_key), ("group_key", &d.group_key)] {
-            let Some(src) = src else { continue };
-            let key = format!("sink.iothub.dps.{field}");
-            let raw = read_secret(src, &format!("DPS {}", field.replace('_', " "))).map_err(|m| problem(&key, m))?;
+    match &h.identity {
+        IotHubIdentity::ConnectionString(cs) => {
+            let key = "sink.iothub.connection_string";
+            let raw = read_secret(cs, "IoT Hub connection string").map_err(|m| problem(key, m))?;
+            ConnectionString::parse(&raw).map_err(|e| {
+                problem(
+                    key,
+                    format!(
+                        "the IoT Hub connection string is malformed: {e}; copy it again from the Azure portal (device, Primary connection string)"
+                    ),
+                )
+            })?;
+        }
+        IotHubIdentity::Dps(d) => {
+            let key = d.key.config_key();
+            let what = key.rsplit('.').next().unwrap_or(key).replace('_', " ");
+            let raw = read_secret(d.key.secret(), &format!("DPS {what}")).map_err(|m| problem(key, m))?;
             if sas::hmac_b64(&raw, b"check").is_err() {
-                return Err(problem(&key, format!("the DPS {} is not valid base64; copy it again from the enrollment", field.replace('_', " "))));
+                return Err(problem(key, format!("the DPS {what} is not valid base64; copy it again from the enrollment")));
             }
         }
     }
-    if let Some(p) = &h.proxy_credentials {
+    if let Some(p) = h.proxy.as_ref().and_then(|p| p.credentials.as_ref()) {
         let key = "sink.iothub.proxy_credentials";
         let raw = read_secret(p, "proxy credentials").map_err(|m| problem(key, m))?;
         if !raw.contains(':') {
@@ -246,15 +254,15 @@ fn check_iothub(h: &crate::config::iothub::IotHubSinkConfig) -> Result<(), Probl
     // The same TLS set-up the sink makes at start: trust roots, then the client certificate.
     let ca = h.ca_file.as_deref();
     tls::client_config(true, ca, None).map_err(|e| problem(if ca.is_some() { "sink.iothub.ca_file" } else { "sink.iothub" }, format!("{e:#}")))?;
-    if let (Some(cert), Some(k)) = (&h.cert_file, &h.key_file) {
-        tls::client_config(true, ca, Some((cert, k))).map_err(|e| problem("sink.iothub.cert_file", format!("{e:#}")))?;
+    if let Some(c) = &h.client_certificate {
+        tls::client_config(true, ca, Some((&c.cert_file, &c.key_file))).map_err(|e| problem("sink.iothub.cert_file", format!("{e:#}")))?;
     }
     Ok(())
 }
 
 /// Reads a secret as the sink will, with a message that names it and says
 /// what to do.
-fn read_secret(src: &SecretSource, what: &str) -> Result<String, String> {
+fn read_secret(src: &Secret, what: &str) -> Result<String, String> {
     use crate::config::secret::SecretError;
     src.resolve().map_err(|e| match e {
         SecretError::File { path, error: source } => {
@@ -272,12 +280,11 @@ fn read_secret(src: &SecretSource, what: &str) -> Result<String, String> {
             "environment variable {var} (the {what}) is not set in this environment; under systemd set it with \
              Environment= or EnvironmentFile= in the unit (check-config runs there before every start)"
         ),
-        SecretError::Empty(_) => match (&src.file, &src.env) {
-            (Some(p), _) => format!("the {what} file {} is empty; write the {what} into it", p.display()),
-            (_, Some(v)) => format!("environment variable {v} (the {what}) is empty"),
-            _ => format!("the {what} is empty"),
+        SecretError::Empty(_) => match src {
+            Secret::File(p) => format!("the {what} file {} is empty; write the {what} into it", p.display()),
+            Secret::Env(v) => format!("environment variable {v} (the {what}) is empty"),
+            Secret::Value(_) => format!("the {what} is empty"),
         },
-        SecretError::Ambiguous(_) => format!("set exactly one of `file`, `env` or `value` for the {what}"),
     })
 }
 

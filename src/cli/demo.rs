@@ -56,13 +56,52 @@ const SIM_ADDRESSES: [(&str, crate::config::DeviceKindConfig); 2] =
 
 /// Switches the demo's simulated devices to BLE, addressed at the simulated
 /// BlueZ's devices (the serial monitor stays serial).
-fn use_ble(config: &mut crate::config::Config) {
-    for d in config.devices.iter_mut().filter(|d| d.simulated.is_some()) {
+fn use_ble(devices: &mut [crate::config::RawDevice]) {
+    for d in devices.iter_mut().filter(|d| d.simulated.is_some()) {
         if let Some((addr, _)) = SIM_ADDRESSES.iter().find(|(_, k)| *k == d.kind) {
             d.simulated = None;
-            d.ble = Some(crate::config::ble::BleDeviceConfig { address: Some(addr.to_string()), ..Default::default() });
+            d.ble = Some(crate::config::ble::RawBle { address: Some(addr.to_string()), ..Default::default() });
         }
     }
+}
+
+/// The demo's config: config/demo.toml as written, adjusted before it is
+/// validated like any config file (nothing edits a validated config): its
+/// state folder and delivered file in `dir` (made absolute, as a state
+/// folder must be), `seed` for the in-process devices (device N gets seed +
+/// N), BLE devices at the simulated BlueZ when `ble`, and the serial
+/// monitor on `serial_port` (left out when there is none).
+fn demo_config(dir: &std::path::Path, seed: Option<u64>, ble: bool, serial_port: Option<&str>) -> anyhow::Result<crate::config::Config> {
+    let mut draft = crate::config::ConfigDraft::parse(DEMO_CONFIG, std::path::Path::new("config/demo.toml"))
+        .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid: {e}"))?;
+    let dir = std::path::absolute(dir).with_context(|| format!("cannot tell the full path of the demo folder {} (--dir)", dir.display()))?;
+    let raw = &mut draft.raw;
+    raw.gateway.state_dir = dir.join("state");
+    raw.sink = crate::config::RawSink { file: Some(crate::config::FileSinkConfig { path: dir.join("delivered.ndjson") }), ..Default::default() };
+    if let Some(seed) = seed {
+        for (n, s) in raw.devices.iter_mut().filter_map(|d| d.simulated.as_mut()).enumerate() {
+            s.seed = Some(seed.wrapping_add(n as u64));
+        }
+    }
+    if ble {
+        use_ble(&mut raw.devices);
+    }
+    match serial_port {
+        Some(port) => {
+            for s in raw.devices.iter_mut().filter_map(|d| d.serial.as_mut()) {
+                s.port = PathBuf::from(port);
+            }
+        }
+        None => raw.devices.retain(|d| d.serial.is_none()),
+    }
+    draft.validate().map_err(|e| anyhow::anyhow!("the demo's config is invalid: {e}"))
+}
+
+/// The gateway id of the embedded demo config.
+fn demo_gateway_id() -> anyhow::Result<String> {
+    let draft = crate::config::ConfigDraft::parse(DEMO_CONFIG, std::path::Path::new("config/demo.toml"))
+        .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid: {e}"))?;
+    Ok(draft.raw.gateway.id)
 }
 
 /// Marks a folder the demo made, so `--fresh` never clears anything else.
@@ -130,11 +169,10 @@ fn clear_demo_dir(dir: &std::path::Path, demo_id: &str) -> anyhow::Result<()> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let mut config = crate::config::parse_str(DEMO_CONFIG, std::path::Path::new("config/demo.toml"))
-        .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid: {e}"))?;
-    refuse_foreign_outbox(&a.dir, &config.gateway.id)?;
+    let demo_id = demo_gateway_id()?;
+    refuse_foreign_outbox(&a.dir, &demo_id)?;
     if a.fresh && a.dir.exists() {
-        clear_demo_dir(&a.dir, &config.gateway.id)?;
+        clear_demo_dir(&a.dir, &demo_id)?;
     }
     std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create the demo folder {} (--dir)", a.dir.display()))?;
     let marker = a.dir.join(DEMO_MARK);
@@ -142,18 +180,10 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let _ = std::fs::write(&marker, "made by `iomt-edge demo`; `demo --fresh` clears only folders with this file\n");
     }
     let delivered = a.dir.join("delivered.ndjson");
-    config.gateway.state_dir = a.dir.join("state");
-    config.sink.file = Some(crate::config::FileSinkConfig { path: delivered.clone() });
-    if let Some(seed) = a.seed {
-        for (n, s) in config.devices.iter_mut().filter_map(|d| d.simulated.as_mut()).enumerate() {
-            s.seed = Some(seed.wrapping_add(n as u64));
-        }
-    }
 
     let fancy = !a.plain && std::io::stdout().is_terminal();
     let ble = !a.in_process && crate::simulate::bluez::daemon::find_dbus_daemon().is_some();
     if ble {
-        use_ble(&mut config);
         outln!("iomt-edge demo: simulated BlueZ (private D-Bus) -> btleplug -> outbox -> file sink")?;
     } else {
         if !a.in_process {
@@ -161,7 +191,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         outln!("iomt-edge demo: simulated devices -> outbox -> file sink")?;
     }
-    outln!("  outbox:    {}", config.gateway.state_dir.join("outbox").display())?;
+    outln!("  outbox:    {}", a.dir.join("state").join("outbox").display())?;
     outln!("  delivered: {}  (one JSON message per line)", delivered.display())?;
     match a.duration {
         Some(d) => outln!("  stopping after {}; Ctrl-C stops earlier", humantime::format_duration(d))?,
@@ -185,26 +215,22 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // until the gateway has stopped (so it never sees the port vanish
         // while it shuts down).
         let monitor_stop = CancellationToken::new();
-        let mut config = config;
-        match crate::simulate::serial::Pty::open() {
+        let pty = match crate::simulate::serial::Pty::open() {
             Ok(pty) => {
-                let path = pty.path().to_string();
-                for d in config.devices.iter_mut() {
-                    if let Some(s) = d.serial.as_mut() {
-                        s.port = PathBuf::from(&path);
-                    }
-                }
-                outln!("  serial:    simulated Masimo Radical-7 (ASCII 1) on {path}")?;
-                let stop = monitor_stop.clone();
-                tokio::spawn(async move {
-                    let mut pty = pty;
-                    crate::simulate::serial::play(crate::simulate::serial::Monitor::MasimoAscii1, &mut pty, 1, None, stop).await;
-                });
+                outln!("  serial:    simulated Masimo Radical-7 (ASCII 1) on {}", pty.path())?;
+                Some(pty)
             }
             Err(e) => {
                 outln!("note: no pseudo-terminal ({e}); the demo runs without its serial monitor")?;
-                config.devices.retain(|d| d.serial.is_none());
+                None
             }
+        };
+        let config = demo_config(&a.dir, a.seed, ble, pty.as_ref().map(|p| p.path()))?;
+        if let Some(mut pty) = pty {
+            let stop = monitor_stop.clone();
+            tokio::spawn(async move {
+                crate::simulate::serial::play(crate::simulate::serial::Monitor::MasimoAscii1, &mut pty, 1, None, stop).await;
+            });
         }
         // Keep the simulated BlueZ (and its dbus-daemon) alive for the whole run.
         let _sim = if ble {
@@ -309,7 +335,10 @@ impl MedtechPanel {
 
 async fn live_view(gw: GatewayHandle, stop: CancellationToken, fancy: bool) {
     let started = Instant::now();
-    let delivered = gw.config.sink.file.as_ref().map(|f| f.path.clone()).unwrap_or_default();
+    let delivered = match &gw.config.sink {
+        crate::config::SinkConfig::File(f) => f.path.clone(),
+        _ => PathBuf::new(),
+    };
     let mut medtech = MedtechPanel::new(delivered);
     let mut tick = tokio::time::interval(Duration::from_secs(if fancy { 1 } else { 5 }));
     let mut view_failed = false;
@@ -408,4 +437,60 @@ pub fn render(gw: &GatewayHandle, elapsed: Duration) -> String {
     }
     s.push_str("\n(* = flagged: contact lost, sensor off...; -- = value unavailable)\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeviceSource, SinkConfig};
+
+    /// Every way the demo runs (BLE or in-process, with or without its serial
+    /// monitor, seeded, from a relative --dir) is a config that passed the
+    /// same validation as a file: adjusted before it, never after.
+    #[test]
+    fn every_demo_variant_is_a_valid_config() {
+        for ble in [false, true] {
+            for port in [Some("/dev/pts/77"), None] {
+                let c = demo_config(std::path::Path::new("./demo-dir"), Some(40), ble, port).unwrap();
+                let state = &c.gateway.state_dir;
+                assert!(state.is_absolute() && state.ends_with("demo-dir/state"), "{}", state.display());
+                match &c.sink {
+                    SinkConfig::File(f) => assert!(f.path.is_absolute() && f.path.ends_with("demo-dir/delivered.ndjson"), "{}", f.path.display()),
+                    other => panic!("the demo delivers into a file: {other:?}"),
+                }
+                let serial: Vec<PathBuf> = c
+                    .devices
+                    .iter()
+                    .filter_map(|d| match &d.source {
+                        DeviceSource::Serial(s) => Some(s.port.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(serial, port.map(PathBuf::from).into_iter().collect::<Vec<_>>());
+                let seeds: Vec<Option<u64>> = c
+                    .devices
+                    .iter()
+                    .filter_map(|d| match &d.source {
+                        DeviceSource::Simulated(s) => Some(s.seed),
+                        _ => None,
+                    })
+                    .collect();
+                let addresses: Vec<String> = c
+                    .devices
+                    .iter()
+                    .filter_map(|d| match &d.source {
+                        DeviceSource::Ble(b) => Some(format!("{:?}", b.selector)),
+                        _ => None,
+                    })
+                    .collect();
+                if ble {
+                    assert!(seeds.is_empty(), "{seeds:?}");
+                    assert_eq!(addresses, [r#"Address("C0:FF:EE:00:00:01")"#, r#"Address("C0:FF:EE:00:00:02")"#]);
+                } else {
+                    assert_eq!(seeds, [Some(40), Some(41)]);
+                    assert!(addresses.is_empty(), "{addresses:?}");
+                }
+            }
+        }
+    }
 }

@@ -374,15 +374,11 @@ mod tests {
         assert!(text.contains("C0:FF:EE:00:00:01   HRM-SIM"), "{text}");
         assert!(text.contains("address = \"C0:FF:EE:00:00:01\""), "{text}");
         assert!(!text.contains("address = \"AA:BB"), "only straps and oximeters get a config block: {text}");
-        // The config block parses as the gateway's device config.
+        // The config block is a valid device config of the gateway.
         let block = &text[text.find("[[device]]").unwrap()..];
-        #[derive(serde::Deserialize)]
-        struct Devices {
-            device: Vec<crate::config::DeviceConfig>,
-        }
-        let parsed: Devices = toml::from_str(block).unwrap();
-        assert_eq!(parsed.device.len(), 1);
-        assert!(parsed.device[0].ble.is_some());
+        let parsed = crate::config::parse_str(&format!("[gateway]\nid = \"gw\"\n[sink.stdout]\n{block}"), std::path::Path::new("scan")).unwrap();
+        assert_eq!(parsed.devices.len(), 1);
+        assert!(matches!(parsed.devices[0].source, crate::config::DeviceSource::Ble(_)));
         assert!(render(&[]).contains("No heart-rate strap"));
     }
 }

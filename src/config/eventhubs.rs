@@ -10,77 +10,135 @@
 //!   helper) keeps current, with `namespace`.
 //!
 //! Secrets come from a file, an environment variable or (for trials) the
-//! file itself, as for IoT Hub ([`SecretSource`]).
+//! file itself, as for IoT Hub ([`Secret`]).
+//!
+//! The keys are written side by side ([`RawEventHubs`]); validation turns
+//! them into one [`EventHubsIdentity`], so the sink never decides again which
+//! identity a table meant.
 
-use super::secret::SecretSource;
+use super::secret::{RawSecret, Secret};
 use super::units::{self, ByteSize};
+use super::Problem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The `[sink.eventhubs]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The validated `[sink.eventhubs]` table.
+#[derive(Debug, Clone)]
 pub struct EventHubsSinkConfig {
-    /// SAS identity: a namespace or event hub connection string with a
-    /// SharedAccessKey (policy with the Send right).
-    #[serde(default)]
-    pub connection_string: Option<SecretSource>,
-    /// The namespace host (`contoso.servicebus.windows.net`, optionally
-    /// `host:port`); needed for Entra ID and `token_file`, taken from the
-    /// connection string otherwise.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The event hub name, when the connection string has no `EntityPath`
-    /// (both given and different is an error).
-    #[serde(default)]
-    pub event_hub: Option<String>,
-    /// Entra ID: the tenant (id or domain).
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// Entra ID: the application (client) id.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// Entra ID: a client secret.
-    #[serde(default)]
-    pub client_secret: Option<SecretSource>,
-    /// Entra ID: the certificate (PEM) uploaded to the app registration.
-    #[serde(default)]
-    pub client_certificate_file: Option<PathBuf>,
-    /// Entra ID: the certificate's RSA private key (PEM).
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    /// Entra ID authority host: `https://login.microsoftonline.com` by
-    /// default; `https://login.microsoftonline.us` and others for sovereign clouds.
-    #[serde(default = "default_authority_host")]
-    pub authority_host: String,
-    /// A file holding a current Entra ID access token (re-read when it changes).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
+    /// Who the gateway is to the namespace, and which event hub it sends to.
+    pub identity: EventHubsIdentity,
     /// An extra CA certificate file (PEM) to trust besides the system roots
     /// (a TLS-inspecting proxy's CA, or the local emulator's CA).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// The namespace's tier, which sets the publication limit: `standard`
     /// (also premium and dedicated: 1 MB) or `basic` (256 KB).
-    #[serde(default)]
     pub tier: EventHubsTier,
-    /// A lower limit on one request's body than the tier's.
-    #[serde(default)]
+    /// A lower limit on one request's body than the tier's (4 KiB up to the tier's limit).
     pub max_request_bytes: Option<ByteSize>,
     /// Application properties (`UserProperties`) added to every event.
-    #[serde(default)]
     pub user_properties: BTreeMap<String, String>,
     /// Lifetime of each SAS token; a new one is made at 80 % of it (and at
     /// least 2 min before expiry for long tokens).
-    #[serde(default = "default_token_ttl", with = "units::duration")]
     pub token_ttl: Duration,
     /// How long one request may take before it is abandoned and retried.
-    #[serde(default = "default_request_timeout", with = "units::duration")]
     pub request_timeout: Duration,
     /// Requests awaiting their answer at once (each on its own kept-alive
     /// connection; 1 keeps one connection).
+    pub max_in_flight: usize,
+}
+
+/// The one identity of a valid table.
+#[derive(Debug, Clone)]
+pub enum EventHubsIdentity {
+    /// `connection_string`: a namespace or event hub connection string with a
+    /// SharedAccessKey (policy with the Send right); the namespace comes from
+    /// its `Endpoint`, the event hub from its `EntityPath` or `event_hub`.
+    SharedAccessKey { connection_string: Secret, event_hub: Option<String> },
+    /// Microsoft Entra ID client credentials (`tenant`, `client_id`, and a
+    /// client secret or certificate).
+    Entra {
+        target: EventHubsTarget,
+        /// The tenant (directory id or domain).
+        tenant: String,
+        /// The application (client) id.
+        client_id: String,
+        /// `https://login.microsoftonline.com` by default;
+        /// `https://login.microsoftonline.us` and others for sovereign clouds.
+        authority_host: String,
+        credential: EntraClientCredential,
+    },
+    /// `token_file`: a file holding a current Entra ID access token (re-read
+    /// when it changes), kept current by another process.
+    TokenFile { target: EventHubsTarget, token_file: PathBuf },
+}
+
+/// Where events go when the identity does not name it: `namespace` (host,
+/// optionally `host:port`) and `event_hub`.
+#[derive(Debug, Clone)]
+pub struct EventHubsTarget {
+    pub namespace: String,
+    pub event_hub: String,
+}
+
+/// How the gateway proves itself to Microsoft Entra ID.
+#[derive(Debug, Clone)]
+pub enum EntraClientCredential {
+    /// `client_secret`.
+    Secret(Secret),
+    /// `client_certificate_file` (PEM, uploaded to the app registration) and
+    /// `client_key_file` (its RSA private key, PEM).
+    Certificate { cert_file: PathBuf, key_file: PathBuf },
+}
+
+impl EventHubsIdentity {
+    /// The secret this identity reads, with its config key.
+    pub fn secret(&self) -> Option<(&'static str, &Secret)> {
+        match self {
+            EventHubsIdentity::SharedAccessKey { connection_string, .. } => Some(("sink.eventhubs.connection_string", connection_string)),
+            EventHubsIdentity::Entra { credential: EntraClientCredential::Secret(s), .. } => Some(("sink.eventhubs.client_secret", s)),
+            EventHubsIdentity::Entra { .. } | EventHubsIdentity::TokenFile { .. } => None,
+        }
+    }
+}
+
+/// The `[sink.eventhubs]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEventHubs {
+    #[serde(default)]
+    pub connection_string: Option<RawSecret>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub event_hub: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<RawSecret>,
+    #[serde(default)]
+    pub client_certificate_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default = "default_authority_host")]
+    pub authority_host: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tier: EventHubsTier,
+    #[serde(default)]
+    pub max_request_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub user_properties: BTreeMap<String, String>,
+    #[serde(default = "default_token_ttl", with = "units::duration")]
+    pub token_ttl: Duration,
+    #[serde(default = "default_request_timeout", with = "units::duration")]
+    pub request_timeout: Duration,
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
 }
@@ -96,7 +154,7 @@ pub enum EventHubsTier {
     Basic,
 }
 
-/// Which identity a valid table describes.
+/// Which kind of identity a valid table describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventHubsAuth {
     SharedAccessKey,
@@ -128,16 +186,7 @@ impl EventHubsSinkConfig {
     /// A config around one SAS connection string (for tests and tools).
     pub fn with_connection_string(cs: &str) -> EventHubsSinkConfig {
         EventHubsSinkConfig {
-            connection_string: Some(SecretSource { value: Some(cs.to_string()), ..Default::default() }),
-            namespace: None,
-            event_hub: None,
-            tenant: None,
-            client_id: None,
-            client_secret: None,
-            client_certificate_file: None,
-            client_key_file: None,
-            authority_host: default_authority_host(),
-            token_file: None,
+            identity: EventHubsIdentity::SharedAccessKey { connection_string: Secret::Value(cs.to_string()), event_hub: None },
             ca_file: None,
             tier: EventHubsTier::Standard,
             max_request_bytes: None,
@@ -148,16 +197,13 @@ impl EventHubsSinkConfig {
         }
     }
 
-    /// The identity this table describes (after [`Self::validate`] found no problem).
+    /// The kind of identity this table describes.
     pub fn auth(&self) -> EventHubsAuth {
-        if self.connection_string.is_some() {
-            EventHubsAuth::SharedAccessKey
-        } else if self.token_file.is_some() {
-            EventHubsAuth::TokenFile
-        } else if self.client_secret.is_some() {
-            EventHubsAuth::EntraSecret
-        } else {
-            EventHubsAuth::EntraCertificate
+        match &self.identity {
+            EventHubsIdentity::SharedAccessKey { .. } => EventHubsAuth::SharedAccessKey,
+            EventHubsIdentity::TokenFile { .. } => EventHubsAuth::TokenFile,
+            EventHubsIdentity::Entra { credential: EntraClientCredential::Secret(_), .. } => EventHubsAuth::EntraSecret,
+            EventHubsIdentity::Entra { credential: EntraClientCredential::Certificate { .. }, .. } => EventHubsAuth::EntraCertificate,
         }
     }
 
@@ -169,9 +215,61 @@ impl EventHubsSinkConfig {
         };
         self.max_request_bytes.map_or(tier, |b| (b.bytes() as usize).min(tier))
     }
+}
 
-    /// Problems with this table, as `(key path relative to sink.eventhubs, explanation)`.
-    pub fn validate(&self) -> Vec<(String, String)> {
+impl RawEventHubs {
+    /// The table checked and converted into its one identity. Problems' keys
+    /// are relative to `sink.eventhubs`.
+    pub(crate) fn validate(self) -> Result<EventHubsSinkConfig, Vec<Problem>> {
+        let problems = self.problems();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        // `problems` found none: each key the identity needs is there. A key
+        // missing all the same is named, never assumed.
+        let missing = |key: &str| vec![(key.to_string(), format!("set `{key}`"))];
+        let identity = if let Some(cs) = self.connection_string {
+            let connection_string = Secret::try_from(cs).map_err(|e| vec![("connection_string".to_string(), e.to_string())])?;
+            EventHubsIdentity::SharedAccessKey { connection_string, event_hub: self.event_hub }
+        } else {
+            let target = EventHubsTarget {
+                namespace: self.namespace.ok_or_else(|| missing("namespace"))?,
+                event_hub: self.event_hub.ok_or_else(|| missing("event_hub"))?,
+            };
+            if let Some(token_file) = self.token_file {
+                EventHubsIdentity::TokenFile { target, token_file }
+            } else {
+                let credential = match (self.client_secret, self.client_certificate_file, self.client_key_file) {
+                    (Some(s), None, None) => {
+                        EntraClientCredential::Secret(Secret::try_from(s).map_err(|e| vec![("client_secret".to_string(), e.to_string())])?)
+                    }
+                    (None, Some(cert_file), Some(key_file)) => EntraClientCredential::Certificate { cert_file, key_file },
+                    _ => return Err(missing("client_secret")),
+                };
+                EventHubsIdentity::Entra {
+                    target,
+                    tenant: self.tenant.ok_or_else(|| missing("tenant"))?,
+                    client_id: self.client_id.ok_or_else(|| missing("client_id"))?,
+                    authority_host: self.authority_host,
+                    credential,
+                }
+            }
+        };
+        Ok(EventHubsSinkConfig {
+            identity,
+            ca_file: self.ca_file,
+            tier: self.tier,
+            max_request_bytes: self.max_request_bytes,
+            user_properties: self.user_properties,
+            token_ttl: self.token_ttl,
+            request_timeout: self.request_timeout,
+            max_in_flight: self.max_in_flight,
+        })
+    }
+
+    /// Problems with this table, as `(key path relative to sink.eventhubs,
+    /// explanation)`, in the order they are reported.
+    fn problems(&self) -> Vec<Problem> {
         let mut errs = Vec::new();
         let mut push = |k: &str, m: String| errs.push((k.to_string(), m));
         let entra = self.tenant.is_some() || self.client_id.is_some() || self.client_secret.is_some() || self.client_certificate_file.is_some();
@@ -188,7 +286,7 @@ impl EventHubsSinkConfig {
             push(at, "set only one identity: `connection_string`, the Entra ID keys (`tenant`, `client_id`, ...) or `token_file`".into());
         }
         if let Some(cs) = &self.connection_string {
-            if cs.check_shape().is_err() {
+            if Secret::try_from(cs.clone()).is_err() {
                 push("connection_string", "set exactly one of `file`, `env` or `value` for the connection string".into());
             }
             if self.namespace.is_some() {
@@ -223,7 +321,7 @@ impl EventHubsSinkConfig {
                 (Some(_), Some(_)) => push("client_secret", "set either `client_secret` or `client_certificate_file`, not both".into()),
                 (None, None) => push("client_id", "Microsoft Entra ID needs `client_secret` or `client_certificate_file` + `client_key_file`".into()),
                 (Some(s), None) => {
-                    if s.check_shape().is_err() {
+                    if Secret::try_from(s.clone()).is_err() {
                         push("client_secret", "set exactly one of `file`, `env` or `value` for the client secret".into());
                     }
                 }
@@ -297,31 +395,35 @@ fn valid_namespace(n: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> EventHubsSinkConfig {
+    fn parse(s: &str) -> RawEventHubs {
         toml::from_str(s).unwrap()
     }
-    fn keys(c: &EventHubsSinkConfig) -> Vec<String> {
-        c.validate().into_iter().map(|(k, _)| k).collect()
+    /// The keys of the problems of a table as written (none: it converts).
+    fn keys(c: &RawEventHubs) -> Vec<String> {
+        c.clone().validate().err().unwrap_or_default().into_iter().map(|(k, _)| k).collect()
+    }
+    fn valid(c: &RawEventHubs) -> EventHubsSinkConfig {
+        c.clone().validate().unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[test]
     fn each_identity_validates_alone() {
         let sas = parse("connection_string = { env = \"EH_CS\" }\nevent_hub = \"vitals\"\ntier = \"basic\"\nuser_properties = { site = \"ward-3\" }");
-        assert!(sas.validate().is_empty(), "{:?}", sas.validate());
-        assert_eq!((sas.auth(), sas.max_request_bytes()), (EventHubsAuth::SharedAccessKey, 256 * 1024));
+        assert!(keys(&sas).is_empty(), "{:?}", keys(&sas));
+        assert_eq!((valid(&sas).auth(), valid(&sas).max_request_bytes()), (EventHubsAuth::SharedAccessKey, 256 * 1024));
         let secret = parse(
             "namespace = \"ns.servicebus.windows.net\"\nevent_hub = \"vitals\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret = { file = \"/etc/s\" }",
         );
-        assert!(secret.validate().is_empty(), "{:?}", secret.validate());
-        assert_eq!(secret.auth(), EventHubsAuth::EntraSecret);
+        assert!(keys(&secret).is_empty(), "{:?}", keys(&secret));
+        assert_eq!(valid(&secret).auth(), EventHubsAuth::EntraSecret);
         let cert = parse(
             "namespace = \"ns.servicebus.windows.net\"\nevent_hub = \"v\"\ntenant = \"t\"\nclient_id = \"app\"\nclient_certificate_file = \"/c.pem\"\nclient_key_file = \"/k.pem\"\nauthority_host = \"https://login.microsoftonline.us\"",
         );
-        assert!(cert.validate().is_empty(), "{:?}", cert.validate());
-        assert_eq!(cert.auth(), EventHubsAuth::EntraCertificate);
+        assert!(keys(&cert).is_empty(), "{:?}", keys(&cert));
+        assert_eq!(valid(&cert).auth(), EventHubsAuth::EntraCertificate);
         let file = parse("namespace = \"127.0.0.1:8443\"\nevent_hub = \"v\"\ntoken_file = \"/run/t\"\nmax_request_bytes = \"64KiB\"");
-        assert!(file.validate().is_empty(), "{:?}", file.validate());
-        assert_eq!((file.auth(), file.max_request_bytes()), (EventHubsAuth::TokenFile, 65536));
+        assert!(keys(&file).is_empty(), "{:?}", keys(&file));
+        assert_eq!((valid(&file).auth(), valid(&file).max_request_bytes()), (EventHubsAuth::TokenFile, 65536));
     }
 
     #[test]
@@ -341,14 +443,14 @@ mod tests {
             ["client_certificate_file"]
         );
         let cs = "connection_string = { value = \"Endpoint=sb://n.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=a2V5\" }";
-        assert!(parse(&format!("{cs}\nevent_hub = \"v\"")).validate().is_empty());
+        assert!(keys(&parse(&format!("{cs}\nevent_hub = \"v\""))).is_empty());
         assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nmax_request_bytes = \"2MiB\""))), ["max_request_bytes"]);
         assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nmax_in_flight = 0"))), ["max_in_flight"]);
         assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\ntoken_ttl = \"1s\""))), ["token_ttl"]);
         assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nrequest_timeout = \"20min\""))), ["request_timeout"]);
         assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"a/b\""))), ["event_hub"]);
         assert_eq!(keys(&parse(&format!("{cs}\nevent_hub = \"v\"\nuser_properties = {{ \"\" = \"x\" }}"))), ["user_properties"]);
-        assert!(toml::from_str::<EventHubsSinkConfig>("tier = \"gold\"").is_err());
-        assert!(toml::from_str::<EventHubsSinkConfig>("bogus = 1").is_err());
+        assert!(toml::from_str::<RawEventHubs>("tier = \"gold\"").is_err());
+        assert!(toml::from_str::<RawEventHubs>("bogus = 1").is_err());
     }
 }

@@ -1,8 +1,7 @@
 //! Reading and validating the config file, with errors that point at the line.
 
 use super::units::{self, Unit};
-use super::Config;
-use std::collections::HashSet;
+use super::{Config, Problem, RawConfig};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -82,32 +81,40 @@ pub fn read_text(path: &Path) -> std::io::Result<String> {
 
 /// Parses and validates config text; `path` is only used in messages.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let at = |offset: usize, message: String| {
-        let (line, column) = line_col(text, offset);
-        ConfigError { file: path.to_path_buf(), line, column, message }
-    };
-    let mut config: Config = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start).unwrap_or(0);
-        let message = e.span().and_then(|span| explain_duplicate(e.message(), text, span)).unwrap_or_else(|| explain_serde(e.message()));
-        at(offset, message)
-    })?;
-    default_registration_id(&mut config);
-    if let Some((key, message)) = validate(&config).into_iter().next() {
-        let offset = locate(text, &key).unwrap_or(0);
-        return Err(at(offset, message));
-    }
-    Ok(config)
+    ConfigDraft::parse(text, path)?.validate()
 }
 
-/// A DPS registration id left out is the gateway id in lowercase: with a group
-/// enrollment, one config (and one image) then gives every gateway its own
-/// IoT Hub identity.
-fn default_registration_id(c: &mut Config) {
-    let id = c.gateway.id.to_ascii_lowercase();
-    if let Some(d) = c.sink.iothub.as_mut().and_then(|h| h.dps.as_mut()) {
-        if d.registration_id.is_empty() {
-            d.registration_id = id;
-        }
+/// A config file read but not validated yet: the tables as written. The
+/// demo adjusts its embedded config here (its folders, its sink, its
+/// devices) so that what it runs went through the same one validation as
+/// every file; nothing edits a [`Config`] once it is validated.
+pub(crate) struct ConfigDraft {
+    pub(crate) raw: RawConfig,
+    text: String,
+    file: PathBuf,
+}
+
+impl ConfigDraft {
+    /// Reads `text` (`path` only names it in messages): a syntax or type
+    /// error names its line and column.
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<ConfigDraft, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let message = e.span().and_then(|span| explain_duplicate(e.message(), text, span)).unwrap_or_else(|| explain_serde(e.message()));
+            let (line, column) = line_col(text, offset);
+            ConfigError { file: path.to_path_buf(), line, column, message }
+        })?;
+        Ok(ConfigDraft { raw, text: text.to_string(), file: path.to_path_buf() })
+    }
+
+    /// Validates the tables: the first problem is placed at its key in the
+    /// text (or the deepest table of it the text has).
+    pub(crate) fn validate(self) -> Result<Config, ConfigError> {
+        validate(self.raw).map_err(|problems| {
+            let (key, message) = problems.into_iter().next().unwrap_or_else(|| (String::new(), "the configuration is not valid".into()));
+            let (line, column) = line_col(&self.text, locate(&self.text, &key).unwrap_or(0));
+            ConfigError { file: self.file, line, column, message }
+        })
     }
 }
 
@@ -148,18 +155,13 @@ fn explain_serde(msg: &str) -> String {
     }
 }
 
-/// A key path: `outbox.max_bytes`, `device.2.ble` (array index as a segment).
-type KeyPath = String;
-
-/// Checks what types cannot: ranges, exclusive choices, duplicate ids.
-/// The longest device id, bytes: as an Azure IoT Hub device id ("up to 128
-/// characters long", Azure IoT Hub device identity, `deviceId`). An id goes
-/// into every message, log line and outbox key; without a limit a 1 MB id
-/// was accepted.
-pub const MAX_DEVICE_ID_BYTES: usize = 128;
-
-pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
-    let mut errs = Vec::new();
+/// Checks what types cannot (ranges, exclusive choices, duplicate ids) and
+/// turns the file as written into a [`Config`]: the tables in the file's
+/// order of importance (gateway, outbox, forwarder, each device, the sink),
+/// each by the `validate()` beside its type. Every problem, in that order;
+/// the first is the one reported.
+pub(crate) fn validate(c: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut errs: Vec<Problem> = Vec::new();
     if c.gateway.id.trim().is_empty() {
         errs.push(("gateway.id".into(), "gateway id must not be empty: give this gateway a name such as \"ward3-bed12\"".into()));
     } else if !c.gateway.id.chars().all(|ch| ch.is_ascii_graphic()) {
@@ -199,17 +201,6 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
     range("forwarder.retry_initial_ms", f.retry_initial_ms.into(), 1, 3_600_000, Unit::Millis, "500", "");
     range("forwarder.retry_max_ms", f.retry_max_ms.into(), 1, 3_600_000, Unit::Millis, "60000", "");
     range("forwarder.auth_retry_ms", f.auth_retry_ms.into(), 1000, 86_400_000, Unit::Millis, "300000", "");
-    for (i, d) in c.devices.iter().enumerate() {
-        if let Some(s) = &d.simulated {
-            range(&format!("device.{i}.simulated.interval_ms"), s.interval_ms.into(), 10, 86_400_000, Unit::Millis, "1000", "");
-        }
-        if let Some(b) = &d.ble {
-            let silence = b.silence_timeout.as_millis();
-            range(&format!("device.{i}.ble.silence_timeout"), silence, 200, 600 * SEC, Unit::Duration, "5s", "");
-            let reconnect = b.reconnect_max.as_millis();
-            range(&format!("device.{i}.ble.reconnect_max"), reconnect, 500, 3600 * SEC, Unit::Duration, "30s", "");
-        }
-    }
     if f.retry_initial_ms > f.retry_max_ms {
         errs.push((
             "forwarder.retry_initial_ms".into(),
@@ -235,115 +226,12 @@ pub(crate) fn validate(c: &Config) -> Vec<(KeyPath, String)> {
             format!("state_dir {state_dir:?} is a relative path: give the full path, such as \"/var/lib/iomt-edge\" (the service runs with the working directory /)"),
         ));
     }
-    let mut ids = HashSet::new();
-    for (i, d) in c.devices.iter().enumerate() {
-        if d.id.trim().is_empty() {
-            errs.push((format!("device.{i}.id"), "device id must not be empty".into()));
-        } else if d.id.len() > MAX_DEVICE_ID_BYTES {
-            errs.push((
-                format!("device.{i}.id"),
-                format!(
-                    "device id is {} bytes long; at most {MAX_DEVICE_ID_BYTES} (as an Azure IoT Hub device id): it goes into every message, log line and outbox key",
-                    d.id.len()
-                ),
-            ));
-        } else if d.id.chars().any(char::is_control) {
-            errs.push((
-                format!("device.{i}.id"),
-                "device id must not contain control characters (tab, newline, escape, NUL...): it goes into messages, logs and the outbox's keys"
-                    .into(),
-            ));
-        } else if !ids.insert(d.id.clone()) {
-            errs.push((format!("device.{i}.id"), format!("device id \"{}\" is used twice; every device needs its own id", d.id)));
-        }
-        let n = d.simulated.is_some() as u8 + d.ble.is_some() as u8 + d.serial.is_some() as u8 + d.hl7_tcp.is_some() as u8;
-        if n != 1 {
-            errs.push((
-                format!("device.{i}"),
-                format!(
-                    "device \"{}\" needs exactly one adapter table: [device.simulated], [device.ble], [device.serial] or [device.hl7_tcp] (found {n})",
-                    d.id
-                ),
-            ));
-        }
-        // [device.serial]: its own checks live in config/serial.rs.
-        if let Some(s) = &d.serial {
-            errs.extend(super::serial::validate(&format!("device.{i}.serial"), s));
-        }
-        if let Some(h) = &d.hl7_tcp {
-            errs.extend(super::serial::validate_hl7_tcp(&format!("device.{i}.hl7_tcp"), h));
-            if d.kind != super::DeviceKindConfig::BedsideMonitor {
-                errs.push((format!("device.{i}.kind"), "an [device.hl7_tcp] device is a bedside_monitor".into()));
-            }
-        }
-        if let Some(s) = &d.simulated {
-            if !(0.0..=1.0).contains(&s.dropout_probability) {
-                errs.push((format!("device.{i}.simulated.dropout_probability"), "dropout_probability must be between 0 and 1".into()));
-            }
-        }
-        let pid_mode = d.serial.as_ref().and_then(|s| s.patient_from).or(d.hl7_tcp.as_ref().and_then(|h| h.patient_from))
-            == Some(super::serial::Hl7PatientFrom::Pid);
-        if pid_mode {
-            if d.patient_id.is_some() {
-                errs.push((
-                    format!("device.{i}.patient_id"),
-                    "patient_id is not used when patients come from the messages' PID-3 (patient_from = \"pid\"): remove it".into(),
-                ));
-            }
-            // Its beds are devices `<id>/<bed>`: no configured device may look like one.
-            let prefix = format!("{}/", d.id);
-            if let Some(other) = c.devices.iter().find(|o| o.id.starts_with(&prefix)) {
-                errs.push((
-                    format!("device.{i}.id"),
-                    format!(
-                        "device \"{}\" takes patients from PID-3 and names its beds \"{}<bed>\", which device \"{}\" could be mistaken for; rename one of them",
-                        d.id, prefix, other.id
-                    ),
-                ));
-            }
-        }
-        if d.patient_id.as_deref().is_some_and(|p| p.chars().any(char::is_control)) {
-            errs.push((format!("device.{i}.patient_id"), "patient_id must not contain control characters (tab, newline, escape, NUL...)".into()));
-        }
-        if let Some(b) = &d.ble {
-            let n = b.address.is_some() as u8 + b.name_pattern.is_some() as u8 + b.any_device as u8;
-            if n != 1 {
-                errs.push((format!("device.{i}.ble"), "set exactly one of `address`, `name_pattern` or `any_device = true`".into()));
-            }
-            if let Some(a) = &b.address {
-                if !is_ble_address(a) {
-                    errs.push((
-                        format!("device.{i}.ble.address"),
-                        "a BLE address is six two-digit hex numbers separated by colons, like \"AA:BB:CC:DD:EE:FF\" (`iomt-edge scan ble` lists the devices in range)".into(),
-                    ));
-                }
-            }
-            if !matches!(d.kind, super::DeviceKindConfig::HeartRateStrap | super::DeviceKindConfig::PulseOximeter) {
-                errs.push((format!("device.{i}.kind"), "a [device.ble] device is a heart_rate_strap or a pulse_oximeter".into()));
-            }
-        }
+    let devices = super::device::validate_all(c.devices).map_err(|e| errs.extend(e)).ok();
+    let sink = c.sink.validate(&c.gateway.id).map_err(|e| errs.extend(e)).ok();
+    match (devices, sink) {
+        (Some(devices), Some(sink)) if errs.is_empty() => Ok(Config { gateway: c.gateway, outbox: c.outbox, forwarder: c.forwarder, devices, sink }),
+        _ => Err(errs),
     }
-    let s = &c.sink;
-    let n = s.file.is_some() as u8 + s.stdout.is_some() as u8 + s.iothub.is_some() as u8 + s.eventhubs.is_some() as u8;
-    if n != 1 {
-        errs.push((
-            "sink".into(),
-            format!("[sink] needs exactly one destination table: [sink.file], [sink.stdout], [sink.iothub] or [sink.eventhubs] (found {n})"),
-        ));
-    }
-    if let Some(h) = &s.iothub {
-        errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.iothub.{k}"), m)));
-    }
-    if let Some(h) = &s.eventhubs {
-        errs.extend(h.validate().into_iter().map(|(k, m)| (format!("sink.eventhubs.{k}"), m)));
-    }
-    errs
-}
-
-/// `AA:BB:CC:DD:EE:FF` (either case): the form BlueZ reports addresses in.
-fn is_ble_address(a: &str) -> bool {
-    let parts: Vec<&str> = a.trim().split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Finds the byte offset of a key path in the text (the deepest part that exists).

@@ -3,6 +3,16 @@
 //! `load` turns a file into a [`Config`] or a [`ConfigError`] that names the file,
 //! line and column and says how to fix it. Every option is documented, with its
 //! default, in config/iomt-edge.toml.
+//!
+//! Two forms of each table that holds a choice: as written (`Raw*`, crate
+//! private: serde reads the file into it, with its optional keys side by
+//! side) and validated (an enum per choice: [`DeviceSource`], [`SinkConfig`],
+//! [`Secret`], [`ble::BleSelector`], [`iothub::IotHubIdentity`],
+//! [`eventhubs::EventHubsIdentity`]). Each table's `validate()` sits beside
+//! it and is the only way from one to the other; it runs once, in
+//! [`load`]/[`parse_str`] (or `ConfigDraft::validate`, for the demo), which place its
+//! problems at their line. What is built from a [`Config`] (adapters, sinks)
+//! trusts it and checks nothing again.
 
 /// `[gateway] id` written out or derived from the host name or machine id (issue 15).
 pub mod gateway_id;
@@ -11,31 +21,52 @@ pub mod secret;
 pub mod units;
 
 pub mod ble;
+mod device;
 pub mod eventhubs;
 pub mod iothub;
 pub mod serial;
+mod sink;
 
+pub(crate) use device::RawDevice;
+pub use device::{DeviceConfig, DeviceKindConfig, DeviceSource, SimulatedDeviceConfig, MAX_DEVICE_ID_BYTES};
+pub(crate) use load::ConfigDraft;
 pub use load::{load, load_with_text, parse_str, read_text, ConfigError};
-pub use secret::SecretSource;
+pub use secret::Secret;
+pub(crate) use sink::RawSink;
+pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
 
-use crate::model::DeviceKind;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 use units::ByteSize;
 
-/// The whole configuration file.
+/// A problem found in validation: (key path such as `sink.iothub.keep_alive`
+/// or `device.2.ble`, what is wrong and how to fix it).
+pub(crate) type Problem = (String, String);
+
+/// The whole configuration file, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub outbox: OutboxConfig,
+    pub forwarder: ForwarderConfig,
+    /// `[[device]]`, in the file's order.
+    pub devices: Vec<DeviceConfig>,
+    pub sink: SinkConfig,
+}
+
+/// The whole file as written (see [`ConfigDraft`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct RawConfig {
     pub gateway: GatewayConfig,
     #[serde(default)]
     pub outbox: OutboxConfig,
     #[serde(default)]
     pub forwarder: ForwarderConfig,
     #[serde(default, rename = "device")]
-    pub devices: Vec<DeviceConfig>,
-    pub sink: SinkConfig,
+    pub devices: Vec<device::RawDevice>,
+    pub sink: sink::RawSink,
 }
 
 /// `[gateway]`
@@ -124,94 +155,4 @@ impl Default for ForwarderConfig {
             auth_retry_ms: 300_000,
         }
     }
-}
-
-/// `[[device]]`: one device and the adapter that reads it. Exactly one of the
-/// adapter tables (`simulated`, `ble`, `serial`, `hl7_tcp`) must be present.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceConfig {
-    /// Stable alias, used as the device id in messages.
-    pub id: String,
-    pub kind: DeviceKindConfig,
-    /// Patient association; may be changed later (IoT Hub desired properties).
-    #[serde(default)]
-    pub patient_id: Option<String>,
-    #[serde(default)]
-    pub simulated: Option<SimulatedDeviceConfig>,
-    #[serde(default)]
-    pub ble: Option<ble::BleDeviceConfig>,
-    #[serde(default)]
-    pub serial: Option<serial::SerialDeviceConfig>,
-    /// An HL7 feed over TCP (MLLP listener).
-    #[serde(default)]
-    pub hl7_tcp: Option<serial::Hl7TcpConfig>,
-}
-
-/// Device kinds as written in the config (snake_case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceKindConfig {
-    HeartRateStrap,
-    PulseOximeter,
-    BedsideMonitor,
-}
-
-impl From<DeviceKindConfig> for DeviceKind {
-    fn from(k: DeviceKindConfig) -> DeviceKind {
-        match k {
-            DeviceKindConfig::HeartRateStrap => DeviceKind::HeartRateStrap,
-            DeviceKindConfig::PulseOximeter => DeviceKind::PulseOximeter,
-            DeviceKindConfig::BedsideMonitor => DeviceKind::BedsideMonitor,
-        }
-    }
-}
-
-/// `[device.simulated]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SimulatedDeviceConfig {
-    /// Time between measurements.
-    pub interval_ms: u64,
-    /// Seed for the value generator; the same seed gives the same values.
-    pub seed: Option<u64>,
-    /// Probability per measurement of starting a sensor-off episode.
-    pub dropout_probability: f64,
-}
-
-impl Default for SimulatedDeviceConfig {
-    fn default() -> Self {
-        SimulatedDeviceConfig { interval_ms: 1000, seed: None, dropout_probability: 0.01 }
-    }
-}
-
-/// `[sink]`: exactly one destination table.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    #[serde(default)]
-    pub file: Option<FileSinkConfig>,
-    #[serde(default)]
-    pub stdout: Option<StdoutSinkConfig>,
-    #[serde(default)]
-    pub iothub: Option<iothub::IotHubSinkConfig>,
-    /// `[sink.eventhubs]`.
-    #[serde(default)]
-    pub eventhubs: Option<eventhubs::EventHubsSinkConfig>,
-}
-
-/// `[sink.file]`: NDJSON, one message per line, fsync'd before confirming.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
-    pub path: PathBuf,
-}
-
-/// `[sink.stdout]`: one message per line on standard output.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSinkConfig {
-    /// Pretty-print (several lines per message).
-    #[serde(default)]
-    pub pretty: bool,
 }

@@ -4,31 +4,79 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
-/// Where a secret comes from. Exactly one field must be set.
+/// Where a secret comes from: one of the three, by construction.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// `{ file = "..." }`: a file holding the secret (surrounding white space
+    /// is ignored). Should be readable by the service user only.
+    File(PathBuf),
+    /// `{ env = "VAR" }`: an environment variable holding the secret (e.g.
+    /// from systemd `LoadCredential=` or an `EnvironmentFile=`).
+    Env(String),
+    /// `{ value = "..." }`: the secret itself, in the config file. Allowed for
+    /// trials; the file then must not be readable by other users.
+    Value(String),
+}
+
+/// Never prints an inline secret.
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+            Secret::Env(v) => f.debug_tuple("Env").field(v).finish(),
+            Secret::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+/// A secret table as written: `{ file = "..." }`, `{ env = "..." }` or
+/// `{ value = "..." }`; [`Secret::try_from`] accepts exactly one of them.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretSource {
-    /// A file holding the secret (surrounding white space is ignored). Should be
-    /// readable by the service user only.
+pub(crate) struct RawSecret {
     #[serde(default)]
     pub file: Option<PathBuf>,
-    /// An environment variable holding the secret (e.g. from systemd `LoadCredential=`
-    /// or an `EnvironmentFile=`).
     #[serde(default)]
     pub env: Option<String>,
-    /// The secret itself, in the config file. Allowed for trials; the file then
-    /// must not be readable by other users.
     #[serde(default)]
     pub value: Option<String>,
 }
 
-impl std::fmt::Debug for SecretSource {
+impl std::fmt::Debug for RawSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSource")
+        f.debug_struct("RawSecret")
             .field("file", &self.file)
             .field("env", &self.env)
             .field("value", &self.value.as_ref().map(|_| "<redacted>"))
             .finish()
+    }
+}
+
+/// A secret table with none or several of `file`, `env`, `value` (refused
+/// where the file is read: a [`Secret`] is always one).
+#[derive(Debug, thiserror::Error)]
+#[error("set exactly one of `file`, `env` or `value` for this secret (found {0})")]
+pub struct AmbiguousSecret(pub String);
+
+impl TryFrom<RawSecret> for Secret {
+    type Error = AmbiguousSecret;
+
+    /// Exactly one of `file`, `env`, `value`; otherwise the error names what
+    /// was found ("none", "file and value").
+    fn try_from(raw: RawSecret) -> Result<Secret, AmbiguousSecret> {
+        match raw {
+            RawSecret { file: Some(p), env: None, value: None } => Ok(Secret::File(p)),
+            RawSecret { file: None, env: Some(v), value: None } => Ok(Secret::Env(v)),
+            RawSecret { file: None, env: None, value: Some(v) } => Ok(Secret::Value(v)),
+            RawSecret { file, env, value } => {
+                let set: Vec<&str> = [("file", file.is_some()), ("env", env.is_some()), ("value", value.is_some())]
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(name, _)| *name)
+                    .collect();
+                Err(AmbiguousSecret(if set.is_empty() { "none".into() } else { set.join(" and ") }))
+            }
+        }
     }
 }
 
@@ -38,8 +86,6 @@ impl std::fmt::Debug for SecretSource {
 /// error chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("set exactly one of `file`, `env` or `value` for this secret (found {0})")]
-    Ambiguous(String),
     #[error("cannot read the secret file {path}: {error}")]
     File { path: PathBuf, error: std::io::Error },
     #[error("environment variable {0} is not set or not valid UTF-8")]
@@ -48,33 +94,18 @@ pub enum SecretError {
     Empty(String),
 }
 
-impl SecretSource {
-    /// Checks the shape (exactly one source) without reading anything.
-    pub fn check_shape(&self) -> Result<(), SecretError> {
-        let set: Vec<&str> = [("file", self.file.is_some()), ("env", self.env.is_some()), ("value", self.value.is_some())]
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(name, _)| *name)
-            .collect();
-        match set.len() {
-            1 => Ok(()),
-            0 => Err(SecretError::Ambiguous("none".into())),
-            _ => Err(SecretError::Ambiguous(set.join(" and "))),
-        }
-    }
-
+impl Secret {
     /// Reads the secret. Logs a warning (once per call) when a secret file can be
     /// read by other users.
     pub fn resolve(&self) -> Result<String, SecretError> {
-        self.check_shape()?;
-        let (raw, from) = if let Some(path) = &self.file {
-            warn_if_world_readable(path);
-            let raw = std::fs::read_to_string(path).map_err(|error| SecretError::File { path: path.clone(), error })?;
-            (raw, format!("file {}", path.display()))
-        } else if let Some(var) = &self.env {
-            (std::env::var(var).map_err(|_| SecretError::Env(var.clone()))?, format!("environment variable {var}"))
-        } else {
-            (self.value.clone().unwrap_or_default(), "`value` in the config file".to_string())
+        let (raw, from) = match self {
+            Secret::File(path) => {
+                warn_if_world_readable(path);
+                let raw = std::fs::read_to_string(path).map_err(|error| SecretError::File { path: path.clone(), error })?;
+                (raw, format!("file {}", path.display()))
+            }
+            Secret::Env(var) => (std::env::var(var).map_err(|_| SecretError::Env(var.clone()))?, format!("environment variable {var}")),
+            Secret::Value(v) => (v.clone(), "`value` in the config file".to_string()),
         };
         let s = raw.trim().to_string();
         if s.is_empty() {
@@ -85,39 +116,13 @@ impl SecretSource {
 
     /// Whether the secret is written in the config file itself (`{ value = "..." }`).
     pub fn is_inline(&self) -> bool {
-        self.value.is_some()
+        matches!(self, Secret::Value(_))
     }
 }
 
 /// The config keys whose secret is written inline in the config file.
 pub fn inline_secrets(config: &super::Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    if let Some(h) = &config.sink.iothub {
-        let inline = |s: &Option<SecretSource>| s.as_ref().is_some_and(SecretSource::is_inline);
-        if inline(&h.connection_string) {
-            keys.push("sink.iothub.connection_string");
-        }
-        if inline(&h.proxy_credentials) {
-            keys.push("sink.iothub.proxy_credentials");
-        }
-        if let Some(d) = &h.dps {
-            if inline(&d.symmetric_key) {
-                keys.push("sink.iothub.dps.symmetric_key");
-            }
-            if inline(&d.group_key) {
-                keys.push("sink.iothub.dps.group_key");
-            }
-        }
-    }
-    if let Some(h) = &config.sink.eventhubs {
-        if h.connection_string.as_ref().is_some_and(SecretSource::is_inline) {
-            keys.push("sink.eventhubs.connection_string");
-        }
-        if h.client_secret.as_ref().is_some_and(SecretSource::is_inline) {
-            keys.push("sink.eventhubs.client_secret");
-        }
-    }
-    keys
+    config.sink.secrets().into_iter().filter(|(_, s)| s.is_inline()).map(|(key, _)| key).collect()
 }
 
 /// Warns, as for a secret file, when a config file that holds a secret inline
@@ -170,38 +175,40 @@ mod tests {
         std::fs::write(&f, "  HostName=h;DeviceId=d;SharedAccessKey=k==\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!warn_if_world_readable(&f));
-        let s = SecretSource { file: Some(f.clone()), ..Default::default() };
+        let s = Secret::File(f.clone());
         assert_eq!(s.resolve().unwrap(), "HostName=h;DeviceId=d;SharedAccessKey=k==");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(warn_if_world_readable(&f));
 
         std::env::set_var("IOMT_TEST_SECRET_X", "abc");
-        assert_eq!(SecretSource { env: Some("IOMT_TEST_SECRET_X".into()), ..Default::default() }.resolve().unwrap(), "abc");
-        assert!(matches!(SecretSource { env: Some("IOMT_TEST_SECRET_MISSING".into()), ..Default::default() }.resolve(), Err(SecretError::Env(_))));
-        assert!(matches!(SecretSource::default().resolve(), Err(SecretError::Ambiguous(_))));
-        assert!(matches!(SecretSource { value: Some(" ".into()), ..Default::default() }.resolve(), Err(SecretError::Empty(_))));
-        let both = SecretSource { value: Some("a".into()), env: Some("B".into()), ..Default::default() };
-        assert!(matches!(both.resolve(), Err(SecretError::Ambiguous(_))));
-        // Debug never prints the secret.
-        assert!(!format!("{:?}", SecretSource { value: Some("topsecret".into()), ..Default::default() }).contains("topsecret"));
+        assert_eq!(Secret::Env("IOMT_TEST_SECRET_X".into()).resolve().unwrap(), "abc");
+        assert!(matches!(Secret::Env("IOMT_TEST_SECRET_MISSING".into()).resolve(), Err(SecretError::Env(_))));
+        // A table with no source, or two, is refused where the file is read.
+        assert!(matches!(Secret::try_from(RawSecret::default()), Err(AmbiguousSecret(_))));
+        assert!(matches!(Secret::Value(" ".into()).resolve(), Err(SecretError::Empty(_))));
+        let both = RawSecret { value: Some("a".into()), env: Some("B".into()), ..Default::default() };
+        assert!(matches!(Secret::try_from(both), Err(AmbiguousSecret(_))));
+        // Debug never prints the secret, as written or converted.
+        assert!(!format!("{:?}", Secret::Value("topsecret".into())).contains("topsecret"));
+        assert!(!format!("{:?}", RawSecret { value: Some("topsecret".into()), ..Default::default() }).contains("topsecret"));
     }
 
     #[test]
     fn errors_say_where_the_secret_was_looked_for_and_the_os_error_once() {
         let d = tempfile::tempdir().unwrap();
         let missing = d.path().join("missing-key");
-        let e = SecretSource { file: Some(missing.clone()), ..Default::default() }.resolve().unwrap_err();
+        let e = Secret::File(missing.clone()).resolve().unwrap_err();
         let chain = crate::logging::error_chain(&e);
         assert!(chain.contains(&missing.display().to_string()), "{chain}");
         assert_eq!(chain.matches("No such file or directory").count(), 1, "{chain}");
         let empty = d.path().join("empty-key");
         std::fs::write(&empty, "\n").unwrap();
-        let e = SecretSource { file: Some(empty.clone()), ..Default::default() }.resolve().unwrap_err().to_string();
+        let e = Secret::File(empty.clone()).resolve().unwrap_err().to_string();
         assert!(e.contains("empty") && e.contains(&empty.display().to_string()), "{e}");
         std::env::set_var("IOMT_TEST_SECRET_BLANK", " ");
-        let e = SecretSource { env: Some("IOMT_TEST_SECRET_BLANK".into()), ..Default::default() }.resolve().unwrap_err().to_string();
+        let e = Secret::Env("IOMT_TEST_SECRET_BLANK".into()).resolve().unwrap_err().to_string();
         assert!(e.contains("IOMT_TEST_SECRET_BLANK"), "{e}");
-        let e = SecretSource { file: Some(empty), value: Some("x".into()), ..Default::default() }.resolve().unwrap_err().to_string();
+        let e = Secret::try_from(RawSecret { file: Some(empty), value: Some("x".into()), ..Default::default() }).unwrap_err().to_string();
         assert!(e.contains("found file and value"), "{e}");
     }
 
@@ -226,5 +233,27 @@ mod tests {
         let config = crate::config::load(&f).unwrap();
         assert!(inline_secrets(&config).is_empty());
         assert!(!warn_if_config_world_readable(&f, &config));
+    }
+    /// A whole config's Debug, as written and validated, never prints an
+    /// inline secret (a `{:?}` of the config in a log or a panic message).
+    #[test]
+    fn debug_of_a_whole_config_never_prints_an_inline_secret() {
+        let iothub =
+            "[gateway]\nid = \"gw\"\n[sink.iothub]\nconnection_string = { value = \"HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0MQ==\" }\n\
+                      transport = \"websocket\"\nproxy = \"p:3128\"\nproxy_credentials = { value = \"nurse:secret2\" }\n";
+        let eventhubs = "[gateway]\nid = \"gw\"\n[sink.eventhubs]\nnamespace = \"ns.servicebus.windows.net\"\nevent_hub = \"v\"\n\
+                         tenant = \"t\"\nclient_id = \"c\"\nclient_secret = { value = \"secret3\" }\n";
+        let dps = "[gateway]\nid = \"gw\"\n[sink.iothub.dps]\nid_scope = \"0ne1\"\ngroup_key = { value = \"c2VjcmV0NA==\" }\n";
+        for text in [iothub, eventhubs, dps] {
+            let path = std::path::Path::new("gw.toml");
+            let raw = format!("{:?}", crate::config::ConfigDraft::parse(text, path).unwrap().raw);
+            let valid = format!("{:?}", crate::config::parse_str(text, path).unwrap());
+            for shown in [raw, valid] {
+                for secret in ["c2VjcmV0MQ==", "secret2", "secret3", "c2VjcmV0NA=="] {
+                    assert!(!shown.contains(secret), "{secret} in {shown}");
+                }
+                assert!(shown.contains("redacted"), "{shown}");
+            }
+        }
     }
 }

@@ -6,16 +6,83 @@
 //! here. Which drivers and profiles exist is checked when the gateway starts
 //! (and by `iomt-edge check-config`), not here: the config module does not
 //! know the adapters.
+//!
+//! As written ([`RawSerial`]) the HL7 driver's options (`code_map`, `ack`,
+//! `patient_from`) sit beside `driver` and `init`/`poll` are hex text;
+//! validated, they are [`SerialDriver::Hl7`]'s fields and bytes.
 
 use super::units::{self, Unit};
+use super::Problem;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// One serial device.
+/// One serial device, validated.
+#[derive(Debug, Clone)]
+pub struct SerialDeviceConfig {
+    /// The device node, best a stable `/dev/serial/by-id/...` link (udev
+    /// creates it when the adapter is plugged in and removes it when it is
+    /// unplugged; `/dev/ttyUSB0` may become `ttyUSB1` after a replug).
+    pub port: PathBuf,
+    /// What reads the port, with its own options.
+    pub driver: SerialDriver,
+    /// Line settings; each overrides the profile's `[port]` value.
+    pub baud: Option<u32>,
+    pub data_bits: Option<u8>,
+    pub parity: Option<SerialParity>,
+    pub stop_bits: Option<u8>,
+    pub flow_control: Option<SerialFlowControl>,
+    /// Set (true) or clear (false) the DTR / RTS lines after opening; unset
+    /// leaves them as the driver of the port sets them.
+    pub dtr: Option<bool>,
+    pub rts: Option<bool>,
+    /// Nothing received for this long: the monitor is marked silent.
+    pub quiet_timeout: Duration,
+    /// Upper bound of the backoff between attempts to reopen the port.
+    pub reopen_max: Duration,
+    /// `init`: bytes sent after every open and every quiet timeout (1 to 256).
+    pub init: Option<Vec<u8>>,
+    /// `poll`: bytes sent every `poll_interval` while the port is open (1 to 256).
+    pub poll: Option<Vec<u8>>,
+    pub poll_interval: Duration,
+}
+
+/// `driver`: the HL7 driver with its options, or another driver by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialDriver {
+    /// `driver = "hl7"`: HL7 v2 over the port.
+    Hl7 {
+        /// `code_map`: a TOML file of extra OBX-3 code mappings (`[[code]]`),
+        /// tried before the built-in IEEE 11073 MDC table.
+        code_map: Option<PathBuf>,
+        /// `ack` (default true): answer every MLLP-framed message with an HL7
+        /// ACK on the same port (HL7 v2 original-mode acknowledgment).
+        ack: bool,
+        /// `patient_from`: see [`Hl7PatientFrom`].
+        patient_from: Option<Hl7PatientFrom>,
+    },
+    /// A shipped profile (`masimo-ascii1`, `nonin-ascii`, `nellcor-n595`), a
+    /// built-in driver (`nonin-df2`, `nonin-df7`, `nonin-df8`) or the path of
+    /// a profile file, as written (trimmed). Whether it exists is checked on
+    /// the machine (the adapter, `check-config`), not here.
+    Named(String),
+}
+
+impl SerialDriver {
+    /// The name as written in `driver`.
+    pub fn name(&self) -> &str {
+        match self {
+            SerialDriver::Hl7 { .. } => "hl7",
+            SerialDriver::Named(n) => n,
+        }
+    }
+}
+
+/// `[device.serial]` as written: the hl7-only options beside `driver`
+/// ([`RawSerial::validate`] allows them only with `driver = "hl7"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SerialDeviceConfig {
+pub(crate) struct RawSerial {
     /// The device node, best a stable `/dev/serial/by-id/...` link (udev
     /// creates it when the adapter is plugged in and removes it when it is
     /// unplugged; `/dev/ttyUSB0` may become `ttyUSB1` after a replug).
@@ -212,9 +279,44 @@ pub fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Checks what the types cannot, for the device at `prefix`
-/// (`device.3.serial`): (key path, message) of each problem.
-pub(crate) fn validate(prefix: &str, s: &SerialDeviceConfig) -> Vec<(String, String)> {
+impl RawSerial {
+    /// The table checked and converted. Problems' keys are relative to the
+    /// `[[device]]` (`serial.baud`).
+    pub(crate) fn validate(self) -> Result<SerialDeviceConfig, Vec<Problem>> {
+        let errs = problems("serial", &self);
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let hex =
+            |k: &str, v: Option<String>| v.map(|t| parse_hex_bytes(&t).map_err(|m| vec![(format!("serial.{k}"), format!("{k}: {m}"))])).transpose();
+        let driver = self.driver.trim();
+        let driver = if driver == "hl7" {
+            SerialDriver::Hl7 { code_map: self.code_map, ack: self.ack.unwrap_or(true), patient_from: self.patient_from }
+        } else {
+            SerialDriver::Named(driver.to_string())
+        };
+        Ok(SerialDeviceConfig {
+            port: self.port,
+            driver,
+            baud: self.baud,
+            data_bits: self.data_bits,
+            parity: self.parity,
+            stop_bits: self.stop_bits,
+            flow_control: self.flow_control,
+            dtr: self.dtr,
+            rts: self.rts,
+            quiet_timeout: self.quiet_timeout,
+            reopen_max: self.reopen_max,
+            init: hex("init", self.init)?,
+            poll: hex("poll", self.poll)?,
+            poll_interval: self.poll_interval,
+        })
+    }
+}
+
+/// Checks what the types cannot, for the table at `prefix` (`serial`):
+/// (key path, message) of each problem.
+fn problems(prefix: &str, s: &RawSerial) -> Vec<Problem> {
     let mut errs = Vec::new();
     let key = |k: &str| format!("{prefix}.{k}");
     if s.port.as_os_str().is_empty() {

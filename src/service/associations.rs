@@ -66,12 +66,6 @@ pub struct Associations {
 /// (see the module doc).
 pub const LOST: &str = "*";
 
-/// Whether a device takes its patients from HL7 PID-3.
-fn patients_from_messages(d: &crate::config::DeviceConfig) -> bool {
-    use crate::config::serial::Hl7PatientFrom;
-    d.serial.as_ref().and_then(|s| s.patient_from).or(d.hl7_tcp.as_ref().and_then(|h| h.patient_from)) == Some(Hl7PatientFrom::Pid)
-}
-
 impl Associations {
     /// From the config's device list, then overrides persisted in `state_dir`.
     pub fn load(devices: &[crate::config::DeviceConfig], state_dir: Option<&Path>) -> Associations {
@@ -125,7 +119,7 @@ impl Associations {
         for (d, e) in live.iter().filter(|(d, _)| *d != LOST) {
             map.insert(d.clone(), e.patient.clone());
         }
-        let from_messages = devices.iter().filter(|d| patients_from_messages(d)).map(|d| format!("{}/", d.id)).collect();
+        let from_messages = devices.iter().filter(|d| d.patients_from_messages()).map(|d| format!("{}/", d.id)).collect();
         Associations { map: RwLock::new(map), live: Mutex::new(live), file, from_messages, lost }
     }
 
@@ -258,9 +252,10 @@ mod tests {
     /// patient their message named; no association (config, twin) replaces it.
     #[test]
     fn a_bed_of_a_pid_feed_keeps_the_patient_its_message_named() {
-        let cfg: crate::config::Config = toml::from_str(
+        let cfg = crate::config::parse_str(
             "[gateway]\nid = \"gw\"\nstate_dir = \"/tmp/x\"\n[[device]]\nid = \"central-1\"\nkind = \"bedside_monitor\"\n\
              [device.hl7_tcp]\nlisten = \"127.0.0.1:2575\"\npatient_from = \"pid\"\n[sink.stdout]\n",
+            std::path::Path::new("gw.toml"),
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -316,8 +311,11 @@ mod tests {
     /// restarts, until the twin sets it again; the damaged bytes are kept.
     #[test]
     fn damaged_saved_associations_leave_devices_without_a_patient_not_on_the_config_one() {
-        let dev = |id: &str, p: &str| -> crate::config::DeviceConfig {
-            toml::from_str(&format!("id = \"{id}\"\nkind = \"heart_rate_strap\"\npatient_id = \"{p}\"\n")).unwrap()
+        let dev = |id: &str, p: &str| crate::config::DeviceConfig {
+            id: id.into(),
+            kind: crate::config::DeviceKindConfig::HeartRateStrap,
+            patient_id: Some(p.into()),
+            source: crate::config::DeviceSource::Simulated(Default::default()),
         };
         let devices = [dev("strap-1", "P-A"), dev("strap-2", "P-B")];
         for damaged in [&b"{\"strap-1\": {\"patient\": \"P-tw"[..], b"", b"\x00\x00\x00\x00", b"[1, 2]"] {
@@ -367,8 +365,11 @@ mod tests {
     #[test]
     fn config_associations_are_not_frozen_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let dev = |id: &str, p: &str| -> crate::config::DeviceConfig {
-            toml::from_str(&format!("id = \"{id}\"\nkind = \"heart_rate_strap\"\npatient_id = \"{p}\"\n")).unwrap()
+        let dev = |id: &str, p: &str| crate::config::DeviceConfig {
+            id: id.into(),
+            kind: crate::config::DeviceKindConfig::HeartRateStrap,
+            patient_id: Some(p.into()),
+            source: crate::config::DeviceSource::Simulated(Default::default()),
         };
         let a = Associations::load(&[dev("strap-1", "P-A"), dev("strap-2", "P-B")], Some(dir.path()));
         a.set("strap-1", Some("P-twin".into()), Some(2)).unwrap();

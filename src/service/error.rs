@@ -32,9 +32,6 @@ pub enum ServiceError {
     /// The Event Hubs sink could not start.
     #[error(transparent)]
     EventHubs(#[from] EventHubsError),
-    /// The config names no sink (config validation prevents this).
-    #[error("no sink configured")]
-    NoSink,
     /// A device's adapter settings were refused.
     #[error(transparent)]
     Adapter(#[from] AdapterError),

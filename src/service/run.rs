@@ -7,7 +7,7 @@ use super::notify;
 use crate::adapters::serial::patient_guards::{self, Opened, PatientGuards};
 use crate::adapters::simulated::SimulatedDevice;
 use crate::adapters::{Adapter, AdapterContext, DeviceRegistry, ReadingSender};
-use crate::config::Config;
+use crate::config::{Config, DeviceSource, SinkConfig};
 use crate::forwarder::{FlushHandle, Forwarder, ForwarderSettings, ForwarderStats};
 use crate::health::Health;
 use crate::logging::Episode;
@@ -57,35 +57,28 @@ pub fn commit_hooks(associations: &Arc<Associations>, registry: &Arc<DeviceRegis
 /// Builds the sink named in the config. `control` is what the IoT Hub sink
 /// exposes through the twin and direct methods.
 pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, ServiceError> {
-    let s = &config.sink;
-    if let Some(f) = &s.file {
-        let sink = crate::sinks::file::FileSink::open(&f.path).map_err(|error| ServiceError::FileSink { path: f.path.clone(), error })?;
-        return Ok(Arc::new(sink));
-    }
-    if let Some(o) = &s.stdout {
-        return Ok(Arc::new(crate::sinks::stdout::StdoutSink::new(o.pretty)));
-    }
-    if let Some(h) = &s.iothub {
-        return Ok(crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await?);
-    }
-    if let Some(h) = &s.eventhubs {
-        return Ok(crate::sinks::eventhubs::build(h).await?);
-    }
-    Err(ServiceError::NoSink)
+    Ok(match &config.sink {
+        SinkConfig::File(f) => {
+            Arc::new(crate::sinks::file::FileSink::open(&f.path).map_err(|error| ServiceError::FileSink { path: f.path.clone(), error })?)
+        }
+        SinkConfig::Stdout(o) => Arc::new(crate::sinks::stdout::StdoutSink::new(o.pretty)),
+        SinkConfig::IotHub(h) => crate::sinks::iothub::build(h, &config.gateway.state_dir, control).await?,
+        SinkConfig::EventHubs(h) => crate::sinks::eventhubs::build(h).await?,
+    })
 }
 
 /// Builds one adapter per simulated device (and the BLE/serial adapters).
 fn build_adapters(config: &Config) -> Result<Vec<Box<dyn Adapter>>, ServiceError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in &config.devices {
-        if let Some(sim) = &d.simulated {
+        if let DeviceSource::Simulated(sim) = &d.source {
             out.push(Box::new(SimulatedDevice { device_id: d.id.clone(), kind: d.kind.into(), cfg: sim.clone() }));
         }
     }
     // [device.serial] and [device.hl7_tcp]: one adapter per device.
     out.extend(crate::adapters::serial::adapter::build(&config.devices)?);
     out.extend(crate::adapters::serial::tcp::build(&config.devices)?);
-    if let Some(ble) = crate::adapters::ble::build(&config.devices)? {
+    if let Some(ble) = crate::adapters::ble::build(&config.devices) {
         out.push(ble);
     }
     Ok(out)

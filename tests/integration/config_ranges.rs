@@ -6,7 +6,8 @@
 //! outbox's expiry with a huge `max_age` (built without the config check)
 //! drops nothing: `max_age = 18446744073709552` seconds once wrapped to 384 ms.
 
-use iomt_edge::config::{parse_str, Config, OutboxConfig};
+use iomt_edge::config::iothub::IotHubSinkConfig;
+use iomt_edge::config::{ble::BleDeviceConfig, parse_str, Config, DeviceSource, OutboxConfig, SimulatedDeviceConfig, SinkConfig};
 use iomt_edge::forwarder::ForwarderSettings;
 use iomt_edge::model::{DeviceKind, Reading, ReadingType};
 use iomt_edge::outbox::Outbox;
@@ -37,6 +38,26 @@ address = "AA:BB:CC:DD:EE:FF"
 connection_string = { env = "IOMT_EDGE_RANGES_TEST" }
 {iothub}
 "#;
+
+/// The loaded config's parts the table reads back.
+fn simulated(c: &Config, i: usize) -> &SimulatedDeviceConfig {
+    match &c.devices[i].source {
+        DeviceSource::Simulated(s) => s,
+        other => panic!("device {i} is not simulated: {other:?}"),
+    }
+}
+fn ble(c: &Config, i: usize) -> &BleDeviceConfig {
+    match &c.devices[i].source {
+        DeviceSource::Ble(b) => b,
+        other => panic!("device {i} is not BLE: {other:?}"),
+    }
+}
+fn iothub(c: &Config) -> &IotHubSinkConfig {
+    match &c.sink {
+        SinkConfig::IotHub(h) => h,
+        other => panic!("the sink is not IoT Hub: {other:?}"),
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
@@ -80,13 +101,13 @@ fn options() -> Vec<Opt> {
         },
         Opt { extra: "retry_initial_ms = 1", ..o("forwarder", "retry_max_ms", Kind::Int, 1, 3_600_000, |c| c.forwarder.retry_max_ms.into()) },
         o("forwarder", "auth_retry_ms", Kind::Int, 1000, DAY_MS, |c| c.forwarder.auth_retry_ms.into()),
-        o("simulated", "interval_ms", Kind::Int, 10, DAY_MS, |c| c.devices[0].simulated.as_ref().unwrap().interval_ms.into()),
-        o("ble", "silence_timeout", Kind::Duration, 200, 600_000, |c| c.devices[1].ble.as_ref().unwrap().silence_timeout.as_millis()),
-        o("ble", "reconnect_max", Kind::Duration, 500, 3_600_000, |c| c.devices[1].ble.as_ref().unwrap().reconnect_max.as_millis()),
-        o("iothub", "token_ttl", Kind::Duration, 2000, 365 * DAY_MS, |c| c.sink.iothub.as_ref().unwrap().token_ttl.as_millis()),
-        o("iothub", "keep_alive", Kind::Duration, 5000, 1_177_000, |c| c.sink.iothub.as_ref().unwrap().keep_alive.as_millis()),
-        o("iothub", "ack_timeout", Kind::Duration, 500, 600_000, |c| c.sink.iothub.as_ref().unwrap().ack_timeout.as_millis()),
-        o("iothub", "max_in_flight", Kind::Int, 1, 1000, |c| c.sink.iothub.as_ref().unwrap().max_in_flight as u128),
+        o("simulated", "interval_ms", Kind::Int, 10, DAY_MS, |c| simulated(c, 0).interval_ms.into()),
+        o("ble", "silence_timeout", Kind::Duration, 200, 600_000, |c| ble(c, 1).silence_timeout.as_millis()),
+        o("ble", "reconnect_max", Kind::Duration, 500, 3_600_000, |c| ble(c, 1).reconnect_max.as_millis()),
+        o("iothub", "token_ttl", Kind::Duration, 2000, 365 * DAY_MS, |c| iothub(c).token_ttl.as_millis()),
+        o("iothub", "keep_alive", Kind::Duration, 5000, 1_177_000, |c| iothub(c).keep_alive.as_millis()),
+        o("iothub", "ack_timeout", Kind::Duration, 500, 600_000, |c| iothub(c).ack_timeout.as_millis()),
+        o("iothub", "max_in_flight", Kind::Int, 1, 1000, |c| iothub(c).max_in_flight as u128),
     ]
 }
 
@@ -149,15 +170,16 @@ fn runtime_arithmetic_holds(c: &Config) {
         Duration::from_millis(c.forwarder.auth_retry_ms),
     ];
     for d in &c.devices {
-        if let Some(s) = &d.simulated {
-            durations.push(Duration::from_millis(s.interval_ms));
-        }
-        if let Some(b) = &d.ble {
-            durations.push(b.silence_timeout);
-            durations.push(b.reconnect_max.saturating_mul(2));
+        match &d.source {
+            DeviceSource::Simulated(s) => durations.push(Duration::from_millis(s.interval_ms)),
+            DeviceSource::Ble(b) => {
+                durations.push(b.silence_timeout);
+                durations.push(b.reconnect_max.saturating_mul(2));
+            }
+            _ => {}
         }
     }
-    if let Some(h) = &c.sink.iothub {
+    if let SinkConfig::IotHub(h) = &c.sink {
         durations.extend([h.token_ttl, h.keep_alive, h.ack_timeout]);
     }
     for d in durations {

@@ -166,7 +166,9 @@ async fn refused_credentials_are_fatal_auth_until_fixed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&emu, "gw-1", dir.path());
     // The hub holds another key for this device (e.g. rotated in the portal).
-    let key = cfg.connection_string.as_ref().unwrap().value.clone().unwrap();
+    let iomt_edge::config::iothub::IotHubIdentity::ConnectionString(iomt_edge::config::Secret::Value(key)) = &cfg.identity else {
+        panic!("the test config holds its connection string inline")
+    };
     let key = key.split("SharedAccessKey=").nth(1).unwrap().split(';').next().unwrap().to_string();
     emu.register_device("gw-1", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
     let (sink, _) = sink(&cfg, dir.path());
@@ -193,8 +195,8 @@ async fn x509_identity_connects_without_a_key() {
     let cs = format!("HostName={};DeviceId=x509-gw;x509=true;GatewayHostName={}", emu.hub_name(), emu.gateway_host());
     let mut cfg = iomt_edge::config::iothub::IotHubSinkConfig::with_connection_string(&cs);
     cfg.ca_file = Some(emu.write_ca(dir.path()).unwrap());
-    cfg.cert_file = Some(dir.path().join("dev.pem"));
-    cfg.key_file = Some(dir.path().join("dev.key"));
+    cfg.client_certificate =
+        Some(iomt_edge::config::iothub::ClientCertificate { cert_file: dir.path().join("dev.pem"), key_file: dir.path().join("dev.key") });
     let (sink, _) = sink(&cfg, dir.path());
     let sent = messages("strap-1", 1, 3);
     assert!(send_all(sink.as_ref(), &sent).await.is_empty());

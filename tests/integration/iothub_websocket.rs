@@ -13,7 +13,7 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use iomt_edge::config::iothub::{IotHubSinkConfig, IotHubTransport};
+use iomt_edge::config::iothub::{IotHubProxy, IotHubSinkConfig, IotHubTransport};
 use iomt_edge::simulate::iothub::{Emulator, EmulatorConfig, EmulatorEvent, Transport};
 use iomt_edge::sinks::iothub::sas;
 use iomt_edge::sinks::Sink;
@@ -327,7 +327,7 @@ async fn sink_over_websockets_through_an_http_connect_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Tinyproxy::start(&bin, dir.path(), 0, target.port()).await;
     let mut cfg = ws_config(&emu, "gw-proxied", dir.path());
-    cfg.proxy = Some(format!("http://127.0.0.1:{}", proxy.port));
+    cfg.proxy = Some(IotHubProxy::new(format!("http://127.0.0.1:{}", proxy.port)));
     let (sink, _) = sink(&cfg, dir.path());
     let sent = messages("strap-1", 1, 40);
     assert!(send_all(sink.as_ref(), &sent[..20]).await.is_empty());
@@ -370,7 +370,7 @@ async fn proxy_with_basic_authentication() {
 
     // No credentials: refused by the proxy, nothing reaches the hub.
     let mut cfg = ws_config(&emu, "gw-auth", dir.path());
-    cfg.proxy = Some(format!("127.0.0.1:{}", proxy.port));
+    cfg.proxy = Some(IotHubProxy::new(format!("127.0.0.1:{}", proxy.port)));
     let (sink_without, _) = sink(&cfg, dir.path());
     let r = tokio::time::timeout(Duration::from_secs(15), sink_without.send(&sent[0])).await.expect("send must give up, not hang");
     assert!(r.is_err(), "delivered through an authenticating proxy without credentials");
@@ -380,7 +380,7 @@ async fn proxy_with_basic_authentication() {
     // Credentials from a file.
     let secret = dir.path().join("proxy.secret");
     std::fs::write(&secret, "ward3:p4ss-w0rd\n").unwrap();
-    cfg.proxy_credentials = Some(iomt_edge::config::SecretSource { file: Some(secret), ..Default::default() });
+    cfg.proxy = cfg.proxy.map(|p| IotHubProxy { credentials: Some(iomt_edge::config::Secret::File(secret)), ..p });
     let (sink_with, _) = sink(&cfg, dir.path());
     assert!(send_all(sink_with.as_ref(), &sent).await.is_empty());
     check_delivery(&sent, &emu.messages());

@@ -170,14 +170,17 @@ fn scan_serial_lists_usb_ports_with_by_id_names_and_config_blocks() {
         "{text}"
     );
     assert!(!text.contains("ttyS0"), "built-in UARTs are not listed: {text}");
-    // The blocks parse as the gateway's device config, the by-id name where there is one.
-    #[derive(serde::Deserialize)]
-    struct Devices {
-        device: Vec<iomt_edge::config::DeviceConfig>,
-    }
+    // The blocks are a valid device config of the gateway, the by-id name where there is one.
     let blocks = &text[text.find("\n# ttyACM0").unwrap()..];
-    let parsed: Devices = toml::from_str(blocks).unwrap();
-    let ports: Vec<String> = parsed.device.iter().map(|d| d.serial.as_ref().unwrap().port.display().to_string()).collect();
+    let parsed = iomt_edge::config::parse_str(&format!("[gateway]\nid = \"gw\"\n[sink.stdout]\n{blocks}"), std::path::Path::new("scan")).unwrap();
+    let ports: Vec<String> = parsed
+        .devices
+        .iter()
+        .map(|d| match &d.source {
+            iomt_edge::config::DeviceSource::Serial(s) => s.port.display().to_string(),
+            other => panic!("not a serial device: {other:?}"),
+        })
+        .collect();
     assert_eq!(ports, ["/dev/ttyACM0", "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0"]);
     assert!(text.contains("# ttyUSB0 (adapter serial A10K1234)"), "{text}");
 

@@ -60,8 +60,11 @@ pub fn device(alias: &str, kind: DeviceKind, selector: Selector) -> BleDevice {
         alias: alias.into(),
         kind,
         patient_id: Some("patient-1".into()),
-        selector,
-        config: BleDeviceConfig { silence_timeout: Duration::from_millis(1500), reconnect_max: Duration::from_secs(1), ..BleDeviceConfig::default() },
+        config: BleDeviceConfig {
+            silence_timeout: Duration::from_millis(1500),
+            reconnect_max: Duration::from_secs(1),
+            ..BleDeviceConfig::new(selector)
+        },
     }
 }
 

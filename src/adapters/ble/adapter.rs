@@ -26,7 +26,7 @@ use crate::adapters::device_clock::{GatewayZone, TimeContext};
 use crate::adapters::{Adapter, AdapterContext, AdapterError, LinkState};
 use crate::backoff::Backoff;
 use crate::config::ble::BleDeviceConfig;
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, DeviceSource};
 use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
@@ -76,16 +76,10 @@ pub fn set_system_bus_address(address: &str) -> Result<(), BleError> {
     Ok(())
 }
 
-/// How a configured device is recognised.
-#[derive(Debug, Clone)]
-pub enum Selector {
-    /// Exact address, upper-case `AA:BB:...`.
-    Address(String),
-    /// Glob on the advertised name.
-    NamePattern(String),
-    /// Any device advertising the kind's service.
-    AnyDevice,
-}
+/// How a configured device is recognised: the config's selector (exact
+/// upper-case address, glob on the advertised name, or any device
+/// advertising the kind's service).
+pub use crate::config::ble::BleSelector as Selector;
 
 /// One configured BLE device.
 #[derive(Debug, Clone)]
@@ -94,7 +88,7 @@ pub struct BleDevice {
     pub alias: String,
     pub kind: DeviceKind,
     pub patient_id: Option<String>,
-    pub selector: Selector,
+    /// Which device in range it is ([`BleDeviceConfig::selector`]) and its timers.
     pub config: BleDeviceConfig,
 }
 
@@ -158,31 +152,22 @@ pub fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<
     }
 }
 
-/// Builds the BLE adapter for the `[[device]]` entries that have a `ble`
-/// table (one adapter manages them all). `Ok(None)` when there are none.
-pub fn build(devices: &[DeviceConfig]) -> Result<Option<Box<dyn Adapter>>, AdapterError> {
-    let mut out = Vec::new();
-    for d in devices {
-        let Some(b) = &d.ble else { continue };
-        let kind: DeviceKind = d.kind.into();
-        if service_of(kind).is_none() {
-            return Err(AdapterError::device(&d.id, "BLE supports kind heart_rate_strap or pulse_oximeter"));
-        }
-        if b.silence_timeout < Duration::from_millis(200) {
-            return Err(AdapterError::device(&d.id, "ble.silence_timeout must be at least 200ms"));
-        }
-        let selector = match (&b.address, &b.name_pattern, b.any_device) {
-            (Some(a), None, false) => Selector::Address(a.trim().to_ascii_uppercase()),
-            (None, Some(p), false) => Selector::NamePattern(p.clone()),
-            (None, None, true) => Selector::AnyDevice,
-            _ => return Err(AdapterError::device(&d.id, "set exactly one of ble.address, ble.name_pattern, ble.any_device")),
-        };
-        out.push(BleDevice { alias: d.id.clone(), kind, patient_id: d.patient_id.clone(), selector, config: b.clone() });
-    }
+/// Builds the BLE adapter for the `[[device]]` entries read over BLE (one
+/// adapter manages them all). `Ok(None)` when there are none. The config is
+/// validated: a BLE device's kind has a measurement service, its selector is
+/// one of three and its timers are in range.
+pub fn build(devices: &[DeviceConfig]) -> Option<Box<dyn Adapter>> {
+    let out: Vec<BleDevice> = devices
+        .iter()
+        .filter_map(|d| match &d.source {
+            DeviceSource::Ble(b) => Some(BleDevice { alias: d.id.clone(), kind: d.kind.into(), patient_id: d.patient_id.clone(), config: b.clone() }),
+            _ => None,
+        })
+        .collect();
     if out.is_empty() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(Box::new(BleAdapter::new(out))))
+    Some(Box::new(BleAdapter::new(out)))
 }
 
 /// The adapter for all configured BLE devices.
@@ -265,7 +250,7 @@ impl Adapter for BleAdapter {
             .iter()
             .cloned()
             .map(|dev| {
-                let device_id = match (&dev.selector, dev.config.id_from_device) {
+                let device_id = match (&dev.config.selector, dev.config.id_from_device) {
                     (Selector::Address(a), true) => a.clone(),
                     _ => dev.alias.clone(),
                 };
@@ -428,7 +413,7 @@ async fn device_loop(mut run: DeviceRun, session: Arc<ControllerSession>, ctx: A
 fn matches(dev: &BleDevice, props: &btleplug::api::PeripheralProperties) -> bool {
     let service = service_of(dev.kind);
     let offers = service.map(|s| props.services.contains(&s)).unwrap_or(false);
-    match &dev.selector {
+    match &dev.config.selector {
         Selector::Address(a) => props.address.to_string().eq_ignore_ascii_case(a),
         Selector::NamePattern(p) => props.local_name.as_deref().map(|n| glob_match(p, n)).unwrap_or(false),
         Selector::AnyDevice => offers,

@@ -28,14 +28,14 @@
 //!    the stable `/dev/serial/by-id/...` link: udev recreates it on replug).
 
 use super::framing::mllp_wrap;
-use super::hl7::{FramedOut, Hl7Framer, PatientFrom};
+use super::hl7::{FramedOut, Hl7Framer, Hl7Options, PatientFrom};
 use super::intake::Hl7Intake;
 use super::link::{Link, Step};
 use super::profile::{FlowControl, Parity, PortSettings};
 use super::{BadInput, Decoded, Decoder, Driver, IDLE_GAP};
 use crate::adapters::{Adapter, AdapterContext, AdapterError, OutboxClosed};
-use crate::config::serial::{parse_hex_bytes, Hl7PatientFrom, SerialDeviceConfig};
-use crate::config::DeviceConfig;
+use crate::config::serial::{Hl7PatientFrom, SerialDeviceConfig, SerialDriver};
+use crate::config::{DeviceConfig, DeviceSource};
 use crate::logging::Episode;
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
@@ -85,27 +85,24 @@ pub struct SerialDevice {
 }
 
 /// Loads the driver a `[device.serial]` table names and merges its line
-/// settings with the table's overrides. Errors: (key under the table, such
-/// as `driver` or `code_map`, and a sentence that says how to fix it).
+/// settings with the table's overrides. The table is validated (its
+/// options and bytes); what can still fail is on this machine (a profile or
+/// code map that cannot be read, a driver for another kind of device).
+/// Errors: (key under the table, such as `driver` or `code_map`, and a
+/// sentence that says how to fix it).
 pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &SerialDeviceConfig) -> Result<SerialDevice, (String, String)> {
-    let mut driver = Driver::by_name(s.driver.trim()).map_err(|e| ("driver".to_string(), e.to_string()))?;
-    for (k, set) in [("ack", s.ack.is_some()), ("patient_from", s.patient_from.is_some())] {
-        if set && !matches!(driver, Driver::Hl7(_)) {
-            return Err((k.into(), format!("{k} is for the hl7 driver only")));
+    let (driver, ack) = match &s.driver {
+        SerialDriver::Hl7 { code_map, ack, patient_from: from } => {
+            let mut opts = Hl7Options { patient_from: patient_from(*from), ..Hl7Options::default() };
+            if let Some(path) = code_map {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ("code_map".to_string(), format!("cannot read the code map {}: {e}", path.display())))?;
+                opts = opts.with_code_map(&text).map_err(|e| ("code_map".to_string(), format!("code map {}: {e}", path.display())))?;
+            }
+            (Driver::Hl7(opts), *ack)
         }
-    }
-    if let Driver::Hl7(opts) = &mut driver {
-        opts.patient_from = patient_from(s.patient_from);
-    }
-    if let Some(path) = &s.code_map {
-        let Driver::Hl7(opts) = &driver else {
-            return Err(("code_map".into(), "code_map is for the hl7 driver only".into()));
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ("code_map".to_string(), format!("cannot read the code map {}: {e}", path.display())))?;
-        let opts = opts.clone().with_code_map(&text).map_err(|e| ("code_map".to_string(), format!("code map {}: {e}", path.display())))?;
-        driver = Driver::Hl7(opts);
-    }
+        SerialDriver::Named(name) => (Driver::by_name(name).map_err(|e| ("driver".to_string(), e.to_string()))?, true),
+    };
     let driver_kind = driver.device_kind();
     if driver_kind != kind && driver_kind != DeviceKind::Other {
         let want = match driver_kind {
@@ -113,7 +110,7 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
             DeviceKind::PulseOximeter => "pulse_oximeter",
             _ => "bedside_monitor",
         };
-        return Err(("driver".into(), format!("driver `{}` reads a {}; set kind = \"{want}\" for this device", s.driver.trim(), driver_kind.name())));
+        return Err(("driver".into(), format!("driver `{}` reads a {}; set kind = \"{want}\" for this device", s.driver.name(), driver_kind.name())));
     }
     let mut settings = match &driver {
         Driver::Profile(p) => p.port.clone(),
@@ -134,11 +131,7 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
     if let Some(f) = s.flow_control {
         settings.flow_control = f;
     }
-    let hex = |k: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, (String, String)> {
-        v.as_deref().map(parse_hex_bytes).transpose().map_err(|m| (k.to_string(), format!("{k}: {m}")))
-    };
-    let init = hex("init", &s.init)?;
-    let poll = hex("poll", &s.poll)?.map(|b| (b, s.poll_interval));
+    let poll = s.poll.clone().map(|b| (b, s.poll_interval));
     Ok(SerialDevice {
         id: id.to_string(),
         kind,
@@ -150,17 +143,19 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
         rts: s.rts,
         quiet_timeout: s.quiet_timeout,
         reopen_max: s.reopen_max,
-        init,
+        init: s.init.clone(),
         poll,
-        ack: s.ack.unwrap_or(true),
+        ack,
     })
 }
 
-/// One adapter per `[[device]]` with a `serial` table.
+/// One adapter per `[[device]]` read over a serial port. Fails when a
+/// driver, profile or code map cannot be loaded (files on this machine; the
+/// config itself is validated).
 pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
-        let Some(s) = &d.serial else { continue };
+        let DeviceSource::Serial(s) = &d.source else { continue };
         let dev = resolve(&d.id, d.kind.into(), d.patient_id.clone(), s).map_err(|(k, m)| AdapterError::device(&d.id, format!("serial.{k}: {m}")))?;
         out.push(Box::new(SerialAdapter { dev }));
     }

@@ -24,7 +24,7 @@ use super::hl7::Hl7Options;
 use super::intake::Hl7Intake;
 use crate::adapters::{Adapter, AdapterContext, AdapterError, LinkState};
 use crate::config::serial::Hl7TcpConfig;
-use crate::config::DeviceConfig;
+use crate::config::{DeviceConfig, DeviceSource};
 use crate::model::{DeviceEvent, DeviceKind, DistinctTimes, Reading};
 use crate::redact;
 use async_trait::async_trait;
@@ -60,7 +60,7 @@ pub fn resolve(id: &str, patient_id: Option<String>, h: &Hl7TcpConfig) -> Result
 pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
-        let Some(h) = &d.hl7_tcp else { continue };
+        let DeviceSource::Hl7Tcp(h) = &d.source else { continue };
         let l = resolve(&d.id, d.patient_id.clone(), h).map_err(|(k, m)| AdapterError::device(&d.id, format!("hl7_tcp.{k}: {m}")))?;
         out.push(Box::new(Hl7TcpAdapter { listener: l }));
     }

@@ -30,8 +30,8 @@ use super::entra::{self, AccessToken, ClientCredential, FileStamp, TokenCache, T
 use super::error::EventHubsError;
 use super::response::{self, AuthKind, SendOutcome, TransportFailure};
 use super::sas::{self, SasToken};
-use crate::config::eventhubs::{EventHubsAuth, EventHubsSinkConfig};
-use crate::config::SecretSource;
+use crate::config::eventhubs::{EntraClientCredential, EventHubsIdentity, EventHubsSinkConfig, EventHubsTarget};
+use crate::config::Secret;
 use crate::logging::SharedEpisode;
 use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
@@ -81,22 +81,19 @@ pub struct EventHubsSink {
 }
 
 impl EventHubsSink {
-    /// Checks the table, reads the identity once (a malformed connection
-    /// string, a missing key file or certificate stops the start with a named
-    /// error) and sets up the HTTPS client. No request is made here.
+    /// Reads the identity once (a malformed connection string, a missing key
+    /// file or certificate stops the start with a named error) and sets up
+    /// the HTTPS client. `cfg` is validated ([`crate::config`]). No request
+    /// is made here.
     pub fn start(cfg: &EventHubsSinkConfig) -> Result<EventHubsSink, EventHubsError> {
-        if let Some((k, m)) = cfg.validate().first() {
-            return Err(EventHubsError::Setting(format!("sink.eventhubs.{k}: {m}")));
-        }
         let http = http_client(cfg.ca_file.as_deref(), cfg.request_timeout)?;
-        let (host, port, hub, credential) = match cfg.auth() {
-            EventHubsAuth::SharedAccessKey => {
-                let source = cfg.connection_string.clone().ok_or_else(|| setting("sink.eventhubs: set connection_string"))?;
-                let cs = read_connection_string(&source)?;
-                let hub = cs.hub_name(cfg.event_hub.as_deref()).map_err(EventHubsError::HubName)?.to_string();
+        let (host, port, hub, credential) = match &cfg.identity {
+            EventHubsIdentity::SharedAccessKey { connection_string, event_hub } => {
+                let cs = read_connection_string(connection_string)?;
+                let hub = cs.hub_name(event_hub.as_deref()).map_err(EventHubsError::HubName)?.to_string();
                 let resource = sas::resource_uri(&cs.namespace_host, cs.port, &hub);
                 let cred = Credential::Sas(SasCredential {
-                    source,
+                    source: connection_string.clone(),
                     resource,
                     ttl: cfg.token_ttl,
                     current: parking_lot::Mutex::new(None),
@@ -104,20 +101,18 @@ impl EventHubsSink {
                 });
                 (cs.namespace_host, cs.port, hub, cred)
             }
-            auth => {
-                let ns = cfg.namespace.clone().ok_or_else(|| setting("sink.eventhubs: set namespace"))?;
-                let (host, port) = match ns.rsplit_once(':') {
-                    Some((h, p)) => (h.to_ascii_lowercase(), p.parse::<u16>().ok()),
-                    None => (ns.to_ascii_lowercase(), None),
-                };
-                let hub = cfg.event_hub.clone().ok_or_else(|| setting("sink.eventhubs: set event_hub"))?;
-                let cred = if auth == EventHubsAuth::TokenFile {
-                    let path = cfg.token_file.clone().ok_or_else(|| setting("sink.eventhubs: set token_file"))?;
-                    Credential::TokenFile(TokenFileCredential { path, state: parking_lot::Mutex::new(TokenFileState::default()) })
-                } else {
-                    Credential::Entra(EntraCredential::new(cfg, http.clone())?)
-                };
-                (host, port, hub, cred)
+            EventHubsIdentity::TokenFile { target, token_file } => {
+                let (host, port) = split_namespace(target);
+                let cred = Credential::TokenFile(TokenFileCredential {
+                    path: token_file.clone(),
+                    state: parking_lot::Mutex::new(TokenFileState::default()),
+                });
+                (host, port, target.event_hub.clone(), cred)
+            }
+            EventHubsIdentity::Entra { target, tenant, client_id, authority_host, credential } => {
+                let (host, port) = split_namespace(target);
+                let cred = Credential::Entra(EntraCredential::new(tenant, client_id, authority_host, credential, http.clone())?);
+                (host, port, target.event_hub.clone(), cred)
             }
         };
         let authority = match port {
@@ -309,7 +304,15 @@ fn setting(text: &str) -> EventHubsError {
     EventHubsError::Setting(text.to_string())
 }
 
-fn read_connection_string(source: &SecretSource) -> Result<EventHubsConnectionString, EventHubsError> {
+/// The namespace's host (lower case) and port, if it names one.
+fn split_namespace(target: &EventHubsTarget) -> (String, Option<u16>) {
+    match target.namespace.rsplit_once(':') {
+        Some((h, p)) => (h.to_ascii_lowercase(), p.parse::<u16>().ok()),
+        None => (target.namespace.to_ascii_lowercase(), None),
+    }
+}
+
+fn read_connection_string(source: &Secret) -> Result<EventHubsConnectionString, EventHubsError> {
     let raw = source
         .resolve()
         .map_err(|cause| EventHubsError::ReadSecret { what: "the Event Hubs connection string (sink.eventhubs.connection_string)", cause })?;
@@ -352,7 +355,7 @@ impl Credential {
 
 /// SAS tokens from the connection string's key.
 struct SasCredential {
-    source: SecretSource,
+    source: Secret,
     /// `https://{ns}/{hub}`, fixed at start (a changed namespace needs a restart).
     resource: String,
     ttl: Duration,
@@ -397,8 +400,7 @@ struct EntraCredential {
     http: reqwest::Client,
     endpoint: String,
     client_id: String,
-    secret: Option<SecretSource>,
-    certificate: Option<(PathBuf, PathBuf)>,
+    credential: EntraClientCredential,
     cache: tokio::sync::Mutex<TokenCache>,
     /// Set after a 401/403: fetch a new token before the next send.
     invalidate: AtomicBool,
@@ -408,11 +410,16 @@ struct EntraCredential {
 }
 
 impl EntraCredential {
-    fn new(cfg: &EventHubsSinkConfig, http: reqwest::Client) -> Result<EntraCredential, EventHubsError> {
-        let tenant = cfg.tenant.clone().unwrap_or_default();
-        let endpoint = entra::token_endpoint(&cfg.authority_host, &tenant).map_err(EventHubsError::Entra)?;
-        let certificate = match (&cfg.client_certificate_file, &cfg.client_key_file) {
-            (Some(c), Some(k)) => {
+    fn new(
+        tenant: &str,
+        client_id: &str,
+        authority_host: &str,
+        credential: &EntraClientCredential,
+        http: reqwest::Client,
+    ) -> Result<EntraCredential, EventHubsError> {
+        let endpoint = entra::token_endpoint(authority_host, tenant).map_err(EventHubsError::Entra)?;
+        match credential {
+            EntraClientCredential::Certificate { cert_file: c, key_file: k } => {
                 // Checked now so a wrong path stops the start; read again for each token.
                 let cert =
                     std::fs::read(c).map_err(|error| EventHubsError::ReadFile { setting: "client_certificate_file", path: c.clone(), error })?;
@@ -422,19 +429,17 @@ impl EntraCredential {
                 let key = std::fs::read(k).map_err(|error| EventHubsError::ReadFile { setting: "client_key_file", path: k.clone(), error })?;
                 entra::sign_assertion("check.check", &key)
                     .map_err(|e| EventHubsError::BadFile(format!("sink.eventhubs.client_key_file {}: {e}", k.display())))?;
-                Some((c.clone(), k.clone()))
             }
-            _ => None,
-        };
-        if let Some(s) = &cfg.client_secret {
-            s.resolve().map_err(|cause| EventHubsError::ReadSecret { what: "the Entra ID client secret (sink.eventhubs.client_secret)", cause })?;
+            EntraClientCredential::Secret(s) => {
+                s.resolve()
+                    .map_err(|cause| EventHubsError::ReadSecret { what: "the Entra ID client secret (sink.eventhubs.client_secret)", cause })?;
+            }
         }
         Ok(EntraCredential {
             http,
             endpoint,
-            client_id: cfg.client_id.clone().unwrap_or_default(),
-            secret: cfg.client_secret.clone(),
-            certificate,
+            client_id: client_id.to_string(),
+            credential: credential.clone(),
             cache: tokio::sync::Mutex::new(TokenCache::default()),
             invalidate: AtomicBool::new(false),
             last_error: parking_lot::Mutex::new(None),
@@ -495,19 +500,21 @@ impl EntraCredential {
     /// One token request. Errors: `(fatal, text)`; fatal when the identity
     /// platform refused the credentials or they cannot be read.
     async fn fetch(&self, now: u64) -> Result<AccessToken, (bool, String)> {
-        let credential = if let Some(s) = &self.secret {
-            let secret = s.resolve().map_err(|e| (true, format!("cannot read the Entra ID client secret (sink.eventhubs.client_secret): {e}")))?;
-            ClientCredential::Secret(secret)
-        } else if let Some((cert, key)) = &self.certificate {
-            let cert_pem =
-                std::fs::read(cert).map_err(|e| (true, format!("cannot read sink.eventhubs.client_certificate_file {}: {e}", cert.display())))?;
-            let key_pem = std::fs::read(key).map_err(|e| (true, format!("cannot read sink.eventhubs.client_key_file {}: {e}", key.display())))?;
-            let jti = uuid::Uuid::new_v4().to_string();
-            let a = entra::client_assertion(&self.client_id, &self.endpoint, &jti, now, &cert_pem, &key_pem)
-                .map_err(|e| (true, format!("cannot sign the certificate assertion: {e}")))?;
-            ClientCredential::Assertion(a)
-        } else {
-            return Err((true, "no Entra ID client secret or certificate configured".into()));
+        let credential = match &self.credential {
+            EntraClientCredential::Secret(s) => {
+                let secret =
+                    s.resolve().map_err(|e| (true, format!("cannot read the Entra ID client secret (sink.eventhubs.client_secret): {e}")))?;
+                ClientCredential::Secret(secret)
+            }
+            EntraClientCredential::Certificate { cert_file: cert, key_file: key } => {
+                let cert_pem =
+                    std::fs::read(cert).map_err(|e| (true, format!("cannot read sink.eventhubs.client_certificate_file {}: {e}", cert.display())))?;
+                let key_pem = std::fs::read(key).map_err(|e| (true, format!("cannot read sink.eventhubs.client_key_file {}: {e}", key.display())))?;
+                let jti = uuid::Uuid::new_v4().to_string();
+                let a = entra::client_assertion(&self.client_id, &self.endpoint, &jti, now, &cert_pem, &key_pem)
+                    .map_err(|e| (true, format!("cannot sign the certificate assertion: {e}")))?;
+                ClientCredential::Assertion(a)
+            }
         };
         let fields = entra::token_request_fields(&self.client_id, &credential, entra::EVENTHUBS_SCOPE).map_err(|e| (true, e.to_string()))?;
         let answer = self
@@ -641,7 +648,7 @@ mod tests {
         let f = dir.path().join("cs");
         std::fs::write(&f, "Endpoint=sb://n/;SharedAccessKeyName=k;SharedAccessKey=first;EntityPath=v").unwrap();
         let c = SasCredential {
-            source: SecretSource { file: Some(f.clone()), ..Default::default() },
+            source: Secret::File(f.clone()),
             resource: "https://n/v".into(),
             ttl: Duration::from_secs(100),
             current: parking_lot::Mutex::new(None),

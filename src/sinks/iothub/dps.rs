@@ -181,14 +181,10 @@ async fn register_inner(s: &DpsSettings) -> Result<Assignment, IotHubError> {
     result
 }
 
-/// Where the device key comes from.
-#[derive(Clone)]
-pub enum KeySource {
-    /// Individual enrollment key.
-    Individual(crate::config::SecretSource),
-    /// Group key; the device key is derived from it and the registration id.
-    Group(crate::config::SecretSource),
-}
+/// Where the device key comes from: the config's DPS key (an individual
+/// enrollment's key, or a group key the device key is derived from with the
+/// registration id).
+pub use crate::config::iothub::DpsKey as KeySource;
 
 /// An [`IdentitySource`] that provisions through DPS, caching the assignment.
 pub struct DpsIdentity {

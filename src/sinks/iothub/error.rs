@@ -14,9 +14,6 @@ pub enum IotHubError {
     /// The TLS settings (CA file, client certificate or key).
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// A setting of `[sink.iothub]` is missing or invalid (the text names it).
-    #[error("{0}")]
-    Setting(String),
     /// A secret (connection string, DPS key, proxy credentials) could not be
     /// read; `what` names it and its setting.
     #[error("cannot read {what}: {cause}")]

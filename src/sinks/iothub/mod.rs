@@ -25,8 +25,8 @@ pub mod twin;
 
 pub use control::{GatewayControl, SimpleControl};
 
-use crate::config::iothub::{IotHubSinkConfig, IotHubTransport};
-use crate::config::SecretSource;
+use crate::config::iothub::{IotHubIdentity, IotHubSinkConfig, IotHubTransport};
+use crate::config::Secret;
 use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
 use async_trait::async_trait;
@@ -57,7 +57,7 @@ pub async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn Ga
 /// Reads the connection string anew before each connection attempt, so a
 /// corrected file is picked up without a restart.
 struct ConnStringIdentity {
-    source: SecretSource,
+    source: Secret,
     gateway: Option<String>,
     default_port: u16,
 }
@@ -91,45 +91,33 @@ pub struct IotHubSink {
 
 impl IotHubSink {
     /// Starts the session (it connects in the background) and the twin task.
+    /// `cfg` is validated ([`crate::config`]); what can fail here is on this
+    /// machine or in the secrets (a CA file, a connection string that does
+    /// not parse).
     pub fn start(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>, tuning: Tuning) -> Result<IotHubSink, IotHubError> {
-        let problems = cfg.validate();
-        if let Some((k, m)) = problems.first() {
-            return Err(IotHubError::Setting(format!("sink.iothub.{k}: {m}")));
-        }
-        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            _ => None,
-        };
+        let client_auth = cfg.client_certificate.as_ref().map(|c| (c.cert_file.as_path(), c.key_file.as_path()));
         let tls = tls::client_config(true, cfg.ca_file.as_deref(), client_auth)?;
         let default_port = match cfg.transport {
             IotHubTransport::Mqtt => 8883,
             IotHubTransport::Websocket => 443,
         };
-        let source: Arc<dyn IdentitySource> = if let Some(d) = &cfg.dps {
-            let key = match (&d.symmetric_key, &d.group_key) {
-                (Some(k), _) => dps::KeySource::Individual(k.clone()),
-                (None, Some(g)) => dps::KeySource::Group(g.clone()),
-                (None, None) => return Err(IotHubError::Setting("sink.iothub.dps: set symmetric_key or group_key".into())),
-            };
-            Arc::new(dps::DpsIdentity::new(
+        let source: Arc<dyn IdentitySource> = match &cfg.identity {
+            IotHubIdentity::Dps(d) => Arc::new(dps::DpsIdentity::new(
                 d.endpoint.clone(),
                 d.id_scope.clone(),
                 d.registration_id.clone(),
-                key,
+                d.key.clone(),
                 tls.clone(),
                 cfg.gateway_host_name.clone(),
                 default_port,
                 state_dir,
-            ))
-        } else {
-            let source = cfg
-                .connection_string
-                .clone()
-                .ok_or_else(|| IotHubError::Setting("sink.iothub: set connection_string or [sink.iothub.dps]".into()))?;
-            // Fail early on a malformed string; later reads happen before each connection.
-            let raw = source.resolve().map_err(|cause| IotHubError::ReadSecret { what: CONNECTION_STRING, cause })?;
-            ConnectionString::parse(&raw).map_err(IotHubError::MalformedConnectionString)?;
-            Arc::new(ConnStringIdentity { source, gateway: cfg.gateway_host_name.clone(), default_port })
+            )),
+            IotHubIdentity::ConnectionString(source) => {
+                // Fail early on a malformed string; later reads happen before each connection.
+                let raw = source.resolve().map_err(|cause| IotHubError::ReadSecret { what: CONNECTION_STRING, cause })?;
+                ConnectionString::parse(&raw).map_err(IotHubError::MalformedConnectionString)?;
+                Arc::new(ConnStringIdentity { source: source.clone(), gateway: cfg.gateway_host_name.clone(), default_port })
+            }
         };
         let transport = match cfg.transport {
             IotHubTransport::Mqtt => TransportKind::Mqtt,
@@ -281,10 +269,10 @@ impl Sink for IotHubSink {
 
 /// The proxy of a websocket config, with its credentials read now.
 fn proxy_settings(cfg: &IotHubSinkConfig) -> Result<Option<session::ProxySettings>, IotHubError> {
-    let Some(p) = &cfg.proxy else { return Ok(None) };
-    let p = p.trim_start_matches("http://").trim_end_matches('/');
+    let Some(proxy) = &cfg.proxy else { return Ok(None) };
+    let p = proxy.address.trim_start_matches("http://").trim_end_matches('/');
     let (host, port) = connection_string::split_host_port(p, 3128);
-    let basic_auth = match &cfg.proxy_credentials {
+    let basic_auth = match &proxy.credentials {
         None => None,
         Some(src) => {
             let raw =
@@ -299,12 +287,12 @@ fn proxy_settings(cfg: &IotHubSinkConfig) -> Result<Option<session::ProxySetting
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::iothub::IotHubProxy;
 
     fn with_proxy(proxy: &str, creds: Option<&str>) -> IotHubSinkConfig {
         let mut c = IotHubSinkConfig::with_connection_string("HostName=h;DeviceId=d;SharedAccessKey=a2V5");
         c.transport = IotHubTransport::Websocket;
-        c.proxy = Some(proxy.into());
-        c.proxy_credentials = creds.map(|v| SecretSource { value: Some(v.into()), ..Default::default() });
+        c.proxy = Some(IotHubProxy { address: proxy.into(), credentials: creds.map(|v| Secret::Value(v.into())) });
         c
     }
 
