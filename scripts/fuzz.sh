@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of the serial drivers and the profile engine with
 # cargo-afl (AFL++ on the stable toolchain; no nightly needed).
 #
-# Usage: scripts/fuzz.sh [--execs N] [--time SECONDS] [TARGET...]
+# Usage: scripts/fuzz.sh [--execs N] [--time SECONDS] [--resume] [TARGET...]
 #        scripts/fuzz.sh --list | --help
 #
 #   TARGET     one or more of the targets in fuzz/fuzz_targets (default: all):
@@ -10,6 +10,9 @@
 #              hl7 hl7_message nonin_df2 nonin_df7 nonin_df8 profile_toml
 #   --execs N  stop each target after about N executions (default 1000000)
 #   --time S   and after at most S seconds (default 1800)
+#   --resume   go on from the target's last run in fuzz/out/TARGET (its queue
+#              and counters: AFL++ restores execs_done, so N counts the
+#              executions of every run together) instead of starting afresh
 #
 # Each target runs one AFL++ instance from the seeds in fuzz/seeds/TARGET into
 # fuzz/out/TARGET (ignored by git; the previous run's folder is kept as
@@ -31,11 +34,13 @@ cd "$(dirname "$0")/.."
 ALL=(line_framer mllp_framer masimo_ascii1 nonin_ascii nellcor_n595 hl7 hl7_message nonin_df2 nonin_df7 nonin_df8 profile_toml)
 EXECS=1000000
 TIME=1800
+RESUME=0
 TARGETS=()
 while (($#)); do
   case "$1" in
     --execs) EXECS=$2; shift 2 ;;
     --time) TIME=$2; shift 2 ;;
+    --resume) RESUME=1; shift ;;
     --list) printf '%s\n' "${ALL[@]}"; exit 0 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
@@ -72,9 +77,16 @@ printf 'target\texecs\texecs_per_sec\trun_time_s\tcorpus\tcrashes\thangs\tedges\
 bad=0
 for t in "${TARGETS[@]}"; do
   out="fuzz/out/$t"
-  if [[ -d $out ]]; then rm -rf "$out.prev"; mv "$out" "$out.prev"; fi
+  input=("fuzz/seeds/$t")
+  if ((RESUME)) && [[ -f $out/default/fuzzer_stats ]]; then
+    input=(-)
+    echo "==> $t: resuming $out ($(awk -F' *: *' '$1 == "execs_done" { print $2 }' "$out/default/fuzzer_stats") executions so far)" >&2
+  elif [[ -d $out ]]; then
+    rm -rf "$out.prev"
+    mv "$out" "$out.prev"
+  fi
   echo "==> $t: up to $EXECS executions or $TIME s" >&2
-  cargo afl fuzz -i "fuzz/seeds/$t" -o "$out" -E "$EXECS" -V "$TIME" "fuzz/target/release/$t" >"$out.log" 2>&1 || {
+  cargo afl fuzz -i "${input[@]}" -o "$out" -E "$EXECS" -V "$TIME" "fuzz/target/release/$t" >"$out.log" 2>&1 || {
     echo "afl-fuzz failed for $t; the end of $out.log:" >&2
     tail -20 "$out.log" >&2
     bad=1
