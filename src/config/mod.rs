@@ -14,7 +14,8 @@
 //! problems at their line. What is built from a [`Config`] (adapters, sinks)
 //! trusts it and checks nothing again.
 
-/// `[gateway] id` written out or derived from the host name or machine id (issue 15).
+/// `[gateway] id` written out or derived from the host name or machine id
+/// (one image for many Pis, docs/raspberry-pi.md).
 pub mod gateway_id;
 mod load;
 pub mod secret;

@@ -785,8 +785,7 @@ fn a_compressed_group_survives_a_cut_before_any_checkpoint() {
 /// reach sled unless the counters that count them do. Before, the removals
 /// went into the first sled batches and the counters into the last: a 2-3 MiB
 /// state filesystem filled and freed lost 64-913 committed readings per run,
-/// always the oldest still queued, a multiple of the 64-change sled batch
-/// (issue 11 item 4).
+/// always the oldest still queued, a multiple of the 64-change sled batch.
 #[test]
 fn a_checkpoint_cut_short_leaves_no_committed_reading_removed_and_uncounted() {
     let d = tempfile::tempdir().unwrap();

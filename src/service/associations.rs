@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(r.patient_id, None);
     }
 
-    /// Issue 13: the beds of an HL7 feed with `patient_from = "pid"` keep the
+    /// The beds of an HL7 feed with `patient_from = "pid"` keep the
     /// patient their message named; no association (config, twin) replaces it.
     #[test]
     fn a_bed_of_a_pid_feed_keeps_the_patient_its_message_named() {
@@ -274,7 +274,7 @@ mod tests {
         serde_json::from_slice(&std::fs::read(dir.join("associations.json")).unwrap()).unwrap()
     }
 
-    /// Issue 9, item 1: the association from twin version 6 is not replaced
+    /// The association from twin version 6 is not replaced
     /// by one from version 5, and the file keeps version 6, also after a restart.
     #[test]
     fn an_association_from_an_older_twin_version_is_refused() {

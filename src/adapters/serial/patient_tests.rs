@@ -1,4 +1,4 @@
-//! Tests of issue 13's HL7 patient rules and the serial ACK framing: PID-3,
+//! Tests of the HL7 patient rules and the serial ACK framing: PID-3,
 //! PV1-3 and OBX-18 parsing ([`hl7::routing`]), the right-patient guard
 //! ([`super::patient_guards`], also across restarts and a damaged record),
 //! per-bed device ids, the framer's choice of MLLP
@@ -131,7 +131,7 @@ fn devices(list: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
     list.iter().map(|(d, p)| (d.to_string(), p.map(str::to_string))).collect()
 }
 
-/// Issue 13 (wrong-patient risk): the charted patient survives a restart,
+/// Wrong-patient risk: the charted patient survives a restart,
 /// so the first message after it cannot teach the guard another patient; a
 /// change of the association is durable too.
 #[test]

@@ -324,7 +324,7 @@ mod tests {
         serde_json::from_slice(&std::fs::read(dir.join(FILE_NAME)).unwrap()).unwrap()
     }
 
-    /// Issue 9, item 1, exactly: full twin at 6 assigns PAT-NEW, then a patch at 5 assigns PAT-OLD.
+    /// A stale patch: full twin at 6 assigns PAT-NEW, then a patch at 5 assigns PAT-OLD.
     #[test]
     fn a_stale_patch_after_the_full_twin_is_ignored() {
         let dir = tempfile::tempdir().unwrap();

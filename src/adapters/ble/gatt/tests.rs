@@ -284,7 +284,7 @@ fn flags_of(ch: Characteristic, bytes: &str) -> Vec<Vec<Flag>> {
     d.to_readings("x", DeviceKind::PulseOximeter, &at(t0())).into_iter().map(|r| r.flags).collect()
 }
 
-// ---- Issue 9, item 2: every bit that says "not a valid measurement", every sentinel.
+// ---- Every bit that says "not a valid measurement", every sentinel.
 
 #[test]
 fn invalid_is_kept_apart_from_questionable() {
@@ -534,7 +534,7 @@ fn date_time_sentinels_mean_clock_not_set() {
     }
 }
 
-// ---- Issue 9, item 3: a stored measurement keeps its measurement time.
+// ---- A stored measurement keeps its measurement time.
 
 const STORED: &str = "03 62 00 48 00 E9 07 03 04 05 06 07 00 02";
 
@@ -635,7 +635,7 @@ fn device_time_from_before_it_was_labelled_still_reads() {
     assert_eq!(back, r, "the new form round-trips");
 }
 
-// ---- Issue 9, item 4: complete fields are kept, extra bytes counted.
+// ---- Complete fields are kept, extra bytes counted.
 
 #[test]
 fn stray_byte_after_rr_intervals_keeps_the_beats() {
