@@ -26,8 +26,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; }
 [[ ${1:-} == -h || ${1:-} == --help ]] && { usage; exit 0; }
 [[ $# -ge 1 ]] || { usage; exit 2; }
 BIN=$(realpath "$1")
-SECS=${2:-60}
-shift $(($# >= 2 ? 2 : 1))
+shift
+SECS=60
+if [[ $# -gt 0 && $1 != -- ]]; then
+  SECS=$1
+  shift
+fi
 RUNNER=()
 if [[ ${1:-} == -- ]]; then
   shift
