@@ -55,7 +55,11 @@ fn emulated_package_works(e: &'static Emulated, env: &str, kills: &[u64]) {
         other => {
             let why = match other {
                 Some(b) => format!("{env} names {}, which is no file", b.display()),
-                None => format!("no {} binary: build one with `scripts/build-pi.sh {} --test`, or name it in {env}", e.arch, e.triple.split('-').next().unwrap_or("")),
+                None => format!(
+                    "no {} binary: build one with `scripts/build-pi.sh {} --test`, or name it in {env}",
+                    e.arch,
+                    e.triple.split('-').next().unwrap_or("")
+                ),
             };
             crate::support::skip(&crate::support::this_test(), why);
             return;

@@ -162,7 +162,8 @@ pub fn root_tarball(arch: &str) -> PathBuf {
     let dir = std::env::var_os("IOMT_DEB_ROOT_CACHE").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-roots"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/deb-test-root.sh");
     let t = Instant::now();
-    let out = Command::new("bash").arg(&script).arg(arch).env("IOMT_DEB_ROOT_CACHE", &dir).stdin(Stdio::null()).output().expect("run deb-test-root.sh");
+    let out =
+        Command::new("bash").arg(&script).arg(arch).env("IOMT_DEB_ROOT_CACHE", &dir).stdin(Stdio::null()).output().expect("run deb-test-root.sh");
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
