@@ -2,7 +2,7 @@
 # Cross-builds stripped release binaries of iomt-edge for Raspberry Pi OS on a
 # Debian/Ubuntu x86_64 machine, then smoke-tests each one under qemu-user.
 #
-# Usage: scripts/build-pi.sh [aarch64|armv7|all] [--debug] [--no-smoke]
+# Usage: scripts/build-pi.sh [aarch64|armv7|all] [--debug|--test] [--no-smoke]
 #        scripts/build-pi.sh --help
 #
 #   aarch64  aarch64-unknown-linux-gnu: 64-bit Raspberry Pi OS / Debian arm64
@@ -11,6 +11,13 @@
 #            (Pi 2 and later; not the ARMv6 Pi 1 / Zero).
 #   all      both.
 #   --debug     a debug build instead of release (not stripped-size representative).
+#   --test      the `pi-test` profile (Cargo.toml: no optimisation, no debug info)
+#               into its own target folder, target/pi-test/ (or
+#               $CARGO_TARGET_DIR/pi-test), so it never waits for the lock of
+#               another build: the binary the emulated package test installs
+#               (tests/integration/deb_package_arm64.rs), fast to build from
+#               cold, never shipped. Its path is printed as below, e.g.
+#               target/pi-test/aarch64-unknown-linux-gnu/pi-test/iomt-edge.stripped
 #   --no-smoke  skip the qemu smoke test.
 #
 # Output (the interface other scripts rely on): for each target, ONE line on
@@ -48,9 +55,10 @@ for a in "$@"; do
     aarch64 | armv7) WHICH+=("$a") ;;
     all) WHICH+=(aarch64 armv7) ;;
     --debug) PROFILE=debug ;;
+    --test) PROFILE=pi-test ;;
     --no-smoke) SMOKE=0 ;;
     -h | --help) usage; exit 0 ;;
-    *) echo "build-pi.sh: unknown argument '$a' (expected aarch64, armv7, all, --debug, --no-smoke)" >&2; usage; exit 2 ;;
+    *) echo "build-pi.sh: unknown argument '$a' (expected aarch64, armv7, all, --debug, --test, --no-smoke)" >&2; usage; exit 2 ;;
   esac
 done
 ((${#WHICH[@]})) || WHICH=(aarch64)
@@ -70,7 +78,7 @@ need=()
 for w in "${WHICH[@]}"; do
   read -r _ prefix qemu pkgs <<<"$(spec "$w")"
   command -v "$prefix-gcc" >/dev/null || need+=($pkgs)
-  command -v "$qemu" >/dev/null || need+=(qemu-user)
+  if ((SMOKE)) && ! command -v "$qemu" >/dev/null; then need+=(qemu-user); fi
 done
 if ((${#need[@]})); then
   log "==> installing ${need[*]}"
@@ -96,10 +104,15 @@ for w in "${WHICH[@]}"; do
     # to salvage it, which panic = "abort" would turn into a crash loop.
     CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
       cargo build --release --target "$triple" --bin iomt-edge >&2
+    BIN="target/$triple/release/iomt-edge"
+  elif [[ $PROFILE == pi-test ]]; then
+    tdir="${CARGO_TARGET_DIR:-target}/pi-test"
+    CARGO_TARGET_DIR="$tdir" cargo build --profile pi-test --target "$triple" --bin iomt-edge >&2
+    BIN="$tdir/$triple/pi-test/iomt-edge"
   else
     cargo build --target "$triple" --bin iomt-edge >&2
+    BIN="target/$triple/debug/iomt-edge"
   fi
-  BIN="target/$triple/$PROFILE/iomt-edge"
   "$prefix-strip" -o "$BIN.stripped" "$BIN"
   if ((SMOKE)); then
     log "==> smoke test under $qemu"
@@ -121,7 +134,7 @@ for w in "${WHICH[@]}"; do
     fi
     unset QEMU_LD_PREFIX
   fi
-  log "==> $BIN ($(du -h "$BIN" | cut -f1), with line tables for backtraces)"
+  log "==> $BIN ($(du -h "$BIN" | cut -f1), unstripped)"
   log "    $BIN.stripped ($(stat -c %s "$BIN.stripped") bytes, $(du -h "$BIN.stripped" | cut -f1)) is ready for $triple"
   built+=("$BIN.stripped")
 done

@@ -2,8 +2,8 @@
 //! built with cargo-deb around the binary under test, then installed with
 //! `apt-get install ./iomt-edge_*.deb`, upgraded over a previous build while
 //! its outbox holds a backlog, and purged, inside a minimal Debian `stable` root
-//! made with mmdebstrap (cached as target/tmp/deb-roots/stable-ARCH-*.tar, so
-//! only the first run downloads it).
+//! made with mmdebstrap by scripts/deb-test-root.sh (cached as
+//! target/tmp/deb-roots/stable-ARCH-*.tar, so only the first run makes it).
 //!
 //! Everything inside the root runs in its own mount, PID, UTS, IPC and network
 //! namespaces (unshare): /proc is mounted in that mount namespace only, the host
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 #[test]
 fn amd64_package_installs_upgrades_keeping_the_backlog_and_purges() {
-    if !prerequisites(false) {
+    if !prerequisites(None) {
         return;
     }
     let debs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

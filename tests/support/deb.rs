@@ -9,27 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-/// What the root holds besides Debian's minimal base: what the package depends
-/// on (so `apt-get install ./x.deb` needs no network) and `hostname`. The
-/// cached tarball's name carries a digest of this list, so changing it makes a
-/// new root.
-pub const ROOT_PACKAGES: &str = "systemd,init-system-helpers,passwd,util-linux,hostname,libgcc-s1,ca-certificates";
-
-/// FNV-1a of `s`, for cache file names.
-fn digest(s: &str) -> String {
-    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    format!("{:08x}", h as u32)
-}
-
 fn works(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Whether this machine can run the package tests: root (chroot, namespaces,
-/// package installs), mmdebstrap, cargo-deb and unshare; with `emulated`, also
-/// qemu-user-static. Missing: a failure under IOMT_REQUIRE_ALL (scripts/test.sh
-/// installs them), else the test is skipped with the reason.
-pub fn prerequisites(emulated: bool) -> bool {
+/// package installs), mmdebstrap, cargo-deb and unshare; for an `emulated`
+/// architecture, also its qemu-user-static. Missing: a failure under
+/// IOMT_REQUIRE_ALL (scripts/test.sh installs them), else the test is skipped
+/// with the reason.
+pub fn prerequisites(emulated: Option<&Emulated>) -> bool {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -44,44 +33,13 @@ pub fn prerequisites(emulated: bool) -> bool {
     if !works("unshare", &["--version"]) {
         missing.push("unshare (util-linux)");
     }
-    if emulated && !Path::new("/usr/bin/qemu-aarch64-static").exists() {
-        missing.push("qemu-aarch64-static (apt-get install qemu-user-static)");
-    }
-    if missing.is_empty() {
+    let qemu = emulated.filter(|e| !Path::new(e.qemu).exists()).map(|e| format!("{} (apt-get install qemu-user-static)", e.qemu));
+    if missing.is_empty() && qemu.is_none() {
         return true;
     }
+    let missing: Vec<String> = missing.into_iter().map(String::from).chain(qemu).collect();
     super::skip(&super::this_test(), format!("the package tests need: {}", missing.join(", ")));
     false
-}
-
-/// The Debian mirror this machine's apt uses (its sources.list or deb822
-/// .sources files), or IOMT_DEBIAN_MIRROR.
-pub fn debian_mirror() -> String {
-    if let Ok(m) = std::env::var("IOMT_DEBIAN_MIRROR") {
-        return m;
-    }
-    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        more.sort();
-        files.extend(more);
-    }
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
-        for line in text.lines().map(str::trim) {
-            let uris: Vec<&str> = if let Some(rest) = line.strip_prefix("URIs:") {
-                rest.split_whitespace().collect()
-            } else if let Some(rest) = line.strip_prefix("deb ") {
-                rest.split_whitespace().filter(|w| !w.starts_with('[') && !w.ends_with(']')).take(1).collect()
-            } else {
-                continue;
-            };
-            if let Some(u) = uris.into_iter().find(|u| u.trim_end_matches('/').ends_with("/debian")) {
-                return u.to_string();
-            }
-        }
-    }
-    panic!("no Debian mirror in /etc/apt/sources.list(.d); set IOMT_DEBIAN_MIRROR to one");
 }
 
 /// A foreign architecture run through qemu-user: the Debian architecture, the
@@ -195,56 +153,27 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// The cached Debian `stable` root for `arch` (a tarball). The first run makes
-/// it with mmdebstrap (about 3 minutes; the suite is named `stable`, not by
-/// codename, and only the main suite is used, whose Release file does not expire).
+/// The cached Debian `stable` root for `arch` (a tarball), made once by
+/// scripts/deb-test-root.sh (mmdebstrap; for a foreign `arch` under qemu-user
+/// in a user namespace of its own), which scripts/test.sh may already have run
+/// in the background. Kept in `target/tmp/deb-roots/` (or IOMT_DEB_ROOT_CACHE);
+/// the script's digest is in the name, so a changed script makes a new root.
 pub fn root_tarball(arch: &str) -> PathBuf {
-    root_tarball_of(arch, None)
-}
-
-/// [`root_tarball`] of a foreign architecture: mmdebstrap runs inside a user
-/// namespace whose own binfmt_misc runs the root's programs through qemu.
-pub fn emulated_root_tarball(e: &Emulated) -> PathBuf {
-    root_tarball_of(e.arch, Some(e))
-}
-
-fn root_tarball_of(arch: &str, emulated: Option<&Emulated>) -> PathBuf {
-    // IOMT_DEB_ROOT_CACHE keeps them elsewhere (a fresh clone's target/ is empty).
     let dir = std::env::var_os("IOMT_DEB_ROOT_CACHE").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-roots"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tar = dir.join(format!("stable-{arch}-{}.tar", digest(ROOT_PACKAGES)));
-    if tar.exists() {
-        return tar;
-    }
-    let partial = dir.join(format!("stable-{arch}.partial-{}.tar", std::process::id()));
-    let mirror = debian_mirror();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/deb-test-root.sh");
     let t = Instant::now();
-    let args = [
-        "--variant=minbase".to_string(),
-        format!("--architectures={arch}"),
-        format!("--include={ROOT_PACKAGES}"),
-        "--aptopt=Acquire::Check-Valid-Until \"false\"".to_string(),
-        "--format=tar".to_string(),
-        "stable".to_string(),
-        partial.display().to_string(),
-        format!("deb {mirror} stable main"),
-    ];
-    let out = match emulated {
-        None => Command::new("mmdebstrap").args(&args).stdin(Stdio::null()).output().expect("run mmdebstrap"),
-        Some(e) => {
-            let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
-            let script = format!("mount -t proc proc /proc && {} && mmdebstrap {} </dev/null", e.register("/proc"), quoted.join(" "));
-            output_mapped(userns_command(false, &script))
-        }
-    };
+    let out =
+        Command::new("bash").arg(&script).arg(arch).env("IOMT_DEB_ROOT_CACHE", &dir).stdin(Stdio::null()).output().expect("run deb-test-root.sh");
     if !out.status.success() {
-        let _ = std::fs::remove_file(&partial);
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-        panic!("mmdebstrap of Debian stable ({arch}) failed:\n{}", tail.join("\n"));
+        panic!("scripts/deb-test-root.sh {arch} (the Debian stable root) failed:\n{}", tail.join("\n"));
     }
-    std::fs::rename(&partial, &tar).unwrap();
-    eprintln!("made {} in {:.0?}", tar.display(), t.elapsed());
+    let tar = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(tar.is_file(), "scripts/deb-test-root.sh {arch} printed {tar:?}, which is no file");
+    if t.elapsed().as_secs() > 5 {
+        eprintln!("made {} in {:.0?}", tar.display(), t.elapsed());
+    }
     tar
 }
 
@@ -289,7 +218,7 @@ impl Root {
     /// with its own binfmt_misc (see [`Emulated`]); a command spawned from
     /// [`Root::command`] needs [`map_ids`] once spawned.
     pub fn extract_emulated(e: &'static Emulated) -> Root {
-        Root { emulated: Some(e), ..Root::extract(&emulated_root_tarball(e)) }
+        Root { emulated: Some(e), ..Root::extract(&root_tarball(e.arch)) }
     }
 
     /// Whether commands of this root need [`map_ids`] after spawning.
