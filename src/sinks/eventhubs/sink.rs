@@ -686,6 +686,52 @@ mod tests {
         assert!(s.request_body(&m).len() <= 16 * 1024, "{} > 16 KiB", s.request_body(&m).len());
     }
 
+    /// Several messages: one event each, in order, in one batch body; as many
+    /// as the sink allows, with message bodies up to what it announces for a
+    /// request together, fit in the request limit even all escaped.
+    #[test]
+    fn several_messages_are_one_batch_in_order_within_the_request_limit() {
+        use crate::model::{DeviceKind, Reading, ReadingType};
+        let mut cfg = EventHubsSinkConfig::with_connection_string("Endpoint=sb://n/;SharedAccessKeyName=k;SharedAccessKey=a2V5;EntityPath=v");
+        cfg.max_request_bytes = Some(crate::config::units::ByteSize(64 * 1024));
+        cfg.max_events_per_request = 6;
+        cfg.user_properties.insert("site".into(), "ward-3".into());
+        let s = EventHubsSink::start(&cfg).unwrap();
+        assert_eq!(s.max_messages_per_request(), 6);
+        assert!(s.max_request_bytes() < 64 * 1024 * 2 / 3);
+        let per_message = s.max_request_bytes() / 6;
+        let mut seq = 0u64;
+        let ms: Vec<Message> = (0..6)
+            .map(|_| {
+                let mut rs = Vec::new();
+                loop {
+                    seq += 1;
+                    let mut r = Reading::new("dev-\"quoted\"", DeviceKind::PulseOximeter, ReadingType::Spo2).with_value("spo2", 97.0);
+                    r.seq = seq;
+                    rs.push(r);
+                    if Message::from_batch("gw", "e", &rs).unwrap().to_json().len() > per_message {
+                        rs.pop();
+                        seq -= 1;
+                        break;
+                    }
+                }
+                Message::from_batch("gw", "e", &rs).unwrap()
+            })
+            .collect();
+        assert!(ms.iter().map(|m| m.to_json().len()).sum::<usize>() <= s.max_request_bytes());
+        let body = s.request_body_many(&ms);
+        assert!(body.len() <= 64 * 1024, "{} > 64 KiB", body.len());
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(events.len(), 6);
+        for (e, m) in events.iter().zip(&ms) {
+            assert_eq!(e["BrokerProperties"]["MessageId"], m.message_id.as_str());
+            assert_eq!(e["BrokerProperties"]["PartitionKey"], "dev-\"quoted\"");
+            assert_eq!(e["UserProperties"]["site"], "ward-3");
+            assert_eq!(serde_json::from_str::<Message>(e["Body"].as_str().unwrap()).unwrap(), *m);
+        }
+        assert_eq!(s.request_body(&ms[0]), s.request_body_many(&ms[..1]));
+    }
+
     #[test]
     fn sas_tokens_are_reused_then_renewed_and_the_key_is_read_again() {
         let dir = tempfile::tempdir().unwrap();
