@@ -218,7 +218,8 @@ async fn a_backlog_drains_in_requests_of_several_events_of_one_device() {
         emu.get("connection_string"),
         emu.get("ca_file")
     );
-    let cfg = gateway_common::write_two_device_cloud_config(dir.path(), "eh-batches", "auth_retry_ms = 1000\nbatch_max_readings = 5\n", (31, 32), &sink);
+    let cfg =
+        gateway_common::write_two_device_cloud_config(dir.path(), "eh-batches", "auth_retry_ms = 1000\nbatch_max_readings = 5\n", (31, 32), &sink);
     let committed: Committed = Default::default();
     let (gw, reader) = start(&cfg, committed.clone());
     let mut gw = Gw(gw);

@@ -292,11 +292,7 @@ fn a_key_resumed_twice_sends_its_messages_in_order_one_request_at_a_time() {
     }
     assert_eq!(
         sent,
-        vec![
-            (vec![vec![1, 2]], vec![Some("m1".to_string())]),
-            (vec![vec![3, 4]], vec![Some("m2".to_string())]),
-            (vec![vec![5, 6]], vec![None]),
-        ]
+        vec![(vec![vec![1, 2]], vec![Some("m1".to_string())]), (vec![vec![3, 4]], vec![Some("m2".to_string())]), (vec![vec![5, 6]], vec![None])]
     );
     // With requests of several messages, the two resumed ones go together.
     let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 4, max_bytes: usize::MAX });
