@@ -11,11 +11,12 @@
 //! - Each message is recorded in the outbox with its message id before it is
 //!   sent; after a crash those messages are resent first, with the same ids.
 //! - Failures are retried forever with exponential backoff and jitter; nothing
-//!   is dropped on a send error. "Too large" splits the batch.
+//!   is dropped on a send error. "Too large" halves a request of several
+//!   messages (each kept whole, under its id), then splits a message.
 //!
-//! The delivery decisions (per-device queues, one batch in flight per device,
-//! round-robin, the age/size/count limits, the "too large" split, the next
-//! deadline) live in [`batcher`], a synchronous state machine with no I/O and
+//! The delivery decisions (per-device queues, one request in flight per
+//! device, which messages form a request, round-robin, the age/size/count
+//! limits, the "too large" splits, the next deadline) live in [`batcher`], a synchronous state machine with no I/O and
 //! no clock of its own, tested there with property tests. This file is the
 //! async loop around it: it reads the outbox, asks the batcher, records the
 //! messages in flight (with a group commit when one is open), calls the sink,
