@@ -5,8 +5,11 @@
 //! included).
 //!
 //! Run: `cargo bench --bench eventhubs` (`READINGS=20000 DEVICES=8
-//! IN_FLIGHT=1` to change the sizes; `IN_FLIGHT` sets both sinks'
-//! `max_in_flight`, default each sink's own default). Figures go in
+//! IN_FLIGHT=1 BATCH_READINGS=500 EVENTS=1,10` to change the sizes;
+//! `IN_FLIGHT` sets both sinks' `max_in_flight`, default each sink's own
+//! default; `BATCH_READINGS` sets `[forwarder] batch_max_readings`, default
+//! the shipped 500; Event Hubs runs once per `EVENTS` value of
+//! `max_events_per_request`, default 1 and the shipped 10). Figures go in
 //! docs/performance.md with the command.
 
 use iomt_edge::config::eventhubs::EventHubsSinkConfig;
@@ -86,8 +89,9 @@ fn sample(i: u64, devices: u64) -> Reading {
 }
 
 /// Drains `n` readings from a fresh outbox through the forwarder (default
-/// batching: 500 readings, 64 KiB) into `sink`; returns (seconds, messages).
-async fn drain(dir: &Path, sink: Arc<dyn Sink>, n: u64, devices: u64) -> (f64, u64) {
+/// batching: 500 readings, 64 KiB; `max_readings` readings if given) into
+/// `sink`; returns (seconds, messages).
+async fn drain(dir: &Path, sink: Arc<dyn Sink>, n: u64, devices: u64, max_readings: Option<usize>) -> (f64, u64) {
     let cfg = OutboxConfig { max_bytes: iomt_edge::config::units::ByteSize(4 << 30), ..OutboxConfig::default() };
     let (ob, _) = Outbox::open(dir, &cfg).unwrap();
     let mut i = 0;
@@ -103,7 +107,7 @@ async fn drain(dir: &Path, sink: Arc<dyn Sink>, n: u64, devices: u64) -> (f64, u
     let fc = iomt_edge::config::ForwarderConfig::default();
     let settings = ForwarderSettings {
         gateway_id: "bench-gw".into(),
-        batching: LiveBatching::new(fc.batch_max_readings, Duration::from_millis(fc.batch_max_age_ms)),
+        batching: LiveBatching::new(max_readings.unwrap_or(fc.batch_max_readings), Duration::from_millis(fc.batch_max_age_ms)),
         batch_max_bytes: fc.batch_max_bytes.bytes() as usize,
         retry: iomt_edge::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).with_jitter(),
         auth_retry: Duration::from_secs(1),
@@ -134,15 +138,18 @@ async fn drain(dir: &Path, sink: Arc<dyn Sink>, n: u64, devices: u64) -> (f64, u
     (secs, stats.delivered_messages.load(Ordering::Relaxed))
 }
 
-fn report(name: &str, n: u64, secs: f64, messages: u64, wire: &Wire, extra: serde_json::Value) -> serde_json::Value {
+/// One line of figures; `messages` are events for Event Hubs, `requests`
+/// HTTP requests or MQTT publishes.
+fn report(name: &str, n: u64, secs: f64, messages: u64, requests: u64, wire: &Wire, extra: serde_json::Value) -> serde_json::Value {
     let (up, down) = (wire.up.load(Ordering::Relaxed), wire.down.load(Ordering::Relaxed));
     let mut v = serde_json::json!({
         "sink": name,
         "readings": n,
-        "requests": messages,
+        "messages": messages,
+        "requests": requests,
         "drain_s": secs,
         "readings_per_s": n as f64 / secs,
-        "requests_per_s": messages as f64 / secs,
+        "requests_per_s": requests as f64 / secs,
         "wire_bytes_up": up,
         "wire_bytes_down": down,
         "wire_bytes_per_reading": (up + down) as f64 / n as f64,
@@ -161,6 +168,9 @@ fn main() {
     let n = env_num("READINGS", 20_000);
     let devices = env_num("DEVICES", 8);
     let in_flight = std::env::var("IN_FLIGHT").ok().and_then(|v| v.parse::<usize>().ok());
+    let max_readings = std::env::var("BATCH_READINGS").ok().and_then(|v| v.parse::<usize>().ok());
+    let events: Vec<usize> =
+        std::env::var("EVENTS").ok().map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect()).unwrap_or_else(|| vec![1, 10]);
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
 
@@ -190,7 +200,7 @@ fn main() {
             )
             .unwrap(),
         );
-        let (secs, msgs) = drain(&dir.path().join("outbox-iothub"), sink.clone(), n, devices).await;
+        let (secs, msgs) = drain(&dir.path().join("outbox-iothub"), sink.clone(), n, devices, max_readings).await;
         sink.close().await;
         let got: usize = emu
             .messages()
@@ -198,45 +208,55 @@ fn main() {
             .map(|m| serde_json::from_slice::<serde_json::Value>(&m.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0))
             .sum();
         assert_eq!(got as u64, n, "the IoT Hub emulator did not get every reading");
-        report("iothub", n, secs, msgs, &wire, serde_json::json!({ "max_in_flight": iothub_in_flight }));
+        report("iothub", n, secs, msgs, msgs, &wire, serde_json::json!({ "max_in_flight": iothub_in_flight }));
 
-        // Event Hubs: HTTPS (REST "send batch") to its emulator, through the relay.
-        let emu = iomt_edge::simulate::eventhubs::Emulator::start(iomt_edge::simulate::eventhubs::EmulatorConfig {
-            state_dir: Some(dir.path().join("eh-emulator")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let ca = emu.write_ca(dir.path()).unwrap();
-        let (via, wire) = relay(emu.addr()).await;
-        let cs = emu.connection_string().replace(&emu.addr().to_string(), &via.to_string());
-        let mut cfg = EventHubsSinkConfig::with_connection_string(&cs);
-        cfg.ca_file = Some(ca);
-        if let Some(k) = in_flight {
-            cfg.max_in_flight = k;
+        // Event Hubs: HTTPS (REST "send batch") to its emulator, through the
+        // relay, once per number of events per request.
+        for (run, k) in events.iter().enumerate() {
+            let emu = iomt_edge::simulate::eventhubs::Emulator::start(iomt_edge::simulate::eventhubs::EmulatorConfig {
+                state_dir: Some(dir.path().join(format!("eh-emulator-{run}"))),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let ca = emu.write_ca(dir.path()).unwrap();
+            let (via, wire) = relay(emu.addr()).await;
+            let cs = emu.connection_string().replace(&emu.addr().to_string(), &via.to_string());
+            let mut cfg = EventHubsSinkConfig::with_connection_string(&cs);
+            cfg.ca_file = Some(ca);
+            cfg.max_events_per_request = *k;
+            if let Some(k) = in_flight {
+                cfg.max_in_flight = k;
+            }
+            let eh_in_flight = cfg.max_in_flight;
+            let sink = Arc::new(iomt_edge::sinks::eventhubs::EventHubsSink::start(&cfg).unwrap());
+            let counters = sink.counters();
+            let (secs, msgs) = drain(&dir.path().join(format!("outbox-eventhubs-{run}")), sink.clone(), n, devices, max_readings).await;
+            let got: usize = emu
+                .events()
+                .iter()
+                .map(|e| serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0))
+                .sum();
+            assert_eq!(got as u64, n, "the Event Hubs emulator did not get every reading");
+            let body = counters.request_bytes.load(Ordering::Relaxed);
+            let requests = counters.requests.load(Ordering::Relaxed);
+            let st = emu.stats();
+            report(
+                "eventhubs",
+                n,
+                secs,
+                msgs,
+                requests,
+                &wire,
+                serde_json::json!({
+                    "max_in_flight": eh_in_flight,
+                    "max_events_per_request": k,
+                    "events_per_request": msgs as f64 / requests.max(1) as f64,
+                    "largest_request_events": st.max_batch_events,
+                    "request_body_bytes_per_event": body as f64 / msgs.max(1) as f64,
+                    "connections": st.connections,
+                }),
+            );
         }
-        let eh_in_flight = cfg.max_in_flight;
-        let sink = Arc::new(iomt_edge::sinks::eventhubs::EventHubsSink::start(&cfg).unwrap());
-        let counters = sink.counters();
-        let (secs, msgs) = drain(&dir.path().join("outbox-eventhubs"), sink.clone(), n, devices).await;
-        let got: usize = emu
-            .events()
-            .iter()
-            .map(|e| serde_json::from_str::<serde_json::Value>(&e.body).ok().and_then(|v| v["readings"].as_array().map(Vec::len)).unwrap_or(0))
-            .sum();
-        assert_eq!(got as u64, n, "the Event Hubs emulator did not get every reading");
-        let body = counters.request_bytes.load(Ordering::Relaxed);
-        report(
-            "eventhubs",
-            n,
-            secs,
-            msgs,
-            &wire,
-            serde_json::json!({
-                "max_in_flight": eh_in_flight,
-                "request_body_bytes_per_event": body as f64 / msgs.max(1) as f64,
-                "connections": emu.stats().connections,
-            }),
-        );
     });
 }

@@ -3,19 +3,23 @@
 //! outbox only after the sink confirmed delivery.
 //!
 //! - One message holds one device's readings (and one patient association), in
-//!   sequence order; a device has at most one message in flight, so per-device
-//!   order holds even across retries.
-//! - A batch is recorded in the outbox with its message id before it is sent;
-//!   after a crash those batches are resent first, with the same id.
+//!   sequence order; a device has at most one request in flight, so
+//!   per-device order holds even across retries. A request is one message,
+//!   or, for a sink that says it can carry more
+//!   ([`Sink::max_messages_per_request`], Event Hubs), up to that many
+//!   consecutive messages of one device, confirmed or refused together.
+//! - Each message is recorded in the outbox with its message id before it is
+//!   sent; after a crash those messages are resent first, with the same ids.
 //! - Failures are retried forever with exponential backoff and jitter; nothing
-//!   is dropped on a send error. "Too large" splits the batch.
+//!   is dropped on a send error. "Too large" halves a request of several
+//!   messages (each kept whole, under its id), then splits a message.
 //!
-//! The delivery decisions (per-device queues, one batch in flight per device,
-//! round-robin, the age/size/count limits, the "too large" split, the next
-//! deadline) live in [`batcher`], a synchronous state machine with no I/O and
+//! The delivery decisions (per-device queues, one request in flight per
+//! device, which messages form a request, round-robin, the age/size/count
+//! limits, the "too large" splits, the next deadline) live in [`batcher`], a synchronous state machine with no I/O and
 //! no clock of its own, tested there with property tests. This file is the
 //! async loop around it: it reads the outbox, asks the batcher, records the
-//! batches in flight (with a group commit when one is open), calls the sink,
+//! messages in flight (with a group commit when one is open), calls the sink,
 //! and acknowledges.
 
 pub mod batcher;
@@ -23,11 +27,11 @@ pub mod batcher;
 use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::logging::{Episode, SharedEpisode};
-use crate::model::{Message, Reading};
+use crate::model::Message;
 use crate::outbox::committer::GroupSync;
 use crate::outbox::{InFlight, Outbox, OutboxError};
 use crate::sinks::{Sink, SinkError};
-use batcher::{Batch, Batcher, Key, Limits, Pass, TooLarge, BUFFER_CAP};
+use batcher::{Batch, Batcher, Key, Limits, Part, Pass, RequestLimits, TooLarge, BUFFER_CAP, MESSAGE_OVERHEAD};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,9 +40,6 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// Bytes of a message besides its readings (ids, schema, brackets).
-const MESSAGE_OVERHEAD: usize = 512;
 
 /// Batch limits that can change while running (IoT Hub desired properties).
 #[derive(Debug)]
@@ -180,6 +181,25 @@ enum Outcome {
     Cancelled,
 }
 
+/// One request: its key, its messages (each part recorded in flight) and
+/// the messages as sent.
+struct Unit {
+    key: Key,
+    parts: Vec<Part>,
+    messages: Vec<Message>,
+}
+
+impl Unit {
+    /// The in-flight records of its messages, in order.
+    fn records(&self) -> Vec<InFlight> {
+        self.parts.iter().filter_map(|p| p.record.clone()).collect()
+    }
+
+    fn readings(&self) -> u64 {
+        self.parts.iter().map(|p| p.readings.len() as u64).sum()
+    }
+}
+
 /// Why one life of the forwarder ended early: the outbox failed (read, record
 /// in flight, acknowledge), or a blocking outbox task did not finish.
 /// [`Forwarder::run`] rides these out itself; each text is the cause's own.
@@ -297,29 +317,29 @@ impl Forwarder {
         let max_in_flight = self.sink.max_in_flight().max(1);
         let send_cancel = CancellationToken::new();
 
-        let mut batcher = Batcher::new(byte_cap, BUFFER_CAP);
+        let request = RequestLimits { max_messages: self.sink.max_messages_per_request().max(1), max_bytes: self.sink.max_request_bytes() };
+        let mut batcher = Batcher::with_requests(byte_cap, BUFFER_CAP, request);
         let mut tasks = FuturesUnordered::new();
-        // Batches recorded in flight (durably) but not handed to the sink yet,
-        // because the sink takes fewer at once than were recorded together.
-        let mut recorded: VecDeque<(Key, InFlight, Message, Vec<Reading>)> = VecDeque::new();
+        // Requests recorded in flight (durably) but not handed to the sink
+        // yet, because the sink takes fewer at once than were recorded together.
+        let mut recorded: VecDeque<Unit> = VecDeque::new();
         let mut shutting_down: Option<Instant> = None;
 
-        // Batches that were in flight when the gateway stopped go first, unchanged.
+        // Messages that were in flight when the gateway stopped go first for
+        // their device, unchanged and under their ids (the batcher holds them).
         let leftovers = self.outbox.in_flight()?;
         if !leftovers.is_empty() {
-            tracing::info!("resending {} batch(es) that were in flight at the last stop, with their original ids", leftovers.len());
+            tracing::info!("resending {} message(s) that were in flight at the last stop, with their original ids", leftovers.len());
         }
         for rec in leftovers {
             let readings = self.outbox.get_many(&rec.seqs)?;
-            let Some(mut msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &readings) else {
+            let Some(first) = readings.first() else {
                 // None of its readings is left: nothing to resend.
                 self.outbox.cancel_in_flight(&rec)?;
                 continue;
             };
-            msg.message_id = rec.message_id.clone();
-            let key: Key = (msg.device_id.clone(), msg.patient_id.clone());
-            batcher.resume(key.clone(), &rec.seqs);
-            tasks.push(self.deliver(key, rec, msg, readings, send_cancel.clone()));
+            let key: Key = (first.device_id.clone(), first.patient_id.clone());
+            batcher.resume(key, rec, readings, Instant::now().into_std());
         }
 
         // Each change: a group of readings is being committed right now.
@@ -364,19 +384,35 @@ impl Forwarder {
                     }
                 }
                 let pass = Pass { committed, draining, group_open, room: MAX_RECORDED.saturating_sub(recorded.len()) };
-                let mut pending: Vec<(Key, InFlight, Message, Vec<Reading>)> = Vec::new();
-                for Batch { key, readings } in batcher.take_ready(limits, pass, Instant::now().into_std()) {
-                    let Some(msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &readings) else {
-                        // Batches are never empty; should one be, nothing is in flight.
+                let mut pending: Vec<Unit> = Vec::new();
+                // Records of new messages (resumed or regrouped ones have theirs).
+                let mut recs: Vec<InFlight> = Vec::new();
+                for Batch { key, mut parts } in batcher.take_ready(limits, pass, Instant::now().into_std()) {
+                    let mut messages = Vec::with_capacity(parts.len());
+                    for part in &mut parts {
+                        let Some(mut msg) = Message::from_batch(&self.settings.gateway_id, self.outbox.epoch(), &part.readings) else {
+                            continue;
+                        };
+                        match &part.record {
+                            Some(rec) => msg.message_id = rec.message_id.clone(),
+                            None => {
+                                let rec = InFlight { message_id: msg.message_id.clone(), seqs: part.readings.iter().map(|r| r.seq).collect() };
+                                recs.push(rec.clone());
+                                part.record = Some(rec);
+                            }
+                        }
+                        messages.push(msg);
+                    }
+                    if messages.is_empty() {
+                        // Parts are never empty; should all be, nothing is in flight.
                         batcher.finished(&key);
                         continue;
-                    };
-                    let rec = InFlight { message_id: msg.message_id.clone(), seqs: readings.iter().map(|r| r.seq).collect() };
-                    pending.push((key, rec, msg, readings));
+                    }
+                    parts.retain(|p| !p.readings.is_empty());
+                    pending.push(Unit { key, parts, messages });
                 }
-                if !pending.is_empty() {
-                    // All batches of one pass share one record write.
-                    let recs: Vec<InFlight> = pending.iter().map(|(_, rec, _, _)| rec.clone()).collect();
+                if !recs.is_empty() {
+                    // All messages of one pass share one record write.
                     let mut stored = false;
                     if let (true, Some(gs)) = (group_open, self.group_sync.as_ref()) {
                         // Committed with the open group (within its window);
@@ -392,12 +428,12 @@ impl Forwarder {
                         let outbox = self.outbox.clone();
                         tokio::task::spawn_blocking(move || outbox.put_in_flight_many(&recs)).await??;
                     }
-                    recorded.extend(pending);
                 }
-                // Hand recorded batches to the sink as it has room.
+                recorded.extend(pending);
+                // Hand recorded requests to the sink as it has room.
                 while tasks.len() < max_in_flight {
-                    let Some((key, rec, msg, batch)) = recorded.pop_front() else { break };
-                    tasks.push(self.deliver(key, rec, msg, batch, send_cancel.clone()));
+                    let Some(unit) = recorded.pop_front() else { break };
+                    tasks.push(self.deliver(unit, send_cancel.clone()));
                 }
             }
 
@@ -416,26 +452,39 @@ impl Forwarder {
             //    reading of an idle device to reach `max_age`.
             let next_due = batcher.next_deadline(limits.max_age).map(Instant::from_std);
             tokio::select! {
-                Some((key, rec, outcome, readings)) = tasks.next() => {
+                Some((unit, outcome)) = tasks.next() => {
                     match outcome {
                         Outcome::Delivered => {
-                            batcher.finished(&key);
-                            let n = rec.seqs.len() as u64;
+                            batcher.finished(&unit.key);
+                            let n = unit.readings();
+                            let recs = unit.records();
+                            let messages = recs.len() as u64;
                             if self.group_sync.is_some() {
                                 // Written with the next group commit (one
                                 // write to sled's log instead of two).
-                                self.outbox.ack_deferred(rec);
+                                for rec in recs {
+                                    self.outbox.ack_deferred(rec);
+                                }
                             } else {
                                 let outbox = self.outbox.clone();
-                                tokio::task::spawn_blocking(move || outbox.ack(&rec)).await??;
+                                tokio::task::spawn_blocking(move || recs.iter().try_for_each(|rec| outbox.ack(rec))).await??;
                             }
                             self.stats.delivered_readings.fetch_add(n, Ordering::Relaxed);
-                            self.stats.delivered_messages.fetch_add(1, Ordering::Relaxed);
+                            self.stats.delivered_messages.fetch_add(messages, Ordering::Relaxed);
                         }
                         Outcome::TooLarge(detail) => {
-                            self.outbox.cancel_in_flight(&rec)?;
-                            match batcher.too_large(key, readings, Instant::now().into_std()) {
+                            let count = unit.parts.len();
+                            // The one message's record, when the request held one.
+                            let single = unit.records().pop().filter(|_| count == 1);
+                            match batcher.too_large(unit.key, unit.parts, Instant::now().into_std()) {
+                                TooLarge::Regroup => {
+                                    // Its messages stay recorded and go out
+                                    // again whole, under the same ids.
+                                    tracing::warn!("the destination said a request of {count} messages was too large ({detail}); sending fewer per request");
+                                }
                                 TooLarge::Rejected(readings) => {
+                                    let Some(rec) = single else { continue };
+                                    self.outbox.cancel_in_flight(&rec)?;
                                     // Sending it again can never work: keep it
                                     // apart, durably, and let the device go on.
                                     let outbox = self.outbox.clone();
@@ -452,11 +501,14 @@ impl Forwarder {
                                     self.stats.dead_lettered_readings.fetch_add(moved, Ordering::Relaxed);
                                 }
                                 TooLarge::Split => {
+                                    if let Some(rec) = &single {
+                                        self.outbox.cancel_in_flight(rec)?;
+                                    }
                                     tracing::warn!("the destination said a message was too large ({detail}); splitting it");
                                 }
                             }
                         }
-                        Outcome::Cancelled => batcher.finished(&key),
+                        Outcome::Cancelled => batcher.finished(&unit.key),
                     }
                 }
                 res = self.committed.changed(), if shutting_down.is_none() => {
@@ -498,15 +550,9 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Sends one message until the sink confirms it (or says it is too large).
-    fn deliver(
-        &self,
-        key: Key,
-        rec: InFlight,
-        msg: Message,
-        readings: Vec<Reading>,
-        cancel: CancellationToken,
-    ) -> impl std::future::Future<Output = (Key, InFlight, Outcome, Vec<Reading>)> {
+    /// Sends one request (one message, or several of one device in one
+    /// request) until the sink confirms it (or says it is too large).
+    fn deliver(&self, unit: Unit, cancel: CancellationToken) -> impl std::future::Future<Output = (Unit, Outcome)> {
         let sink = self.sink.clone();
         let stats = self.stats.clone();
         let retry = self.settings.retry;
@@ -514,9 +560,15 @@ impl Forwarder {
         async move {
             let mut attempt = 0u32;
             loop {
+                let send = async {
+                    match unit.messages.as_slice() {
+                        [one] => sink.send(one).await,
+                        many => sink.send_many(many).await,
+                    }
+                };
                 let result = tokio::select! {
-                    r = sink.send(&msg) => r,
-                    _ = cancel.cancelled() => return (key, rec, Outcome::Cancelled, readings),
+                    r = send => r,
+                    _ = cancel.cancelled() => return (unit, Outcome::Cancelled),
                 };
                 let err = match result {
                     Ok(()) => {
@@ -527,9 +579,9 @@ impl Forwarder {
                                 *e = None;
                             }
                         }
-                        return (key, rec, Outcome::Delivered, readings);
+                        return (unit, Outcome::Delivered);
                     }
-                    Err(SinkError::TooLarge(d)) => return (key, rec, Outcome::TooLarge(d), readings),
+                    Err(SinkError::TooLarge(d)) => return (unit, Outcome::TooLarge(d)),
                     Err(e) => e,
                 };
                 stats.failed_sends.fetch_add(1, Ordering::Relaxed);
@@ -568,7 +620,7 @@ impl Forwarder {
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => return (key, rec, Outcome::Cancelled, readings),
+                    _ = cancel.cancelled() => return (unit, Outcome::Cancelled),
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::OutboxConfig;
-use crate::model::{DeviceKind, ReadingType};
+use crate::model::{DeviceKind, Reading, ReadingType};
 use std::sync::Mutex;
 
 /// A sink that fails according to a script and records what it accepted.
@@ -16,6 +16,12 @@ struct ScriptedSink {
     max_bytes: Option<usize>,
     /// Refuse (TooLarge) any message whose body exceeds this.
     too_large_above: Option<usize>,
+    /// Messages one request may carry (0: one).
+    per_request: usize,
+    /// Refuse (TooLarge) any request whose message bodies together exceed this.
+    request_too_large_above: Option<usize>,
+    /// Accepted requests: the message ids of each, in order.
+    requests: Mutex<Vec<Vec<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -29,6 +35,23 @@ impl Sink for ScriptedSink {
     fn max_in_flight(&self) -> usize {
         4
     }
+    fn max_messages_per_request(&self) -> usize {
+        self.per_request.max(1)
+    }
+    async fn send_many(&self, ms: &[Message]) -> Result<(), SinkError> {
+        assert!(ms.len() <= self.per_request.max(1), "{} messages in one request", ms.len());
+        self.attempts.lock().unwrap().extend(ms.iter().map(|m| m.message_id.clone()));
+        let total: usize = ms.iter().map(|m| m.to_json().len()).sum();
+        if let Some(limit) = self.request_too_large_above.filter(|l| total > *l) {
+            return Err(SinkError::TooLarge(format!("{total} > {limit}")));
+        }
+        if let Some(e) = self.script.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        self.accepted.lock().unwrap().extend(ms.iter().cloned());
+        self.requests.lock().unwrap().push(ms.iter().map(|m| m.message_id.clone()).collect());
+        Ok(())
+    }
     async fn send(&self, m: &Message) -> Result<(), SinkError> {
         self.attempts.lock().unwrap().push(m.message_id.clone());
         if let Some(limit) = self.too_large_above {
@@ -40,6 +63,7 @@ impl Sink for ScriptedSink {
             return Err(e);
         }
         self.accepted.lock().unwrap().push(m.clone());
+        self.requests.lock().unwrap().push(vec![m.message_id.clone()]);
         Ok(())
     }
 }
@@ -401,4 +425,84 @@ async fn an_auth_failure_is_always_said_once_per_auth_episode() {
     let (_, logs) = logs_of(drain(ob.clone(), sink.clone(), 1)).await;
     check_delivery(&sink, &rs);
     assert_eq!(logs.lines().filter(|l| l.contains("refused the gateway's credentials") && l.contains("Data Sender")).count(), 1, "{logs}");
+}
+
+/// A sink that carries several messages per request (Event Hubs) gets a
+/// backlog in requests of up to that many consecutive messages of one device,
+/// each message still at most `batch_max_readings`; nothing is lost or
+/// reordered. With one message per request (before), every request held one.
+#[tokio::test]
+async fn a_backlog_goes_out_in_requests_of_several_messages_of_one_device() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 1000, 3);
+    let sink = Arc::new(ScriptedSink { per_request: 4, ..Default::default() });
+    let stats = drain(ob.clone(), sink.clone(), 1000).await;
+    check_delivery(&sink, &rs);
+    let accepted = sink.accepted.lock().unwrap().clone();
+    let by_id: std::collections::HashMap<&str, &Message> = accepted.iter().map(|m| (m.message_id.as_str(), m)).collect();
+    let requests = sink.requests.lock().unwrap().clone();
+    for r in &requests {
+        assert!(!r.is_empty() && r.len() <= 4, "{} messages in a request", r.len());
+        let devices: std::collections::BTreeSet<&str> = r.iter().map(|id| by_id[id.as_str()].device_id.as_str()).collect();
+        assert_eq!(devices.len(), 1, "a request mixes devices: {devices:?}");
+        let seqs: Vec<u64> = r.iter().flat_map(|id| by_id[id.as_str()].seqs()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "a request out of order: {seqs:?}");
+    }
+    let several = requests.iter().filter(|r| r.len() > 1).count();
+    assert!(several > 0, "no request carried more than one message: {requests:?}");
+    assert!(accepted.len() <= 1000 / 50 + 3, "messages must still be full: {}", accepted.len());
+    assert!(requests.len() * 2 <= accepted.len(), "{} requests for {} messages", requests.len(), accepted.len());
+    assert_eq!(stats.delivered_messages.load(Ordering::Relaxed), accepted.len() as u64);
+    assert_eq!(ob.len(), 0);
+    assert!(ob.in_flight().unwrap().is_empty());
+}
+
+/// A request of several messages refused as too large goes again in requests
+/// of half as many, each message unchanged under its id (no message is
+/// split while a smaller request would do, none is renamed).
+#[tokio::test]
+async fn a_request_refused_as_too_large_is_halved_and_its_messages_keep_their_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 400, 1);
+    let one = Message::from_batch("gw", ob.epoch(), &rs[..50]).unwrap().to_json().len();
+    // Two full messages fit in a request, three do not.
+    let sink = Arc::new(ScriptedSink { per_request: 4, request_too_large_above: Some(one * 5 / 2), ..Default::default() });
+    drain(ob.clone(), sink.clone(), 400).await;
+    check_delivery(&sink, &rs);
+    let accepted = sink.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 8, "400 readings in full messages of 50, none split");
+    let ids: std::collections::HashSet<&str> = accepted.iter().map(|m| m.message_id.as_str()).collect();
+    let attempts = sink.attempts.lock().unwrap().clone();
+    assert!(attempts.len() > accepted.len(), "no request was refused");
+    for id in &attempts {
+        assert!(ids.contains(id.as_str()), "message {id} was refused in a request, then renamed or split");
+    }
+    let requests = sink.requests.lock().unwrap().clone();
+    assert!(requests.iter().all(|r| r.len() <= 2), "{requests:?}");
+    assert!(requests.iter().any(|r| r.len() == 2), "halved to two, not to one: {requests:?}");
+    assert_eq!(ob.len(), 0);
+    assert!(ob.in_flight().unwrap().is_empty());
+}
+
+/// Messages of one device in flight at a crash (a request of several) go
+/// first, in order, under their ids, before that device's newer readings.
+#[tokio::test]
+async fn several_messages_of_one_device_in_flight_at_a_crash_go_first_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let ob = Arc::new(Outbox::open(&d.path().join("o"), &OutboxConfig::default()).unwrap().0);
+    let rs = fill(&ob, 100, 1);
+    ob.put_in_flight(&InFlight { message_id: "earlier-1".into(), seqs: (1..=7).collect() }).unwrap();
+    ob.put_in_flight(&InFlight { message_id: "earlier-2".into(), seqs: (8..=12).collect() }).unwrap();
+    let sink = Arc::new(ScriptedSink { per_request: 4, ..Default::default() });
+    drain(ob.clone(), sink.clone(), 100).await;
+    check_delivery(&sink, &rs);
+    let accepted = sink.accepted.lock().unwrap();
+    assert_eq!(accepted[0].message_id, "earlier-1");
+    assert_eq!(accepted[0].seqs().collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+    assert_eq!(accepted[1].message_id, "earlier-2");
+    assert_eq!(accepted[1].seqs().collect::<Vec<_>>(), (8..=12).collect::<Vec<_>>());
+    assert_eq!(sink.requests.lock().unwrap()[0][..2], ["earlier-1".to_string(), "earlier-2".to_string()], "regrouped in one request");
+    assert!(ob.in_flight().unwrap().is_empty());
 }

@@ -1,7 +1,8 @@
 //! Sinks: where the forwarder delivers messages (IoT Hub, Event Hubs, a file, stdout).
 //!
-//! A sink sends one [`Message`] and answers only when the destination confirmed
-//! it (fsync, PUBACK, HTTP 201). The forwarder removes readings from the outbox
+//! A sink sends one [`Message`] (or, if it says it can, several messages of one
+//! device in one request) and answers only when the destination confirmed it
+//! (fsync, PUBACK, HTTP 201). The forwarder removes readings from the outbox
 //! only after that answer, so a sink must never confirm early.
 
 pub mod eventhubs;
@@ -48,8 +49,37 @@ pub trait Sink: Send + Sync {
         1
     }
 
+    /// How many messages of one device one request may carry (Event Hubs
+    /// batch sends). At 1 (the default) the forwarder calls [`Sink::send`]
+    /// once per message; above 1 it may call [`Sink::send_many`] with up to
+    /// this many.
+    fn max_messages_per_request(&self) -> usize {
+        1
+    }
+
+    /// Largest total of serialized message bodies, in bytes, one request of
+    /// several messages may carry (the forwarder counts each message's
+    /// readings plus a fixed overhead). Only read when
+    /// [`Sink::max_messages_per_request`] is above 1.
+    fn max_request_bytes(&self) -> usize {
+        self.max_message_bytes()
+    }
+
     /// Delivers one message; returns only once the destination confirmed it.
     async fn send(&self, message: &Message) -> Result<(), SinkError>;
+
+    /// Delivers several messages of one device, in order, in one request:
+    /// `Ok` only once the destination confirmed all of them; on an error none
+    /// counts as confirmed (the forwarder resends them all under the same
+    /// ids, or splits the request after `TooLarge`). The default sends them
+    /// one by one (for sinks that carry one message per request, where it is
+    /// given one).
+    async fn send_many(&self, messages: &[Message]) -> Result<(), SinkError> {
+        for m in messages {
+            self.send(m).await?;
+        }
+        Ok(())
+    }
 
     /// Called once on shutdown, after the last send.
     async fn close(&self) {}

@@ -77,6 +77,8 @@ fn every_event_hubs_option_is_refused_at_its_line_and_column() {
         (format!("[sink.eventhubs]\n{cs}\ntoken_ttl = \"soon\""), "\"soon\"", &["not a duration"]),
         (format!("[sink.eventhubs]\n{cs}\nrequest_timeout = \"20min\""), "request_timeout", &["request_timeout", "1s to 10min"]),
         (format!("[sink.eventhubs]\n{cs}\nmax_in_flight = 0"), "max_in_flight", &["max_in_flight", "1 to 64"]),
+        (format!("[sink.eventhubs]\n{cs}\nmax_events_per_request = 0"), "max_events_per_request", &["max_events_per_request", "1 to 100"]),
+        (format!("[sink.eventhubs]\n{cs}\nmax_events_per_request = 1000"), "max_events_per_request", &["max_events_per_request", "1 to 100"]),
         (format!("[sink.eventhubs]\n{cs}\nuser_properties = {{ \"\" = \"x\" }}"), "user_properties", &["user property names must be non-empty"]),
         (format!("[sink.eventhubs]\n{cs}\nevent_hub = \"a/b\""), "event_hub", &["event hub name"]),
         (format!("[sink.eventhubs]\n{cs}\nnamespace = \"ns.servicebus.windows.net\""), "namespace", &["comes from the connection string"]),

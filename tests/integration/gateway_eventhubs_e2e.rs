@@ -6,7 +6,8 @@
 //! the event hub (its process killed and restarted on the same port), and
 //! short-lived tokens (SAS and Entra ID) that must be renewed: every
 //! committed reading arrives, for its device, under one message id, in
-//! per-device order, with the documented event properties.
+//! per-device order, with the documented event properties. A backlog drains
+//! in requests of several events of one device.
 
 use crate::support::gateway as gateway_common;
 
@@ -198,6 +199,66 @@ async fn gateway_to_event_hubs_survives_every_fault_kill9_outage_and_token_renew
         emu.delivered().order.contains_key("strap-1") && std::fs::read_to_string(emu_dir.join("events/strap-1.ndjson")).unwrap().contains("P-77");
     assert!(with_patient, "strap-1's events carry its patient id");
     eprintln!("{} committed readings delivered to the Event Hubs emulator; {} resent under the same id", c.len(), d.duplicated());
+}
+
+/// Several events per request (`max_events_per_request`): during an outage
+/// of the event hub each device's readings pile up; when it is back, the
+/// backlog drains in batch requests carrying several events (messages) of one
+/// device, each message still at most `batch_max_readings` readings. The
+/// emulator's own checks see one `PartitionKey` per batch (a mixed one is
+/// refused with 400) and count the events per batch; every committed reading
+/// arrives once per message id, in per-device order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_in_requests_of_several_events_of_one_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(&dir.path().join("emu"), 0, &[]);
+    let sink = format!(
+        "[sink.eventhubs]\nuser_properties = {{ site = \"ward-3\" }}\nrequest_timeout = \"5s\"\nmax_events_per_request = 8\n\
+         connection_string = {{ value = \"{}\" }}\nca_file = \"{}\"",
+        emu.get("connection_string"),
+        emu.get("ca_file")
+    );
+    let cfg =
+        gateway_common::write_two_device_cloud_config(dir.path(), "eh-batches", "auth_retry_ms = 1000\nbatch_max_readings = 5\n", (31, 32), &sink);
+    let committed: Committed = Default::default();
+    let (gw, reader) = start(&cfg, committed.clone());
+    let mut gw = Gw(gw);
+    wait_delivered(&emu, &committed, "live", Duration::from_secs(30)).await;
+    let live = emu.stats().await;
+    // The event hub is unreachable for 5 s: about 125 readings of strap-1
+    // and 100 of oxi-1 wait, 25 and 20 messages of 5.
+    emu.set_faults(serde_json::json!({"down_ms": 5000})).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    wait_delivered(&emu, &committed, "after the outage", Duration::from_secs(40)).await;
+    terminate(&gw.0);
+    assert!(gw.0.wait().unwrap().success());
+    reader.join().unwrap();
+    let s = emu.stats().await;
+    assert!(refused(&s, "down") > 0, "the outage was never hit: {s}");
+    let multi = |v: &Value| v["multi_event_batches"].as_u64().unwrap_or(0);
+    assert!(multi(&s) > multi(&live), "the backlog drained without a request of several events: {s}");
+    let most = s["max_batch_events"].as_u64().unwrap_or(0);
+    assert!((2..=8).contains(&most), "at most 8 events per request, and several at least once: {s}");
+    assert!(s["events"].as_u64().unwrap_or(0) > s["accepted_batches"].as_u64().unwrap_or(0), "{s}");
+    assert_eq!(refused(&s, "400"), 0, "a batch mixed partition keys or was malformed: {s}");
+    let c = committed.lock().unwrap().clone();
+    let d = emu.delivered();
+    d.check(&c);
+    for f in std::fs::read_dir(dir.path().join("emu/events")).unwrap() {
+        for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            let ev: Value = serde_json::from_str(line).unwrap();
+            let n = ev["Body"]["readings"].as_array().map_or(0, Vec::len);
+            assert!((1..=5).contains(&n), "an event of {n} readings; batch_max_readings is 5");
+        }
+    }
+    eprintln!(
+        "{} readings in {} events, {} batches ({} of several events, at most {})",
+        c.len(),
+        s["events"],
+        s["accepted_batches"],
+        s["multi_event_batches"],
+        s["max_batch_events"]
+    );
 }
 
 /// Microsoft Entra ID end to end: the gateway asks the emulator's token

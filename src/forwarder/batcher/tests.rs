@@ -1,7 +1,9 @@
 //! Unit tests for each rule, and property tests that drive the batcher with
 //! arbitrary sequences of admit / deliver / fail / too large / restart
-//! through a model of the outbox and the sink, checking that nothing is lost,
-//! nothing is sent twice under different ids, and per-device order holds.
+//! through a model of the outbox and the sink, with requests of one to four
+//! messages, checking that nothing is lost, nothing is sent twice under
+//! different ids, per-device order holds, and a request never mixes keys nor
+//! exceeds its message count or byte limit.
 
 use super::*;
 use crate::model::{DeviceKind, ReadingType};
@@ -30,7 +32,7 @@ fn quiet(committed: u64) -> Pass {
 }
 
 fn seqs(b: &Batch) -> Vec<u64> {
-    b.readings.iter().map(|r| r.seq).collect()
+    b.readings().map(|r| r.seq).collect()
 }
 
 #[test]
@@ -148,14 +150,14 @@ fn batches_keep_to_the_byte_cap_but_always_hold_one_reading() {
     }
     let mut lens = Vec::new();
     while let Some(x) = b.take_ready(limits(50, 1000), quiet(100), t0).pop() {
-        assert!(x.readings.iter().map(wire_size).sum::<usize>() <= size * 3);
-        lens.push(x.readings.len());
+        assert!(x.readings().map(wire_size).sum::<usize>() <= size * 3);
+        lens.push(x.readings().count());
         b.finished(&x.key);
     }
     assert_eq!(lens, vec![3, 3, 1]);
     let mut b = Batcher::new(1, BUFFER_CAP);
     b.admit(reading(1, "a"), t0);
-    assert_eq!(b.take_ready(limits(50, 1000), quiet(100), t0)[0].readings.len(), 1);
+    assert_eq!(b.take_ready(limits(50, 1000), quiet(100), t0)[0].readings().count(), 1);
 }
 
 #[test]
@@ -167,20 +169,20 @@ fn too_large_puts_the_readings_back_in_front_with_half_the_cap() {
     }
     let first = b.take_ready(limits(8, 1000), quiet(12), t0).remove(0);
     assert_eq!(seqs(&first), (1..=8).collect::<Vec<_>>());
-    let total: usize = first.readings.iter().map(wire_size).sum();
-    assert!(matches!(b.too_large(first.key, first.readings, t0), TooLarge::Split));
+    let total: usize = first.readings().map(wire_size).sum();
+    assert!(matches!(b.too_large(first.key, first.parts, t0), TooLarge::Split));
     assert_eq!(b.buffered(), 12);
     let again = b.take_ready(limits(8, 1000), quiet(12), t0).remove(0);
     assert_eq!(seqs(&again)[0], 1, "split readings go first, in order");
-    assert!(again.readings.iter().map(wire_size).sum::<usize>() <= (total / 2).max(MIN_BYTE_CAP));
-    assert!(again.readings.len() < 8);
+    assert!(again.readings().map(wire_size).sum::<usize>() <= (total / 2).max(MIN_BYTE_CAP));
+    assert!(again.readings().count() < 8);
     // A single reading that is too large comes back to be removed.
     let mut b = Batcher::new(usize::MAX, BUFFER_CAP);
     b.admit(reading(1, "a"), t0);
     let one = b.take_ready(limits(8, 1000), quiet(9), t0).remove(0);
-    match b.too_large(one.key, one.readings, t0) {
+    match b.too_large(one.key, one.parts, t0) {
         TooLarge::Rejected(r) => assert_eq!(r.len(), 1),
-        TooLarge::Split => panic!("a single reading cannot be split"),
+        other => panic!("a single reading cannot be split: {other:?}"),
     }
     assert_eq!(b.buffered(), 0);
     assert_eq!(b.in_flight(), 0);
@@ -197,12 +199,12 @@ fn a_refused_batch_of_small_readings_shrinks_down_to_one_reading() {
         b.admit(reading(s, "a"), t0);
     }
     let both = b.take_ready(limits(2, 1000), quiet(2), t0).remove(0);
-    assert!(both.readings.iter().map(wire_size).sum::<usize>() < MIN_BYTE_CAP, "the case needs readings below the floor");
-    assert!(matches!(b.too_large(both.key, both.readings, t0), TooLarge::Split));
+    assert!(both.readings().map(wire_size).sum::<usize>() < MIN_BYTE_CAP, "the case needs readings below the floor");
+    assert!(matches!(b.too_large(both.key, both.parts, t0), TooLarge::Split));
     let later = t0 + 2000 * MS;
     let next = b.take_ready(limits(8, 1000), quiet(2), later).remove(0);
     assert_eq!(seqs(&next), vec![1], "the same batch was formed again");
-    assert!(matches!(b.too_large(next.key, next.readings, later), TooLarge::Rejected(_)));
+    assert!(matches!(b.too_large(next.key, next.parts, later), TooLarge::Rejected(_)));
 }
 
 #[test]
@@ -224,42 +226,237 @@ fn the_buffer_is_bounded_and_reads_come_in_chunks() {
     assert!(c.is_idle(100));
 }
 
+fn rec(id: &str, seqs: &[u64]) -> InFlight {
+    InFlight { message_id: id.to_string(), seqs: seqs.to_vec() }
+}
+
+fn ids(b: &Batch) -> Vec<Option<&str>> {
+    b.parts.iter().map(|p| p.record.as_ref().map(|r| r.message_id.as_str())).collect()
+}
+
+fn part_seqs(b: &Batch) -> Vec<Vec<u64>> {
+    b.parts.iter().map(|p| p.readings.iter().map(|r| r.seq).collect()).collect()
+}
+
+/// With records already in the outbox, no batch is formed for them: each
+/// `Some` part needs no new record (and keeps its id).
+fn with_records(mut b: Batch, prefix: &str) -> Vec<Part> {
+    for (i, p) in b.parts.iter_mut().enumerate() {
+        p.record.get_or_insert_with(|| rec(&format!("{prefix}{i}"), &p.readings.iter().map(|r| r.seq).collect::<Vec<_>>()));
+    }
+    b.parts
+}
+
 #[test]
-fn resumed_batches_keep_their_key_busy_and_their_readings_are_not_read_twice() {
+fn resumed_messages_go_first_whole_under_their_record_and_are_not_read_twice() {
     let t0 = Instant::now();
     let mut b = Batcher::new(usize::MAX, BUFFER_CAP);
-    b.resume(key("a"), &[1, 2]);
+    b.resume(key("a"), rec("earlier", &[1, 2]), vec![reading(1, "a"), reading(2, "a")], t0);
     for s in 1..=4 {
         b.admit(reading(s, "a"), t0);
     }
-    assert_eq!(b.buffered(), 2);
+    assert_eq!(b.buffered(), 4, "two resumed, two read (1 and 2 were skipped)");
     assert_eq!(b.cursor(), 4);
-    assert!(b.take_ready(limits(50, 1000), Pass { draining: true, ..quiet(4) }, t0).is_empty(), "the resumed batch is in flight");
+    assert_eq!(b.next_deadline(Duration::from_secs(1)), Some(t0), "a resumed message is due at once (all before it was read)");
+    // Due at once, though young and no backlog.
+    let out = b.take_ready(limits(50, 1000), quiet(4), t0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(part_seqs(&out[0]), vec![vec![1, 2]], "alone and whole, without the readings behind it");
+    assert_eq!(ids(&out[0]), vec![Some("earlier")]);
+    assert!(b.take_ready(limits(50, 1000), Pass { draining: true, ..quiet(4) }, t0).is_empty(), "the resumed message is in flight");
     b.finished(&key("a"));
     let out = b.take_ready(limits(50, 1000), Pass { draining: true, ..quiet(4) }, t0);
     assert_eq!(seqs(&out[0]), vec![3, 4]);
+    assert_eq!(ids(&out[0]), vec![None]);
 }
 
 /// Deferred acknowledgements are lost in a crash, so a device can come back
-/// with two recorded batches: one already delivered, one not. Until both have
-/// an outcome no newer batch of that device may go out, or it could overtake
-/// the older one. (Found by the property test below.)
+/// with two recorded messages: one already delivered, one not. They go out
+/// one request at a time, oldest first, before any newer one.
 #[test]
-fn a_key_resumed_twice_stays_busy_until_both_outcomes() {
+fn a_key_resumed_twice_sends_its_messages_in_order_one_request_at_a_time() {
     let t0 = Instant::now();
     let mut b = Batcher::new(usize::MAX, BUFFER_CAP);
-    b.resume(key("a"), &[1, 2]);
-    b.resume(key("a"), &[3, 4]);
+    b.resume(key("a"), rec("m1", &[1, 2]), vec![reading(1, "a"), reading(2, "a")], t0);
+    b.resume(key("a"), rec("m2", &[3, 4]), vec![reading(3, "a"), reading(4, "a")], t0);
     for s in 1..=6 {
         b.admit(reading(s, "a"), t0);
     }
     let drain = Pass { draining: true, ..quiet(6) };
+    let mut sent = Vec::new();
+    while let Some(x) = b.take_ready(limits(50, 1000), drain, t0).pop() {
+        assert!(b.take_ready(limits(50, 1000), drain, t0).is_empty(), "two requests of one key in flight");
+        assert_eq!(b.in_flight(), 1);
+        sent.push((part_seqs(&x), ids(&x).into_iter().map(|i| i.map(str::to_string)).collect::<Vec<_>>()));
+        b.finished(&x.key);
+    }
+    assert_eq!(
+        sent,
+        vec![(vec![vec![1, 2]], vec![Some("m1".to_string())]), (vec![vec![3, 4]], vec![Some("m2".to_string())]), (vec![vec![5, 6]], vec![None])]
+    );
+    // With requests of several messages, the two resumed ones go together.
+    let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 4, max_bytes: usize::MAX });
+    b.resume(key("a"), rec("m1", &[1, 2]), vec![reading(1, "a"), reading(2, "a")], t0);
+    b.resume(key("a"), rec("m2", &[3, 4]), vec![reading(3, "a"), reading(4, "a")], t0);
+    for s in 1..=6 {
+        b.admit(reading(s, "a"), t0);
+    }
+    let out = b.take_ready(limits(2, 1000), drain, t0);
+    assert_eq!(part_seqs(&out[0]), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
+    assert_eq!(ids(&out[0]), vec![Some("m1"), Some("m2"), None]);
+}
+
+/// A resumed message waits until every older reading was read (one of its
+/// device could be among them), however small the buffer; resumed readings
+/// do not count against the buffer, or they could stop that reading.
+#[test]
+fn a_resumed_message_waits_for_older_readings_to_be_read() {
+    let t0 = Instant::now();
+    let mut b = Batcher::with_requests(usize::MAX, 2, RequestLimits { max_messages: 2, max_bytes: usize::MAX });
+    b.resume(key("a"), rec("m1", &[6, 7]), vec![reading(6, "a"), reading(7, "a")], t0);
+    assert_eq!(b.wants(9), Some(2), "resumed readings leave the buffer's room to read");
+    let drain = Pass { draining: true, ..quiet(9) };
+    assert!(b.take_ready(limits(2, 1000), drain, t0).is_empty(), "readings 1..=5 are not read yet");
+    assert_eq!(b.next_deadline(Duration::from_secs(1)), None, "no deadline to spin on while it waits for reads");
+    b.admit(reading(4, "a"), t0);
+    b.admit(reading(5, "a"), t0);
+    let out = b.take_ready(limits(2, 1000), drain, t0);
+    assert_eq!(part_seqs(&out[0]), vec![vec![4, 5], vec![6, 7]], "the older readings first, then the resumed message");
+    assert_eq!(ids(&out[0]), vec![None, Some("m1")]);
+}
+
+/// A message split after "too large" is no longer recorded; if the gateway
+/// stops before its readings go out, they come back as plain readings older
+/// than a message still recorded behind them, and must go first. (Found by
+/// the property test below.)
+#[test]
+fn readings_older_than_a_resumed_message_go_before_it() {
+    let t0 = Instant::now();
+    let resumed = || vec![reading(9, "a"), reading(10, "a"), reading(11, "a")];
+    for k in [1, 4] {
+        let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: k, max_bytes: usize::MAX });
+        b.resume(key("a"), rec("m1", &[9, 10, 11]), resumed(), t0);
+        for s in [1, 6, 7, 9, 10, 11, 12] {
+            b.admit(reading(s, "a"), t0);
+        }
+        let mut sent = Vec::new();
+        while let Some(x) = b.take_ready(limits(3, 1000), Pass { draining: true, ..quiet(12) }, t0).pop() {
+            sent.extend(part_seqs(&x).into_iter().zip(ids(&x).into_iter().map(|i| i.map(str::to_string))));
+            b.finished(&x.key);
+        }
+        assert_eq!(sent, vec![(vec![1, 6, 7], None), (vec![9, 10, 11], Some("m1".to_string())), (vec![12], None)], "k = {k}");
+    }
+}
+
+#[test]
+fn a_request_holds_up_to_k_consecutive_full_messages_of_one_key() {
+    let t0 = Instant::now();
+    let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 3, max_bytes: usize::MAX });
+    for s in 1..=25 {
+        b.admit(reading(s, "a"), t0);
+    }
+    b.admit(reading(26, "b"), t0);
+    let out = b.take_ready(limits(5, 1000), quiet(26), t0);
+    assert_eq!(out.len(), 1, "b's one young reading is not due");
+    assert_eq!(out[0].key, key("a"));
+    assert_eq!(part_seqs(&out[0]), vec![(1..=5).collect::<Vec<_>>(), (6..=10).collect(), (11..=15).collect()]);
+    assert!(out[0].parts.iter().all(|p| p.record.is_none()));
+    assert!(b.take_ready(limits(5, 1000), quiet(26), t0).is_empty(), "one request per key in flight");
     b.finished(&key("a"));
-    assert!(b.take_ready(limits(50, 1000), drain, t0).is_empty(), "seqs 5.. would overtake the resumed batch 3..=4");
-    assert_eq!(b.in_flight(), 1);
+    let out = b.take_ready(limits(5, 1000), quiet(26), t0);
+    assert_eq!(part_seqs(&out[0]), vec![(16..=20).collect::<Vec<_>>(), (21..=25).collect()]);
     b.finished(&key("a"));
-    let out = b.take_ready(limits(50, 1000), drain, t0);
-    assert_eq!(seqs(&out[0]), vec![5, 6]);
+    // Live: a second message goes along only when it is full too.
+    for s in 27..=33 {
+        b.admit(reading(s, "c"), t0);
+    }
+    let out = b.take_ready(limits(5, 1000), quiet(33), t0);
+    assert_eq!(part_seqs(&out[0]), vec![(27..=31).collect::<Vec<_>>()], "32 and 33 wait for their age");
+    b.finished(&key("c"));
+    // Due by age (or in a backlog): the rest go too, the last message short.
+    let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 3, max_bytes: usize::MAX });
+    for s in 1..=7 {
+        b.admit(reading(s, "a"), t0);
+    }
+    let out = b.take_ready(limits(5, 100), quiet(7), t0 + 100 * MS);
+    assert_eq!(part_seqs(&out[0]), vec![(1..=5).collect::<Vec<_>>(), vec![6, 7]]);
+}
+
+#[test]
+fn a_request_keeps_to_its_byte_limit_but_always_holds_one_message() {
+    let t0 = Instant::now();
+    let size = wire_size(&reading(1, "a"));
+    let message = 2 * size + MESSAGE_OVERHEAD;
+    let max_bytes = 2 * message + 1;
+    let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 10, max_bytes });
+    for s in 1..=10 {
+        b.admit(reading(s, "a"), t0);
+    }
+    let mut shapes = Vec::new();
+    while let Some(x) = b.take_ready(limits(2, 1000), Pass { draining: true, ..quiet(10) }, t0).pop() {
+        let bytes: usize = x.parts.iter().map(|p| p.readings.iter().map(wire_size).sum::<usize>() + MESSAGE_OVERHEAD).sum();
+        assert!(bytes <= max_bytes, "{bytes} > {max_bytes}");
+        shapes.push(x.parts.len());
+        b.finished(&x.key);
+    }
+    assert_eq!(shapes, vec![2, 2, 1]);
+    // Smaller than one message: one message per request all the same.
+    let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 10, max_bytes: 1 });
+    for s in 1..=4 {
+        b.admit(reading(s, "a"), t0);
+    }
+    assert_eq!(part_seqs(&b.take_ready(limits(2, 1000), Pass { draining: true, ..quiet(4) }, t0)[0]), vec![vec![1, 2]]);
+}
+
+/// "Too large" for a request of several messages halves the request, keeping
+/// each message whole under its record (so its id), before any message is
+/// split; a message refused alone is then split in place, ahead of the
+/// messages still waiting whole, and a reading refused alone is handed back.
+#[test]
+fn a_refused_request_goes_again_in_halves_before_any_message_is_split() {
+    let t0 = Instant::now();
+    let mut b = Batcher::with_requests(usize::MAX, BUFFER_CAP, RequestLimits { max_messages: 4, max_bytes: usize::MAX });
+    for s in 1..=8 {
+        b.admit(reading(s, "a"), t0);
+    }
+    let first = b.take_ready(limits(2, 1000), quiet(8), t0).remove(0);
+    assert_eq!(part_seqs(&first), vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![7, 8]]);
+    assert!(matches!(b.too_large(key("a"), with_records(first, "m"), t0), TooLarge::Regroup));
+    assert_eq!((b.buffered(), b.in_flight()), (8, 0));
+    let half = b.take_ready(limits(2, 1000), quiet(8), t0).remove(0);
+    assert_eq!(part_seqs(&half), vec![vec![1, 2], vec![3, 4]], "half as many messages, the same ones");
+    assert_eq!(ids(&half), vec![Some("m0"), Some("m1")], "kept under their records");
+    assert!(matches!(b.too_large(key("a"), half.parts, t0), TooLarge::Regroup));
+    let one = b.take_ready(limits(2, 1000), quiet(8), t0).remove(0);
+    assert_eq!(ids(&one), vec![Some("m0")]);
+    // Refused alone: split (back in the queue, smaller), still before m1..m3.
+    assert!(matches!(b.too_large(key("a"), one.parts, t0), TooLarge::Split));
+    let mut sent = Vec::new();
+    while let Some(x) = b.take_ready(limits(2, 1000), quiet(8), t0).pop() {
+        sent.push((part_seqs(&x), ids(&x).into_iter().map(|i| i.map(str::to_string)).collect::<Vec<_>>()));
+        if x.parts[0].readings[0].seq == 1 {
+            // The single reading 1 is refused too: handed back.
+            match b.too_large(x.key, x.parts, t0) {
+                TooLarge::Rejected(r) => assert_eq!(r.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]),
+                other => panic!("one reading cannot be split: {other:?}"),
+            }
+            continue;
+        }
+        b.finished(&x.key);
+    }
+    let m = |s: &str| Some(s.to_string());
+    assert_eq!(
+        sent,
+        vec![
+            (vec![vec![1]], vec![None]),
+            (vec![vec![2]], vec![None]),
+            (vec![vec![3, 4]], vec![m("m1")]),
+            (vec![vec![5, 6]], vec![m("m2")]),
+            (vec![vec![7, 8]], vec![m("m3")]),
+        ],
+        "in order, the untouched messages whole under their ids"
+    );
+    assert_eq!((b.buffered(), b.in_flight()), (0, 0));
 }
 
 // ---- Property tests: the batcher inside a model of the outbox and the sink.
@@ -296,12 +493,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A request with the sink: its key and its messages (id, readings).
+type Sending = (Key, Vec<(String, Vec<Reading>)>);
+
 /// The outbox, the sink and the forwarder loop, reduced to what the delivery
 /// guarantee depends on.
 struct World {
     limits: Limits,
     byte_cap: usize,
     buffer_cap: usize,
+    request: RequestLimits,
     now: Instant,
     /// Committed readings not yet acknowledged.
     outbox: BTreeMap<u64, Reading>,
@@ -310,10 +511,10 @@ struct World {
     records: BTreeMap<String, Vec<u64>>,
     /// Acknowledged in memory, not yet written (lost on a crash).
     deferred: Vec<String>,
-    /// Messages with the sink: id, key, readings.
-    sending: Vec<(String, Key, Vec<Reading>)>,
+    /// Requests with the sink.
+    sending: Vec<Sending>,
     /// Recorded, not yet with the sink (the loop hands at most `MAX_SENDING`).
-    recorded: VecDeque<(String, Key, Vec<Reading>)>,
+    recorded: VecDeque<Sending>,
     batcher: Batcher,
     next_id: u64,
     /// Everything the sink accepted, in order: id, key, seqs.
@@ -325,11 +526,12 @@ const MAX_SENDING: usize = 3;
 const MAX_RECORDED: usize = 4;
 
 impl World {
-    fn new(limits: Limits, byte_cap: usize, buffer_cap: usize) -> World {
+    fn new(limits: Limits, byte_cap: usize, buffer_cap: usize, request: RequestLimits) -> World {
         World {
             limits,
             byte_cap,
             buffer_cap,
+            request,
             now: Instant::now(),
             outbox: BTreeMap::new(),
             committed: 0,
@@ -337,27 +539,29 @@ impl World {
             deferred: Vec::new(),
             sending: Vec::new(),
             recorded: VecDeque::new(),
-            batcher: Batcher::new(byte_cap, buffer_cap),
+            batcher: Batcher::with_requests(byte_cap, buffer_cap, request),
             next_id: 0,
             accepted: Vec::new(),
             rejected: BTreeSet::new(),
         }
     }
 
-    /// What `Forwarder::run_once` does at its start: resend the leftovers.
+    /// What `Forwarder::run_once` does at its start: hand the leftovers to
+    /// the batcher, in the outbox's order (by first sequence number).
     fn start(&mut self) {
-        self.batcher = Batcher::new(self.byte_cap, self.buffer_cap);
+        self.batcher = Batcher::with_requests(self.byte_cap, self.buffer_cap, self.request);
         self.sending.clear();
         self.recorded.clear();
-        for (id, s) in self.records.clone() {
+        let mut records: Vec<(String, Vec<u64>)> = self.records.clone().into_iter().collect();
+        records.sort_by_key(|(_, s)| s.iter().copied().min());
+        for (id, s) in records {
             let readings: Vec<Reading> = s.iter().filter_map(|q| self.outbox.get(q).cloned()).collect();
             let Some(first) = readings.first() else {
                 self.records.remove(&id);
                 continue;
             };
             let key: Key = (first.device_id.clone(), first.patient_id.clone());
-            self.batcher.resume(key.clone(), &s);
-            self.sending.push((id, key, readings));
+            self.batcher.resume(key, InFlight { message_id: id, seqs: s }, readings, self.now);
         }
     }
 
@@ -387,15 +591,38 @@ impl World {
         let batches = self.batcher.take_ready(self.limits, Pass { committed: self.committed, draining, group_open, room }, self.now);
         prop_assert!(batches.len() <= room);
         for b in batches {
-            prop_assert!(!b.readings.is_empty());
-            prop_assert!(b.readings.len() <= self.limits.max_readings);
-            prop_assert!(b.readings.len() == 1 || b.readings.iter().map(wire_size).sum::<usize>() <= self.byte_cap);
-            prop_assert!(b.readings.windows(2).all(|w| w[0].seq < w[1].seq));
-            prop_assert!(b.readings.iter().all(|r| (r.device_id.clone(), r.patient_id.clone()) == b.key));
-            let id = format!("m{}", self.next_id);
-            self.next_id += 1;
-            self.records.insert(id.clone(), b.readings.iter().map(|r| r.seq).collect());
-            self.recorded.push_back((id, b.key, b.readings));
+            // A request: 1..=k messages of one key, within the byte limit
+            // unless it holds one message, in sequence order.
+            prop_assert!(!b.parts.is_empty() && b.parts.len() <= self.request.max_messages, "{} messages in one request", b.parts.len());
+            let bytes: usize = b.parts.iter().map(|p| p.readings.iter().map(wire_size).sum::<usize>() + MESSAGE_OVERHEAD).sum();
+            prop_assert!(b.parts.len() == 1 || bytes <= self.request.max_bytes, "{} bytes in a request of {}", bytes, b.parts.len());
+            let all: Vec<&Reading> = b.readings().collect();
+            prop_assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+            prop_assert!(all.iter().all(|r| (r.device_id.clone(), r.patient_id.clone()) == b.key), "a request mixes keys");
+            let mut messages = Vec::new();
+            for p in b.parts {
+                prop_assert!(!p.readings.is_empty());
+                prop_assert!(p.readings.len() <= self.limits.max_readings);
+                prop_assert!(p.readings.len() == 1 || p.readings.iter().map(wire_size).sum::<usize>() <= self.byte_cap);
+                let seqs: Vec<u64> = p.readings.iter().map(|r| r.seq).collect();
+                let id = match p.record {
+                    // Its record must still be in the outbox: a crash now
+                    // resends it under this id.
+                    Some(rec) => {
+                        prop_assert_eq!(self.records.get(&rec.message_id), Some(&rec.seqs), "a whole message lost its record");
+                        prop_assert_eq!(&rec.seqs, &seqs, "a whole message changed");
+                        rec.message_id
+                    }
+                    None => {
+                        let id = format!("m{}", self.next_id);
+                        self.next_id += 1;
+                        self.records.insert(id.clone(), seqs);
+                        id
+                    }
+                };
+                messages.push((id, p.readings));
+            }
+            self.recorded.push_back((b.key, messages));
         }
         while self.sending.len() < MAX_SENDING {
             let Some(m) = self.recorded.pop_front() else { break };
@@ -404,9 +631,12 @@ impl World {
         Ok(())
     }
 
+    /// The sink accepted request `i` whole (its messages in order).
     fn accept(&mut self, i: usize) {
-        let (id, key, readings) = &self.sending[i];
-        self.accepted.push((id.clone(), key.clone(), readings.iter().map(|r| r.seq).collect()));
+        let (key, messages) = &self.sending[i];
+        for (id, readings) in messages {
+            self.accepted.push((id.clone(), key.clone(), readings.iter().map(|r| r.seq).collect()));
+        }
     }
 
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -435,8 +665,8 @@ impl World {
                 }
                 let i = pick % self.sending.len();
                 self.accept(i);
-                let (id, key, _) = self.sending.remove(i);
-                self.deferred.push(id);
+                let (key, messages) = self.sending.remove(i);
+                self.deferred.extend(messages.into_iter().map(|(id, _)| id));
                 if !deferred {
                     self.apply_acks();
                 }
@@ -449,18 +679,35 @@ impl World {
             }
             Op::TooLarge { pick } => {
                 // A destination that accepted a message does not refuse it later.
-                let fresh: Vec<usize> =
-                    (0..self.sending.len()).filter(|i| !self.accepted.iter().any(|(id, _, _)| *id == self.sending[*i].0)).collect();
+                let fresh: Vec<usize> = (0..self.sending.len())
+                    .filter(|i| !self.sending[*i].1.iter().any(|(m, _)| self.accepted.iter().any(|(id, _, _)| id == m)))
+                    .collect();
                 if fresh.is_empty() {
                     return Ok(());
                 }
-                let (id, key, readings) = self.sending.remove(fresh[pick % fresh.len()]);
-                self.records.remove(&id);
-                if let TooLarge::Rejected(rs) = self.batcher.too_large(key, readings, self.now) {
-                    prop_assert_eq!(rs.len(), 1);
-                    for r in rs {
-                        self.rejected.insert(r.seq);
-                        self.outbox.remove(&r.seq);
+                let (key, messages) = self.sending.remove(fresh[pick % fresh.len()]);
+                let n = messages.len();
+                let parts: Vec<Part> = messages
+                    .iter()
+                    .map(|(id, rs)| Part {
+                        readings: rs.clone(),
+                        record: Some(InFlight { message_id: id.clone(), seqs: rs.iter().map(|r| r.seq).collect() }),
+                    })
+                    .collect();
+                match self.batcher.too_large(key, parts, self.now) {
+                    // Kept whole: the records stay.
+                    TooLarge::Regroup => prop_assert!(n > 1),
+                    TooLarge::Split => {
+                        prop_assert_eq!(n, 1);
+                        self.records.remove(&messages[0].0);
+                    }
+                    TooLarge::Rejected(rs) => {
+                        prop_assert_eq!((n, rs.len()), (1, 1));
+                        self.records.remove(&messages[0].0);
+                        for r in rs {
+                            self.rejected.insert(r.seq);
+                            self.outbox.remove(&r.seq);
+                        }
                     }
                 }
             }
@@ -538,10 +785,15 @@ proptest! {
         max_readings in 1..6usize,
         max_age_ms in 0..300u64,
         caps in (1..4usize, prop_oneof![Just(3usize), Just(50usize)]),
+        request in (1..5usize, 0..3usize),
     ) {
         let size = wire_size(&reading(1, "dev-0"));
         let byte_cap = match caps.0 { 1 => size, 2 => size * 3, _ => 64 * 1024 };
-        let mut w = World::new(limits(max_readings, max_age_ms), byte_cap, caps.1);
+        // Requests of 1 to 4 messages; no byte limit, room for about two
+        // messages of two readings, or for one.
+        let max_bytes = match request.1 { 0 => usize::MAX, 1 => 2 * (2 * size + MESSAGE_OVERHEAD), _ => size + MESSAGE_OVERHEAD };
+        let request = RequestLimits { max_messages: request.0, max_bytes };
+        let mut w = World::new(limits(max_readings, max_age_ms), byte_cap, caps.1, request);
         w.start();
         for op in ops {
             w.step(op)?;
@@ -572,7 +824,7 @@ proptest! {
             let out = b.take_ready(limits(1000, max_age_ms), quiet(committed), due);
             prop_assert!(!out.is_empty(), "nothing formed at the deadline");
             for x in out {
-                sent += x.readings.len();
+                sent += x.readings().count();
                 b.finished(&x.key);
             }
         }

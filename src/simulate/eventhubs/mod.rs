@@ -141,6 +141,10 @@ pub struct Stats {
     pub batch_requests: u64,
     pub accepted_batches: u64,
     pub events: u64,
+    /// Accepted batches that held more than one event.
+    pub multi_event_batches: u64,
+    /// The most events one accepted batch held.
+    pub max_batch_events: u64,
     pub tokens_issued: u64,
     /// Tokens issued for a certificate credential (client assertion).
     pub assertions_accepted: u64,
@@ -846,6 +850,8 @@ fn record(shared: &Arc<Shared>, events: Vec<checks::Event>) -> std::io::Result<(
     }
     st.stats.accepted_batches += 1;
     st.stats.events += recorded.len() as u64;
+    st.stats.multi_event_batches += u64::from(recorded.len() > 1);
+    st.stats.max_batch_events = st.stats.max_batch_events.max(recorded.len() as u64);
     st.events.extend(recorded);
     // The files are the record; memory keeps the latest events only.
     if st.events.len() > MAX_KEPT_EVENTS {

@@ -7,15 +7,19 @@
 //! does the I/O:
 //!
 //! - Each [`Message`] (one device's readings, see docs/message-format.md) is
-//!   one event of a one-event batch: `[{"Body":…,"BrokerProperties":{"MessageId","PartitionKey"},"UserProperties"}]`
-//!   ([`super::batch`]). The forwarder keeps one message in flight per
-//!   device, so the partition key (device id) keeps each device's order.
+//!   one event of a batch: `[{"Body":…,"BrokerProperties":{"MessageId","PartitionKey"},"UserProperties"},…]`
+//!   ([`super::batch`]). A request carries up to `max_events_per_request`
+//!   consecutive messages of one device (`send_many`; the service stores a
+//!   batch whole or not at all), or one (`send`). The forwarder keeps one
+//!   request in flight per device, so the partition key (device id) keeps
+//!   each device's order.
 //! - `send` returns `Ok` only on HTTP 201 ([`super::response`]); every other
 //!   answer becomes the [`SinkError`] that tells the forwarder how to retry:
 //!   401/403 `FatalAuth` (slow retry, the message names what to check),
 //!   ServerBusy/429/5xx `Throttled` or `Retryable` (jittered backoff, at least
 //!   4 s after ServerBusy, `Retry-After` honoured), 413 `TooLarge` (the
-//!   forwarder splits the message and resends the halves).
+//!   forwarder sends half as many events per request, then splits a message
+//!   alone and resends the halves).
 //! - The `Authorization` header comes from a [`Credential`]: a SAS token
 //!   renewed at 80 % of its lifetime (the key file is re-read then), an Entra
 //!   ID token from the client credentials flow (refreshed 5 min before expiry,
@@ -74,6 +78,7 @@ pub struct EventHubsSink {
     credential: Credential,
     user_properties: BTreeMap<String, String>,
     max_request: usize,
+    max_events: usize,
     max_in_flight: usize,
     request_timeout: Duration,
     window: Semaphore,
@@ -127,6 +132,7 @@ impl EventHubsSink {
             credential,
             user_properties: cfg.user_properties.clone(),
             max_request: cfg.max_request_bytes(),
+            max_events: cfg.max_events_per_request.max(1),
             max_in_flight,
             request_timeout: cfg.request_timeout,
             window: Semaphore::new(max_in_flight),
@@ -146,38 +152,34 @@ impl EventHubsSink {
 
     /// The request body for one message: a one-event batch.
     pub fn request_body(&self, message: &Message) -> Vec<u8> {
-        let ev = batch::event_json(message, &self.user_properties);
-        let mut body = Vec::with_capacity(ev.len() + 2);
+        self.request_body_many(std::slice::from_ref(message))
+    }
+
+    /// The request body for several messages: one event each, in order.
+    pub(crate) fn request_body_many(&self, messages: &[Message]) -> Vec<u8> {
+        let events: Vec<Vec<u8>> = messages.iter().map(|m| batch::event_json(m, &self.user_properties)).collect();
+        let mut body = Vec::with_capacity(batch::body_len(events.iter().map(Vec::len)));
         body.push(b'[');
-        body.extend_from_slice(&ev);
+        for (i, ev) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(ev);
+        }
         body.push(b']');
         body
     }
-}
 
-#[async_trait]
-impl Sink for EventHubsSink {
-    fn name(&self) -> &'static str {
-        "eventhubs"
+    /// Bytes of one event's envelope besides its escaped message.
+    fn event_overhead(&self) -> usize {
+        EVENT_OVERHEAD + self.user_properties.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
     }
 
-    /// The message body must fit in the request after JSON escaping inside
-    /// `Body` (quotes double): two thirds of the request limit, less the
-    /// envelope. `send` checks the real size and answers `TooLarge` beyond it.
-    fn max_message_bytes(&self) -> usize {
-        let props: usize = self.user_properties.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-        (self.max_request.saturating_sub(EVENT_OVERHEAD + props) * 2 / 3).max(1024)
-    }
-
-    fn max_in_flight(&self) -> usize {
-        self.max_in_flight
-    }
-
-    async fn send(&self, message: &Message) -> Result<(), SinkError> {
-        let body = self.request_body(message);
+    /// Posts one batch body of `events` events; `Ok` only on 201.
+    async fn post(&self, body: Vec<u8>, events: u64) -> Result<(), SinkError> {
         if body.len() > self.max_request {
             return Err(SinkError::TooLarge(format!(
-                "{} bytes as an Event Hubs batch request; this namespace accepts {} (tier or max_request_bytes)",
+                "{} bytes as an Event Hubs batch request of {events} event(s); this namespace accepts {} (tier or max_request_bytes)",
                 body.len(),
                 self.max_request
             )));
@@ -220,12 +222,54 @@ impl Sink for EventHubsSink {
         let outcome = response::classify(status, retry_after.as_deref(), &text, chrono::Utc::now(), self.credential.kind());
         match &outcome {
             SendOutcome::Delivered => {
-                self.counters.delivered_events.fetch_add(1, Ordering::Relaxed);
+                self.counters.delivered_events.fetch_add(events, Ordering::Relaxed);
             }
             SendOutcome::Auth { .. } => self.credential.invalidate(),
             _ => {}
         }
         outcome.into_sink_result()
+    }
+}
+
+#[async_trait]
+impl Sink for EventHubsSink {
+    fn name(&self) -> &'static str {
+        "eventhubs"
+    }
+
+    /// The message body must fit in the request after JSON escaping inside
+    /// `Body` (quotes double): two thirds of the request limit, less the
+    /// envelope. `send` checks the real size and answers `TooLarge` beyond it.
+    fn max_message_bytes(&self) -> usize {
+        (self.max_request.saturating_sub(self.event_overhead()) * 2 / 3).max(1024)
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Up to `max_events_per_request` messages of one device in one batch
+    /// request; each message is still one event.
+    fn max_messages_per_request(&self) -> usize {
+        self.max_events
+    }
+
+    /// The messages of one request together, with every event's envelope
+    /// and the escaping of `Body` counted as in `max_message_bytes`.
+    fn max_request_bytes(&self) -> usize {
+        let envelopes = self.max_events.saturating_mul(self.event_overhead() + 1) + 2;
+        (self.max_request.saturating_sub(envelopes) * 2 / 3).max(1024)
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), SinkError> {
+        self.post(self.request_body(message), 1).await
+    }
+
+    /// One batch request of one event per message: the service stores it
+    /// whole or not at all, so 201 confirms every message and anything else
+    /// none. Too large for the request limit: `TooLarge` before sending.
+    async fn send_many(&self, messages: &[Message]) -> Result<(), SinkError> {
+        self.post(self.request_body_many(messages), messages.len() as u64).await
     }
 }
 
@@ -640,6 +684,52 @@ mod tests {
         }
         let m = Message::from_batch("gw", "e", &rs).unwrap();
         assert!(s.request_body(&m).len() <= 16 * 1024, "{} > 16 KiB", s.request_body(&m).len());
+    }
+
+    /// Several messages: one event each, in order, in one batch body; as many
+    /// as the sink allows, with message bodies up to what it announces for a
+    /// request together, fit in the request limit even all escaped.
+    #[test]
+    fn several_messages_are_one_batch_in_order_within_the_request_limit() {
+        use crate::model::{DeviceKind, Reading, ReadingType};
+        let mut cfg = EventHubsSinkConfig::with_connection_string("Endpoint=sb://n/;SharedAccessKeyName=k;SharedAccessKey=a2V5;EntityPath=v");
+        cfg.max_request_bytes = Some(crate::config::units::ByteSize(64 * 1024));
+        cfg.max_events_per_request = 6;
+        cfg.user_properties.insert("site".into(), "ward-3".into());
+        let s = EventHubsSink::start(&cfg).unwrap();
+        assert_eq!(s.max_messages_per_request(), 6);
+        assert!(s.max_request_bytes() < 64 * 1024 * 2 / 3);
+        let per_message = s.max_request_bytes() / 6;
+        let mut seq = 0u64;
+        let ms: Vec<Message> = (0..6)
+            .map(|_| {
+                let mut rs = Vec::new();
+                loop {
+                    seq += 1;
+                    let mut r = Reading::new("dev-\"quoted\"", DeviceKind::PulseOximeter, ReadingType::Spo2).with_value("spo2", 97.0);
+                    r.seq = seq;
+                    rs.push(r);
+                    if Message::from_batch("gw", "e", &rs).unwrap().to_json().len() > per_message {
+                        rs.pop();
+                        seq -= 1;
+                        break;
+                    }
+                }
+                Message::from_batch("gw", "e", &rs).unwrap()
+            })
+            .collect();
+        assert!(ms.iter().map(|m| m.to_json().len()).sum::<usize>() <= s.max_request_bytes());
+        let body = s.request_body_many(&ms);
+        assert!(body.len() <= 64 * 1024, "{} > 64 KiB", body.len());
+        let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(events.len(), 6);
+        for (e, m) in events.iter().zip(&ms) {
+            assert_eq!(e["BrokerProperties"]["MessageId"], m.message_id.as_str());
+            assert_eq!(e["BrokerProperties"]["PartitionKey"], "dev-\"quoted\"");
+            assert_eq!(e["UserProperties"]["site"], "ward-3");
+            assert_eq!(serde_json::from_str::<Message>(e["Body"].as_str().unwrap()).unwrap(), *m);
+        }
+        assert_eq!(s.request_body(&ms[0]), s.request_body_many(&ms[..1]));
     }
 
     #[test]
