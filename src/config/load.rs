@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// A config problem, located in the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based; 0 when the problem is not tied to a place (file unreadable).
     pub line: usize,
     pub column: usize,
@@ -32,7 +32,7 @@ impl ConfigError {
     /// An error about `key` (a key path such as `sink.iothub.connection_string`
     /// or `device.0.ble.address`), placed at that key in `text`, or at the
     /// deepest table of it that the file has (a default taken from no line).
-    pub fn at_key(file: &Path, text: &str, key: &str, message: String) -> ConfigError {
+    pub(crate) fn at_key(file: &Path, text: &str, key: &str, message: String) -> ConfigError {
         let (line, column) = line_col(text, locate(text, key).unwrap_or(0));
         ConfigError { file: file.to_path_buf(), line, column, message }
     }
@@ -88,7 +88,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// demo adjusts its embedded config here (its folders, its sink, its
 /// devices) so that what it runs went through the same one validation as
 /// every file; nothing edits a [`Config`] once it is validated.
-pub(crate) struct ConfigDraft {
+pub struct ConfigDraft {
     pub(crate) raw: RawConfig,
     text: String,
     file: PathBuf,

@@ -39,11 +39,11 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 /// A queue's identity: device id and patient association.
-pub type Key = (String, Option<String>);
+pub(crate) type Key = (String, Option<String>);
 
 /// How many readings the forwarder holds in memory at most (bounded memory
 /// during a large backlog drain).
-pub const BUFFER_CAP: usize = 20_000;
+pub(crate) const BUFFER_CAP: usize = 20_000;
 
 /// At most this many readings are asked of the outbox in one read.
 const READ_CHUNK: usize = 2000;
@@ -53,38 +53,38 @@ const MIN_BYTE_CAP: usize = 256;
 
 /// Limits read at each pass (they can change while running).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Readings per message, at least 1.
-    pub max_readings: usize,
+    pub(crate) max_readings: usize,
     /// How long a live reading may wait before its batch is sent.
-    pub max_age: Duration,
+    pub(crate) max_age: Duration,
 }
 
 /// What the loop knows at one pass besides the queues.
 #[derive(Debug, Clone, Copy)]
-pub struct Pass {
+pub(crate) struct Pass {
     /// The highest committed sequence number in the outbox.
-    pub committed: u64,
+    pub(crate) committed: u64,
     /// Shutdown was requested: everything queued is ready.
-    pub draining: bool,
+    pub(crate) draining: bool,
     /// A group of readings is being committed right now: batches half due go
     /// along, so their in-flight records ride with that group's sync.
-    pub group_open: bool,
+    pub(crate) group_open: bool,
     /// At most this many batches may be formed (recorded batches the sink has
     /// not taken yet count against the loop's limit).
-    pub room: usize,
+    pub(crate) room: usize,
 }
 
 /// One batch for one key, in sequence order; never empty.
 #[derive(Debug)]
-pub struct Batch {
-    pub key: Key,
-    pub readings: Vec<Reading>,
+pub(crate) struct Batch {
+    pub(crate) key: Key,
+    pub(crate) readings: Vec<Reading>,
 }
 
 /// What became of a batch the destination refused as too large.
 #[derive(Debug)]
-pub enum TooLarge {
+pub(crate) enum TooLarge {
     /// Put back at the front of its queue, to go out in smaller batches.
     Split,
     /// A single reading larger than the destination accepts: the caller
@@ -113,12 +113,12 @@ impl Queue {
 }
 
 /// Bytes a reading takes in a message (its JSON plus a separator).
-pub fn wire_size(r: &Reading) -> usize {
+pub(crate) fn wire_size(r: &Reading) -> usize {
     serde_json::to_vec(&WireReading::from(r)).map(|v| v.len() + 1).unwrap_or(MIN_BYTE_CAP)
 }
 
 /// The forwarder's queues and in-flight bookkeeping for one life of the loop.
-pub struct Batcher {
+pub(crate) struct Batcher {
     queues: BTreeMap<Key, Queue>,
     /// Keys with batches in flight, and how many (more than one only for
     /// batches resumed after a stop: see [`Batcher::resume`]).
@@ -137,7 +137,7 @@ pub struct Batcher {
 impl Batcher {
     /// An empty batcher: batches hold at most `byte_cap` bytes of readings,
     /// and at most `buffer_cap` readings wait in memory.
-    pub fn new(byte_cap: usize, buffer_cap: usize) -> Batcher {
+    pub(crate) fn new(byte_cap: usize, buffer_cap: usize) -> Batcher {
         Batcher {
             queues: BTreeMap::new(),
             busy: HashMap::new(),
@@ -158,24 +158,24 @@ impl Batcher {
     /// group commit are lost in a crash, so a delivered batch comes back beside
     /// the one that was still in flight); it stays busy until all of them have
     /// an outcome, so no newer batch overtakes an older one.
-    pub fn resume(&mut self, key: Key, seqs: &[u64]) {
+    pub(crate) fn resume(&mut self, key: Key, seqs: &[u64]) {
         self.excluded.extend(seqs.iter().copied());
         *self.busy.entry(key).or_insert(0) += 1;
     }
 
     /// Where to read the outbox from next (exclusive).
-    pub fn cursor(&self) -> u64 {
+    pub(crate) fn cursor(&self) -> u64 {
         self.cursor
     }
 
     /// How many readings to read from the outbox next, or `None` when the
     /// buffer is full or everything up to `committed` was read.
-    pub fn wants(&self, committed: u64) -> Option<usize> {
+    pub(crate) fn wants(&self, committed: u64) -> Option<usize> {
         (self.buffered < self.buffer_cap && self.cursor < committed).then(|| (self.buffer_cap - self.buffered).min(READ_CHUNK))
     }
 
     /// Queues one reading read from the outbox (in sequence order).
-    pub fn admit(&mut self, r: Reading, now: Instant) {
+    pub(crate) fn admit(&mut self, r: Reading, now: Instant) {
         self.cursor = self.cursor.max(r.seq);
         if self.excluded.remove(&r.seq) {
             return;
@@ -193,34 +193,34 @@ impl Batcher {
     }
 
     /// The outbox holds nothing more up to `committed` (all acknowledged).
-    pub fn caught_up(&mut self, committed: u64) {
+    pub(crate) fn caught_up(&mut self, committed: u64) {
         self.cursor = self.cursor.max(committed);
     }
 
     /// Everything queued is ready at the next pass (until the queues empty).
-    pub fn request_flush(&mut self) {
+    pub(crate) fn request_flush(&mut self) {
         self.flush_requested = true;
     }
 
     /// Readings waiting in memory.
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buffered
     }
 
     /// Batches in flight.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.busy.values().sum()
     }
 
     /// Nothing waits in memory and everything up to `committed` was read.
-    pub fn is_idle(&self, committed: u64) -> bool {
+    pub(crate) fn is_idle(&self, committed: u64) -> bool {
         self.buffered == 0 && self.cursor >= committed
     }
 
     /// Forms the batches that are ready now (at most `pass.room`), marking
     /// their keys busy. Each must be reported back once: [`Batcher::finished`]
     /// or [`Batcher::too_large`].
-    pub fn take_ready(&mut self, limits: Limits, pass: Pass, now: Instant) -> Vec<Batch> {
+    pub(crate) fn take_ready(&mut self, limits: Limits, pass: Pass, now: Instant) -> Vec<Batch> {
         let max_readings = limits.max_readings.max(1);
         let max_age = limits.max_age;
         let backlog = self.cursor < pass.committed;
@@ -288,7 +288,7 @@ impl Batcher {
 
     /// The batch in flight for `key` was delivered, or its send was given up
     /// (shutdown) and stays recorded in the outbox.
-    pub fn finished(&mut self, key: &Key) {
+    pub(crate) fn finished(&mut self, key: &Key) {
         if let Some(n) = self.busy.get_mut(key) {
             *n -= 1;
             if *n == 0 {
@@ -300,7 +300,7 @@ impl Batcher {
     /// The destination refused the batch for `key` as too large: its readings
     /// go back to the front of the queue with a halved byte cap, or, if it was
     /// a single reading, come back to be removed.
-    pub fn too_large(&mut self, key: Key, readings: Vec<Reading>, now: Instant) -> TooLarge {
+    pub(crate) fn too_large(&mut self, key: Key, readings: Vec<Reading>, now: Instant) -> TooLarge {
         self.finished(&key);
         if readings.len() <= 1 {
             return TooLarge::Rejected(readings);
@@ -324,7 +324,7 @@ impl Batcher {
 
     /// When the oldest waiting reading of a key with nothing in flight reaches
     /// `max_age` (`None`: nothing waits).
-    pub fn next_deadline(&self, max_age: Duration) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, max_age: Duration) -> Option<Instant> {
         self.queues
             .iter()
             .filter(|(k, q)| !q.readings.is_empty() && !self.busy.contains_key(*k))

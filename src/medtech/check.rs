@@ -104,7 +104,7 @@ fn sample_value(kind: ReadingType) -> f64 {
 /// The result of a check.
 #[derive(Debug)]
 pub struct CheckReport {
-    pub preview: Preview,
+    pub(crate) preview: Preview,
     pub stats: Stats,
     /// Data would be dropped (or the event retried forever), or stored
     /// differently from what was sent.

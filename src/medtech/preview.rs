@@ -62,7 +62,7 @@ pub struct Preview {
     pub skipped: Vec<Skip>,
     /// Values the service would store differently from what was sent (or
     /// that readers would misread), with the reason. Nothing here is dropped.
-    pub warnings: Vec<Warning>,
+    pub(crate) warnings: Vec<Warning>,
     /// Readings the device marked as not valid (a flag outside
     /// [`crate::model::CHARTABLE_FLAGS`]) that the mappings keep out of the
     /// chart, as intended: not a loss (the message still carries them).
@@ -76,7 +76,7 @@ impl Preview {
     /// Something would be dropped, retried, or stored differently from what
     /// was sent, or a reading the device marked not valid would be charted:
     /// what `preview` and `check` exit 3 for.
-    pub fn has_problems(&self) -> bool {
+    pub(crate) fn has_problems(&self) -> bool {
         !self.skipped.is_empty() || !self.charted_invalid.is_empty() || self.warnings.iter().any(|w| w.kind.alters_data())
     }
 }
@@ -88,7 +88,7 @@ pub struct Stats {
     /// One entry per device template, in mapping order.
     pub device_templates: Vec<TemplateStats>,
     /// Observations per FHIR template, in mapping order.
-    pub fhir_observations: Vec<usize>,
+    pub(crate) fhir_observations: Vec<usize>,
 }
 
 /// Compiled mappings, reusable for many previews.
@@ -116,7 +116,7 @@ impl MedTech {
     }
 
     /// [`MedTech::preview`] plus per-template counts.
-    pub fn preview_with_stats(&self, messages: &[Value], opts: &PreviewOptions) -> (Preview, Stats) {
+    pub(crate) fn preview_with_stats(&self, messages: &[Value], opts: &PreviewOptions) -> (Preview, Stats) {
         let now = Utc::now();
         let ingestion = opts.ingestion_time.unwrap_or(now);
         let mut stats = Stats {

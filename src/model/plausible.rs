@@ -25,7 +25,7 @@ use super::ReadingType;
 /// names of a type share one unit), inclusive at both ends, in the type's unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlausibleRange {
-    pub kind: ReadingType,
+    pub(crate) kind: ReadingType,
     /// Lowest plausible value, in the unit of [`ReadingType::value_units`].
     pub min: f64,
     /// Highest plausible value, same unit.

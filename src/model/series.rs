@@ -143,7 +143,7 @@ impl SeriesSlots {
 
     /// Whether `r` goes to a shipped SampledData series: a series type, not a
     /// spot-check, its primary value present, and chartable by device status.
-    pub fn in_series(r: &Reading) -> bool {
+    pub(crate) fn in_series(r: &Reading) -> bool {
         series_period_ms(r.kind).is_some() && !r.spot_check && r.primary_value().is_some() && is_chartable(r)
     }
 

@@ -27,20 +27,20 @@ const INTAKE_CAPACITY: usize = 10_000;
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Print a line per committed group on stdout (crash tests).
-    pub report_commits: bool,
+    pub(crate) report_commits: bool,
     /// The config file the gateway was started from, and its text then:
     /// SIGHUP re-reads the file and says whether it changed (see [`handle_signals`]).
-    pub config_file: Option<(std::path::PathBuf, String)>,
+    pub(crate) config_file: Option<(std::path::PathBuf, String)>,
     /// Requests that came in as signals (SIGHUP, SIGUSR1, SIGUSR2).
-    pub signals: ControlSignals,
+    pub(crate) signals: ControlSignals,
     /// The check `run` makes of a config file before it starts (the file and
     /// this machine; `cli::check_config`), for SIGHUP's "is it valid?"; when
     /// `None`, the file alone is checked.
-    pub check_config: Option<ConfigCheck>,
+    pub(crate) check_config: Option<ConfigCheck>,
 }
 
 /// Checks a config file as a start would (file and machine).
-pub type ConfigCheck = fn(&std::path::Path) -> Result<(), String>;
+pub(crate) type ConfigCheck = fn(&std::path::Path) -> Result<(), String>;
 
 /// The committer's hooks in the running gateway: each reading is stamped
 /// with its device's patient association before it is stored, and counted in
@@ -505,9 +505,9 @@ pub enum Hangup {
 #[derive(Debug, Clone, Default)]
 pub struct ControlSignals {
     /// SIGUSR1 or SIGUSR2: log a status line and rewrite the status file.
-    pub status: Arc<tokio::sync::Notify>,
+    pub(crate) status: Arc<tokio::sync::Notify>,
     /// SIGHUP (daemon): re-read the config file and report.
-    pub reload: Arc<tokio::sync::Notify>,
+    pub(crate) reload: Arc<tokio::sync::Notify>,
 }
 
 /// Installs the gateway's signal handlers; call it inside the runtime before

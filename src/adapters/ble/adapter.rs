@@ -93,7 +93,7 @@ pub struct BleDevice {
 }
 
 /// The measurement service of a device kind.
-pub fn service_of(kind: DeviceKind) -> Option<Uuid> {
+pub(crate) fn service_of(kind: DeviceKind) -> Option<Uuid> {
     match kind {
         DeviceKind::HeartRateStrap => Some(gatt::sig_uuid(0x180D)),
         DeviceKind::PulseOximeter => Some(gatt::sig_uuid(0x1822)),
@@ -111,7 +111,7 @@ fn measurement_chars(kind: DeviceKind) -> &'static [Characteristic] {
 }
 
 /// Glob match (`*` any run, `?` one character), case-sensitive.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -141,7 +141,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// The device id: the configured alias, unless `id_from_device` asks for
 /// manufacturer+serial from Device Information (else the address).
-pub fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<&str>, serial: Option<&str>, address: &str) -> String {
+pub(crate) fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<&str>, serial: Option<&str>, address: &str) -> String {
     if !id_from_device && !alias.trim().is_empty() {
         return alias.to_string();
     }

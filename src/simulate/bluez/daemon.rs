@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// The shipped bus configuration; `@LISTEN@` is replaced by the socket address.
-pub const BUS_CONF: &str = include_str!("bus.conf");
+pub(crate) const BUS_CONF: &str = include_str!("bus.conf");
 
 /// A running private bus.
 pub struct PrivateBus {
@@ -65,7 +65,7 @@ impl PrivateBus {
     }
 
     /// The directory holding the socket and config.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 }

@@ -20,13 +20,14 @@
 
 pub mod daemon;
 mod error;
-pub mod objects;
-pub mod state;
-pub mod values;
+pub(crate) mod objects;
+pub(crate) mod state;
+pub(crate) mod values;
 
 pub use daemon::PrivateBus;
-pub use error::BluezSimError;
-pub use state::{Sent, SimDeviceSpec, SimKind};
+pub(crate) use error::BluezSimError;
+pub use state::{Sent, SimDeviceSpec};
+pub(crate) use state::SimKind;
 
 use state::{Shared, SimState};
 use std::sync::{Arc, Mutex};
@@ -233,7 +234,7 @@ impl BluezSim {
     }
 
     /// The bus address the simulator is on.
-    pub fn bus_address(&self) -> &str {
+    pub(crate) fn bus_address(&self) -> &str {
         &self.bus_address
     }
 }

@@ -53,13 +53,13 @@ const EVENT_OVERHEAD: usize = 512;
 #[derive(Debug, Default)]
 pub struct EventHubsCounters {
     /// Requests sent (whatever their answer).
-    pub requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
     /// Request body bytes sent.
     pub request_bytes: AtomicU64,
     /// Events confirmed with 201.
-    pub delivered_events: AtomicU64,
+    pub(crate) delivered_events: AtomicU64,
     /// Tokens obtained (SAS made, Entra fetched, token file read).
-    pub tokens: AtomicU64,
+    pub(crate) tokens: AtomicU64,
 }
 
 /// Builds the Event Hubs sink for the runtime from its config table.
@@ -135,7 +135,7 @@ impl EventHubsSink {
     }
 
     /// The URL batches are posted to.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
