@@ -10,8 +10,8 @@ pub(crate) mod registry;
 pub mod serial;
 pub(crate) mod simulated;
 
-pub use registry::{DeviceRegistry, LinkState};
 pub(crate) use registry::DeviceStatus;
+pub use registry::{DeviceRegistry, LinkState};
 
 use crate::model::Reading;
 use async_trait::async_trait;

@@ -29,15 +29,15 @@ pub(crate) mod serial;
 mod sink;
 
 pub(crate) use device::RawDevice;
-pub use device::{DeviceSource, SimulatedDeviceConfig};
 pub(crate) use device::{DeviceConfig, DeviceKindConfig};
-pub(crate) use load::ConfigDraft;
+pub use device::{DeviceSource, SimulatedDeviceConfig};
 pub use load::parse_str;
+pub(crate) use load::ConfigDraft;
 pub(crate) use load::{load, load_with_text, read_text, ConfigError};
 pub use secret::Secret;
+pub(crate) use sink::FileSinkConfig;
 pub(crate) use sink::RawSink;
 pub use sink::SinkConfig;
-pub(crate) use sink::FileSinkConfig;
 
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -34,8 +34,8 @@ pub(crate) mod times;
 
 pub use device_mapping::DeviceMapping;
 pub use fhir_mapping::FhirMapping;
-pub use preview::{summary_line, summary_lines, IdentityMode, MedTech, Preview, PreviewOptions};
 pub(crate) use preview::warning_line;
+pub use preview::{summary_line, summary_lines, IdentityMode, MedTech, Preview, PreviewOptions};
 pub use skip::SkipKind;
 pub(crate) use skip::{Skip, Warning};
 

@@ -17,9 +17,9 @@ pub(crate) use distinct_times::DistinctTimes;
 pub use message::Message;
 pub(crate) use message::WireReading;
 pub use plausible::{is_plausible, plausible_range};
-pub use reading::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType, TimeFrom};
 pub(crate) use reading::{rr_beat_times, DeviceTime};
-pub use series::{series_period_ms, SeriesSlots, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS};
+pub use reading::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType, TimeFrom};
 #[cfg(test)]
 pub(crate) use series::is_chartable;
 pub(crate) use series::SlotOutcome;
+pub use series::{series_period_ms, SeriesSlots, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS};

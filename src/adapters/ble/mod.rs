@@ -9,6 +9,6 @@ pub(crate) mod adapter;
 pub(crate) mod error;
 pub mod gatt;
 
-pub use adapter::{set_system_bus_address, BleAdapter, BleDevice, Selector};
 pub(crate) use adapter::build;
+pub use adapter::{set_system_bus_address, BleAdapter, BleDevice, Selector};
 pub(crate) use error::BleError;

@@ -26,8 +26,8 @@ pub(crate) mod values;
 
 pub use daemon::PrivateBus;
 pub(crate) use error::BluezSimError;
-pub use state::{Sent, SimDeviceSpec};
 pub(crate) use state::SimKind;
+pub use state::{Sent, SimDeviceSpec};
 
 use state::{Shared, SimState};
 use std::sync::{Arc, Mutex};

@@ -199,7 +199,13 @@ fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a st
 /// to a token endpoint whose URLs are `audiences`, at `now` (Unix seconds),
 /// against the `registered` certificates. Does not look at `jti` reuse
 /// ([`ReplayGuard`] does). Never panics, whatever `assertion` holds.
-pub(crate) fn verify(assertion: &str, client_id: &str, audiences: &[String], registered: &[RegisteredCertificate], now: u64) -> Result<Accepted, Refusal> {
+pub(crate) fn verify(
+    assertion: &str,
+    client_id: &str,
+    audiences: &[String],
+    registered: &[RegisteredCertificate],
+    now: u64,
+) -> Result<Accepted, Refusal> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return Err(invalid_jwt(format!("The assertion is longer than {MAX_ASSERTION_BYTES} bytes.")));
     }

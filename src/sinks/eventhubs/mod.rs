@@ -28,5 +28,5 @@ pub mod sas;
 pub(crate) mod sink;
 
 pub(crate) use error::EventHubsError;
-pub use sink::EventHubsSink;
 pub(crate) use sink::build;
+pub use sink::EventHubsSink;

@@ -23,8 +23,8 @@ pub mod tls;
 pub(crate) mod topics;
 pub mod twin;
 
-pub use control::SimpleControl;
 pub(crate) use control::GatewayControl;
+pub use control::SimpleControl;
 
 use crate::config::iothub::{IotHubIdentity, IotHubSinkConfig, IotHubTransport};
 use crate::config::Secret;
