@@ -15,10 +15,13 @@
 //! drives it. The unit test in `src/layering.rs` holds the table and fails
 //! when an import goes up or sideways.
 
+#![warn(unreachable_pub)]
+
 // The public surface is what code outside `src/` uses, and nothing more: the
 // binary (`cli::main`), the integration tests (tests/), the benches (benches/),
 // the fuzz targets (fuzz/) and the doc test in `medtech::preview`. Inside these
-// modules everything else is `pub(crate)`.
+// modules everything else is `pub(crate)`; `unreachable_pub` above (an error
+// under clippy's `-D warnings`) flags a `pub` that no outside path reaches.
 pub mod adapters; // BLE adapter and GATT decoders, serial drivers and framing (tests, fuzz)
 pub mod backoff; // the retry delay (tests)
 pub mod cli; // `cli::main` (the binary)

@@ -18,7 +18,7 @@ use serde::Deserialize;
 /// characters long", Azure IoT Hub device identity, `deviceId`). An id goes
 /// into every message, log line and outbox key; without a limit a 1 MB id
 /// was accepted.
-pub const MAX_DEVICE_ID_BYTES: usize = 128;
+pub(crate) const MAX_DEVICE_ID_BYTES: usize = 128;
 
 /// A validated `[[device]]`.
 #[derive(Debug, Clone)]

@@ -39,13 +39,13 @@ impl ConfigError {
 }
 
 /// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_text(path).map(|(c, _)| c)
 }
 
 /// Like [`load`], and also returns the file's text, so that checks made later
 /// (of files, folders and secrets on this machine) can name the line too.
-pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
+pub(crate) fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = read_text(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
@@ -60,7 +60,7 @@ pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
 /// read: reading a FIFO would wait for a writer for good (`check-config`,
 /// the unit's `ExecStartPre=`, `run` and SIGHUP would hang), and a folder or
 /// a device is never a config file.
-pub fn read_text(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         use std::os::unix::fs::FileTypeExt;
@@ -88,7 +88,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// demo adjusts its embedded config here (its folders, its sink, its
 /// devices) so that what it runs went through the same one validation as
 /// every file; nothing edits a [`Config`] once it is validated.
-pub struct ConfigDraft {
+pub(crate) struct ConfigDraft {
     pub(crate) raw: RawConfig,
     text: String,
     file: PathBuf,

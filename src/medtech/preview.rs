@@ -443,7 +443,7 @@ fn period_number(p: PeriodInterval) -> i32 {
 }
 
 /// One-call preview from mapping texts (see [`MedTech`] to reuse compiled mappings).
-pub fn preview_messages(
+pub(crate) fn preview_messages(
     device_mapping_json: &str,
     fhir_mapping_json: &str,
     messages: &[Value],
@@ -510,7 +510,7 @@ pub fn summary_lines(p: &Preview) -> Vec<String> {
 }
 
 /// One line for a warning: `WARNING (title): message N: reason`.
-pub fn warning_line(w: &Warning) -> String {
+pub(crate) fn warning_line(w: &Warning) -> String {
     let at = w.input.map(|i| format!("message {i}: ")).unwrap_or_default();
     let loud = if w.kind.alters_data() { "WARNING" } else { "note" };
     format!("{loud} ({}): {at}{}", w.kind.title(), w.reason)

@@ -94,7 +94,7 @@ pub struct Skip {
 /// `preview` and `check` exit 3. docs/medtech.md explains each kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum WarningKind {
+pub(crate) enum WarningKind {
     /// A Quantity value with `,`: the service's invariant-culture
     /// `decimal.Parse` skips it as a thousands separator (`"36,6"` -> 366).
     GroupSeparatorRead,
@@ -146,7 +146,7 @@ impl WarningKind {
 /// One value the service would store differently from what was sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Warning {
+pub(crate) struct Warning {
     pub(crate) kind: WarningKind,
     /// Index of the input message (0-based).
     #[serde(skip_serializing_if = "Option::is_none")]

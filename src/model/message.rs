@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The value of the `schema` field of every message.
-pub const MESSAGE_SCHEMA: &str = "iomt-edge/1";
+pub(crate) const MESSAGE_SCHEMA: &str = "iomt-edge/1";
 
 /// One message: a batch of readings of one device (and one patient association).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub struct Message {
 /// A reading inside a message: the per-device fields are hoisted to the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireReading {
+pub(crate) struct WireReading {
     pub(crate) seq: u64,
     #[serde(rename = "type")]
     pub(crate) kind: ReadingType,
@@ -83,7 +83,7 @@ impl From<&Reading> for WireReading {
 /// The outbox epoch is chosen once when an outbox is created, so a fresh outbox
 /// (after a corrupt one was moved aside) never reuses an id. At most 60 ASCII
 /// characters, well inside IoT Hub's 128 for `$.mid`.
-pub fn message_id(gateway_id: &str, epoch: &str, first_seq: u64, last_seq: u64) -> String {
+pub(crate) fn message_id(gateway_id: &str, epoch: &str, first_seq: u64, last_seq: u64) -> String {
     let digest = Sha256::digest(gateway_id.as_bytes());
     format!("{}-{}-{}-{}", hex::encode(&digest[..4]), epoch, first_seq, last_seq)
 }

@@ -81,7 +81,7 @@ pub struct PlausibleRange {
 /// * `pvi`, 0..=100 %: PVI is (PImax - PImin) / PImax x 100 over a
 ///   respiratory cycle (Masimo, "Pleth Variability Index" technical bulletin),
 ///   which by its definition lies in 0-100 %.
-pub const PLAUSIBLE_RANGES: [PlausibleRange; 14] = [
+pub(crate) const PLAUSIBLE_RANGES: [PlausibleRange; 14] = [
     PlausibleRange { kind: ReadingType::HeartRate, min: 15.0, max: 350.0 },
     PlausibleRange { kind: ReadingType::RrInterval, min: 150.0, max: 30_000.0 },
     PlausibleRange { kind: ReadingType::EnergyExpended, min: 0.0, max: 65_534.0 },

@@ -457,7 +457,7 @@ impl Reading {
 /// simulated second): the last interval ends at `end`, each earlier one ends
 /// where the next began. Each beat gets its own time, so MedTech (which keeps
 /// one value per timestamp in a group) keeps every interval.
-pub fn rr_beat_times(end: DateTime<Utc>, rr_ms: &[f64]) -> Vec<DateTime<Utc>> {
+pub(crate) fn rr_beat_times(end: DateTime<Utc>, rr_ms: &[f64]) -> Vec<DateTime<Utc>> {
     let mut times = vec![end; rr_ms.len()];
     let mut t = end;
     for i in (0..rr_ms.len()).rev() {

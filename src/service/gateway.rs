@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// Shared handles on a running gateway. Cheap to clone.
 #[derive(Clone)]
-pub struct GatewayHandle {
+pub(crate) struct GatewayHandle {
     pub(crate) config: Arc<Config>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) registry: Arc<DeviceRegistry>,

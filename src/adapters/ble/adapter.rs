@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Connections one controller holds reliably (a Pi 3B+ refuses around the 9th-10th).
-pub const MAX_CONNECTED: usize = 7;
+pub(crate) const MAX_CONNECTED: usize = 7;
 
 /// First reconnect delay; doubles up to the device's `reconnect_max`.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -156,7 +156,7 @@ pub(crate) fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: 
 /// adapter manages them all). `Ok(None)` when there are none. The config is
 /// validated: a BLE device's kind has a measurement service, its selector is
 /// one of three and its timers are in range.
-pub fn build(devices: &[DeviceConfig]) -> Option<Box<dyn Adapter>> {
+pub(crate) fn build(devices: &[DeviceConfig]) -> Option<Box<dyn Adapter>> {
     let out: Vec<BleDevice> = devices
         .iter()
         .filter_map(|d| match &d.source {

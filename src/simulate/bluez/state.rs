@@ -9,7 +9,7 @@ pub(crate) type Shared = Arc<Mutex<SimState>>;
 
 /// What kind of peripheral a simulated device is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimKind {
+pub(crate) enum SimKind {
     /// Heart Rate Service 0x180D (+ Battery 0x180F, Device Information 0x180A).
     HeartRateStrap,
     /// Pulse Oximeter Service 0x1822 (+ 0x180F, 0x180A).

@@ -63,7 +63,7 @@ pub struct EventHubsCounters {
 }
 
 /// Builds the Event Hubs sink for the runtime from its config table.
-pub async fn build(cfg: &EventHubsSinkConfig) -> Result<Arc<dyn Sink>, EventHubsError> {
+pub(crate) async fn build(cfg: &EventHubsSinkConfig) -> Result<Arc<dyn Sink>, EventHubsError> {
     Ok(Arc::new(EventHubsSink::start(cfg)?))
 }
 
