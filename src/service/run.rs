@@ -91,7 +91,12 @@ fn build_adapters(config: &Config) -> Result<Vec<Box<dyn Adapter>>, ServiceError
 /// starts every task, [`supervise`] answers signals, feeds the watchdog and
 /// keeps the status file until `shutdown`, [`stop`] stops the tasks in
 /// pipeline order within bounded times.
-pub(crate) async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(GatewayHandle)) -> Result<(), ServiceError> {
+pub(crate) async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(GatewayHandle),
+) -> Result<(), ServiceError> {
     let Some(mut running) = start(config, &opts, &shutdown).await? else {
         tracing::info!("stopped while waiting for room on the state filesystem; the outbox was not opened and is as it was");
         return Ok(());
