@@ -65,7 +65,7 @@ impl DotnetDecimal {
     /// The value as a JSON number: an integer when it has no fraction digits and
     /// fits an i64, else the nearest f64 (a JSON number cannot keep a decimal's
     /// trailing zeros or more than ~17 significant digits; see docs/medtech.md).
-    pub(crate) fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(self) -> serde_json::Value {
         if self.scale == 0 {
             if let Ok(i) = i64::try_from(self.mantissa) {
                 return serde_json::Value::from(if self.negative { -i } else { i });
