@@ -40,6 +40,7 @@ impl Backoff {
 
     /// The same backoff growing by `factor` (at least 1: 1 waits `initial`
     /// every time) instead of 2.
+    #[cfg(test)]
     pub(crate) const fn factor(self, factor: u32) -> Backoff {
         Backoff { factor: if factor == 0 { 1 } else { factor }, ..self }
     }
@@ -50,6 +51,7 @@ impl Backoff {
     }
 
     /// The first delay, before jitter.
+    #[cfg(test)]
     pub(crate) const fn initial(&self) -> Duration {
         self.initial
     }
@@ -97,6 +99,7 @@ impl Backoff {
     }
 
     /// Delays handed out by [`Backoff::next_delay`] since the last reset.
+    #[cfg(test)]
     pub(crate) const fn attempts(&self) -> u32 {
         self.attempts
     }

@@ -155,6 +155,7 @@ pub(crate) enum EventHubsTier {
 }
 
 /// Which kind of identity a valid table describes.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventHubsAuth {
     SharedAccessKey,
@@ -198,6 +199,7 @@ impl EventHubsSinkConfig {
     }
 
     /// The kind of identity this table describes.
+    #[cfg(test)]
     pub(crate) fn auth(&self) -> EventHubsAuth {
         match &self.identity {
             EventHubsIdentity::SharedAccessKey { .. } => EventHubsAuth::SharedAccessKey,

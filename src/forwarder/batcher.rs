@@ -203,11 +203,13 @@ impl Batcher {
     }
 
     /// Readings waiting in memory.
+    #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.buffered
     }
 
     /// Batches in flight.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.busy.values().sum()
     }

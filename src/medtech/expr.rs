@@ -311,14 +311,10 @@ impl Expression {
     }
 
     /// `SelectTokens`: each match becomes one measurement. A JMESPath array
-    /// result yields its elements; `null` yields nothing.
-    pub(crate) fn select_tokens(&self, data: &Value) -> Result<Vec<Value>, EvalError> {
-        self.select_tokens_cached(data, &mut None)
-    }
-
-    /// [`Expression::select_tokens`] for several expressions over the same
-    /// `data` (every template's type match runs on the same event): the
-    /// JMESPath form of `data` is built once, in `jmes_data`, and reused.
+    /// result yields its elements; `null` yields nothing. Several expressions
+    /// run over the same `data` (every template's type match runs on the same
+    /// event): the JMESPath form of `data` is built once, in `jmes_data`, and
+    /// reused.
     pub(crate) fn select_tokens_cached(&self, data: &Value, jmes_data: &mut Option<Rcvar>) -> Result<Vec<Value>, EvalError> {
         match self {
             Expression::JsonPath(p) => Ok(p.select_tokens(data).into_iter().cloned().collect()),
@@ -376,6 +372,7 @@ pub(crate) enum TokenString {
 /// `True`/`False`. A string in Json.NET's date shape ([`dotnet::json_net_date`])
 /// was a Date token in the service and comes out as `MM/dd/yyyy HH:mm:ss`;
 /// [`token_string_rewritten`] says when that happened.
+#[cfg(test)]
 pub(crate) fn token_string(v: &Value) -> TokenString {
     token_string_rewritten(v).0
 }

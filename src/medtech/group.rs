@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 #[derive(Debug, Clone)]
 pub(crate) struct KeyGroup<'a> {
     /// The service's grouping key string.
+    #[cfg(test)]
     pub(crate) key: String,
     pub(crate) measurements: Vec<&'a Measurement>,
 }
@@ -42,7 +43,11 @@ pub(crate) fn by_key(measurements: &[Measurement]) -> Vec<KeyGroup<'_>> {
             }
             None => {
                 index.insert(key.clone(), out.len());
-                out.push(KeyGroup { key, measurements: vec![m] });
+                out.push(KeyGroup {
+                    #[cfg(test)]
+                    key,
+                    measurements: vec![m],
+                });
             }
         }
     }

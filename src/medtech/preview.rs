@@ -442,16 +442,6 @@ fn period_number(p: PeriodInterval) -> i32 {
     }
 }
 
-/// One-call preview from mapping texts (see [`MedTech`] to reuse compiled mappings).
-pub(crate) fn preview_messages(
-    device_mapping_json: &str,
-    fhir_mapping_json: &str,
-    messages: &[Value],
-    opts: &PreviewOptions,
-) -> Result<Preview, MappingError> {
-    Ok(MedTech::new(device_mapping_json, fhir_mapping_json)?.preview(messages, opts))
-}
-
 fn short_value(obs: &Value) -> String {
     if let Some(q) = obs.get("valueQuantity") {
         let v = q.get("value").map(|v| v.to_string()).unwrap_or_default();

@@ -113,6 +113,7 @@ impl Message {
     }
 
     /// The sequence numbers this message carries.
+    #[cfg(test)]
     pub(crate) fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
         self.readings.iter().map(|r| r.seq)
     }

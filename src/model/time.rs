@@ -46,21 +46,6 @@ pub(crate) mod serde_ms {
     }
 }
 
-/// serde adapter for an optional timestamp.
-pub(crate) mod serde_ms_opt {
-    use super::*;
-    pub(crate) fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&format(t)),
-            None => s.serialize_none(),
-        }
-    }
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| parse(&s).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,6 +215,7 @@ pub struct OutboxStats {
 #[derive(Debug, Clone)]
 pub struct OpenReport {
     /// Where a corrupt outbox was moved, if one was.
+    #[allow(dead_code)] // only the unit tests read it; open() logs the same fact where it decides
     pub(crate) moved_aside: Option<PathBuf>,
     pub(crate) took: Duration,
     /// How the previous life of this outbox ended.
@@ -222,9 +223,11 @@ pub struct OpenReport {
     /// After an unclean stop: what a recount of the store found.
     pub(crate) recount: Option<Recount>,
     /// When the store was damaged: what was salvaged into the new one.
+    #[allow(dead_code)] // only the unit tests read it; open() logs the same fact where it decides
     pub(crate) salvaged: Option<SalvageReport>,
     /// When a power cut had interrupted a write (part of it on disk): how
     /// many complete readings of it were kept.
+    #[allow(dead_code)] // only the unit tests read it; open() logs the same fact where it decides
     pub(crate) interrupted_write_kept: Option<u64>,
 }
 
@@ -417,8 +420,6 @@ struct Store {
     fdatasync: bool,
     /// Syncs made since this store was opened (tests, bench).
     syncs: AtomicU64,
-    /// Checkpoints made since this store was opened (tests, bench).
-    checkpoints: AtomicU64,
     /// The log file's length after we last wrote zeros ahead of sled's
     /// writes ([`Store::keep_zeros_ahead`]); 0 before the first time.
     zero_end: AtomicU64,
@@ -638,7 +639,6 @@ impl Store {
         mem.unsynced.clear();
         mem.unsynced_ops = 0;
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -1450,7 +1450,6 @@ impl Outbox {
             mem: parking_lot::Mutex::new(Mem::default()),
             fdatasync: true,
             syncs: AtomicU64::new(0),
-            checkpoints: AtomicU64::new(0),
             zero_end: AtomicU64::new(0),
             dir: Some(dir.to_path_buf()),
             #[cfg(test)]
@@ -1826,14 +1825,9 @@ impl Outbox {
     /// How many times the store was made durable (sled flush + `fdatasync`)
     /// since it was opened or last reopened: each costs at least one page on
     /// the SD card.
+    #[cfg(test)]
     pub(crate) fn syncs(&self) -> u64 {
         self.store.read().as_ref().map_or(0, |st| st.syncs.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// How many times the changes held in the journal were moved into
-    /// sled since the store was opened (each costs sled's writes).
-    pub(crate) fn checkpoints(&self) -> u64 {
-        self.store.read().as_ref().map_or(0, |st| st.checkpoints.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Records (and flushes) a batch before it is sent.
@@ -1986,7 +1980,7 @@ impl Outbox {
         self.counters().count
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 

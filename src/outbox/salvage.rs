@@ -180,7 +180,7 @@ pub(crate) fn scan(files: &[&[u8]]) -> Salvaged {
             let v = at + NEXT_SEQ_MARK.len();
             if let Some(next) = bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) {
                 // A damaged copy, or the next key of a consolidated node,
-                // could read as anything: see `highest_next_seq`.
+                // could read as anything: see `next_seq_values`.
                 if next < SEQ_LIMIT {
                     next_seq_seen.push(next);
                 }
@@ -255,23 +255,6 @@ pub(crate) fn scan(files: &[&[u8]]) -> Salvaged {
     out
 }
 
-/// The highest next-sequence-number counter anywhere in a store's raw log:
-/// how far numbering got, whatever sled's own recovery kept. Cheap (a byte
-/// search); used after an unclean stop to notice that sled silently cut its
-/// log short at a damaged page.
-pub(crate) fn highest_next_seq(bytes: &[u8]) -> Option<u64> {
-    find_all(bytes, NEXT_SEQ_MARK)
-        .filter_map(|at| {
-            let v = at + NEXT_SEQ_MARK.len();
-            bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
-        })
-        // A consolidated node lists its keys apart from their values, so the
-        // bytes after the mark can be the next key ("mrefused..."): no real
-        // counter comes near 2^48.
-        .filter(|n| *n < SEQ_LIMIT)
-        .max()
-}
-
 /// What the counters in a raw log say about the store sled recovered from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogVerdict {
@@ -297,13 +280,17 @@ pub(crate) fn log_verdict(bytes: &[u8], kept_next: u64, max_write: u64) -> LogVe
     }
 }
 
-/// Every distinct counter value in a raw log (see [`highest_next_seq`]).
+/// Every distinct next-sequence-number counter value in a raw log: how far
+/// numbering got, whatever sled's own recovery kept. Cheap (a byte search).
 pub(crate) fn next_seq_values(bytes: &[u8]) -> std::collections::BTreeSet<u64> {
     find_all(bytes, NEXT_SEQ_MARK)
         .filter_map(|at| {
             let v = at + NEXT_SEQ_MARK.len();
             bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
         })
+        // A consolidated node lists its keys apart from their values, so the
+        // bytes after the mark can be the next key ("mrefused..."): no real
+        // counter comes near 2^48.
         .filter(|n| *n < SEQ_LIMIT)
         .collect()
 }

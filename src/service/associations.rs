@@ -151,6 +151,7 @@ impl Associations {
     }
 
     /// The live association saved for a device, with its twin version.
+    #[cfg(test)]
     pub(crate) fn live(&self, device_id: &str) -> Option<LiveAssociation> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned()
     }

@@ -569,12 +569,6 @@ pub(crate) fn handle_signals(token: CancellationToken, hangup: Hangup) -> Contro
     control
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C; SIGHUP, SIGUSR1 and SIGUSR2 are
-/// caught and logged, never fatal. Same as `handle_signals(token, Hangup::Reload)`.
-pub(crate) fn cancel_on_signals(token: CancellationToken) -> ControlSignals {
-    handle_signals(token, Hangup::Reload)
-}
-
 /// What SIGHUP can do without a restart, in one sentence: the config file is
 /// read again and compared with the one the gateway started from (it is
 /// applied only by a restart: outbox, devices and sink are set up at start);

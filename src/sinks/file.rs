@@ -97,10 +97,6 @@ impl FileSink {
         }
         Ok(FileSink { path: path.to_path_buf(), jobs })
     }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// How long [`FileSink::open`] waits for the file to open.

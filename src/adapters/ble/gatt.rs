@@ -630,6 +630,7 @@ fn le16(b: &[u8]) -> Option<u16> {
 }
 
 /// Decodes a Heart Rate Measurement (0x2A37).
+#[cfg(test)]
 pub(crate) fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRateMeasurement, GattError> {
     heart_rate_fields(bytes).map(|(m, _)| m)
 }
@@ -661,6 +662,7 @@ fn heart_rate_fields(bytes: &[u8]) -> Result<(HeartRateMeasurement, Option<Extra
 }
 
 /// Decodes a PLX Continuous Measurement (0x2A5F).
+#[cfg(test)]
 pub(crate) fn decode_plx_continuous(bytes: &[u8]) -> Result<PlxContinuous, GattError> {
     plx_continuous_fields(bytes).map(|(m, _)| m)
 }
@@ -702,6 +704,7 @@ fn plx_continuous_fields(bytes: &[u8]) -> Result<(PlxContinuous, Option<ExtraByt
 }
 
 /// Decodes a PLX Spot-check Measurement (0x2A5E).
+#[cfg(test)]
 pub(crate) fn decode_plx_spot_check(bytes: &[u8]) -> Result<PlxSpotCheck, GattError> {
     plx_spot_check_fields(bytes).map(|(m, _)| m)
 }
@@ -740,6 +743,7 @@ fn plx_spot_check_fields(bytes: &[u8]) -> Result<(PlxSpotCheck, Option<ExtraByte
 }
 
 /// Decodes PLX Features (0x2A60).
+#[cfg(test)]
 pub(crate) fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
     plx_features_fields(bytes).map(|(m, _)| m)
 }

@@ -461,7 +461,7 @@ async fn session(run: &mut Run<'_>, mut port: tokio_serial::SerialStream) -> Res
     let mut reader = match (&dev.driver, &run.intake) {
         (Driver::Hl7(o), Some(intake)) => {
             intake.end_bad_input();
-            Reader::Hl7(Hl7Framer::new(o.framing, o.max_length))
+            Reader::Hl7(Hl7Framer::new(o.max_length))
         }
         _ => Reader::Decoder(dev.driver.decoder(&dev.id)),
     };

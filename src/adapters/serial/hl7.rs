@@ -79,23 +79,9 @@ pub(crate) struct CodeMapping {
     pub(crate) value: Option<String>,
 }
 
-/// How HL7 messages are cut from the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Hl7Framing {
-    /// MLLP if the first byte that is not whitespace is 0x0B, else bare.
-    #[default]
-    Auto,
-    /// MLLP blocks.
-    Mllp,
-    /// Bare segments: a message starts at each `MSH` segment and ends at the
-    /// next one or at [`Decoder::finish`] (end of input or an idle gap).
-    Bare,
-}
-
 /// Options of the `hl7` driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hl7Options {
-    pub(crate) framing: Hl7Framing,
     /// Longest message in bytes.
     pub(crate) max_length: usize,
     /// Extra codes, tried before [`MDC_CODES`].
@@ -107,7 +93,7 @@ pub struct Hl7Options {
 
 impl Default for Hl7Options {
     fn default() -> Hl7Options {
-        Hl7Options { framing: Hl7Framing::Auto, max_length: 1 << 20, codes: Vec::new(), patient_from: PatientFrom::Device }
+        Hl7Options { max_length: 1 << 20, codes: Vec::new(), patient_from: PatientFrom::Device }
     }
 }
 
@@ -779,28 +765,23 @@ fn bare() -> Mode {
     Mode::Bare { line: Vec::new(), message: Vec::new(), noise: 0, too_long: false }
 }
 
-/// Cuts HL7 messages from a byte stream: MLLP blocks or bare segments
-/// ([`Hl7Framing`]). With [`Hl7Framing::Auto`] the stream is taken for MLLP
-/// when its first byte that is not whitespace is `0x0B`, else for bare
-/// segments until a `0x0B` arrives: a port opened in the middle of an MLLP
+/// Cuts HL7 messages from a byte stream: MLLP blocks or bare segments (a
+/// message starts at each `MSH` segment and ends at the next one or at
+/// [`Decoder::finish`]). The stream is taken for MLLP when its first byte
+/// that is not whitespace is `0x0B`, else for bare segments until a `0x0B`
+/// arrives: a port opened in the middle of an MLLP
 /// stream (the tail of a block first) still finds the blocks, and their ACKs.
 /// Pure: bytes in, messages out; the serial adapter uses it directly (it
 /// answers each MLLP message), [`Hl7Decoder`] decodes what it cuts.
 #[derive(Debug, Clone)]
 pub(crate) struct Hl7Framer {
     max_length: usize,
-    auto: bool,
     mode: Mode,
 }
 
 impl Hl7Framer {
-    pub(crate) fn new(framing: Hl7Framing, max_length: usize) -> Hl7Framer {
-        let mode = match framing {
-            Hl7Framing::Auto => Mode::Undecided,
-            Hl7Framing::Mllp => Mode::Mllp(MllpFramer::new(max_length)),
-            Hl7Framing::Bare => bare(),
-        };
-        Hl7Framer { max_length, auto: framing == Hl7Framing::Auto, mode }
+    pub(crate) fn new(max_length: usize) -> Hl7Framer {
+        Hl7Framer { max_length, mode: Mode::Undecided }
     }
 
     fn mllp_frames(f: &mut MllpFramer, bytes: &[u8], out: &mut FramedOut) {
@@ -882,7 +863,7 @@ impl Hl7Framer {
             Mode::Mllp(f) => Self::mllp_frames(f, rest, out),
             Mode::Bare { .. } => {
                 for (i, &b) in rest.iter().enumerate() {
-                    if b == super::framing::MLLP_START && self.auto {
+                    if b == super::framing::MLLP_START {
                         // An MLLP sender after all (the port was opened in
                         // the middle of a block): what came before ends here.
                         self.end_bare(out);
@@ -966,7 +947,7 @@ pub(crate) struct Hl7Decoder {
 
 impl Hl7Decoder {
     pub(crate) fn new(opts: Hl7Options, device_id: &str) -> Hl7Decoder {
-        let framer = Hl7Framer::new(opts.framing, opts.max_length);
+        let framer = Hl7Framer::new(opts.max_length);
         Hl7Decoder { opts, device_id: device_id.to_string(), framer }
     }
 

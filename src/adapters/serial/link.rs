@@ -84,11 +84,6 @@ impl Link {
         }
     }
 
-    /// Whether a `connected` event was sent and no `disconnected`/`silent` since.
-    pub(crate) fn streaming(&self) -> bool {
-        self.streaming
-    }
-
     /// The port opened.
     pub(crate) fn opened(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = vec![State(LinkState::Connecting)];

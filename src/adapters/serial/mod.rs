@@ -173,11 +173,6 @@ impl Counts {
             Err(e) => *self.bad.entry(e.kind()).or_insert(0) += 1,
         }
     }
-
-    /// All bad input, of any kind.
-    pub(crate) fn bad_total(&self) -> u64 {
-        self.bad.values().sum()
-    }
 }
 
 /// Output of one [`Decoder::push`] or [`Decoder::finish`].

@@ -75,6 +75,7 @@ pub(crate) const FRAMES_PER_PACKET: usize = 25;
 
 impl Format {
     /// The format's number in the specification (2, 7, 8).
+    #[cfg(test)]
     pub(crate) fn number(self) -> u8 {
         match self {
             Format::Df2 => 2,
@@ -86,6 +87,7 @@ impl Format {
     /// The command that selects this format: `02 70 02 02 ZZ 03` (STX, op
     /// code 0x70 "set data format", length 2, data type 2, format ZZ, ETX);
     /// the device answers [`ACK`] or [`NAK`] (Nonin 9560 specification).
+    #[cfg(test)]
     pub(crate) fn select_command(self) -> [u8; 6] {
         [0x02, 0x70, 0x02, 0x02, self.number(), 0x03]
     }
@@ -197,12 +199,14 @@ impl NoninDecoder {
     }
 
     /// Replies seen to commands: (ACKs, NAKs).
+    #[cfg(test)]
     pub(crate) fn replies(&self) -> (u64, u64) {
         (self.acks, self.naks)
     }
 
     /// DF2/DF7 packets checked and decoded but not kept because the packet
     /// kept less than a second before said the same (module docs, "Rate").
+    #[cfg(test)]
     pub(crate) fn thinned(&self) -> u64 {
         self.thinned
     }

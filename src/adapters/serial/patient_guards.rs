@@ -124,6 +124,7 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 
 impl PatientGuards {
     /// Guards kept in memory only (nothing survives the process).
+    #[cfg(test)]
     pub(crate) fn in_memory() -> PatientGuards {
         PatientGuards::default()
     }

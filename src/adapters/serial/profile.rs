@@ -80,11 +80,12 @@ pub struct ProfileError {
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     name: String,
-    #[serde(default)]
-    description: String,
-    /// Where the format comes from (manual, page).
-    #[serde(default)]
-    source: String,
+    /// For the reader of the profile file; the gateway does not use it.
+    #[serde(default, rename = "description")]
+    _description: String,
+    /// Where the format comes from (manual, page); for the reader too.
+    #[serde(default, rename = "source")]
+    _source: String,
     device_kind: String,
     #[serde(default)]
     port: PortSettings,
@@ -297,8 +298,6 @@ pub(crate) struct StatusRule {
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub(crate) name: String,
-    pub(crate) description: String,
-    pub(crate) source: String,
     pub(crate) device_kind: DeviceKind,
     pub(crate) port: PortSettings,
     pub(crate) framing: LineFraming,
@@ -573,8 +572,6 @@ impl Profile {
 
         Ok(Profile {
             name: raw.name,
-            description: raw.description,
-            source: raw.source,
             device_kind,
             port: raw.port,
             framing: LineFraming {

@@ -63,11 +63,6 @@ impl PrivateBus {
     pub fn address(&self) -> &str {
         &self.address
     }
-
-    /// The directory holding the socket and config.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 fn run_daemon(exe: &Path, conf: &Path, addr_tx: mpsc::Sender<Result<String, BluezSimError>>, stop_rx: mpsc::Receiver<()>) {

@@ -232,11 +232,6 @@ impl BluezSim {
     pub fn removed_devices(&self) -> u32 {
         lock(&self.st).removed
     }
-
-    /// The bus address the simulator is on.
-    pub(crate) fn bus_address(&self) -> &str {
-        &self.bus_address
-    }
 }
 
 impl Drop for BluezSim {

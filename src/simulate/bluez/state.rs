@@ -215,11 +215,6 @@ impl DevState {
         Layout { services: self.services.clone(), chars: self.chars.clone() }
     }
 
-    /// The stored value of a characteristic.
-    pub(crate) fn value(&self, uuid16: u16) -> Option<&[u8]> {
-        self.chars.iter().find(|c| c.uuid16 == uuid16).map(|c| c.value.as_slice())
-    }
-
     /// Whether a characteristic is notifying.
     pub(crate) fn notifying(&self, uuid16: u16) -> bool {
         self.chars.iter().any(|c| c.uuid16 == uuid16 && c.notifying)

@@ -336,12 +336,9 @@ impl ReplayGuard {
     }
 
     /// How many `jti` values are remembered.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.seen.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.seen.is_empty()
     }
 }
 

@@ -129,7 +129,6 @@ pub struct Recorded {
     pub(crate) partition_key: Option<String>,
     pub(crate) message_id: Option<String>,
     pub body: String,
-    pub(crate) user_properties: serde_json::Map<String, Value>,
     pub(crate) sequence_number: u64,
 }
 
@@ -342,11 +341,6 @@ impl Emulator {
             "ca_file": ca_file,
             "record_dir": c.record_dir,
         })
-    }
-
-    /// Replaces the faults.
-    pub(crate) fn set_faults(&self, f: Faults) {
-        self.shared.set_faults(f);
     }
 
     pub fn stats(&self) -> Stats {
@@ -830,13 +824,7 @@ fn record(shared: &Arc<Shared>, events: Vec<checks::Event>) -> std::io::Result<(
         let l = lines.entry(file).or_default();
         l.push_str(&line.to_string());
         l.push('\n');
-        recorded.push(Recorded {
-            partition_key: e.partition_key,
-            message_id: e.message_id,
-            body: e.body,
-            user_properties: e.user_properties,
-            sequence_number: seq,
-        });
+        recorded.push(Recorded { partition_key: e.partition_key, message_id: e.message_id, body: e.body, sequence_number: seq });
     }
     if let Some(dir) = &shared.cfg.record_dir {
         for (file, text) in &lines {

@@ -25,7 +25,7 @@ pub(crate) enum UpgradeError {
     /// The request was answered with this HTTP status (wrong path, no `mqtt`).
     Refused { status: u16, reason: String },
     /// The HTTP exchange itself failed (not HTTP, not an upgrade, connection lost).
-    Handshake(String),
+    Handshake,
 }
 
 /// Checks an upgrade request's path (without the query; `%24` accepted for
@@ -74,7 +74,7 @@ where
     match (result, refused) {
         (Ok(ws), _) => Ok(WsStream::new(ws)),
         (Err(_), Some((status, reason))) => Err(UpgradeError::Refused { status, reason }),
-        (Err(e), None) => Err(UpgradeError::Handshake(e.to_string())),
+        (Err(_), None) => Err(UpgradeError::Handshake),
     }
 }
 

@@ -66,6 +66,7 @@ pub(crate) struct SasToken {
 
 /// Default lifetime of a token: one hour (the IoT Hub C and C# SDKs' choice;
 /// the docs' samples use a week, which leaves a leaked token valid too long).
+#[cfg(test)]
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 /// When to renew a token of `ttl` issued at `now`: at 80 % of its life, and for

@@ -135,6 +135,7 @@ impl EventHubsSink {
     }
 
     /// The URL batches are posted to.
+    #[cfg(test)]
     pub(crate) fn url(&self) -> &str {
         &self.url
     }

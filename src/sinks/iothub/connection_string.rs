@@ -122,6 +122,7 @@ impl ConnectionString {
     }
 
     /// The MQTT client id: `deviceId`, or `deviceId/moduleId`.
+    #[cfg(test)]
     pub(crate) fn client_id(&self) -> String {
         match &self.module_id {
             Some(m) => format!("{}/{}", self.device_id, m),
@@ -130,11 +131,13 @@ impl ConnectionString {
     }
 
     /// The MQTT username: `{hub}/{device}[/{module}]/?api-version=2021-04-12`.
+    #[cfg(test)]
     pub(crate) fn username(&self) -> String {
         format!("{}/{}/?api-version=2021-04-12&DeviceClientType=iomt-edge%2F{}", self.hub_host(), self.client_id(), env!("CARGO_PKG_VERSION"))
     }
 
     /// The resource URI tokens are signed for: `{hub}/devices/{id}[/modules/{m}]`.
+    #[cfg(test)]
     pub(crate) fn resource_uri(&self) -> String {
         match &self.module_id {
             Some(m) => format!("{}/devices/{}/modules/{}", self.hub_host(), self.device_id, m),

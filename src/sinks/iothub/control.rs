@@ -49,6 +49,7 @@ impl SimpleControl {
         self.patients.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     /// The twin version of the last change of each device's association.
+    #[cfg(test)]
     pub(crate) fn patient_versions(&self) -> BTreeMap<String, Option<u64>> {
         self.versions.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

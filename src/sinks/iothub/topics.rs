@@ -37,6 +37,7 @@ pub(crate) fn decode_bag(bag: &str) -> Option<Vec<(String, String)>> {
 }
 
 /// What a published topic means to the hub.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DeviceTopic {
     /// `devices/{d}[/modules/{m}]/messages/events/{bag}`.
@@ -54,6 +55,7 @@ fn query_param(q: &str, name: &str) -> Option<String> {
 }
 
 /// Parses a topic a device publishes to. `None` means the hub would close the connection.
+#[cfg(test)]
 pub(crate) fn parse_device_topic(topic: &str) -> Option<DeviceTopic> {
     if let Some(rest) = topic.strip_prefix("devices/") {
         let (device_id, rest) = rest.split_once('/')?;
