@@ -40,7 +40,8 @@ impl Backoff {
 
     /// The same backoff growing by `factor` (at least 1: 1 waits `initial`
     /// every time) instead of 2.
-    pub const fn factor(self, factor: u32) -> Backoff {
+    #[cfg(test)]
+    pub(crate) const fn factor(self, factor: u32) -> Backoff {
         Backoff { factor: if factor == 0 { 1 } else { factor }, ..self }
     }
 
@@ -50,18 +51,19 @@ impl Backoff {
     }
 
     /// The first delay, before jitter.
-    pub const fn initial(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) const fn initial(&self) -> Duration {
         self.initial
     }
 
     /// The cap, before jitter.
-    pub const fn max(&self) -> Duration {
+    pub(crate) const fn max(&self) -> Duration {
         self.max
     }
 
     /// The delay before retry `attempt` (0-based) without jitter:
     /// `min(max, initial × factor^attempt)`, exact for any `attempt`.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
         let mut d = self.initial.min(self.max);
         for _ in 0..attempt {
             if d >= self.max || self.factor == 1 {
@@ -85,19 +87,20 @@ impl Backoff {
 
     /// The delay for the next retry of a running sequence (`initial` first),
     /// counting it.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.delay(self.attempts);
         self.attempts = self.attempts.saturating_add(1);
         d
     }
 
     /// Starts the sequence over (it worked): the next delay is `initial`.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempts = 0;
     }
 
     /// Delays handed out by [`Backoff::next_delay`] since the last reset.
-    pub const fn attempts(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) const fn attempts(&self) -> u32 {
         self.attempts
     }
 }

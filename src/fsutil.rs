@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 /// read-only file system...). On error before the rename, `path` is untouched
 /// and the temporary file is removed. An error from the final directory sync
 /// means the new contents are in place but may not survive a power cut.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path)?;
     let written = (|| {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;

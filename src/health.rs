@@ -25,21 +25,21 @@ impl Health {
     }
 
     /// The forwarder loop went round (it does at least once a second).
-    pub fn forwarder_tick(&self) {
+    pub(crate) fn forwarder_tick(&self) {
         self.forwarder_tick.store(now_ms(), Ordering::Relaxed);
     }
 
-    pub fn commit_started(&self) {
+    pub(crate) fn commit_started(&self) {
         self.commit_started.store(now_ms(), Ordering::Relaxed);
     }
 
-    pub fn commit_finished(&self) {
+    pub(crate) fn commit_finished(&self) {
         self.commit_started.store(0, Ordering::Relaxed);
     }
 
     /// Healthy when the forwarder turned within `max_ms` and no commit has been
     /// running for longer than that. Returns the reason when not.
-    pub fn check(&self, max_ms: u64) -> Result<(), &'static str> {
+    pub(crate) fn check(&self, max_ms: u64) -> Result<(), &'static str> {
         let now = now_ms();
         if now.saturating_sub(self.forwarder_tick.load(Ordering::Relaxed)) > max_ms {
             return Err("the forwarder loop is stuck");

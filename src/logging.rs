@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// one, `RUST_LOG` decides, else `info`. Colours only when stderr is a
 /// terminal and `NO_COLOR` is not set (<https://no-color.org>): under systemd
 /// stderr is a socket to journald, which stores escape codes verbatim.
-pub fn init(level: Option<&str>) {
+pub(crate) fn init(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let mut filter = match level {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
@@ -41,14 +41,14 @@ pub fn init(level: Option<&str>) {
 
 /// Whether log lines get ANSI colours: only on a terminal, and not when
 /// `NO_COLOR` is set to anything but the empty string.
-pub fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+pub(crate) fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// An error and its causes in one line, `outer: inner: root`, leaving out a
 /// cause whose text the line already holds (many errors print their source
 /// in their own message, and `{:#}` would print it a second time).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut line = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -67,24 +67,24 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// error, repeats at debug, and the end of the episode at info with how many
 /// repeats it had and how long it lasted.
 #[derive(Debug, Clone, Default)]
-pub struct Episode {
+pub(crate) struct Episode {
     since: Option<Instant>,
     repeats: u64,
 }
 
 /// How an episode ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpisodeEnd {
+pub(crate) struct EpisodeEnd {
     /// Occurrences after the first (the ones logged at debug only).
-    pub repeats: u64,
+    pub(crate) repeats: u64,
     /// From the first occurrence to the end.
-    pub lasted: Duration,
+    pub(crate) lasted: Duration,
 }
 
 impl Episode {
     /// Records one occurrence; true when it is the first of its episode (log it
     /// at warn or error), false for a repeat (log it at debug at most).
-    pub fn occurred(&mut self) -> bool {
+    pub(crate) fn occurred(&mut self) -> bool {
         if self.since.is_none() {
             self.since = Some(Instant::now());
             self.repeats = 0;
@@ -96,12 +96,12 @@ impl Episode {
     }
 
     /// Whether an episode is open.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.since.is_some()
     }
 
     /// Closes the episode (the problem is gone); `Some` when one was open.
-    pub fn end(&mut self) -> Option<EpisodeEnd> {
+    pub(crate) fn end(&mut self) -> Option<EpisodeEnd> {
         let since = self.since.take()?;
         Some(EpisodeEnd { repeats: std::mem::take(&mut self.repeats), lasted: since.elapsed() })
     }
@@ -111,7 +111,7 @@ impl Episode {
 /// same calls through `&self`. Only one caller is told that an episode began,
 /// and only one that it ended.
 #[derive(Debug, Default)]
-pub struct SharedEpisode(std::sync::Mutex<Episode>);
+pub(crate) struct SharedEpisode(std::sync::Mutex<Episode>);
 
 impl SharedEpisode {
     fn lock(&self) -> std::sync::MutexGuard<'_, Episode> {
@@ -120,17 +120,17 @@ impl SharedEpisode {
     }
 
     /// [`Episode::occurred`].
-    pub fn occurred(&self) -> bool {
+    pub(crate) fn occurred(&self) -> bool {
         self.lock().occurred()
     }
 
     /// [`Episode::is_open`].
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.lock().is_open()
     }
 
     /// [`Episode::end`].
-    pub fn end(&self) -> Option<EpisodeEnd> {
+    pub(crate) fn end(&self) -> Option<EpisodeEnd> {
         self.lock().end()
     }
 }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 static SALT: OnceLock<String> = OnceLock::new();
 
 /// Sets the salt (the gateway id) once at start-up.
-pub fn init(salt: &str) {
+pub(crate) fn init(salt: &str) {
     let _ = SALT.set(salt.to_string());
 }
 
@@ -21,18 +21,18 @@ fn hash(kind: &str, s: &str) -> String {
 }
 
 /// `patient#1a2b3c4d`
-pub fn patient(id: &str) -> String {
+pub(crate) fn patient(id: &str) -> String {
     format!("patient#{}", hash("patient", id))
 }
 
 /// `addr#1a2b3c4d` for a device address (BLE MAC, serial number).
-pub fn address(addr: &str) -> String {
+pub(crate) fn address(addr: &str) -> String {
     format!("addr#{}", hash("address", addr))
 }
 
 /// A device id for logs: kept when it is a configured alias, hashed when it
 /// looks like an address (it was derived from a MAC).
-pub fn device(id: &str) -> String {
+pub(crate) fn device(id: &str) -> String {
     let looks_like_mac = id.len() >= 17 && id.chars().filter(|c| *c == ':' || *c == '_' || *c == '-').count() >= 5;
     if looks_like_mac {
         address(id)

@@ -34,7 +34,7 @@ use chrono::{DateTime, FixedOffset, Local, LocalResult, NaiveDateTime, TimeZone,
 /// A stored measurement converted to a time this many seconds after its arrival
 /// is still accepted (BLE Date Time has whole seconds, and offsets are rounded
 /// to whole seconds); later than that, the conversion is wrong.
-pub const FUTURE_TOLERANCE_SECONDS: i64 = 2;
+pub(crate) const FUTURE_TOLERANCE_SECONDS: i64 = 2;
 
 /// The gateway's time zone, used for a stored reading before any offset has
 /// been measured for its device.
@@ -51,7 +51,7 @@ impl GatewayZone {
     /// The UTC time of a local date-time in this zone, and the zone's offset
     /// then (seconds); `None` when the local time does not exist or is ambiguous
     /// (a daylight-saving change).
-    pub fn to_utc(self, local: NaiveDateTime) -> Option<(DateTime<Utc>, i64)> {
+    pub(crate) fn to_utc(self, local: NaiveDateTime) -> Option<(DateTime<Utc>, i64)> {
         match self {
             GatewayZone::Local => match Local.from_local_datetime(&local) {
                 LocalResult::Single(t) => Some((t.with_timezone(&Utc), t.offset().local_minus_utc() as i64)),
@@ -69,13 +69,13 @@ impl GatewayZone {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeContext {
     /// When the gateway received the value (its own clock, UTC).
-    pub arrival: DateTime<Utc>,
+    pub(crate) arrival: DateTime<Utc>,
     /// Device clock minus gateway UTC in whole seconds, as last measured on a
     /// live timestamped reading from the same device; `None` when not measured
     /// yet (since the gateway started).
-    pub measured_offset: Option<i64>,
+    pub(crate) measured_offset: Option<i64>,
     /// Fallback for stored readings when no offset was measured.
-    pub zone: GatewayZone,
+    pub(crate) zone: GatewayZone,
 }
 
 impl TimeContext {
@@ -93,29 +93,29 @@ impl TimeContext {
 
 /// What a device said about the time of one measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DeviceClock {
+pub(crate) struct DeviceClock {
     /// The device's timestamp, when it sent a valid one (no zone).
-    pub timestamp: Option<NaiveDateTime>,
+    pub(crate) timestamp: Option<NaiveDateTime>,
     /// The device says its clock is not set, or sent a timestamp that is not a
     /// valid date and time.
-    pub clock_not_set: bool,
+    pub(crate) clock_not_set: bool,
     /// The measurement comes from the device's storage, not live.
-    pub stored: bool,
+    pub(crate) stored: bool,
 }
 
 /// The rule's result for one measurement: its time, the labelled device time,
 /// and the flags to add.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timing {
-    pub time: DateTime<Utc>,
-    pub device_time: Option<DeviceTime>,
-    pub flags: Vec<Flag>,
+pub(crate) struct Timing {
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) device_time: Option<DeviceTime>,
+    pub(crate) flags: Vec<Flag>,
 }
 
 /// The offset (device clock minus `arrival`, whole seconds, rounded to the
 /// nearest) that a live timestamped reading measures; `None` for any other
 /// reading (stored, no timestamp, clock not set).
-pub fn measured_offset(clock: &DeviceClock, arrival: DateTime<Utc>) -> Option<i64> {
+pub(crate) fn measured_offset(clock: &DeviceClock, arrival: DateTime<Utc>) -> Option<i64> {
     if clock.stored || clock.clock_not_set {
         return None;
     }
@@ -125,7 +125,7 @@ pub fn measured_offset(clock: &DeviceClock, arrival: DateTime<Utc>) -> Option<i6
 }
 
 /// Applies the rule (module docs) to one measurement.
-pub fn resolve(clock: &DeviceClock, ctx: &TimeContext) -> Timing {
+pub(crate) fn resolve(clock: &DeviceClock, ctx: &TimeContext) -> Timing {
     let arrival = ctx.arrival;
     let mut flags = Vec::new();
     if clock.clock_not_set {

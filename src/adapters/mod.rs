@@ -6,11 +6,12 @@
 
 pub mod ble;
 pub mod device_clock;
-pub mod registry;
+pub(crate) mod registry;
 pub mod serial;
-pub mod simulated;
+pub(crate) mod simulated;
 
-pub use registry::{DeviceRegistry, DeviceStatus, LinkState};
+pub(crate) use registry::DeviceStatus;
+pub use registry::{DeviceRegistry, LinkState};
 
 use crate::model::Reading;
 use async_trait::async_trait;
@@ -42,7 +43,7 @@ pub enum AdapterError {
 
 impl AdapterError {
     /// A device's settings refused: `device` is its `id`, `problem` what is wrong.
-    pub fn device(device: &str, problem: impl Into<String>) -> AdapterError {
+    pub(crate) fn device(device: &str, problem: impl Into<String>) -> AdapterError {
         AdapterError::Device { device: device.to_string(), problem: problem.into() }
     }
 }
@@ -50,7 +51,7 @@ impl AdapterError {
 /// The outbox has shut down; the adapter should stop.
 #[derive(Debug, thiserror::Error)]
 #[error("the outbox is closed")]
-pub struct OutboxClosed;
+pub(crate) struct OutboxClosed;
 
 impl ReadingSender {
     pub fn new(tx: mpsc::Sender<Reading>) -> ReadingSender {
@@ -59,7 +60,7 @@ impl ReadingSender {
 
     /// Hands a reading to the outbox, waiting while its intake is full (so a
     /// stalled disk slows adapters down instead of losing readings in memory).
-    pub async fn send(&self, reading: Reading) -> Result<(), OutboxClosed> {
+    pub(crate) async fn send(&self, reading: Reading) -> Result<(), OutboxClosed> {
         self.tx.send(reading).await.map_err(|_| OutboxClosed)
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 /// How many of a device's most recent values the undecodable share covers: a
 /// device that keeps failing shows it within seconds, and one that recovered
 /// stops showing it.
-pub const RECENT_VALUES: usize = 100;
+pub(crate) const RECENT_VALUES: usize = 100;
 
 pub use crate::model::status::LinkState;
 
@@ -26,14 +26,14 @@ pub struct DeviceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub battery: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_seen: Option<DateTime<Utc>>,
+    pub(crate) last_seen: Option<DateTime<Utc>>,
     /// Reading type -> (primary value if available, flags).
     #[serde(skip)]
-    pub last_values: BTreeMap<ReadingType, (Option<f64>, Vec<Flag>)>,
-    pub readings: u64,
+    pub(crate) last_values: BTreeMap<ReadingType, (Option<f64>, Vec<Flag>)>,
+    pub(crate) readings: u64,
     /// Values (notifications, reads) received from this device and handed to
     /// the decoder, decodable or not.
-    pub values: u64,
+    pub(crate) values: u64,
     /// Malformed input from this device (bad notification, serial noise): values
     /// that gave no reading at all.
     pub input_errors: u64,
@@ -43,15 +43,15 @@ pub struct DeviceStatus {
     /// Stored readings holding a value no body can have (flagged
     /// [`Flag::OutOfRange`], see [`crate::model::PLAUSIBLE_RANGES`]); they were
     /// kept and forwarded, flagged.
-    pub out_of_range: u64,
+    pub(crate) out_of_range: u64,
     /// The reading types of this device whose latest value was out of range
     /// (an episode: logged once when it starts, quiet until a value of that
     /// type is back in range).
     #[serde(skip)]
-    pub out_of_range_now: BTreeSet<ReadingType>,
+    pub(crate) out_of_range_now: BTreeSet<ReadingType>,
     /// Whether each of the last [`RECENT_VALUES`] values was undecodable.
     #[serde(skip)]
-    pub recent: VecDeque<bool>,
+    pub(crate) recent: VecDeque<bool>,
 }
 
 impl DeviceStatus {
@@ -70,7 +70,7 @@ impl DeviceStatus {
     /// The state as people read it: `streaming`, or `streaming, 100% undecodable`
     /// when recent values failed to decode (a device that sends only garbage is
     /// not healthy, although its link is up).
-    pub fn state_text(&self) -> String {
+    pub(crate) fn state_text(&self) -> String {
         let state = match self.state {
             LinkState::Scanning => "scanning",
             LinkState::Connecting => "connecting",
@@ -112,14 +112,14 @@ type CommitKey = (String, ReadingType, DateTime<Utc>);
 /// Readings an adapter handed to the outbox and waits to see committed; see
 /// [`DeviceRegistry::expect_commits`].
 #[derive(Debug)]
-pub struct CommitWait {
+pub(crate) struct CommitWait {
     pending: Mutex<std::collections::HashSet<CommitKey>>,
     done: tokio::sync::Notify,
 }
 
 impl CommitWait {
     /// Waits until every reading is committed (true), or `timeout` (false).
-    pub async fn wait(&self, timeout: std::time::Duration) -> bool {
+    pub(crate) async fn wait(&self, timeout: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.done.notified();
@@ -141,7 +141,7 @@ impl DeviceRegistry {
 
     /// A registry with these right-patient guards (the service opens them in
     /// the state directory, [`PatientGuards::open`]).
-    pub fn with_patient_guards(patient_guards: PatientGuards) -> DeviceRegistry {
+    pub(crate) fn with_patient_guards(patient_guards: PatientGuards) -> DeviceRegistry {
         DeviceRegistry { patient_guards, ..DeviceRegistry::default() }
     }
 
@@ -165,11 +165,11 @@ impl DeviceRegistry {
     }
 
     /// Makes a configured device known (state `scanning`).
-    pub fn register(&self, device_id: &str) {
+    pub(crate) fn register(&self, device_id: &str) {
         self.with(device_id, |_| ());
     }
 
-    pub fn set_state(&self, device_id: &str, state: LinkState) {
+    pub(crate) fn set_state(&self, device_id: &str, state: LinkState) {
         self.with(device_id, |d| d.state = state);
     }
 
@@ -227,7 +227,7 @@ impl DeviceRegistry {
     /// after [`crate::model::DistinctTimes::assign`]) and returns what to wait
     /// on: [`DeviceRegistry::observe`], which the committer calls after the
     /// flush, ticks them off. Register before sending, or a fast commit is missed.
-    pub fn expect_commits(&self, readings: &[Reading]) -> std::sync::Arc<CommitWait> {
+    pub(crate) fn expect_commits(&self, readings: &[Reading]) -> std::sync::Arc<CommitWait> {
         let w = std::sync::Arc::new(CommitWait {
             pending: Mutex::new(readings.iter().map(|r| (r.device_id.clone(), r.kind, r.time)).collect()),
             done: tokio::sync::Notify::new(),
@@ -258,17 +258,17 @@ impl DeviceRegistry {
     /// guard forgets the charted patient and learns the next one. Errors: the
     /// guards' record could not be written (the change is in force; see
     /// [`PatientGuards::association_changed`]).
-    pub fn association_changed(&self, device_id: &str, patient: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn association_changed(&self, device_id: &str, patient: Option<&str>) -> std::io::Result<()> {
         self.patient_guards.association_changed(device_id, patient)
     }
 
     /// The HL7 right-patient guards ([`crate::adapters::serial::intake`] asks them).
-    pub fn patient_guards(&self) -> &PatientGuards {
+    pub(crate) fn patient_guards(&self) -> &PatientGuards {
         &self.patient_guards
     }
 
     /// A value from this device could not be decoded at all.
-    pub fn input_error(&self, device_id: &str) {
+    pub(crate) fn input_error(&self, device_id: &str) {
         self.with(device_id, |d| {
             d.input_errors += 1;
             d.push_recent(true);
@@ -277,7 +277,7 @@ impl DeviceRegistry {
 
     /// A value from this device was decoded; `extra_bytes` of it could not be
     /// used (0 almost always).
-    pub fn value_decoded(&self, device_id: &str, extra_bytes: usize) {
+    pub(crate) fn value_decoded(&self, device_id: &str, extra_bytes: usize) {
         self.with(device_id, |d| {
             d.extra_bytes += extra_bytes as u64;
             d.push_recent(false);

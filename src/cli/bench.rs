@@ -19,38 +19,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Readings per ingest measurement.
     #[arg(long, default_value_t = 200_000)]
-    pub readings: u64,
+    pub(crate) readings: u64,
     /// Readings queued for the reopen measurement.
     #[arg(long, default_value_t = 1_000_000)]
-    pub backlog: u64,
+    pub(crate) backlog: u64,
     /// Simulated devices for the daemon RSS measurement.
     #[arg(long, default_value_t = 10)]
-    pub devices: usize,
+    pub(crate) devices: usize,
     /// How long the daemon runs before its RSS is read.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-    pub daemon_time: Duration,
+    pub(crate) daemon_time: Duration,
     /// Folder for the scratch outboxes (default: a temporary folder). Put it on
     /// the disk you want to measure (the SD card, not /tmp in RAM).
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Only open the outbox in DIR and print open time and RSS as JSON (used by
     /// the reopen measurement, in a fresh process).
     #[arg(long, hide = true)]
-    pub reopen_only: Option<PathBuf>,
+    pub(crate) reopen_only: Option<PathBuf>,
     /// Skip the slow measurements (reopen with a large backlog, daemon RSS,
     /// storage wear).
     #[arg(long)]
-    pub quick: bool,
+    pub(crate) quick: bool,
     /// How long each storage-wear run measures (after a 5 s warm-up); four
     /// runs: one bed and 10 devices, with 100 ms and 1 s commit windows.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub wear_time: Duration,
+    pub(crate) wear_time: Duration,
     /// Only the storage-wear measurement.
     #[arg(long)]
-    pub wear_only: bool,
+    pub(crate) wear_only: bool,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -174,7 +174,7 @@ fn fill_backlog(dir: &Path, n: u64) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(dir) = a.reopen_only {
         let start = Instant::now();
         let (ob, _) = Outbox::open(&dir, &OutboxConfig::default())?;

@@ -19,16 +19,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The TOML config file to check.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Check only the file itself, not this machine (folders, secrets,
     /// certificates): for a file meant for another machine.
     #[arg(long)]
-    pub syntax_only: bool,
+    pub(crate) syntax_only: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     let loaded = if a.syntax_only { crate::config::load(&a.file).map(|c| (c, Vec::new())) } else { load_checked(&a.file) };
     match loaded {
         Ok((c, warnings)) => {

@@ -16,13 +16,13 @@ use chrono::FixedOffset;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
-    pub what: DecodeCommand,
+    pub(crate) what: DecodeCommand,
 }
 
 #[derive(clap::Subcommand)]
-pub enum DecodeCommand {
+pub(crate) enum DecodeCommand {
     /// Decode a BLE characteristic value (a captured notification or read).
     #[command(after_help = "Examples:\n  iomt-edge decode ble 2a37 16 4B 2E 03\n  iomt-edge decode ble plx-continuous 0862007F08\n\
   iomt-edge decode ble --arrival 2025-03-04T09:00:00Z --device-clock-offset 3600 2a5e 03 62 00 48 00 E9 07 03 04 05 06 07 00 02\n\
@@ -45,51 +45,51 @@ or code map; 3 the input holds no record (or --hex input is not hex).")]
 }
 
 #[derive(clap::Args)]
-pub struct SerialArgs {
+pub(crate) struct SerialArgs {
     /// A shipped profile (masimo-ascii1, nonin-ascii, nellcor-n595), a profile file path, or a
     /// built-in driver (hl7, nonin-df2, nonin-df7, nonin-df8).
     #[arg(long, value_name = "NAME|PATH|DRIVER")]
-    pub profile: String,
+    pub(crate) profile: String,
     /// The capture: a file, or `-` (default) for standard input.
     #[arg(default_value = "-")]
-    pub file: String,
+    pub(crate) file: String,
     /// The capture is hex text (`01 81 01 00 83`, as in the samples' .hex files), not raw bytes.
     #[arg(long)]
-    pub hex: bool,
+    pub(crate) hex: bool,
     /// When the bytes arrived (RFC 3339); default: now. Live lines are timed at this instant.
     #[arg(long)]
-    pub arrival: Option<String>,
+    pub(crate) arrival: Option<String>,
     /// hl7 only: a TOML file of extra codes (`[[code]] code = "8867-4" system = "LN" type = "heartRate"`).
     #[arg(long, value_name = "FILE")]
-    pub code_map: Option<String>,
+    pub(crate) code_map: Option<String>,
     /// The device id readings carry.
     #[arg(long, default_value = "decoded")]
-    pub device_id: String,
+    pub(crate) device_id: String,
 }
 
 #[derive(clap::Args)]
-pub struct BleArgs {
+pub(crate) struct BleArgs {
     /// The characteristic: a 16-bit UUID such as `2a37`, or a name such as `heart-rate-measurement`.
-    pub characteristic: String,
+    pub(crate) characteristic: String,
     /// The value bytes in hex: `16 4B 2E 03` or `164b2e03`. Device Information
     /// strings are given as hex too.
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
-    pub hex: Vec<String>,
+    pub(crate) hex: Vec<String>,
     /// When the value arrived (RFC 3339); default: now. Live readings get this time.
     #[arg(long)]
-    pub arrival: Option<String>,
+    pub(crate) arrival: Option<String>,
     /// The device-clock offset measured on the device's live readings, in
     /// seconds (device clock minus UTC); stored measurements are converted with
     /// it. Default: none measured, so the gateway's time zone is used.
     #[arg(long, allow_hyphen_values = true)]
-    pub device_clock_offset: Option<i64>,
+    pub(crate) device_clock_offset: Option<i64>,
     /// The gateway's time zone as an offset such as `+01:00`; default: this
     /// machine's local zone.
     #[arg(long, allow_hyphen_values = true)]
-    pub gateway_utc_offset: Option<String>,
+    pub(crate) gateway_utc_offset: Option<String>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.what {
         DecodeCommand::Ble(b) => run_ble(b),
         DecodeCommand::Serial(s) => run_serial(s),

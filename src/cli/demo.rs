@@ -21,33 +21,33 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The demo's configuration, shipped as config/demo.toml.
-pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+pub(crate) const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Stop after this long (e.g. `30s`, `5m`); default: run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Folder for the demo's outbox and delivered messages (refused when its
     /// `state` folder belongs to another gateway).
     #[arg(long, default_value = "./iomt-edge-demo")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Start from an empty outbox and an empty delivered file (only in a
     /// folder the demo made).
     #[arg(long)]
-    pub fresh: bool,
+    pub(crate) fresh: bool,
     /// Print plain status lines instead of redrawing the screen.
     #[arg(long)]
-    pub plain: bool,
+    pub(crate) plain: bool,
     /// Simulate the devices inside the gateway instead of through a simulated
     /// BlueZ on a private D-Bus (the default when `dbus-daemon` is installed).
     #[arg(long)]
-    pub in_process: bool,
+    pub(crate) in_process: bool,
     /// Seed the in-process devices' values (same seed, same values and the
     /// same contact-loss episodes; device N gets seed + N). Default: random.
     /// The devices of the simulated BlueZ are not seeded.
     #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
 /// The simulated BlueZ's devices, in the order of the demo config's devices.
@@ -168,7 +168,7 @@ fn clear_demo_dir(dir: &std::path::Path, demo_id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     let demo_id = demo_gateway_id()?;
     refuse_foreign_outbox(&a.dir, &demo_id)?;
     if a.fresh && a.dir.exists() {
@@ -392,7 +392,7 @@ fn summary(gw: &GatewayHandle) -> String {
 }
 
 /// The live table (also used by tests through `--plain`).
-pub fn render(gw: &GatewayHandle, elapsed: Duration) -> String {
+pub(crate) fn render(gw: &GatewayHandle, elapsed: Duration) -> String {
     let mut s = String::new();
     s.push_str(&format!("iomt-edge demo   running {}s   sink: {}\n\n", elapsed.as_secs(), gw.sink_name()));
     s.push_str(&format!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     command: Sub,
 }
@@ -79,7 +79,7 @@ struct CheckArgs {
     inputs: Vec<PathBuf>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.command {
         Sub::Preview(p) => preview(p),
         Sub::Check(c) => check_cmd(c),
@@ -164,7 +164,7 @@ fn load(m: &Mappings) -> Load {
 
 /// Parses input text: one JSON value (an array means several messages), else NDJSON.
 /// Lines that are not JSON are returned as errors with their line number.
-pub fn parse_messages(text: &str) -> (Vec<Value>, Vec<String>) {
+pub(crate) fn parse_messages(text: &str) -> (Vec<Value>, Vec<String>) {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Array(a)) => return (a, Vec::new()),
         Ok(v) => return (vec![v], Vec::new()),

@@ -13,12 +13,12 @@ mod check_config;
 mod decode;
 mod demo;
 mod medtech;
-pub mod out;
+pub(crate) mod out;
 mod outbox;
 mod run;
 mod scan;
 mod serial;
-pub mod simulate;
+pub(crate) mod simulate;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -26,11 +26,11 @@ use out::errln;
 use std::process::ExitCode;
 
 /// Exit code: something failed while running.
-pub const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Exit code: bad usage or bad configuration.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code: a check found problems, or the input was malformed.
-pub const EXIT_PROBLEMS: u8 = 3;
+pub(crate) const EXIT_PROBLEMS: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,7 @@ for the Azure MedTech service.",
 Output read by a pipe that closes early (`| head`) is not an error: the command ends quietly with its usual exit code.\n\
 Logging: set RUST_LOG (e.g. RUST_LOG=debug) or --log-level; colours only on a terminal (and not with NO_COLOR set)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log level for stderr: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, global = true, env = "IOMT_EDGE_LOG", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -80,7 +80,7 @@ enum Command {
 
 /// Sets up logging to stderr (journald picks it up under systemd); see
 /// [`crate::logging::init`].
-pub fn init_logging(level: Option<&str>) {
+pub(crate) fn init_logging(level: Option<&str>) {
     crate::logging::init(level)
 }
 

@@ -30,7 +30,7 @@ static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 
 /// Standard output refused a write for a reason other than a closed pipe.
 #[derive(Debug)]
-pub struct OutputError(pub std::io::Error);
+pub(crate) struct OutputError(pub std::io::Error);
 
 impl fmt::Display for OutputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,13 +41,13 @@ impl fmt::Display for OutputError {
 impl std::error::Error for OutputError {}
 
 /// True once a write found that nobody reads standard output any more.
-pub fn stdout_gone() -> bool {
+pub(crate) fn stdout_gone() -> bool {
     STDOUT_GONE.load(Ordering::Relaxed)
 }
 
 /// Writes formatted text to stdout and flushes it (so a closed pipe is seen
 /// at once). A closed pipe is not an error: see the module docs.
-pub fn write_stdout(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
+pub(crate) fn write_stdout(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
     if stdout_gone() {
         return Ok(());
     }
@@ -63,7 +63,7 @@ pub fn write_stdout(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
 }
 
 /// Writes formatted text to stderr, ignoring errors (never panics).
-pub fn write_stderr(args: fmt::Arguments<'_>) {
+pub(crate) fn write_stderr(args: fmt::Arguments<'_>) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_fmt(args).and_then(|()| err.flush());
 }

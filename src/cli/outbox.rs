@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
-    pub command: OutboxCommand,
+    pub(crate) command: OutboxCommand,
 }
 
 #[derive(clap::Subcommand)]
-pub enum OutboxCommand {
+pub(crate) enum OutboxCommand {
     /// Counts, sizes and drop counters.
     Stats {
         /// The gateway's state folder (the outbox is its `outbox` subfolder).
@@ -76,7 +76,7 @@ pub enum OutboxCommand {
 }
 
 #[derive(clap::Subcommand)]
-pub enum DeadLettersCommand {
+pub(crate) enum DeadLettersCommand {
     /// One line per device: how many dead letters, their size, when they were
     /// moved, which sink refused them and why (the latest reason). Works on a
     /// stopped gateway's outbox and changes nothing.
@@ -221,7 +221,7 @@ fn previous_stop(p: crate::outbox::PreviousStop) -> String {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.command {
         OutboxCommand::Stats { state_dir, json } => {
             let ob = match open(&state_dir) {

@@ -11,16 +11,16 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The config file.
     #[arg(long, short, default_value = "/etc/iomt-edge/iomt-edge.toml", env = "IOMT_EDGE_CONFIG")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Print a JSON line per committed group of readings on stdout (for crash tests).
     #[arg(long, hide = true)]
-    pub report_commits: bool,
+    pub(crate) report_commits: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     // The same checks as `check-config` (file and machine), so the two never disagree.
     let config = match super::check_config::load_for_run(&a.config) {
         Ok(c) => c,

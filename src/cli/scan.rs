@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
-    pub what: ScanCommand,
+    pub(crate) what: ScanCommand,
 }
 
 #[derive(clap::Subcommand)]
-pub enum ScanCommand {
+pub(crate) enum ScanCommand {
     /// Scan for BLE heart-rate straps and pulse oximeters (through BlueZ).
     #[command(after_help = "Examples:\n  iomt-edge scan ble\n  iomt-edge scan ble --duration 20s --json\n\n\
 Put the device next to the Pi and wake it (straps advertise only while worn or moistened).\n\
@@ -50,36 +50,36 @@ config: ttyUSB0 can become ttyUSB1 after a replug or a reboot, the by-id name do
 }
 
 #[derive(clap::Args)]
-pub struct SerialArgs {
+pub(crate) struct SerialArgs {
     /// Print one JSON document instead of a table and config blocks.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Look under this directory instead of `/` (its dev/ and sys/ folders;
     /// for tests and for inspecting another system's tree).
     #[arg(long, default_value = "/", value_name = "DIR")]
-    pub root: std::path::PathBuf,
+    pub(crate) root: std::path::PathBuf,
 }
 
 /// One serial port found.
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct SerialPortFound {
+pub(crate) struct SerialPortFound {
     /// The kernel's name (`ttyUSB0`).
-    pub tty: String,
+    pub(crate) tty: String,
     /// `/dev/ttyUSB0`.
-    pub dev: String,
+    pub(crate) dev: String,
     /// The udev by-id links to it (`/dev/serial/by-id/usb-FTDI_...`).
-    pub by_id: Vec<String>,
+    pub(crate) by_id: Vec<String>,
     /// USB vendor and product id, 4 hex digits each.
-    pub vendor_id: Option<String>,
-    pub product_id: Option<String>,
-    pub manufacturer: Option<String>,
-    pub product: Option<String>,
-    pub serial: Option<String>,
+    pub(crate) vendor_id: Option<String>,
+    pub(crate) product_id: Option<String>,
+    pub(crate) manufacturer: Option<String>,
+    pub(crate) product: Option<String>,
+    pub(crate) serial: Option<String>,
 }
 
 /// Lists the serial ports under `root` (module docs); sorted by tty name.
-pub fn scan_serial(root: &std::path::Path) -> Vec<SerialPortFound> {
+pub(crate) fn scan_serial(root: &std::path::Path) -> Vec<SerialPortFound> {
     let mut ports: BTreeMap<String, SerialPortFound> = BTreeMap::new();
     // USB ttys the kernel knows.
     if let Ok(entries) = std::fs::read_dir(root.join("sys/class/tty")) {
@@ -129,7 +129,7 @@ fn usb_attributes(root: &std::path::Path, p: &mut SerialPortFound) {
 }
 
 /// The table and a config block per port, as printed.
-pub fn render_serial(found: &[SerialPortFound]) -> String {
+pub(crate) fn render_serial(found: &[SerialPortFound]) -> String {
     let mut out = String::new();
     if found.is_empty() {
         out.push_str(
@@ -188,31 +188,31 @@ fn run_serial(a: SerialArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(clap::Args)]
-pub struct BleArgs {
+pub(crate) struct BleArgs {
     /// How long to listen for advertisements.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// Print one JSON document instead of a table and config blocks.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// List every device BlueZ sees, not only straps and oximeters.
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 /// One device found.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Found {
-    pub address: String,
-    pub name: Option<String>,
+pub(crate) struct Found {
+    pub(crate) address: String,
+    pub(crate) name: Option<String>,
     /// `heart_rate_strap`, `pulse_oximeter`, or none (only with `--all`).
-    pub kind: Option<&'static str>,
-    pub rssi: Option<i16>,
+    pub(crate) kind: Option<&'static str>,
+    pub(crate) rssi: Option<i16>,
     /// Advertised services, by name where known (`heart rate`) else UUID.
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.what {
         ScanCommand::Ble(b) => run_ble(b),
         ScanCommand::Serial(s) => run_serial(s),
@@ -316,7 +316,7 @@ fn service_name(u: &uuid::Uuid) -> String {
 }
 
 /// The table and a config block per strap or oximeter, as printed.
-pub fn render(found: &[Found]) -> String {
+pub(crate) fn render(found: &[Found]) -> String {
     let mut out = String::new();
     if found.is_empty() {
         out.push_str(

@@ -19,13 +19,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
-    pub what: SerialCommand,
+    pub(crate) what: SerialCommand,
 }
 
 #[derive(clap::Subcommand)]
-pub enum SerialCommand {
+pub(crate) enum SerialCommand {
     /// Record the raw bytes a monitor sends, with the time of each read, into
     /// a timed capture (until Ctrl-C, `--duration`, or the port going away).
     #[command(
@@ -40,38 +40,38 @@ The capture holds whatever the monitor sends (vital signs included): it is writt
 }
 
 #[derive(clap::Args)]
-pub struct RecordArgs {
+pub(crate) struct RecordArgs {
     /// The serial port (best its /dev/serial/by-id/... name).
     #[arg(long)]
-    pub port: PathBuf,
+    pub(crate) port: PathBuf,
     /// The capture file to write (replaced if it exists).
     #[arg(long)]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Take the line settings of this profile or driver (`masimo-ascii1`,
     /// `nonin-df7`, a profile file); default 9600 8N1.
     #[arg(long)]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Baud rate (overrides the profile's).
     #[arg(long)]
-    pub baud: Option<u32>,
+    pub(crate) baud: Option<u32>,
     /// Data bits, 5-8 (overrides the profile's).
     #[arg(long)]
-    pub data_bits: Option<u8>,
+    pub(crate) data_bits: Option<u8>,
     /// Parity: none, odd or even (overrides the profile's).
     #[arg(long)]
-    pub parity: Option<SerialParity>,
+    pub(crate) parity: Option<SerialParity>,
     /// Stop bits, 1 or 2 (overrides the profile's).
     #[arg(long)]
-    pub stop_bits: Option<u8>,
+    pub(crate) stop_bits: Option<u8>,
     /// Flow control: none, hardware or software (overrides the profile's).
     #[arg(long)]
-    pub flow_control: Option<SerialFlowControl>,
+    pub(crate) flow_control: Option<SerialFlowControl>,
     /// Stop after this long (e.g. `30s`, `5m`); default: until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.what {
         SerialCommand::Record(r) => record(r),
     }

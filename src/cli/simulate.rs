@@ -12,13 +12,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
-    pub what: SimulateCommand,
+    pub(crate) what: SimulateCommand,
 }
 
 #[derive(clap::Subcommand)]
-pub enum SimulateCommand {
+pub(crate) enum SimulateCommand {
     /// A simulated BlueZ (org.bluez, adapter hci0) with heart-rate straps and
     /// pulse oximeters, on a private dbus-daemon. Prints the bus address on the
     /// first line of stdout; export it as DBUS_SYSTEM_BUS_ADDRESS for the
@@ -56,45 +56,45 @@ Profiles: masimo-ascii1, nonin-ascii, nonin-df2, nonin-df7, nonin-df8, hl7 (MLLP
 }
 
 #[derive(clap::Args)]
-pub struct SerialArgs {
+pub(crate) struct SerialArgs {
     /// The monitor to play: masimo-ascii1, nonin-ascii, nonin-df2, nonin-df7, nonin-df8 or hl7.
     #[arg(long)]
-    pub profile: String,
+    pub(crate) profile: String,
     /// Play this capture instead of a simulated patient: a timed capture of
     /// `iomt-edge serial record` at its recorded timing; a text capture one
     /// line per record interval (1 s; hl7: 5 s); raw bytes at 9600 baud.
     #[arg(long, value_name = "FILE")]
-    pub capture: Option<PathBuf>,
+    pub(crate) capture: Option<PathBuf>,
     /// The capture is in the text hex format of the `.hex` samples.
     #[arg(long)]
-    pub hex: bool,
+    pub(crate) hex: bool,
     /// Also make this symbolic link to the terminal (a stable path for the
     /// config, as udev's /dev/serial/by-id/ links are); removed at exit.
     #[arg(long, value_name = "PATH")]
-    pub link: Option<PathBuf>,
+    pub(crate) link: Option<PathBuf>,
     /// Seed of the simulated patient.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 #[derive(clap::Args)]
-pub struct BluezArgs {
+pub(crate) struct BluezArgs {
     /// Join this existing bus instead of starting a private dbus-daemon.
     #[arg(long, value_name = "ADDRESS")]
-    pub bus: Option<String>,
+    pub(crate) bus: Option<String>,
     /// Milliseconds between measurement notifications.
     #[arg(long, default_value_t = 1000)]
-    pub interval_ms: u64,
+    pub(crate) interval_ms: u64,
     /// Number of simulated heart-rate straps.
     #[arg(long, default_value_t = 1)]
-    pub straps: u8,
+    pub(crate) straps: u8,
     /// Number of simulated pulse oximeters.
     #[arg(long, default_value_t = 1)]
-    pub oximeters: u8,
+    pub(crate) oximeters: u8,
 }
 
 /// The devices `simulate bluez` exports.
-pub fn devices(straps: u8, oximeters: u8) -> Vec<SimDeviceSpec> {
+pub(crate) fn devices(straps: u8, oximeters: u8) -> Vec<SimDeviceSpec> {
     let mut v = Vec::new();
     for i in 1..=straps {
         v.push(SimDeviceSpec::strap(&format!("C0:FF:EE:00:00:{i:02X}"), &format!("SN{:04}", i)));
@@ -105,7 +105,7 @@ pub fn devices(straps: u8, oximeters: u8) -> Vec<SimDeviceSpec> {
     v
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     match a.what {
         SimulateCommand::Bluez(b) => run_bluez(b),
         SimulateCommand::Iothub(x) => run_iothub(x),
@@ -246,26 +246,26 @@ pub(crate) async fn wait_for_stop() {
 }
 
 #[derive(clap::Args)]
-pub struct IothubArgs {
+pub(crate) struct IothubArgs {
     /// Address to listen on (loopback only).
     #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
+    pub(crate) bind: IpAddr,
     /// Port (8883 is what Azure SDKs dial; 0 picks a free port).
     #[arg(long, default_value_t = 8883)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Port for MQTT over secure WebSockets (`wss://.../$iothub/websocket`;
     /// 443 is what Azure SDKs dial and needs root; 0 picks a free port).
     #[arg(long, default_value_t = 0)]
-    pub ws_port: u16,
+    pub(crate) ws_port: u16,
     /// Device id to register.
     #[arg(long, default_value = "iomt-gateway")]
-    pub device: String,
+    pub(crate) device: String,
     /// Folder for the CA certificate (created if missing).
     #[arg(long, default_value = "/tmp/iomt-edge-iothub-emulator")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Print every telemetry message received.
     #[arg(long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
@@ -340,57 +340,57 @@ fn run_iothub(a: IothubArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(clap::Args)]
-pub struct EventhubsArgs {
+pub(crate) struct EventhubsArgs {
     /// Address to listen on (loopback only).
     #[arg(long, default_value = "127.0.0.1")]
-    pub bind: IpAddr,
+    pub(crate) bind: IpAddr,
     /// HTTPS port (443 is what Azure clients dial and needs root; 0 picks a free port).
     #[arg(long, default_value_t = 8443)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Folder for the CA certificate, the emulator's keys (reused by the next
     /// start, so a restarted emulator accepts a running gateway) and
     /// emulator.json (everything a client needs, for scripts).
     #[arg(long, default_value = "/tmp/iomt-edge-eventhubs-emulator")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Folder for the recorded events (default: DIR/events).
     #[arg(long, value_name = "FOLDER")]
-    pub record: Option<PathBuf>,
+    pub(crate) record: Option<PathBuf>,
     /// The event hub's name.
     #[arg(long, default_value = "vitals")]
-    pub hub: String,
+    pub(crate) hub: String,
     /// Lifetime of the tokens the token endpoint issues (e.g. 1h, 30s).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub token_lifetime: Duration,
+    pub(crate) token_lifetime: Duration,
     /// A certificate (PEM) registered on the emulator's application: its token
     /// endpoint then gives tokens for client assertions (certificate
     /// credentials, RS256 or PS256) signed with that certificate's RSA private
     /// key. Repeat for several. Without it, client assertions are refused.
     #[arg(long, value_name = "FILE")]
-    pub client_certificate: Vec<PathBuf>,
+    pub(crate) client_certificate: Vec<PathBuf>,
     /// Largest request accepted, in bytes (1048576: Standard; 262144: Basic).
     #[arg(long, default_value_t = 1024 * 1024)]
-    pub max_request_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     /// Answer 401 to the next N batch requests.
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub unauthorized: u32,
+    pub(crate) unauthorized: u32,
     /// Answer 503 ServerBusy to the next N batch requests.
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub server_busy: u32,
+    pub(crate) server_busy: u32,
     /// Answer 413 to batch requests larger than this many bytes.
     #[arg(long, value_name = "BYTES")]
-    pub too_large_above: Option<usize>,
+    pub(crate) too_large_above: Option<usize>,
     /// Wait this long before each batch answer.
     #[arg(long, default_value_t = 0)]
-    pub delay_ms: u64,
+    pub(crate) delay_ms: u64,
     /// Close the connection without answering or storing, for the next N batch requests.
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub resets: u32,
+    pub(crate) resets: u32,
     /// Store, then close without answering, for the next N batch requests.
     #[arg(long, default_value_t = 0, value_name = "N")]
-    pub lost_answers: u32,
+    pub(crate) lost_answers: u32,
     /// Print every event received.
     #[arg(long)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 fn run_eventhubs(a: EventhubsArgs) -> anyhow::Result<ExitCode> {

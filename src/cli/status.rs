@@ -17,26 +17,26 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  iomt-edge status\n  iomt-edge status --config /etc/iomt-edge/iomt-edge.toml --json")]
-pub struct Args {
+pub(crate) struct Args {
     /// The gateway's config (default /etc/iomt-edge/iomt-edge.toml); its
     /// `state_dir` locates the status file. A config that is invalid, or given
     /// here and cannot be read, is reported (exit 2); a default file that is
     /// missing or not readable by this user means the package's folders.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Read the status file in this state folder only (instead of the config's
     /// state folder and /run/iomt-edge).
     #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Print the status document as JSON (with `alive` added).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Where the package installs the config.
 const DEFAULT_CONFIG: &str = "/etc/iomt-edge/iomt-edge.toml";
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(a: Args) -> anyhow::Result<ExitCode> {
     let state_dir = match &a.state_dir {
         Some(d) => d.clone(),
         None => {
@@ -121,7 +121,7 @@ fn ago(t: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// The text form.
-pub fn render(doc: &GatewayStatus, alive: bool, now: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn render(doc: &GatewayStatus, alive: bool, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut out = String::new();
     let id = doc.gateway_id.as_deref().unwrap_or("?");
     let written = ago(doc.written_at.as_deref(), now);

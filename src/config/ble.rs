@@ -52,17 +52,17 @@ impl BleDeviceConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBle {
     #[serde(default)]
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
     #[serde(default)]
-    pub name_pattern: Option<String>,
+    pub(crate) name_pattern: Option<String>,
     #[serde(default)]
-    pub any_device: bool,
+    pub(crate) any_device: bool,
     #[serde(default = "default_silence", with = "units::duration")]
-    pub silence_timeout: Duration,
+    pub(crate) silence_timeout: Duration,
     #[serde(default = "default_reconnect_max", with = "units::duration")]
-    pub reconnect_max: Duration,
+    pub(crate) reconnect_max: Duration,
     #[serde(default)]
-    pub id_from_device: bool,
+    pub(crate) id_from_device: bool,
 }
 
 /// An empty table: no selector yet, the default timers.

@@ -18,16 +18,16 @@ use serde::Deserialize;
 /// characters long", Azure IoT Hub device identity, `deviceId`). An id goes
 /// into every message, log line and outbox key; without a limit a 1 MB id
 /// was accepted.
-pub const MAX_DEVICE_ID_BYTES: usize = 128;
+pub(crate) const MAX_DEVICE_ID_BYTES: usize = 128;
 
 /// A validated `[[device]]`.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     /// Stable alias, used as the device id in messages.
-    pub id: String,
-    pub kind: DeviceKindConfig,
+    pub(crate) id: String,
+    pub(crate) kind: DeviceKindConfig,
     /// Patient association; may be changed later (IoT Hub desired properties).
-    pub patient_id: Option<String>,
+    pub(crate) patient_id: Option<String>,
     /// The adapter that reads it.
     pub source: DeviceSource,
 }
@@ -48,7 +48,7 @@ pub enum DeviceSource {
 impl DeviceConfig {
     /// Whether the device's readings take their patient from HL7 PID-3
     /// (`patient_from = "pid"`, serial `hl7` driver or HL7 over TCP).
-    pub fn patients_from_messages(&self) -> bool {
+    pub(crate) fn patients_from_messages(&self) -> bool {
         let from = match &self.source {
             DeviceSource::Serial(SerialDeviceConfig { driver: SerialDriver::Hl7 { patient_from, .. }, .. }) => *patient_from,
             DeviceSource::Serial(_) => None,
@@ -85,9 +85,9 @@ pub struct SimulatedDeviceConfig {
     /// Time between measurements (10 ms to 1 day).
     pub interval_ms: u64,
     /// Seed for the value generator; the same seed gives the same values.
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Probability per measurement of starting a sensor-off episode (0 to 1).
-    pub dropout_probability: f64,
+    pub(crate) dropout_probability: f64,
 }
 
 impl Default for SimulatedDeviceConfig {
@@ -115,18 +115,18 @@ impl SimulatedDeviceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDevice {
-    pub id: String,
-    pub kind: DeviceKindConfig,
+    pub(crate) id: String,
+    pub(crate) kind: DeviceKindConfig,
     #[serde(default)]
-    pub patient_id: Option<String>,
+    pub(crate) patient_id: Option<String>,
     #[serde(default)]
-    pub simulated: Option<SimulatedDeviceConfig>,
+    pub(crate) simulated: Option<SimulatedDeviceConfig>,
     #[serde(default)]
-    pub ble: Option<RawBle>,
+    pub(crate) ble: Option<RawBle>,
     #[serde(default)]
-    pub serial: Option<RawSerial>,
+    pub(crate) serial: Option<RawSerial>,
     #[serde(default)]
-    pub hl7_tcp: Option<Hl7TcpConfig>,
+    pub(crate) hl7_tcp: Option<Hl7TcpConfig>,
 }
 
 impl RawDevice {

@@ -28,22 +28,22 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct EventHubsSinkConfig {
     /// Who the gateway is to the namespace, and which event hub it sends to.
-    pub identity: EventHubsIdentity,
+    pub(crate) identity: EventHubsIdentity,
     /// An extra CA certificate file (PEM) to trust besides the system roots
     /// (a TLS-inspecting proxy's CA, or the local emulator's CA).
     pub ca_file: Option<PathBuf>,
     /// The namespace's tier, which sets the publication limit: `standard`
     /// (also premium and dedicated: 1 MB) or `basic` (256 KB).
-    pub tier: EventHubsTier,
+    pub(crate) tier: EventHubsTier,
     /// A lower limit on one request's body than the tier's (4 KiB up to the tier's limit).
-    pub max_request_bytes: Option<ByteSize>,
+    pub(crate) max_request_bytes: Option<ByteSize>,
     /// Application properties (`UserProperties`) added to every event.
     pub user_properties: BTreeMap<String, String>,
     /// Lifetime of each SAS token; a new one is made at 80 % of it (and at
     /// least 2 min before expiry for long tokens).
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     /// How long one request may take before it is abandoned and retried.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Requests awaiting their answer at once (each on its own kept-alive
     /// connection; 1 keeps one connection).
     pub max_in_flight: usize,
@@ -56,7 +56,7 @@ pub struct EventHubsSinkConfig {
 
 /// The one identity of a valid table.
 #[derive(Debug, Clone)]
-pub enum EventHubsIdentity {
+pub(crate) enum EventHubsIdentity {
     /// `connection_string`: a namespace or event hub connection string with a
     /// SharedAccessKey (policy with the Send right); the namespace comes from
     /// its `Endpoint`, the event hub from its `EntityPath` or `event_hub`.
@@ -82,14 +82,14 @@ pub enum EventHubsIdentity {
 /// Where events go when the identity does not name it: `namespace` (host,
 /// optionally `host:port`) and `event_hub`.
 #[derive(Debug, Clone)]
-pub struct EventHubsTarget {
-    pub namespace: String,
-    pub event_hub: String,
+pub(crate) struct EventHubsTarget {
+    pub(crate) namespace: String,
+    pub(crate) event_hub: String,
 }
 
 /// How the gateway proves itself to Microsoft Entra ID.
 #[derive(Debug, Clone)]
-pub enum EntraClientCredential {
+pub(crate) enum EntraClientCredential {
     /// `client_secret`.
     Secret(Secret),
     /// `client_certificate_file` (PEM, uploaded to the app registration) and
@@ -99,7 +99,7 @@ pub enum EntraClientCredential {
 
 impl EventHubsIdentity {
     /// The secret this identity reads, with its config key.
-    pub fn secret(&self) -> Option<(&'static str, &Secret)> {
+    pub(crate) fn secret(&self) -> Option<(&'static str, &Secret)> {
         match self {
             EventHubsIdentity::SharedAccessKey { connection_string, .. } => Some(("sink.eventhubs.connection_string", connection_string)),
             EventHubsIdentity::Entra { credential: EntraClientCredential::Secret(s), .. } => Some(("sink.eventhubs.client_secret", s)),
@@ -113,47 +113,47 @@ impl EventHubsIdentity {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawEventHubs {
     #[serde(default)]
-    pub connection_string: Option<RawSecret>,
+    pub(crate) connection_string: Option<RawSecret>,
     #[serde(default)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[serde(default)]
-    pub event_hub: Option<String>,
+    pub(crate) event_hub: Option<String>,
     #[serde(default)]
-    pub tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     #[serde(default)]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[serde(default)]
-    pub client_secret: Option<RawSecret>,
+    pub(crate) client_secret: Option<RawSecret>,
     #[serde(default)]
-    pub client_certificate_file: Option<PathBuf>,
+    pub(crate) client_certificate_file: Option<PathBuf>,
     #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
+    pub(crate) client_key_file: Option<PathBuf>,
     #[serde(default = "default_authority_host")]
-    pub authority_host: String,
+    pub(crate) authority_host: String,
     #[serde(default)]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     #[serde(default)]
-    pub tier: EventHubsTier,
+    pub(crate) tier: EventHubsTier,
     #[serde(default)]
-    pub max_request_bytes: Option<ByteSize>,
+    pub(crate) max_request_bytes: Option<ByteSize>,
     #[serde(default)]
-    pub user_properties: BTreeMap<String, String>,
+    pub(crate) user_properties: BTreeMap<String, String>,
     #[serde(default = "default_token_ttl", with = "units::duration")]
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     #[serde(default = "default_request_timeout", with = "units::duration")]
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     #[serde(default = "default_max_events_per_request")]
-    pub max_events_per_request: usize,
+    pub(crate) max_events_per_request: usize,
 }
 
 /// The namespace tier (Azure docs "Event Hubs quotas and limits").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EventHubsTier {
+pub(crate) enum EventHubsTier {
     /// Standard, Premium, Dedicated: 1 MB per publication.
     #[default]
     Standard,
@@ -162,8 +162,9 @@ pub enum EventHubsTier {
 }
 
 /// Which kind of identity a valid table describes.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventHubsAuth {
+pub(crate) enum EventHubsAuth {
     SharedAccessKey,
     EntraSecret,
     EntraCertificate,
@@ -171,10 +172,10 @@ pub enum EventHubsAuth {
 }
 
 /// Microsoft Entra ID's authority host in the public cloud.
-pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub(crate) const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// Publication limits (Azure docs "Event Hubs quotas and limits").
-pub const STANDARD_TIER_LIMIT: usize = 1024 * 1024;
-pub const BASIC_TIER_LIMIT: usize = 256 * 1024;
+pub(crate) const STANDARD_TIER_LIMIT: usize = 1024 * 1024;
+pub(crate) const BASIC_TIER_LIMIT: usize = 256 * 1024;
 
 fn default_authority_host() -> String {
     DEFAULT_AUTHORITY_HOST.to_string()
@@ -222,7 +223,8 @@ impl EventHubsSinkConfig {
     }
 
     /// The kind of identity this table describes.
-    pub fn auth(&self) -> EventHubsAuth {
+    #[cfg(test)]
+    pub(crate) fn auth(&self) -> EventHubsAuth {
         match &self.identity {
             EventHubsIdentity::SharedAccessKey { .. } => EventHubsAuth::SharedAccessKey,
             EventHubsIdentity::TokenFile { .. } => EventHubsAuth::TokenFile,
@@ -232,7 +234,7 @@ impl EventHubsSinkConfig {
     }
 
     /// The largest request body: the tier's limit, or `max_request_bytes`.
-    pub fn max_request_bytes(&self) -> usize {
+    pub(crate) fn max_request_bytes(&self) -> usize {
         let tier = match self.tier {
             EventHubsTier::Standard => STANDARD_TIER_LIMIT,
             EventHubsTier::Basic => BASIC_TIER_LIMIT,

@@ -34,11 +34,11 @@ use std::fmt;
 
 /// The application id iomt-edge passes to the machine-id derivation
 /// (`systemd-id128 machine-id --app-specific=` takes it as it is written here).
-pub const APP_ID: [u8; 16] = [0xf8, 0xa9, 0xa8, 0xa5, 0x70, 0x15, 0x45, 0x26, 0x91, 0x92, 0x96, 0xa4, 0x92, 0xea, 0x80, 0x1f];
+pub(crate) const APP_ID: [u8; 16] = [0xf8, 0xa9, 0xa8, 0xa5, 0x70, 0x15, 0x45, 0x26, 0x91, 0x92, 0x96, 0xa4, 0x92, 0xea, 0x80, 0x1f];
 
 /// Where a derived id comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdSource {
+pub(crate) enum IdSource {
     Hostname,
     MachineId,
 }
@@ -49,7 +49,7 @@ const IMAGE_DEFAULT_HOSTNAMES: &[&str] = &["localhost", "raspberrypi", "(none)"]
 /// The gateway id for `source`, with `prefix` in front, from the values read
 /// off this machine (`None`: could not be read). `Err` is a sentence saying what
 /// to do.
-pub fn derive(source: IdSource, prefix: &str, hostname: Option<&str>, machine_id: Option<&str>) -> Result<String, String> {
+pub(crate) fn derive(source: IdSource, prefix: &str, hostname: Option<&str>, machine_id: Option<&str>) -> Result<String, String> {
     let core = match source {
         IdSource::Hostname => {
             let raw = hostname.ok_or("the host name of this machine cannot be read; write the id out (id = \"ward3-bed12\")")?;
@@ -91,7 +91,7 @@ fn parse_machine_id(s: &str) -> Option<[u8; 16]> {
 /// `sd_id128_get_machine_app_specific()`: HMAC-SHA256 keyed with the machine id
 /// over [`APP_ID`], truncated to 16 bytes and marked as a version 4 (variant 1)
 /// UUID (sd_id128_get_machine(3)).
-pub fn app_specific(machine_id: &[u8; 16]) -> [u8; 16] {
+pub(crate) fn app_specific(machine_id: &[u8; 16]) -> [u8; 16] {
     // An HMAC key of any length is accepted (RFC 2104), so this cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(machine_id) {
         Ok(m) => m,
@@ -125,7 +125,7 @@ fn read_machine_id() -> Option<String> {
 
 /// serde `deserialize_with` for `[gateway] id`: a string, or a table
 /// `{ from = "hostname" | "machine-id", prefix = "..." }` resolved on this machine.
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_any(IdVisitor)
 }
 

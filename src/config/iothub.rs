@@ -86,33 +86,33 @@ pub struct ClientCertificate {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawIotHub {
     #[serde(default)]
-    pub connection_string: Option<RawSecret>,
+    pub(crate) connection_string: Option<RawSecret>,
     #[serde(default)]
-    pub dps: Option<RawDps>,
+    pub(crate) dps: Option<RawDps>,
     #[serde(default)]
-    pub transport: IotHubTransport,
+    pub(crate) transport: IotHubTransport,
     #[serde(default)]
-    pub gateway_host_name: Option<String>,
+    pub(crate) gateway_host_name: Option<String>,
     #[serde(default)]
-    pub proxy: Option<String>,
+    pub(crate) proxy: Option<String>,
     #[serde(default)]
-    pub proxy_credentials: Option<RawSecret>,
+    pub(crate) proxy_credentials: Option<RawSecret>,
     #[serde(default)]
-    pub ca_file: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
     #[serde(default)]
-    pub cert_file: Option<PathBuf>,
+    pub(crate) cert_file: Option<PathBuf>,
     #[serde(default)]
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
     #[serde(default = "default_token_ttl", with = "units::duration")]
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     #[serde(default)]
-    pub application_properties: BTreeMap<String, String>,
+    pub(crate) application_properties: BTreeMap<String, String>,
     #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     #[serde(default = "default_keep_alive", with = "units::duration")]
-    pub keep_alive: Duration,
+    pub(crate) keep_alive: Duration,
     #[serde(default = "default_ack_timeout", with = "units::duration")]
-    pub ack_timeout: Duration,
+    pub(crate) ack_timeout: Duration,
 }
 
 /// How the gateway reaches the hub.
@@ -130,13 +130,13 @@ pub enum IotHubTransport {
 #[derive(Debug, Clone)]
 pub struct DpsConfig {
     /// The DPS ID scope (`0ne...`).
-    pub id_scope: String,
+    pub(crate) id_scope: String,
     /// The registration id (lowercase letters, digits and `-`); left out of
     /// the file, the gateway id in lowercase, so that with a group enrollment
     /// one config serves every gateway (`[gateway] id = { from = "hostname" }`).
     pub registration_id: String,
     /// DPS endpoint (default `global.azure-devices-provisioning.net`), optionally `host:port`.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// The enrollment's key.
     pub key: DpsKey,
 }
@@ -153,7 +153,7 @@ pub enum DpsKey {
 
 impl DpsKey {
     /// Its config key, for messages.
-    pub fn config_key(&self) -> &'static str {
+    pub(crate) fn config_key(&self) -> &'static str {
         match self {
             DpsKey::Individual(_) => "sink.iothub.dps.symmetric_key",
             DpsKey::Group(_) => "sink.iothub.dps.group_key",
@@ -161,7 +161,7 @@ impl DpsKey {
     }
 
     /// Where the key is read from.
-    pub fn secret(&self) -> &Secret {
+    pub(crate) fn secret(&self) -> &Secret {
         match self {
             DpsKey::Individual(s) | DpsKey::Group(s) => s,
         }
@@ -172,15 +172,15 @@ impl DpsKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDps {
-    pub id_scope: String,
+    pub(crate) id_scope: String,
     #[serde(default)]
-    pub registration_id: String,
+    pub(crate) registration_id: String,
     #[serde(default = "default_dps_endpoint")]
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     #[serde(default)]
-    pub symmetric_key: Option<RawSecret>,
+    pub(crate) symmetric_key: Option<RawSecret>,
     #[serde(default)]
-    pub group_key: Option<RawSecret>,
+    pub(crate) group_key: Option<RawSecret>,
 }
 
 fn default_dps_endpoint() -> String {
@@ -200,7 +200,7 @@ fn default_ack_timeout() -> Duration {
 }
 
 /// IoT Hub's ceiling on the MQTT keep-alive.
-pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
+pub(crate) const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1177);
 
 impl IotHubSinkConfig {
     /// A config with defaults around one connection string (for tests and tools).

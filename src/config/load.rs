@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// A config problem, located in the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based; 0 when the problem is not tied to a place (file unreadable).
     pub line: usize,
     pub column: usize,
@@ -32,20 +32,20 @@ impl ConfigError {
     /// An error about `key` (a key path such as `sink.iothub.connection_string`
     /// or `device.0.ble.address`), placed at that key in `text`, or at the
     /// deepest table of it that the file has (a default taken from no line).
-    pub fn at_key(file: &Path, text: &str, key: &str, message: String) -> ConfigError {
+    pub(crate) fn at_key(file: &Path, text: &str, key: &str, message: String) -> ConfigError {
         let (line, column) = line_col(text, locate(text, key).unwrap_or(0));
         ConfigError { file: file.to_path_buf(), line, column, message }
     }
 }
 
 /// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with_text(path).map(|(c, _)| c)
 }
 
 /// Like [`load`], and also returns the file's text, so that checks made later
 /// (of files, folders and secrets on this machine) can name the line too.
-pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
+pub(crate) fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
     let text = read_text(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: 0,
@@ -60,7 +60,7 @@ pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
 /// read: reading a FIFO would wait for a writer for good (`check-config`,
 /// the unit's `ExecStartPre=`, `run` and SIGHUP would hang), and a folder or
 /// a device is never a config file.
-pub fn read_text(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
         use std::os::unix::fs::FileTypeExt;

@@ -16,25 +16,28 @@
 
 /// `[gateway] id` written out or derived from the host name or machine id
 /// (one image for many Pis, docs/raspberry-pi.md).
-pub mod gateway_id;
+pub(crate) mod gateway_id;
 mod load;
-pub mod secret;
+pub(crate) mod secret;
 pub mod units;
 
 pub mod ble;
 mod device;
 pub mod eventhubs;
 pub mod iothub;
-pub mod serial;
+pub(crate) mod serial;
 mod sink;
 
 pub(crate) use device::RawDevice;
-pub use device::{DeviceConfig, DeviceKindConfig, DeviceSource, SimulatedDeviceConfig, MAX_DEVICE_ID_BYTES};
+pub(crate) use device::{DeviceConfig, DeviceKindConfig};
+pub use device::{DeviceSource, SimulatedDeviceConfig};
+pub use load::parse_str;
 pub(crate) use load::ConfigDraft;
-pub use load::{load, load_with_text, parse_str, read_text, ConfigError};
+pub(crate) use load::{load, load_with_text, read_text, ConfigError};
 pub use secret::Secret;
+pub(crate) use sink::FileSinkConfig;
 pub(crate) use sink::RawSink;
-pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
+pub use sink::SinkConfig;
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -48,7 +51,7 @@ pub(crate) type Problem = (String, String);
 /// The whole configuration file, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub gateway: GatewayConfig,
+    pub(crate) gateway: GatewayConfig,
     pub outbox: OutboxConfig,
     pub forwarder: ForwarderConfig,
     /// `[[device]]`, in the file's order.
@@ -60,28 +63,28 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    pub gateway: GatewayConfig,
+    pub(crate) gateway: GatewayConfig,
     #[serde(default)]
-    pub outbox: OutboxConfig,
+    pub(crate) outbox: OutboxConfig,
     #[serde(default)]
-    pub forwarder: ForwarderConfig,
+    pub(crate) forwarder: ForwarderConfig,
     #[serde(default, rename = "device")]
-    pub devices: Vec<device::RawDevice>,
-    pub sink: sink::RawSink,
+    pub(crate) devices: Vec<device::RawDevice>,
+    pub(crate) sink: sink::RawSink,
 }
 
 /// `[gateway]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
+pub(crate) struct GatewayConfig {
     /// Names this gateway in every message (`gatewayId`) and in message ids.
     /// Written out, or derived at load time from this machine (`{ from =
     /// "hostname" }`, `{ from = "machine-id" }`; see [`gateway_id`]).
     #[serde(deserialize_with = "gateway_id::deserialize")]
-    pub id: String,
+    pub(crate) id: String,
     /// Where the outbox and persisted settings live.
     #[serde(default = "default_state_dir")]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
 }
 
 fn default_state_dir() -> PathBuf {

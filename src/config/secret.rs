@@ -35,11 +35,11 @@ impl std::fmt::Debug for Secret {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSecret {
     #[serde(default)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     #[serde(default)]
-    pub env: Option<String>,
+    pub(crate) env: Option<String>,
     #[serde(default)]
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 impl std::fmt::Debug for RawSecret {
@@ -56,7 +56,7 @@ impl std::fmt::Debug for RawSecret {
 /// where the file is read: a [`Secret`] is always one).
 #[derive(Debug, thiserror::Error)]
 #[error("set exactly one of `file`, `env` or `value` for this secret (found {0})")]
-pub struct AmbiguousSecret(pub String);
+pub(crate) struct AmbiguousSecret(pub String);
 
 impl TryFrom<RawSecret> for Secret {
     type Error = AmbiguousSecret;
@@ -97,7 +97,7 @@ pub enum SecretError {
 impl Secret {
     /// Reads the secret. Logs a warning (once per call) when a secret file can be
     /// read by other users.
-    pub fn resolve(&self) -> Result<String, SecretError> {
+    pub(crate) fn resolve(&self) -> Result<String, SecretError> {
         let (raw, from) = match self {
             Secret::File(path) => {
                 warn_if_world_readable(path);
@@ -115,19 +115,19 @@ impl Secret {
     }
 
     /// Whether the secret is written in the config file itself (`{ value = "..." }`).
-    pub fn is_inline(&self) -> bool {
+    pub(crate) fn is_inline(&self) -> bool {
         matches!(self, Secret::Value(_))
     }
 }
 
 /// The config keys whose secret is written inline in the config file.
-pub fn inline_secrets(config: &super::Config) -> Vec<&'static str> {
+pub(crate) fn inline_secrets(config: &super::Config) -> Vec<&'static str> {
     config.sink.secrets().into_iter().filter(|(_, s)| s.is_inline()).map(|(key, _)| key).collect()
 }
 
 /// Warns, as for a secret file, when a config file that holds a secret inline
 /// is readable by group or others; returns whether it warned.
-pub fn warn_if_config_world_readable(path: &std::path::Path, config: &super::Config) -> bool {
+pub(crate) fn warn_if_config_world_readable(path: &std::path::Path, config: &super::Config) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let keys = inline_secrets(config);
     if keys.is_empty() {
@@ -151,7 +151,7 @@ pub fn warn_if_config_world_readable(path: &std::path::Path, config: &super::Con
 
 /// Warns when a file holding a secret is readable by group or others; returns
 /// whether it warned.
-pub fn warn_if_world_readable(path: &std::path::Path) -> bool {
+pub(crate) fn warn_if_world_readable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         let mode = meta.permissions().mode();

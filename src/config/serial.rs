@@ -25,31 +25,31 @@ pub struct SerialDeviceConfig {
     /// unplugged; `/dev/ttyUSB0` may become `ttyUSB1` after a replug).
     pub port: PathBuf,
     /// What reads the port, with its own options.
-    pub driver: SerialDriver,
+    pub(crate) driver: SerialDriver,
     /// Line settings; each overrides the profile's `[port]` value.
-    pub baud: Option<u32>,
-    pub data_bits: Option<u8>,
-    pub parity: Option<SerialParity>,
-    pub stop_bits: Option<u8>,
-    pub flow_control: Option<SerialFlowControl>,
+    pub(crate) baud: Option<u32>,
+    pub(crate) data_bits: Option<u8>,
+    pub(crate) parity: Option<SerialParity>,
+    pub(crate) stop_bits: Option<u8>,
+    pub(crate) flow_control: Option<SerialFlowControl>,
     /// Set (true) or clear (false) the DTR / RTS lines after opening; unset
     /// leaves them as the driver of the port sets them.
-    pub dtr: Option<bool>,
-    pub rts: Option<bool>,
+    pub(crate) dtr: Option<bool>,
+    pub(crate) rts: Option<bool>,
     /// Nothing received for this long: the monitor is marked silent.
-    pub quiet_timeout: Duration,
+    pub(crate) quiet_timeout: Duration,
     /// Upper bound of the backoff between attempts to reopen the port.
-    pub reopen_max: Duration,
+    pub(crate) reopen_max: Duration,
     /// `init`: bytes sent after every open and every quiet timeout (1 to 256).
-    pub init: Option<Vec<u8>>,
+    pub(crate) init: Option<Vec<u8>>,
     /// `poll`: bytes sent every `poll_interval` while the port is open (1 to 256).
-    pub poll: Option<Vec<u8>>,
-    pub poll_interval: Duration,
+    pub(crate) poll: Option<Vec<u8>>,
+    pub(crate) poll_interval: Duration,
 }
 
 /// `driver`: the HL7 driver with its options, or another driver by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SerialDriver {
+pub(crate) enum SerialDriver {
     /// `driver = "hl7"`: HL7 v2 over the port.
     Hl7 {
         /// `code_map`: a TOML file of extra OBX-3 code mappings (`[[code]]`),
@@ -70,7 +70,7 @@ pub enum SerialDriver {
 
 impl SerialDriver {
     /// The name as written in `driver`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             SerialDriver::Hl7 { .. } => "hl7",
             SerialDriver::Named(n) => n,
@@ -86,69 +86,69 @@ pub(crate) struct RawSerial {
     /// The device node, best a stable `/dev/serial/by-id/...` link (udev
     /// creates it when the adapter is plugged in and removes it when it is
     /// unplugged; `/dev/ttyUSB0` may become `ttyUSB1` after a replug).
-    pub port: PathBuf,
+    pub(crate) port: PathBuf,
     /// A shipped profile (`masimo-ascii1`, `nonin-ascii`, `nellcor-n595`), a
     /// built-in driver (`hl7`, `nonin-df2`, `nonin-df7`, `nonin-df8`) or the
     /// path of a profile file.
-    pub driver: String,
+    pub(crate) driver: String,
     /// Line settings; each overrides the profile's `[port]` value.
     #[serde(default)]
-    pub baud: Option<u32>,
+    pub(crate) baud: Option<u32>,
     #[serde(default)]
-    pub data_bits: Option<u8>,
+    pub(crate) data_bits: Option<u8>,
     #[serde(default)]
-    pub parity: Option<SerialParity>,
+    pub(crate) parity: Option<SerialParity>,
     #[serde(default)]
-    pub stop_bits: Option<u8>,
+    pub(crate) stop_bits: Option<u8>,
     #[serde(default)]
-    pub flow_control: Option<SerialFlowControl>,
+    pub(crate) flow_control: Option<SerialFlowControl>,
     /// Set (true) or clear (false) the DTR / RTS lines after opening; unset
     /// leaves them as the driver of the port sets them. Some monitors and
     /// isolated RS-232 adapters take their power from DTR/RTS.
     #[serde(default)]
-    pub dtr: Option<bool>,
+    pub(crate) dtr: Option<bool>,
     #[serde(default)]
-    pub rts: Option<bool>,
+    pub(crate) rts: Option<bool>,
     /// Nothing received for this long: the monitor is marked silent (a
     /// `silent` device event, state `lost`) until it sends again. Default `5s`.
     #[serde(default = "default_quiet", with = "units::duration")]
-    pub quiet_timeout: Duration,
+    pub(crate) quiet_timeout: Duration,
     /// Upper bound of the backoff between attempts to reopen a port that
     /// disappeared (starts at 0.5 s, doubles). Default `30s`.
     #[serde(default = "default_reopen_max", with = "units::duration")]
-    pub reopen_max: Duration,
+    pub(crate) reopen_max: Duration,
     /// Bytes sent after every open, and again after every quiet timeout (a
     /// monitor that was switched off needs them again), in hex:
     /// `"02 70 02 02 07 03"` (Nonin's select-Data-Format-7 command).
     #[serde(default)]
-    pub init: Option<String>,
+    pub(crate) init: Option<String>,
     /// Bytes sent every `poll_interval` while the port is open (monitors that
     /// only answer when asked, keep-alives), in hex.
     #[serde(default)]
-    pub poll: Option<String>,
+    pub(crate) poll: Option<String>,
     /// Default `1s`.
     #[serde(default = "default_poll_interval", with = "units::duration")]
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// `hl7` only: a TOML file of extra OBX-3 code mappings (`[[code]]`), tried
     /// before the built-in IEEE 11073 MDC table.
     #[serde(default)]
-    pub code_map: Option<PathBuf>,
+    pub(crate) code_map: Option<PathBuf>,
     /// `hl7` only: answer every MLLP-framed message with an HL7 ACK on the
     /// same port (`AA` once its readings are committed, `AE`/`AR` with the
     /// reason otherwise). Default `true`: a sender that frames with MLLP
     /// expects an ACK (HL7 v2 original-mode acknowledgment); set `false` for
     /// a monitor that only streams and does not read its receive line.
     #[serde(default)]
-    pub ack: Option<bool>,
+    pub(crate) ack: Option<bool>,
     /// `hl7` only: where readings take their patient from; see [`Hl7PatientFrom`].
     #[serde(default)]
-    pub patient_from: Option<Hl7PatientFrom>,
+    pub(crate) patient_from: Option<Hl7PatientFrom>,
 }
 
 /// Where the readings of an HL7 device take their patient from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Hl7PatientFrom {
+pub(crate) enum Hl7PatientFrom {
     /// The device's patient association (`patient_id`, or the twin), as for
     /// every device; a message naming another patient in PID-3 than the
     /// first since the association was set is refused (AE). The default.
@@ -169,17 +169,17 @@ pub enum Hl7PatientFrom {
 pub struct Hl7TcpConfig {
     /// `address:port` to listen on, e.g. `0.0.0.0:2575` (2575 is the port
     /// IANA registered for HL7 over MLLP).
-    pub listen: String,
+    pub(crate) listen: String,
     /// Extra OBX-3 code mappings, as for the serial `hl7` driver.
     #[serde(default)]
-    pub code_map: Option<PathBuf>,
+    pub(crate) code_map: Option<PathBuf>,
     /// Where readings take their patient from; see [`Hl7PatientFrom`].
     #[serde(default)]
-    pub patient_from: Option<Hl7PatientFrom>,
+    pub(crate) patient_from: Option<Hl7PatientFrom>,
     /// A message whose readings are not committed within this time gets
     /// `AE` (the sender resends it). Default `10s`.
     #[serde(default = "default_ack_timeout", with = "units::duration")]
-    pub ack_timeout: Duration,
+    pub(crate) ack_timeout: Duration,
 }
 
 fn default_ack_timeout() -> Duration {
@@ -204,7 +204,7 @@ pub(crate) fn validate_hl7_tcp(prefix: &str, h: &Hl7TcpConfig) -> Vec<(String, S
 /// Parity as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SerialParity {
+pub(crate) enum SerialParity {
     None,
     Odd,
     Even,
@@ -214,7 +214,7 @@ pub enum SerialParity {
 /// XON/XOFF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SerialFlowControl {
+pub(crate) enum SerialFlowControl {
     None,
     Hardware,
     Software,
@@ -256,7 +256,7 @@ fn default_poll_interval() -> Duration {
 
 /// Parses the hex form of `init` / `poll`: pairs of hex digits, separated by
 /// spaces, commas or nothing, each optionally `0x`-prefixed. At most 256 bytes.
-pub fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     for token in text.split(|c: char| c.is_whitespace() || c == ',') {
         let t = token.trim_start_matches("0x").trim_start_matches("0X");

@@ -28,7 +28,7 @@ pub enum SinkConfig {
 
 impl SinkConfig {
     /// Every secret the sink reads, with its config key.
-    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+    pub(crate) fn secrets(&self) -> Vec<(&'static str, &Secret)> {
         let mut out = Vec::new();
         match self {
             SinkConfig::File(_) | SinkConfig::Stdout(_) => {}
@@ -51,7 +51,7 @@ impl SinkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 /// `[sink.stdout]`: one message per line on standard output.
@@ -60,7 +60,7 @@ pub struct FileSinkConfig {
 pub struct StdoutSinkConfig {
     /// Pretty-print (several lines per message).
     #[serde(default)]
-    pub pretty: bool,
+    pub(crate) pretty: bool,
 }
 
 /// `[sink]` as written: each destination table optional here; exactly one
@@ -69,13 +69,13 @@ pub struct StdoutSinkConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSink {
     #[serde(default)]
-    pub file: Option<FileSinkConfig>,
+    pub(crate) file: Option<FileSinkConfig>,
     #[serde(default)]
-    pub stdout: Option<StdoutSinkConfig>,
+    pub(crate) stdout: Option<StdoutSinkConfig>,
     #[serde(default)]
-    pub iothub: Option<RawIotHub>,
+    pub(crate) iothub: Option<RawIotHub>,
     #[serde(default)]
-    pub eventhubs: Option<RawEventHubs>,
+    pub(crate) eventhubs: Option<RawEventHubs>,
 }
 
 impl RawSink {

@@ -13,7 +13,7 @@ impl ByteSize {
     }
 
     /// Parses `123`, `4KiB`, `4 KB`, `16MiB`, `1GiB` (binary and decimal units).
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
+    pub(crate) fn parse(s: &str) -> Result<ByteSize, String> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
@@ -120,11 +120,11 @@ pub(crate) fn format_millis(ms: u128) -> String {
 }
 
 /// serde adapter for durations written as `30s`, `15min`, `7d` or whole seconds.
-pub mod duration {
+pub(crate) mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {

@@ -51,11 +51,11 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 /// A queue's identity: device id and patient association.
-pub type Key = (String, Option<String>);
+pub(crate) type Key = (String, Option<String>);
 
 /// How many readings the forwarder holds in memory at most (bounded memory
 /// during a large backlog drain).
-pub const BUFFER_CAP: usize = 20_000;
+pub(crate) const BUFFER_CAP: usize = 20_000;
 
 /// At most this many readings are asked of the outbox in one read.
 const READ_CHUNK: usize = 2000;
@@ -81,31 +81,32 @@ pub(crate) struct RequestLimits {
 
 impl RequestLimits {
     /// One message per request.
+    #[cfg(test)]
     pub(crate) const SINGLE: RequestLimits = RequestLimits { max_messages: 1, max_bytes: usize::MAX };
 }
 
 /// Limits read at each pass (they can change while running).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Readings per message, at least 1.
-    pub max_readings: usize,
+    pub(crate) max_readings: usize,
     /// How long a live reading may wait before its batch is sent.
-    pub max_age: Duration,
+    pub(crate) max_age: Duration,
 }
 
 /// What the loop knows at one pass besides the queues.
 #[derive(Debug, Clone, Copy)]
-pub struct Pass {
+pub(crate) struct Pass {
     /// The highest committed sequence number in the outbox.
-    pub committed: u64,
+    pub(crate) committed: u64,
     /// Shutdown was requested: everything queued is ready.
-    pub draining: bool,
+    pub(crate) draining: bool,
     /// A group of readings is being committed right now: batches half due go
     /// along, so their in-flight records ride with that group's sync.
-    pub group_open: bool,
+    pub(crate) group_open: bool,
     /// At most this many batches may be formed (recorded batches the sink has
     /// not taken yet count against the loop's limit).
-    pub room: usize,
+    pub(crate) room: usize,
 }
 
 /// One message of a request: one key's readings in sequence order, never
@@ -122,8 +123,8 @@ pub(crate) struct Part {
 
 /// One request for one key: its messages in sequence order, never empty.
 #[derive(Debug)]
-pub struct Batch {
-    pub key: Key,
+pub(crate) struct Batch {
+    pub(crate) key: Key,
     pub(crate) parts: Vec<Part>,
 }
 
@@ -137,7 +138,7 @@ impl Batch {
 
 /// What became of a request the destination refused as too large.
 #[derive(Debug)]
-pub enum TooLarge {
+pub(crate) enum TooLarge {
     /// A request of several messages: they wait whole at the front of their
     /// key (records kept) and go out in requests of half as many.
     Regroup,
@@ -208,12 +209,12 @@ impl Queue {
 }
 
 /// Bytes a reading takes in a message (its JSON plus a separator).
-pub fn wire_size(r: &Reading) -> usize {
+pub(crate) fn wire_size(r: &Reading) -> usize {
     serde_json::to_vec(&WireReading::from(r)).map(|v| v.len() + 1).unwrap_or(MIN_BYTE_CAP)
 }
 
 /// The forwarder's queues and in-flight bookkeeping for one life of the loop.
-pub struct Batcher {
+pub(crate) struct Batcher {
     queues: BTreeMap<Key, Queue>,
     /// Keys with a request in flight.
     busy: HashSet<Key>,
@@ -238,7 +239,8 @@ impl Batcher {
     /// An empty batcher: messages hold at most `byte_cap` bytes of readings,
     /// one message per request, and at most `buffer_cap` readings wait in
     /// memory.
-    pub fn new(byte_cap: usize, buffer_cap: usize) -> Batcher {
+    #[cfg(test)]
+    pub(crate) fn new(byte_cap: usize, buffer_cap: usize) -> Batcher {
         Batcher::with_requests(byte_cap, buffer_cap, RequestLimits::SINGLE)
     }
 
@@ -270,7 +272,7 @@ impl Batcher {
     /// delivered message comes back beside the one still in flight); they go
     /// out one request at a time, oldest first, so no newer message overtakes
     /// an older one.
-    pub fn resume(&mut self, key: Key, record: InFlight, readings: Vec<Reading>, now: Instant) {
+    pub(crate) fn resume(&mut self, key: Key, record: InFlight, readings: Vec<Reading>, now: Instant) {
         self.excluded.extend(record.seqs.iter().copied());
         if readings.is_empty() {
             return;
@@ -282,18 +284,18 @@ impl Batcher {
     }
 
     /// Where to read the outbox from next (exclusive).
-    pub fn cursor(&self) -> u64 {
+    pub(crate) fn cursor(&self) -> u64 {
         self.cursor
     }
 
     /// How many readings to read from the outbox next, or `None` when the
     /// buffer is full or everything up to `committed` was read.
-    pub fn wants(&self, committed: u64) -> Option<usize> {
+    pub(crate) fn wants(&self, committed: u64) -> Option<usize> {
         (self.buffered < self.buffer_cap && self.cursor < committed).then(|| (self.buffer_cap - self.buffered).min(READ_CHUNK))
     }
 
     /// Queues one reading read from the outbox (in sequence order).
-    pub fn admit(&mut self, r: Reading, now: Instant) {
+    pub(crate) fn admit(&mut self, r: Reading, now: Instant) {
         self.cursor = self.cursor.max(r.seq);
         if self.excluded.remove(&r.seq) {
             return;
@@ -311,34 +313,36 @@ impl Batcher {
     }
 
     /// The outbox holds nothing more up to `committed` (all acknowledged).
-    pub fn caught_up(&mut self, committed: u64) {
+    pub(crate) fn caught_up(&mut self, committed: u64) {
         self.cursor = self.cursor.max(committed);
     }
 
     /// Everything queued is ready at the next pass (until the queues empty).
-    pub fn request_flush(&mut self) {
+    pub(crate) fn request_flush(&mut self) {
         self.flush_requested = true;
     }
 
     /// Readings waiting in memory (queued, and in whole messages).
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
         self.buffered + self.held_readings
     }
 
     /// Requests in flight (one per key at most).
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
         self.busy.len()
     }
 
     /// Nothing waits in memory and everything up to `committed` was read.
-    pub fn is_idle(&self, committed: u64) -> bool {
+    pub(crate) fn is_idle(&self, committed: u64) -> bool {
         self.buffered == 0 && self.held_readings == 0 && self.cursor >= committed
     }
 
     /// Forms the requests that are ready now (at most `pass.room`), marking
     /// their keys busy. Each must be reported back once: [`Batcher::finished`]
     /// or [`Batcher::too_large`].
-    pub fn take_ready(&mut self, limits: Limits, pass: Pass, now: Instant) -> Vec<Batch> {
+    pub(crate) fn take_ready(&mut self, limits: Limits, pass: Pass, now: Instant) -> Vec<Batch> {
         let max_readings = limits.max_readings.max(1);
         let max_age = limits.max_age;
         let backlog = self.cursor < pass.committed;
@@ -435,7 +439,7 @@ impl Batcher {
 
     /// The request in flight for `key` was delivered, or its send was given
     /// up (shutdown) and stays recorded in the outbox.
-    pub fn finished(&mut self, key: &Key) {
+    pub(crate) fn finished(&mut self, key: &Key) {
         self.busy.remove(key);
     }
 
@@ -488,7 +492,7 @@ impl Batcher {
     /// When the oldest waiting reading of a key with nothing in flight reaches
     /// `max_age`, or at once for whole messages waiting (`None`: nothing
     /// waits).
-    pub fn next_deadline(&self, max_age: Duration) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, max_age: Duration) -> Option<Instant> {
         self.queues
             .iter()
             .filter(|(k, q)| !q.is_empty() && !self.busy.contains(*k))

@@ -22,7 +22,7 @@
 //! messages in flight (with a group commit when one is open), calls the sink,
 //! and acknowledges.
 
-pub mod batcher;
+pub(crate) mod batcher;
 
 use crate::backoff::Backoff;
 use crate::health::Health;
@@ -56,7 +56,7 @@ impl LiveBatching {
         })
     }
 
-    pub fn max_readings(&self) -> usize {
+    pub(crate) fn max_readings(&self) -> usize {
         self.max_readings.load(Ordering::Relaxed)
     }
 
@@ -66,7 +66,7 @@ impl LiveBatching {
 
     /// Changes the limits; refuses values outside 1..=100000 readings and
     /// 0..=600000 ms.
-    pub fn set(&self, max_readings: Option<u64>, max_age_ms: Option<u64>) -> Result<(), String> {
+    pub(crate) fn set(&self, max_readings: Option<u64>, max_age_ms: Option<u64>) -> Result<(), String> {
         if let Some(n) = max_readings {
             if !(1..=100_000).contains(&n) {
                 return Err(format!("maxReadings must be between 1 and 100000, got {n}"));
@@ -134,16 +134,16 @@ pub struct ForwarderStats {
     /// Readings moved to the outbox's dead letters because even alone they
     /// exceed the destination's limit (this life; the outbox counts what it
     /// holds).
-    pub dead_lettered_readings: AtomicU64,
+    pub(crate) dead_lettered_readings: AtomicU64,
     /// Open while sends are failing (one log line per episode).
-    pub failing: SharedEpisode,
+    pub(crate) failing: SharedEpisode,
     /// Open while the destination refuses the credentials (an auth episode:
     /// from the first 401/403 to the next delivery). Apart from `failing`,
     /// so a refusal always gets its own error line, even in an episode that
     /// began with a reset or a timeout.
-    pub auth_failing: SharedEpisode,
+    pub(crate) auth_failing: SharedEpisode,
     /// The last delivery error, in words, while failing.
-    pub last_error: std::sync::Mutex<Option<String>>,
+    pub(crate) last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// A handle to ask for an immediate send of everything pending.
@@ -151,7 +151,7 @@ pub struct ForwarderStats {
 pub struct FlushHandle(Arc<Notify>);
 
 impl FlushHandle {
-    pub fn flush_now(&self) {
+    pub(crate) fn flush_now(&self) {
         self.0.notify_one();
     }
 }

@@ -1,7 +1,7 @@
 //! `medtech check`: validates the mappings, runs sample messages through them and
 //! reports per template what matched and what the service would drop.
 
-use super::preview::{MedTech, Preview, PreviewOptions, Stats};
+use super::preview::{MedTech, PreviewOptions, Stats};
 use super::skip::SkipKind;
 use crate::model::{DeviceEvent, DeviceKind, Flag, Message, Reading, ReadingType};
 use chrono::{DateTime, TimeZone, Utc};
@@ -104,7 +104,6 @@ fn sample_value(kind: ReadingType) -> f64 {
 /// The result of a check.
 #[derive(Debug)]
 pub struct CheckReport {
-    pub preview: Preview,
     pub stats: Stats,
     /// Data would be dropped (or the event retried forever), or stored
     /// differently from what was sent.
@@ -199,5 +198,5 @@ pub fn check(engine: &MedTech, messages: &[Value], opts: &PreviewOptions, n_inpu
     }
     let invalid_charted = !preview.charted_invalid.is_empty();
     let data_lost = !preview.skipped.is_empty() || preview.warnings.iter().any(|w| w.kind.alters_data());
-    CheckReport { preview, stats, data_lost, invalid_charted, text }
+    CheckReport { stats, data_lost, invalid_charted, text }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Which template kind, which decides what the expressions run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentKind {
+pub(crate) enum ContentKind {
     /// Expressions after the type match run on the matched token.
     JsonPath,
     /// Device id and time come from IoT Hub properties of the matched token.
@@ -21,7 +21,7 @@ pub enum ContentKind {
 
 impl ContentKind {
     /// The name used in mappings.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ContentKind::JsonPath => "JsonPathContent",
             ContentKind::IotJsonPath => "IotJsonPathContent",
@@ -33,28 +33,28 @@ impl ContentKind {
 
 /// One value a template extracts.
 #[derive(Debug, Clone)]
-pub struct ValueTemplate {
-    pub name: String,
-    pub expression: Expression,
-    pub required: bool,
+pub(crate) struct ValueTemplate {
+    pub(crate) name: String,
+    pub(crate) expression: Expression,
+    pub(crate) required: bool,
 }
 
 /// One content template.
 #[derive(Debug, Clone)]
 pub struct ContentTemplate {
-    pub kind: ContentKind,
+    pub(crate) kind: ContentKind,
     /// Path in the mapping (`template[3]`), for reports.
-    pub path: String,
-    pub type_name: String,
-    pub type_match: Expression,
+    pub(crate) path: String,
+    pub(crate) type_name: String,
+    pub(crate) type_match: Expression,
     /// Tried in order; the first that yields a token wins.
-    pub device_id: Vec<Expression>,
+    pub(crate) device_id: Vec<Expression>,
     /// Tried in order; the first that yields a token wins.
-    pub timestamp: Vec<Expression>,
-    pub patient_id: Option<Expression>,
-    pub encounter_id: Option<Expression>,
-    pub correlation_id: Option<Expression>,
-    pub values: Vec<ValueTemplate>,
+    pub(crate) timestamp: Vec<Expression>,
+    pub(crate) patient_id: Option<Expression>,
+    pub(crate) encounter_id: Option<Expression>,
+    pub(crate) correlation_id: Option<Expression>,
+    pub(crate) values: Vec<ValueTemplate>,
 }
 
 /// A parsed device mapping.
@@ -62,7 +62,7 @@ pub struct ContentTemplate {
 pub struct DeviceMapping {
     pub templates: Vec<ContentTemplate>,
     /// Things that are legal but probably not meant (plain words).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl DeviceMapping {
@@ -73,7 +73,7 @@ impl DeviceMapping {
     }
 
     /// Parses a device mapping already read as JSON.
-    pub fn from_value(v: &Value) -> Result<DeviceMapping, MappingError> {
+    pub(crate) fn from_value(v: &Value) -> Result<DeviceMapping, MappingError> {
         let root = Obj::new(v, "")?;
         root.only(&["templateType", "template"])?;
         let tt = root.req_str("templateType")?;

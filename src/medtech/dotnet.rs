@@ -34,10 +34,10 @@ use std::fmt;
 /// A .NET `System.Decimal`: `(-1)^negative * mantissa / 10^scale`,
 /// mantissa < 2^96, scale 0..=28. Trailing zeros are kept (`"1.50"` has scale 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DotnetDecimal {
-    pub negative: bool,
-    pub mantissa: u128,
-    pub scale: u8,
+pub(crate) struct DotnetDecimal {
+    pub(crate) negative: bool,
+    pub(crate) mantissa: u128,
+    pub(crate) scale: u8,
 }
 
 impl fmt::Display for DotnetDecimal {
@@ -65,7 +65,7 @@ impl DotnetDecimal {
     /// The value as a JSON number: an integer when it has no fraction digits and
     /// fits an i64, else the nearest f64 (a JSON number cannot keep a decimal's
     /// trailing zeros or more than ~17 significant digits; see docs/medtech.md).
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(self) -> serde_json::Value {
         if self.scale == 0 {
             if let Ok(i) = i64::try_from(self.mantissa) {
                 return serde_json::Value::from(if self.negative { -i } else { i });
@@ -79,20 +79,20 @@ impl DotnetDecimal {
 /// A string `decimal.Parse` accepted, and what it did on the way that a
 /// sender probably did not mean.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecimalReading {
-    pub value: DotnetDecimal,
+pub(crate) struct DecimalReading {
+    pub(crate) value: DotnetDecimal,
     /// How many `,` were skipped as group (thousands) separators: `"36,6"` -> 366.
-    pub group_separators: usize,
+    pub(crate) group_separators: usize,
     /// The sign came after the digits: `"5-"` -> -5.
-    pub trailing_sign: bool,
+    pub(crate) trailing_sign: bool,
     /// Non-zero digits beyond what a decimal holds (96-bit mantissa, 28
     /// fraction digits) were rounded away.
-    pub rounded: bool,
+    pub(crate) rounded: bool,
 }
 
 /// Why `decimal.Parse` throws.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecimalError {
+pub(crate) enum DecimalError {
     /// FormatException, with the plain-words reason.
     Format(String),
     /// OverflowException: the integer part exceeds 79228162514264337593543950335.
@@ -121,7 +121,7 @@ fn is_white(c: char) -> bool {
 /// `" +5 "` -> 5; `"5-"` -> -5; `"1E-05"`, `"(5)"`, `"$5"`, `"0x1A"`, `"NaN"`,
 /// `"True"`, `"- 5"`, `"1.2.3"`, `"36.6,1"` -> FormatException;
 /// `"1e30"` written out in full -> OverflowException.
-pub fn parse_decimal(s: &str) -> Result<DecimalReading, DecimalError> {
+pub(crate) fn parse_decimal(s: &str) -> Result<DecimalReading, DecimalError> {
     let chars: Vec<char> = s.chars().collect();
     let at = |i: usize| chars.get(i).copied();
     let mut p = 0usize;
@@ -270,7 +270,7 @@ fn to_decimal(negative: bool, digits: &[u8], exp10: i32) -> Result<DotnetDecimal
 /// Whether `s` is a FHIR `decimal` as JSON writes it (FHIR R4 datatypes,
 /// decimal: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) or one of the
 /// SampledData markers `E`, `L`, `U` (FHIR R4 SampledData.data).
-pub fn is_fhir_sampled_token(s: &str) -> bool {
+pub(crate) fn is_fhir_sampled_token(s: &str) -> bool {
     if matches!(s, "E" | "L" | "U") {
         return true;
     }
@@ -321,10 +321,10 @@ pub fn is_fhir_sampled_token(s: &str) -> bool {
 /// time zone is UTC (Azure hosts run in UTC): a time with an offset is
 /// converted, a time without one is taken as is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NetDateTime {
-    pub utc: chrono::DateTime<chrono::Utc>,
+pub(crate) struct NetDateTime {
+    pub(crate) utc: chrono::DateTime<chrono::Utc>,
     /// The text said which zone it is in (`Z` or an offset).
-    pub has_offset: bool,
+    pub(crate) has_offset: bool,
 }
 
 /// Json.NET `DateTimeUtils.TryParseDateTime` with `DateParseHandling.DateTime`
@@ -337,7 +337,7 @@ pub struct NetDateTime {
 /// digits, a space instead of `T`, or no seconds leave it a string.
 /// (Json.NET `DateTimeParser.Parse`/`ParseTime`/`ParseZone`; the `/Date(...)/`
 /// form is not modelled.)
-pub fn json_net_date(s: &str) -> Option<NetDateTime> {
+pub(crate) fn json_net_date(s: &str) -> Option<NetDateTime> {
     use chrono::{Duration, NaiveDate, TimeZone, Utc};
     let t: Vec<u16> = s.encode_utf16().collect();
     let n = t.len();
@@ -433,13 +433,13 @@ pub fn json_net_date(s: &str) -> Option<NetDateTime> {
 /// `DateTime.ToString(CultureInfo.InvariantCulture)` ("G": `MM/dd/yyyy HH:mm:ss`),
 /// which is what Json.NET's `Value<string>()` gives for a Date token. The
 /// fraction of a second and the offset are lost.
-pub fn invariant_general(t: &chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn invariant_general(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%m/%d/%Y %H:%M:%S").to_string()
 }
 
 /// What a time string reads as that the sender may not have meant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeNote {
+pub(crate) enum TimeNote {
     /// No `Z` or offset: the service takes it as its local time (UTC on Azure).
     NoOffset,
     /// `a/b/yyyy` with both parts up to 12: the invariant culture reads month first.
@@ -452,7 +452,7 @@ pub enum TimeNote {
 
 impl TimeNote {
     /// Plain words.
-    pub fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             TimeNote::NoOffset => {
                 "it has no UTC offset, so the service takes it as its own local time (UTC on Azure); if the device meant its local time, \
@@ -473,7 +473,7 @@ impl TimeNote {
 /// The fraction is rounded to 100 ns ticks. `today` is the date .NET uses for
 /// a time with no date. `None` means "not one of these forms": .NET accepts
 /// more (month names, RFC 1123) and refuses others, so the caller must not say "fine".
-pub fn date_time_parse(s: &str, today: chrono::NaiveDate) -> Option<(NetDateTime, Vec<TimeNote>)> {
+pub(crate) fn date_time_parse(s: &str, today: chrono::NaiveDate) -> Option<(NetDateTime, Vec<TimeNote>)> {
     use chrono::{Duration, NaiveDate, TimeZone, Utc};
     let s = s.trim_matches(|c: char| c.is_whitespace());
     let mut notes = Vec::new();

@@ -19,14 +19,14 @@ use std::sync::LazyLock;
 
 /// Which language an expression is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Language {
+pub(crate) enum Language {
     JsonPath,
     JmesPath,
 }
 
 impl Language {
     /// Parses `"JsonPath"` / `"JmesPath"` case-insensitively.
-    pub fn from_name(s: &str) -> Option<Language> {
+    pub(crate) fn from_name(s: &str) -> Option<Language> {
         match s.to_ascii_lowercase().as_str() {
             "jsonpath" => Some(Language::JsonPath),
             "jmespath" => Some(Language::JmesPath),
@@ -37,7 +37,7 @@ impl Language {
 
 /// A compiled expression.
 #[derive(Clone)]
-pub enum Expression {
+pub(crate) enum Expression {
     JsonPath(JsonPath),
     JmesPath(Box<jmespath::Expression<'static>>),
 }
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Expression {
 
 /// Why an expression could not be evaluated (MedTech: TemplateExpressionException).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EvalError {
+pub(crate) enum EvalError {
     /// `SelectToken` matched more than one token.
     SeveralTokens(usize),
     /// A JMESPath runtime error (wrong argument type, divide by zero...).
@@ -88,7 +88,7 @@ fn note(kind: WarningKind, text: String) {
 
 /// The silent coercions the custom JMESPath functions made since the last
 /// call (integer division, wrapped integers, non-finite results).
-pub fn take_notes() -> Vec<(WarningKind, String)> {
+pub(crate) fn take_notes() -> Vec<(WarningKind, String)> {
     NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
 }
 
@@ -293,7 +293,7 @@ fn register_custom_functions(rt: &mut Runtime) {
 
 impl Expression {
     /// Compiles `text` in `language`.
-    pub fn compile(text: &str, language: Language) -> Result<Expression, String> {
+    pub(crate) fn compile(text: &str, language: Language) -> Result<Expression, String> {
         match language {
             Language::JsonPath => JsonPath::parse(text).map(Expression::JsonPath).map_err(|e| e.to_string()),
             Language::JmesPath => {
@@ -303,7 +303,7 @@ impl Expression {
     }
 
     /// The expression text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Expression::JsonPath(p) => p.as_str(),
             Expression::JmesPath(e) => e.as_str(),
@@ -311,15 +311,11 @@ impl Expression {
     }
 
     /// `SelectTokens`: each match becomes one measurement. A JMESPath array
-    /// result yields its elements; `null` yields nothing.
-    pub fn select_tokens(&self, data: &Value) -> Result<Vec<Value>, EvalError> {
-        self.select_tokens_cached(data, &mut None)
-    }
-
-    /// [`Expression::select_tokens`] for several expressions over the same
-    /// `data` (every template's type match runs on the same event): the
-    /// JMESPath form of `data` is built once, in `jmes_data`, and reused.
-    pub fn select_tokens_cached(&self, data: &Value, jmes_data: &mut Option<Rcvar>) -> Result<Vec<Value>, EvalError> {
+    /// result yields its elements; `null` yields nothing. Several expressions
+    /// run over the same `data` (every template's type match runs on the same
+    /// event): the JMESPath form of `data` is built once, in `jmes_data`, and
+    /// reused.
+    pub(crate) fn select_tokens_cached(&self, data: &Value, jmes_data: &mut Option<Rcvar>) -> Result<Vec<Value>, EvalError> {
         match self {
             Expression::JsonPath(p) => Ok(p.select_tokens(data).into_iter().cloned().collect()),
             Expression::JmesPath(e) => {
@@ -343,7 +339,7 @@ impl Expression {
     }
 
     /// `SelectToken`: one token or none; several is an error.
-    pub fn select_token(&self, data: &Value) -> Result<Option<Value>, EvalError> {
+    pub(crate) fn select_token(&self, data: &Value) -> Result<Option<Value>, EvalError> {
         match self {
             Expression::JsonPath(p) => p.select_token(data).map(|o| o.cloned()).map_err(|e| EvalError::SeveralTokens(e.0)),
             Expression::JmesPath(_) => match self.jmes(data)? {
@@ -362,7 +358,7 @@ impl Expression {
 
 /// What a token turns into when MedTech reads it as a string (`Value<string>()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenString {
+pub(crate) enum TokenString {
     /// A usable string.
     Text(String),
     /// null, or a blank string: treated as missing.
@@ -376,13 +372,14 @@ pub enum TokenString {
 /// `True`/`False`. A string in Json.NET's date shape ([`dotnet::json_net_date`])
 /// was a Date token in the service and comes out as `MM/dd/yyyy HH:mm:ss`;
 /// [`token_string_rewritten`] says when that happened.
-pub fn token_string(v: &Value) -> TokenString {
+#[cfg(test)]
+pub(crate) fn token_string(v: &Value) -> TokenString {
     token_string_rewritten(v).0
 }
 
 /// [`token_string`] plus the original text when Json.NET would have rewritten a
 /// date-like string.
-pub fn token_string_rewritten(v: &Value) -> (TokenString, Option<String>) {
+pub(crate) fn token_string_rewritten(v: &Value) -> (TokenString, Option<String>) {
     let mut rewritten = None;
     let s = match v {
         Value::Null => return (TokenString::Missing, None),
@@ -414,7 +411,7 @@ pub fn token_string_rewritten(v: &Value) -> (TokenString, Option<String>) {
 /// .NET Core 3.0+ `double.ToString(CultureInfo.InvariantCulture)`: shortest
 /// round-trip digits, `E+XX`/`E-XX` outside 1e-5..1e15, `-0` for negative
 /// zero, `Infinity`/`-Infinity`/`NaN` for non-finite values.
-pub fn dotnet_double(f: f64) -> String {
+pub(crate) fn dotnet_double(f: f64) -> String {
     if f.is_nan() {
         return "NaN".into();
     }
@@ -437,7 +434,7 @@ pub fn dotnet_double(f: f64) -> String {
 
 /// Why a token is not a usable time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimeError {
+pub(crate) enum TimeError {
     Missing,
     NotATime(String),
 }
@@ -445,9 +442,9 @@ pub enum TimeError {
 /// A time as the service reads it, with what it read differently from how it
 /// is written ([`dotnet::TimeNote`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimeRead {
-    pub time: DateTime<Utc>,
-    pub notes: Vec<dotnet::TimeNote>,
+pub(crate) struct TimeRead {
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) notes: Vec<dotnet::TimeNote>,
 }
 
 /// Reads a token as MedTech's `Value<DateTime?>()`:
@@ -459,7 +456,7 @@ pub struct TimeRead {
 ///
 /// `processing_day` is the date .NET gives a time of day without a date.
 /// Times are truncated to .NET ticks by the caller.
-pub fn token_time(v: &Value, processing_day: chrono::NaiveDate) -> Result<TimeRead, TimeError> {
+pub(crate) fn token_time(v: &Value, processing_day: chrono::NaiveDate) -> Result<TimeRead, TimeError> {
     match v {
         Value::Null => Err(TimeError::Missing),
         Value::String(s) if s.trim().is_empty() => Err(TimeError::Missing),

@@ -10,20 +10,20 @@ use serde_json::{json, Map, Value};
 
 /// References and ids resolved for a group.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// Observation logical id, when it can be computed (Create mode).
-    pub observation_id: Option<String>,
+    pub(crate) observation_id: Option<String>,
     /// The identifier value.
-    pub identifier_value: String,
+    pub(crate) identifier_value: String,
     /// `Patient/{id}` or a placeholder reference.
-    pub subject: Value,
+    pub(crate) subject: Value,
     /// `Device/{id}` or a placeholder reference.
-    pub device: Value,
+    pub(crate) device: Value,
 }
 
 /// Why a value could not be written (the group is dropped).
 #[derive(Debug, Clone, PartialEq)]
-pub enum ValueProblem {
+pub(crate) enum ValueProblem {
     /// Quantity/String got several values (`values.Single()` throws).
     Several { value_name: String, count: usize },
     /// Quantity value that `decimal.Parse` (invariant culture) refuses; `why` is
@@ -33,7 +33,7 @@ pub enum ValueProblem {
 
 /// Notes about values that were written but lose data.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ValueNote {
+pub(crate) enum ValueNote {
     /// Two values in one SampledData slot: the later overwrote the earlier.
     SlotOverwritten { value_name: String, overwritten: usize },
     /// A SampledData value that is not a FHIR decimal (or E/L/U): the service
@@ -69,7 +69,7 @@ fn code_concept(text: &str, codes: &[Code]) -> Value {
 /// The `SampledData.data` string: one token per `period` ms slot from `start`
 /// while the slot start is not after `end`; `E` for an empty slot; the latest
 /// value in a slot wins. Returns the data and how many values were overwritten.
-pub fn sampled_data(values: &[(DateTime<Utc>, String)], start: DateTime<Utc>, end: DateTime<Utc>, period_ms: f64) -> (String, usize) {
+pub(crate) fn sampled_data(values: &[(DateTime<Utc>, String)], start: DateTime<Utc>, end: DateTime<Utc>, period_ms: f64) -> (String, usize) {
     let span_ms = (end - start).num_nanoseconds().unwrap_or(i64::MAX) as f64 / 1e6;
     let slots = (span_ms / period_ms).floor().max(0.0) as usize + 1;
     // Sparse: only filled slots are kept, so a tiny defaultPeriod costs output size, not a slot table.
@@ -180,7 +180,7 @@ fn build_value(
 }
 
 /// Builds the Observation. `issued` is the service's `DateTimeOffset.UtcNow`.
-pub fn build_observation(
+pub(crate) fn build_observation(
     group: &ObservationGroup,
     template: &CodeValueTemplate,
     resolved: &Resolved,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 /// How measurements are windowed into Observations (`periodInterval`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeriodInterval {
+pub(crate) enum PeriodInterval {
     /// `0`: one Observation per distinct timestamp.
     Instance,
     /// `60`: the UTC clock hour.
@@ -21,22 +21,22 @@ pub enum PeriodInterval {
 
 /// A FHIR Coding from a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Code {
-    pub code: String,
-    pub system: Option<String>,
-    pub display: Option<String>,
+pub(crate) struct Code {
+    pub(crate) code: String,
+    pub(crate) system: Option<String>,
+    pub(crate) display: Option<String>,
 }
 
 /// A category: text and codings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Category {
-    pub text: Option<String>,
-    pub codes: Vec<Code>,
+pub(crate) struct Category {
+    pub(crate) text: Option<String>,
+    pub(crate) codes: Vec<Code>,
 }
 
 /// The value type of a value or component.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ValueKind {
+pub(crate) enum ValueKind {
     SampledData { default_period_ms: f64, unit: Option<String> },
     Quantity { unit: Option<String>, system: Option<String>, code: Option<String> },
     String,
@@ -45,28 +45,28 @@ pub enum ValueKind {
 
 /// A value template: which measurement property, written how.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValueTemplate {
-    pub value_name: String,
-    pub kind: ValueKind,
+pub(crate) struct ValueTemplate {
+    pub(crate) value_name: String,
+    pub(crate) kind: ValueKind,
 }
 
 /// A component of the Observation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Component {
-    pub codes: Vec<Code>,
-    pub value: ValueTemplate,
+pub(crate) struct Component {
+    pub(crate) codes: Vec<Code>,
+    pub(crate) value: ValueTemplate,
 }
 
 /// One `CodeValueFhir` template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodeValueTemplate {
-    pub path: String,
-    pub type_name: String,
-    pub period: PeriodInterval,
-    pub category: Vec<Category>,
-    pub codes: Vec<Code>,
-    pub value: Option<ValueTemplate>,
-    pub components: Vec<Component>,
+    pub(crate) path: String,
+    pub(crate) type_name: String,
+    pub(crate) period: PeriodInterval,
+    pub(crate) category: Vec<Category>,
+    pub(crate) codes: Vec<Code>,
+    pub(crate) value: Option<ValueTemplate>,
+    pub(crate) components: Vec<Component>,
 }
 
 /// A parsed FHIR mapping, looked up by type name case-insensitively.
@@ -84,7 +84,7 @@ impl FhirMapping {
     }
 
     /// Parses a FHIR mapping already read as JSON.
-    pub fn from_value(v: &Value) -> Result<FhirMapping, MappingError> {
+    pub(crate) fn from_value(v: &Value) -> Result<FhirMapping, MappingError> {
         let root = Obj::new(v, "")?;
         root.only(&["templateType", "template"])?;
         let tt = root.req_str("templateType")?;
@@ -112,7 +112,7 @@ impl FhirMapping {
     }
 
     /// The template for a measurement type (case-insensitive), if any.
-    pub fn lookup(&self, type_name: &str) -> Option<&CodeValueTemplate> {
+    pub(crate) fn lookup(&self, type_name: &str) -> Option<&CodeValueTemplate> {
         self.by_type.get(&type_name.to_lowercase()).and_then(|i| self.templates.get(*i))
     }
 }

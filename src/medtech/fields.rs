@@ -24,21 +24,21 @@ impl fmt::Display for MappingError {
 impl std::error::Error for MappingError {}
 
 /// Builds a [`MappingError`].
-pub fn err(path: &str, message: impl Into<String>) -> MappingError {
+pub(crate) fn err(path: &str, message: impl Into<String>) -> MappingError {
     MappingError { path: path.to_string(), message: message.into() }
 }
 
 /// One JSON object of a mapping being read.
-pub struct Obj<'a> {
+pub(crate) struct Obj<'a> {
     map: &'a Map<String, Value>,
     /// Path of this object.
-    pub path: String,
+    pub(crate) path: String,
     used: RefCell<Vec<String>>,
 }
 
 impl<'a> Obj<'a> {
     /// Wraps `v`, which must be an object.
-    pub fn new(v: &'a Value, path: &str) -> Result<Obj<'a>, MappingError> {
+    pub(crate) fn new(v: &'a Value, path: &str) -> Result<Obj<'a>, MappingError> {
         match v {
             Value::Object(map) => Ok(Obj { map, path: path.to_string(), used: RefCell::new(Vec::new()) }),
             _ => Err(err(path, "must be a JSON object")),
@@ -47,7 +47,7 @@ impl<'a> Obj<'a> {
 
     /// Fails on the first field not in `allowed` (case-insensitive), before any
     /// other check, so a misspelt field is reported as what it is.
-    pub fn only(&self, allowed: &[&str]) -> Result<(), MappingError> {
+    pub(crate) fn only(&self, allowed: &[&str]) -> Result<(), MappingError> {
         match self.map.keys().find(|k| !allowed.iter().any(|a| a.eq_ignore_ascii_case(k))) {
             Some(k) => Err(err(
                 &self.field_path(k),
@@ -58,7 +58,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Path of a field of this object.
-    pub fn field_path(&self, name: &str) -> String {
+    pub(crate) fn field_path(&self, name: &str) -> String {
         if self.path.is_empty() {
             name.to_string()
         } else {
@@ -67,7 +67,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A field, matched case-insensitively; `null` counts as absent.
-    pub fn get(&self, name: &str) -> Option<(&'a Value, String)> {
+    pub(crate) fn get(&self, name: &str) -> Option<(&'a Value, String)> {
         let (k, v) = self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
         self.used.borrow_mut().push(k.clone());
         if v.is_null() {
@@ -77,7 +77,7 @@ impl<'a> Obj<'a> {
     }
 
     /// A required string field.
-    pub fn req_str(&self, name: &str) -> Result<String, MappingError> {
+    pub(crate) fn req_str(&self, name: &str) -> Result<String, MappingError> {
         match self.get(name) {
             Some((Value::String(s), p)) => {
                 if s.trim().is_empty() {
@@ -92,7 +92,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An optional string field.
-    pub fn opt_str(&self, name: &str) -> Result<Option<String>, MappingError> {
+    pub(crate) fn opt_str(&self, name: &str) -> Result<Option<String>, MappingError> {
         match self.get(name) {
             Some((Value::String(s), _)) => Ok(Some(s.clone())),
             Some((_, p)) => Err(err(&p, "must be a string")),
@@ -101,7 +101,7 @@ impl<'a> Obj<'a> {
     }
 
     /// An optional array field.
-    pub fn opt_array(&self, name: &str) -> Result<Option<(&'a Vec<Value>, String)>, MappingError> {
+    pub(crate) fn opt_array(&self, name: &str) -> Result<Option<(&'a Vec<Value>, String)>, MappingError> {
         match self.get(name) {
             Some((Value::Array(a), p)) => Ok(Some((a, p))),
             Some((_, p)) => Err(err(&p, "must be an array")),
@@ -110,7 +110,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Fails on the first field that was never read.
-    pub fn finish(self) -> Result<(), MappingError> {
+    pub(crate) fn finish(self) -> Result<(), MappingError> {
         let used = self.used.borrow();
         match self.map.keys().find(|k| !used.contains(k)) {
             Some(k) => Err(err(&self.field_path(k), "unknown field (MedTech rejects a template with fields it does not know)")),
@@ -121,7 +121,7 @@ impl<'a> Obj<'a> {
 
 /// Strips `Template` and compares case-insensitively, as MedTech's template
 /// factories do (`JsonPathContent` == `jsonpathcontenttemplate`).
-pub fn template_type_is(actual: &str, wanted: &str) -> bool {
+pub(crate) fn template_type_is(actual: &str, wanted: &str) -> bool {
     let a = actual.to_ascii_lowercase();
     let a = a.strip_suffix("template").unwrap_or(&a);
     a == wanted.to_ascii_lowercase()

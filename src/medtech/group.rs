@@ -15,14 +15,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The measurements of one device/type/patient/encounter/correlation key.
 #[derive(Debug, Clone)]
-pub struct KeyGroup<'a> {
+pub(crate) struct KeyGroup<'a> {
     /// The service's grouping key string.
-    pub key: String,
-    pub measurements: Vec<&'a Measurement>,
+    #[cfg(test)]
+    pub(crate) key: String,
+    pub(crate) measurements: Vec<&'a Measurement>,
 }
 
 /// Groups by the service's key, in order of first appearance.
-pub fn by_key(measurements: &[Measurement]) -> Vec<KeyGroup<'_>> {
+pub(crate) fn by_key(measurements: &[Measurement]) -> Vec<KeyGroup<'_>> {
     let mut out: Vec<KeyGroup<'_>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for m in measurements {
@@ -42,7 +43,11 @@ pub fn by_key(measurements: &[Measurement]) -> Vec<KeyGroup<'_>> {
             }
             None => {
                 index.insert(key.clone(), out.len());
-                out.push(KeyGroup { key, measurements: vec![m] });
+                out.push(KeyGroup {
+                    #[cfg(test)]
+                    key,
+                    measurements: vec![m],
+                });
             }
         }
     }
@@ -51,37 +56,37 @@ pub fn by_key(measurements: &[Measurement]) -> Vec<KeyGroup<'_>> {
 
 /// One Observation's worth of values.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObservationGroup {
+pub(crate) struct ObservationGroup {
     /// The measurement type (the group's `Name`).
-    pub type_name: String,
-    pub device_id: String,
-    pub patient_id: Option<String>,
-    pub encounter_id: Option<String>,
-    pub correlation_id: Option<String>,
-    pub period: PeriodInterval,
+    pub(crate) type_name: String,
+    pub(crate) device_id: String,
+    pub(crate) patient_id: Option<String>,
+    pub(crate) encounter_id: Option<String>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) period: PeriodInterval,
     /// Window start and end (inclusive, 100 ns resolution).
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
     /// Value name -> time-sorted `(time, value)`, at most one per time.
-    pub values: BTreeMap<String, Vec<(DateTime<Utc>, String)>>,
+    pub(crate) values: BTreeMap<String, Vec<(DateTime<Utc>, String)>>,
     /// Input messages that contributed.
-    pub inputs: BTreeSet<usize>,
+    pub(crate) inputs: BTreeSet<usize>,
 }
 
 /// A value that grouping discarded.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DroppedValue {
-    pub type_name: String,
-    pub value_name: String,
-    pub time: DateTime<Utc>,
-    pub dropped: String,
-    pub kept: String,
-    pub input: usize,
+pub(crate) struct DroppedValue {
+    pub(crate) type_name: String,
+    pub(crate) value_name: String,
+    pub(crate) time: DateTime<Utc>,
+    pub(crate) dropped: String,
+    pub(crate) kept: String,
+    pub(crate) input: usize,
 }
 
 impl ObservationGroup {
     /// The identifier segment: `yyyyMMddHHmmssZ.yyyyMMddHHmmssZ`, or the correlation id.
-    pub fn id_segment(&self) -> String {
+    pub(crate) fn id_segment(&self) -> String {
         match (self.period, &self.correlation_id) {
             (PeriodInterval::CorrelationId, Some(c)) => c.clone(),
             _ => format!("{}.{}", times::id_segment(&self.start), times::id_segment(&self.end)),
@@ -106,7 +111,7 @@ fn window(period: PeriodInterval, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<
 
 /// Splits one key group into observation groups. The caller has checked that a
 /// correlation id exists when `period` is `CorrelationId`.
-pub fn split(group: &KeyGroup<'_>, period: PeriodInterval) -> (Vec<ObservationGroup>, Vec<DroppedValue>) {
+pub(crate) fn split(group: &KeyGroup<'_>, period: PeriodInterval) -> (Vec<ObservationGroup>, Vec<DroppedValue>) {
     // Latest ingestion first, so that it wins a tie on occurrence time (stable otherwise).
     let mut ms: Vec<&Measurement> = group.measurements.clone();
     ms.sort_by_key(|m| std::cmp::Reverse(m.ingestion_time));

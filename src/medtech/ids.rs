@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 pub const SERVICE_SYSTEM: &str = "https://azure.microsoft.com/en-us/services/iomt-fhir-connector/";
 
 /// Lower-case hex SHA-256 of `text`.
-pub fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 

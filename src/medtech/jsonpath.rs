@@ -21,20 +21,20 @@ use std::fmt;
 
 /// A compiled JSONPath expression.
 #[derive(Debug, Clone)]
-pub struct JsonPath {
+pub(crate) struct JsonPath {
     source: String,
     segments: Vec<Segment>,
 }
 
 /// Why an expression did not compile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
+pub(crate) struct ParseError {
     /// The expression text.
-    pub expression: String,
+    pub(crate) expression: String,
     /// Character offset of the problem.
-    pub position: usize,
+    pub(crate) position: usize,
     /// What is wrong, in plain words.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ParseError {
@@ -47,7 +47,7 @@ impl std::error::Error for ParseError {}
 
 /// `SelectToken` found more than one token (Newtonsoft throws "Path returned multiple tokens").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeveralTokens(pub usize);
+pub(crate) struct SeveralTokens(pub usize);
 
 #[derive(Debug, Clone)]
 enum Segment {
@@ -103,7 +103,7 @@ enum Op {
 
 impl JsonPath {
     /// Compiles an expression.
-    pub fn parse(expression: &str) -> Result<JsonPath, ParseError> {
+    pub(crate) fn parse(expression: &str) -> Result<JsonPath, ParseError> {
         let mut p = Parser { chars: expression.chars().collect(), pos: 0, source: expression };
         p.skip_ws();
         if p.peek() == Some('$') {
@@ -118,18 +118,18 @@ impl JsonPath {
     }
 
     /// The expression as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 
     /// Newtonsoft `SelectTokens`: every match, in document order.
-    pub fn select_tokens<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
+    pub(crate) fn select_tokens<'a>(&self, root: &'a Value) -> Vec<&'a Value> {
         eval_segments(&self.segments, root, vec![root])
     }
 
     /// Newtonsoft `SelectToken`: the single match, `None` when nothing matched,
     /// an error when several tokens matched.
-    pub fn select_token<'a>(&self, root: &'a Value) -> Result<Option<&'a Value>, SeveralTokens> {
+    pub(crate) fn select_token<'a>(&self, root: &'a Value) -> Result<Option<&'a Value>, SeveralTokens> {
         let all = self.select_tokens(root);
         match all.len() {
             0 => Ok(None),

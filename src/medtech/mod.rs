@@ -17,31 +17,32 @@
 //! per template. [`status`] reports readings the device marked as not valid.
 
 pub mod check;
-pub mod device_mapping;
-pub mod dotnet;
-pub mod expr;
-pub mod fhir;
-pub mod fhir_mapping;
-pub mod fields;
-pub mod group;
+pub(crate) mod device_mapping;
+pub(crate) mod dotnet;
+pub(crate) mod expr;
+pub(crate) mod fhir;
+pub(crate) mod fhir_mapping;
+pub(crate) mod fields;
+pub(crate) mod group;
 pub mod ids;
-pub mod jsonpath;
-pub mod normalize;
-pub mod preview;
-pub mod skip;
-pub mod status;
-pub mod times;
+pub(crate) mod jsonpath;
+pub(crate) mod normalize;
+pub(crate) mod preview;
+pub(crate) mod skip;
+pub(crate) mod status;
+pub(crate) mod times;
 
 pub use device_mapping::DeviceMapping;
 pub use fhir_mapping::FhirMapping;
-pub use fields::MappingError;
-pub use preview::{preview_messages, summary_line, summary_lines, warning_line, IdentityMode, MedTech, Preview, PreviewOptions};
-pub use skip::{Skip, SkipKind, Warning, WarningKind};
+pub(crate) use preview::warning_line;
+pub use preview::{summary_line, summary_lines, IdentityMode, MedTech, Preview, PreviewOptions};
+pub use skip::SkipKind;
+pub(crate) use skip::{Skip, Warning};
 
 /// The shipped device mapping (devices/medtech/devicecontent.json).
-pub const SHIPPED_DEVICE_MAPPING: &str = include_str!("../../devices/medtech/devicecontent.json");
+pub(crate) const SHIPPED_DEVICE_MAPPING: &str = include_str!("../../devices/medtech/devicecontent.json");
 /// The shipped FHIR destination mapping (devices/medtech/fhirmapping.json).
-pub const SHIPPED_FHIR_MAPPING: &str = include_str!("../../devices/medtech/fhirmapping.json");
+pub(crate) const SHIPPED_FHIR_MAPPING: &str = include_str!("../../devices/medtech/fhirmapping.json");
 
 /// The shipped mappings as `(device mapping JSON, FHIR mapping JSON)`.
 pub fn shipped_mappings() -> (&'static str, &'static str) {

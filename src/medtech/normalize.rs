@@ -21,16 +21,16 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
     pub type_name: String,
-    pub occurrence_time: DateTime<Utc>,
-    pub ingestion_time: DateTime<Utc>,
-    pub device_id: String,
-    pub patient_id: Option<String>,
-    pub encounter_id: Option<String>,
-    pub correlation_id: Option<String>,
+    pub(crate) occurrence_time: DateTime<Utc>,
+    pub(crate) ingestion_time: DateTime<Utc>,
+    pub(crate) device_id: String,
+    pub(crate) patient_id: Option<String>,
+    pub(crate) encounter_id: Option<String>,
+    pub(crate) correlation_id: Option<String>,
     /// `(Name, Value)` in template order; values are strings, as in the service.
     pub properties: Vec<(String, String)>,
     /// Which input message this came from (not part of the service's shape).
-    pub input: usize,
+    pub(crate) input: usize,
 }
 
 impl Serialize for Measurement {
@@ -58,7 +58,7 @@ impl Serialize for Measurement {
 }
 
 /// Wraps a message body as MedTech does before any template runs.
-pub fn envelope(body: Value, properties: &Map<String, Value>, system_properties: &Map<String, Value>) -> Value {
+pub(crate) fn envelope(body: Value, properties: &Map<String, Value>, system_properties: &Map<String, Value>) -> Value {
     let mut m = Map::new();
     m.insert("Body".into(), body);
     m.insert("Properties".into(), Value::Object(properties.clone()));
@@ -73,20 +73,20 @@ pub struct TemplateStats {
     /// Events in which the type match selected at least one token.
     pub events_matched: usize,
     /// Measurements produced.
-    pub measurements: usize,
+    pub(crate) measurements: usize,
     /// Events this template failed on.
     pub errors: usize,
 }
 
 /// Result of normalizing one event.
 #[derive(Debug, Default)]
-pub struct EventOutcome {
-    pub measurements: Vec<Measurement>,
-    pub skipped: Vec<Skip>,
-    pub warnings: Vec<Warning>,
+pub(crate) struct EventOutcome {
+    pub(crate) measurements: Vec<Measurement>,
+    pub(crate) skipped: Vec<Skip>,
+    pub(crate) warnings: Vec<Warning>,
     /// For each measurement, in order: the index of its template and the token
     /// the type match selected (to tell which message part it came from).
-    pub matched: Vec<(usize, Value)>,
+    pub(crate) matched: Vec<(usize, Value)>,
 }
 
 fn template_label(t: &ContentTemplate) -> String {
@@ -95,7 +95,7 @@ fn template_label(t: &ContentTemplate) -> String {
 
 /// Normalizes one event (`envelope`) with every template of `mapping`.
 /// `stats` (one per template) is updated when given.
-pub fn normalize_event(
+pub(crate) fn normalize_event(
     mapping: &DeviceMapping,
     envelope: &Value,
     ingestion_time: DateTime<Utc>,

@@ -62,7 +62,7 @@ pub struct Preview {
     pub skipped: Vec<Skip>,
     /// Values the service would store differently from what was sent (or
     /// that readers would misread), with the reason. Nothing here is dropped.
-    pub warnings: Vec<Warning>,
+    pub(crate) warnings: Vec<Warning>,
     /// Readings the device marked as not valid (a flag outside
     /// [`crate::model::CHARTABLE_FLAGS`]) that the mappings keep out of the
     /// chart, as intended: not a loss (the message still carries them).
@@ -76,7 +76,7 @@ impl Preview {
     /// Something would be dropped, retried, or stored differently from what
     /// was sent, or a reading the device marked not valid would be charted:
     /// what `preview` and `check` exit 3 for.
-    pub fn has_problems(&self) -> bool {
+    pub(crate) fn has_problems(&self) -> bool {
         !self.skipped.is_empty() || !self.charted_invalid.is_empty() || self.warnings.iter().any(|w| w.kind.alters_data())
     }
 }
@@ -88,7 +88,7 @@ pub struct Stats {
     /// One entry per device template, in mapping order.
     pub device_templates: Vec<TemplateStats>,
     /// Observations per FHIR template, in mapping order.
-    pub fhir_observations: Vec<usize>,
+    pub(crate) fhir_observations: Vec<usize>,
 }
 
 /// Compiled mappings, reusable for many previews.
@@ -116,7 +116,7 @@ impl MedTech {
     }
 
     /// [`MedTech::preview`] plus per-template counts.
-    pub fn preview_with_stats(&self, messages: &[Value], opts: &PreviewOptions) -> (Preview, Stats) {
+    pub(crate) fn preview_with_stats(&self, messages: &[Value], opts: &PreviewOptions) -> (Preview, Stats) {
         let now = Utc::now();
         let ingestion = opts.ingestion_time.unwrap_or(now);
         let mut stats = Stats {
@@ -442,16 +442,6 @@ fn period_number(p: PeriodInterval) -> i32 {
     }
 }
 
-/// One-call preview from mapping texts (see [`MedTech`] to reuse compiled mappings).
-pub fn preview_messages(
-    device_mapping_json: &str,
-    fhir_mapping_json: &str,
-    messages: &[Value],
-    opts: &PreviewOptions,
-) -> Result<Preview, MappingError> {
-    Ok(MedTech::new(device_mapping_json, fhir_mapping_json)?.preview(messages, opts))
-}
-
 fn short_value(obs: &Value) -> String {
     if let Some(q) = obs.get("valueQuantity") {
         let v = q.get("value").map(|v| v.to_string()).unwrap_or_default();
@@ -510,7 +500,7 @@ pub fn summary_lines(p: &Preview) -> Vec<String> {
 }
 
 /// One line for a warning: `WARNING (title): message N: reason`.
-pub fn warning_line(w: &Warning) -> String {
+pub(crate) fn warning_line(w: &Warning) -> String {
     let at = w.input.map(|i| format!("message {i}: ")).unwrap_or_default();
     let loud = if w.kind.alters_data() { "WARNING" } else { "note" };
     format!("{loud} ({}): {at}{}", w.kind.title(), w.reason)

@@ -47,7 +47,7 @@ pub enum SkipKind {
 
 impl SkipKind {
     /// Short plain-words title.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             SkipKind::NotJson => "input is not JSON",
             SkipKind::NoTemplateMatched => "no template matched",
@@ -75,15 +75,15 @@ pub struct Skip {
     pub kind: SkipKind,
     /// Index of the input message (0-based), when it is about one message.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub input: Option<usize>,
+    pub(crate) input: Option<usize>,
     /// The device template (`template[2] heartrate`) or FHIR template involved.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
+    pub(crate) template: Option<String>,
     /// The measurement type involved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub type_name: Option<String>,
     /// How many measurements or values this drops.
-    pub count: usize,
+    pub(crate) count: usize,
     /// The reason in plain words.
     pub reason: String,
 }
@@ -94,7 +94,7 @@ pub struct Skip {
 /// `preview` and `check` exit 3. docs/medtech.md explains each kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum WarningKind {
+pub(crate) enum WarningKind {
     /// A Quantity value with `,`: the service's invariant-culture
     /// `decimal.Parse` skips it as a thousands separator (`"36,6"` -> 366).
     GroupSeparatorRead,
@@ -122,7 +122,7 @@ pub enum WarningKind {
 
 impl WarningKind {
     /// Short plain-words title.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             WarningKind::GroupSeparatorRead => "',' read as a thousands separator (probable unit/locale error)",
             WarningKind::TrailingSignRead => "sign after the digits read as the value's sign",
@@ -138,7 +138,7 @@ impl WarningKind {
 
     /// Whether the stored data differs from what was sent (exit 3). Every kind
     /// does today; the hook is for informational kinds.
-    pub fn alters_data(self) -> bool {
+    pub(crate) fn alters_data(self) -> bool {
         true
     }
 }
@@ -146,25 +146,25 @@ impl WarningKind {
 /// One value the service would store differently from what was sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Warning {
-    pub kind: WarningKind,
+pub(crate) struct Warning {
+    pub(crate) kind: WarningKind,
     /// Index of the input message (0-based).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub input: Option<usize>,
+    pub(crate) input: Option<usize>,
     /// The device template or FHIR template involved.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
+    pub(crate) template: Option<String>,
     /// The measurement type involved.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub type_name: Option<String>,
+    pub(crate) type_name: Option<String>,
     /// The value (or field) involved.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value_name: Option<String>,
+    pub(crate) value_name: Option<String>,
     /// What was sent, as the service extracted it.
-    pub sent: String,
+    pub(crate) sent: String,
     /// What the service stores, when it stores something.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub stored: Option<String>,
+    pub(crate) stored: Option<String>,
     /// The reason in plain words.
-    pub reason: String,
+    pub(crate) reason: String,
 }

@@ -23,36 +23,36 @@ pub struct StatusExclusion {
     /// Index of the input message (0-based).
     pub input: usize,
     /// Index of the reading in the message's `readings`.
-    pub reading: usize,
+    pub(crate) reading: usize,
     /// The reading's `type`.
     pub type_name: String,
     /// The reading's `time`, as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
+    pub(crate) time: Option<String>,
     /// The flags that are not in the chartable list (why it is excluded).
     pub flags: Vec<String>,
     /// The device templates that turn it into a measurement anyway (empty for
     /// an excluded reading).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub templates: Vec<String>,
+    pub(crate) templates: Vec<String>,
 }
 
 /// The wire names of [`CHARTABLE_FLAGS`] (`lowPerfusion`, ...).
-pub fn chartable_flag_names() -> Vec<String> {
+pub(crate) fn chartable_flag_names() -> Vec<String> {
     CHARTABLE_FLAGS.iter().filter_map(|f| serde_json::to_value(f).ok()?.as_str().map(str::to_string)).collect()
 }
 
 /// What the mappings do with one message's flagged readings.
 #[derive(Debug, Default)]
-pub struct MessageReview {
+pub(crate) struct MessageReview {
     /// Readings with a flag outside the list that no template charts.
-    pub excluded: Vec<StatusExclusion>,
+    pub(crate) excluded: Vec<StatusExclusion>,
     /// Readings with a flag outside the list that a template charts anyway.
-    pub charted: Vec<StatusExclusion>,
+    pub(crate) charted: Vec<StatusExclusion>,
     /// The message has readings and every one of them is excluded by device
     /// status or of a type that is deliberately unmapped (so "no template
     /// matched" is the rule working, not a loss).
-    pub all_excluded_or_unmapped: bool,
+    pub(crate) all_excluded_or_unmapped: bool,
 }
 
 /// Whether `needle` is `hay` or a value somewhere inside it.
@@ -70,7 +70,7 @@ fn within(hay: &Value, needle: &Value) -> bool {
 /// Reviews the readings of one message body. `matched` holds, for every
 /// measurement the device mapping produced from this message, the index of
 /// its template and the token its type match selected.
-pub fn review(body: &Value, input: usize, matched: &[(usize, Value)], device: &DeviceMapping, fhir: &FhirMapping) -> MessageReview {
+pub(crate) fn review(body: &Value, input: usize, matched: &[(usize, Value)], device: &DeviceMapping, fhir: &FhirMapping) -> MessageReview {
     let mut out = MessageReview::default();
     let is_gateway_message = body.get("schema").and_then(Value::as_str).is_some_and(|s| s.starts_with("iomt-edge/"));
     let Some(readings) = body.get("readings").and_then(Value::as_array).filter(|_| is_gateway_message) else { return out };
@@ -115,7 +115,7 @@ pub fn review(body: &Value, input: usize, matched: &[(usize, Value)], device: &D
 
 /// One line per (type, flags) group of excluded readings, e.g.
 /// `excluded by device status: 3 heartRate reading(s) flagged sensorContactLost`.
-pub fn excluded_summary(excluded: &[StatusExclusion]) -> Vec<String> {
+pub(crate) fn excluded_summary(excluded: &[StatusExclusion]) -> Vec<String> {
     let mut groups: std::collections::BTreeMap<(String, String), usize> = Default::default();
     for e in excluded {
         *groups.entry((e.type_name.clone(), e.flags.join(", "))).or_default() += 1;
@@ -124,7 +124,7 @@ pub fn excluded_summary(excluded: &[StatusExclusion]) -> Vec<String> {
 }
 
 /// One line per reading a mapping charts although the device marked it not valid.
-pub fn charted_lines(charted: &[StatusExclusion]) -> Vec<String> {
+pub(crate) fn charted_lines(charted: &[StatusExclusion]) -> Vec<String> {
     charted
         .iter()
         .map(|c| {

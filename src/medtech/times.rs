@@ -4,12 +4,12 @@
 use chrono::{DateTime, Timelike, Utc};
 
 /// `DateTime.ToString("o")` of a UTC time: `2020-10-22T01:00:00.0000000Z`.
-pub fn round_trip(t: &DateTime<Utc>) -> String {
+pub(crate) fn round_trip(t: &DateTime<Utc>) -> String {
     format!("{}.{:07}Z", t.format("%Y-%m-%dT%H:%M:%S"), t.nanosecond() % 1_000_000_000 / 100)
 }
 
 /// Json.NET's default for a UTC DateTime: `2020-10-22T01:34:56Z`, `...:56.875Z`.
-pub fn json_net(t: &DateTime<Utc>) -> String {
+pub(crate) fn json_net(t: &DateTime<Utc>) -> String {
     let ticks = t.nanosecond() % 1_000_000_000 / 100;
     if ticks == 0 {
         format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S"))
@@ -20,12 +20,12 @@ pub fn json_net(t: &DateTime<Utc>) -> String {
 }
 
 /// `yyyyMMddHHmmss'Z'`, the form used in Observation identifiers.
-pub fn id_segment(t: &DateTime<Utc>) -> String {
+pub(crate) fn id_segment(t: &DateTime<Utc>) -> String {
     format!("{}Z", t.format("%Y%m%d%H%M%S"))
 }
 
 /// Truncates to .NET ticks (100 ns), the resolution of the service's times.
-pub fn to_ticks(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn to_ticks(t: DateTime<Utc>) -> DateTime<Utc> {
     let ns = t.nanosecond();
     t.with_nanosecond(ns - ns % 100).unwrap_or(t)
 }

@@ -26,20 +26,20 @@ const REMEMBERED: usize = 64;
 
 /// Recent reading times of one device, per reading type.
 #[derive(Debug, Default)]
-pub struct DistinctTimes {
+pub(crate) struct DistinctTimes {
     recent: HashMap<ReadingType, VecDeque<DateTime<Utc>>>,
 }
 
 impl DistinctTimes {
     /// An empty history.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Gives `r` a time no other recent reading of its type from this device
     /// has, moving it forward 1 ms at a time if needed, and remembers it.
     /// Returns how many milliseconds the time moved (0 almost always).
-    pub fn assign(&mut self, r: &mut Reading) -> i64 {
+    pub(crate) fn assign(&mut self, r: &mut Reading) -> i64 {
         let seen = self.recent.entry(r.kind).or_default();
         let mut moved = 0;
         while seen.contains(&r.time) {

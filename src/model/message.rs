@@ -12,53 +12,53 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The value of the `schema` field of every message.
-pub const MESSAGE_SCHEMA: &str = "iomt-edge/1";
+pub(crate) const MESSAGE_SCHEMA: &str = "iomt-edge/1";
 
 /// One message: a batch of readings of one device (and one patient association).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
-    pub schema: String,
+    pub(crate) schema: String,
     /// Deterministic: the same readings always travel under the same id.
     pub message_id: String,
-    pub gateway_id: String,
+    pub(crate) gateway_id: String,
     pub device_id: String,
-    pub device_kind: DeviceKind,
+    pub(crate) device_kind: DeviceKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_id: Option<String>,
     /// Value name -> UCUM unit, for every value name used in `readings`. Units
     /// are fixed per value name, so they travel once per message rather than
     /// once per reading (IoT Hub bills by 4 KB).
     #[serde(default)]
-    pub units: BTreeMap<String, String>,
-    pub readings: Vec<WireReading>,
+    pub(crate) units: BTreeMap<String, String>,
+    pub(crate) readings: Vec<WireReading>,
 }
 
 /// A reading inside a message: the per-device fields are hoisted to the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WireReading {
-    pub seq: u64,
+pub(crate) struct WireReading {
+    pub(crate) seq: u64,
     #[serde(rename = "type")]
-    pub kind: ReadingType,
+    pub(crate) kind: ReadingType,
     #[serde(with = "crate::model::time::serde_ms")]
-    pub time: DateTime<Utc>,
+    pub(crate) time: DateTime<Utc>,
     /// See [`Reading::device_time`].
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::reading::device_time_compat::deserialize")]
-    pub device_time: Option<DeviceTime>,
+    pub(crate) device_time: Option<DeviceTime>,
     /// Value name -> number; the units are in the message's `units`.
     #[serde(default)]
-    pub values: BTreeMap<String, f64>,
+    pub(crate) values: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flags: Vec<Flag>,
+    pub(crate) flags: Vec<Flag>,
     /// See [`Reading::spot_check`]; absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub spot_check: bool,
+    pub(crate) spot_check: bool,
     /// See [`Reading::slot_taken`]; absent when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub slot_taken: bool,
+    pub(crate) slot_taken: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<DeviceEvent>,
+    pub(crate) event: Option<DeviceEvent>,
 }
 
 impl From<&Reading> for WireReading {
@@ -83,7 +83,7 @@ impl From<&Reading> for WireReading {
 /// The outbox epoch is chosen once when an outbox is created, so a fresh outbox
 /// (after a corrupt one was moved aside) never reuses an id. At most 60 ASCII
 /// characters, well inside IoT Hub's 128 for `$.mid`.
-pub fn message_id(gateway_id: &str, epoch: &str, first_seq: u64, last_seq: u64) -> String {
+pub(crate) fn message_id(gateway_id: &str, epoch: &str, first_seq: u64, last_seq: u64) -> String {
     let digest = Sha256::digest(gateway_id.as_bytes());
     format!("{}-{}-{}-{}", hex::encode(&digest[..4]), epoch, first_seq, last_seq)
 }
@@ -108,12 +108,13 @@ impl Message {
     }
 
     /// The earliest reading time (IoT Hub's `iothub-creation-time-utc`).
-    pub fn earliest_time(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn earliest_time(&self) -> Option<DateTime<Utc>> {
         self.readings.iter().map(|r| r.time).min()
     }
 
     /// The sequence numbers this message carries.
-    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+    #[cfg(test)]
+    pub(crate) fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
         self.readings.iter().map(|r| r.seq)
     }
 

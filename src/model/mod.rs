@@ -10,11 +10,16 @@ mod message;
 mod plausible;
 mod reading;
 mod series;
-pub mod status;
+pub(crate) mod status;
 pub mod time;
 
-pub use distinct_times::DistinctTimes;
-pub use message::{message_id, Message, WireReading, MESSAGE_SCHEMA};
-pub use plausible::{is_plausible, plausible_range, PlausibleRange, PLAUSIBLE_RANGES};
-pub use reading::{rr_beat_times, DeviceEvent, DeviceKind, DeviceTime, Flag, Reading, ReadingType, TimeFrom};
-pub use series::{is_chartable, series_period_ms, SeriesSlots, SlotOutcome, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS, SLOT_MEMORY_MS};
+pub(crate) use distinct_times::DistinctTimes;
+pub use message::Message;
+pub(crate) use message::WireReading;
+pub use plausible::{is_plausible, plausible_range};
+pub(crate) use reading::{rr_beat_times, DeviceTime};
+pub use reading::{DeviceEvent, DeviceKind, Flag, Reading, ReadingType, TimeFrom};
+#[cfg(test)]
+pub(crate) use series::is_chartable;
+pub(crate) use series::SlotOutcome;
+pub use series::{series_period_ms, SeriesSlots, CHARTABLE_FLAGS, SAMPLED_DATA_SERIES, SERIES_WINDOW_MS};

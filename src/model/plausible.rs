@@ -25,7 +25,7 @@ use super::ReadingType;
 /// names of a type share one unit), inclusive at both ends, in the type's unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlausibleRange {
-    pub kind: ReadingType,
+    pub(crate) kind: ReadingType,
     /// Lowest plausible value, in the unit of [`ReadingType::value_units`].
     pub min: f64,
     /// Highest plausible value, same unit.
@@ -81,7 +81,7 @@ pub struct PlausibleRange {
 /// * `pvi`, 0..=100 %: PVI is (PImax - PImin) / PImax x 100 over a
 ///   respiratory cycle (Masimo, "Pleth Variability Index" technical bulletin),
 ///   which by its definition lies in 0-100 %.
-pub const PLAUSIBLE_RANGES: [PlausibleRange; 14] = [
+pub(crate) const PLAUSIBLE_RANGES: [PlausibleRange; 14] = [
     PlausibleRange { kind: ReadingType::HeartRate, min: 15.0, max: 350.0 },
     PlausibleRange { kind: ReadingType::RrInterval, min: 150.0, max: 30_000.0 },
     PlausibleRange { kind: ReadingType::EnergyExpended, min: 0.0, max: 65_534.0 },

@@ -120,12 +120,12 @@ impl ReadingType {
     }
 
     /// The UCUM unit of one value name of this type.
-    pub fn unit_of(self, value_name: &str) -> Option<&'static str> {
+    pub(crate) fn unit_of(self, value_name: &str) -> Option<&'static str> {
         self.value_units().iter().find(|(n, _)| *n == value_name).map(|(_, u)| *u)
     }
 
     /// Parses a wire name (`heartRate`) or a snake_case alias (`heart_rate`).
-    pub fn from_name(s: &str) -> Option<ReadingType> {
+    pub(crate) fn from_name(s: &str) -> Option<ReadingType> {
         let folded: String = s.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_ascii_lowercase();
         ReadingType::ALL.into_iter().find(|t| t.name().to_ascii_lowercase() == folded)
     }
@@ -190,7 +190,7 @@ pub enum Flag {
 
 impl Flag {
     /// Every flag, for exhaustive checks (schema, docs, mappings).
-    pub const ALL: [Flag; 14] = [
+    pub(crate) const ALL: [Flag; 14] = [
         Flag::SensorContactLost,
         Flag::SensorDisconnected,
         Flag::ValueUnavailable,
@@ -242,7 +242,7 @@ pub enum TimeFrom {
 pub struct DeviceTime {
     /// The device clock as sent, `YYYY-MM-DDTHH:MM:SS`, no zone.
     #[serde(with = "local_time")]
-    pub local: NaiveDateTime,
+    pub(crate) local: NaiveDateTime,
     pub time_from: TimeFrom,
     /// Device clock minus UTC in seconds (`local` = UTC + this), as measured
     /// (`arrival`, `measuredOffset`) or from the gateway's zone (`gatewayZone`);
@@ -256,10 +256,10 @@ mod local_time {
     use chrono::NaiveDateTime;
     use serde::{Deserialize, Deserializer, Serializer};
     const FORMAT: &str = "%Y-%m-%dT%H:%M:%S";
-    pub fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.format(FORMAT).to_string())
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDateTime, D::Error> {
         let s = String::deserialize(d)?;
         NaiveDateTime::parse_from_str(&s, FORMAT).map_err(serde::de::Error::custom)
     }
@@ -279,7 +279,7 @@ pub(crate) mod device_time_compat {
         Legacy(String),
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DeviceTime>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DeviceTime>, D::Error> {
         match Option::<Repr>::deserialize(d)? {
             None => Ok(None),
             Some(Repr::Labelled(t)) => Ok(Some(t)),
@@ -314,7 +314,7 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DeviceKind::HeartRateStrap => "heartRateStrap",
             DeviceKind::PulseOximeter => "pulseOximeter",
@@ -336,7 +336,7 @@ pub struct Reading {
     pub seq: u64,
     /// The stable device id (configured alias, manufacturer+serial, or address).
     pub device_id: String,
-    pub device_kind: DeviceKind,
+    pub(crate) device_kind: DeviceKind,
     /// The patient the device was associated with when the reading was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_id: Option<String>,
@@ -429,7 +429,7 @@ impl Reading {
         }
     }
 
-    pub fn with_flag(mut self, flag: Flag) -> Reading {
+    pub(crate) fn with_flag(mut self, flag: Flag) -> Reading {
         self.add_flag(flag);
         self
     }
@@ -457,7 +457,7 @@ impl Reading {
 /// simulated second): the last interval ends at `end`, each earlier one ends
 /// where the next began. Each beat gets its own time, so MedTech (which keeps
 /// one value per timestamp in a group) keeps every interval.
-pub fn rr_beat_times(end: DateTime<Utc>, rr_ms: &[f64]) -> Vec<DateTime<Utc>> {
+pub(crate) fn rr_beat_times(end: DateTime<Utc>, rr_ms: &[f64]) -> Vec<DateTime<Utc>> {
     let mut times = vec![end; rr_ms.len()];
     let mut t = end;
     for i in (0..rr_ms.len()).rev() {

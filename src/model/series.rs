@@ -62,7 +62,7 @@ pub const CHARTABLE_FLAGS: [Flag; 2] = [Flag::LowPerfusion, Flag::DeviceClockNot
 
 /// Whether the device-status rule lets `r` into a clinical template: every
 /// flag it carries is in [`CHARTABLE_FLAGS`].
-pub fn is_chartable(r: &Reading) -> bool {
+pub(crate) fn is_chartable(r: &Reading) -> bool {
     r.flags.iter().all(|f| CHARTABLE_FLAGS.contains(f))
 }
 
@@ -97,7 +97,7 @@ pub fn series_period_ms(kind: ReadingType) -> Option<i64> {
 /// and type. Readings reach the gateway in time order give or take a few
 /// seconds (RR intervals are back-dated by up to about two beats); a reading
 /// older than this is marked as if its slot were taken, which is always safe.
-pub const SLOT_MEMORY_MS: i64 = 5 * 60 * 1000;
+pub(crate) const SLOT_MEMORY_MS: i64 = 5 * 60 * 1000;
 
 /// What [`SeriesSlots::assign`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ impl SeriesSlots {
 
     /// Whether `r` goes to a shipped SampledData series: a series type, not a
     /// spot-check, its primary value present, and chartable by device status.
-    pub fn in_series(r: &Reading) -> bool {
+    pub(crate) fn in_series(r: &Reading) -> bool {
         series_period_ms(r.kind).is_some() && !r.spot_check && r.primary_value().is_some() && is_chartable(r)
     }
 

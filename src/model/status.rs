@@ -25,7 +25,7 @@ pub enum LinkState {
 /// What bounds the outbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum BoundBy {
+pub(crate) enum BoundBy {
     /// `max_bytes` from the config.
     #[default]
     MaxBytes,
@@ -43,123 +43,123 @@ pub enum BoundBy {
 pub struct GatewayStatus {
     /// The crate version of the gateway that wrote it.
     #[serde(default)]
-    pub gateway_version: String,
+    pub(crate) gateway_version: String,
     /// File only: `[gateway] id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway_id: Option<String>,
+    pub(crate) gateway_id: Option<String>,
     /// File only: the sink's name (`iothub`, `eventhubs`, `file`, `stdout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sink: Option<String>,
+    pub(crate) sink: Option<String>,
     /// File only: the daemon's process id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// File only: false in the last write, at a clean stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running: Option<bool>,
+    pub(crate) running: Option<bool>,
     /// File only: when it was written (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub written_at: Option<String>,
+    pub(crate) written_at: Option<String>,
     /// Readings queued in the outbox.
     #[serde(default)]
-    pub outbox_depth: u64,
+    pub(crate) outbox_depth: u64,
     /// Bytes they take, as the bound counts them.
     #[serde(default)]
-    pub outbox_bytes: u64,
+    pub(crate) outbox_bytes: u64,
     /// The bound in force (max_bytes, or less on a small state filesystem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbox_bound: Option<Bound>,
+    pub(crate) outbox_bound: Option<Bound>,
     /// The bound as one sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbox_bound_text: Option<String>,
+    pub(crate) outbox_bound_text: Option<String>,
     #[serde(default)]
-    pub dropped: Dropped,
+    pub(crate) dropped: Dropped,
     /// Readings the destination refused even alone: kept apart in the
     /// outbox, not dropped (`iomt-edge outbox dead-letters list|retry|export`).
     #[serde(default)]
-    pub dead_letters: DeadLetters,
+    pub(crate) dead_letters: DeadLetters,
     #[serde(default)]
-    pub delivered: Delivered,
+    pub(crate) delivered: Delivered,
     #[serde(default)]
-    pub devices: Vec<DeviceReport>,
+    pub(crate) devices: Vec<DeviceReport>,
     /// The twin and `getStatus` only: the batching in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batching: Option<Batching>,
+    pub(crate) batching: Option<Batching>,
     /// The twin and `getStatus` only: the IoT Hub link's counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iothub: Option<IotHubLink>,
+    pub(crate) iothub: Option<IotHubLink>,
 }
 
 /// The IoT Hub sink's link, as the twin reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct IotHubLink {
+pub(crate) struct IotHubLink {
     /// Successful MQTT connections since the start.
-    pub connects: u64,
+    pub(crate) connects: u64,
     /// Connections the hub refused.
-    pub refusals: u64,
+    pub(crate) refusals: u64,
     /// Connections that dropped.
-    pub drops: u64,
+    pub(crate) drops: u64,
     /// SAS tokens renewed.
-    pub token_renewals: u64,
+    pub(crate) token_renewals: u64,
     /// Messages sent and not yet confirmed.
-    pub in_flight: u64,
+    pub(crate) in_flight: u64,
     /// The `$version` of the desired properties applied (`None` before any).
-    pub desired_version: Option<u64>,
-    pub desired_ignored: DesiredIgnored,
+    pub(crate) desired_version: Option<u64>,
+    pub(crate) desired_ignored: DesiredIgnored,
 }
 
 /// Desired-properties documents not applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DesiredIgnored {
+pub(crate) struct DesiredIgnored {
     /// Older than the version in force.
-    pub stale: u64,
+    pub(crate) stale: u64,
     /// Without a `$version`.
-    pub unversioned: u64,
+    pub(crate) unversioned: u64,
 }
 
 /// The outbox's bound and why, as `outbox stats`, `status` and
 /// `check-config` show it (computed in `outbox::space`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Bound {
+pub(crate) struct Bound {
     /// Bytes of stored records the outbox may hold (what `max_bytes` counts).
-    pub bytes: u64,
-    pub by: BoundBy,
+    pub(crate) bytes: u64,
+    pub(crate) by: BoundBy,
     /// `max_bytes` from the config.
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
     /// Size of the state filesystem, bytes (0 if unknown).
-    pub fs_bytes: u64,
+    pub(crate) fs_bytes: u64,
     /// Free space on it for the service (f_bavail), bytes.
-    pub fs_free: u64,
+    pub(crate) fs_free: u64,
     /// The reserve kept free, bytes.
-    pub reserve: u64,
+    pub(crate) reserve: u64,
     /// Whether the bound was tightened below the model because the store's
     /// files grew while the free space was under the reserve
     /// (`outbox::space::Feedback`).
     #[serde(default)]
-    pub tightened: bool,
+    pub(crate) tightened: bool,
 }
 
 /// Readings that left the outbox without being delivered, by cause.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Dropped {
+pub(crate) struct Dropped {
     /// `drop_oldest` made room.
     #[serde(default)]
-    pub full: u64,
+    pub(crate) full: u64,
     /// Older than `max_age`.
     #[serde(default)]
-    pub too_old: u64,
+    pub(crate) too_old: u64,
     /// `refuse_newest` refused them.
     #[serde(default)]
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Older versions only: readings removed when the destination refused
     /// them even alone. They are dead letters now ([`DeadLetters`]); the
     /// field is read so that `iomt-edge status` still counts them in an
     /// older version's file.
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub rejected_by_sink: u64,
+    pub(crate) rejected_by_sink: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -169,20 +169,20 @@ fn is_zero(n: &u64) -> bool {
 /// The outbox's dead letters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     /// Readings held there.
     #[serde(default)]
-    pub readings: u64,
+    pub(crate) readings: u64,
     /// Bytes they take.
     #[serde(default)]
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// How many this run of the daemon moved there.
     #[serde(default)]
-    pub moved_this_run: u64,
+    pub(crate) moved_this_run: u64,
 }
 
 impl Dropped {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.full + self.too_old + self.refused + self.rejected_by_sink
     }
 }
@@ -190,61 +190,61 @@ impl Dropped {
 /// What the destination confirmed since the start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Delivered {
+pub(crate) struct Delivered {
     #[serde(default)]
-    pub readings: u64,
+    pub(crate) readings: u64,
     #[serde(default)]
-    pub messages: u64,
+    pub(crate) messages: u64,
 }
 
 /// One device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeviceReport {
+pub(crate) struct DeviceReport {
     /// The configured device id.
-    pub id: String,
+    pub(crate) id: String,
     /// `state` is `streaming`.
     #[serde(default)]
-    pub connected: bool,
+    pub(crate) connected: bool,
     /// The link state; `None` in documents that do not say.
     #[serde(default)]
-    pub state: Option<LinkState>,
+    pub(crate) state: Option<LinkState>,
     /// The state with the share of recent values that could not be decoded,
     /// e.g. `streaming, 100% undecodable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_text: Option<String>,
+    pub(crate) state_text: Option<String>,
     /// Battery level, percent.
     #[serde(default)]
-    pub battery: Option<f64>,
+    pub(crate) battery: Option<f64>,
     /// When the last value arrived (RFC 3339, UTC).
     #[serde(default)]
-    pub last_seen: Option<String>,
+    pub(crate) last_seen: Option<String>,
     /// Readings stored.
     #[serde(default)]
-    pub readings: u64,
+    pub(crate) readings: u64,
     /// Values received (decodable or not).
     #[serde(default)]
-    pub values: u64,
+    pub(crate) values: u64,
     /// Values that gave no reading at all.
     #[serde(default)]
-    pub input_errors: u64,
+    pub(crate) input_errors: u64,
     /// Percent of the last values that could not be decoded (`None` before the first).
     #[serde(default)]
-    pub undecodable_percent: Option<u8>,
+    pub(crate) undecodable_percent: Option<u8>,
     /// Bytes ignored after complete fields.
     #[serde(default)]
-    pub extra_bytes: u64,
+    pub(crate) extra_bytes: u64,
     /// Stored readings flagged `outOfRange` (see [`crate::model::PLAUSIBLE_RANGES`]).
     #[serde(default)]
-    pub out_of_range: u64,
+    pub(crate) out_of_range: u64,
 }
 
 /// The batching in force (changed by the twin's desired `batching`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Batching {
-    pub max_readings: u64,
-    pub max_delay_ms: u64,
+pub(crate) struct Batching {
+    pub(crate) max_readings: u64,
+    pub(crate) max_delay_ms: u64,
 }
 
 #[cfg(test)]

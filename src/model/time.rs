@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serializer};
 
 /// Formats a time as `2026-11-21T10:00:00.123Z`.
-pub fn format(t: &DateTime<Utc>) -> String {
+pub(crate) fn format(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -18,14 +18,14 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
 
 /// The current time truncated to whole milliseconds, so that a reading's time
 /// survives a round trip through the wire format unchanged.
-pub fn now_ms() -> DateTime<Utc> {
+pub(crate) fn now_ms() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
 /// The wall clock as Unix milliseconds (0 before 1970): the one clock for
 /// counters and deadlines that are stored or compared as numbers.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -35,29 +35,14 @@ pub fn unix_s() -> u64 {
 }
 
 /// serde adapter for a required timestamp.
-pub mod serde_ms {
+pub(crate) mod serde_ms {
     use super::*;
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(t))
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
         parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// serde adapter for an optional timestamp.
-pub mod serde_ms_opt {
-    use super::*;
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&format(t)),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| parse(&s).map_err(serde::de::Error::custom)).transpose()
     }
 }
 

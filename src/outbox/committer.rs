@@ -59,7 +59,7 @@ pub struct GroupSync {
 /// Why [`GroupSync::record`] did not store the records (the caller then
 /// stores them itself with [`Outbox::put_in_flight_many`]).
 #[derive(Debug, thiserror::Error)]
-pub enum GroupSyncError {
+pub(crate) enum GroupSyncError {
     #[error("the committer has stopped")]
     Closed,
     #[error("the outbox write failed: {0}")]
@@ -72,7 +72,7 @@ impl GroupSync {
     /// Stores `records` durably with the group being committed now (or the
     /// next one), at the latest by `deadline`. Returns once they are durable.
     /// Waits at most until `deadline` plus a few seconds.
-    pub async fn record(&self, records: Vec<InFlight>, deadline: Instant) -> Result<(), GroupSyncError> {
+    pub(crate) async fn record(&self, records: Vec<InFlight>, deadline: Instant) -> Result<(), GroupSyncError> {
         let (done, rx) = oneshot::channel();
         self.tx.send(RecordRequest { records, deadline, done }).await.map_err(|_| GroupSyncError::Closed)?;
         match tokio::time::timeout_at(deadline.max(Instant::now()) + Duration::from_secs(5), rx).await {
@@ -85,17 +85,17 @@ impl GroupSync {
 
     /// Changes each time a group opens (its first reading arrived; it is
     /// committed within the commit window).
-    pub fn opened(&self) -> watch::Receiver<u64> {
+    pub(crate) fn opened(&self) -> watch::Receiver<u64> {
         self.opened.clone()
     }
 }
 
 /// Called on each reading just before it is stored (in commit order, on the
 /// committer's task: keep it short and non-blocking).
-pub type StampHook = Arc<dyn Fn(&mut Reading) + Send + Sync>;
+pub(crate) type StampHook = Arc<dyn Fn(&mut Reading) + Send + Sync>;
 
 /// Called on each reading once it is durable (it has its sequence number).
-pub type CommittedHook = Arc<dyn Fn(&Reading) + Send + Sync>;
+pub(crate) type CommittedHook = Arc<dyn Fn(&Reading) + Send + Sync>;
 
 /// What the stage above plugs into the committer, so the outbox knows
 /// nothing of patients or devices: the service stamps each reading with its
@@ -103,8 +103,8 @@ pub type CommittedHook = Arc<dyn Fn(&Reading) + Send + Sync>;
 /// about each reading after it. `None`: nothing to do.
 #[derive(Clone, Default)]
 pub struct CommitHooks {
-    pub stamp: Option<StampHook>,
-    pub committed: Option<CommittedHook>,
+    pub(crate) stamp: Option<StampHook>,
+    pub(crate) committed: Option<CommittedHook>,
 }
 
 /// Everything the committer needs.

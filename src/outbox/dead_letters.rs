@@ -48,28 +48,28 @@ pub(super) const RETRIED: u8 = b't';
 /// the text `{"deadLetterSeq":` ([`super::salvage`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// The sequence number the reading was queued under (never handed out again).
-    pub dead_letter_seq: u64,
+    pub(crate) dead_letter_seq: u64,
     /// The reading's device (for the per-device summary and `retry --device`).
-    pub device_id: String,
+    pub(crate) device_id: String,
     /// The sink that refused it (`eventhubs`, `iothub`, ...).
-    pub sink: String,
+    pub(crate) sink: String,
     /// What the destination said (e.g. `413 ...`, `MessageSizeExceeded`).
-    pub reason: String,
+    pub(crate) reason: String,
     /// When it was moved here, Unix ms.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// When it was first committed to the outbox, Unix ms.
-    pub committed_ms: u64,
+    pub(crate) committed_ms: u64,
     /// The reading as stored in the queue (its JSON, kept as a string: see the
     /// module doc).
-    pub reading: String,
+    pub(crate) reading: String,
 }
 
 impl DeadLetter {
     /// The reading itself (`None` if the stored JSON does not parse: never the
     /// case for what [`Outbox::dead_letter`] wrote).
-    pub fn reading(&self) -> Option<Reading> {
+    pub(crate) fn reading(&self) -> Option<Reading> {
         serde_json::from_str(&self.reading).ok()
     }
 }
@@ -79,14 +79,14 @@ impl DeadLetter {
 /// looks for `{"deadLetterRetried":`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Retried {
-    pub dead_letter_retried: u64,
-    pub requeued_as: u64,
+pub(crate) struct Retried {
+    pub(crate) dead_letter_retried: u64,
+    pub(crate) requeued_as: u64,
 }
 
 /// Which dead letters [`Outbox::retry_dead_letters`] queues again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Which {
+pub(crate) enum Which {
     All,
     Device(String),
     Seqs(Vec<u64>),
@@ -104,14 +104,14 @@ impl Which {
 
 /// What a retry did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RetryReport {
+pub(crate) struct RetryReport {
     /// (dead letter's old seq, its new seq), in the old order.
-    pub requeued: Vec<(u64, u64)>,
+    pub(crate) requeued: Vec<(u64, u64)>,
     /// Matching dead letters left in place because the queue had no room for
     /// them within its bound (a retry never drops queued readings).
-    pub no_room: u64,
+    pub(crate) no_room: u64,
     /// Matching dead letters whose reading could not be read (left in place).
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
 }
 
 pub(super) fn dead_key(seq: u64) -> [u8; 9] {
@@ -203,7 +203,7 @@ impl Outbox {
     }
 
     /// Every dead letter, in sequence order.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
+    pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let mut out = Vec::new();
@@ -227,7 +227,7 @@ impl Outbox {
     /// queues it. Never drops a queued reading to make room: what does not fit
     /// within the bound stays a dead letter ([`RetryReport::no_room`]). The
     /// readings keep their measurement time; their commit time is now.
-    pub fn retry_dead_letters(&self, which: &Which) -> Result<RetryReport, OutboxError> {
+    pub(crate) fn retry_dead_letters(&self, which: &Which) -> Result<RetryReport, OutboxError> {
         let chosen: Vec<DeadLetter> = self.dead_letters()?.into_iter().filter(|d| which.matches(d)).collect();
         self.guarded(|| {
             let st = self.store()?;
@@ -284,7 +284,7 @@ impl Outbox {
     /// Puts dead letters found by a salvage of another store into this one
     /// (`outbox salvage --from`), durably; those already here (or already
     /// retried here) are left out. Returns how many were added.
-    pub fn restore_dead_letters(&self, found: &[DeadLetter]) -> Result<u64, OutboxError> {
+    pub(crate) fn restore_dead_letters(&self, found: &[DeadLetter]) -> Result<u64, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let mut b = Ops::default();

@@ -58,29 +58,29 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The journal's file name in the outbox folder.
-pub const FILE_NAME: &str = "journal";
+pub(crate) const FILE_NAME: &str = "journal";
 const MAGIC: &[u8; 8] = b"IOMTJRN1";
 const RECORD_MAGIC: u32 = 0x4A52_4543;
 /// The magic of a record whose ops are compressed (raw DEFLATE).
-pub const RECORD_MAGIC_DEFLATE: u32 = 0x5A52_4543;
+pub(crate) const RECORD_MAGIC_DEFLATE: u32 = 0x5A52_4543;
 /// The largest ops a compressed record may inflate to (a corrupt length
 /// that passed the CRC must not make the reader allocate without bound).
 const MAX_INFLATED: usize = 1 << 30;
 /// Records start at the second page, so a header write and a record write
 /// never share a page.
-pub const RECORDS_START: u64 = 4096;
+pub(crate) const RECORDS_START: u64 = 4096;
 const RECORD_HEADER: usize = 20;
 
 /// One change to the outbox's key space.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     Put(Vec<u8>, Vec<u8>),
     Remove(Vec<u8>),
 }
 
 /// Appends the encoding of `ops` (the payload of one record) to `out`.
 #[cfg(test)]
-pub fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
+pub(crate) fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     for op in ops {
         encode_op(op, out);
@@ -88,7 +88,7 @@ pub fn encode_ops(ops: &[Op], out: &mut Vec<u8>) {
 }
 
 /// Appends one op's encoding (without the count) to `out`.
-pub fn encode_op(op: &Op, out: &mut Vec<u8>) {
+pub(crate) fn encode_op(op: &Op, out: &mut Vec<u8>) {
     match op {
         Op::Put(k, v) => {
             out.push(1);
@@ -119,7 +119,7 @@ fn take_u32(b: &mut &[u8]) -> Option<u32> {
 }
 
 /// Decodes a record's payload; `None` if it is not a whole, well-formed list.
-pub fn decode_ops(mut b: &[u8]) -> Option<Vec<Op>> {
+pub(crate) fn decode_ops(mut b: &[u8]) -> Option<Vec<Op>> {
     let n = take_u32(&mut b)? as usize;
     let mut ops = Vec::with_capacity(n.min(b.len() / 6 + 1));
     for _ in 0..n {
@@ -141,7 +141,7 @@ pub fn decode_ops(mut b: &[u8]) -> Option<Vec<Op>> {
 /// The bytes of a record holding `ops` (an [`encode_ops`] payload):
 /// compressed when the plain record would be larger than a page and the
 /// compressed one is smaller (see the module doc), else plain.
-pub fn encode_record(generation: u64, ops: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_record(generation: u64, ops: &[u8]) -> Vec<u8> {
     if (RECORD_HEADER + ops.len()) as u64 > PAGE {
         // Level 1: the fastest; JSON of one gateway compresses well at any
         // level, and a group commit must not wait on the compressor.
@@ -157,7 +157,7 @@ pub fn encode_record(generation: u64, ops: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes of a plain record holding `payload` (from [`encode_ops`]).
-pub fn record(generation: u64, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn record(generation: u64, payload: &[u8]) -> Vec<u8> {
     record_with(RECORD_MAGIC, generation, payload)
 }
 
@@ -176,7 +176,7 @@ fn record_with(magic: u32, generation: u64, payload: &[u8]) -> Vec<u8> {
 
 /// The header page's first bytes for `generation`, checkpointed with sled
 /// numbering up to `sled_next`.
-pub fn header(generation: u64, sled_next: u64) -> [u8; HEADER_LEN] {
+pub(crate) fn header(generation: u64, sled_next: u64) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
     out[..8].copy_from_slice(MAGIC);
     out[8..16].copy_from_slice(&generation.to_le_bytes());
@@ -190,21 +190,21 @@ const HEADER_LEN: usize = 28;
 
 /// What [`replay`] read from a journal's bytes.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Replayed {
+pub(crate) struct Replayed {
     /// The header's generation; `None` when the header is missing or torn
     /// (a journal being created or reset when the power went: everything it
     /// held is in sled already, see the module doc).
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// sled's next sequence number when this generation started (0 unknown).
-    pub sled_next: u64,
+    pub(crate) sled_next: u64,
     /// The committed batches, oldest first.
-    pub batches: Vec<Vec<Op>>,
+    pub(crate) batches: Vec<Vec<Op>>,
     /// Where the next record goes.
-    pub end: u64,
+    pub(crate) end: u64,
 }
 
 /// Reads the committed records out of a journal file's bytes (pure).
-pub fn replay(bytes: &[u8]) -> Replayed {
+pub(crate) fn replay(bytes: &[u8]) -> Replayed {
     let head = bytes.get(..HEADER_LEN).filter(|h| &h[..8] == MAGIC && h[24..28] == crc32fast::hash(&h[..24]).to_le_bytes());
     let field = |h: &[u8], at: usize| h.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     let generation = head.and_then(|h| field(h, 8));
@@ -276,7 +276,7 @@ fn inflate(payload: &[u8]) -> Option<Vec<u8>> {
 /// through the compression. Records are found by their magic and CRC,
 /// not by replaying the file, because a damaged store is what salvage
 /// reads.
-pub fn inflated_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn inflated_records(bytes: &[u8]) -> Vec<Vec<u8>> {
     let magic = RECORD_MAGIC_DEFLATE.to_le_bytes();
     let mut out = Vec::new();
     let mut at = 0;
@@ -314,7 +314,7 @@ fn place(end: u64, len: u64) -> u64 {
 
 /// The open journal file and where the next record goes.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     file: File,
     generation: u64,
     sled_next: u64,
@@ -334,7 +334,7 @@ impl Journal {
     /// durable elsewhere.
     ///
     /// Errors: the file cannot be created, read or written.
-    pub fn open(dir: &Path, capacity: u64, prefill: bool) -> io::Result<(Journal, Vec<Vec<Op>>)> {
+    pub(crate) fn open(dir: &Path, capacity: u64, prefill: bool) -> io::Result<(Journal, Vec<Vec<Op>>)> {
         let path = dir.join(FILE_NAME);
         let existed = path.exists();
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
@@ -377,19 +377,19 @@ impl Journal {
     }
 
     /// The generation of the records being written now.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// sled's next sequence number at the last checkpoint (0: unknown).
-    pub fn sled_next(&self) -> u64 {
+    pub(crate) fn sled_next(&self) -> u64 {
         self.sled_next
     }
 
     /// Retires every record (after their changes were made durable in sled,
     /// whose next sequence number is now `sled_next`): the header gets the
     /// next generation, synced.
-    pub fn reset(&mut self, sled_next: u64, sync: bool) -> io::Result<()> {
+    pub(crate) fn reset(&mut self, sled_next: u64, sync: bool) -> io::Result<()> {
         self.write_header(self.generation.wrapping_add(1).max(1), sled_next)?;
         if sync {
             self.file.sync_data()?;
@@ -399,12 +399,12 @@ impl Journal {
 
     /// The record holding `ops` (an [`encode_ops`] payload) in the current
     /// generation, compressed when that spares pages ([`encode_record`]).
-    pub fn record_for(&self, ops: &[u8]) -> Vec<u8> {
+    pub(crate) fn record_for(&self, ops: &[u8]) -> Vec<u8> {
         encode_record(self.generation, ops)
     }
 
     /// Whether a record of `record_len` bytes (from [`Journal::record_for`]) fits.
-    pub fn fits(&self, record_len: usize) -> bool {
+    pub(crate) fn fits(&self, record_len: usize) -> bool {
         let len = record_len as u64;
         place(self.end, len).saturating_add(len) <= self.capacity
     }
@@ -413,7 +413,7 @@ impl Journal {
     /// [`Journal::reset`]) and (with `sync`) `fdatasync`s the file: when
     /// this returns `Ok` with `sync`, the record survives a power cut. Call
     /// only when [`Journal::fits`].
-    pub fn append(&mut self, rec: &[u8], sync: bool) -> io::Result<()> {
+    pub(crate) fn append(&mut self, rec: &[u8], sync: bool) -> io::Result<()> {
         let at = place(self.end, rec.len() as u64);
         self.file.write_all_at(rec, at)?;
         if sync {
@@ -424,7 +424,7 @@ impl Journal {
     }
 
     /// The file's size on disk (for `outbox stats`).
-    pub fn file_len(&self) -> u64 {
+    pub(crate) fn file_len(&self) -> u64 {
         self.file.metadata().map(|m| m.len()).unwrap_or(0)
     }
 }
@@ -432,7 +432,7 @@ impl Journal {
 /// Appends a committed record holding `ops` to the journal in `dir` (tests
 /// that need the journal to say something particular).
 #[cfg(test)]
-pub fn append_for_test(dir: &Path, ops: Vec<Op>) {
+pub(crate) fn append_for_test(dir: &Path, ops: Vec<Op>) {
     let (mut j, _) = Journal::open(dir, 1 << 20, false).unwrap();
     let mut p = Vec::new();
     encode_ops(&ops, &mut p);

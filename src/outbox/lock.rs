@@ -7,13 +7,13 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Held for the life of the outbox; released when dropped (or the process dies).
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     /// Locks `{dir}.lock` beside the outbox folder.
-    pub fn acquire(dir: &Path) -> Result<DirLock, OutboxError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, OutboxError> {
         let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         name.push(".lock");
         let path: PathBuf = dir.with_file_name(name);

@@ -40,11 +40,11 @@
 //! - A corrupt store is moved aside, kept for recovery, and replaced by a new one.
 
 pub mod committer;
-pub mod dead_letters;
+pub(crate) mod dead_letters;
 mod inspect_copy;
 mod journal;
 mod lock;
-pub mod salvage;
+pub(crate) mod salvage;
 mod snapshots;
 pub mod space;
 
@@ -111,7 +111,7 @@ pub enum OutboxError {
 impl OutboxError {
     /// Whether this error means the store's files are damaged (as opposed to
     /// a full or failing disk, or a lock held by another process).
-    pub fn is_damage(&self) -> bool {
+    pub(crate) fn is_damage(&self) -> bool {
         matches!(
             self,
             OutboxError::Damaged(_) | OutboxError::Storage(sled::Error::Corruption { .. }) | OutboxError::Storage(sled::Error::ReportableBug(_))
@@ -120,7 +120,7 @@ impl OutboxError {
 
     /// Whether this error means the disk has no room (ENOSPC, or the
     /// service user's quota, EDQUOT): waiting for room can cure it.
-    pub fn is_no_space(&self) -> bool {
+    pub(crate) fn is_no_space(&self) -> bool {
         let io = match self {
             OutboxError::Disk(e) | OutboxError::Io { source: e, .. } => e,
             OutboxError::Storage(sled::Error::Io(e)) => e,
@@ -151,31 +151,31 @@ pub struct InFlight {
 pub struct AppendOutcome {
     /// Sequence numbers given to the stored readings, in input order (`None`
     /// for a reading refused under `refuse_newest`).
-    pub seqs: Vec<Option<u64>>,
+    pub(crate) seqs: Vec<Option<u64>>,
     /// Old readings removed to make room (`drop_oldest`).
-    pub dropped_oldest: u64,
+    pub(crate) dropped_oldest: u64,
     /// New readings refused (`refuse_newest`).
-    pub refused: u64,
+    pub(crate) refused: u64,
 }
 
 /// What [`Outbox::append_or_recover`] did with a group it stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupOutcome {
+pub(crate) struct GroupOutcome {
     /// As from [`Outbox::append`]: `seqs[i]` is the number `readings[i]` is
     /// stored under, `None` when it was refused (`refuse_newest`). After a
     /// recovery the drop and refusal counts are not known (0).
-    pub appended: AppendOutcome,
+    pub(crate) appended: AppendOutcome,
     /// Whether the in-flight records are durable with the group: true when
     /// the append worked; false when it failed and the group turned out to be
     /// on disk after the reopen (the records' fate is not known then: the
     /// forwarder stores them itself).
-    pub records_stored: bool,
+    pub(crate) records_stored: bool,
 }
 
 /// Why [`Outbox::append_or_recover`] did not store a group. The readings'
 /// numbers are cleared: append the group again (nothing of it is on disk).
 #[derive(Debug, thiserror::Error)]
-pub enum GroupCommitError {
+pub(crate) enum GroupCommitError {
     /// The append failed; the store was reopened for the retry.
     #[error("{0}")]
     NotStored(OutboxError),
@@ -188,66 +188,69 @@ pub enum GroupCommitError {
 /// Counters and sizes, as `outbox stats` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxStats {
-    pub queued: u64,
+    pub(crate) queued: u64,
     pub queued_bytes: u64,
-    pub in_flight_batches: u64,
-    pub next_seq: u64,
+    pub(crate) in_flight_batches: u64,
+    pub(crate) next_seq: u64,
     pub dropped_full: u64,
     pub dropped_age: u64,
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Readings the destination refused even alone, kept apart
     /// ([`dead_letters`]; `outbox dead-letters list`), and their bytes.
     pub dead_letters: u64,
-    pub dead_letter_bytes: u64,
-    pub epoch: String,
-    pub disk_bytes: u64,
+    pub(crate) dead_letter_bytes: u64,
+    pub(crate) epoch: String,
+    pub(crate) disk_bytes: u64,
     /// How the life before the current one ended.
-    pub previous_stop: PreviousStop,
+    pub(crate) previous_stop: PreviousStop,
     /// When the current (or, for an inspected outbox, the last) life started,
     /// Unix ms; 0 if not recorded.
-    pub started_ms: u64,
+    pub(crate) started_ms: u64,
     /// The bound in force: `max_bytes`, or less when the state filesystem
     /// cannot hold that much ([`space`]).
-    pub bound: space::Bound,
+    pub(crate) bound: space::Bound,
 }
 
 /// How the outbox came up.
 #[derive(Debug, Clone)]
 pub struct OpenReport {
     /// Where a corrupt outbox was moved, if one was.
-    pub moved_aside: Option<PathBuf>,
-    pub took: Duration,
+    #[allow(dead_code)] // only the unit tests read it; open() logs the same fact where it decides
+    pub(crate) moved_aside: Option<PathBuf>,
+    pub(crate) took: Duration,
     /// How the previous life of this outbox ended.
     pub previous_stop: PreviousStop,
     /// After an unclean stop: what a recount of the store found.
-    pub recount: Option<Recount>,
+    pub(crate) recount: Option<Recount>,
     /// When the store was damaged: what was salvaged into the new one.
-    pub salvaged: Option<SalvageReport>,
+    #[allow(dead_code)] // only the unit tests read it; open() logs the same fact where it decides
+    pub(crate) salvaged: Option<SalvageReport>,
     /// When a power cut had interrupted a write (part of it on disk): how
     /// many complete readings of it were kept.
-    pub interrupted_write_kept: Option<u64>,
+    #[allow(dead_code)] // only the unit tests read it; open() logs the same fact where it decides
+    pub(crate) interrupted_write_kept: Option<u64>,
 }
 
 /// The file in a quarantined store that says its readings were already
 /// salvaged into the live outbox (holds the [`SalvageReport`] as JSON).
-pub const SALVAGED_MARK: &str = "SALVAGED.json";
+pub(crate) const SALVAGED_MARK: &str = "SALVAGED.json";
 
 /// What [`Outbox::repair`] (or an open that found the store damaged) did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SalvageReport {
+pub(crate) struct SalvageReport {
     /// Where the damaged store was moved (kept for `outbox salvage|export --from`).
-    pub moved_to: PathBuf,
+    pub(crate) moved_to: PathBuf,
     /// Queued readings salvaged into the new store, with their sequence numbers.
-    pub readings: u64,
+    pub(crate) readings: u64,
     /// In-flight batches salvaged (resent with their message ids).
-    pub in_flight_batches: u64,
+    pub(crate) in_flight_batches: u64,
     /// Records that looked like readings but could not be read.
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
     /// Old copies of readings that had already been delivered or dropped.
-    pub already_gone: u64,
+    pub(crate) already_gone: u64,
     /// Dead letters salvaged into the new store's dead letters.
-    pub dead_letters: u64,
+    pub(crate) dead_letters: u64,
 }
 
 impl std::fmt::Display for SalvageReport {
@@ -284,16 +287,16 @@ pub enum PreviousStop {
 /// What an unclean start found when it recounted the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Recount {
+pub(crate) struct Recount {
     /// Readings found in the store.
-    pub readings: u64,
+    pub(crate) readings: u64,
     /// In-flight batch records found (resent with their ids).
-    pub in_flight_batches: u64,
+    pub(crate) in_flight_batches: u64,
     /// Readings the stored counters claimed. Differs from `readings` only if
     /// the storage lost or kept writes the counters did not (they are written
     /// in the same atomic batch, so this is a sign of a damaged store); the
     /// counters are then corrected to the recount.
-    pub counted_before: u64,
+    pub(crate) counted_before: u64,
 }
 
 /// What the store says about the current or last life; stored under `mrun`.
@@ -417,8 +420,6 @@ struct Store {
     fdatasync: bool,
     /// Syncs made since this store was opened (tests, bench).
     syncs: AtomicU64,
-    /// Checkpoints made since this store was opened (tests, bench).
-    checkpoints: AtomicU64,
     /// The log file's length after we last wrote zeros ahead of sled's
     /// writes ([`Store::keep_zeros_ahead`]); 0 before the first time.
     zero_end: AtomicU64,
@@ -638,7 +639,6 @@ impl Store {
         mem.unsynced.clear();
         mem.unsynced_ops = 0;
         self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -1258,7 +1258,7 @@ impl Outbox {
     /// reported as damage ([`OutboxError::is_damage`]) is handled like damage
     /// found at open. Readings keep their sequence numbers, in-flight batches
     /// their ids, and this life its epoch.
-    pub fn repair(&self) -> Result<SalvageReport, OutboxError> {
+    pub(crate) fn repair(&self) -> Result<SalvageReport, OutboxError> {
         let mut slot = self.store.write();
         let fdatasync = slot.as_ref().is_none_or(|st| st.fdatasync);
         drop(slot.take());
@@ -1346,7 +1346,7 @@ impl Outbox {
     /// Turns the `fdatasync` after sled's flush off, for `iomt-edge bench`
     /// only, which reports the durable and the old figures side by side.
     #[doc(hidden)]
-    pub fn bench_without_fdatasync(&self) {
+    pub(crate) fn bench_without_fdatasync(&self) {
         if let Some(st) = self.store.write().as_mut() {
             st.fdatasync = false;
         }
@@ -1450,7 +1450,6 @@ impl Outbox {
             mem: parking_lot::Mutex::new(Mem::default()),
             fdatasync: true,
             syncs: AtomicU64::new(0),
-            checkpoints: AtomicU64::new(0),
             zero_end: AtomicU64::new(0),
             dir: Some(dir.to_path_buf()),
             #[cfg(test)]
@@ -1474,7 +1473,7 @@ impl Outbox {
         &self.epoch
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -1494,7 +1493,7 @@ impl Outbox {
     /// it out), this returns `Ok(true)`: the group is committed and must not be
     /// appended again. Otherwise their numbers are cleared and it returns
     /// `Ok(false)`: append the group again.
-    pub fn recover(&self, group: &mut [Reading]) -> Result<bool, OutboxError> {
+    pub(crate) fn recover(&self, group: &mut [Reading]) -> Result<bool, OutboxError> {
         let reopened = self.guarded(|| self.reopen());
         match reopened {
             Err(e) if e.is_damage() => {
@@ -1530,7 +1529,7 @@ impl Outbox {
     /// all, so it is neither lost nor stored twice. `Ok`: the readings numbered
     /// in [`GroupOutcome::appended`] are committed. `Err`: none of the group is
     /// stored; append it again later.
-    pub fn append_or_recover(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<GroupOutcome, GroupCommitError> {
+    pub(crate) fn append_or_recover(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<GroupOutcome, GroupCommitError> {
         let append = match self.append_with_records(readings, records) {
             Ok(appended) => return Ok(GroupOutcome { appended, records_stored: true }),
             Err(e) => e,
@@ -1741,7 +1740,7 @@ impl Outbox {
 
     /// Applies the acknowledgements [`Outbox::ack_deferred`] is holding (not
     /// made durable: they go with the next sync, as acks always did).
-    pub fn apply_pending_acks(&self) -> Result<(), OutboxError> {
+    pub(crate) fn apply_pending_acks(&self) -> Result<(), OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             self.apply_acks(&st)?;
@@ -1750,7 +1749,7 @@ impl Outbox {
     }
 
     /// How long the oldest held acknowledgement has waited (None: none held).
-    pub fn pending_acks_age(&self) -> Option<std::time::Duration> {
+    pub(crate) fn pending_acks_age(&self) -> Option<std::time::Duration> {
         self.pending_acks.lock().unwrap_or_else(|p| p.into_inner()).1.map(|t| t.elapsed())
     }
 
@@ -1758,7 +1757,7 @@ impl Outbox {
     /// and written with the next group commit (or by
     /// [`Outbox::apply_pending_acks`]). Lost in a crash, it means a resend
     /// under the same id, which at-least-once allows, as for [`Outbox::ack`].
-    pub fn ack_deferred(&self, batch: InFlight) {
+    pub(crate) fn ack_deferred(&self, batch: InFlight) {
         let mut p = self.pending_acks.lock().unwrap_or_else(|p| p.into_inner());
         p.0.push(batch);
         p.1.get_or_insert_with(std::time::Instant::now);
@@ -1808,7 +1807,7 @@ impl Outbox {
     }
 
     /// The readings with these sequence numbers that are still stored.
-    pub fn get_many(&self, seqs: &[u64]) -> Result<Vec<Reading>, OutboxError> {
+    pub(crate) fn get_many(&self, seqs: &[u64]) -> Result<Vec<Reading>, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let mut out = Vec::with_capacity(seqs.len());
@@ -1826,14 +1825,9 @@ impl Outbox {
     /// How many times the store was made durable (sled flush + `fdatasync`)
     /// since it was opened or last reopened: each costs at least one page on
     /// the SD card.
-    pub fn syncs(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
         self.store.read().as_ref().map_or(0, |st| st.syncs.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// How many times the changes held in the journal were moved into
-    /// sled since the store was opened (each costs sled's writes).
-    pub fn checkpoints(&self) -> u64 {
-        self.store.read().as_ref().map_or(0, |st| st.checkpoints.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Records (and flushes) a batch before it is sent.
@@ -1843,7 +1837,7 @@ impl Outbox {
 
     /// Records several batches before they are sent, with one write and one
     /// `fdatasync` for all of them.
-    pub fn put_in_flight_many(&self, batches: &[InFlight]) -> Result<(), OutboxError> {
+    pub(crate) fn put_in_flight_many(&self, batches: &[InFlight]) -> Result<(), OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let acks = self.take_pending_acks();
@@ -1858,7 +1852,7 @@ impl Outbox {
     /// forwarder ride along with ([`committer::GroupSync`]), so a forwarder
     /// pass does not cost a sync (and a page on the SD card) of its own.
     /// On success both are durable; on error, as [`Outbox::append`].
-    pub fn append_with_records(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
+    pub(crate) fn append_with_records(&self, readings: &mut [Reading], records: &[InFlight]) -> Result<AppendOutcome, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let acks = self.take_pending_acks();
@@ -1876,7 +1870,7 @@ impl Outbox {
     }
 
     /// Batches recorded as in flight, oldest first.
-    pub fn in_flight(&self) -> Result<Vec<InFlight>, OutboxError> {
+    pub(crate) fn in_flight(&self) -> Result<Vec<InFlight>, OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let mut out = Vec::new();
@@ -1893,7 +1887,7 @@ impl Outbox {
     /// The destination confirmed this batch: remove its readings and its record.
     /// Not flushed on purpose: if the removal is lost in a crash, the batch is
     /// resent under the same id, which is what at-least-once allows.
-    pub fn ack(&self, batch: &InFlight) -> Result<(), OutboxError> {
+    pub(crate) fn ack(&self, batch: &InFlight) -> Result<(), OutboxError> {
         self.guarded(|| {
             let st = self.store()?;
             let mut c = self.counters();
@@ -1935,7 +1929,7 @@ impl Outbox {
 
     /// Forgets an in-flight record without removing its readings (used when a
     /// batch is split after "too large").
-    pub fn cancel_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
+    pub(crate) fn cancel_in_flight(&self, batch: &InFlight) -> Result<(), OutboxError> {
         self.guarded(|| {
             let first = batch.seqs.iter().copied().min().unwrap_or(0);
             let mut b = Ops::default();
@@ -2044,7 +2038,7 @@ impl Outbox {
     ///
     /// Lock order: takes the bound, then the counters; call it without
     /// holding the counters.
-    pub fn bound(&self) -> space::Bound {
+    pub(crate) fn bound(&self) -> space::Bound {
         let mut st = self.bound.lock().unwrap_or_else(|p| p.into_inner());
         // Near the reserve, sled's log can take a segment in less than a
         // second of churn: look more often there.

@@ -57,38 +57,38 @@ use std::path::Path;
 pub(super) struct AckMark {
     /// Every reading of this device and patient with a lower or equal
     /// sequence number has been delivered.
-    pub acked_through: u64,
-    pub device_id: String,
+    pub(crate) acked_through: u64,
+    pub(crate) device_id: String,
     #[serde(default)]
-    pub patient_id: Option<String>,
+    pub(crate) patient_id: Option<String>,
 }
 
 /// The drop floor: no reading with a lower or equal sequence number is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct DropFloor {
-    pub dropped_through: u64,
+    pub(crate) dropped_through: u64,
 }
 
 /// What a raw scan found.
 #[derive(Debug, Default)]
-pub struct Salvaged {
+pub(crate) struct Salvaged {
     /// Readings still queued, by sequence number, with their commit time (Unix ms).
-    pub readings: BTreeMap<u64, (u64, Reading)>,
+    pub(crate) readings: BTreeMap<u64, (u64, Reading)>,
     /// In-flight batches whose readings were all salvaged (resent with their ids).
-    pub in_flight: Vec<InFlight>,
+    pub(crate) in_flight: Vec<InFlight>,
     /// Readings found that had already been delivered or dropped.
-    pub already_gone: u64,
+    pub(crate) already_gone: u64,
     /// Readings that could not be read: places that looked like a reading but
     /// did not parse, plus sequence numbers that must have been queued (above
     /// every delivery watermark) and left no trace at all.
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
     /// The highest sequence number seen anywhere (the next one must be above it).
-    pub max_seq: u64,
+    pub(crate) max_seq: u64,
     /// Dead letters (not retried), by the sequence number they were queued under.
-    pub dead_letters: BTreeMap<u64, DeadLetter>,
+    pub(crate) dead_letters: BTreeMap<u64, DeadLetter>,
     /// Retried dead letters: old sequence number -> the new one.
-    pub retried: BTreeMap<u64, u64>,
+    pub(crate) retried: BTreeMap<u64, u64>,
 }
 
 const READING_MARK: &[u8] = b"{\"seq\":";
@@ -124,7 +124,7 @@ fn json_at<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
 }
 
 /// Scans the raw bytes of a store's files (pure: bytes in, findings out).
-pub fn scan(files: &[&[u8]]) -> Salvaged {
+pub(crate) fn scan(files: &[&[u8]]) -> Salvaged {
     let mut found: BTreeMap<u64, (u64, Reading)> = BTreeMap::new();
     let mut unreadable_at: BTreeMap<u64, u64> = BTreeMap::new();
     let mut unparsed = 0u64;
@@ -180,7 +180,7 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
             let v = at + NEXT_SEQ_MARK.len();
             if let Some(next) = bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) {
                 // A damaged copy, or the next key of a consolidated node,
-                // could read as anything: see `highest_next_seq`.
+                // could read as anything: see `next_seq_values`.
                 if next < SEQ_LIMIT {
                     next_seq_seen.push(next);
                 }
@@ -255,26 +255,9 @@ pub fn scan(files: &[&[u8]]) -> Salvaged {
     out
 }
 
-/// The highest next-sequence-number counter anywhere in a store's raw log:
-/// how far numbering got, whatever sled's own recovery kept. Cheap (a byte
-/// search); used after an unclean stop to notice that sled silently cut its
-/// log short at a damaged page.
-pub fn highest_next_seq(bytes: &[u8]) -> Option<u64> {
-    find_all(bytes, NEXT_SEQ_MARK)
-        .filter_map(|at| {
-            let v = at + NEXT_SEQ_MARK.len();
-            bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
-        })
-        // A consolidated node lists its keys apart from their values, so the
-        // bytes after the mark can be the next key ("mrefused..."): no real
-        // counter comes near 2^48.
-        .filter(|n| *n < SEQ_LIMIT)
-        .max()
-}
-
 /// What the counters in a raw log say about the store sled recovered from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogVerdict {
+pub(crate) enum LogVerdict {
     /// sled kept numbering as far as the log went.
     Intact,
     /// One write beyond what sled kept (at most `max_write` numbers): the
@@ -288,7 +271,7 @@ pub enum LogVerdict {
 
 /// Compares the counters in the raw log `bytes` with `kept_next`, the next
 /// sequence number of the store sled recovered.
-pub fn log_verdict(bytes: &[u8], kept_next: u64, max_write: u64) -> LogVerdict {
+pub(crate) fn log_verdict(bytes: &[u8], kept_next: u64, max_write: u64) -> LogVerdict {
     let ahead: Vec<u64> = next_seq_values(bytes).into_iter().filter(|n| *n > kept_next && *n <= kept_next.saturating_add(1_000_000_000)).collect();
     match ahead.as_slice() {
         [] => LogVerdict::Intact,
@@ -297,13 +280,17 @@ pub fn log_verdict(bytes: &[u8], kept_next: u64, max_write: u64) -> LogVerdict {
     }
 }
 
-/// Every distinct counter value in a raw log (see [`highest_next_seq`]).
-pub fn next_seq_values(bytes: &[u8]) -> std::collections::BTreeSet<u64> {
+/// Every distinct next-sequence-number counter value in a raw log: how far
+/// numbering got, whatever sled's own recovery kept. Cheap (a byte search).
+pub(crate) fn next_seq_values(bytes: &[u8]) -> std::collections::BTreeSet<u64> {
     find_all(bytes, NEXT_SEQ_MARK)
         .filter_map(|at| {
             let v = at + NEXT_SEQ_MARK.len();
             bytes.get(v..v + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
         })
+        // A consolidated node lists its keys apart from their values, so the
+        // bytes after the mark can be the next key ("mrefused..."): no real
+        // counter comes near 2^48.
         .filter(|n| *n < SEQ_LIMIT)
         .collect()
 }
@@ -314,7 +301,7 @@ const SEQ_LIMIT: u64 = 1 << 48;
 
 /// Reads every file of a (damaged) store folder and scans it. Files that
 /// cannot be read are skipped and named in the returned list.
-pub fn scan_dir(dir: &Path) -> std::io::Result<(Salvaged, Vec<String>)> {
+pub(crate) fn scan_dir(dir: &Path) -> std::io::Result<(Salvaged, Vec<String>)> {
     let mut contents = Vec::new();
     let mut skipped = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -73,7 +73,7 @@ pub const SEGMENT_SMALL: u64 = 64 << 10;
 /// store with another, so the choice is made once, at creation
 /// ([`segment_to_open`]); a larger filesystem keeps sled's default (what the
 /// SD-card wear and power-cut figures were measured with).
-pub const SMALL_SEGMENTS_BELOW: u64 = 16 << 20;
+pub(crate) const SMALL_SEGMENTS_BELOW: u64 = 16 << 20;
 /// Whether a new store on a filesystem under [`SMALL_SEGMENTS_BELOW`] gets
 /// [`SEGMENT_SMALL`] segments. On. It was off for a while: with the state
 /// filesystem filled and freed under the running gateway, 64 to 913
@@ -85,12 +85,12 @@ pub const SMALL_SEGMENTS_BELOW: u64 = 16 << 20;
 /// within a checkpoint. Every removal now goes in the checkpoint's last sled
 /// batch, with the counters (`Store::checkpoint` in `mod.rs`), and the same
 /// cases kept every reading in every run since.
-pub const SMALL_SEGMENTS_FOR_NEW_STORES: bool = true;
+pub(crate) const SMALL_SEGMENTS_FOR_NEW_STORES: bool = true;
 /// The least reserve, whatever the segment: room for sled's index snapshot
 /// at open (a few KiB per thousand pages), the status file and the lock
 /// files next to a full outbox.
-pub const RESERVE_FLOOR: u64 = 256 << 10;
-pub const RESERVE_MAX: u64 = 64 << 20;
+pub(crate) const RESERVE_FLOOR: u64 = 256 << 10;
+pub(crate) const RESERVE_MAX: u64 = 64 << 20;
 /// How many segments sled's log takes on disk besides the multiple of the
 /// records. sled 0.34 cleans a segment only once at most half of it is live,
 /// defers the reuse of a cleaned one until the segment its pages moved to is
@@ -103,14 +103,14 @@ pub const RESERVE_MAX: u64 = 64 << 20;
 /// or 358 KiB, and a burst (the backlog held in memory while the disk was
 /// full, written at once) took it to a sixth, which filled the filesystem.
 /// With 64 KiB segments see the module docs.
-pub const SLED_FIXED_SEGMENTS: u64 = 6;
+pub(crate) const SLED_FIXED_SEGMENTS: u64 = 6;
 /// Bytes of sled's log on disk per byte of stored records, at most (see the
 /// module docs for the measurement).
-pub const SLED_AMPLIFICATION: u64 = 5;
+pub(crate) const SLED_AMPLIFICATION: u64 = 5;
 /// How much sled's files must grow, while the free space is under the
 /// reserve, before the bound is tightened again (a snapshot rewritten at a
 /// new size is not growth).
-pub const GROWTH_STEP: u64 = 64 << 10;
+pub(crate) const GROWTH_STEP: u64 = 64 << 10;
 // The reserve holds two segments at least (one burst of log writes past the
 // model still leaves room to open the store), and the spare fits in it.
 const _: () = assert!(reserve_min(SEGMENT_DEFAULT) >= 2 * SEGMENT_DEFAULT && spare_bytes(SEGMENT_DEFAULT) <= reserve_min(SEGMENT_DEFAULT));
@@ -124,7 +124,7 @@ const _: () = assert!(SEGMENT_SMALL.is_power_of_two() && SEGMENT_DEFAULT.is_powe
 /// held in memory while the disk was full, written at once) before its
 /// cleaner caught up; with one segment of reserve that burst filled the
 /// filesystem about 1 run in 4.
-pub const fn reserve_min(segment: u64) -> u64 {
+pub(crate) const fn reserve_min(segment: u64) -> u64 {
     let two = segment.saturating_mul(2);
     if two > RESERVE_FLOOR {
         two
@@ -137,7 +137,7 @@ pub const fn reserve_min(segment: u64) -> u64 {
 /// that bounds the outbox: half the least reserve (a segment, or 128 KiB),
 /// part of the reserve, held as a file so that it can be given back when
 /// sled has no room to open (see [`release_spare`]).
-pub const fn spare_bytes(segment: u64) -> u64 {
+pub(crate) const fn spare_bytes(segment: u64) -> u64 {
     reserve_min(segment) / 2
 }
 
@@ -156,7 +156,7 @@ pub fn journal_bytes(total: u64) -> u64 {
 /// What the store takes on disk besides [`SLED_AMPLIFICATION`] × its
 /// records, on a filesystem of `total` bytes with `segment`-byte segments:
 /// sled's [`SLED_FIXED_SEGMENTS`] segments and the commit journal.
-pub fn fixed_bytes(segment: u64, total: u64) -> u64 {
+pub(crate) fn fixed_bytes(segment: u64, total: u64) -> u64 {
     segment.saturating_mul(SLED_FIXED_SEGMENTS).saturating_add(journal_bytes(total))
 }
 
@@ -165,7 +165,7 @@ pub fn fixed_bytes(segment: u64, total: u64) -> u64 {
 /// outbox below this (to 0 on 512 KiB), so every reading would be dropped as
 /// soon as the next one is committed, even with the destination up;
 /// `check-config` and `run` refuse such a state folder instead.
-pub const MIN_BOUND: u64 = 64 << 10;
+pub(crate) const MIN_BOUND: u64 = 64 << 10;
 
 /// The smallest state filesystem (bytes) that holds [`MIN_BOUND`] of records
 /// in a store with `segment`-byte segments: the fixed part, the
@@ -189,7 +189,7 @@ pub fn reserve_for(total: u64, segment: u64) -> u64 {
 /// The segment a new store gets on a filesystem of `total` bytes (0:
 /// unknown): [`SEGMENT_SMALL`] under [`SMALL_SEGMENTS_BELOW`] (while
 /// [`SMALL_SEGMENTS_FOR_NEW_STORES`]), else sled's default.
-pub fn segment_for_new_store(total: u64) -> u64 {
+pub(crate) fn segment_for_new_store(total: u64) -> u64 {
     if SMALL_SEGMENTS_FOR_NEW_STORES && total > 0 && total < SMALL_SEGMENTS_BELOW {
         SEGMENT_SMALL
     } else {
@@ -256,16 +256,16 @@ fn nearest_existing(dir: &Path) -> &Path {
     probe
 }
 
-pub use crate::model::status::{Bound, BoundBy};
+pub(crate) use crate::model::status::{Bound, BoundBy};
 
 impl Bound {
     /// A bound by `max_bytes` alone (the filesystem could not be asked).
-    pub fn max_bytes_only(max_bytes: u64) -> Bound {
+    pub(crate) fn max_bytes_only(max_bytes: u64) -> Bound {
         Bound { bytes: max_bytes, by: BoundBy::MaxBytes, max_bytes, fs_bytes: 0, fs_free: 0, reserve: 0, tightened: false }
     }
 
     /// One sentence: `outbox bounded to 1.8 MiB by free space on /var/lib/iomt-edge (max_bytes 256.0 MiB)`.
-    pub fn describe(&self, state_fs: &Path) -> String {
+    pub(crate) fn describe(&self, state_fs: &Path) -> String {
         use crate::config::units::ByteSize;
         match self.by {
             BoundBy::MaxBytes => format!("outbox bounded to {} by max_bytes", ByteSize(self.bytes)),
@@ -298,7 +298,7 @@ impl Bound {
 /// size and the space free for the service (statvfs `f_blocks`, `f_bavail`,
 /// times `f_frsize`), `segment` the store's sled segment
 /// ([`segment_to_open`]). Saturating everywhere: any input gives an answer.
-pub fn effective_bound(max_bytes: u64, store_disk: u64, fs_total: u64, fs_free: u64, segment: u64) -> Bound {
+pub(crate) fn effective_bound(max_bytes: u64, store_disk: u64, fs_total: u64, fs_free: u64, segment: u64) -> Bound {
     let reserve = reserve_for(fs_total, segment);
     let budget = store_disk.saturating_add(fs_free).saturating_sub(reserve);
     let by_disk = budget.saturating_sub(fixed_bytes(segment, fs_total)) / SLED_AMPLIFICATION;
@@ -343,24 +343,24 @@ pub fn disk_usage(dir: &Path) -> u64 {
 /// nearest existing parent's filesystem is asked). Falls back to `max_bytes`
 /// alone if the filesystem cannot be asked. The spare file beside the outbox
 /// ([`spare_bytes`]) is the outbox's own reserve: it counts as free space.
-pub fn bound_for(dir: &Path, max_bytes: u64) -> Bound {
+pub(crate) fn bound_for(dir: &Path, max_bytes: u64) -> Bound {
     bound_and_usage(dir, max_bytes).bound
 }
 
 /// One look at the state filesystem ([`bound_and_usage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Look {
+pub(crate) struct Look {
     /// The modelled bound.
-    pub bound: Bound,
+    pub(crate) bound: Bound,
     /// Bytes the store's files take on disk now.
-    pub store_disk: u64,
+    pub(crate) store_disk: u64,
     /// The store's sled segment, bytes ([`segment_to_open`]).
-    pub segment: u64,
+    pub(crate) segment: u64,
 }
 
 /// [`bound_for`], the bytes the store's files take on disk now, and the
 /// store's segment.
-pub fn bound_and_usage(dir: &Path, max_bytes: u64) -> Look {
+pub(crate) fn bound_and_usage(dir: &Path, max_bytes: u64) -> Look {
     let probe = nearest_existing(dir);
     let usage = disk_usage(dir);
     let space = fs_space(probe);
@@ -402,7 +402,7 @@ pub fn bound_and_usage(dir: &Path, max_bytes: u64) -> Look {
 /// ever. With a segment more than the reserve free again (another file
 /// removed), the bound relaxes by 1/8 a look until the model is in charge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Feedback {
+pub(crate) struct Feedback {
     /// The tightened bound, bytes of records; `None`: the model is in charge.
     cap: Option<u64>,
     /// The store's disk usage the growth is measured from (`None` before
@@ -415,7 +415,7 @@ impl Feedback {
     /// records stored now (what the bound counts), `store_disk` the bytes the
     /// store's files take, `segment` the store's sled segment. Returns the
     /// bound in force (`model`, or less with `tightened` set).
-    pub fn apply(&mut self, model: Bound, queued_bytes: u64, store_disk: u64, segment: u64) -> Bound {
+    pub(crate) fn apply(&mut self, model: Bound, queued_bytes: u64, store_disk: u64, segment: u64) -> Bound {
         if model.fs_bytes == 0 {
             // The filesystem cannot be asked: no feedback either.
             *self = Feedback::default();
@@ -444,7 +444,7 @@ impl Feedback {
     }
 
     /// Whether the bound is tightened now.
-    pub fn is_tightened(&self) -> bool {
+    pub(crate) fn is_tightened(&self) -> bool {
         self.cap.is_some()
     }
 }
@@ -457,7 +457,7 @@ pub fn spare_path(dir: &Path) -> PathBuf {
 }
 
 /// Bytes the spare file beside the outbox `dir` takes on disk (0 if none).
-pub fn spare_usage(dir: &Path) -> u64 {
+pub(crate) fn spare_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(spare_path(dir)).map_or(0, |m| m.blocks().saturating_mul(512))
 }
@@ -475,7 +475,7 @@ pub fn spare_usage(dir: &Path) -> u64 {
 /// oldest readings (counted) until the store fits again. Only a start gives
 /// it back: while running, a full disk is waited out. `segment` is the
 /// store's sled segment ([`spare_bytes`]).
-pub fn keep_spare(dir: &Path, bound: &Bound, segment: u64) -> bool {
+pub(crate) fn keep_spare(dir: &Path, bound: &Bound, segment: u64) -> bool {
     let path = spare_path(dir);
     if bound.by != BoundBy::FreeSpace || bound.fs_bytes == 0 {
         if path.exists() {
@@ -505,7 +505,7 @@ pub fn keep_spare(dir: &Path, bound: &Bound, segment: u64) -> bool {
 
 /// Removes the spare file beside the outbox `dir`; returns the bytes given
 /// back (0 if there was none).
-pub fn release_spare(dir: &Path) -> u64 {
+pub(crate) fn release_spare(dir: &Path) -> u64 {
     let freed = spare_usage(dir);
     match std::fs::remove_file(spare_path(dir)) {
         Ok(()) => freed,

@@ -30,12 +30,12 @@ use std::sync::{Mutex, RwLock};
 
 /// One live (saved) association.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LiveAssociation {
+pub(crate) struct LiveAssociation {
     /// The patient, or `None` when the association was ended.
-    pub patient: Option<String>,
+    pub(crate) patient: Option<String>,
     /// `$version` of the twin desired properties it came from (`None`: unknown).
     #[serde(rename = "twinVersion", default)]
-    pub twin_version: Option<u64>,
+    pub(crate) twin_version: Option<u64>,
 }
 
 /// An entry of `associations.json`, current or as earlier releases wrote it.
@@ -64,7 +64,7 @@ pub struct Associations {
 
 /// The key of the file's entry saying that the saved associations were lost
 /// (see the module doc).
-pub const LOST: &str = "*";
+pub(crate) const LOST: &str = "*";
 
 impl Associations {
     /// From the config's device list, then overrides persisted in `state_dir`.
@@ -129,7 +129,7 @@ impl Associations {
     /// always gets the map's answer, so a change made through the twin wins
     /// over the config. A bed of an HL7 feed whose patients come from PID-3
     /// (`<id>/<bed>`) keeps the patient its message named.
-    pub fn stamp(&self, r: &mut crate::model::Reading) {
+    pub(crate) fn stamp(&self, r: &mut crate::model::Reading) {
         if self.is_from_messages(&r.device_id) {
             return;
         }
@@ -146,12 +146,13 @@ impl Associations {
 
     /// The patient in force for a device (`Some(None)`: known, no patient;
     /// `None`: a device this map does not know).
-    pub fn patient_of(&self, device_id: &str) -> Option<Option<String>> {
+    pub(crate) fn patient_of(&self, device_id: &str) -> Option<Option<String>> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned()
     }
 
     /// The live association saved for a device, with its twin version.
-    pub fn live(&self, device_id: &str) -> Option<LiveAssociation> {
+    #[cfg(test)]
+    pub(crate) fn live(&self, device_id: &str) -> Option<LiveAssociation> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).get(device_id).cloned()
     }
 
@@ -163,7 +164,7 @@ impl Associations {
     /// HL7 feed whose patients come from PID-3 (`<id>/<bed>`). An equal
     /// version is accepted (the same twin document applied again). Errors: the file could not be
     /// written (the change is in force anyway).
-    pub fn set(&self, device_id: &str, patient_id: Option<String>, twin_version: Option<u64>) -> std::io::Result<bool> {
+    pub(crate) fn set(&self, device_id: &str, patient_id: Option<String>, twin_version: Option<u64>) -> std::io::Result<bool> {
         if self.is_from_messages(device_id) {
             tracing::info!(
                 "ignored an association for device {}: it is a bed of an HL7 feed whose patients come from the messages (PID-3)",

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 /// Why [`super::run`] (or [`super::build_sink`]) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     /// `gateway.state_dir` could not be created.
     #[error("cannot create the state folder {}: {error}", path.display())]
     StateFolder { path: PathBuf, error: std::io::Error },

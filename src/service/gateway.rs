@@ -20,15 +20,15 @@ use std::time::Duration;
 
 /// Shared handles on a running gateway. Cheap to clone.
 #[derive(Clone)]
-pub struct GatewayHandle {
-    pub config: Arc<Config>,
-    pub outbox: Arc<Outbox>,
-    pub registry: Arc<DeviceRegistry>,
-    pub associations: Arc<Associations>,
+pub(crate) struct GatewayHandle {
+    pub(crate) config: Arc<Config>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) registry: Arc<DeviceRegistry>,
+    pub(crate) associations: Arc<Associations>,
     /// The forwarder's delivery counters.
-    pub forwarder: Arc<ForwarderStats>,
-    pub flush: FlushHandle,
-    pub batching: Arc<LiveBatching>,
+    pub(crate) forwarder: Arc<ForwarderStats>,
+    pub(crate) flush: FlushHandle,
+    pub(crate) batching: Arc<LiveBatching>,
     /// Set once the sink is built (the sink is built with this handle as its
     /// [`GatewayControl`], so the name comes after).
     sink_name: Arc<OnceLock<&'static str>>,
@@ -38,7 +38,7 @@ pub struct GatewayHandle {
 const FLUSH_ANSWER_AFTER: Duration = Duration::from_millis(500);
 
 impl GatewayHandle {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         outbox: Arc<Outbox>,
         registry: Arc<DeviceRegistry>,
@@ -51,18 +51,18 @@ impl GatewayHandle {
     }
 
     /// Records the sink's name (once; later calls change nothing).
-    pub fn set_sink_name(&self, name: &'static str) {
+    pub(crate) fn set_sink_name(&self, name: &'static str) {
         let _ = self.sink_name.set(name);
     }
 
     /// The sink's name (`iothub`, `eventhubs`, `file`, `stdout`; `?` before it is built).
-    pub fn sink_name(&self) -> &'static str {
+    pub(crate) fn sink_name(&self) -> &'static str {
         self.sink_name.get().copied().unwrap_or("?")
     }
 
     /// Devices, outbox and delivery counters (see [`GatewayStatus`]; the
     /// file-only fields are left empty).
-    pub fn report(&self) -> GatewayStatus {
+    pub(crate) fn report(&self) -> GatewayStatus {
         let (outbox, stats) = (&self.outbox, &self.forwarder);
         let s = outbox.stats();
         let devices = self
@@ -106,7 +106,7 @@ impl GatewayHandle {
     }
 
     /// One line for `systemctl status` and logs (no patient data).
-    pub fn status_line(&self) -> String {
+    pub(crate) fn status_line(&self) -> String {
         let devices = self.registry.snapshot();
         let streaming = devices.iter().filter(|d| d.state == LinkState::Streaming).count();
         let delivered = self.forwarder.delivered_readings.load(Ordering::Relaxed);

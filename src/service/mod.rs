@@ -4,11 +4,11 @@
 
 pub mod associations;
 mod error;
-pub mod gateway;
-pub mod notify;
+pub(crate) mod gateway;
+pub(crate) mod notify;
 mod run;
-pub mod status;
+pub(crate) mod status;
 
-pub use error::ServiceError;
-pub use gateway::GatewayHandle;
-pub use run::{build_sink, cancel_on_signals, commit_hooks, handle_signals, reload_report, run, ControlSignals, Hangup, RunOptions};
+pub(crate) use gateway::GatewayHandle;
+pub use run::commit_hooks;
+pub(crate) use run::{handle_signals, run, Hangup, RunOptions};

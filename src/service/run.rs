@@ -25,22 +25,22 @@ const INTAKE_CAPACITY: usize = 10_000;
 
 /// Options of a run besides the config file.
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Print a line per committed group on stdout (crash tests).
-    pub report_commits: bool,
+    pub(crate) report_commits: bool,
     /// The config file the gateway was started from, and its text then:
     /// SIGHUP re-reads the file and says whether it changed (see [`handle_signals`]).
-    pub config_file: Option<(std::path::PathBuf, String)>,
+    pub(crate) config_file: Option<(std::path::PathBuf, String)>,
     /// Requests that came in as signals (SIGHUP, SIGUSR1, SIGUSR2).
-    pub signals: ControlSignals,
+    pub(crate) signals: ControlSignals,
     /// The check `run` makes of a config file before it starts (the file and
     /// this machine; `cli::check_config`), for SIGHUP's "is it valid?"; when
     /// `None`, the file alone is checked.
-    pub check_config: Option<ConfigCheck>,
+    pub(crate) check_config: Option<ConfigCheck>,
 }
 
 /// Checks a config file as a start would (file and machine).
-pub type ConfigCheck = fn(&std::path::Path) -> Result<(), String>;
+pub(crate) type ConfigCheck = fn(&std::path::Path) -> Result<(), String>;
 
 /// The committer's hooks in the running gateway: each reading is stamped
 /// with its device's patient association before it is stored, and counted in
@@ -56,7 +56,7 @@ pub fn commit_hooks(associations: &Arc<Associations>, registry: &Arc<DeviceRegis
 
 /// Builds the sink named in the config. `control` is what the IoT Hub sink
 /// exposes through the twin and direct methods.
-pub async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, ServiceError> {
+pub(crate) async fn build_sink(config: &Config, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, ServiceError> {
     Ok(match &config.sink {
         SinkConfig::File(f) => {
             Arc::new(crate::sinks::file::FileSink::open(&f.path).map_err(|error| ServiceError::FileSink { path: f.path.clone(), error })?)
@@ -91,7 +91,12 @@ fn build_adapters(config: &Config) -> Result<Vec<Box<dyn Adapter>>, ServiceError
 /// starts every task, [`supervise`] answers signals, feeds the watchdog and
 /// keeps the status file until `shutdown`, [`stop`] stops the tasks in
 /// pipeline order within bounded times.
-pub async fn run(config: Config, opts: RunOptions, shutdown: CancellationToken, on_start: impl FnOnce(GatewayHandle)) -> Result<(), ServiceError> {
+pub(crate) async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(GatewayHandle),
+) -> Result<(), ServiceError> {
     let Some(mut running) = start(config, &opts, &shutdown).await? else {
         tracing::info!("stopped while waiting for room on the state filesystem; the outbox was not opened and is as it was");
         return Ok(());
@@ -490,7 +495,7 @@ const STOP_SINK: Duration = Duration::from_secs(4);
 
 /// What SIGHUP means to a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hangup {
+pub(crate) enum Hangup {
     /// The daemon (`run`): SIGHUP asks it to re-read what it can and say what
     /// needs a restart ([`reload_report`]); it never stops the gateway.
     Reload,
@@ -503,11 +508,11 @@ pub enum Hangup {
 /// main loop of [`run`] answers them. A request that comes in before the
 /// loop runs (while the outbox opens) is kept until it does.
 #[derive(Debug, Clone, Default)]
-pub struct ControlSignals {
+pub(crate) struct ControlSignals {
     /// SIGUSR1 or SIGUSR2: log a status line and rewrite the status file.
-    pub status: Arc<tokio::sync::Notify>,
+    pub(crate) status: Arc<tokio::sync::Notify>,
     /// SIGHUP (daemon): re-read the config file and report.
-    pub reload: Arc<tokio::sync::Notify>,
+    pub(crate) reload: Arc<tokio::sync::Notify>,
 }
 
 /// Installs the gateway's signal handlers; call it inside the runtime before
@@ -518,7 +523,7 @@ pub struct ControlSignals {
 /// leave `status.json` saying "running" and the outbox unclosed). SIGPIPE
 /// stays ignored (Rust's default): a closed socket is an error to handle, not
 /// a reason to die.
-pub fn handle_signals(token: CancellationToken, hangup: Hangup) -> ControlSignals {
+pub(crate) fn handle_signals(token: CancellationToken, hangup: Hangup) -> ControlSignals {
     use tokio::signal::unix::{signal, SignalKind};
     let control = ControlSignals::default();
     let listen = |kind: SignalKind, name: &str| match signal(kind) {
@@ -564,12 +569,6 @@ pub fn handle_signals(token: CancellationToken, hangup: Hangup) -> ControlSignal
     control
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C; SIGHUP, SIGUSR1 and SIGUSR2 are
-/// caught and logged, never fatal. Same as `handle_signals(token, Hangup::Reload)`.
-pub fn cancel_on_signals(token: CancellationToken) -> ControlSignals {
-    handle_signals(token, Hangup::Reload)
-}
-
 /// What SIGHUP can do without a restart, in one sentence: the config file is
 /// read again and compared with the one the gateway started from (it is
 /// applied only by a restart: outbox, devices and sink are set up at start);
@@ -578,7 +577,7 @@ pub fn cancel_on_signals(token: CancellationToken) -> ControlSignals {
 /// `check` is the check `run` makes at start (the file and this machine);
 /// without it the file alone is checked. `Err` when the next start would
 /// fail (the file cannot be read or is not valid).
-pub fn reload_report(started_from: Option<(&std::path::Path, &str)>, check: Option<ConfigCheck>) -> Result<String, String> {
+pub(crate) fn reload_report(started_from: Option<(&std::path::Path, &str)>, check: Option<ConfigCheck>) -> Result<String, String> {
     let Some((path, old)) = started_from else {
         return Ok("nothing to re-read (no config file)".into());
     };

@@ -8,12 +8,12 @@ use crate::model::status::GatewayStatus;
 use std::path::{Path, PathBuf};
 
 /// The status file's name.
-pub const FILE_NAME: &str = "status.json";
+pub(crate) const FILE_NAME: &str = "status.json";
 
 /// Where the running daemon writes its status file: systemd's
 /// `RuntimeDirectory` (`/run/iomt-edge`, a tmpfs: no SD-card wear) when set,
 /// else the state folder.
-pub fn file_path(state_dir: &Path) -> PathBuf {
+pub(crate) fn file_path(state_dir: &Path) -> PathBuf {
     match std::env::var_os("RUNTIME_DIRECTORY") {
         // systemd may list several directories, separated by ':'.
         Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()).join(FILE_NAME),
@@ -23,7 +23,7 @@ pub fn file_path(state_dir: &Path) -> PathBuf {
 
 /// Writes the status file (atomically: a reader never sees half of it).
 /// `running` is false in the last write, at a clean stop.
-pub fn write_file(path: &Path, gw: &GatewayHandle, running: bool) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, gw: &GatewayHandle, running: bool) -> std::io::Result<()> {
     let doc = GatewayStatus {
         gateway_id: Some(gw.config.gateway.id.clone()),
         sink: Some(gw.sink_name().to_string()),

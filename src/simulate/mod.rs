@@ -9,4 +9,4 @@ pub mod eventhubs;
 pub mod iothub;
 pub mod serial;
 
-pub use error::EmulatorError;
+pub(crate) use error::EmulatorError;

@@ -54,10 +54,10 @@ pub struct Vitals {
 /// g/dL (one decimal), PVI in % (whole number).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rainbow {
-    pub spco: f64,
-    pub spmet: f64,
-    pub sphb: f64,
-    pub pvi: u16,
+    pub(crate) spco: f64,
+    pub(crate) spmet: f64,
+    pub(crate) sphb: f64,
+    pub(crate) pvi: u16,
 }
 
 impl Vitals {
@@ -83,7 +83,7 @@ pub fn masimo_line(clock: NaiveDateTime, v: &Vitals, exc: u32) -> String {
 
 /// One Masimo ASCII 1 line in the Radical-7 layout (rainbow parameters,
 /// 6-digit ALARM, 7-digit EXC, EXC1), with CR LF; dashes for what `v` lacks.
-pub fn masimo_radical7_line(clock: NaiveDateTime, v: &Vitals, exc: u32) -> String {
+pub(crate) fn masimo_radical7_line(clock: NaiveDateTime, v: &Vitals, exc: u32) -> String {
     let spo2 = v.spo2.map(|s| format!("{s:03}")).unwrap_or_else(|| "---".into());
     let bpm = v.pulse.map(|p| format!("{p:03}")).unwrap_or_else(|| "---".into());
     let pi = v.pi.map(|p| format!("{p:05.2}")).unwrap_or_else(|| "--.--".into());
@@ -115,7 +115,7 @@ pub enum NoninBinary {
 /// Nonin STATUS byte of a normal frame: bit 7 set, green perfusion (bits 2-1 = 01).
 pub const NONIN_STATUS_OK: u8 = 0x82;
 /// STATUS bit 6: sensor disconnected (SNSD, OEM III).
-pub const NONIN_SNSD: u8 = 0x40;
+pub(crate) const NONIN_SNSD: u8 = 0x40;
 
 /// One DF2 or DF7 packet: 25 frames, checksummed; `status` is OR-ed into
 /// every frame's STATUS byte (bit 7 is always set, SYNC on frame 1).
@@ -205,7 +205,7 @@ pub fn mllp(message: &str) -> Vec<u8> {
 
 /// The monitors `simulate serial` plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Monitor {
+pub(crate) enum Monitor {
     MasimoAscii1,
     NoninAscii,
     NoninDf2,
@@ -217,9 +217,9 @@ pub enum Monitor {
 
 impl Monitor {
     /// The names `--profile` takes: the gateway's driver names.
-    pub const NAMES: [&'static str; 6] = ["masimo-ascii1", "nonin-ascii", "nonin-df2", "nonin-df7", "nonin-df8", "hl7"];
+    pub(crate) const NAMES: [&'static str; 6] = ["masimo-ascii1", "nonin-ascii", "nonin-df2", "nonin-df7", "nonin-df8", "hl7"];
 
-    pub fn by_name(name: &str) -> Option<Monitor> {
+    pub(crate) fn by_name(name: &str) -> Option<Monitor> {
         Some(match name {
             "masimo-ascii1" => Monitor::MasimoAscii1,
             "nonin-ascii" => Monitor::NoninAscii,
@@ -232,7 +232,7 @@ impl Monitor {
     }
 
     /// The device kind the gateway config needs for it.
-    pub fn config_kind(self) -> &'static str {
+    pub(crate) fn config_kind(self) -> &'static str {
         if self == Monitor::Hl7 {
             "bedside_monitor"
         } else {
@@ -242,7 +242,7 @@ impl Monitor {
 
     /// Time between records at the monitor's real rate (DF2/DF7: a packet
     /// every third of a second, written frame by frame).
-    pub fn interval(self) -> Duration {
+    pub(crate) fn interval(self) -> Duration {
         match self {
             Monitor::NoninDf2 | Monitor::NoninDf7 => Duration::from_millis(333),
             Monitor::Hl7 => Duration::from_secs(5),
@@ -348,7 +348,7 @@ impl Pty {
 /// patient, or (with `capture`) the bytes of a capture: a text capture one
 /// line per `interval`, a binary one at the line's speed (9600 baud: 960
 /// bytes/s) in 1/75 s pieces.
-pub async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Vec<u8>>, stop: tokio_util::sync::CancellationToken) {
+pub(crate) async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Vec<u8>>, stop: tokio_util::sync::CancellationToken) {
     let interval = monitor.interval();
     if let Some(bytes) = capture {
         let text = !bytes.iter().any(|b| *b == 0 || *b >= 0x80) && monitor != Monitor::Hl7 && bytes.contains(&b'\n');
@@ -414,7 +414,7 @@ pub async fn play(monitor: Monitor, pty: &mut Pty, seed: u64, capture: Option<Ve
 /// its offset from the start, as it was recorded, until the end (then one
 /// second for the reader to drain the terminal) or `stop`.
 /// Offsets are non-decreasing (the caller parsed them).
-pub async fn play_timed(pty: &mut Pty, chunks: &[(Duration, Vec<u8>)], stop: tokio_util::sync::CancellationToken) {
+pub(crate) async fn play_timed(pty: &mut Pty, chunks: &[(Duration, Vec<u8>)], stop: tokio_util::sync::CancellationToken) {
     let start = tokio::time::Instant::now();
     for (offset, bytes) in chunks {
         tokio::select! {

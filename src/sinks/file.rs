@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 /// write, before the send fails (and is retried by the forwarder).
 const MAX_MOVES_PER_MESSAGE: usize = 3;
 
-pub struct FileSink {
+pub(crate) struct FileSink {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
 }
@@ -64,7 +64,7 @@ impl FileSink {
     /// A path that does not answer within [`OPEN_WAIT`] (a hung mount) is no
     /// error: the gateway starts and stores readings, and the sink delivers
     /// once the file opens.
-    pub fn open(path: &Path) -> std::io::Result<FileSink> {
+    pub(crate) fn open(path: &Path) -> std::io::Result<FileSink> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (opened_tx, opened) = mpsc::channel::<std::io::Result<()>>();
         let at = path.to_path_buf();
@@ -97,14 +97,10 @@ impl FileSink {
         }
         Ok(FileSink { path: path.to_path_buf(), jobs })
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// How long [`FileSink::open`] waits for the file to open.
-pub const OPEN_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const OPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// The writer thread: one line at a time, until the sink is dropped. Opens
 /// the file again when it could not be opened before.

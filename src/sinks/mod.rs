@@ -6,9 +6,9 @@
 //! only after that answer, so a sink must never confirm early.
 
 pub mod eventhubs;
-pub mod file;
+pub(crate) mod file;
 pub mod iothub;
-pub mod stdout;
+pub(crate) mod stdout;
 
 use crate::model::Message;
 use async_trait::async_trait;

@@ -5,12 +5,12 @@ use crate::model::Message;
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
-pub struct StdoutSink {
+pub(crate) struct StdoutSink {
     pretty: bool,
 }
 
 impl StdoutSink {
-    pub fn new(pretty: bool) -> StdoutSink {
+    pub(crate) fn new(pretty: bool) -> StdoutSink {
         StdoutSink { pretty }
     }
 }

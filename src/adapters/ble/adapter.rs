@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Connections one controller holds reliably (a Pi 3B+ refuses around the 9th-10th).
-pub const MAX_CONNECTED: usize = 7;
+pub(crate) const MAX_CONNECTED: usize = 7;
 
 /// First reconnect delay; doubles up to the device's `reconnect_max`.
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -93,7 +93,7 @@ pub struct BleDevice {
 }
 
 /// The measurement service of a device kind.
-pub fn service_of(kind: DeviceKind) -> Option<Uuid> {
+pub(crate) fn service_of(kind: DeviceKind) -> Option<Uuid> {
     match kind {
         DeviceKind::HeartRateStrap => Some(gatt::sig_uuid(0x180D)),
         DeviceKind::PulseOximeter => Some(gatt::sig_uuid(0x1822)),
@@ -111,7 +111,7 @@ fn measurement_chars(kind: DeviceKind) -> &'static [Characteristic] {
 }
 
 /// Glob match (`*` any run, `?` one character), case-sensitive.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0usize, 0usize);
@@ -141,7 +141,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// The device id: the configured alias, unless `id_from_device` asks for
 /// manufacturer+serial from Device Information (else the address).
-pub fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<&str>, serial: Option<&str>, address: &str) -> String {
+pub(crate) fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<&str>, serial: Option<&str>, address: &str) -> String {
     if !id_from_device && !alias.trim().is_empty() {
         return alias.to_string();
     }
@@ -156,7 +156,7 @@ pub fn stable_device_id(alias: &str, id_from_device: bool, manufacturer: Option<
 /// adapter manages them all). `Ok(None)` when there are none. The config is
 /// validated: a BLE device's kind has a measurement service, its selector is
 /// one of three and its timers are in range.
-pub fn build(devices: &[DeviceConfig]) -> Option<Box<dyn Adapter>> {
+pub(crate) fn build(devices: &[DeviceConfig]) -> Option<Box<dyn Adapter>> {
     let out: Vec<BleDevice> = devices
         .iter()
         .filter_map(|d| match &d.source {

@@ -62,7 +62,7 @@ pub enum Characteristic {
 
 impl Characteristic {
     /// Every characteristic we decode.
-    pub const ALL: [Characteristic; 10] = [
+    pub(crate) const ALL: [Characteristic; 10] = [
         Characteristic::HeartRateMeasurement,
         Characteristic::BodySensorLocation,
         Characteristic::PlxSpotCheck,
@@ -76,7 +76,7 @@ impl Characteristic {
     ];
 
     /// The 16-bit SIG UUID.
-    pub fn uuid16(self) -> u16 {
+    pub(crate) fn uuid16(self) -> u16 {
         match self {
             Characteristic::HeartRateMeasurement => 0x2A37,
             Characteristic::BodySensorLocation => 0x2A38,
@@ -92,7 +92,7 @@ impl Characteristic {
     }
 
     /// The kebab-case name accepted by `decode ble` (`heart-rate-measurement`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Characteristic::HeartRateMeasurement => "heart-rate-measurement",
             Characteristic::BodySensorLocation => "body-sensor-location",
@@ -108,7 +108,7 @@ impl Characteristic {
     }
 
     /// The full 128-bit UUID (`0000xxxx-0000-1000-8000-00805f9b34fb`).
-    pub fn uuid(self) -> uuid::Uuid {
+    pub(crate) fn uuid(self) -> uuid::Uuid {
         sig_uuid(self.uuid16())
     }
 
@@ -118,14 +118,14 @@ impl Characteristic {
     }
 
     /// The characteristic with this 128-bit UUID, if it is a SIG one we decode.
-    pub fn from_uuid(u: &uuid::Uuid) -> Option<Characteristic> {
+    pub(crate) fn from_uuid(u: &uuid::Uuid) -> Option<Characteristic> {
         let short = sig_uuid16(u)?;
         Characteristic::from_uuid16(short)
     }
 
     /// Parses `2a37`, `0x2A37`, `00002a37-0000-1000-8000-00805f9b34fb` or a name
     /// such as `heart-rate-measurement` (underscores and case are ignored).
-    pub fn parse(s: &str) -> Option<Characteristic> {
+    pub(crate) fn parse(s: &str) -> Option<Characteristic> {
         let t = s.trim().to_ascii_lowercase().replace('_', "-");
         if let Some(c) = Characteristic::ALL.into_iter().find(|c| c.name() == t) {
             return Some(c);
@@ -147,12 +147,12 @@ impl std::fmt::Display for Characteristic {
 const SIG_BASE_LOW: u128 = 0x0000_0000_0000_1000_8000_0080_5f9b_34fb;
 
 /// The 128-bit form of a 16-bit SIG UUID.
-pub fn sig_uuid(short: u16) -> uuid::Uuid {
+pub(crate) fn sig_uuid(short: u16) -> uuid::Uuid {
     uuid::Uuid::from_u128(SIG_BASE_LOW | ((short as u128) << 96))
 }
 
 /// The 16-bit form of a SIG-base UUID, if it is one.
-pub fn sig_uuid16(u: &uuid::Uuid) -> Option<u16> {
+pub(crate) fn sig_uuid16(u: &uuid::Uuid) -> Option<u16> {
     let v = u.as_u128();
     let mask: u128 = !(0xFFFF_FFFFu128 << 96);
     if v & mask == SIG_BASE_LOW && (v >> 112) == 0 {
@@ -180,13 +180,13 @@ pub enum GattError {
 /// fields: a cut-off last field, or bytes after every field the flags announce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ExtraBytes {
+pub(crate) struct ExtraBytes {
     /// How many bytes were not used.
-    pub count: usize,
+    pub(crate) count: usize,
     /// The field those bytes began but did not complete (`rrInterval`,
     /// `pulseAmplitudeIndex`...); absent for bytes after every announced field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cut_field: Option<&'static str>,
+    pub(crate) cut_field: Option<&'static str>,
 }
 
 /// A field that was cut off: where, and how many bytes it needed.
@@ -313,7 +313,7 @@ pub enum SFloat {
 impl SFloat {
     /// Decodes the raw 16-bit value (special values are checked before
     /// sign-extending the mantissa).
-    pub fn from_raw(raw: u16) -> SFloat {
+    pub(crate) fn from_raw(raw: u16) -> SFloat {
         match raw {
             0x07FF => return SFloat::Nan,
             0x0800 => return SFloat::Nres,
@@ -347,7 +347,7 @@ impl SFloat {
 /// Heart Rate Measurement sensor-contact state (flags bits 1-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum SensorContact {
+pub(crate) enum SensorContact {
     /// The strap does not report contact.
     NotSupported,
     /// Supported, and the strap is touching skin.
@@ -364,14 +364,14 @@ pub struct HeartRateMeasurement {
     /// value and [`Flag::ValueUnavailable`]).
     pub heart_rate: u16,
     /// Whether the value was sent as uint16.
-    pub uint16_format: bool,
-    pub sensor_contact: SensorContact,
+    pub(crate) uint16_format: bool,
+    pub(crate) sensor_contact: SensorContact,
     /// kJ since the strap's last reset; 0xFFFF means "65535 or more, reset
     /// needed" (HRS 1.0, Energy Expended) and gives no value.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub energy_expended_kj: Option<u16>,
+    pub(crate) energy_expended_kj: Option<u16>,
     /// RR intervals in milliseconds (raw 1/1024 s converted), oldest first.
-    pub rr_intervals_ms: Vec<f64>,
+    pub(crate) rr_intervals_ms: Vec<f64>,
 }
 
 /// Body Sensor Location (0x2A38).
@@ -390,7 +390,7 @@ pub enum BodySensorLocation {
 }
 
 /// PLX Measurement Status (u16), the named bits that are set.
-pub const MEASUREMENT_STATUS_BITS: [(u8, &str); 11] = [
+pub(crate) const MEASUREMENT_STATUS_BITS: [(u8, &str); 11] = [
     (5, "measurementOngoing"),
     (6, "earlyEstimatedData"),
     (7, "validatedData"),
@@ -405,7 +405,7 @@ pub const MEASUREMENT_STATUS_BITS: [(u8, &str); 11] = [
 ];
 
 /// PLX Device and Sensor Status (u24), the named bits.
-pub const DEVICE_SENSOR_STATUS_BITS: [(u8, &str); 16] = [
+pub(crate) const DEVICE_SENSOR_STATUS_BITS: [(u8, &str); 16] = [
     (0, "extendedDisplayUpdateOngoing"),
     (1, "equipmentMalfunctionDetected"),
     (2, "signalProcessingIrregularityDetected"),
@@ -430,9 +430,9 @@ fn bit_names(value: u32, table: &[(u8, &'static str)]) -> Vec<&'static str> {
 
 /// A raw status word plus the names of its set bits, for JSON output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusBits {
-    pub raw: u32,
-    pub set: Vec<&'static str>,
+pub(crate) struct StatusBits {
+    pub(crate) raw: u32,
+    pub(crate) set: Vec<&'static str>,
 }
 
 impl StatusBits {
@@ -451,7 +451,7 @@ pub struct SpO2Pr {
     /// %.
     pub spo2: SFloat,
     /// beats per minute.
-    pub pulse_rate: SFloat,
+    pub(crate) pulse_rate: SFloat,
 }
 
 /// A decoded PLX Continuous Measurement (0x2A5F).
@@ -460,35 +460,35 @@ pub struct SpO2Pr {
 pub struct PlxContinuous {
     pub normal: SpO2Pr,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fast: Option<SpO2Pr>,
+    pub(crate) fast: Option<SpO2Pr>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow: Option<SpO2Pr>,
+    pub(crate) slow: Option<SpO2Pr>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub measurement_status: Option<StatusBits>,
+    pub(crate) measurement_status: Option<StatusBits>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_and_sensor_status: Option<StatusBits>,
+    pub(crate) device_and_sensor_status: Option<StatusBits>,
     /// Pulse amplitude index, %.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pulse_amplitude_index: Option<SFloat>,
+    pub(crate) pulse_amplitude_index: Option<SFloat>,
 }
 
 /// The Date Time fields of a spot-check: the device's local clock, no zone
 /// (GATT Specification Supplement, Date Time: year 1582-9999, month 1-12, day
 /// 1-31, 0 meaning "not known"; hours 0-23, minutes and seconds 0-59).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct DateTimeFields {
-    pub year: u16,
-    pub month: u8,
-    pub day: u8,
-    pub hours: u8,
-    pub minutes: u8,
-    pub seconds: u8,
+pub(crate) struct DateTimeFields {
+    pub(crate) year: u16,
+    pub(crate) month: u8,
+    pub(crate) day: u8,
+    pub(crate) hours: u8,
+    pub(crate) minutes: u8,
+    pub(crate) seconds: u8,
 }
 
 impl DateTimeFields {
     /// The device's local date and time, if every field is a valid, known value;
     /// `None` for "not known" (0) or out-of-range fields.
-    pub fn local(self) -> Option<NaiveDateTime> {
+    pub(crate) fn local(self) -> Option<NaiveDateTime> {
         if !(1582..=9999).contains(&self.year) {
             return None;
         }
@@ -501,37 +501,37 @@ impl DateTimeFields {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlxSpotCheck {
-    pub measurement: SpO2Pr,
+    pub(crate) measurement: SpO2Pr,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<DateTimeFields>,
+    pub(crate) timestamp: Option<DateTimeFields>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub measurement_status: Option<StatusBits>,
+    pub(crate) measurement_status: Option<StatusBits>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_and_sensor_status: Option<StatusBits>,
+    pub(crate) device_and_sensor_status: Option<StatusBits>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pulse_amplitude_index: Option<SFloat>,
-    pub device_clock_not_set: bool,
+    pub(crate) pulse_amplitude_index: Option<SFloat>,
+    pub(crate) device_clock_not_set: bool,
 }
 
 /// A decoded PLX Features (0x2A60).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlxFeatures {
-    pub raw: u16,
-    pub measurement_status_support: bool,
-    pub device_and_sensor_status_support: bool,
-    pub spot_check_measurement_storage: bool,
-    pub spot_check_timestamp: bool,
-    pub spo2pr_fast: bool,
-    pub spo2pr_slow: bool,
-    pub pulse_amplitude_index: bool,
-    pub multiple_bonds: bool,
+    pub(crate) raw: u16,
+    pub(crate) measurement_status_support: bool,
+    pub(crate) device_and_sensor_status_support: bool,
+    pub(crate) spot_check_measurement_storage: bool,
+    pub(crate) spot_check_timestamp: bool,
+    pub(crate) spo2pr_fast: bool,
+    pub(crate) spo2pr_slow: bool,
+    pub(crate) pulse_amplitude_index: bool,
+    pub(crate) multiple_bonds: bool,
     /// Which Measurement Status bits the device can set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub supported_measurement_status: Option<StatusBits>,
+    pub(crate) supported_measurement_status: Option<StatusBits>,
     /// Which Device and Sensor Status bits the device can set.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub supported_device_and_sensor_status: Option<StatusBits>,
+    pub(crate) supported_device_and_sensor_status: Option<StatusBits>,
 }
 
 /// The decoded value of one characteristic.
@@ -558,10 +558,10 @@ pub enum Decoded {
 /// A decoded value and the bytes it could not use (see [`ExtraBytes`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Decoding {
-    pub decoded: Decoded,
+pub(crate) struct Decoding {
+    pub(crate) decoded: Decoded,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub extra_bytes: Option<ExtraBytes>,
+    pub(crate) extra_bytes: Option<ExtraBytes>,
 }
 
 /// Decodes one characteristic value (see [`decode_value`]; this drops the
@@ -573,7 +573,7 @@ pub fn decode(ch: Characteristic, bytes: &[u8]) -> Result<Decoded, GattError> {
 /// Decodes one characteristic value, keeping every complete field, and reports
 /// the bytes it could not use. Errors when a field the values depend on is cut
 /// off (module docs; the table in docs/ble.md).
-pub fn decode_value(ch: Characteristic, bytes: &[u8]) -> Result<Decoding, GattError> {
+pub(crate) fn decode_value(ch: Characteristic, bytes: &[u8]) -> Result<Decoding, GattError> {
     let (decoded, extra_bytes) = match ch {
         Characteristic::HeartRateMeasurement => {
             let (m, extra) = heart_rate_fields(bytes)?;
@@ -630,7 +630,8 @@ fn le16(b: &[u8]) -> Option<u16> {
 }
 
 /// Decodes a Heart Rate Measurement (0x2A37).
-pub fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRateMeasurement, GattError> {
+#[cfg(test)]
+pub(crate) fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRateMeasurement, GattError> {
     heart_rate_fields(bytes).map(|(m, _)| m)
 }
 
@@ -661,7 +662,8 @@ fn heart_rate_fields(bytes: &[u8]) -> Result<(HeartRateMeasurement, Option<Extra
 }
 
 /// Decodes a PLX Continuous Measurement (0x2A5F).
-pub fn decode_plx_continuous(bytes: &[u8]) -> Result<PlxContinuous, GattError> {
+#[cfg(test)]
+pub(crate) fn decode_plx_continuous(bytes: &[u8]) -> Result<PlxContinuous, GattError> {
     plx_continuous_fields(bytes).map(|(m, _)| m)
 }
 
@@ -702,7 +704,8 @@ fn plx_continuous_fields(bytes: &[u8]) -> Result<(PlxContinuous, Option<ExtraByt
 }
 
 /// Decodes a PLX Spot-check Measurement (0x2A5E).
-pub fn decode_plx_spot_check(bytes: &[u8]) -> Result<PlxSpotCheck, GattError> {
+#[cfg(test)]
+pub(crate) fn decode_plx_spot_check(bytes: &[u8]) -> Result<PlxSpotCheck, GattError> {
     plx_spot_check_fields(bytes).map(|(m, _)| m)
 }
 
@@ -740,7 +743,8 @@ fn plx_spot_check_fields(bytes: &[u8]) -> Result<(PlxSpotCheck, Option<ExtraByte
 }
 
 /// Decodes PLX Features (0x2A60).
-pub fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
+#[cfg(test)]
+pub(crate) fn decode_plx_features(bytes: &[u8]) -> Result<PlxFeatures, GattError> {
     plx_features_fields(bytes).map(|(m, _)| m)
 }
 
@@ -775,7 +779,7 @@ fn plx_features_fields(bytes: &[u8]) -> Result<(PlxFeatures, Option<ExtraBytes>)
 /// device is measuring), 7 Validated Data, 8 Fully Qualified Data (both
 /// positive), 9 Data from Measurement Storage (handled by the time rule), and
 /// the reserved bits 0-4.
-pub fn measurement_status_flag(bit: u8) -> Option<Flag> {
+pub(crate) fn measurement_status_flag(bit: u8) -> Option<Flag> {
     match bit {
         6 => Some(Flag::EarlyEstimate),
         10 | 11 => Some(Flag::TestData),
@@ -790,7 +794,7 @@ pub fn measurement_status_flag(bit: u8) -> Option<Flag> {
 /// The flag a PLX Device and Sensor Status bit sets (same sources, "Device and
 /// Sensor Status" field), `None` for bit 0 (Extended Display Update Ongoing:
 /// about the display, not the value) and the reserved bits 16-23.
-pub fn device_sensor_status_flag(bit: u8) -> Option<Flag> {
+pub(crate) fn device_sensor_status_flag(bit: u8) -> Option<Flag> {
     match bit {
         1 | 14 => Some(Flag::DeviceMalfunction),
         2 | 3 | 4 | 6 | 7 | 10 => Some(Flag::SignalIrregular),
@@ -938,7 +942,7 @@ impl Decoded {
     /// this value measures: `Some` only for a live spot-check with a valid
     /// timestamp and a set clock. The adapter keeps the latest per device and
     /// passes it back in [`TimeContext::measured_offset`].
-    pub fn clock_offset(&self, arrival: DateTime<Utc>) -> Option<i64> {
+    pub(crate) fn clock_offset(&self, arrival: DateTime<Utc>) -> Option<i64> {
         match self {
             Decoded::PlxSpotCheck(m) => device_clock::measured_offset(&spot_check_clock(m), arrival),
             _ => None,
@@ -948,7 +952,7 @@ impl Decoded {
 
 /// Parses hex bytes as a field engineer types them: `16 4B 2E 03`,
 /// `164b2e03`, `0x16,0x4b`, split across several arguments or not.
-pub fn parse_hex(parts: &[String]) -> Result<Vec<u8>, String> {
+pub(crate) fn parse_hex(parts: &[String]) -> Result<Vec<u8>, String> {
     let mut digits = String::new();
     for part in parts {
         for token in part.split(|c: char| c.is_whitespace() || c == ',' || c == ':' || c == '-') {

@@ -5,9 +5,10 @@
 //!   per-device supervision (silence timer, reconnect with backoff, manager
 //!   rebuild when bluetoothd restarts).
 
-pub mod adapter;
-pub mod error;
+pub(crate) mod adapter;
+pub(crate) mod error;
 pub mod gatt;
 
-pub use adapter::{build, set_system_bus_address, BleAdapter, BleDevice, Selector, MAX_CONNECTED};
-pub use error::BleError;
+pub(crate) use adapter::build;
+pub use adapter::{set_system_bus_address, BleAdapter, BleDevice, Selector};
+pub(crate) use error::BleError;

@@ -52,11 +52,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// An HL7 message whose readings are not committed within this time is
 /// answered `AE` (the sender resends it); the TCP listener's default
 /// `ack_timeout`.
-pub const HL7_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HL7_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The config's `patient_from` as the driver's option (default: the device's
 /// association).
-pub fn patient_from(p: Option<Hl7PatientFrom>) -> PatientFrom {
+pub(crate) fn patient_from(p: Option<Hl7PatientFrom>) -> PatientFrom {
     match p {
         Some(Hl7PatientFrom::Pid) => PatientFrom::Pid,
         Some(Hl7PatientFrom::Device) | None => PatientFrom::Device,
@@ -65,23 +65,23 @@ pub fn patient_from(p: Option<Hl7PatientFrom>) -> PatientFrom {
 
 /// One configured serial device, resolved: driver loaded, settings merged.
 #[derive(Debug, Clone)]
-pub struct SerialDevice {
+pub(crate) struct SerialDevice {
     /// The configured id: the device id readings carry.
-    pub id: String,
-    pub kind: DeviceKind,
-    pub patient_id: Option<String>,
-    pub port: PathBuf,
-    pub driver: Driver,
+    pub(crate) id: String,
+    pub(crate) kind: DeviceKind,
+    pub(crate) patient_id: Option<String>,
+    pub(crate) port: PathBuf,
+    pub(crate) driver: Driver,
     /// The profile's `[port]` with the device's overrides applied.
-    pub settings: PortSettings,
-    pub dtr: Option<bool>,
-    pub rts: Option<bool>,
-    pub quiet_timeout: Duration,
-    pub reopen_max: Duration,
-    pub init: Option<Vec<u8>>,
-    pub poll: Option<(Vec<u8>, Duration)>,
+    pub(crate) settings: PortSettings,
+    pub(crate) dtr: Option<bool>,
+    pub(crate) rts: Option<bool>,
+    pub(crate) quiet_timeout: Duration,
+    pub(crate) reopen_max: Duration,
+    pub(crate) init: Option<Vec<u8>>,
+    pub(crate) poll: Option<(Vec<u8>, Duration)>,
     /// `hl7` only: answer MLLP-framed messages with an ACK on the port.
-    pub ack: bool,
+    pub(crate) ack: bool,
 }
 
 /// Loads the driver a `[device.serial]` table names and merges its line
@@ -90,7 +90,7 @@ pub struct SerialDevice {
 /// code map that cannot be read, a driver for another kind of device).
 /// Errors: (key under the table, such as `driver` or `code_map`, and a
 /// sentence that says how to fix it).
-pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &SerialDeviceConfig) -> Result<SerialDevice, (String, String)> {
+pub(crate) fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &SerialDeviceConfig) -> Result<SerialDevice, (String, String)> {
     let (driver, ack) = match &s.driver {
         SerialDriver::Hl7 { code_map, ack, patient_from: from } => {
             let mut opts = Hl7Options { patient_from: patient_from(*from), ..Hl7Options::default() };
@@ -152,7 +152,7 @@ pub fn resolve(id: &str, kind: DeviceKind, patient_id: Option<String>, s: &Seria
 /// One adapter per `[[device]]` read over a serial port. Fails when a
 /// driver, profile or code map cannot be loaded (files on this machine; the
 /// config itself is validated).
-pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
+pub(crate) fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
         let DeviceSource::Serial(s) = &d.source else { continue };
@@ -163,8 +163,8 @@ pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterE
 }
 
 /// The adapter of one serial device.
-pub struct SerialAdapter {
-    pub dev: SerialDevice,
+pub(crate) struct SerialAdapter {
+    pub(crate) dev: SerialDevice,
 }
 
 fn builder(dev: &SerialDevice) -> tokio_serial::SerialPortBuilder {
@@ -173,7 +173,7 @@ fn builder(dev: &SerialDevice) -> tokio_serial::SerialPortBuilder {
 
 /// A tokio-serial builder for `port` with line settings `s` (also used by
 /// `iomt-edge serial record`).
-pub fn port_builder(port: &std::path::Path, s: &PortSettings) -> tokio_serial::SerialPortBuilder {
+pub(crate) fn port_builder(port: &std::path::Path, s: &PortSettings) -> tokio_serial::SerialPortBuilder {
     let data_bits = match s.data_bits {
         5 => tokio_serial::DataBits::Five,
         6 => tokio_serial::DataBits::Six,
@@ -461,7 +461,7 @@ async fn session(run: &mut Run<'_>, mut port: tokio_serial::SerialStream) -> Res
     let mut reader = match (&dev.driver, &run.intake) {
         (Driver::Hl7(o), Some(intake)) => {
             intake.end_bad_input();
-            Reader::Hl7(Hl7Framer::new(o.framing, o.max_length))
+            Reader::Hl7(Hl7Framer::new(o.max_length))
         }
         _ => Reader::Decoder(dev.driver.decoder(&dev.id)),
     };

@@ -24,22 +24,22 @@
 use std::time::Duration;
 
 /// The first line of every timed capture.
-pub const HEADER: &str = "# iomt-edge serial capture v1";
+pub(crate) const HEADER: &str = "# iomt-edge serial capture v1";
 
 /// One read of the port: when (since the start of the recording) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    pub offset: Duration,
-    pub bytes: Vec<u8>,
+pub(crate) struct Chunk {
+    pub(crate) offset: Duration,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// Whether `data` is a timed capture (starts with [`HEADER`]).
-pub fn is_timed(data: &[u8]) -> bool {
+pub(crate) fn is_timed(data: &[u8]) -> bool {
     data.starts_with(HEADER.as_bytes())
 }
 
 /// The data line of one chunk, with its newline: `+1.234567 0d 0a\n`.
-pub fn chunk_line(offset: Duration, bytes: &[u8]) -> String {
+pub(crate) fn chunk_line(offset: Duration, bytes: &[u8]) -> String {
     let mut s = format!("+{}.{:06}", offset.as_secs(), offset.subsec_micros());
     for b in bytes {
         s.push_str(&format!(" {b:02x}"));
@@ -50,7 +50,7 @@ pub fn chunk_line(offset: Duration, bytes: &[u8]) -> String {
 
 /// Parses a timed capture. Errors name the line (1-based) and what is wrong
 /// with it; nothing is guessed.
-pub fn parse(text: &str) -> Result<Vec<Chunk>, String> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Chunk>, String> {
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, l)) if l.trim_end() == HEADER => {}

@@ -179,14 +179,14 @@ fn trim_line_ends(line: &[u8]) -> &[u8] {
 }
 
 /// MLLP start block byte (VT).
-pub const MLLP_START: u8 = 0x0B;
+pub(crate) const MLLP_START: u8 = 0x0B;
 /// MLLP end block byte (FS), followed by [`MLLP_END_CR`].
-pub const MLLP_END: u8 = 0x1C;
+pub(crate) const MLLP_END: u8 = 0x1C;
 /// The CR after [`MLLP_END`].
-pub const MLLP_END_CR: u8 = 0x0D;
+pub(crate) const MLLP_END_CR: u8 = 0x0D;
 
 /// Wraps one message in an MLLP block: `0x0B` message `0x1C 0x0D`.
-pub fn mllp_wrap(message: &[u8]) -> Vec<u8> {
+pub(crate) fn mllp_wrap(message: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(message.len() + 3);
     v.push(MLLP_START);
     v.extend_from_slice(message);

@@ -48,7 +48,7 @@ use serde::Deserialize;
 
 /// IEEE 11073-10101 codes (MDC, partition 2 codes as sent in OBX-3) mapped to
 /// a reading type and value name.
-pub const MDC_CODES: [(&str, ReadingType, &str); 12] = [
+pub(crate) const MDC_CODES: [(&str, ReadingType, &str); 12] = [
     ("147842", ReadingType::HeartRate, "heartRate"),             // MDC_ECG_HEART_RATE
     ("149530", ReadingType::PulseRate, "pulseRate"),             // MDC_PULS_OXIM_PULS_RATE
     ("149522", ReadingType::PulseRate, "pulseRate"),             // MDC_PULS_RATE (generic pulse rate)
@@ -66,48 +66,34 @@ pub const MDC_CODES: [(&str, ReadingType, &str); 12] = [
 /// A code (LOINC, vendor) mapped to a reading, in addition to [`MDC_CODES`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CodeMapping {
+pub(crate) struct CodeMapping {
     /// OBX-3.1 identifier (`8867-4`, `2453`).
-    pub code: String,
+    pub(crate) code: String,
     /// OBX-3.3 coding system (`LN`, `99COMEN`); absent matches any.
     #[serde(default)]
-    pub system: Option<String>,
+    pub(crate) system: Option<String>,
     #[serde(rename = "type")]
-    pub kind: ReadingType,
+    pub(crate) kind: ReadingType,
     /// Value name; default the type's first.
     #[serde(default)]
-    pub value: Option<String>,
-}
-
-/// How HL7 messages are cut from the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Hl7Framing {
-    /// MLLP if the first byte that is not whitespace is 0x0B, else bare.
-    #[default]
-    Auto,
-    /// MLLP blocks.
-    Mllp,
-    /// Bare segments: a message starts at each `MSH` segment and ends at the
-    /// next one or at [`Decoder::finish`] (end of input or an idle gap).
-    Bare,
+    pub(crate) value: Option<String>,
 }
 
 /// Options of the `hl7` driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hl7Options {
-    pub framing: Hl7Framing,
     /// Longest message in bytes.
-    pub max_length: usize,
+    pub(crate) max_length: usize,
     /// Extra codes, tried before [`MDC_CODES`].
-    pub codes: Vec<CodeMapping>,
+    pub(crate) codes: Vec<CodeMapping>,
     /// Where the readings' patient comes from (the adapters apply it; the
     /// decoder itself never sets a patient).
-    pub patient_from: PatientFrom,
+    pub(crate) patient_from: PatientFrom,
 }
 
 impl Default for Hl7Options {
     fn default() -> Hl7Options {
-        Hl7Options { framing: Hl7Framing::Auto, max_length: 1 << 20, codes: Vec::new(), patient_from: PatientFrom::Device }
+        Hl7Options { max_length: 1 << 20, codes: Vec::new(), patient_from: PatientFrom::Device }
     }
 }
 
@@ -121,7 +107,7 @@ struct CodeMapFile {
 impl Hl7Options {
     /// Reads extra code mappings from TOML (`[[code]] code = "..." system =
     /// "..." type = "heartRate"`), checking each value name.
-    pub fn with_code_map(mut self, toml_text: &str) -> Result<Hl7Options, String> {
+    pub(crate) fn with_code_map(mut self, toml_text: &str) -> Result<Hl7Options, String> {
         let file: CodeMapFile = toml::from_str(toml_text).map_err(|e| e.to_string().trim().to_string())?;
         for (i, c) in file.code.iter().enumerate() {
             if c.kind == ReadingType::DeviceEvent {
@@ -157,23 +143,23 @@ impl Hl7Options {
 /// The parts of an MSH segment the parser and the ACK need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub field_sep: char,
+    pub(crate) field_sep: char,
     /// MSH-2 as sent (component, repetition, escape, subcomponent).
-    pub encoding: String,
-    pub sending_application: String,
-    pub sending_facility: String,
-    pub receiving_application: String,
-    pub receiving_facility: String,
+    pub(crate) encoding: String,
+    pub(crate) sending_application: String,
+    pub(crate) sending_facility: String,
+    pub(crate) receiving_application: String,
+    pub(crate) receiving_facility: String,
     /// MSH-7 as sent.
-    pub time: String,
+    pub(crate) time: String,
     /// MSH-9 as sent (`ORU^R01^ORU_R01`).
-    pub message_type: String,
+    pub(crate) message_type: String,
     /// MSH-10.
-    pub control_id: String,
+    pub(crate) control_id: String,
     /// MSH-11.
-    pub processing_id: String,
+    pub(crate) processing_id: String,
     /// MSH-12.
-    pub version: String,
+    pub(crate) version: String,
 }
 
 impl Header {
@@ -219,7 +205,7 @@ pub enum AckCode {
 }
 
 impl AckCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AckCode::AA => "AA",
             AckCode::AE => "AE",
@@ -271,7 +257,7 @@ pub fn header(message: &[u8]) -> Result<Header, Hl7Error> {
 
 /// Decodes escape sequences (`\F\`, `\S\`, `\T\`, `\R\`, `\E\`, `\Xhh..\`);
 /// formatting escapes (`\H\`, `\N\`, `\.br\`...) are dropped.
-pub fn unescape(s: &str, h: &Header) -> String {
+pub(crate) fn unescape(s: &str, h: &Header) -> String {
     let Some(esc) = h.escape() else { return s.to_string() };
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -304,7 +290,7 @@ pub fn unescape(s: &str, h: &Header) -> String {
 
 /// Parses an HL7 DTM (`YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]`), to
 /// the minute at least: the local date-time and its zone, when sent.
-pub fn parse_dtm(s: &str) -> Option<(NaiveDateTime, Option<FixedOffset>)> {
+pub(crate) fn parse_dtm(s: &str) -> Option<(NaiveDateTime, Option<FixedOffset>)> {
     let s = s.trim();
     let (main, zone) = match s.find(['+', '-']) {
         Some(i) => (&s[..i], Some(&s[i..])),
@@ -497,7 +483,7 @@ pub fn decode_message(message: &[u8], opts: &Hl7Options, device_id: &str, arriva
 /// Where a message's readings take their patient from (`patient_from` in
 /// the device's config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PatientFrom {
+pub(crate) enum PatientFrom {
     /// The device's patient association (config `patient_id` or the twin),
     /// as for every other device; a message naming another patient in PID-3
     /// than the first one since the association was set is refused
@@ -516,21 +502,21 @@ pub enum PatientFrom {
 /// joined with `&`), CX.5 the identifier type code (`MR`: medical record
 /// number, table 0203). Patient data: never log it above debug.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatientIdent {
-    pub id: String,
-    pub authority: String,
-    pub id_type: String,
+pub(crate) struct PatientIdent {
+    pub(crate) id: String,
+    pub(crate) authority: String,
+    pub(crate) id_type: String,
 }
 
 impl PatientIdent {
     /// The same patient: the same ID number from the same assigning
     /// authority (the type code is not compared).
-    pub fn same_patient(&self, other: &PatientIdent) -> bool {
+    pub(crate) fn same_patient(&self, other: &PatientIdent) -> bool {
         self.id == other.id && self.authority == other.authority
     }
 
     /// `id` or `id^^^authority`, for hashing into logs ([`crate::redact::patient`]).
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         if self.authority.is_empty() {
             self.id.clone()
         } else {
@@ -545,7 +531,7 @@ pub struct Routing {
     /// From PID-3: the repetition whose CX.5 is `MR` (medical record number),
     /// else the first repetition with a CX.1; `None` without a PID segment or
     /// an ID number in PID-3.
-    pub patient: Option<PatientIdent>,
+    pub(crate) patient: Option<PatientIdent>,
     /// The bed: PV1-3 "Assigned Patient Location" (data type PL: point of
     /// care, room, bed; the parts sent, each part's subcomponents joined,
     /// parts joined with `-`), else the first OBX-18 "Equipment Instance
@@ -646,7 +632,7 @@ pub fn bed_device_id(device_id: &str, location: &str) -> Result<String, Hl7Error
 /// What the right-patient guard decided about one message
 /// ([`super::patient_guards::PatientGuards::check`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuardVerdict {
+pub(crate) enum GuardVerdict {
     /// Store it: no PID-3, or the patient already charted.
     Accept,
     /// Store it: the first patient named since the association was set; from
@@ -760,13 +746,13 @@ pub fn build_ack(original: Option<&Header>, code: AckCode, reason: Option<&str>,
 /// message ends where the next one starts or after an idle gap, which a
 /// sender waiting for its ACK would never produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Framed {
-    pub bytes: Vec<u8>,
-    pub mllp: bool,
+pub(crate) struct Framed {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) mllp: bool,
 }
 
 /// Output of [`Hl7Framer`]: messages, or counted bad input.
-pub type FramedOut = Vec<Result<Framed, BadInput>>;
+pub(crate) type FramedOut = Vec<Result<Framed, BadInput>>;
 
 #[derive(Debug, Clone)]
 enum Mode {
@@ -779,28 +765,23 @@ fn bare() -> Mode {
     Mode::Bare { line: Vec::new(), message: Vec::new(), noise: 0, too_long: false }
 }
 
-/// Cuts HL7 messages from a byte stream: MLLP blocks or bare segments
-/// ([`Hl7Framing`]). With [`Hl7Framing::Auto`] the stream is taken for MLLP
-/// when its first byte that is not whitespace is `0x0B`, else for bare
-/// segments until a `0x0B` arrives: a port opened in the middle of an MLLP
+/// Cuts HL7 messages from a byte stream: MLLP blocks or bare segments (a
+/// message starts at each `MSH` segment and ends at the next one or at
+/// [`Decoder::finish`]). The stream is taken for MLLP when its first byte
+/// that is not whitespace is `0x0B`, else for bare segments until a `0x0B`
+/// arrives: a port opened in the middle of an MLLP
 /// stream (the tail of a block first) still finds the blocks, and their ACKs.
 /// Pure: bytes in, messages out; the serial adapter uses it directly (it
 /// answers each MLLP message), [`Hl7Decoder`] decodes what it cuts.
 #[derive(Debug, Clone)]
-pub struct Hl7Framer {
+pub(crate) struct Hl7Framer {
     max_length: usize,
-    auto: bool,
     mode: Mode,
 }
 
 impl Hl7Framer {
-    pub fn new(framing: Hl7Framing, max_length: usize) -> Hl7Framer {
-        let mode = match framing {
-            Hl7Framing::Auto => Mode::Undecided,
-            Hl7Framing::Mllp => Mode::Mllp(MllpFramer::new(max_length)),
-            Hl7Framing::Bare => bare(),
-        };
-        Hl7Framer { max_length, auto: framing == Hl7Framing::Auto, mode }
+    pub(crate) fn new(max_length: usize) -> Hl7Framer {
+        Hl7Framer { max_length, mode: Mode::Undecided }
     }
 
     fn mllp_frames(f: &mut MllpFramer, bytes: &[u8], out: &mut FramedOut) {
@@ -871,7 +852,7 @@ impl Hl7Framer {
     }
 
     /// Feeds bytes; appends the messages (and bad input) they completed.
-    pub fn push(&mut self, bytes: &[u8], out: &mut FramedOut) {
+    pub(crate) fn push(&mut self, bytes: &[u8], out: &mut FramedOut) {
         let mut rest = bytes;
         if let Mode::Undecided = self.mode {
             let Some(first) = rest.iter().position(|b| !b.is_ascii_whitespace()) else { return };
@@ -882,7 +863,7 @@ impl Hl7Framer {
             Mode::Mllp(f) => Self::mllp_frames(f, rest, out),
             Mode::Bare { .. } => {
                 for (i, &b) in rest.iter().enumerate() {
-                    if b == super::framing::MLLP_START && self.auto {
+                    if b == super::framing::MLLP_START {
                         // An MLLP sender after all (the port was opened in
                         // the middle of a block): what came before ends here.
                         self.end_bare(out);
@@ -908,7 +889,7 @@ impl Hl7Framer {
 
     /// End of input: an MLLP block still open is reported cut; a bare
     /// message is complete (end of a file) and is returned.
-    pub fn finish(&mut self, out: &mut FramedOut) {
+    pub(crate) fn finish(&mut self, out: &mut FramedOut) {
         match &mut self.mode {
             Mode::Mllp(f) => {
                 let mut frames = Vec::new();
@@ -922,7 +903,7 @@ impl Hl7Framer {
 
     /// The stream broke: like `finish`, except that a bare message is never
     /// returned (its last segment, or whole segments after it, may be missing).
-    pub fn abort(&mut self, out: &mut FramedOut) {
+    pub(crate) fn abort(&mut self, out: &mut FramedOut) {
         match &mut self.mode {
             Mode::Bare { line, message, noise, too_long } => {
                 if *noise > 0 {
@@ -946,7 +927,7 @@ impl Hl7Framer {
     /// The line has been idle: ends a bare message whose last segment was
     /// ended (no partial line pending); one whose last segment is still open
     /// keeps waiting.
-    pub fn idle(&mut self, out: &mut FramedOut) {
+    pub(crate) fn idle(&mut self, out: &mut FramedOut) {
         if let Mode::Bare { line, message, .. } = &mut self.mode {
             if line.is_empty() && !message.is_empty() {
                 out.push(Ok(Framed { bytes: std::mem::take(message), mllp: false }));
@@ -958,15 +939,15 @@ impl Hl7Framer {
 /// A [`Decoder`] for HL7 over a byte stream (serial port, TCP, a file): an
 /// [`Hl7Framer`] whose messages are decoded with [`decode_message`].
 #[derive(Debug, Clone)]
-pub struct Hl7Decoder {
+pub(crate) struct Hl7Decoder {
     opts: Hl7Options,
     device_id: String,
     framer: Hl7Framer,
 }
 
 impl Hl7Decoder {
-    pub fn new(opts: Hl7Options, device_id: &str) -> Hl7Decoder {
-        let framer = Hl7Framer::new(opts.framing, opts.max_length);
+    pub(crate) fn new(opts: Hl7Options, device_id: &str) -> Hl7Decoder {
+        let framer = Hl7Framer::new(opts.max_length);
         Hl7Decoder { opts, device_id: device_id.to_string(), framer }
     }
 

@@ -49,7 +49,7 @@ use std::time::Duration;
 const MAX_BEDS: usize = 1024;
 
 /// The HL7 intake of one configured device (a serial port or a TCP listener).
-pub struct Hl7Intake {
+pub(crate) struct Hl7Intake {
     device_id: String,
     /// The config's patient (the committer replaces it with the association
     /// in force for the device).
@@ -78,12 +78,12 @@ struct State {
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The HL7 ACK to send (segments ended by CR, no MLLP bytes).
-    pub ack: String,
-    pub code: AckCode,
+    pub(crate) ack: String,
+    pub(crate) code: AckCode,
     /// The outbox is closed (the gateway stops): the adapter should stop too.
-    pub stopping: bool,
+    pub(crate) stopping: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hl7Intake {
-    pub fn new(device_id: &str, patient_id: Option<String>, opts: Hl7Options, label: &'static str) -> Hl7Intake {
+    pub(crate) fn new(device_id: &str, patient_id: Option<String>, opts: Hl7Options, label: &'static str) -> Hl7Intake {
         Hl7Intake {
             device_id: device_id.to_string(),
             patient_id,
@@ -108,7 +108,7 @@ impl Hl7Intake {
     /// Counts bad input of the device (`kind`: [`super::BadInput::kind`] or
     /// `otherPatient`) and logs it once per episode; `detail` (which may
     /// quote the message) only at debug.
-    pub fn bad(&self, registry: &DeviceRegistry, detail: &str, kind: &str) {
+    pub(crate) fn bad(&self, registry: &DeviceRegistry, detail: &str, kind: &str) {
         registry.input_error(&self.device_id);
         if self.bad_input.occurred() {
             tracing::warn!(
@@ -122,13 +122,13 @@ impl Hl7Intake {
 
     /// Ends the bad-input episode (a serial port was opened again), so the
     /// next bad input is logged.
-    pub fn end_bad_input(&self) {
+    pub(crate) fn end_bad_input(&self) {
         self.bad_input.end();
     }
 
     /// Sets the link state of every bed seen so far (`Pid` mode) to `state`,
     /// as the device's own.
-    pub fn set_beds_state(&self, registry: &DeviceRegistry, state: LinkState) {
+    pub(crate) fn set_beds_state(&self, registry: &DeviceRegistry, state: LinkState) {
         for bed in &lock(&self.state).beds {
             registry.set_state(bed, state);
         }
@@ -144,7 +144,7 @@ impl Hl7Intake {
     /// and, with `commit_timeout`, waits until they are committed. Returns
     /// the ACK to send: `AA` only when every reading is committed (or, with
     /// no timeout, handed to the outbox: for a sender that gets no ACK).
-    pub async fn message(&self, ctx: &AdapterContext, msg: &[u8], commit_timeout: Option<Duration>) -> Answer {
+    pub(crate) async fn message(&self, ctx: &AdapterContext, msg: &[u8], commit_timeout: Option<Duration>) -> Answer {
         let now = crate::model::time::now_ms();
         let header = match hl7::header(msg) {
             Ok(h) => h,

@@ -35,11 +35,11 @@ use crate::model::DeviceEvent;
 use std::time::{Duration, Instant};
 
 /// The first reopen delay; it doubles up to `reopen_max`.
-pub const BACKOFF_START: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(500);
 
 /// What the adapter must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Send this device-link event as a reading.
     Event(DeviceEvent),
     /// Set the device's state in the registry.
@@ -53,7 +53,7 @@ pub enum Step {
 /// Supervision state of one port. `port` is how logs name it (the path is
 /// not patient data).
 #[derive(Debug, Clone)]
-pub struct Link {
+pub(crate) struct Link {
     port: String,
     quiet: Duration,
     /// The reopen delays (its `max` is the configured `reopen_max`).
@@ -71,7 +71,7 @@ pub struct Link {
 
 impl Link {
     /// `quiet`: the watchdog's timeout; `backoff_max`: the reopen backoff's cap.
-    pub fn new(port: &str, quiet: Duration, backoff_max: Duration) -> Link {
+    pub(crate) fn new(port: &str, quiet: Duration, backoff_max: Duration) -> Link {
         Link {
             port: port.to_string(),
             quiet,
@@ -84,13 +84,8 @@ impl Link {
         }
     }
 
-    /// Whether a `connected` event was sent and no `disconnected`/`silent` since.
-    pub fn streaming(&self) -> bool {
-        self.streaming
-    }
-
     /// The port opened.
-    pub fn opened(&mut self, now: Instant) -> Vec<Step> {
+    pub(crate) fn opened(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = vec![State(LinkState::Connecting)];
         if self.away.end().is_some() {
             steps.push(Info(format!("serial port {} is open again (after {} failed attempt(s)); waiting for data", self.port, self.failed_opens)));
@@ -102,7 +97,7 @@ impl Link {
 
     /// Opening failed (`why`: the system's error). Returns the steps and how
     /// long to wait before the next attempt.
-    pub fn open_failed(&mut self, why: &str) -> (Vec<Step>, Duration) {
+    pub(crate) fn open_failed(&mut self, why: &str) -> (Vec<Step>, Duration) {
         let mut steps = Vec::new();
         self.failed_opens += 1;
         if self.away.occurred() {
@@ -117,7 +112,7 @@ impl Link {
 
     /// The open port failed (read error, end of file: the device node went
     /// away). Returns the steps and the delay before reopening.
-    pub fn lost(&mut self, why: &str) -> (Vec<Step>, Duration) {
+    pub(crate) fn lost(&mut self, why: &str) -> (Vec<Step>, Duration) {
         let mut steps = Vec::new();
         if self.streaming {
             steps.push(Event(DeviceEvent::Disconnected));
@@ -136,7 +131,7 @@ impl Link {
     }
 
     /// Bytes arrived.
-    pub fn data(&mut self, now: Instant) -> Vec<Step> {
+    pub(crate) fn data(&mut self, now: Instant) -> Vec<Step> {
         self.open_since = Some(now);
         self.backoff.reset();
         if self.streaming {
@@ -151,13 +146,13 @@ impl Link {
     }
 
     /// When the quiet timer fires, if the port is open.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.open_since.map(|t| t + self.quiet)
     }
 
     /// The quiet timer fired (`now` >= [`Link::deadline`]). The timer restarts
     /// from `now`; the adapter resends its init bytes.
-    pub fn quiet(&mut self, now: Instant) -> Vec<Step> {
+    pub(crate) fn quiet(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = Vec::new();
         if self.open_since.is_none() {
             return steps;

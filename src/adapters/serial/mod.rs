@@ -43,16 +43,16 @@
 //! measured offset); an HL7 observation time with a zone (OBX-14) is the
 //! measurement time (`timeFrom: deviceZone`).
 
-pub mod adapter;
-pub mod capture;
+pub(crate) mod adapter;
+pub(crate) mod capture;
 pub mod framing;
 pub mod hl7;
-pub mod intake;
-pub mod link;
-pub mod nonin;
-pub mod patient_guards;
+pub(crate) mod intake;
+pub(crate) mod link;
+pub(crate) mod nonin;
+pub(crate) mod patient_guards;
 pub mod profile;
-pub mod tcp;
+pub(crate) mod tcp;
 
 #[cfg(test)]
 mod patient_tests;
@@ -72,23 +72,23 @@ pub struct Record {
     /// What the record was, for people: the text line, `HL7 ORU^R01 <control
     /// id>`, `DF2 packet`. HL7 messages are not copied here (PID holds patient
     /// data); do not log this at info level or above.
-    pub source: String,
+    pub(crate) source: String,
     /// The readings the gateway would store, in record order.
     pub readings: Vec<Reading>,
     /// Device status in the device's own terms (`set`, `lowSignalIq`, `SO`,
     /// `artifact`), whether or not it sets a reading flag.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub device_status: Vec<String>,
+    pub(crate) device_status: Vec<String>,
     /// The monitor's serial number, when the record names one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
+    pub(crate) serial: Option<String>,
     /// The monitor's own clock as sent (no zone), when the record carries one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_clock: Option<NaiveDateTime>,
+    pub(crate) device_clock: Option<NaiveDateTime>,
     /// Parts of the record that made no reading, with why (`OBX 3: code
     /// 160324 not mapped`); empty for most records.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ignored: Vec<String>,
+    pub(crate) ignored: Vec<String>,
 }
 
 impl Record {
@@ -137,7 +137,7 @@ impl BadInput {
     /// Stable counter name (status file, logs): `noise`, `tooLong`,
     /// `truncated`, `checksum`, `framing`, `notText`, `noMatch`, `badField`,
     /// `hl7`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             BadInput::Noise { .. } => "noise",
             BadInput::TooLong { .. } => "tooLong",
@@ -155,16 +155,16 @@ impl BadInput {
 /// What a decoder produced, counted: what the adapter reports per device.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Counts {
-    pub records: u64,
-    pub readings: u64,
+pub(crate) struct Counts {
+    pub(crate) records: u64,
+    pub(crate) readings: u64,
     /// [`BadInput::kind`] -> how many.
-    pub bad: BTreeMap<&'static str, u64>,
+    pub(crate) bad: BTreeMap<&'static str, u64>,
 }
 
 impl Counts {
     /// Counts one decoder result.
-    pub fn add(&mut self, item: &Result<Record, BadInput>) {
+    pub(crate) fn add(&mut self, item: &Result<Record, BadInput>) {
         match item {
             Ok(r) => {
                 self.records += 1;
@@ -172,11 +172,6 @@ impl Counts {
             }
             Err(e) => *self.bad.entry(e.kind()).or_insert(0) += 1,
         }
-    }
-
-    /// All bad input, of any kind.
-    pub fn bad_total(&self) -> u64 {
-        self.bad.values().sum()
     }
 }
 
@@ -214,7 +209,7 @@ pub trait Decoder: Send {
 
 /// The gap after which [`Decoder::idle`] is called: senders write a message in
 /// one go, so half a second of silence after a CR ends a bare HL7 message.
-pub const IDLE_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+pub(crate) const IDLE_GAP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How a device's stream is decoded: a profile or a built-in driver. The
 /// future `[device.serial]` config names one (`driver = "masimo-ascii1"`, a
@@ -228,7 +223,7 @@ pub enum Driver {
 
 impl Driver {
     /// The built-in drivers' names.
-    pub const BUILT_IN: [&'static str; 4] = ["hl7", "nonin-df2", "nonin-df7", "nonin-df8"];
+    pub(crate) const BUILT_IN: [&'static str; 4] = ["hl7", "nonin-df2", "nonin-df7", "nonin-df8"];
 
     /// `hl7`, `nonin-df2`, `nonin-df7`, `nonin-df8`, a shipped profile's name
     /// (`masimo-ascii1`), or a path to a profile file (contains `/` or ends in
@@ -244,7 +239,7 @@ impl Driver {
     }
 
     /// The kind of device this driver reads.
-    pub fn device_kind(&self) -> DeviceKind {
+    pub(crate) fn device_kind(&self) -> DeviceKind {
         match self {
             Driver::Profile(p) => p.device_kind,
             Driver::Hl7(_) => DeviceKind::BedsideMonitor,
@@ -265,7 +260,7 @@ impl Driver {
 /// Parses the text hex format of captures (`01 81 01 00 83`, one or more per
 /// line, `#` comments, any whitespace, optional `0x`): bytes, or which token is
 /// not hex.
-pub fn parse_hex_capture(text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn parse_hex_capture(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("");

@@ -66,16 +66,17 @@ pub enum Format {
 
 /// The device's reply to a command: ACK (Nonin 9560 specification, "Serial
 /// Commands").
-pub const ACK: u8 = 0x06;
+pub(crate) const ACK: u8 = 0x06;
 /// Negative reply (NAK).
-pub const NAK: u8 = 0x15;
+pub(crate) const NAK: u8 = 0x15;
 
 /// DF2/DF7 frames per packet.
-pub const FRAMES_PER_PACKET: usize = 25;
+pub(crate) const FRAMES_PER_PACKET: usize = 25;
 
 impl Format {
     /// The format's number in the specification (2, 7, 8).
-    pub fn number(self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn number(self) -> u8 {
         match self {
             Format::Df2 => 2,
             Format::Df7 => 7,
@@ -86,7 +87,8 @@ impl Format {
     /// The command that selects this format: `02 70 02 02 ZZ 03` (STX, op
     /// code 0x70 "set data format", length 2, data type 2, format ZZ, ETX);
     /// the device answers [`ACK`] or [`NAK`] (Nonin 9560 specification).
-    pub fn select_command(self) -> [u8; 6] {
+    #[cfg(test)]
+    pub(crate) fn select_command(self) -> [u8; 6] {
         [0x02, 0x70, 0x02, 0x02, self.number(), 0x03]
     }
 
@@ -98,7 +100,7 @@ impl Format {
     }
 
     /// The format's name as a driver (`nonin-df2`).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Format::Df2 => "nonin-df2",
             Format::Df7 => "nonin-df7",
@@ -156,7 +158,7 @@ fn status_names(status: &mut Vec<String>, flags: &mut Vec<Flag>, name: &str, fla
 
 /// Incremental decoder for one Nonin device in one binary format.
 #[derive(Debug, Clone)]
-pub struct NoninDecoder {
+pub(crate) struct NoninDecoder {
     format: Format,
     device_id: String,
     buf: Vec<u8>,
@@ -176,10 +178,10 @@ pub struct NoninDecoder {
 
 /// DF2/DF7: one packet kept in this many (3 packets per second, Nonin 9560
 /// specification, "Data Format 2": 75 frames per second, 25 per packet).
-pub const KEEP_ONE_PACKET_IN: usize = 3;
+pub(crate) const KEEP_ONE_PACKET_IN: usize = 3;
 
 impl NoninDecoder {
-    pub fn new(format: Format, device_id: &str) -> NoninDecoder {
+    pub(crate) fn new(format: Format, device_id: &str) -> NoninDecoder {
         NoninDecoder {
             format,
             device_id: device_id.to_string(),
@@ -197,13 +199,15 @@ impl NoninDecoder {
     }
 
     /// Replies seen to commands: (ACKs, NAKs).
-    pub fn replies(&self) -> (u64, u64) {
+    #[cfg(test)]
+    pub(crate) fn replies(&self) -> (u64, u64) {
         (self.acks, self.naks)
     }
 
     /// DF2/DF7 packets checked and decoded but not kept because the packet
     /// kept less than a second before said the same (module docs, "Rate").
-    pub fn thinned(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn thinned(&self) -> u64 {
         self.thinned
     }
 

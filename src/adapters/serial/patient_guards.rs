@@ -48,10 +48,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The file's name in the state directory.
-pub const FILE_NAME: &str = "hl7-patients.json";
+pub(crate) const FILE_NAME: &str = "hl7-patients.json";
 /// Where an unreadable file's bytes are kept (for a person to look at) before
 /// the file is rewritten.
-pub const DAMAGED_FILE_NAME: &str = "hl7-patients.json.damaged";
+pub(crate) const DAMAGED_FILE_NAME: &str = "hl7-patients.json.damaged";
 const VERSION: u32 = 1;
 
 /// One device's guard, when it has a record (without one it is learning:
@@ -98,7 +98,7 @@ struct Inner {
 /// The guards of every device, persisted in `<state_dir>/hl7-patients.json`
 /// (none: in memory only, for tests and tools). See the module docs.
 #[derive(Debug, Default)]
-pub struct PatientGuards {
+pub(crate) struct PatientGuards {
     file: Option<PathBuf>,
     /// Its lock also serialises writes of the file.
     inner: Mutex<Inner>,
@@ -106,7 +106,7 @@ pub struct PatientGuards {
 
 /// What [`PatientGuards::open`] found, for the service's log and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Opened {
+pub(crate) enum Opened {
     /// No file (first start, or removed by a person): every device learns.
     Fresh,
     /// The file was read: how many devices keep their charted patient, and
@@ -124,7 +124,8 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 
 impl PatientGuards {
     /// Guards kept in memory only (nothing survives the process).
-    pub fn in_memory() -> PatientGuards {
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> PatientGuards {
         PatientGuards::default()
     }
 
@@ -134,7 +135,7 @@ impl PatientGuards {
     /// docs); its bytes are kept as [`DAMAGED_FILE_NAME`] and the file is
     /// rewritten with those unknown records (if that write fails, the damaged
     /// file stays and the next start finds it again: still unknown).
-    pub fn open(state_dir: &Path, devices: impl IntoIterator<Item = (String, Option<String>)>) -> (PatientGuards, Opened) {
+    pub(crate) fn open(state_dir: &Path, devices: impl IntoIterator<Item = (String, Option<String>)>) -> (PatientGuards, Opened) {
         let associations: BTreeMap<String, Option<String>> = devices.into_iter().collect();
         let file = state_dir.join(FILE_NAME);
         let mut inner = Inner { records: BTreeMap::new(), associations };
@@ -190,7 +191,7 @@ impl PatientGuards {
     /// learning (and recording durably) the first patient named. See the
     /// module docs. Blocks while the record is written (an fsync, once per
     /// association).
-    pub fn check(&self, device_id: &str, patient: Option<&PatientIdent>) -> GuardVerdict {
+    pub(crate) fn check(&self, device_id: &str, patient: Option<&PatientIdent>) -> GuardVerdict {
         let mut inner = lock(&self.inner);
         let Some(p) = patient else {
             return GuardVerdict::Accept;
@@ -219,7 +220,7 @@ impl PatientGuards {
     /// the next, durably. Errors: the record could not be written (the change
     /// is in force in memory; after a restart the record's association no
     /// longer matches, so it is forgotten then too).
-    pub fn association_changed(&self, device_id: &str, patient: Option<&str>) -> std::io::Result<()> {
+    pub(crate) fn association_changed(&self, device_id: &str, patient: Option<&str>) -> std::io::Result<()> {
         let mut inner = lock(&self.inner);
         inner.associations.insert(device_id.to_string(), patient.map(str::to_string));
         if inner.records.remove(device_id).is_none() {

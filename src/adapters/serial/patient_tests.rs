@@ -5,7 +5,7 @@
 //! (what the serial adapter answers), and the intake shared by the serial
 //! adapter and the TCP listener, run against a stand-in committer.
 
-use super::hl7::{self, AckCode, Framed, GuardVerdict, Hl7Framer, Hl7Framing, Hl7Options, PatientFrom, PatientIdent};
+use super::hl7::{self, AckCode, Framed, GuardVerdict, Hl7Framer, Hl7Options, PatientFrom, PatientIdent};
 use super::intake::Hl7Intake;
 use super::patient_guards::{Opened, PatientGuards, DAMAGED_FILE_NAME, FILE_NAME};
 use super::BadInput;
@@ -234,7 +234,7 @@ fn a_port_opened_mid_block_still_finds_mllp_blocks() {
     let mut bytes = b"OBX|9|NM|150456^^MDC||96|%|||||F\r\x1c\r".to_vec();
     bytes.extend_from_slice(&super::framing::mllp_wrap(msg.as_bytes()));
     for cut in [1, 3, 7, bytes.len()] {
-        let mut f = Hl7Framer::new(Hl7Framing::Auto, 1 << 20);
+        let mut f = Hl7Framer::new(1 << 20);
         let mut out = Vec::new();
         for c in bytes.chunks(cut) {
             f.push(c, &mut out);
@@ -246,7 +246,7 @@ fn a_port_opened_mid_block_still_finds_mllp_blocks() {
         assert!(out.iter().any(|r| matches!(r, Err(BadInput::Noise { .. }))), "the tail is noise");
     }
     // Bare segments stay bare (never answered).
-    let mut f = Hl7Framer::new(Hl7Framing::Auto, 1 << 20);
+    let mut f = Hl7Framer::new(1 << 20);
     let mut out = Vec::new();
     f.push(format!("{msg}{msg}").as_bytes(), &mut out);
     f.idle(&mut out);

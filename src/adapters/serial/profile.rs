@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Profiles shipped in `devices/serial/`, by name.
-pub const SHIPPED: [(&str, &str); 3] = [
+pub(crate) const SHIPPED: [(&str, &str); 3] = [
     ("masimo-ascii1", include_str!("../../../devices/serial/masimo-ascii1.toml")),
     ("nonin-ascii", include_str!("../../../devices/serial/nonin-ascii.toml")),
     ("nellcor-n595", include_str!("../../../devices/serial/nellcor-n595.toml")),
@@ -68,10 +68,10 @@ pub const SHIPPED: [(&str, &str); 3] = [
 #[error("{origin}: {}{problem}", if key.is_empty() { String::new() } else { format!("`{key}`: ") })]
 pub struct ProfileError {
     /// The profile's name or path.
-    pub origin: String,
+    pub(crate) origin: String,
     /// The offending key (`reading[2].unit`), empty for file-level problems.
-    pub key: String,
-    pub problem: String,
+    pub(crate) key: String,
+    pub(crate) problem: String,
 }
 
 // ---- The TOML shape (serde) -------------------------------------------------
@@ -80,11 +80,12 @@ pub struct ProfileError {
 #[serde(deny_unknown_fields)]
 struct RawProfile {
     name: String,
-    #[serde(default)]
-    description: String,
-    /// Where the format comes from (manual, page).
-    #[serde(default)]
-    source: String,
+    /// For the reader of the profile file; the gateway does not use it.
+    #[serde(default, rename = "description")]
+    _description: String,
+    /// Where the format comes from (manual, page); for the reader too.
+    #[serde(default, rename = "source")]
+    _source: String,
     device_kind: String,
     #[serde(default)]
     port: PortSettings,
@@ -103,12 +104,12 @@ struct RawProfile {
 /// port with them; a device's `[device.serial]` may override each).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PortSettings {
-    pub baud: u32,
-    pub data_bits: u8,
-    pub parity: Parity,
-    pub stop_bits: u8,
-    pub flow_control: FlowControl,
+pub(crate) struct PortSettings {
+    pub(crate) baud: u32,
+    pub(crate) data_bits: u8,
+    pub(crate) parity: Parity,
+    pub(crate) stop_bits: u8,
+    pub(crate) flow_control: FlowControl,
 }
 
 impl Default for PortSettings {
@@ -120,7 +121,7 @@ impl Default for PortSettings {
 /// Parity and flow control are the config's own types: a profile's `[port]`,
 /// a device's `[device.serial]` overrides and `serial record`'s options all
 /// spell them the same way.
-pub use crate::config::serial::{SerialFlowControl as FlowControl, SerialParity as Parity};
+pub(crate) use crate::config::serial::{SerialFlowControl as FlowControl, SerialParity as Parity};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -141,7 +142,7 @@ impl Default for RawFraming {
 /// How fields are found in a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ParseMode {
+pub(crate) enum ParseMode {
     /// `pattern` must match the whole line; its named groups are the fields.
     Regex,
     /// Whitespace-separated `KEY=VALUE` tokens (a bare token is a field whose
@@ -183,7 +184,7 @@ struct RawTime {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum IfUnavailable {
+pub(crate) enum IfUnavailable {
     /// A reading with `valueUnavailable` and no number (explains the gap).
     #[default]
     Flag,
@@ -260,24 +261,24 @@ struct RawCode {
 
 /// One field -> one value of a reading.
 #[derive(Debug, Clone)]
-pub struct FieldMapping {
-    pub field: String,
-    pub kind: ReadingType,
+pub(crate) struct FieldMapping {
+    pub(crate) field: String,
+    pub(crate) kind: ReadingType,
     /// The value name (`spo2`, `systolic`).
-    pub value: String,
-    pub scale: f64,
-    pub offset: f64,
+    pub(crate) value: String,
+    pub(crate) scale: f64,
+    pub(crate) offset: f64,
     /// Device numbers (before scale) that mean "no value".
-    pub sentinels: Vec<f64>,
-    pub if_unavailable: IfUnavailable,
+    pub(crate) sentinels: Vec<f64>,
+    pub(crate) if_unavailable: IfUnavailable,
     /// Another value name used when a field is present (Nonin ` F` marks the
     /// fast-responding values: `spo2Fast`).
-    pub value_if_present: Vec<(String, String)>,
+    pub(crate) value_if_present: Vec<(String, String)>,
 }
 
 /// Where a device status comes from.
 #[derive(Debug, Clone)]
-pub enum StatusSource {
+pub(crate) enum StatusSource {
     /// A bit-field (hex by default) in `field`.
     Bits { field: String, radix: u32, bits: Vec<(u64, String, Option<Flag>)> },
     /// Space- or comma-separated codes in `field`.
@@ -288,35 +289,33 @@ pub enum StatusSource {
 
 /// A device status rule; `unknown_flag` is set for bits or codes not listed.
 #[derive(Debug, Clone)]
-pub struct StatusRule {
-    pub source: StatusSource,
-    pub unknown_flag: Option<Flag>,
+pub(crate) struct StatusRule {
+    pub(crate) source: StatusSource,
+    pub(crate) unknown_flag: Option<Flag>,
 }
 
 /// A loaded, validated profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    pub name: String,
-    pub description: String,
-    pub source: String,
-    pub device_kind: DeviceKind,
-    pub port: PortSettings,
-    pub framing: LineFraming,
-    pub skip: Vec<Regex>,
-    pub mode: ParseMode,
-    pub pattern: Option<Regex>,
-    pub separator: Option<String>,
-    pub columns: Vec<String>,
-    pub required: Vec<String>,
-    pub strip: Vec<String>,
-    pub decimal_comma: bool,
-    pub invalid: Vec<Regex>,
-    pub serial_field: Option<String>,
+    pub(crate) name: String,
+    pub(crate) device_kind: DeviceKind,
+    pub(crate) port: PortSettings,
+    pub(crate) framing: LineFraming,
+    pub(crate) skip: Vec<Regex>,
+    pub(crate) mode: ParseMode,
+    pub(crate) pattern: Option<Regex>,
+    pub(crate) separator: Option<String>,
+    pub(crate) columns: Vec<String>,
+    pub(crate) required: Vec<String>,
+    pub(crate) strip: Vec<String>,
+    pub(crate) decimal_comma: bool,
+    pub(crate) invalid: Vec<Regex>,
+    pub(crate) serial_field: Option<String>,
     /// Fields holding the monitor's clock, joined by a space, and their
     /// chrono format.
-    pub time: Option<(Vec<String>, String)>,
-    pub readings: Vec<FieldMapping>,
-    pub status: Vec<StatusRule>,
+    pub(crate) time: Option<(Vec<String>, String)>,
+    pub(crate) readings: Vec<FieldMapping>,
+    pub(crate) status: Vec<StatusRule>,
 }
 
 fn parse_flag(s: &str) -> Result<Flag, String> {
@@ -336,7 +335,7 @@ fn parse_device_kind(s: &str) -> Option<DeviceKind> {
 impl Profile {
     /// A shipped profile's name (`masimo-ascii1`) or a path to a profile file
     /// (anything containing `/` or ending in `.toml`).
-    pub fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
+    pub(crate) fn load(name_or_path: &str) -> Result<Profile, ProfileError> {
         if let Some((name, text)) = SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
             return Profile::from_toml(text, name);
         }
@@ -573,8 +572,6 @@ impl Profile {
 
         Ok(Profile {
             name: raw.name,
-            description: raw.description,
-            source: raw.source,
             device_kind,
             port: raw.port,
             framing: LineFraming {
@@ -682,7 +679,7 @@ impl Profile {
 
     /// Decodes one framed line received at `arrival`: `Ok(None)` for a line
     /// the profile skips (header, blank), a record, or bad input.
-    pub fn decode_line(&self, line: &[u8], device_id: &str, arrival: DateTime<Utc>) -> Result<Option<Record>, BadInput> {
+    pub(crate) fn decode_line(&self, line: &[u8], device_id: &str, arrival: DateTime<Utc>) -> Result<Option<Record>, BadInput> {
         let line = std::str::from_utf8(line).map_err(|_| BadInput::NotText)?;
         let line = line.trim_matches(|c: char| c == '\r' || c == '\n');
         if line.chars().any(|c| c.is_control() && c != '\t') {
@@ -831,14 +828,14 @@ fn reads_date_and_time(format: &str) -> bool {
 
 /// A [`Decoder`] for a profile: line framing, then [`Profile::decode_line`].
 #[derive(Debug, Clone)]
-pub struct LineDecoder {
+pub(crate) struct LineDecoder {
     profile: Profile,
     framer: LineFramer,
     device_id: String,
 }
 
 impl LineDecoder {
-    pub fn new(profile: Profile, device_id: &str) -> LineDecoder {
+    pub(crate) fn new(profile: Profile, device_id: &str) -> LineDecoder {
         let framer = LineFramer::new(profile.framing.clone());
         LineDecoder { profile, framer, device_id: device_id.to_string() }
     }

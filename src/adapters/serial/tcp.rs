@@ -36,16 +36,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One configured listener.
 #[derive(Debug, Clone)]
-pub struct Hl7Listener {
-    pub id: String,
-    pub patient_id: Option<String>,
-    pub listen: SocketAddr,
-    pub opts: Hl7Options,
-    pub ack_timeout: Duration,
+pub(crate) struct Hl7Listener {
+    pub(crate) id: String,
+    pub(crate) patient_id: Option<String>,
+    pub(crate) listen: SocketAddr,
+    pub(crate) opts: Hl7Options,
+    pub(crate) ack_timeout: Duration,
 }
 
 /// Resolves a `[device.hl7_tcp]` table: (key under the table, message) on error.
-pub fn resolve(id: &str, patient_id: Option<String>, h: &Hl7TcpConfig) -> Result<Hl7Listener, (String, String)> {
+pub(crate) fn resolve(id: &str, patient_id: Option<String>, h: &Hl7TcpConfig) -> Result<Hl7Listener, (String, String)> {
     let listen: SocketAddr = h.listen.trim().parse().map_err(|_| ("listen".to_string(), format!("`{}` is not an address and port", h.listen)))?;
     let mut opts = Hl7Options { patient_from: super::adapter::patient_from(h.patient_from), ..Hl7Options::default() };
     if let Some(path) = &h.code_map {
@@ -57,7 +57,7 @@ pub fn resolve(id: &str, patient_id: Option<String>, h: &Hl7TcpConfig) -> Result
 }
 
 /// One adapter per `[[device]]` with an `hl7_tcp` table.
-pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
+pub(crate) fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterError> {
     let mut out: Vec<Box<dyn Adapter>> = Vec::new();
     for d in devices {
         let DeviceSource::Hl7Tcp(h) = &d.source else { continue };
@@ -68,8 +68,8 @@ pub fn build(devices: &[DeviceConfig]) -> Result<Vec<Box<dyn Adapter>>, AdapterE
 }
 
 /// The adapter of one HL7 TCP listener.
-pub struct Hl7TcpAdapter {
-    pub listener: Hl7Listener,
+pub(crate) struct Hl7TcpAdapter {
+    pub(crate) listener: Hl7Listener,
 }
 
 /// What the connections of one listener share.

@@ -33,7 +33,7 @@ impl Walk {
 
 /// Heart-rate strap values: heart rate, RR intervals, contact episodes, battery.
 #[derive(Debug, Clone)]
-pub struct HeartRateModel {
+pub(crate) struct HeartRateModel {
     rng: StdRng,
     hr: Walk,
     battery: f64,
@@ -43,15 +43,15 @@ pub struct HeartRateModel {
 
 /// One simulated strap measurement.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StrapSample {
-    pub heart_rate: u16,
-    pub rr_ms: Vec<f64>,
-    pub contact: bool,
-    pub battery: u8,
+pub(crate) struct StrapSample {
+    pub(crate) heart_rate: u16,
+    pub(crate) rr_ms: Vec<f64>,
+    pub(crate) contact: bool,
+    pub(crate) battery: u8,
 }
 
 impl HeartRateModel {
-    pub fn new(seed: u64, dropout_probability: f64) -> HeartRateModel {
+    pub(crate) fn new(seed: u64, dropout_probability: f64) -> HeartRateModel {
         let mut rng = StdRng::seed_from_u64(seed);
         let start = rng.gen_range(62.0..80.0);
         HeartRateModel {
@@ -64,7 +64,7 @@ impl HeartRateModel {
     }
 
     /// The next one-second sample.
-    pub fn sample(&mut self) -> StrapSample {
+    pub(crate) fn sample(&mut self) -> StrapSample {
         if self.off_left == 0 && self.rng.gen_bool(self.dropout_probability.clamp(0.0, 1.0)) {
             self.off_left = self.rng.gen_range(3..10);
         }
@@ -95,7 +95,7 @@ impl HeartRateModel {
 
 /// Pulse-oximeter values: SpO2, pulse rate, perfusion index, finger-out episodes.
 #[derive(Debug, Clone)]
-pub struct OximeterModel {
+pub(crate) struct OximeterModel {
     rng: StdRng,
     spo2: Walk,
     pr: Walk,
@@ -107,15 +107,15 @@ pub struct OximeterModel {
 
 /// One simulated oximeter measurement (`None` = unavailable: finger out).
 #[derive(Debug, Clone, PartialEq)]
-pub struct OximeterSample {
-    pub spo2: Option<f64>,
-    pub pulse_rate: Option<f64>,
-    pub perfusion_index: Option<f64>,
-    pub battery: u8,
+pub(crate) struct OximeterSample {
+    pub(crate) spo2: Option<f64>,
+    pub(crate) pulse_rate: Option<f64>,
+    pub(crate) perfusion_index: Option<f64>,
+    pub(crate) battery: u8,
 }
 
 impl OximeterModel {
-    pub fn new(seed: u64, dropout_probability: f64) -> OximeterModel {
+    pub(crate) fn new(seed: u64, dropout_probability: f64) -> OximeterModel {
         let mut rng = StdRng::seed_from_u64(seed);
         let spo2 = rng.gen_range(95.0..99.0);
         let pr = rng.gen_range(60.0..85.0);
@@ -130,7 +130,7 @@ impl OximeterModel {
         }
     }
 
-    pub fn sample(&mut self) -> OximeterSample {
+    pub(crate) fn sample(&mut self) -> OximeterSample {
         if self.off_left == 0 && self.rng.gen_bool(self.dropout_probability.clamp(0.0, 1.0)) {
             self.off_left = self.rng.gen_range(3..10);
         }
@@ -148,7 +148,7 @@ impl OximeterModel {
 }
 
 /// Turns a strap sample into readings (heart rate, one per RR interval).
-pub fn strap_readings(device_id: &str, s: &StrapSample) -> Vec<Reading> {
+pub(crate) fn strap_readings(device_id: &str, s: &StrapSample) -> Vec<Reading> {
     let kind = DeviceKind::HeartRateStrap;
     let mut hr = Reading::new(device_id, kind, ReadingType::HeartRate).with_value("heartRate", s.heart_rate as f64);
     if !s.contact {
@@ -163,7 +163,7 @@ pub fn strap_readings(device_id: &str, s: &StrapSample) -> Vec<Reading> {
 }
 
 /// Turns an oximeter sample into readings (SpO2, pulse rate, perfusion index).
-pub fn oximeter_readings(device_id: &str, s: &OximeterSample) -> Vec<Reading> {
+pub(crate) fn oximeter_readings(device_id: &str, s: &OximeterSample) -> Vec<Reading> {
     let kind = DeviceKind::PulseOximeter;
     let mut out = Vec::with_capacity(3);
     let t = crate::model::time::now_ms();
@@ -186,10 +186,10 @@ pub fn oximeter_readings(device_id: &str, s: &OximeterSample) -> Vec<Reading> {
 }
 
 /// A simulated device of one kind.
-pub struct SimulatedDevice {
-    pub device_id: String,
-    pub kind: DeviceKind,
-    pub cfg: SimulatedDeviceConfig,
+pub(crate) struct SimulatedDevice {
+    pub(crate) device_id: String,
+    pub(crate) kind: DeviceKind,
+    pub(crate) cfg: SimulatedDeviceConfig,
 }
 
 #[async_trait]

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// The shipped bus configuration; `@LISTEN@` is replaced by the socket address.
-pub const BUS_CONF: &str = include_str!("bus.conf");
+pub(crate) const BUS_CONF: &str = include_str!("bus.conf");
 
 /// A running private bus.
 pub struct PrivateBus {
@@ -62,11 +62,6 @@ impl PrivateBus {
     /// The bus address (`unix:path=...,guid=...`).
     pub fn address(&self) -> &str {
         &self.address
-    }
-
-    /// The directory holding the socket and config.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -20,13 +20,14 @@
 
 pub mod daemon;
 mod error;
-pub mod objects;
-pub mod state;
-pub mod values;
+pub(crate) mod objects;
+pub(crate) mod state;
+pub(crate) mod values;
 
 pub use daemon::PrivateBus;
-pub use error::BluezSimError;
-pub use state::{Sent, SimDeviceSpec, SimKind};
+pub(crate) use error::BluezSimError;
+pub(crate) use state::SimKind;
+pub use state::{Sent, SimDeviceSpec};
 
 use state::{Shared, SimState};
 use std::sync::{Arc, Mutex};
@@ -230,11 +231,6 @@ impl BluezSim {
     /// How many times a client removed a device object (`Adapter1.RemoveDevice`).
     pub fn removed_devices(&self) -> u32 {
         lock(&self.st).removed
-    }
-
-    /// The bus address the simulator is on.
-    pub fn bus_address(&self) -> &str {
-        &self.bus_address
     }
 }
 

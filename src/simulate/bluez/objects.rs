@@ -12,12 +12,12 @@ use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
 /// The simulated controller's object path.
-pub const ADAPTER_PATH: &str = "/org/bluez/hci0";
+pub(crate) const ADAPTER_PATH: &str = "/org/bluez/hci0";
 
 /// Errors with BlueZ's names (`org.bluez.Error.Failed` ...).
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.bluez.Error")]
-pub enum BluezError {
+pub(crate) enum BluezError {
     #[zbus(error)]
     ZBus(zbus::Error),
     Failed(String),
@@ -40,8 +40,8 @@ fn opath(s: &str) -> OwnedObjectPath {
 // ---------------------------------------------------------------- Adapter1
 
 /// `org.bluez.Adapter1` at `/org/bluez/hci0`.
-pub struct AdapterIface {
-    pub st: Shared,
+pub(crate) struct AdapterIface {
+    pub(crate) st: Shared,
 }
 
 #[zbus::interface(name = "org.bluez.Adapter1")]
@@ -149,7 +149,7 @@ impl AdapterIface {
 
 /// Exports the `Device1` object of every reachable device the discovery
 /// filter admits (InterfacesAdded is emitted by the object server).
-pub async fn export_visible_devices(st: &Shared, server: &ObjectServer) -> zbus::Result<()> {
+pub(crate) async fn export_visible_devices(st: &Shared, server: &ObjectServer) -> zbus::Result<()> {
     let todo: Vec<(usize, String)> = {
         let s = lock(st);
         let filter = s.adapter.filter_uuids.clone();
@@ -173,9 +173,9 @@ pub async fn export_visible_devices(st: &Shared, server: &ObjectServer) -> zbus:
 // ---------------------------------------------------------------- Device1
 
 /// `org.bluez.Device1` at `/org/bluez/hci0/dev_XX_...`.
-pub struct DeviceIface {
-    pub st: Shared,
-    pub idx: usize,
+pub(crate) struct DeviceIface {
+    pub(crate) st: Shared,
+    pub(crate) idx: usize,
 }
 
 impl DeviceIface {
@@ -279,7 +279,7 @@ impl DeviceIface {
 }
 
 /// Emits `PropertiesChanged` for the named `Device1` properties.
-pub async fn emit_device(server: &ObjectServer, path: &str, names: &[&str]) -> zbus::Result<()> {
+pub(crate) async fn emit_device(server: &ObjectServer, path: &str, names: &[&str]) -> zbus::Result<()> {
     let iref = server.interface::<_, DeviceIface>(path).await?;
     let iface = iref.get().await;
     let em = iref.signal_emitter();
@@ -297,7 +297,7 @@ pub async fn emit_device(server: &ObjectServer, path: &str, names: &[&str]) -> z
 /// Connect choreography: `Connected=true`, GATT objects exported (each an
 /// InterfacesAdded), then `ServicesResolved=true`. A scripted missing or late
 /// measurement service (the first service of the layout) is honoured here.
-pub async fn establish_link(st: &Shared, server: &ObjectServer, idx: usize) -> zbus::Result<()> {
+pub(crate) async fn establish_link(st: &Shared, server: &ObjectServer, idx: usize) -> zbus::Result<()> {
     let (path, layout, hide, late) = {
         let mut s = lock(st);
         let Some(d) = s.devices.get_mut(idx) else { return Ok(()) };
@@ -357,7 +357,7 @@ async fn export_service(st: &Shared, server: &ObjectServer, path: &str, layout: 
 
 /// Disconnect / link-loss choreography: `Connected` and `ServicesResolved`
 /// false, GATT objects removed (InterfacesRemoved), notifications stop.
-pub async fn drop_link(st: &Shared, server: &ObjectServer, idx: usize) -> zbus::Result<()> {
+pub(crate) async fn drop_link(st: &Shared, server: &ObjectServer, idx: usize) -> zbus::Result<()> {
     let (path, layout, was) = {
         let mut s = lock(st);
         let Some(d) = s.devices.get_mut(idx) else { return Ok(()) };
@@ -401,10 +401,10 @@ fn gone(r: zbus::Result<bool>) -> zbus::Result<()> {
 // ---------------------------------------------------------------- GATT
 
 /// `org.bluez.GattService1`.
-pub struct ServiceIface {
-    pub uuid16: u16,
-    pub handle: u16,
-    pub device: String,
+pub(crate) struct ServiceIface {
+    pub(crate) uuid16: u16,
+    pub(crate) handle: u16,
+    pub(crate) device: String,
 }
 
 #[zbus::interface(name = "org.bluez.GattService1")]
@@ -432,11 +432,11 @@ impl ServiceIface {
 }
 
 /// `org.bluez.GattCharacteristic1`.
-pub struct CharIface {
-    pub st: Shared,
-    pub idx: usize,
-    pub ci: usize,
-    pub service: String,
+pub(crate) struct CharIface {
+    pub(crate) st: Shared,
+    pub(crate) idx: usize,
+    pub(crate) ci: usize,
+    pub(crate) service: String,
 }
 
 impl CharIface {
@@ -538,9 +538,9 @@ impl CharIface {
 }
 
 /// `org.bluez.GattDescriptor1` (the CCCD 0x2902 under notify/indicate characteristics).
-pub struct DescIface {
-    pub handle: u16,
-    pub characteristic: String,
+pub(crate) struct DescIface {
+    pub(crate) handle: u16,
+    pub(crate) characteristic: String,
 }
 
 #[zbus::interface(name = "org.bluez.GattDescriptor1")]
@@ -572,7 +572,7 @@ impl DescIface {
 /// Sets a characteristic's value and emits it as a notification
 /// (`PropertiesChanged` with `Value`), if the device is connected and the
 /// characteristic is notifying. Returns whether it was sent.
-pub async fn notify(st: &Shared, server: &ObjectServer, idx: usize, uuid16: u16, bytes: Vec<u8>) -> zbus::Result<bool> {
+pub(crate) async fn notify(st: &Shared, server: &ObjectServer, idx: usize, uuid16: u16, bytes: Vec<u8>) -> zbus::Result<bool> {
     let target = {
         let mut s = lock(st);
         let Some(d) = s.devices.get_mut(idx) else { return Ok(false) };

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The state every exported object reads and the scripts change.
-pub type Shared = Arc<Mutex<SimState>>;
+pub(crate) type Shared = Arc<Mutex<SimState>>;
 
 /// What kind of peripheral a simulated device is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimKind {
+pub(crate) enum SimKind {
     /// Heart Rate Service 0x180D (+ Battery 0x180F, Device Information 0x180A).
     HeartRateStrap,
     /// Pulse Oximeter Service 0x1822 (+ 0x180F, 0x180A).
@@ -18,14 +18,14 @@ pub enum SimKind {
 
 impl SimKind {
     /// GAP appearance: 0x0341 heart-rate belt, 0x0C41 fingertip oximeter.
-    pub fn appearance(self) -> u16 {
+    pub(crate) fn appearance(self) -> u16 {
         match self {
             SimKind::HeartRateStrap => 0x0341,
             SimKind::PulseOximeter => 0x0C41,
         }
     }
     /// The measurement service's 16-bit UUID.
-    pub fn service16(self) -> u16 {
+    pub(crate) fn service16(self) -> u16 {
         match self {
             SimKind::HeartRateStrap => 0x180D,
             SimKind::PulseOximeter => 0x1822,
@@ -36,15 +36,15 @@ impl SimKind {
 /// One simulated peripheral as configured.
 #[derive(Debug, Clone)]
 pub struct SimDeviceSpec {
-    pub kind: SimKind,
+    pub(crate) kind: SimKind,
     /// `C0:FF:EE:00:00:01`
     pub address: String,
     /// Advertised name (`HRM-SIM`).
-    pub name: String,
-    pub manufacturer: String,
-    pub model: String,
-    pub serial: String,
-    pub firmware: String,
+    pub(crate) name: String,
+    pub(crate) manufacturer: String,
+    pub(crate) model: String,
+    pub(crate) serial: String,
+    pub(crate) firmware: String,
 }
 
 impl SimDeviceSpec {
@@ -76,34 +76,34 @@ impl SimDeviceSpec {
 
 /// One characteristic of a simulated device.
 #[derive(Debug, Clone)]
-pub struct CharState {
-    pub uuid16: u16,
-    pub handle: u16,
+pub(crate) struct CharState {
+    pub(crate) uuid16: u16,
+    pub(crate) handle: u16,
     /// The handle of its CCCD (0x2902) descriptor, for notify/indicate.
-    pub cccd: Option<u16>,
-    pub flags: Vec<&'static str>,
-    pub value: Vec<u8>,
-    pub notifying: bool,
+    pub(crate) cccd: Option<u16>,
+    pub(crate) flags: Vec<&'static str>,
+    pub(crate) value: Vec<u8>,
+    pub(crate) notifying: bool,
 }
 
 /// One service and the indices (into `DevState::chars`) of its characteristics.
 #[derive(Debug, Clone)]
-pub struct ServiceLayout {
-    pub uuid16: u16,
-    pub handle: u16,
-    pub chars: Vec<usize>,
+pub(crate) struct ServiceLayout {
+    pub(crate) uuid16: u16,
+    pub(crate) handle: u16,
+    pub(crate) chars: Vec<usize>,
 }
 
 /// A device's GATT tree, for exporting and removing its objects.
 #[derive(Debug, Clone)]
-pub struct Layout {
-    pub services: Vec<ServiceLayout>,
-    pub chars: Vec<CharState>,
+pub(crate) struct Layout {
+    pub(crate) services: Vec<ServiceLayout>,
+    pub(crate) chars: Vec<CharState>,
 }
 
 impl Layout {
     /// The object path of characteristic `ci` under `device_path`.
-    pub fn char_path(&self, device_path: &str, ci: usize) -> Option<String> {
+    pub(crate) fn char_path(&self, device_path: &str, ci: usize) -> Option<String> {
         let svc = self.services.iter().find(|s| s.chars.contains(&ci))?;
         let c = self.chars.get(ci)?;
         Some(format!("{device_path}/service{:04x}/char{:04x}", svc.handle, c.handle))
@@ -112,40 +112,40 @@ impl Layout {
 
 /// One simulated device's live state.
 #[derive(Debug, Clone)]
-pub struct DevState {
-    pub spec: SimDeviceSpec,
+pub(crate) struct DevState {
+    pub(crate) spec: SimDeviceSpec,
     /// `/org/bluez/hci0/dev_C0_FF_EE_00_00_01`
-    pub path: String,
+    pub(crate) path: String,
     /// Its `Device1` object is exported (it was discovered).
-    pub exported: bool,
-    pub connected: bool,
-    pub services_resolved: bool,
-    pub rssi: i16,
-    pub chars: Vec<CharState>,
+    pub(crate) exported: bool,
+    pub(crate) connected: bool,
+    pub(crate) services_resolved: bool,
+    pub(crate) rssi: i16,
+    pub(crate) chars: Vec<CharState>,
     services: Vec<ServiceLayout>,
     /// Scripted: notifications stop although the link stays up (until the next
     /// disconnect/connect).
-    pub muted: bool,
+    pub(crate) muted: bool,
     /// Scripted: the device is out of range until then.
-    pub unreachable_until: Option<Instant>,
+    pub(crate) unreachable_until: Option<Instant>,
     /// Scripted: oximeter finger out (SpO2/PR NaN + sensor disconnected).
-    pub finger_out: bool,
+    pub(crate) finger_out: bool,
     /// Measurement counter for the value generator.
-    pub tick: u64,
+    pub(crate) tick: u64,
     /// Links established so far (successful `Connect`s).
-    pub links: u32,
+    pub(crate) links: u32,
     /// Scripted: for this many next links the measurement service is not
     /// exported at all (a stale or incomplete GATT cache).
-    pub hide_service_links: u32,
+    pub(crate) hide_service_links: u32,
     /// Scripted, one-shot: on the next link the measurement service is
     /// exported this long after `ServicesResolved` (BlueZ can announce
     /// resolution before every object is on the bus).
-    pub late_service: Option<std::time::Duration>,
+    pub(crate) late_service: Option<std::time::Duration>,
 }
 
 impl DevState {
     /// A device in its power-on state, with its GATT layout.
-    pub fn new(spec: SimDeviceSpec) -> DevState {
+    pub(crate) fn new(spec: SimDeviceSpec) -> DevState {
         let path = format!("/org/bluez/hci0/dev_{}", spec.address.replace(':', "_"));
         let mut chars = Vec::new();
         let mut services = Vec::new();
@@ -201,37 +201,32 @@ impl DevState {
     }
 
     /// The advertised service UUIDs (lowercase 128-bit).
-    pub fn uuids(&self) -> Vec<String> {
+    pub(crate) fn uuids(&self) -> Vec<String> {
         [self.spec.kind.service16(), 0x180F, 0x180A].iter().map(|u| super::sig_uuid_string(*u)).collect()
     }
 
     /// In range (not in a scripted outage).
-    pub fn reachable(&self) -> bool {
+    pub(crate) fn reachable(&self) -> bool {
         self.unreachable_until.map(|t| Instant::now() >= t).unwrap_or(true)
     }
 
     /// A snapshot of the GATT tree.
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         Layout { services: self.services.clone(), chars: self.chars.clone() }
     }
 
-    /// The stored value of a characteristic.
-    pub fn value(&self, uuid16: u16) -> Option<&[u8]> {
-        self.chars.iter().find(|c| c.uuid16 == uuid16).map(|c| c.value.as_slice())
-    }
-
     /// Whether a characteristic is notifying.
-    pub fn notifying(&self, uuid16: u16) -> bool {
+    pub(crate) fn notifying(&self, uuid16: u16) -> bool {
         self.chars.iter().any(|c| c.uuid16 == uuid16 && c.notifying)
     }
 }
 
 /// `Adapter1` state.
 #[derive(Debug, Clone, Default)]
-pub struct AdapterState {
-    pub powered: bool,
-    pub discovering: bool,
-    pub filter_uuids: Vec<String>,
+pub(crate) struct AdapterState {
+    pub(crate) powered: bool,
+    pub(crate) discovering: bool,
+    pub(crate) filter_uuids: Vec<String>,
 }
 
 /// One notification the simulator emitted, for tests to compare with what
@@ -247,20 +242,20 @@ pub struct Sent {
 
 /// Everything the simulator knows.
 #[derive(Debug)]
-pub struct SimState {
-    pub adapter: AdapterState,
-    pub devices: Vec<DevState>,
+pub(crate) struct SimState {
+    pub(crate) adapter: AdapterState,
+    pub(crate) devices: Vec<DevState>,
     /// Every notification emitted, in order.
-    pub sent: Vec<Sent>,
+    pub(crate) sent: Vec<Sent>,
     /// One-shot values to emit on the next tick: (device index, uuid16, bytes).
-    pub inject: Vec<(usize, u16, Vec<u8>)>,
+    pub(crate) inject: Vec<(usize, u16, Vec<u8>)>,
     /// How many times a client called `Adapter1.RemoveDevice`.
-    pub removed: u32,
+    pub(crate) removed: u32,
 }
 
 impl SimState {
     /// Power-on state for these devices.
-    pub fn new(specs: Vec<SimDeviceSpec>) -> SimState {
+    pub(crate) fn new(specs: Vec<SimDeviceSpec>) -> SimState {
         SimState {
             adapter: AdapterState { powered: true, ..AdapterState::default() },
             devices: specs.into_iter().map(DevState::new).collect(),
@@ -271,18 +266,18 @@ impl SimState {
     }
 
     /// The device at this object path.
-    pub fn device_by_path(&self, path: &str) -> Option<usize> {
+    pub(crate) fn device_by_path(&self, path: &str) -> Option<usize> {
         self.devices.iter().position(|d| d.path == path)
     }
 
     /// The device with this address (case-insensitive).
-    pub fn device_by_address(&self, address: &str) -> Option<usize> {
+    pub(crate) fn device_by_address(&self, address: &str) -> Option<usize> {
         self.devices.iter().position(|d| d.spec.address.eq_ignore_ascii_case(address))
     }
 
     /// What bluetoothd forgets when it restarts: links, exported objects,
     /// discovery. Scripted switches, values and the sent log stay.
-    pub fn reset_links(&mut self) {
+    pub(crate) fn reset_links(&mut self) {
         self.adapter.discovering = false;
         self.adapter.filter_uuids.clear();
         for d in self.devices.iter_mut() {

@@ -15,7 +15,7 @@ const SFLOAT_NAN: [u8; 2] = [0xFF, 0x07];
 
 /// Heart Rate Measurement n: uint8 HR 60-99, contact detected, one RR
 /// interval; every 10th also carries Energy Expended.
-pub fn heart_rate(tick: u64) -> Vec<u8> {
+pub(crate) fn heart_rate(tick: u64) -> Vec<u8> {
     let hr = 60 + ((tick * 7) % 40) as u8;
     let rr = ((60.0 / hr as f64) * 1024.0).round() as u16;
     let mut flags = 0x16u8;
@@ -33,7 +33,7 @@ pub fn heart_rate(tick: u64) -> Vec<u8> {
 
 /// PLX Continuous n: SpO2 95-99 %, PR 70-84, status "measurement ongoing",
 /// PAI 2.0-3.9 %. Finger out: NaN/NaN and "sensor disconnected".
-pub fn plx_continuous(tick: u64, finger_out: bool) -> Vec<u8> {
+pub(crate) fn plx_continuous(tick: u64, finger_out: bool) -> Vec<u8> {
     if finger_out {
         let mut b = vec![0x08];
         b.extend(SFLOAT_NAN);
@@ -50,7 +50,7 @@ pub fn plx_continuous(tick: u64, finger_out: bool) -> Vec<u8> {
 }
 
 /// PLX Spot-check n (sent as an indication every 5th tick).
-pub fn plx_spot_check(tick: u64, finger_out: bool) -> Vec<u8> {
+pub(crate) fn plx_spot_check(tick: u64, finger_out: bool) -> Vec<u8> {
     if finger_out {
         let mut b = vec![0x04];
         b.extend(SFLOAT_NAN);

@@ -51,32 +51,32 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 
 /// `client_assertion_type` of a JWT bearer assertion (RFC 7523 §2.2).
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds (the 5 minutes
 /// Microsoft.IdentityModel's token validation allows by default).
-pub const CLOCK_SKEW_S: u64 = 300;
+pub(crate) const CLOCK_SKEW_S: u64 = 300;
 
 /// Longest assertion looked at, in bytes (a 4096-bit RS256 JWT with the
 /// documented header and claims is under 1 KiB).
-pub const MAX_ASSERTION_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_ASSERTION_BYTES: usize = 16 * 1024;
 
 /// Most `jti` values remembered at once; past this, those expiring first are
 /// forgotten (an assertion may carry any `exp`: "Microsoft Entra ID doesn't
 /// place restrictions on the exp time currently").
-pub const MAX_REMEMBERED_JTIS: usize = 100_000;
+pub(crate) const MAX_REMEMBERED_JTIS: usize = 100_000;
 
 /// A refusal, as the token endpoint answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// HTTP status: 400 or 401.
-    pub status: u16,
+    pub(crate) status: u16,
     /// OAuth 2.0 `error` (`invalid_client`, `invalid_request`).
-    pub error: &'static str,
+    pub(crate) error: &'static str,
     /// The AADSTS code.
-    pub code: u64,
+    pub(crate) code: u64,
     /// The words after `AADSTS<code>: `.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 fn refuse(status: u16, error: &'static str, code: u64, text: impl Into<String>) -> Refusal {
@@ -94,12 +94,12 @@ fn missing(field: &str) -> Refusal {
 /// A certificate registered on the application (uploaded to its app
 /// registration, in Entra ID terms).
 #[derive(Clone)]
-pub struct RegisteredCertificate {
+pub(crate) struct RegisteredCertificate {
     der: Vec<u8>,
     /// base64url SHA-1 of the DER (`x5t`).
-    pub x5t: String,
+    pub(crate) x5t: String,
     /// base64url SHA-256 of the DER (`x5t#S256`).
-    pub x5t_s256: String,
+    pub(crate) x5t_s256: String,
 }
 
 impl std::fmt::Debug for RegisteredCertificate {
@@ -110,7 +110,7 @@ impl std::fmt::Debug for RegisteredCertificate {
 
 impl RegisteredCertificate {
     /// From a certificate's DER; `Err` says why it cannot verify assertions.
-    pub fn from_der(der: Vec<u8>) -> Result<RegisteredCertificate, String> {
+    pub(crate) fn from_der(der: Vec<u8>) -> Result<RegisteredCertificate, String> {
         use sha1::Digest as _;
         let cd = rustls::pki_types::CertificateDer::from(der.as_slice());
         webpki::EndEntityCert::try_from(&cd).map_err(|e| format!("not an X.509 certificate webpki can read ({e:?})"))?;
@@ -122,7 +122,7 @@ impl RegisteredCertificate {
     /// Every certificate in a PEM text (`-----BEGIN CERTIFICATE-----` blocks;
     /// anything else, such as a private key, is skipped). `Err` when there is
     /// none or one cannot be read.
-    pub fn from_pem(pem: &[u8]) -> Result<Vec<RegisteredCertificate>, String> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Vec<RegisteredCertificate>, String> {
         let mut r = pem;
         let mut out = Vec::new();
         for c in rustls_pemfile::certs(&mut r) {
@@ -155,12 +155,12 @@ enum Alg {
 
 /// What an accepted assertion said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    pub jti: String,
+pub(crate) struct Accepted {
+    pub(crate) jti: String,
     /// `exp`, Unix seconds.
-    pub exp: u64,
+    pub(crate) exp: u64,
     /// `x5t#S256` of the certificate that signed it.
-    pub certificate: String,
+    pub(crate) certificate: String,
 }
 
 fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, Refusal> {
@@ -199,7 +199,13 @@ fn string_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Result<&'a st
 /// to a token endpoint whose URLs are `audiences`, at `now` (Unix seconds),
 /// against the `registered` certificates. Does not look at `jti` reuse
 /// ([`ReplayGuard`] does). Never panics, whatever `assertion` holds.
-pub fn verify(assertion: &str, client_id: &str, audiences: &[String], registered: &[RegisteredCertificate], now: u64) -> Result<Accepted, Refusal> {
+pub(crate) fn verify(
+    assertion: &str,
+    client_id: &str,
+    audiences: &[String],
+    registered: &[RegisteredCertificate],
+    now: u64,
+) -> Result<Accepted, Refusal> {
     if assertion.len() > MAX_ASSERTION_BYTES {
         return Err(invalid_jwt(format!("The assertion is longer than {MAX_ASSERTION_BYTES} bytes.")));
     }
@@ -301,14 +307,14 @@ pub fn verify(assertion: &str, client_id: &str, audiences: &[String], registered
 /// The `jti` values accepted and not yet expired (plus the skew), so a
 /// replayed assertion is refused.
 #[derive(Debug, Default)]
-pub struct ReplayGuard {
+pub(crate) struct ReplayGuard {
     seen: HashMap<String, u64>,
 }
 
 impl ReplayGuard {
     /// Admits `a` at `now` once; `Err` when its `jti` was admitted before and
     /// that assertion has not expired yet.
-    pub fn admit(&mut self, a: &Accepted, now: u64) -> Result<(), Refusal> {
+    pub(crate) fn admit(&mut self, a: &Accepted, now: u64) -> Result<(), Refusal> {
         self.seen.retain(|_, exp| exp.saturating_add(CLOCK_SKEW_S) >= now);
         if self.seen.contains_key(&a.jti) {
             return Err(refuse(
@@ -330,12 +336,9 @@ impl ReplayGuard {
     }
 
     /// How many `jti` values are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
     }
 }
 

@@ -24,7 +24,7 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The audience Event Hubs tokens are issued for.
-pub const AUDIENCE: &str = "https://eventhubs.azure.net";
+pub(crate) const AUDIENCE: &str = "https://eventhubs.azure.net";
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     match HmacSha256::new_from_slice(key) {
@@ -42,11 +42,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Why a token was refused: `(code for the XML answer, words)`.
-pub type Refusal = (&'static str, String);
+pub(crate) type Refusal = (&'static str, String);
 
 /// Checks a `SharedAccessSignature …` header for a request to `request_url`
 /// (`https://host[:port]/path`, no query) at `now` (Unix seconds).
-pub fn check_sas(header: &str, request_url: &str, key_name: &str, key: &str, now: u64) -> Result<(), Refusal> {
+pub(crate) fn check_sas(header: &str, request_url: &str, key_name: &str, key: &str, now: u64) -> Result<(), Refusal> {
     let rest = header.strip_prefix("SharedAccessSignature ").ok_or(("InvalidToken", "not a SharedAccessSignature".to_string()))?;
     let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
     for part in rest.trim().split('&') {
@@ -91,7 +91,7 @@ pub fn check_sas(header: &str, request_url: &str, key_name: &str, key: &str, now
 }
 
 /// Issues an access token for `client_id`, valid until `exp`.
-pub fn issue_bearer(secret: &[u8], issuer: &str, client_id: &str, now: u64, exp: u64) -> String {
+pub(crate) fn issue_bearer(secret: &[u8], issuer: &str, client_id: &str, now: u64, exp: u64) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let claims = serde_json::json!({"aud": AUDIENCE, "iss": issuer, "appid": client_id, "iat": now, "nbf": now, "exp": exp});
     let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -101,7 +101,7 @@ pub fn issue_bearer(secret: &[u8], issuer: &str, client_id: &str, now: u64, exp:
 }
 
 /// Checks a `Bearer …` header against the tokens this emulator issues.
-pub fn check_bearer(header: &str, secret: &[u8], now: u64) -> Result<String, Refusal> {
+pub(crate) fn check_bearer(header: &str, secret: &[u8], now: u64) -> Result<String, Refusal> {
     let token = header.strip_prefix("Bearer ").ok_or(("InvalidToken", "not a Bearer token".to_string()))?.trim();
     let mut parts = token.split('.');
     let (h, c, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -129,15 +129,15 @@ pub fn check_bearer(header: &str, secret: &[u8], now: u64) -> Result<String, Ref
 
 /// One event of a batch, as checked.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub body: String,
-    pub message_id: Option<String>,
-    pub partition_key: Option<String>,
-    pub user_properties: Map<String, Value>,
+pub(crate) struct Event {
+    pub(crate) body: String,
+    pub(crate) message_id: Option<String>,
+    pub(crate) partition_key: Option<String>,
+    pub(crate) user_properties: Map<String, Value>,
 }
 
 /// Checks a batch body; `Err` is the 400 answer's detail.
-pub fn check_batch(body: &[u8]) -> Result<Vec<Event>, String> {
+pub(crate) fn check_batch(body: &[u8]) -> Result<Vec<Event>, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("the batch is not JSON: {e}"))?;
     let items = v.as_array().ok_or("a batch is a JSON array of events")?;
     if items.is_empty() {

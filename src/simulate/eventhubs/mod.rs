@@ -31,8 +31,8 @@
 //! such as a reset after the request was stored need control of the socket.
 //! Its checks ([`checks`], [`assertion`]) are its own code, not the sink's.
 
-pub mod assertion;
-pub mod checks;
+pub(crate) mod assertion;
+pub(crate) mod checks;
 
 use crate::simulate::iothub::certs::Authority;
 use crate::simulate::EmulatorError;
@@ -106,31 +106,30 @@ impl Default for EmulatorConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Answer 401 (the credentials are fine).
-    pub unauthorized: u32,
+    pub(crate) unauthorized: u32,
     /// Answer 503 ServerBusy (error 50002).
-    pub server_busy: u32,
+    pub(crate) server_busy: u32,
     /// Answer 413 for request bodies larger than this.
-    pub too_large_above: Option<usize>,
+    pub(crate) too_large_above: Option<usize>,
     /// Wait this long before each batch answer (after storing the batch).
-    pub delay_ms: u64,
+    pub(crate) delay_ms: u64,
     /// Close the connection after reading the request, before storing it.
-    pub resets: u32,
+    pub(crate) resets: u32,
     /// Store the batch, then close the connection without answering (the
     /// sender cannot know it arrived, so it sends it again).
-    pub lost_answers: u32,
+    pub(crate) lost_answers: u32,
     /// Close every batch request's connection without answering for this
     /// long from when it is set (an outage).
-    pub down_ms: u64,
+    pub(crate) down_ms: u64,
 }
 
 /// One recorded event.
 #[derive(Debug, Clone)]
 pub struct Recorded {
-    pub partition_key: Option<String>,
-    pub message_id: Option<String>,
+    pub(crate) partition_key: Option<String>,
+    pub(crate) message_id: Option<String>,
     pub body: String,
-    pub user_properties: serde_json::Map<String, Value>,
-    pub sequence_number: u64,
+    pub(crate) sequence_number: u64,
 }
 
 /// Counters, as `GET /$emulator/stats` returns them.
@@ -138,21 +137,21 @@ pub struct Recorded {
 #[serde(default)]
 pub struct Stats {
     pub connections: u64,
-    pub batch_requests: u64,
-    pub accepted_batches: u64,
-    pub events: u64,
+    pub(crate) batch_requests: u64,
+    pub(crate) accepted_batches: u64,
+    pub(crate) events: u64,
     /// Accepted batches that held more than one event.
-    pub multi_event_batches: u64,
+    pub(crate) multi_event_batches: u64,
     /// The most events one accepted batch held.
     pub max_batch_events: u64,
-    pub tokens_issued: u64,
+    pub(crate) tokens_issued: u64,
     /// Tokens issued for a certificate credential (client assertion).
-    pub assertions_accepted: u64,
+    pub(crate) assertions_accepted: u64,
     /// Different `Authorization` values accepted (each renewal is a new one).
-    pub distinct_tokens: u64,
+    pub(crate) distinct_tokens: u64,
     /// Answers other than 201 by status (`"401": 3`), faults by name, and
     /// token endpoint refusals by `token:{error}` and `token:AADSTS{code}`.
-    pub refused: BTreeMap<String, u64>,
+    pub(crate) refused: BTreeMap<String, u64>,
 }
 
 /// What persists across restarts when `state_dir` is set.
@@ -278,7 +277,7 @@ impl Emulator {
     }
 
     /// `https://127.0.0.1:port`
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("https://{}", self.shared.addr)
     }
 
@@ -290,31 +289,31 @@ impl Emulator {
         )
     }
 
-    pub fn sas_key(&self) -> &str {
+    pub(crate) fn sas_key(&self) -> &str {
         &self.shared.identity.sas_key
     }
 
-    pub fn client_secret(&self) -> &str {
+    pub(crate) fn client_secret(&self) -> &str {
         &self.shared.identity.client_secret
     }
 
     /// The token endpoint's URL (`https://127.0.0.1:port/{tenant}/oauth2/v2.0/token`),
     /// the `aud` a client assertion must carry.
-    pub fn token_endpoint(&self) -> String {
+    pub(crate) fn token_endpoint(&self) -> String {
         format!("{}/{}/oauth2/v2.0/token", self.base_url(), self.shared.cfg.tenant)
     }
 
     /// `x5t#S256` thumbprints of the registered client certificates.
-    pub fn client_certificate_thumbprints(&self) -> Vec<String> {
+    pub(crate) fn client_certificate_thumbprints(&self) -> Vec<String> {
         self.shared.registered.iter().map(|r| r.x5t_s256.clone()).collect()
     }
 
-    pub fn config(&self) -> &EmulatorConfig {
+    pub(crate) fn config(&self) -> &EmulatorConfig {
         &self.shared.cfg
     }
 
     /// The CA certificate (PEM) clients must trust.
-    pub fn ca_pem(&self) -> &str {
+    pub(crate) fn ca_pem(&self) -> &str {
         &self.shared.identity.ca_pem
     }
 
@@ -326,7 +325,7 @@ impl Emulator {
     }
 
     /// Everything a client needs, as JSON (written by `simulate eventhubs`).
-    pub fn description(&self, ca_file: &Path) -> Value {
+    pub(crate) fn description(&self, ca_file: &Path) -> Value {
         let c = &self.shared.cfg;
         json!({
             "url": self.base_url(),
@@ -346,11 +345,6 @@ impl Emulator {
             "ca_file": ca_file,
             "record_dir": c.record_dir,
         })
-    }
-
-    /// Replaces the faults.
-    pub fn set_faults(&self, f: Faults) {
-        self.shared.set_faults(f);
     }
 
     pub fn stats(&self) -> Stats {
@@ -797,7 +791,7 @@ async fn batch(req: &Request, shared: &Arc<Shared>) -> Reply {
 
 /// A file name for a partition key: safe characters kept, others `_`, and a
 /// hash suffix when anything was changed (so two keys never share a file).
-pub fn partition_file_name(key: Option<&str>) -> String {
+pub(crate) fn partition_file_name(key: Option<&str>) -> String {
     use sha2::Digest;
     let Some(key) = key else { return "_no_partition_key.ndjson".into() };
     let mut safe: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect();
@@ -834,13 +828,7 @@ fn record(shared: &Arc<Shared>, events: Vec<checks::Event>) -> std::io::Result<(
         let l = lines.entry(file).or_default();
         l.push_str(&line.to_string());
         l.push('\n');
-        recorded.push(Recorded {
-            partition_key: e.partition_key,
-            message_id: e.message_id,
-            body: e.body,
-            user_properties: e.user_properties,
-            sequence_number: seq,
-        });
+        recorded.push(Recorded { partition_key: e.partition_key, message_id: e.message_id, body: e.body, sequence_number: seq });
     }
     if let Some(dir) = &shared.cfg.record_dir {
         for (file, text) in &lines {

@@ -68,7 +68,7 @@ pub(crate) async fn accept_loop(listener: tokio::net::TcpListener, tls: Arc<rust
                         Ok(Err(super::ws::UpgradeError::Refused { status, reason })) => {
                             event(&shared, EmulatorEvent::UpgradeRefused { status, reason });
                         }
-                        Ok(Err(super::ws::UpgradeError::Handshake(_))) | Err(_) => {}
+                        Ok(Err(super::ws::UpgradeError::Handshake)) | Err(_) => {}
                     }
                 }
             }
@@ -158,8 +158,7 @@ fn authenticate(shared: &Shared, c: &v4::Connect, peer: Option<&[u8]>) -> Result
         if tok.expires <= oracle::unix_now() {
             return Err((5, "DPS token expired".into()));
         }
-        let mut keys: Vec<String> = st.individual_enrollments.get(reg).cloned().into_iter().collect();
-        keys.extend(st.group_keys.iter().filter_map(|g| oracle::group_device_key(g, reg)));
+        let keys = st.group_keys.iter().filter_map(|g| oracle::group_device_key(g, reg));
         let key =
             keys.into_iter().find(|k| oracle::signed_with(&tok, k)).ok_or((5, "no enrollment matches this registration's signature".to_string()))?;
         return Ok(Who::Dps { registration_id: reg.to_string(), device_key: key });

@@ -7,23 +7,23 @@ use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKe
 use std::net::IpAddr;
 
 /// The emulator's CA (kept to issue device certificates).
-pub struct Authority {
+pub(crate) struct Authority {
     cert: Certificate,
     key: KeyPair,
 }
 
 /// A certificate and its key, PEM.
 #[derive(Clone)]
-pub struct Issued {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub cert_der: Vec<u8>,
-    pub key_der: Vec<u8>,
+pub(crate) struct Issued {
+    pub(crate) cert_pem: String,
+    pub(crate) key_pem: String,
+    pub(crate) cert_der: Vec<u8>,
+    pub(crate) key_der: Vec<u8>,
 }
 
 impl Authority {
     /// A fresh CA.
-    pub fn new() -> Result<Authority, EmulatorError> {
+    pub(crate) fn new() -> Result<Authority, EmulatorError> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name.push(DnType::CommonName, "iomt-edge IoT Hub emulator CA");
@@ -34,12 +34,12 @@ impl Authority {
     }
 
     /// The CA certificate, PEM (what clients trust).
-    pub fn ca_pem(&self) -> String {
+    pub(crate) fn ca_pem(&self) -> String {
         self.cert.pem()
     }
 
     /// The CA certificate, DER.
-    pub fn ca_der(&self) -> Vec<u8> {
+    pub(crate) fn ca_der(&self) -> Vec<u8> {
         self.cert.der().to_vec()
     }
 
@@ -58,12 +58,12 @@ impl Authority {
     }
 
     /// A server certificate for `names` (DNS) and `ips`.
-    pub fn server(&self, names: &[String], ips: &[IpAddr]) -> Result<Issued, EmulatorError> {
+    pub(crate) fn server(&self, names: &[String], ips: &[IpAddr]) -> Result<Issued, EmulatorError> {
         self.issue("iomt-edge emulator", names.to_vec(), ips, true)
     }
 
     /// A device (client) certificate whose CN is the device id.
-    pub fn device(&self, device_id: &str) -> Result<Issued, EmulatorError> {
+    pub(crate) fn device(&self, device_id: &str) -> Result<Issued, EmulatorError> {
         self.issue(device_id, Vec::new(), &[], false)
     }
 }

@@ -23,9 +23,9 @@
 //! same crates rumqttc's own websocket transport uses).
 
 mod broker;
-pub mod certs;
+pub(crate) mod certs;
 mod oracle;
-pub mod ws;
+pub(crate) mod ws;
 
 use crate::simulate::EmulatorError;
 use serde_json::Value;
@@ -141,7 +141,7 @@ pub struct Faults {
 
 /// How a device authenticates to the emulator.
 #[derive(Debug, Clone)]
-pub enum DeviceAuth {
+pub(crate) enum DeviceAuth {
     /// A symmetric key (base64).
     Key(String),
     /// A client certificate (DER) issued by the emulator's CA.
@@ -169,7 +169,6 @@ struct Live {
 #[derive(Default)]
 struct State {
     devices: HashMap<String, DeviceAuth>,
-    individual_enrollments: HashMap<String, String>,
     group_keys: Vec<String>,
     messages: Vec<ReceivedMessage>,
     events: Vec<EmulatorEvent>,
@@ -342,11 +341,6 @@ impl Emulator {
     /// A device connection string for this emulator.
     pub fn connection_string(&self, device_id: &str, key_b64: &str) -> String {
         format!("HostName={};DeviceId={};SharedAccessKey={};GatewayHostName={}", self.hub_name(), device_id, key_b64, self.gateway_host())
-    }
-
-    /// Adds a DPS individual enrollment.
-    pub fn add_individual_enrollment(&self, registration_id: &str, key_b64: &str) {
-        self.shared.state().individual_enrollments.insert(registration_id.to_string(), key_b64.to_string());
     }
 
     /// Adds a DPS group enrollment key.

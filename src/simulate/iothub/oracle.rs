@@ -22,22 +22,22 @@ use sha2::Sha256;
 
 /// A presented SAS token, split into its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresentedToken {
+pub(crate) struct PresentedToken {
     /// `sr` as sent (still URL-encoded): what was signed.
-    pub signed_resource: String,
+    pub(crate) signed_resource: String,
     /// `sr` decoded: the resource the token grants.
-    pub resource: String,
+    pub(crate) resource: String,
     /// `sig` decoded from URL and base64 encoding: the 32-byte MAC.
-    pub mac: Vec<u8>,
+    pub(crate) mac: Vec<u8>,
     /// `se`: expiry, Unix seconds.
-    pub expires: u64,
+    pub(crate) expires: u64,
     /// `skn`, decoded: the policy name (DPS group tokens: `registration`).
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
 }
 
 /// Why a token was refused before its signature was looked at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenRefused {
+pub(crate) enum TokenRefused {
     #[error("not a SharedAccessSignature")]
     Scheme,
     #[error("field `{0}` missing or given twice")]
@@ -52,7 +52,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Splits a token into its fields. Each of `sr`, `sig` and `se` must occur
 /// exactly once.
-pub fn read_token(token: &str) -> Result<PresentedToken, TokenRefused> {
+pub(crate) fn read_token(token: &str) -> Result<PresentedToken, TokenRefused> {
     let body = token.trim().strip_prefix("SharedAccessSignature").ok_or(TokenRefused::Scheme)?;
     let body = body.strip_prefix(' ').ok_or(TokenRefused::Scheme)?;
     let mut fields: Vec<(&str, &str)> = Vec::new();
@@ -88,26 +88,26 @@ fn mac_over(key: &[u8], message: &[u8]) -> Option<Hmac<Sha256>> {
 }
 
 /// Whether `t` was signed with `key_base64` (compared in constant time).
-pub fn signed_with(t: &PresentedToken, key_base64: &str) -> bool {
+pub(crate) fn signed_with(t: &PresentedToken, key_base64: &str) -> bool {
     let Ok(key) = STANDARD.decode(key_base64.trim().as_bytes()) else { return false };
     let message = [t.signed_resource.as_bytes(), b"\n", t.expires.to_string().as_bytes()].concat();
     mac_over(&key, &message).is_some_and(|m| m.verify_slice(&t.mac).is_ok())
 }
 
 /// The device key DPS gives `registration_id` in a group with `group_key_base64`.
-pub fn group_device_key(group_key_base64: &str, registration_id: &str) -> Option<String> {
+pub(crate) fn group_device_key(group_key_base64: &str, registration_id: &str) -> Option<String> {
     let key = STANDARD.decode(group_key_base64.trim().as_bytes()).ok()?;
     Some(STANDARD.encode(mac_over(&key, registration_id.as_bytes())?.finalize().into_bytes()))
 }
 
 /// The wall clock in Unix seconds.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A property bag (`k=v&k2=v2`, keys and values URL-encoded, `$` also as
 /// `%24`). `None` when an escape is broken or a key is empty.
-pub fn property_bag(q: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn property_bag(q: &str) -> Option<Vec<(String, String)>> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -121,7 +121,7 @@ pub fn property_bag(q: &str) -> Option<Vec<(String, String)>> {
 
 /// A topic a device publishes to, as the hub reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Published {
+pub(crate) enum Published {
     /// `devices/{device}[/modules/{module}]/messages/events/[{bag}]`.
     Telemetry { device_id: String, module_id: Option<String>, properties: Vec<(String, String)> },
     /// `$iothub/twin/GET/?$rid={rid}`.
@@ -137,7 +137,7 @@ fn rid_of(q: &str) -> Option<String> {
 }
 
 /// Reads a device's publish topic; `None`: the hub would close the connection.
-pub fn read_topic(topic: &str) -> Option<Published> {
+pub(crate) fn read_topic(topic: &str) -> Option<Published> {
     let segments: Vec<&str> = topic.splitn(7, '/').collect();
     match segments.as_slice() {
         ["devices", d, "messages", "events"] => telemetry(d, None, ""),

@@ -15,24 +15,24 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use ws_stream_tungstenite::WsStream;
 
 /// The path IoT Hub serves MQTT-over-WebSockets on.
-pub const PATH: &str = "/$iothub/websocket";
+pub(crate) const PATH: &str = "/$iothub/websocket";
 /// The WebSocket subprotocol clients must ask for.
-pub const SUBPROTOCOL: &str = "mqtt";
+pub(crate) const SUBPROTOCOL: &str = "mqtt";
 
 /// Why an upgrade did not produce a WebSocket.
 #[derive(Debug)]
-pub enum UpgradeError {
+pub(crate) enum UpgradeError {
     /// The request was answered with this HTTP status (wrong path, no `mqtt`).
     Refused { status: u16, reason: String },
     /// The HTTP exchange itself failed (not HTTP, not an upgrade, connection lost).
-    Handshake(String),
+    Handshake,
 }
 
 /// Checks an upgrade request's path (without the query; `%24` accepted for
 /// `$`) and its offered subprotocols (each `Sec-WebSocket-Protocol` header
 /// value, comma-separated lists allowed). Returns the HTTP status and reason
 /// to refuse with.
-pub fn check_upgrade<'a>(path: &str, offered: impl IntoIterator<Item = &'a str>) -> Result<(), (u16, String)> {
+pub(crate) fn check_upgrade<'a>(path: &str, offered: impl IntoIterator<Item = &'a str>) -> Result<(), (u16, String)> {
     let decoded = path.replacen("%24", "$", 1);
     if decoded != PATH && decoded != format!("{PATH}/") {
         return Err((404, format!("no WebSocket endpoint at `{path}` (IoT Hub serves {PATH})")));
@@ -45,12 +45,12 @@ pub fn check_upgrade<'a>(path: &str, offered: impl IntoIterator<Item = &'a str>)
 }
 
 /// A WebSocket carrying MQTT, read and written as bytes.
-pub type MqttOverWs<S> = WsStream<TokioAdapter<S>>;
+pub(crate) type MqttOverWs<S> = WsStream<TokioAdapter<S>>;
 
 /// Performs the server side of the upgrade on `stream` (already inside TLS).
 // The callback's error type is tungstenite's `ErrorResponse`, not ours to shrink.
 #[allow(clippy::result_large_err)]
-pub async fn accept<S>(stream: S) -> Result<MqttOverWs<S>, UpgradeError>
+pub(crate) async fn accept<S>(stream: S) -> Result<MqttOverWs<S>, UpgradeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -74,7 +74,7 @@ where
     match (result, refused) {
         (Ok(ws), _) => Ok(WsStream::new(ws)),
         (Err(_), Some((status, reason))) => Err(UpgradeError::Refused { status, reason }),
-        (Err(e), None) => Err(UpgradeError::Handshake(e.to_string())),
+        (Err(_), None) => Err(UpgradeError::Handshake),
     }
 }
 

@@ -14,18 +14,18 @@ use std::fmt;
 
 /// A parsed Event Hubs (namespace or event hub) connection string.
 #[derive(Clone, PartialEq, Eq)]
-pub struct EventHubsConnectionString {
+pub(crate) struct EventHubsConnectionString {
     /// The namespace host, without scheme, port or path, e.g.
     /// `contoso.servicebus.windows.net` (from `Endpoint=sb://…/`).
-    pub namespace_host: String,
+    pub(crate) namespace_host: String,
     /// A port written in the endpoint (`sb://host:port/`), for an emulator.
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// The SAS policy name (`skn` of tokens).
-    pub key_name: String,
+    pub(crate) key_name: String,
     /// The SAS key, used as its UTF-8 bytes (not base64-decoded).
-    pub key: String,
+    pub(crate) key: String,
     /// The event hub name from `EntityPath`, present in hub-level strings.
-    pub entity_path: Option<String>,
+    pub(crate) entity_path: Option<String>,
 }
 
 impl fmt::Debug for EventHubsConnectionString {
@@ -71,7 +71,7 @@ impl EventHubsConnectionString {
     ///
     /// Errors: [`ConnectionStringError`] naming the missing, empty, repeated
     /// or malformed part.
-    pub fn parse(s: &str) -> Result<Self, ConnectionStringError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ConnectionStringError> {
         let (mut endpoint, mut key_name, mut key, mut entity) = (None, None, None, None);
         let mut seen: Vec<String> = Vec::new();
         let mut signature = false;
@@ -112,7 +112,7 @@ impl EventHubsConnectionString {
 
     /// The event hub name: `EntityPath`, else `configured`; both given and
     /// different is an error (a typo would send readings to the wrong hub).
-    pub fn hub_name<'a>(&'a self, configured: Option<&'a str>) -> Result<&'a str, ConnectionStringError> {
+    pub(crate) fn hub_name<'a>(&'a self, configured: Option<&'a str>) -> Result<&'a str, ConnectionStringError> {
         match (self.entity_path.as_deref(), configured.filter(|c| !c.is_empty())) {
             (Some(e), Some(c)) if e != c => Err(ConnectionStringError::HubNameConflict { entity_path: e.to_string(), configured: c.to_string() }),
             (Some(e), _) => Ok(e),

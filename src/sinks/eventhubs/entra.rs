@@ -30,13 +30,13 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// The token scope for Event Hubs data-plane access.
-pub const EVENTHUBS_SCOPE: &str = "https://eventhubs.azure.net/.default";
+pub(crate) const EVENTHUBS_SCOPE: &str = "https://eventhubs.azure.net/.default";
 /// The public cloud's authority host.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 /// `client_assertion_type` for a certificate (JWT bearer) assertion.
-pub const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// How long a client assertion stays valid (the docs: "5-10 minutes after nbf").
-pub const ASSERTION_LIFETIME_S: u64 = 600;
+pub(crate) const ASSERTION_LIFETIME_S: u64 = 600;
 
 /// A problem with the Entra ID settings or answers. Never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +73,7 @@ pub fn token_endpoint(authority_host: &str, tenant: &str) -> Result<String, Entr
 
 /// How the application proves who it is.
 #[derive(Clone, PartialEq, Eq)]
-pub enum ClientCredential {
+pub(crate) enum ClientCredential {
     /// A client secret.
     Secret(String),
     /// A signed JWT assertion (certificate credential).
@@ -90,7 +90,7 @@ impl fmt::Debug for ClientCredential {
 }
 
 /// The form fields of the client credentials token request, in order.
-pub fn token_request_fields(client_id: &str, credential: &ClientCredential, scope: &str) -> Result<Vec<(&'static str, String)>, EntraError> {
+pub(crate) fn token_request_fields(client_id: &str, credential: &ClientCredential, scope: &str) -> Result<Vec<(&'static str, String)>, EntraError> {
     if client_id.trim().is_empty() {
         return Err(EntraError::NoClientId);
     }
@@ -107,17 +107,17 @@ pub fn token_request_fields(client_id: &str, credential: &ClientCredential, scop
 
 /// `application/x-www-form-urlencoded` body of `fields` (every byte but
 /// `A-Z a-z 0-9 - _ . ~` percent-encoded).
-pub fn form_body(fields: &[(&str, String)]) -> String {
+pub(crate) fn form_body(fields: &[(&str, String)]) -> String {
     fields.iter().map(|(k, v)| format!("{}={}", urlencoding::encode(k), urlencoding::encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// An access token and its timing (Unix seconds). `Debug` redacts the value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken {
-    pub value: String,
-    pub expires_at: u64,
+pub(crate) struct AccessToken {
+    pub(crate) value: String,
+    pub(crate) expires_at: u64,
     /// Fetch a new one at or after this time.
-    pub refresh_at: u64,
+    pub(crate) refresh_at: u64,
 }
 
 impl fmt::Debug for AccessToken {
@@ -133,7 +133,7 @@ impl fmt::Debug for AccessToken {
 /// When to refresh a token obtained at `now` that lives `lifetime_s`: 5 min
 /// before expiry (Azure.Identity's default refresh offset), or at the
 /// server's `refresh_in` if earlier; a token living 10 min or less at 80 %.
-pub fn refresh_at(now: u64, lifetime_s: u64, refresh_in: Option<u64>) -> u64 {
+pub(crate) fn refresh_at(now: u64, lifetime_s: u64, refresh_in: Option<u64>) -> u64 {
     let by_offset = if lifetime_s > 600 { lifetime_s - 300 } else { lifetime_s.saturating_mul(4) / 5 };
     let after = refresh_in.map_or(by_offset, |r| r.min(by_offset));
     now.saturating_add(after)
@@ -144,7 +144,7 @@ pub fn refresh_at(now: u64, lifetime_s: u64, refresh_in: Option<u64>) -> u64 {
 /// `expires_in` is accepted as a number or a numeric string (older endpoints
 /// send strings). Errors: [`EntraError::Refused`] with a hint for the common
 /// AADSTS codes, [`EntraError::Malformed`] for anything else.
-pub fn parse_token_response(status: u16, body: &[u8], now: u64) -> Result<AccessToken, EntraError> {
+pub(crate) fn parse_token_response(status: u16, body: &[u8], now: u64) -> Result<AccessToken, EntraError> {
     let malformed = |why: &str| EntraError::Malformed { status, detail: why.to_string() };
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| malformed("the body is not JSON"))?;
     if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
@@ -195,7 +195,7 @@ fn hint_for(error: &str, codes: &[u64]) -> &'static str {
 
 /// What a token cache should do at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenDecision {
+pub(crate) enum TokenDecision {
     /// The cached token is good; no request.
     Use,
     /// Fetch a new token; the cached one may still be used meanwhile.
@@ -208,12 +208,12 @@ pub enum TokenDecision {
 
 /// The cache's state (pure; the caller owns the clock and the HTTP client).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenCache {
-    pub token: Option<AccessToken>,
+pub(crate) struct TokenCache {
+    pub(crate) token: Option<AccessToken>,
     /// Failures since the last success.
-    pub failures: u32,
+    pub(crate) failures: u32,
     /// When the last failed attempt happened.
-    pub last_failure_at: Option<u64>,
+    pub(crate) last_failure_at: Option<u64>,
 }
 
 /// The wait between token requests that failed.
@@ -222,13 +222,13 @@ const RETRY: crate::backoff::Backoff = crate::backoff::Backoff::new(std::time::D
 impl TokenCache {
     /// Delay in seconds after `n` failures: 2 s doubling to 5 min, without
     /// jitter (a token is asked for rarely; the sends have their own).
-    pub fn retry_delay_s(n: u32) -> u64 {
+    pub(crate) fn retry_delay_s(n: u32) -> u64 {
         RETRY.delay(n.saturating_sub(1)).as_secs()
     }
 
     /// What to do at `now`. A token expiring within 30 s is not used (a
     /// request in flight could outlive it).
-    pub fn decide(&self, now: u64) -> TokenDecision {
+    pub(crate) fn decide(&self, now: u64) -> TokenDecision {
         let retry_at = self.last_failure_at.map(|t| t.saturating_add(Self::retry_delay_s(self.failures)));
         let may_ask = !matches!(retry_at, Some(r) if now < r);
         match &self.token {
@@ -245,26 +245,26 @@ impl TokenCache {
     }
 
     /// Records a new token.
-    pub fn succeeded(&mut self, token: AccessToken) {
+    pub(crate) fn succeeded(&mut self, token: AccessToken) {
         self.token = Some(token);
         self.failures = 0;
         self.last_failure_at = None;
     }
 
     /// Records a failed request at `now` (the old token is kept while valid).
-    pub fn failed(&mut self, now: u64) {
+    pub(crate) fn failed(&mut self, now: u64) {
         self.failures = self.failures.saturating_add(1);
         self.last_failure_at = Some(now);
     }
 }
 
 /// `x5t#S256` of a certificate: base64url (no padding) of the SHA-256 of its DER.
-pub fn x5t_s256(cert_der: &[u8]) -> String {
+pub(crate) fn x5t_s256(cert_der: &[u8]) -> String {
     B64URL.encode(Sha256::digest(cert_der))
 }
 
 /// The certificate assertion's header: `{"alg":"PS256","typ":"JWT","x5t#S256":…}`.
-pub fn assertion_header(cert_der: &[u8]) -> serde_json::Value {
+pub(crate) fn assertion_header(cert_der: &[u8]) -> serde_json::Value {
     serde_json::json!({ "alg": "PS256", "typ": "JWT", "x5t#S256": x5t_s256(cert_der) })
 }
 
@@ -290,7 +290,7 @@ pub fn assertion_signing_input(header: &serde_json::Value, claims: &serde_json::
 }
 
 /// The DER of the first certificate in a PEM file's text.
-pub fn certificate_der(cert_pem: &[u8]) -> Result<Vec<u8>, EntraError> {
+pub(crate) fn certificate_der(cert_pem: &[u8]) -> Result<Vec<u8>, EntraError> {
     let mut r = cert_pem;
     let first = rustls_pemfile::certs(&mut r).next();
     match first {
@@ -304,7 +304,7 @@ pub fn certificate_der(cert_pem: &[u8]) -> Result<Vec<u8>, EntraError> {
 /// (PKCS#8 or PKCS#1 PEM) and returns the complete JWS
 /// `{signing_input}.{b64url(signature)}`. PSS signatures are randomised, so
 /// two calls give different (equally valid) results.
-pub fn sign_assertion(signing_input: &str, key_pem: &[u8]) -> Result<String, EntraError> {
+pub(crate) fn sign_assertion(signing_input: &str, key_pem: &[u8]) -> Result<String, EntraError> {
     use rustls::SignatureScheme;
     let mut r = key_pem;
     let key = match rustls_pemfile::private_key(&mut r) {
@@ -332,7 +332,7 @@ pub fn client_assertion(client_id: &str, token_endpoint: &str, jti: &str, now: u
 /// checking the signature (the service checks it; the gateway only needs to
 /// know when to look for a new one). `None` for anything that is not a JWT
 /// with a numeric `exp`.
-pub fn jwt_expiry(token: &str) -> Option<u64> {
+pub(crate) fn jwt_expiry(token: &str) -> Option<u64> {
     let mut parts = token.trim().split('.');
     let (_h, p, _s) = (parts.next()?, parts.next()?, parts.next()?);
     let payload = B64URL.decode(p.trim_end_matches('=')).ok()?;
@@ -341,7 +341,7 @@ pub fn jwt_expiry(token: &str) -> Option<u64> {
 
 /// The token in a bearer token file: the file's text trimmed, a leading
 /// `Bearer ` removed. `None` when empty or not one printable ASCII word.
-pub fn bearer_from_file_text(text: &str) -> Option<String> {
+pub(crate) fn bearer_from_file_text(text: &str) -> Option<String> {
     let t = text.trim();
     let t = t.strip_prefix("Bearer ").or_else(|| t.strip_prefix("bearer ")).unwrap_or(t).trim();
     (!t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic())).then(|| t.to_string())
@@ -349,10 +349,10 @@ pub fn bearer_from_file_text(text: &str) -> Option<String> {
 
 /// What identifies a version of the token file (from `metadata()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    pub len: u64,
+pub(crate) struct FileStamp {
+    pub(crate) len: u64,
     /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
+    pub(crate) mtime_ns: i128,
 }
 
 /// Whether to re-read the bearer token file at `now`: when it changed
@@ -360,7 +360,7 @@ pub struct FileStamp {
 /// is expired or expires within 60 s (a helper that rewrites the file within
 /// the same mtime tick, or a file system with coarse mtimes, is then still
 /// picked up).
-pub fn should_reread_token_file(last: Option<FileStamp>, current: FileStamp, token_expires_at: Option<u64>, now: u64) -> bool {
+pub(crate) fn should_reread_token_file(last: Option<FileStamp>, current: FileStamp, token_expires_at: Option<u64>, now: u64) -> bool {
     match last {
         None => true,
         Some(l) if l != current => true,

@@ -19,13 +19,14 @@
 //! Not built yet (see docs/eventhubs.md): the dead-letter tree for a message
 //! that can never fit.
 
-pub mod batch;
-pub mod connection_string;
+pub(crate) mod batch;
+pub(crate) mod connection_string;
 pub mod entra;
-pub mod error;
-pub mod response;
+pub(crate) mod error;
+pub(crate) mod response;
 pub mod sas;
-pub mod sink;
+pub(crate) mod sink;
 
-pub use error::EventHubsError;
-pub use sink::{build, EventHubsSink};
+pub(crate) use error::EventHubsError;
+pub(crate) use sink::build;
+pub use sink::EventHubsSink;

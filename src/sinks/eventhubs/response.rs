@@ -18,16 +18,16 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// The shortest wait after ServerBusy ("Event Hubs messaging exceptions").
-pub const SERVER_BUSY_MIN: Duration = Duration::from_secs(4);
+pub(crate) const SERVER_BUSY_MIN: Duration = Duration::from_secs(4);
 /// The longest `Retry-After` honoured; a larger value is capped so a bad
 /// header cannot stall the gateway for hours (backoff continues after it).
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(15 * 60);
+pub(crate) const RETRY_AFTER_CAP: Duration = Duration::from_secs(15 * 60);
 /// Longest service error text kept for logs (bytes of UTF-8, cut on a char boundary).
 const DETAIL_MAX: usize = 300;
 
 /// How the gateway authenticates, so an auth error names what to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthKind {
+pub(crate) enum AuthKind {
     /// SAS token from a connection string's key.
     SharedAccessKey,
     /// Entra ID client credentials (secret or certificate).
@@ -38,7 +38,7 @@ pub enum AuthKind {
 
 /// The meaning of one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendOutcome {
+pub(crate) enum SendOutcome {
     /// 201: the whole batch is stored by the service.
     Delivered,
     /// Credentials refused or lacking rights: keep buffering, retry slowly,
@@ -61,7 +61,7 @@ pub enum SendOutcome {
 
 /// A failure before any HTTP status arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportFailure {
+pub(crate) enum TransportFailure {
     Timeout,
     Connect,
     Reset,
@@ -71,7 +71,7 @@ pub enum TransportFailure {
 /// Classifies an HTTP answer. `retry_after` is the raw `Retry-After` header,
 /// `body` the response body (XML or text; only a bounded excerpt is kept),
 /// `now` the wall clock (for an HTTP-date `Retry-After`).
-pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], now: DateTime<Utc>, auth: AuthKind) -> SendOutcome {
+pub(crate) fn classify(status: u16, retry_after: Option<&str>, body: &[u8], now: DateTime<Utc>, auth: AuthKind) -> SendOutcome {
     let detail = error_detail(body);
     let lower = detail.to_ascii_lowercase();
     let server_busy = lower.contains("serverbusy") || lower.contains("server busy") || lower.contains("50002");
@@ -101,7 +101,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], now: DateTi
 }
 
 /// Classifies a failure with no HTTP answer: all are passing; retry.
-pub fn classify_transport(f: TransportFailure) -> SendOutcome {
+pub(crate) fn classify_transport(f: TransportFailure) -> SendOutcome {
     let detail = match f {
         TransportFailure::Timeout => "no answer in time",
         TransportFailure::Connect => "cannot connect",
@@ -112,7 +112,7 @@ pub fn classify_transport(f: TransportFailure) -> SendOutcome {
 }
 
 /// What the operator should check after a 401/403, per authentication kind.
-pub fn what_to_check(status: u16, auth: AuthKind) -> String {
+pub(crate) fn what_to_check(status: u16, auth: AuthKind) -> String {
     match (auth, status) {
         (AuthKind::SharedAccessKey, 401) => {
             "check SharedAccessKeyName and SharedAccessKey (the policy must exist on the namespace or event hub), \
@@ -137,7 +137,7 @@ pub fn what_to_check(status: u16, auth: AuthKind) -> String {
 /// Parses `Retry-After`: whole seconds (`120`) or an HTTP-date
 /// (`Wed, 21 Oct 2015 07:28:00 GMT`), relative to `now`; a date in the past
 /// is zero; capped at [`RETRY_AFTER_CAP`]. `None` when unparsable.
-pub fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
     let v = v.trim();
     let d = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX))
@@ -151,7 +151,7 @@ pub fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// A short, printable excerpt of a service error body: the text of the
 /// `<Detail>` element of the Service Bus XML error when there is one, else
 /// the body itself; control characters removed, at most ~300 bytes.
-pub fn error_detail(body: &[u8]) -> String {
+pub(crate) fn error_detail(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let inner = match (text.find("<Detail>"), text.find("</Detail>")) {
         (Some(a), Some(b)) if b > a + 8 => &text[a + 8..b],
@@ -176,7 +176,7 @@ impl SendOutcome {
     /// variant with the wanted handling (keep buffering, retry slowly, tell
     /// the operator), although its text says "credentials refused";
     /// `Unexpected` maps to [`SinkError::Retryable`].
-    pub fn into_sink_result(self) -> Result<(), SinkError> {
+    pub(crate) fn into_sink_result(self) -> Result<(), SinkError> {
         match self {
             SendOutcome::Delivered => Ok(()),
             SendOutcome::Auth { status, what_to_check, detail } => {

@@ -26,7 +26,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// The resource URI a token for one event hub is signed for:
 /// `https://{namespace_host}[:port]/{hub}` (no trailing slash, as in the docs'
 /// samples).
-pub fn resource_uri(namespace_host: &str, port: Option<u16>, hub: &str) -> String {
+pub(crate) fn resource_uri(namespace_host: &str, port: Option<u16>, hub: &str) -> String {
     match port {
         Some(p) => format!("https://{namespace_host}:{p}/{hub}"),
         None => format!("https://{namespace_host}/{hub}"),
@@ -35,7 +35,7 @@ pub fn resource_uri(namespace_host: &str, port: Option<u16>, hub: &str) -> Strin
 
 /// The signature, base64 and NOT yet URL-encoded, over
 /// `{encoded_resource}\n{expiry}` with `key`'s UTF-8 bytes as HMAC-SHA256 key.
-pub fn signature(key: &str, encoded_resource: &str, expiry_unix_s: u64) -> String {
+pub(crate) fn signature(key: &str, encoded_resource: &str, expiry_unix_s: u64) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = match HmacSha256::new_from_slice(key.as_bytes()) {
         Ok(m) => m,
@@ -55,24 +55,25 @@ pub fn token(resource_uri: &str, key_name: &str, key: &str, expiry_unix_s: u64) 
 
 /// A token in use and when to replace it (all times Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SasToken {
+pub(crate) struct SasToken {
     /// The header value.
-    pub value: String,
+    pub(crate) value: String,
     /// `se`.
-    pub expires_at: u64,
+    pub(crate) expires_at: u64,
     /// Make a new token at or after this time.
-    pub renew_at: u64,
+    pub(crate) renew_at: u64,
 }
 
 /// Default lifetime of a token: one hour (the IoT Hub C and C# SDKs' choice;
 /// the docs' samples use a week, which leaves a leaked token valid too long).
-pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+#[cfg(test)]
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 /// When to renew a token of `ttl` issued at `now`: at 80 % of its life, and for
 /// tokens longer than 10 min at least 2 min before expiry (as
 /// `crate::sinks::iothub::session::renew_after`; the Python IoT SDK renews
 /// 120 s early, the C SDK at 80 %).
-pub fn renew_at(now_unix_s: u64, ttl: Duration) -> u64 {
+pub(crate) fn renew_at(now_unix_s: u64, ttl: Duration) -> u64 {
     let ttl_s = ttl.as_secs();
     let eighty = ttl_s.saturating_mul(4) / 5;
     let early = if ttl_s > 600 { eighty.min(ttl_s - 120) } else { eighty };
@@ -80,14 +81,14 @@ pub fn renew_at(now_unix_s: u64, ttl: Duration) -> u64 {
 }
 
 /// Issues a token for `resource_uri` at `now` with lifetime `ttl`.
-pub fn issue(resource_uri: &str, key_name: &str, key: &str, now_unix_s: u64, ttl: Duration) -> SasToken {
+pub(crate) fn issue(resource_uri: &str, key_name: &str, key: &str, now_unix_s: u64, ttl: Duration) -> SasToken {
     let expires_at = now_unix_s.saturating_add(ttl.as_secs().max(1));
     SasToken { value: token(resource_uri, key_name, key, expires_at), expires_at, renew_at: renew_at(now_unix_s, ttl) }
 }
 
 impl SasToken {
     /// True when the token must be replaced before the next request at `now`.
-    pub fn needs_renewal(&self, now_unix_s: u64) -> bool {
+    pub(crate) fn needs_renewal(&self, now_unix_s: u64) -> bool {
         now_unix_s >= self.renew_at || now_unix_s >= self.expires_at
     }
 }

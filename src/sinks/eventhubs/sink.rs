@@ -61,13 +61,13 @@ pub struct EventHubsCounters {
     /// Request body bytes sent.
     pub request_bytes: AtomicU64,
     /// Events confirmed with 201.
-    pub delivered_events: AtomicU64,
+    pub(crate) delivered_events: AtomicU64,
     /// Tokens obtained (SAS made, Entra fetched, token file read).
-    pub tokens: AtomicU64,
+    pub(crate) tokens: AtomicU64,
 }
 
 /// Builds the Event Hubs sink for the runtime from its config table.
-pub async fn build(cfg: &EventHubsSinkConfig) -> Result<Arc<dyn Sink>, EventHubsError> {
+pub(crate) async fn build(cfg: &EventHubsSinkConfig) -> Result<Arc<dyn Sink>, EventHubsError> {
     Ok(Arc::new(EventHubsSink::start(cfg)?))
 }
 
@@ -141,7 +141,8 @@ impl EventHubsSink {
     }
 
     /// The URL batches are posted to.
-    pub fn url(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 

@@ -8,21 +8,21 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionString {
     /// The hub's host name (`{hub}.azure-devices.net`); tokens are signed for it.
-    pub host_name: String,
+    pub(crate) host_name: String,
     /// The device identity.
-    pub device_id: String,
+    pub(crate) device_id: String,
     /// Module identity (IoT Edge modules), if any.
-    pub module_id: Option<String>,
+    pub(crate) module_id: Option<String>,
     /// Base64 device key (absent for X.509 or a pre-made signature).
-    pub shared_access_key: Option<String>,
+    pub(crate) shared_access_key: Option<String>,
     /// Policy name, when a hub policy key signs the token (`skn`).
-    pub shared_access_key_name: Option<String>,
+    pub(crate) shared_access_key_name: Option<String>,
     /// A ready-made SAS token (cannot be renewed).
-    pub shared_access_signature: Option<String>,
+    pub(crate) shared_access_signature: Option<String>,
     /// Connect here (IoT Edge parent, emulator) but sign for `host_name`. May carry `:port`.
-    pub gateway_host_name: Option<String>,
+    pub(crate) gateway_host_name: Option<String>,
     /// `x509=true`: authenticate with a client certificate.
-    pub x509: bool,
+    pub(crate) x509: bool,
 }
 
 impl fmt::Debug for ConnectionString {
@@ -112,17 +112,18 @@ impl ConnectionString {
 
     /// `host:port` to connect to: `GatewayHostName` if set, else `HostName`.
     /// A port written in the name wins over `default_port`.
-    pub fn connect_address(&self, default_port: u16) -> (String, u16) {
+    pub(crate) fn connect_address(&self, default_port: u16) -> (String, u16) {
         split_host_port(self.gateway_host_name.as_deref().unwrap_or(&self.host_name), default_port)
     }
 
     /// The host name without a port (what tokens and the username name).
-    pub fn hub_host(&self) -> &str {
+    pub(crate) fn hub_host(&self) -> &str {
         self.host_name.split(':').next().unwrap_or(&self.host_name)
     }
 
     /// The MQTT client id: `deviceId`, or `deviceId/moduleId`.
-    pub fn client_id(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn client_id(&self) -> String {
         match &self.module_id {
             Some(m) => format!("{}/{}", self.device_id, m),
             None => self.device_id.clone(),
@@ -130,12 +131,14 @@ impl ConnectionString {
     }
 
     /// The MQTT username: `{hub}/{device}[/{module}]/?api-version=2021-04-12`.
-    pub fn username(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn username(&self) -> String {
         format!("{}/{}/?api-version=2021-04-12&DeviceClientType=iomt-edge%2F{}", self.hub_host(), self.client_id(), env!("CARGO_PKG_VERSION"))
     }
 
     /// The resource URI tokens are signed for: `{hub}/devices/{id}[/modules/{m}]`.
-    pub fn resource_uri(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn resource_uri(&self) -> String {
         match &self.module_id {
             Some(m) => format!("{}/devices/{}/modules/{}", self.hub_host(), self.device_id, m),
             None => format!("{}/devices/{}", self.hub_host(), self.device_id),
@@ -144,7 +147,7 @@ impl ConnectionString {
 }
 
 /// Splits `host[:port]`; the port defaults to `default_port`.
-pub fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
+pub(crate) fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {
             Ok(port) => (h.to_string(), port),

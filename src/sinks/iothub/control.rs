@@ -49,7 +49,8 @@ impl SimpleControl {
         self.patients.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     /// The twin version of the last change of each device's association.
-    pub fn patient_versions(&self) -> BTreeMap<String, Option<u64>> {
+    #[cfg(test)]
+    pub(crate) fn patient_versions(&self) -> BTreeMap<String, Option<u64>> {
         self.versions.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     /// The last batching settings applied.

@@ -41,26 +41,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// File name of the persisted desired state inside the state directory.
-pub const FILE_NAME: &str = "iothub-desired.json";
+pub(crate) const FILE_NAME: &str = "iothub-desired.json";
 
 /// The persisted desired state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DesiredState {
+pub(crate) struct DesiredState {
     /// `$version` of the desired section this state came from (the last
     /// document applied). `None` until a versioned document was applied.
     #[serde(default)]
-    pub version: Option<u64>,
+    pub(crate) version: Option<u64>,
     /// Device id -> patient id.
     #[serde(default)]
-    pub patients: BTreeMap<String, String>,
+    pub(crate) patients: BTreeMap<String, String>,
     /// Batching settings, as sent.
     #[serde(default)]
-    pub batching: Option<Value>,
+    pub(crate) batching: Option<Value>,
 }
 
 /// Where a desired document came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The `desired` section of a full twin (`$iothub/twin/GET` answer).
     FullTwin,
     /// A desired-properties notification (`$iothub/twin/PATCH/properties/desired/?$version={v}`),
@@ -70,7 +70,7 @@ pub enum Source {
 
 /// What became of a desired document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Applied (entries listed in `problems` were refused); the state is now at `version`.
     Applied { version: u64 },
     /// Not newer than the applied version (a patch at or below it, a full
@@ -83,22 +83,22 @@ pub enum Outcome {
 
 /// What applying a desired document did.
 #[derive(Debug, Default)]
-pub struct ApplyReport {
+pub(crate) struct ApplyReport {
     /// Plain-language problems, one per refused entry.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     /// Whether anything changed (the version included).
-    pub changed: bool,
+    pub(crate) changed: bool,
     /// Applied, or ignored and why.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 /// Counters of desired documents ignored, for reported properties.
 #[derive(Debug, Default)]
-pub struct DesiredCounters {
+pub(crate) struct DesiredCounters {
     /// Documents ignored because they were not newer than the applied version.
-    pub stale: AtomicU64,
+    pub(crate) stale: AtomicU64,
     /// Documents ignored because they had no readable `$version`.
-    pub unversioned: AtomicU64,
+    pub(crate) unversioned: AtomicU64,
 }
 
 /// Keeps the desired state on disk and applies changes to the gateway.
@@ -130,19 +130,19 @@ impl DesiredStore {
     }
 
     /// The current state.
-    pub fn state(&self) -> DesiredState {
+    pub(crate) fn state(&self) -> DesiredState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Documents ignored so far.
-    pub fn counters(&self) -> &DesiredCounters {
+    pub(crate) fn counters(&self) -> &DesiredCounters {
         &self.counters
     }
 
     /// Applies a desired document if its `$version` allows it (see the module
     /// docs for the rule): `doc` is the whole desired section of a twin GET
     /// ([`Source::FullTwin`]) or a notification's body ([`Source::Patch`]).
-    pub fn apply(&self, doc: &Value, source: Source, control: &dyn GatewayControl) -> ApplyReport {
+    pub(crate) fn apply(&self, doc: &Value, source: Source, control: &dyn GatewayControl) -> ApplyReport {
         let mut rep = ApplyReport::default();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let full = source == Source::FullTwin;

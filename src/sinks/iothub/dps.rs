@@ -18,39 +18,39 @@ use std::time::Duration;
 pub const CACHE_FILE: &str = "iothub-dps.json";
 
 /// The DPS API version spoken.
-pub const API_VERSION: &str = "2019-03-31";
+pub(crate) const API_VERSION: &str = "2019-03-31";
 
 /// What DPS assigned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Assignment {
-    pub id_scope: String,
-    pub registration_id: String,
-    pub assigned_hub: String,
-    pub device_id: String,
+pub(crate) struct Assignment {
+    pub(crate) id_scope: String,
+    pub(crate) registration_id: String,
+    pub(crate) assigned_hub: String,
+    pub(crate) device_id: String,
 }
 
 /// Settings for one registration.
 #[derive(Clone)]
-pub struct DpsSettings {
+pub(crate) struct DpsSettings {
     /// `host[:port]` of DPS.
-    pub endpoint: String,
-    pub id_scope: String,
-    pub registration_id: String,
+    pub(crate) endpoint: String,
+    pub(crate) id_scope: String,
+    pub(crate) registration_id: String,
     /// The device key (already derived for group enrollment).
-    pub device_key: String,
-    pub tls: Arc<ClientConfig>,
+    pub(crate) device_key: String,
+    pub(crate) tls: Arc<ClientConfig>,
     /// Overall limit for one registration.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// The MQTT username for DPS (no `?`).
-pub fn username(id_scope: &str, registration_id: &str) -> String {
+pub(crate) fn username(id_scope: &str, registration_id: &str) -> String {
     format!("{id_scope}/registrations/{registration_id}/api-version={API_VERSION}")
 }
 
 /// The SAS resource for DPS.
-pub fn resource(id_scope: &str, registration_id: &str) -> String {
+pub(crate) fn resource(id_scope: &str, registration_id: &str) -> String {
     format!("{id_scope}/registrations/{registration_id}")
 }
 
@@ -64,7 +64,7 @@ fn parse_response(topic: &str) -> Option<(u16, String, Option<u64>)> {
 }
 
 /// Registers once and returns the assignment.
-pub async fn register(s: &DpsSettings) -> Result<Assignment, IotHubError> {
+pub(crate) async fn register(s: &DpsSettings) -> Result<Assignment, IotHubError> {
     tokio::time::timeout(s.timeout, register_inner(s)).await.map_err(|e| provisioning(format!("DPS registration timed out: {e}")))?
 }
 
@@ -184,19 +184,19 @@ async fn register_inner(s: &DpsSettings) -> Result<Assignment, IotHubError> {
 /// Where the device key comes from: the config's DPS key (an individual
 /// enrollment's key, or a group key the device key is derived from with the
 /// registration id).
-pub use crate::config::iothub::DpsKey as KeySource;
+pub(crate) use crate::config::iothub::DpsKey as KeySource;
 
 /// An [`IdentitySource`] that provisions through DPS, caching the assignment.
-pub struct DpsIdentity {
-    pub endpoint: String,
-    pub id_scope: String,
-    pub registration_id: String,
-    pub key: KeySource,
-    pub tls: Arc<ClientConfig>,
+pub(crate) struct DpsIdentity {
+    pub(crate) endpoint: String,
+    pub(crate) id_scope: String,
+    pub(crate) registration_id: String,
+    pub(crate) key: KeySource,
+    pub(crate) tls: Arc<ClientConfig>,
     /// Connect via this host instead of the assigned hub (IoT Edge parent, emulator).
-    pub gateway_host_name: Option<String>,
-    pub default_port: u16,
-    pub cache_path: PathBuf,
+    pub(crate) gateway_host_name: Option<String>,
+    pub(crate) default_port: u16,
+    pub(crate) cache_path: PathBuf,
     cached: Mutex<Option<Assignment>>,
     /// A refusal was logged and the hub has not accepted an identity since.
     rejected: crate::logging::SharedEpisode,
@@ -205,7 +205,7 @@ pub struct DpsIdentity {
 impl DpsIdentity {
     /// Creates the source; reads the cached assignment if it matches.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         endpoint: String,
         id_scope: String,
         registration_id: String,
@@ -247,7 +247,7 @@ impl DpsIdentity {
     }
 
     /// The cached assignment, if any.
-    pub fn cached(&self) -> Option<Assignment> {
+    pub(crate) fn cached(&self) -> Option<Assignment> {
         self.cached.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

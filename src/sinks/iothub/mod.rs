@@ -13,17 +13,18 @@
 //! duplicate carries the same id.
 
 pub mod connection_string;
-pub mod control;
+pub(crate) mod control;
 pub mod desired;
 pub mod dps;
-pub mod error;
+pub(crate) mod error;
 pub mod sas;
 pub mod session;
 pub mod tls;
-pub mod topics;
+pub(crate) mod topics;
 pub mod twin;
 
-pub use control::{GatewayControl, SimpleControl};
+pub(crate) use control::GatewayControl;
+pub use control::SimpleControl;
 
 use crate::config::iothub::{IotHubIdentity, IotHubSinkConfig, IotHubTransport};
 use crate::config::Secret;
@@ -31,7 +32,7 @@ use crate::model::Message;
 use crate::sinks::{Sink, SinkError};
 use async_trait::async_trait;
 use connection_string::ConnectionString;
-pub use error::IotHubError;
+pub(crate) use error::IotHubError;
 use session::{HubSession, Identity, IdentitySource, MqttLinkState, SessionOptions, TransportKind, Tuning};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// IoT Hub's limit on one message: body + property names and values.
-pub const IOTHUB_MAX_MESSAGE: usize = 256 * 1024;
+pub(crate) const IOTHUB_MAX_MESSAGE: usize = 256 * 1024;
 /// Room kept for the property bag and topic when telling the forwarder how
 /// large a body may be (system properties, a 128-character id, creation time).
 const BAG_RESERVE: usize = 1024;
@@ -50,7 +51,7 @@ const CONNECTION_STRING: &str = "the IoT Hub connection string (sink.iothub.conn
 const CONTROL_SLOTS: usize = 8;
 
 /// Builds the IoT Hub sink for the runtime from its config table.
-pub async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, IotHubError> {
+pub(crate) async fn build(cfg: &IotHubSinkConfig, state_dir: &Path, control: Arc<dyn GatewayControl>) -> Result<Arc<dyn Sink>, IotHubError> {
     Ok(Arc::new(IotHubSink::start(cfg, state_dir, control, Tuning::default())?))
 }
 

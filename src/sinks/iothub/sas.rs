@@ -24,7 +24,7 @@ pub enum SasError {
 }
 
 /// HMAC-SHA256 with a base64 key, base64 output.
-pub fn hmac_b64(key_b64: &str, data: &[u8]) -> Result<String, SasError> {
+pub(crate) fn hmac_b64(key_b64: &str, data: &[u8]) -> Result<String, SasError> {
     let key = B64.decode(key_b64.trim()).map_err(|_| SasError::BadKey)?;
     let mut mac = HmacSha256::new_from_slice(&key).map_err(|_| SasError::BadKey)?;
     mac.update(data);
@@ -32,7 +32,7 @@ pub fn hmac_b64(key_b64: &str, data: &[u8]) -> Result<String, SasError> {
 }
 
 /// The signature (base64, not URL-encoded) over an already URL-encoded resource.
-pub fn signature(key_b64: &str, encoded_resource: &str, expiry: u64) -> Result<String, SasError> {
+pub(crate) fn signature(key_b64: &str, encoded_resource: &str, expiry: u64) -> Result<String, SasError> {
     hmac_b64(key_b64, format!("{encoded_resource}\n{expiry}").as_bytes())
 }
 
@@ -49,27 +49,27 @@ pub fn token(key_b64: &str, resource: &str, expiry: u64, key_name: Option<&str>)
 }
 
 /// DPS group enrollment: the device key is `b64(HMAC-SHA256(b64decode(groupKey), regId))`.
-pub fn derive_device_key(group_key_b64: &str, registration_id: &str) -> Result<String, SasError> {
+pub(crate) fn derive_device_key(group_key_b64: &str, registration_id: &str) -> Result<String, SasError> {
     hmac_b64(group_key_b64, registration_id.as_bytes())
 }
 
 /// A token taken apart (for the emulator's checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedToken {
+pub(crate) struct ParsedToken {
     /// `sr` exactly as received (still URL-encoded).
-    pub sr_encoded: String,
+    pub(crate) sr_encoded: String,
     /// `sr` decoded.
-    pub resource: String,
+    pub(crate) resource: String,
     /// `sig` decoded (base64).
-    pub sig: String,
+    pub(crate) sig: String,
     /// Expiry, Unix seconds.
-    pub expiry: u64,
+    pub(crate) expiry: u64,
     /// Policy name.
-    pub skn: Option<String>,
+    pub(crate) skn: Option<String>,
 }
 
 /// Parses `SharedAccessSignature sr=..&sig=..&se=..`.
-pub fn parse_token(t: &str) -> Result<ParsedToken, SasError> {
+pub(crate) fn parse_token(t: &str) -> Result<ParsedToken, SasError> {
     let rest = t.trim().strip_prefix("SharedAccessSignature ").ok_or(SasError::NotSas)?;
     let (mut sr, mut sig, mut se, mut skn) = (None, None, None, None);
     for kv in rest.split('&') {
@@ -97,7 +97,8 @@ pub fn parse_token(t: &str) -> Result<ParsedToken, SasError> {
 
 /// Checks a parsed token's signature against a key, recomputing over `sr`
 /// exactly as received. Constant-time comparison.
-pub fn verify(tok: &ParsedToken, key_b64: &str) -> bool {
+#[cfg(test)]
+pub(crate) fn verify(tok: &ParsedToken, key_b64: &str) -> bool {
     let Ok(key) = B64.decode(key_b64.trim()) else { return false };
     let Ok(mut mac) = HmacSha256::new_from_slice(&key) else { return false };
     mac.update(format!("{}\n{}", tok.sr_encoded, tok.expiry).as_bytes());

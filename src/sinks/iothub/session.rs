@@ -37,7 +37,7 @@ const MAX_OUTGOING_PACKET: usize = 256 * 1024 + 16 * 1024;
 
 /// How the device proves its identity.
 #[derive(Clone)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// A base64 symmetric key: SAS tokens are minted and renewed from it.
     Key { key: String, key_name: Option<String> },
     /// A fixed SAS token (from the connection string); cannot be renewed.
@@ -50,17 +50,17 @@ pub enum Credential {
 #[derive(Clone)]
 pub struct Identity {
     /// Where to connect (gateway host or hub host).
-    pub connect_host: String,
+    pub(crate) connect_host: String,
     /// Port to connect to.
-    pub connect_port: u16,
+    pub(crate) connect_port: u16,
     /// The hub's host name (for the username and the token's resource).
-    pub hub_host: String,
+    pub(crate) hub_host: String,
     /// Device id.
-    pub device_id: String,
+    pub(crate) device_id: String,
     /// Module id, for IoT Edge modules.
-    pub module_id: Option<String>,
+    pub(crate) module_id: Option<String>,
     /// Proof of identity.
-    pub credential: Credential,
+    pub(crate) credential: Credential,
 }
 
 impl Identity {
@@ -85,7 +85,7 @@ impl Identity {
     }
 
     /// MQTT client id.
-    pub fn client_id(&self) -> String {
+    pub(crate) fn client_id(&self) -> String {
         match &self.module_id {
             Some(m) => format!("{}/{}", self.device_id, m),
             None => self.device_id.clone(),
@@ -93,12 +93,12 @@ impl Identity {
     }
 
     /// MQTT username.
-    pub fn username(&self) -> String {
+    pub(crate) fn username(&self) -> String {
         format!("{}/{}/?api-version=2021-04-12&DeviceClientType=iomt-edge%2F{}", self.hub_host, self.client_id(), env!("CARGO_PKG_VERSION"))
     }
 
     /// The resource tokens are signed for.
-    pub fn resource_uri(&self) -> String {
+    pub(crate) fn resource_uri(&self) -> String {
         match &self.module_id {
             Some(m) => format!("{}/devices/{}/modules/{}", self.hub_host, self.device_id, m),
             None => format!("{}/devices/{}", self.hub_host, self.device_id),
@@ -106,7 +106,7 @@ impl Identity {
     }
 
     /// A password valid until `expiry` (Unix s), or `None` for X.509.
-    pub fn password(&self, expiry: u64) -> Result<Option<String>, SasError> {
+    pub(crate) fn password(&self, expiry: u64) -> Result<Option<String>, SasError> {
         Ok(match &self.credential {
             Credential::Key { key, key_name } => Some(sas::token(key, &self.resource_uri(), expiry, key_name.as_deref())?),
             Credential::Token(t) => Some(t.clone()),
@@ -210,7 +210,7 @@ pub enum MqttLinkState {
 /// Counters for status reports.
 #[derive(Debug, Default)]
 pub struct SessionStats {
-    pub connects: AtomicU64,
+    pub(crate) connects: AtomicU64,
     pub refusals: AtomicU64,
     pub drops: AtomicU64,
     pub renewals: AtomicU64,
@@ -243,7 +243,7 @@ impl Shared {
 /// A publish that could not be handed to the connection.
 #[derive(Debug, thiserror::Error)]
 #[error("the MQTT request queue is full or closed")]
-pub struct QueueFull;
+pub(crate) struct QueueFull;
 
 /// The handle to one MQTT session with the IoT Hub (connection, reconnects,
 /// token renewal, in-flight window).
@@ -287,19 +287,19 @@ impl HubSession {
     }
 
     /// The connected identity's (device id, module id), once known.
-    pub fn identity(&self) -> Option<(String, Option<String>)> {
+    pub(crate) fn identity(&self) -> Option<(String, Option<String>)> {
         self.shared.identity.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Takes the stream of publishes from the hub (twin responses, desired
     /// patches, method calls). Only the first call gets it.
-    pub fn take_incoming(&self) -> Option<mpsc::Receiver<Publish>> {
+    pub(crate) fn take_incoming(&self) -> Option<mpsc::Receiver<Publish>> {
         self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Publishes with QoS 1. The receiver resolves on PUBACK; an error means
     /// the connection ended first and the caller should publish again.
-    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<oneshot::Receiver<()>, QueueFull> {
+    pub(crate) fn publish(&self, topic: String, payload: Vec<u8>) -> Result<oneshot::Receiver<()>, QueueFull> {
         let (tx, rx) = oneshot::channel();
         let mut w = self.shared.window();
         self.shared.client.try_publish(topic, QoS::AtLeastOnce, false, payload).map_err(|_| QueueFull)?;
@@ -308,14 +308,14 @@ impl HubSession {
     }
 
     /// Publishes outstanding (for status).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         let w = self.shared.window();
         w.fifo.len() + w.acks.len()
     }
 
     /// Drops the connection of `generation` (if still current) and reconnects:
     /// used when a PUBACK is overdue.
-    pub fn force_reconnect(&self, generation: u64) {
+    pub(crate) fn force_reconnect(&self, generation: u64) {
         let mut done = false;
         self.shared.state.send_if_modified(|s| {
             if *s == (MqttLinkState::Connected { generation }) {
@@ -357,10 +357,10 @@ impl Drop for HubSession {
 /// An HTTP CONNECT proxy for the WebSocket transport.
 #[derive(Clone)]
 pub struct ProxySettings {
-    pub host: String,
-    pub port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
     /// Basic authentication (user, password).
-    pub basic_auth: Option<(String, String)>,
+    pub(crate) basic_auth: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for ProxySettings {
@@ -406,7 +406,7 @@ fn mqtt_options(opts: &SessionOptions, id: &Identity, password: Option<String>) 
 
 /// When to renew a token of `ttl` issued now: at 80 % of its life, and at least
 /// 2 min early for long tokens.
-pub fn renew_after(ttl: Duration) -> Duration {
+pub(crate) fn renew_after(ttl: Duration) -> Duration {
     let eighty = ttl.mul_f64(0.8);
     let two_min_early = ttl.saturating_sub(Duration::from_secs(120));
     if ttl > Duration::from_secs(600) {

@@ -42,7 +42,7 @@ pub enum TlsError {
 }
 
 /// Reads every certificate of a PEM file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|cause| TlsError::ReadCertificates { path: path.into(), cause })?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
     let certs = certs.map_err(|cause| TlsError::NotPemCertificates { path: path.into(), cause })?;
@@ -53,7 +53,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// Reads the first private key of a PEM file.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     crate::config::secret::warn_if_world_readable(path);
     let pem = std::fs::read(path).map_err(|cause| TlsError::ReadKey { path: path.into(), cause })?;
     rustls_pemfile::private_key(&mut pem.as_slice())

@@ -3,7 +3,7 @@
 //! emulator.
 
 /// Topic prefix for device-to-cloud telemetry of an identity.
-pub fn telemetry_prefix(device_id: &str, module_id: Option<&str>) -> String {
+pub(crate) fn telemetry_prefix(device_id: &str, module_id: Option<&str>) -> String {
     match module_id {
         Some(m) => format!("devices/{device_id}/modules/{m}/messages/events/"),
         None => format!("devices/{device_id}/messages/events/"),
@@ -16,13 +16,13 @@ fn enc(s: &str) -> String {
 }
 
 /// Encodes a property bag as a query string: `%24.mid=1&%24.ct=application%2Fjson`.
-pub fn encode_bag<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub(crate) fn encode_bag<'a>(props: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     props.into_iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Decodes a property bag (decodes once; accepts `$` and `%24`). Returns `None`
 /// when an escape is malformed or a key is empty.
-pub fn decode_bag(bag: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn decode_bag(bag: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for kv in bag.split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -37,8 +37,9 @@ pub fn decode_bag(bag: &str) -> Option<Vec<(String, String)>> {
 }
 
 /// What a published topic means to the hub.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeviceTopic {
+pub(crate) enum DeviceTopic {
     /// `devices/{d}[/modules/{m}]/messages/events/{bag}`.
     Telemetry { device_id: String, module_id: Option<String>, properties: Vec<(String, String)> },
     /// `$iothub/twin/GET/?$rid={r}`.
@@ -54,7 +55,8 @@ fn query_param(q: &str, name: &str) -> Option<String> {
 }
 
 /// Parses a topic a device publishes to. `None` means the hub would close the connection.
-pub fn parse_device_topic(topic: &str) -> Option<DeviceTopic> {
+#[cfg(test)]
+pub(crate) fn parse_device_topic(topic: &str) -> Option<DeviceTopic> {
     if let Some(rest) = topic.strip_prefix("devices/") {
         let (device_id, rest) = rest.split_once('/')?;
         let (module_id, rest) = match rest.strip_prefix("modules/") {
@@ -85,7 +87,7 @@ pub fn parse_device_topic(topic: &str) -> Option<DeviceTopic> {
 
 /// What the hub sends to a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HubTopic {
+pub(crate) enum HubTopic {
     /// `$iothub/twin/res/{status}/?$rid={r}[&$version={v}]`.
     TwinResponse { status: u16, rid: String, version: Option<u64> },
     /// `$iothub/twin/PATCH/properties/desired/?$version={v}`.
@@ -97,7 +99,7 @@ pub enum HubTopic {
 }
 
 /// Parses a topic the hub publishes to a device.
-pub fn parse_hub_topic(topic: &str) -> HubTopic {
+pub(crate) fn parse_hub_topic(topic: &str) -> HubTopic {
     if let Some(rest) = topic.strip_prefix("$iothub/twin/res/") {
         if let Some((status, q)) = rest.split_once("/?") {
             if let (Ok(status), Some(rid)) = (status.parse(), query_param(q, "$rid")) {

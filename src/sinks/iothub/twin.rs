@@ -109,7 +109,7 @@ pub async fn run(session: Arc<HubSession>, control: Arc<dyn GatewayControl>, sto
 /// The status document: the gateway's status plus the link counters and the
 /// desired-properties version applied (`desiredVersion`, `null` before any)
 /// with the count of desired documents ignored as stale or unversioned.
-pub fn status_doc(session: &HubSession, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> GatewayStatus {
+pub(crate) fn status_doc(session: &HubSession, control: &Arc<dyn GatewayControl>, store: &DesiredStore) -> GatewayStatus {
     let s = session.stats();
     GatewayStatus {
         iothub: Some(IotHubLink {
