@@ -180,7 +180,7 @@ pub fn hl7_message(opts: &hl7::Hl7Options, data: &[u8]) {
     let ack = hl7::build_ack(header.as_ref(), code, reason, arrival(), "ACK1");
     let segs: Vec<&str> = ack.split('\r').filter(|s| !s.is_empty()).collect();
     assert!(segs.len() == 2 && segs[0].starts_with("MSH") && segs[1].starts_with("MSA"), "{ack:?}");
-    // The patient and bed of the message (issue 13): no panic; a bed gives a
+    // The patient and bed of the message: no panic; a bed gives a
     // bounded, safe device id or an AE.
     if let Ok(r) = hl7::routing(data) {
         if let Some(loc) = r.location {

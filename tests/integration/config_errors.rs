@@ -65,7 +65,7 @@ fn bad_files_name_line_column_and_fix() {
             &["exactly one of `address`"],
         ),
         // [device.serial]: the driver must exist and read this kind of device;
-        // line settings, timers and init/poll bytes are checked (issue 13).
+        // line settings, timers and init/poll bytes are checked.
         (serial("driver = \"ivy\""), "FILE:10:1:", &["ivy", "no such profile", "masimo-ascii1", "hl7"]),
         (serial("driver = \"masimo-ascii1\"").replace("pulse_oximeter", "heart_rate_strap"), "FILE:10:1:", &["set kind = \"pulse_oximeter\""]),
         (serial("driver = \"nonin-df7\"\ninit = \"02 7\""), "FILE:11:1:", &["init", "`7` is not hex", "02 70 02 02 07 03"]),
@@ -82,7 +82,7 @@ fn bad_files_name_line_column_and_fix() {
         (hl7_tcp("listen = \"2575\"", "bedside_monitor"), "FILE:9:1:", &["not an address and port", "0.0.0.0:2575"]),
         (hl7_tcp("listen = \"0.0.0.0:2575\"", "pulse_oximeter"), "FILE:7:1:", &["[device.hl7_tcp] device is a bedside_monitor"]),
         (hl7_tcp("listen = \"0.0.0.0:2575\"\nack_timeout = \"1h\"", "bedside_monitor"), "FILE:10:1:", &["ack_timeout must be 1s to 10min"]),
-        // HL7 patient rules and serial ACKs (issue 13): options of the hl7 driver only,
+        // HL7 patient rules and serial ACKs: options of the hl7 driver only,
         // a known mode, no fixed patient with patients from PID-3, no id a bed could take.
         (serial("driver = \"nonin-ascii\"\nack = false"), "FILE:11:1:", &["ack is for the hl7 driver only"]),
         (serial("driver = \"nonin-ascii\"\npatient_from = \"pid\""), "FILE:11:1:", &["patient_from is for the hl7 driver only"]),

@@ -1,5 +1,5 @@
-//! The HL7 right-patient guard across restarts, through the whole gateway
-//! (issue 13): the `iomt-edge` binary as a real process with an HL7 TCP
+//! The HL7 right-patient guard across restarts, through the whole gateway:
+//! the `iomt-edge` binary as a real process with an HL7 TCP
 //! listener (`patient_from = "device"`, the default) and the IoT Hub sink on
 //! the local emulator, whose twin is how a ward system changes a device's
 //! patient association in the running gateway.

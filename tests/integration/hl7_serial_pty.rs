@@ -1,4 +1,4 @@
-//! HL7 over a serial line through the whole gateway (issue 13): simulated HL7
+//! HL7 over a serial line through the whole gateway: simulated HL7
 //! monitors on real pseudo-terminal pairs write MLLP-framed ORU^R01 messages
 //! and read the gateway's ACKs on the same line, as a monitor's own HL7
 //! stack would; the `iomt-edge` binary reads them through tokio-serial.

@@ -1,5 +1,5 @@
 //! `medtech preview` and `check` predict what the MedTech service stores, including
-//! its silent .NET coercions (issue 9 item 5): a Quantity value `"36,6"` is stored
+//! its silent .NET coercions: a Quantity value `"36,6"` is stored
 //! as 366 by `decimal.Parse(s, CultureInfo.InvariantCulture)`, and the preview must
 //! show 366 and `check` must flag it loudly, naming the value and the message.
 

@@ -60,11 +60,11 @@ fn status_follows_the_running_gateway() {
     });
     assert_eq!(v["gatewayId"], "status-gw");
     assert_eq!(v["pid"].as_u64(), Some(gw.id() as u64));
-    // Decode health travels with each device (issue 9): healthy devices say so.
+    // Decode health travels with each device: healthy devices say so.
     for d in v["devices"].as_array().unwrap() {
         assert_eq!(d["stateText"], "streaming", "{d}");
         assert_eq!((d["inputErrors"].as_u64(), d["extraBytes"].as_u64()), (Some(0), Some(0)), "{d}");
-        // The simulated devices send only values a body can have (issue 11 item 14).
+        // The simulated devices send only values a body can have.
         assert_eq!(d["outOfRange"].as_u64(), Some(0), "{d}");
     }
     let (code, text) = status(&state, false);

@@ -71,7 +71,6 @@ pub(crate) fn event_json(message: &Message, user_properties: &BTreeMap<String, S
 }
 
 /// Size of the request body `[e1,e2,…]` holding events of these sizes.
-#[allow(dead_code)] // only `pack` (test-only) calls it on main; the multi-event send under way in issue 12 calls it
 pub(crate) fn body_len(event_lens: impl IntoIterator<Item = usize>) -> usize {
     let (n, sum) = event_lens.into_iter().fold((0usize, 0usize), |(n, s), l| (n + 1, s.saturating_add(l)));
     2usize.saturating_add(sum).saturating_add(n.saturating_sub(1))
