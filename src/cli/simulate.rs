@@ -449,25 +449,24 @@ fn run_eventhubs(a: EventhubsArgs) -> anyhow::Result<ExitCode> {
         outln!("  connection_string = {{ value = \"{cs}\" }}")?;
         outln!("  ca_file = \"{}\"", ca.display())?;
         outln!()?;
+        // The lines an Entra ID snippet starts with, whatever its credential.
+        let entra_head = || -> Result<(), crate::cli::out::OutputError> {
+            outln!("  [sink.eventhubs]")?;
+            outln!("  namespace = \"{}\"", emu.addr())?;
+            outln!("  event_hub = \"{}\"", c.hub)?;
+            outln!("  authority_host = \"{}\"", emu.base_url())?;
+            outln!("  tenant = \"{}\"", c.tenant)?;
+            outln!("  client_id = \"{}\"", c.client_id)
+        };
         outln!("Or with Microsoft Entra ID (client credentials against the emulator's token endpoint):")?;
-        outln!("  [sink.eventhubs]")?;
-        outln!("  namespace = \"{}\"", emu.addr())?;
-        outln!("  event_hub = \"{}\"", c.hub)?;
-        outln!("  authority_host = \"{}\"", emu.base_url())?;
-        outln!("  tenant = \"{}\"", c.tenant)?;
-        outln!("  client_id = \"{}\"", c.client_id)?;
+        entra_head()?;
         outln!("  client_secret = {{ value = \"{}\" }}", emu.client_secret())?;
         outln!("  ca_file = \"{}\"", ca.display())?;
         outln!()?;
         if let Some(cert) = a.client_certificate.first() {
             let cert = std::fs::canonicalize(cert).unwrap_or_else(|_| cert.clone());
             outln!("Or with a certificate credential (client assertions signed with the key of {}):", cert.display())?;
-            outln!("  [sink.eventhubs]")?;
-            outln!("  namespace = \"{}\"", emu.addr())?;
-            outln!("  event_hub = \"{}\"", c.hub)?;
-            outln!("  authority_host = \"{}\"", emu.base_url())?;
-            outln!("  tenant = \"{}\"", c.tenant)?;
-            outln!("  client_id = \"{}\"", c.client_id)?;
+            entra_head()?;
             outln!("  client_certificate_file = \"{}\"", cert.display())?;
             outln!("  client_key_file = \"/path/to/its-private-key.pem\"")?;
             outln!("  ca_file = \"{}\"", ca.display())?;
